@@ -1,0 +1,5 @@
+"""Allow `python -m podium`."""
+
+from podium.cli import main
+
+main()

@@ -1,0 +1,42 @@
+"""The `podium` command: each domain mounts its Typer sub-app here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from podium.core.auth.cli import audit_app, keys_app, projects_app, users_app, whoami
+from podium.core.cli import config_app, db_app
+from podium.core.errors import PodiumError
+from podium.core.jobs.cli import artifacts_app, jobs_app
+from podium.server.cli import serve
+
+app = typer.Typer(
+    help="Podium: a self-hosted LLMOps platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("serve")(serve)
+app.command("whoami")(whoami)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(projects_app, name="projects")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(artifacts_app, name="artifacts")
+
+
+def main() -> None:
+    """Entry point: run the app; a `PodiumError` becomes one line on stderr and exit code 1."""
+    try:
+        app()
+    except PodiumError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Platform spine: configuration, storage, identity, jobs."""

@@ -1,0 +1,1 @@
+"""Identity: projects, users, roles, API keys and the audit log."""

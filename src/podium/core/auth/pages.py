@@ -1,0 +1,109 @@
+"""Dashboard pages for projects, API keys and the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from starlette.responses import Response
+
+from podium.core.auth import service
+from podium.core.auth.store import ROLES
+from podium.core.errors import PodiumError
+from podium.core.http import get_platform
+from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, register_nav, render
+
+router = APIRouter(include_in_schema=False)
+SessionDep = Annotated[PageSession, Depends(page_session)]
+
+register_nav("Projects", "/projects")
+register_nav("API keys", "/keys")
+register_nav("Audit log", "/audit", role="admin")
+
+
+@router.get("/projects")
+def projects_page(request: Request, session: SessionDep) -> Response:
+    """Projects list, with a create form for admins."""
+    projects = service.list_projects(get_platform(request).db, session.actor)
+    return render(request, "core/projects.html", session, projects=projects, error=None)
+
+
+@router.post("/projects")
+def projects_create(
+    request: Request,
+    session: SessionDep,
+    name: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Create a project from the form."""
+    platform = get_platform(request)
+    try:
+        check_csrf(session, csrf)
+        service.create_project(platform.db, session.actor, name, description)
+    except PodiumError as exc:
+        projects = service.list_projects(platform.db, session.actor)
+        return render(request, "core/projects.html", session, status=exc.status, projects=projects, error=exc.message)
+    return redirect("/projects")
+
+
+def _keys_context(request: Request, session: PageSession) -> dict[str, object]:
+    platform = get_platform(request)
+    return {
+        "keys": service.list_keys(platform.db, session.actor, include_revoked=True),
+        "projects": service.list_projects(platform.db, session.actor),
+        "roles": ROLES,
+    }
+
+
+@router.get("/keys")
+def keys_page(request: Request, session: SessionDep) -> Response:
+    """Keys list with create and revoke forms."""
+    return render(request, "core/keys.html", session, new_key=None, error=None, **_keys_context(request, session))
+
+
+@router.post("/keys")
+def keys_create(
+    request: Request,
+    session: SessionDep,
+    name: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "member",
+    project: Annotated[str, Form()] = "",
+    expires: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Create a key and show its secret once."""
+    platform = get_platform(request)
+    try:
+        check_csrf(session, csrf)
+        new = service.create_key(
+            platform.db, session.actor, name=name, role=role, project=project or None, expires=expires or None
+        )
+    except PodiumError as exc:
+        ctx = _keys_context(request, session)
+        return render(request, "core/keys.html", session, status=exc.status, new_key=None, error=exc.message, **ctx)
+    return render(request, "core/keys.html", session, new_key=new, error=None, **_keys_context(request, session))
+
+
+@router.post("/keys/{ref}/revoke")
+def keys_revoke(request: Request, ref: str, session: SessionDep, csrf: Annotated[str, Form()] = "") -> Response:
+    """Revoke a key from the list."""
+    platform = get_platform(request)
+    try:
+        check_csrf(session, csrf)
+        service.revoke_key(platform.db, session.actor, ref, platform.keys)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return redirect("/keys")
+
+
+@router.get("/audit")
+def audit_page(
+    request: Request, session: SessionDep, action: str | None = None, cursor: str | None = None
+) -> Response:
+    """The audit log, newest first, filterable by action."""
+    try:
+        page = service.list_audit(get_platform(request).db, session.actor, action=action or None, cursor=cursor)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return render(request, "core/audit.html", session, page=page, action=action or "")

@@ -1,0 +1,116 @@
+"""HTTP client the CLI and SDK use to reach a Podium server (`PODIUM_URL`, `PODIUM_API_KEY`)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from podium.core.config import Settings, load_settings
+from podium.core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PodiumError,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+)
+
+_BY_STATUS: dict[int, type[PodiumError]] = {
+    400: InvalidInput,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    422: InvalidInput,
+    429: RateLimited,
+    503: ServiceUnavailable,
+}
+
+
+def resolve_api_key(settings: Settings) -> str | None:
+    """`PODIUM_API_KEY` (or `api_key` in podium.toml), else the bootstrap key in `<home>/admin.key`."""
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
+    path = settings.admin_key_path
+    if path.exists():
+        return path.read_text().strip() or None
+    return None
+
+
+class Client:
+    """A thin, synchronous client for the `/api` endpoints; errors come back as `PodiumError`s."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0):
+        settings = load_settings() if url is None or api_key is None else None
+        self.url = (url or (settings.effective_url if settings else "")).rstrip("/")
+        self.api_key = api_key if api_key is not None else (resolve_api_key(settings) if settings else None)
+        headers = {"User-Agent": "podium-cli"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; returns decoded JSON or raises a `PodiumError` with the server's message."""
+        if not self.api_key and path.startswith(("/api", "/v1")):
+            raise Unauthorized(
+                "no API key: set PODIUM_API_KEY, or run `podium serve` once so that "
+                f"{os.environ.get('PODIUM_HOME', '.podium')}/admin.key exists"
+            )
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise ServiceUnavailable(
+                f"cannot reach Podium at {self.url}: is `podium serve` running? (set PODIUM_URL to use another server)"
+            ) from None
+        except httpx.TimeoutException:
+            raise ServiceUnavailable(f"Podium at {self.url} did not answer in time") from None
+        if response.status_code >= 400:
+            raise self._error(response)
+        if not response.content:
+            return None
+        return response.json()
+
+    def _error(self, response: httpx.Response) -> PodiumError:
+        message = f"HTTP {response.status_code}"
+        details: dict[str, Any] = {}
+        try:
+            body = response.json()
+            err = body.get("error", {})
+            message = err.get("message", message)
+            details = err.get("details") or {}
+        except ValueError:
+            message = f"HTTP {response.status_code}: {response.text[:200]}"
+        cls = _BY_STATUS.get(response.status_code, PodiumError)
+        error = cls(message, details=details)
+        error.status = response.status_code
+        return error
+
+    def get(self, path: str, **params: Any) -> Any:
+        """GET with query parameters (None values dropped)."""
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, json: Any = None) -> Any:
+        """POST a JSON body."""
+        return self.request("POST", path, json=json)
+
+    def patch(self, path: str, json: Any = None) -> Any:
+        """PATCH a JSON body."""
+        return self.request("PATCH", path, json=json)
+
+    def delete(self, path: str) -> Any:
+        """DELETE."""
+        return self.request("DELETE", path)

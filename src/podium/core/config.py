@@ -1,0 +1,227 @@
+"""Configuration from `podium.toml`, `PODIUM_*` environment variables and command-line overrides.
+
+Precedence, highest first: command-line overrides, environment, `podium.toml`, defaults.
+`podium.toml` is read from `$PODIUM_CONFIG` or the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+import typing
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources import InitSettingsSource
+
+from podium.core.errors import ConfigError
+
+ENV_PREFIX = "PODIUM_"
+_toml_data: ContextVar[dict[str, Any]] = ContextVar("podium_toml_data", default={})  # noqa: B039
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Feeds the already-parsed `podium.toml` into pydantic-settings."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        data = _toml_data.get()
+        return data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_toml_data.get())
+
+
+class Settings(BaseSettings):
+    """Every setting Podium reads. Field docs are the configuration reference."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    home: Path = Field(Path(".podium"), description="State directory: database, artifacts, keys.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<home>/podium.db. postgresql://… for Postgres."
+    )
+    artifacts_url: str | None = Field(
+        None, description="Artifact store root: a path or an fsspec URL (s3://…, gs://…); default <home>/artifacts."
+    )
+    host: str = Field("127.0.0.1", description="Address `podium serve` binds.")
+    port: int = Field(8800, ge=1, le=65535, description="Port `podium serve` binds.")
+    workers: int = Field(1, ge=1, le=64, description="Server worker processes.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    auto_upgrade: bool = Field(
+        True, description="`podium serve` migrates an older database itself; false: refuse and ask."
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="Signs sessions and encrypts provider secrets; default: <home>/secret.key, made once."
+    )
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    job_workers: int = Field(2, ge=0, le=64, description="Background job threads per server process; 0 = none.")
+    graceful_timeout: float = Field(30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests.")
+    url: str | None = Field(None, description="Server the CLI and SDK talk to; default http://<host>:<port>.")
+    api_key: SecretStr | None = Field(None, description="Key the CLI and SDK send; default <home>/admin.key.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    # Derived values -------------------------------------------------------------------------
+    @property
+    def home_dir(self) -> Path:
+        """The absolute state directory."""
+        return self.home.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside home."""
+        return self.database_url or f"sqlite:///{self.home_dir / 'podium.db'}"
+
+    @property
+    def effective_artifacts_url(self) -> str:
+        """The artifact root, defaulting to `<home>/artifacts`."""
+        return self.artifacts_url or str(self.home_dir / "artifacts")
+
+    @property
+    def effective_url(self) -> str:
+        """The server URL clients use."""
+        if self.url:
+            return self.url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def admin_key_path(self) -> Path:
+        """Where the first admin key is written."""
+        return self.home_dir / "admin.key"
+
+
+@dataclass(frozen=True)
+class ValueSource:
+    """Where an effective setting came from."""
+
+    value: Any
+    source: str
+    secret: bool
+
+
+def config_path() -> Path:
+    """The `podium.toml` to read: `$PODIUM_CONFIG` or `./podium.toml`."""
+    explicit = os.environ.get("PODIUM_CONFIG")
+    return Path(explicit) if explicit else Path("podium.toml")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        if os.environ.get("PODIUM_CONFIG"):
+            raise ConfigError(f"PODIUM_CONFIG points at {path}, which does not exist; create it or unset PODIUM_CONFIG")
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    known = set(Settings.model_fields)
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"{path}: unknown key '{key}'; known keys: {', '.join(sorted(known))}",
+                details={"key": key},
+            )
+    return data
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(annotation) if a is not type(None)]
+        return " or ".join(names)
+    names = {int: "integer", float: "number", bool: "boolean (true/false)", str: "string", Path: "path"}
+    if annotation in names:
+        return names[annotation]
+    if annotation is SecretStr:
+        return "string"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _origin_of(key: str, init: dict[str, Any], toml: dict[str, Any], path: Path) -> str:
+    if key in init:
+        return "command line"
+    env_name = ENV_PREFIX + key.upper()
+    if any(name.upper() == env_name for name in os.environ):
+        return f"env {env_name}"
+    if key in toml:
+        return str(path)
+    return "default"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the configuration; any bad key or value raises one clear `ConfigError`."""
+    path = config_path()
+    toml = _read_toml(path)
+    init = {k: v for k, v in overrides.items() if v is not None}
+    token = _toml_data.set(toml)
+    try:
+        return Settings(**init)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        field = Settings.model_fields.get(key)
+        expected = _type_name(field.annotation) if field else "?"
+        origin = _origin_of(key, init, toml, path)
+        got = err.get("input")
+        reason = err["msg"] if err["type"] not in ("int_parsing", "bool_parsing", "float_parsing") else ""
+        message = f"config '{key}' (from {origin}): expected {expected}, got {got!r}"
+        if reason and err["type"] not in ("literal_error",):
+            message += f" ({reason})"
+        raise ConfigError(message, details={"key": key, "expected": expected}) from None
+    finally:
+        _toml_data.reset(token)
+
+
+def describe_settings(settings: Settings, **overrides: Any) -> dict[str, ValueSource]:
+    """Each effective setting with its origin, for `podium config show`."""
+    path = config_path()
+    toml = _read_toml(path)
+    init = {k: v for k, v in overrides.items() if v is not None}
+    out: dict[str, ValueSource] = {}
+    derived = {
+        "home": str(settings.home_dir),
+        "database_url": settings.effective_database_url,
+        "artifacts_url": settings.effective_artifacts_url,
+        "url": settings.effective_url,
+    }
+    for key, field in Settings.model_fields.items():
+        raw = getattr(settings, key)
+        secret = isinstance(raw, SecretStr) or field.annotation in (SecretStr, SecretStr | None)
+        value: Any = derived.get(key, raw)
+        origin = _origin_of(key, init, toml, path)
+        if raw is None and key in derived and origin == "default":
+            origin = "default (derived)"
+        if raw is None and key == "secret_key":
+            value, origin = str(settings.home_dir / "secret.key"), "default (file)"
+        if raw is None and key == "api_key":
+            value, origin = str(settings.admin_key_path), "default (file)"
+        out[key] = ValueSource(value=value, source=origin, secret=secret and raw is not None)
+    return out

@@ -1,0 +1,208 @@
+"""HTTP glue shared by every domain's routes: the platform, the acting principal, errors, request ids."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from podium.core.auth.service import Actor, Principal
+from podium.core.errors import PodiumError
+from podium.core.ids import ulid
+from podium.core.platform import Platform
+
+log = logging.getLogger("podium.http")
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class ORJSONResponse(JSONResponse):
+    """JSON responses rendered by orjson (datetimes as ISO-8601)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS, default=_default)
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def get_platform(request: Request) -> Platform:
+    """The process's `Platform`."""
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+def bearer_token(headers: Any) -> str | None:
+    """The API key from `Authorization: Bearer …` or `X-API-Key`."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return str(token.strip())
+        return str(auth.strip())
+    key = headers.get("x-api-key")
+    return str(key) if key else None
+
+
+def request_id(request: Request) -> str | None:
+    """The id the request-id middleware gave this request."""
+    rid: str | None = request.scope.get("podium.request_id")
+    return rid
+
+
+def current_principal(request: Request) -> Principal:
+    """The principal behind the request's API key; 401 without a valid one."""
+    return get_platform(request).keys.authenticate(bearer_token(request.headers))
+
+
+def current_actor(request: Request) -> Actor:
+    """FastAPI dependency: the authenticated actor of this request."""
+    principal = request.scope.get("podium.principal")
+    if principal is None:
+        principal = current_principal(request)
+        request.scope["podium.principal"] = principal
+    return Actor(principal, request_id(request))
+
+
+# --- error rendering -------------------------------------------------------------------------
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `/api` error shape."""
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+async def podium_error_handler(request: Request, exc: Exception) -> Response:
+    """Render a `PodiumError` with its status."""
+    assert isinstance(exc, PodiumError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return ORJSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or str(loc[-1] if loc else "?")
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    """Render request validation errors naming every bad field."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        errors.append({"field": _field_path(tuple(err.get("loc", ()))), "message": err.get("msg", "invalid")})
+    first = errors[0] if errors else {"field": "?", "message": "invalid"}
+    message = f"invalid request: {first['field']}: {first['message']}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return ORJSONResponse(error_body("invalid_input", message, {"errors": errors}), status_code=400)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Render Starlette's HTTP errors (404 for unknown paths, 405) in the `/api` shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = str(exc.detail)
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}"
+    return ORJSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
+    """A bug: log it with the request id, answer 500 without internals."""
+    rid = request_id(request)
+    log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, rid)
+    return ORJSONResponse(
+        error_body("internal_error", f"internal error; the server log has details (request id {rid})"),
+        status_code=500,
+    )
+
+
+# --- middleware ----------------------------------------------------------------------------------
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (honouring a sane incoming `X-Request-ID`), echoes it, caps body size."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app = app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value
+        rid = incoming if incoming and _REQUEST_ID_RE.match(incoming) else "req_" + ulid()
+        scope["podium.request_id"] = rid
+        rid_bytes = rid.encode()
+
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await self._too_large(scope, send, rid_bytes)
+            return
+
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    too_large = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid_bytes))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            if too_large:
+                await self._too_large(scope, send, rid_bytes)
+
+    async def _too_large(self, scope: Scope, send: Send, rid: bytes) -> None:
+        message = f"request body is larger than the limit of {self.max_body} bytes (setting max_body_bytes)"
+        path = scope.get("path", "")
+        if path.startswith("/v1"):
+            body = {"error": {"message": message, "type": "invalid_request_error", "code": "body_too_large", "param": None}}
+        else:
+            body = error_body("body_too_large", message)
+        payload = orjson.dumps(body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"x-request-id", rid),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+class _BodyTooLarge(Exception):
+    pass

@@ -1,0 +1,14 @@
+"""The one metadata that Alembic migrates: importing this module imports every domain's tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from podium.core.auth import store as _auth_store  # noqa: F401
+from podium.core.db import Base
+from podium.core.jobs import store as _jobs_store  # noqa: F401
+
+
+def metadata() -> MetaData:
+    """Every Podium table."""
+    return Base.metadata

@@ -1,0 +1,1 @@
+"""The HTTP server: app factory, process supervision, metrics."""

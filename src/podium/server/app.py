@@ -1,0 +1,163 @@
+"""The app factory: one FastAPI app mounting every domain's API router and dashboard pages.
+
+`podium serve` runs it under uvicorn (`factory=True`), once per worker process. Startup starts the
+job backend and the periodic flushers; shutdown (after uvicorn drained in-flight requests) stops
+jobs and flushes every buffer before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from podium import __version__
+from podium.core import artifacts as _artifacts  # noqa: F401  (registers job kinds)
+from podium.core.auth import pages as auth_pages
+from podium.core.auth import routes as auth_routes
+from podium.core.config import Settings, load_settings
+from podium.core.errors import PodiumError
+from podium.core.http import (
+    ORJSONResponse,
+    RequestContextMiddleware,
+    http_error_handler,
+    podium_error_handler,
+    unhandled_error_handler,
+    validation_error_handler,
+)
+from podium.core.jobs import pages as job_pages
+from podium.core.jobs import routes as job_routes
+from podium.core.jobs.service import LocalBackend
+from podium.core.migrate import schema_state
+from podium.core.platform import Platform
+from podium.server.metrics import MetricsMiddleware, metrics_endpoint
+from podium.web import pages as shell_pages
+from podium.web.shell import STATIC, LoginRequired
+
+log = logging.getLogger("podium.server")
+
+# Each domain adds its API router and its pages here; later domains append to these lists.
+API_ROUTERS = [auth_routes.router, job_routes.router]
+PAGE_ROUTERS = [shell_pages.router, auth_pages.router, job_pages.router]
+
+Flusher = Callable[[], object]
+
+
+def load_secret_key(settings: Settings) -> str:
+    """The session/encryption secret: from settings, else `<home>/secret.key`, created once (mode 0600)."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    path = settings.home_dir / "secret.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the Podium app for one process."""
+    settings = settings or load_settings()
+    platform = Platform.from_settings(settings)
+    flushers: list[Flusher] = [platform.keys.flush_usage]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backend = None
+        if settings.job_workers > 0:
+            backend = LocalBackend(platform, settings.job_workers)
+            backend.start()
+        task = asyncio.create_task(_flush_periodically(flushers, 5.0))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if backend is not None:
+                await asyncio.to_thread(backend.stop, min(settings.graceful_timeout, 10.0))
+            for flush in flushers:
+                try:
+                    await asyncio.to_thread(flush)
+                except Exception:
+                    log.exception("flush at shutdown failed")
+
+    app = FastAPI(
+        title="Podium",
+        version=__version__,
+        description="Self-hosted LLMOps platform: the management API.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    app.state.settings = settings
+    app.state.flushers = flushers
+    app.state.secret_key = load_secret_key(settings)
+
+    app.add_exception_handler(PodiumError, podium_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)
+    app.add_exception_handler(LoginRequired, _login_redirect)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        """The database is reachable and at the code's migration head."""
+        try:
+            state = schema_state(platform.db)
+        except PodiumError as exc:
+            return ORJSONResponse({"status": "unavailable", "database": exc.message}, status_code=503)
+        ok = state.status == "current"
+        body = {"status": "ready" if ok else "unavailable", "database": "ok", "schema": state.describe}
+        return ORJSONResponse(body, status_code=200 if ok else 503)
+
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    for router in API_ROUTERS:
+        app.include_router(router)
+    for router in PAGE_ROUTERS:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=Path(STATIC)), name="static")
+
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+    return app
+
+
+async def _login_redirect(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginRequired)
+    from urllib.parse import quote
+
+    return RedirectResponse(f"/login?next={quote(exc.next_path)}", status_code=303)
+
+
+async def _flush_periodically(flushers: list[Flusher], every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        for flush in flushers:
+            try:
+                await asyncio.to_thread(flush)
+            except Exception:
+                log.exception("periodic flush failed")
+

@@ -1,0 +1,121 @@
+"""`podium serve`: prepare the home and database, then run uvicorn (and, later, model workers)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import socket
+import sys
+
+import uvicorn
+
+from podium.core.auth.service import bootstrap
+from podium.core.config import Settings
+from podium.core.db import get_database
+from podium.core.errors import DatabaseError, PodiumError
+from podium.core.migrate import schema_state, upgrade
+from podium.server.app import load_secret_key
+
+log = logging.getLogger("podium.serve")
+
+
+def prepare(settings: Settings, *, announce: bool = True) -> str | None:
+    """Create the home, migrate the database as allowed, create the first admin key.
+
+    Returns the new admin key if one was made (the caller prints it once).
+    """
+    home = settings.home_dir
+    home.mkdir(parents=True, exist_ok=True)
+    db = get_database(settings.effective_database_url)
+    state = schema_state(db)
+    if state.status == "ahead":
+        from podium.core.migrate import newer_database_error
+
+        raise newer_database_error(db, state)
+    if state.status == "fresh" or (state.status == "behind" and settings.auto_upgrade):
+        upgrade(db)
+    elif state.status == "behind":
+        raise DatabaseError(
+            f"database is {state.describe}; auto_upgrade is off, so run `podium db upgrade` first"
+        )
+    load_secret_key(settings)
+    secret = bootstrap(db)
+    if secret is not None:
+        write_admin_key(settings, secret)
+    return secret
+
+
+def write_admin_key(settings: Settings, secret: str) -> None:
+    """Write the bootstrap admin key to `<home>/admin.key`, readable by its owner only."""
+    path = settings.admin_key_path
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail with one line if the address is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PodiumError(
+                    f"port {port} on {host} is already in use; stop the other process or pick another with --port"
+                ) from None
+            raise PodiumError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def export_settings(settings: Settings) -> None:
+    """Pass the effective settings to worker processes through the environment."""
+    os.environ["PODIUM_HOME"] = str(settings.home_dir)
+    os.environ["PODIUM_DATABASE_URL"] = settings.effective_database_url
+    os.environ["PODIUM_ARTIFACTS_URL"] = settings.effective_artifacts_url
+    os.environ["PODIUM_HOST"] = settings.host
+    os.environ["PODIUM_PORT"] = str(settings.port)
+    os.environ["PODIUM_WORKERS"] = str(settings.workers)
+    os.environ["PODIUM_LOG_LEVEL"] = settings.log_level
+    if settings.workers > 1:
+        metrics_dir = settings.home_dir / "run" / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    else:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def run(settings: Settings) -> None:
+    """Prepare, then serve until SIGTERM/SIGINT (uvicorn drains in-flight requests, then the app flushes)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    check_port(settings.host, settings.port)
+    secret = prepare(settings)
+    if secret is not None:
+        print(
+            "\nCreated the first admin API key (shown once; also saved to "
+            f"{settings.admin_key_path}, mode 0600):\n\n    {secret}\n",
+            flush=True,
+        )
+    export_settings(settings)
+    print(f"Podium serving on http://{settings.host}:{settings.port}  (dashboard at /, API at /api/docs)", flush=True)
+    uvicorn.run(
+        "podium.server.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=int(settings.graceful_timeout) or None,
+        proxy_headers=False,
+    )

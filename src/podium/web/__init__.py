@@ -1,0 +1,1 @@
+"""The dashboard: server-rendered pages, one template folder per domain."""

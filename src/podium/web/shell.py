@@ -1,0 +1,156 @@
+"""Dashboard shell: templates, signed session cookies, CSRF tokens, navigation.
+
+A session cookie carries the signed hash of the API key used to sign in (never the key), so every
+page re-checks that the key is still valid through the same cached lookup the API uses.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from podium import __version__
+from podium.core.auth.service import Actor, Principal
+from podium.core.errors import Forbidden, PodiumError, Unauthorized
+from podium.core.http import get_platform, request_id
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+SESSION_COOKIE = "podium_session"
+SESSION_MAX_AGE = 12 * 3600
+
+
+@dataclass(frozen=True)
+class NavItem:
+    """One section in the dashboard's navigation."""
+
+    label: str
+    href: str
+    role: str = "viewer"
+
+
+NAV: list[NavItem] = []
+
+
+def register_nav(label: str, href: str, role: str = "viewer") -> None:
+    """Add a section to the navigation (domains call this when their pages are mounted)."""
+    if all(item.href != href for item in NAV):
+        NAV.append(NavItem(label, href, role))
+
+
+env = Environment(
+    loader=FileSystemLoader(str(TEMPLATES)),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+env.filters["dt"] = lambda v: v.strftime("%Y-%m-%d %H:%M:%S UTC") if v else "—"
+
+
+def _serializer(request: Request) -> URLSafeTimedSerializer:
+    secret = request.app.state.secret_key
+    return URLSafeTimedSerializer(secret, salt="podium-session")
+
+
+@dataclass(frozen=True)
+class PageSession:
+    """A signed-in dashboard visitor."""
+
+    principal: Principal
+    csrf: str
+    actor: Actor
+
+
+def read_session(request: Request) -> PageSession | None:
+    """The visitor's session, or None if absent, tampered with, expired, or its key no longer valid."""
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return None
+    try:
+        data = _serializer(request).loads(raw, max_age=SESSION_MAX_AGE)
+    except BadSignature:
+        return None
+    try:
+        principal = get_platform(request).keys.authenticate_hash(str(data["h"]))
+    except (Unauthorized, KeyError):
+        return None
+    if principal.expires_at is not None:
+        from podium.core.db import utcnow
+
+        if principal.expires_at <= utcnow():
+            return None
+    return PageSession(principal, str(data["c"]), Actor(principal, request_id(request)))
+
+
+def start_session(request: Request, response: Response, key_hash: str) -> None:
+    """Set the session cookie: HttpOnly, SameSite=Lax, Secure when served over HTTPS."""
+    token = _serializer(request).dumps({"h": key_hash, "c": secrets.token_urlsafe(24)})
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def end_session(response: Response) -> None:
+    """Clear the session cookie."""
+    response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+class LoginRequired(Exception):
+    """Raised by `page_session` to redirect to the sign-in page."""
+
+    def __init__(self, next_path: str):
+        self.next_path = next_path
+
+
+def page_session(request: Request) -> PageSession:
+    """FastAPI dependency for pages: the session, or a redirect to sign-in."""
+    session = read_session(request)
+    if session is None:
+        raise LoginRequired(request.url.path)
+    return session
+
+
+def check_csrf(session: PageSession, token: str | None) -> None:
+    """Reject a form post whose CSRF token does not match the session's."""
+    if not token or not hmac.compare_digest(token, session.csrf):
+        raise Forbidden("the form's CSRF token is missing or stale; reload the page and try again")
+
+
+def render(request: Request, template: str, session: PageSession | None, status: int = 200, **ctx: Any) -> HTMLResponse:
+    """Render a dashboard template with the shell's context (navigation, user, CSRF token)."""
+    nav = [i for i in NAV if session is None or session.principal.has_role(i.role)]
+    html = env.get_template(template).render(
+        request=request,
+        session=session,
+        principal=session.principal if session else None,
+        csrf=session.csrf if session else "",
+        nav=nav,
+        path=request.url.path,
+        version=__version__,
+        **ctx,
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def error_page(request: Request, session: PageSession | None, exc: PodiumError) -> HTMLResponse:
+    """An error shown inside the shell, with the API's status."""
+    return render(request, "shell/error.html", session, status=exc.status, error=exc)
+
+
+def redirect(path: str) -> RedirectResponse:
+    """A 303 redirect (after a form post)."""
+    return RedirectResponse(path, status_code=303)
