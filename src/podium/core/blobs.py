@@ -169,4 +169,3 @@ class BlobStore:
             name = str(path).rsplit("/", 1)[-1]
             if _HASH_RE.match(name):
                 yield name
-

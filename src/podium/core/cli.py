@@ -64,13 +64,22 @@ def db_current(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     assert isinstance(db, Database)
     state = schema_state(db)
     if as_json:
-        print_json({"url": mask_url(db.engine.url), "current": state.current, "head": state.head, "status": state.status})
+        print_json(
+            {
+                "url": mask_url(db.engine.url),
+                "current": state.current,
+                "head": state.head,
+                "status": state.status,
+            }
+        )
     else:
         console.print(f"{mask_url(db.engine.url)}: {state.describe}")
 
 
 @db_app.command("downgrade")
-def db_downgrade(revision: str = typer.Argument(..., help="Target revision, or `base` to drop every table.")) -> None:
+def db_downgrade(
+    revision: str = typer.Argument(..., help="Target revision, or `base` to drop every table."),
+) -> None:
     """Migrate the database down (destructive: data in dropped tables is lost)."""
     from podium.core.db import Database, mask_url
     from podium.core.migrate import downgrade

@@ -21,7 +21,6 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings.sources import InitSettingsSource
 
 from podium.core.errors import ConfigError
 
@@ -50,7 +49,8 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default sqlite:///<home>/podium.db. postgresql://… for Postgres."
     )
     artifacts_url: str | None = Field(
-        None, description="Artifact store root: a path or an fsspec URL (s3://…, gs://…); default <home>/artifacts."
+        None,
+        description="Artifact store: a path or fsspec URL (s3://…, gs://…); default <home>/artifacts.",
     )
     host: str = Field("127.0.0.1", description="Address `podium serve` binds.")
     port: int = Field(8800, ge=1, le=65535, description="Port `podium serve` binds.")
@@ -60,10 +60,13 @@ class Settings(BaseSettings):
         True, description="`podium serve` migrates an older database itself; false: refuse and ask."
     )
     secret_key: SecretStr | None = Field(
-        None, description="Signs sessions and encrypts provider secrets; default: <home>/secret.key, made once."
+        None,
+        description="Signs sessions and encrypts provider secrets; default: <home>/secret.key, made once.",
     )
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
-    job_workers: int = Field(2, ge=0, le=64, description="Background job threads per server process; 0 = none.")
+    job_workers: int = Field(
+        2, ge=0, le=64, description="Background job threads per server process; 0 = none."
+    )
     graceful_timeout: float = Field(30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests.")
     url: str | None = Field(None, description="Server the CLI and SDK talk to; default http://<host>:<port>.")
     api_key: SecretStr | None = Field(None, description="Key the CLI and SDK send; default <home>/admin.key.")
@@ -132,7 +135,9 @@ def config_path() -> Path:
 def _read_toml(path: Path) -> dict[str, Any]:
     if not path.exists():
         if os.environ.get("PODIUM_CONFIG"):
-            raise ConfigError(f"PODIUM_CONFIG points at {path}, which does not exist; create it or unset PODIUM_CONFIG")
+            raise ConfigError(
+                f"PODIUM_CONFIG points at {path}, which does not exist; create it or unset PODIUM_CONFIG"
+            )
         return {}
     try:
         data = tomllib.loads(path.read_text())
@@ -157,12 +162,18 @@ def _type_name(annotation: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         names = [_type_name(a) for a in typing.get_args(annotation) if a is not type(None)]
         return " or ".join(names)
-    names = {int: "integer", float: "number", bool: "boolean (true/false)", str: "string", Path: "path"}
-    if annotation in names:
-        return names[annotation]
+    simple: dict[Any, str] = {
+        int: "integer",
+        float: "number",
+        bool: "boolean (true/false)",
+        str: "string",
+        Path: "path",
+    }
+    if annotation in simple:
+        return simple[annotation]
     if annotation is SecretStr:
         return "string"
-    return getattr(annotation, "__name__", str(annotation))
+    return str(getattr(annotation, "__name__", annotation))
 
 
 def _origin_of(key: str, init: dict[str, Any], toml: dict[str, Any], path: Path) -> str:

@@ -185,7 +185,14 @@ class RequestContextMiddleware:
         message = f"request body is larger than the limit of {self.max_body} bytes (setting max_body_bytes)"
         path = scope.get("path", "")
         if path.startswith("/v1"):
-            body = {"error": {"message": message, "type": "invalid_request_error", "code": "body_too_large", "param": None}}
+            body = {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "code": "body_too_large",
+                    "param": None,
+                }
+            }
         else:
             body = error_body("body_too_large", message)
         payload = orjson.dumps(body)

@@ -23,4 +23,6 @@ class Platform:
     def from_settings(cls, settings: Settings) -> Platform:
         """Open the database and artifact store the settings name."""
         db = get_database(settings.effective_database_url)
-        return cls(settings=settings, db=db, blobs=BlobStore(settings.effective_artifacts_url), keys=KeyCache(db))
+        return cls(
+            settings=settings, db=db, blobs=BlobStore(settings.effective_artifacts_url), keys=KeyCache(db)
+        )

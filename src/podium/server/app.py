@@ -160,4 +160,3 @@ async def _flush_periodically(flushers: list[Flusher], every: float) -> None:
                 await asyncio.to_thread(flush)
             except Exception:
                 log.exception("periodic flush failed")
-

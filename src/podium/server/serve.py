@@ -68,7 +68,8 @@ def check_port(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PodiumError(
-                    f"port {port} on {host} is already in use; stop the other process or pick another with --port"
+                    f"port {port} on {host} is already in use;"
+                    " stop the other process or pick another with --port"
                 ) from None
             raise PodiumError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
@@ -94,7 +95,9 @@ def export_settings(settings: Settings) -> None:
 def run(settings: Settings) -> None:
     """Prepare, then serve until SIGTERM/SIGINT (uvicorn drains in-flight requests, then the app flushes)."""
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     check_port(settings.host, settings.port)
     secret = prepare(settings)
@@ -105,7 +108,10 @@ def run(settings: Settings) -> None:
             flush=True,
         )
     export_settings(settings)
-    print(f"Podium serving on http://{settings.host}:{settings.port}  (dashboard at /, API at /api/docs)", flush=True)
+    print(
+        f"Podium serving on http://{settings.host}:{settings.port}  (dashboard at /, API at /api/docs)",
+        flush=True,
+    )
     uvicorn.run(
         "podium.server.app:create_app",
         factory=True,

@@ -130,7 +130,9 @@ def check_csrf(session: PageSession, token: str | None) -> None:
         raise Forbidden("the form's CSRF token is missing or stale; reload the page and try again")
 
 
-def render(request: Request, template: str, session: PageSession | None, status: int = 200, **ctx: Any) -> HTMLResponse:
+def render(
+    request: Request, template: str, session: PageSession | None, *, status_code: int = 200, **ctx: Any
+) -> HTMLResponse:
     """Render a dashboard template with the shell's context (navigation, user, CSRF token)."""
     nav = [i for i in NAV if session is None or session.principal.has_role(i.role)]
     html = env.get_template(template).render(
@@ -143,12 +145,12 @@ def render(request: Request, template: str, session: PageSession | None, status:
         version=__version__,
         **ctx,
     )
-    return HTMLResponse(html, status_code=status)
+    return HTMLResponse(html, status_code=status_code)
 
 
 def error_page(request: Request, session: PageSession | None, exc: PodiumError) -> HTMLResponse:
     """An error shown inside the shell, with the API's status."""
-    return render(request, "shell/error.html", session, status=exc.status, error=exc)
+    return render(request, "shell/error.html", session, status_code=exc.status, error=exc)
 
 
 def redirect(path: str) -> RedirectResponse:

@@ -123,7 +123,9 @@ def keys_ls(
 
 
 @keys_app.command("revoke")
-def keys_revoke(ref: str = typer.Argument(..., help="Key id or prefix (pk-xxxxxxxx)."), as_json: bool = JSON) -> None:
+def keys_revoke(
+    ref: str = typer.Argument(..., help="Key id or prefix (pk-xxxxxxxx)."), as_json: bool = JSON
+) -> None:
     """Revoke an API key."""
     with Client() as c:
         info = c.post(f"/api/keys/{ref}/revoke")
@@ -143,7 +145,11 @@ def audit_ls(
     """Show the audit log, newest first (admin)."""
     with Client() as c:
         page = c.get("/api/audit", action=action, project=project, limit=limit)
-    _out(page["items"] if not as_json else page, as_json, ["at", "actor", "action", "object_type", "object_id", "request_id"])
+    _out(
+        page["items"] if not as_json else page,
+        as_json,
+        ["at", "actor", "action", "object_type", "object_id", "request_id"],
+    )
 
 
 def whoami(as_json: bool = JSON) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import Response
@@ -43,11 +43,18 @@ def projects_create(
         service.create_project(platform.db, session.actor, name, description)
     except PodiumError as exc:
         projects = service.list_projects(platform.db, session.actor)
-        return render(request, "core/projects.html", session, status=exc.status, projects=projects, error=exc.message)
+        return render(
+            request,
+            "core/projects.html",
+            session,
+            status_code=exc.status,
+            projects=projects,
+            error=exc.message,
+        )
     return redirect("/projects")
 
 
-def _keys_context(request: Request, session: PageSession) -> dict[str, object]:
+def _keys_context(request: Request, session: PageSession) -> dict[str, Any]:
     platform = get_platform(request)
     return {
         "keys": service.list_keys(platform.db, session.actor, include_revoked=True),
@@ -59,7 +66,9 @@ def _keys_context(request: Request, session: PageSession) -> dict[str, object]:
 @router.get("/keys")
 def keys_page(request: Request, session: SessionDep) -> Response:
     """Keys list with create and revoke forms."""
-    return render(request, "core/keys.html", session, new_key=None, error=None, **_keys_context(request, session))
+    return render(
+        request, "core/keys.html", session, new_key=None, error=None, **_keys_context(request, session)
+    )
 
 
 @router.post("/keys")
@@ -81,12 +90,18 @@ def keys_create(
         )
     except PodiumError as exc:
         ctx = _keys_context(request, session)
-        return render(request, "core/keys.html", session, status=exc.status, new_key=None, error=exc.message, **ctx)
-    return render(request, "core/keys.html", session, new_key=new, error=None, **_keys_context(request, session))
+        return render(
+            request, "core/keys.html", session, status_code=exc.status, new_key=None, error=exc.message, **ctx
+        )
+    return render(
+        request, "core/keys.html", session, new_key=new, error=None, **_keys_context(request, session)
+    )
 
 
 @router.post("/keys/{ref}/revoke")
-def keys_revoke(request: Request, ref: str, session: SessionDep, csrf: Annotated[str, Form()] = "") -> Response:
+def keys_revoke(
+    request: Request, ref: str, session: SessionDep, csrf: Annotated[str, Form()] = ""
+) -> Response:
     """Revoke a key from the list."""
     platform = get_platform(request)
     try:
@@ -103,7 +118,9 @@ def audit_page(
 ) -> Response:
     """The audit log, newest first, filterable by action."""
     try:
-        page = service.list_audit(get_platform(request).db, session.actor, action=action or None, cursor=cursor)
+        page = service.list_audit(
+            get_platform(request).db, session.actor, action=action or None, cursor=cursor
+        )
     except PodiumError as exc:
         return error_page(request, session, exc)
     return render(request, "core/audit.html", session, page=page, action=action or "")

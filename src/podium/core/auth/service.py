@@ -300,7 +300,9 @@ def create_project(db: Database, actor: Actor, name: str, description: str = "")
             row = Project(id=new_id("prj"), name=name, description=description, created_at=utcnow())
             s.add(row)
             s.flush()
-            record_audit(s, actor, "project.create", "project", row.id, project_id=row.id, details={"name": name})
+            record_audit(
+                s, actor, "project.create", "project", row.id, project_id=row.id, details={"name": name}
+            )
     except IntegrityError:
         raise Conflict(f"project {name!r} exists already") from None
     return _project_info(row)
@@ -453,7 +455,9 @@ def create_key(
     return NewKey(**info.model_dump(), key=secret)
 
 
-def list_keys(db: Database, actor: Actor, *, project: str | None = None, include_revoked: bool = False) -> list[KeyInfo]:
+def list_keys(
+    db: Database, actor: Actor, *, project: str | None = None, include_revoked: bool = False
+) -> list[KeyInfo]:
     """Keys: all of them (filtered by project) for admins, the actor's own for others."""
     now = utcnow()
     with db.session() as s:
@@ -487,12 +491,14 @@ def revoke_key(db: Database, actor: Actor, ref: str, cache: KeyCache | None = No
     now = utcnow()
     with db.session() as s:
         k = _find_key(s, ref)
-        if actor.principal is not None and not actor.principal.has_role("admin"):
-            if k.user_id != actor.principal.user_id:
-                raise Forbidden(f"role '{actor.principal.role}' may only revoke its own keys")
+        p = actor.principal
+        if p is not None and not p.has_role("admin") and k.user_id != p.user_id:
+            raise Forbidden(f"role '{p.role}' may only revoke its own keys")
         if k.revoked_at is None:
             k.revoked_at = now
-            record_audit(s, actor, "key.revoke", "api_key", k.id, project_id=k.project_id, details={"prefix": k.prefix})
+            record_audit(
+                s, actor, "key.revoke", "api_key", k.id, project_id=k.project_id, details={"prefix": k.prefix}
+            )
         user = s.get(User, k.user_id)
         proj = s.get(Project, k.project_id)
         info = _key_info(k, user.name if user else "?", proj.name if proj else "?", now)
@@ -572,7 +578,9 @@ class KeyCache:
             raise Unauthorized(reason)
         wall = utcnow()
         if principal.expires_at is not None and principal.expires_at <= wall:
-            raise Unauthorized(f"API key {principal.key_prefix}… expired at {principal.expires_at.isoformat()}")
+            raise Unauthorized(
+                f"API key {principal.key_prefix}… expired at {principal.expires_at.isoformat()}"
+            )
         with self._lock:
             self._used[principal.key_id] = wall
         return principal
@@ -672,9 +680,13 @@ def bootstrap(db: Database) -> str | None:
         now = utcnow()
         proj = s.scalar(select(Project).where(Project.name == DEFAULT_PROJECT))
         if proj is None:
-            proj = Project(id=new_id("prj"), name=DEFAULT_PROJECT, description="Default project", created_at=now)
+            proj = Project(
+                id=new_id("prj"), name=DEFAULT_PROJECT, description="Default project", created_at=now
+            )
             s.add(proj)
-        user = User(id=new_id("usr"), name=ADMIN_USER, email=None, role="admin", disabled=False, created_at=now)
+        user = User(
+            id=new_id("usr"), name=ADMIN_USER, email=None, role="admin", disabled=False, created_at=now
+        )
         s.add(user)
         s.flush()
         secret = _new_secret()
@@ -690,7 +702,11 @@ def bootstrap(db: Database) -> str | None:
         )
         s.add(key)
         s.flush()
-        record_audit(s, actor, "project.create", "project", proj.id, project_id=proj.id, details={"name": proj.name})
+        record_audit(
+            s, actor, "project.create", "project", proj.id, project_id=proj.id, details={"name": proj.name}
+        )
         record_audit(s, actor, "user.create", "user", user.id, details={"name": ADMIN_USER, "role": "admin"})
-        record_audit(s, actor, "key.create", "api_key", key.id, project_id=proj.id, details={"prefix": key.prefix})
+        record_audit(
+            s, actor, "key.create", "api_key", key.id, project_id=proj.id, details={"prefix": key.prefix}
+        )
     return secret

@@ -66,13 +66,17 @@ def jobs_ls(
     if as_json:
         print_json(page)
     else:
-        print_table(page["items"], ["id", "kind", "status", "progress", "message", "created_by", "created_at"])
+        print_table(
+            page["items"], ["id", "kind", "status", "progress", "message", "created_by", "created_at"]
+        )
 
 
 @jobs_app.command("show")
 def jobs_show(
     job_id: str,
-    follow_: bool = typer.Option(False, "--follow", "-f", help="Wait for the job to end, with a progress bar."),
+    follow_: bool = typer.Option(
+        False, "--follow", "-f", help="Wait for the job to end, with a progress bar."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Show a job, its result and its log."""
@@ -83,7 +87,9 @@ def jobs_show(
     if as_json:
         print_json(job)
         return
-    print_record(job, ["id", "kind", "status", "progress", "message", "error", "result", "created_by", "created_at"])
+    print_record(
+        job, ["id", "kind", "status", "progress", "message", "error", "result", "created_by", "created_at"]
+    )
     if job.get("logs"):
         console.print("[bold]log[/bold]:")
         for line in job["logs"]:
@@ -114,7 +120,8 @@ def jobs_kinds(as_json: bool = JSON) -> None:
 
 @artifacts_app.command("verify")
 def artifacts_verify(
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job to its end."), as_json: bool = JSON
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job to its end."),
+    as_json: bool = JSON,
 ) -> None:
     """Re-hash every stored artifact (a background job); exits 1 if any is corrupt."""
     with Client() as c:

@@ -133,7 +133,8 @@ def submit(
     spec = _KINDS.get(kind)
     if spec is None:
         raise InvalidInput(
-            f"unknown job kind {kind!r}; known: {', '.join(sorted(_KINDS)) or 'none'}", details={"field": "kind"}
+            f"unknown job kind {kind!r}; known: {', '.join(sorted(_KINDS)) or 'none'}",
+            details={"field": "kind"},
         )
     actor.require(spec.role, f"run {kind} jobs")
     with db.session() as s:
@@ -156,7 +157,9 @@ def submit(
     return info
 
 
-def get_job(db: Database, actor: Actor, job_id: str, *, with_logs: bool = True, log_tail: int = 200) -> JobInfo:
+def get_job(
+    db: Database, actor: Actor, job_id: str, *, with_logs: bool = True, log_tail: int = 200
+) -> JobInfo:
     """One job, with the last `log_tail` log lines."""
     with db.session() as s:
         job = s.get(Job, job_id)
@@ -187,7 +190,9 @@ def list_jobs(
 ) -> Page[JobInfo]:
     """Jobs newest first; non-admins see their project's."""
     if status is not None and status not in STATUSES:
-        raise InvalidInput(f"status {status!r} is not one of {', '.join(STATUSES)}", details={"field": "status"})
+        raise InvalidInput(
+            f"status {status!r} is not one of {', '.join(STATUSES)}", details={"field": "status"}
+        )
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", details={"field": "limit"})
     with db.session() as s:
@@ -334,9 +339,9 @@ class LocalBackend:
         cutoff = utcnow() - self.STALE_AFTER
         with self.db.session() as s:
             ids = s.scalars(
-                select(Job.id).where(Job.status == "running").where(
-                    (Job.heartbeat_at.is_(None)) | (Job.heartbeat_at < cutoff)
-                )
+                select(Job.id)
+                .where(Job.status == "running")
+                .where((Job.heartbeat_at.is_(None)) | (Job.heartbeat_at < cutoff))
             ).all()
         if ids:
             self._requeue(set(ids), "the worker running this job stopped; requeued")
@@ -371,7 +376,11 @@ class LocalBackend:
                     .where(Job.id == job_id)
                     .where(Job.status == "queued")
                     .values(
-                        status="running", worker=self.name, started_at=now, heartbeat_at=now, attempts=Job.attempts + 1
+                        status="running",
+                        worker=self.name,
+                        started_at=now,
+                        heartbeat_at=now,
+                        attempts=Job.attempts + 1,
                     )
                 )
                 if claimed.rowcount == 1:  # type: ignore[attr-defined]

@@ -15,7 +15,9 @@ def run() -> None:
     """Run migrations online on the given engine (or one built from the URL)."""
     engine: Engine | None = config.attributes.get("engine")
     if engine is None:
-        engine = engine_from_config(config.get_section(config.config_ini_section) or {}, prefix="sqlalchemy.", poolclass=pool.NullPool)
+        engine = engine_from_config(
+            config.get_section(config.config_ini_section) or {}, prefix="sqlalchemy.", poolclass=pool.NullPool
+        )
     with engine.connect() as connection:
         context.configure(
             connection=connection,
