@@ -22,6 +22,8 @@ from podium.core.config import Settings, load_settings
 from podium.core.db import forget_database
 from podium.core.platform import Platform
 
+pytest_plugins = ["tests.browser"]
+
 PG_URL = os.environ.get("PODIUM_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("PODIUM_TEST_REQUIRE_POSTGRES") == "1"
 VENV_BIN = Path(sys.executable).parent
@@ -36,7 +38,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests that take `backend` run on SQLite and, when PODIUM_TEST_DATABASE_URL is set, on PostgreSQL."""
     if "backend" in metafunc.fixturenames:
         backends = ["sqlite"] + (["postgresql"] if PG_URL else [])
-        metafunc.parametrize("backend", backends, scope="module" if "module_server" in metafunc.fixturenames else None)
+        metafunc.parametrize(
+            "backend", backends, scope="module" if "module_server" in metafunc.fixturenames else None
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -152,7 +156,7 @@ class LiveServer:
 def start_server(settings: Settings) -> LiveServer:
     from podium.server.app import create_app
 
-    platform, key = prepared_platform(settings)
+    _, key = prepared_platform(settings)
     app = create_app(settings)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -193,11 +197,20 @@ def module_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     release_db_url(backend, url)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the real `podium` command in a subprocess."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_") or k.startswith("PODIUM_TEST_")}
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith("PODIUM_") or k.startswith("PODIUM_TEST_")
+    }
     full_env.update(env or {})
     full_env.setdefault("COLUMNS", "200")
     return subprocess.run(
-        [str(VENV_BIN / "podium"), *args], env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [str(VENV_BIN / "podium"), *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

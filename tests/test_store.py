@@ -67,7 +67,9 @@ def test_database_newer_than_code_is_refused(backend_url: str, tmp_path: Path) -
     assert state.status == "ahead"
     with pytest.raises(DatabaseError, match="newer than this Podium"):
         upgrade(db)
-    result = run_cli("serve", "--port", "1", env={"PODIUM_DATABASE_URL": backend_url, "PODIUM_HOME": str(tmp_path / "h")})
+    result = run_cli(
+        "serve", "--port", "1", env={"PODIUM_DATABASE_URL": backend_url, "PODIUM_HOME": str(tmp_path / "h")}
+    )
     assert result.returncode == 1
     assert "newer than this Podium" in result.stderr
     assert "Traceback" not in result.stderr
