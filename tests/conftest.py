@@ -38,9 +38,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests that take `backend` run on SQLite and, when PODIUM_TEST_DATABASE_URL is set, on PostgreSQL."""
     if "backend" in metafunc.fixturenames:
         backends = ["sqlite"] + (["postgresql"] if PG_URL else [])
-        metafunc.parametrize(
-            "backend", backends, scope="module" if "module_server" in metafunc.fixturenames else None
-        )
+        metafunc.parametrize("backend", backends, scope="module" if "module_server" in metafunc.fixturenames else None)
 
 
 @pytest.fixture(autouse=True)
@@ -201,9 +199,7 @@ def run_cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `podium` command in a subprocess."""
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith("PODIUM_") or k.startswith("PODIUM_TEST_")
-    }
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_") or k.startswith("PODIUM_TEST_")}
     full_env.update(env or {})
     full_env.setdefault("COLUMNS", "200")
     return subprocess.run(

@@ -22,9 +22,7 @@ def _key(srv: LiveServer, role: str, *, project: str = "default", expires: str |
     user = _name(role)
     with srv.client() as c:
         assert c.post("/api/users", json={"name": user, "role": role}).status_code == 201
-        r = c.post(
-            "/api/keys", json={"name": f"{role} key", "user": user, "project": project, "expires": expires}
-        )
+        r = c.post("/api/keys", json={"name": f"{role} key", "user": user, "project": project, "expires": expires})
         assert r.status_code == 201, r.text
         return str(r.json()["key"])
 
@@ -173,9 +171,7 @@ def test_audit_pagination_and_filter(module_server: LiveServer) -> None:
             c.post("/api/users", json={"name": _name("pg"), "role": "viewer"})
         first = c.get("/api/audit", params={"action": "user.*", "limit": 2}).json()
         assert len(first["items"]) == 2 and first["next_cursor"]
-        second = c.get(
-            "/api/audit", params={"action": "user.*", "limit": 2, "cursor": first["next_cursor"]}
-        ).json()
+        second = c.get("/api/audit", params={"action": "user.*", "limit": 2, "cursor": first["next_cursor"]}).json()
         assert second["items"] and second["items"][0]["id"] < first["items"][-1]["id"]
         assert all(i["action"].startswith("user.") for i in first["items"] + second["items"])
         assert c.get("/api/audit", params={"limit": 0}).status_code == 400
@@ -197,9 +193,7 @@ def test_bad_bodies_name_the_field(module_server: LiveServer) -> None:
         assert r.status_code == 400 and "superuser" in r.json()["error"]["message"]
         r = c.post("/api/keys", json={"name": "x", "rol": "viewer"})
         assert r.status_code == 400
-        assert {"field": "rol", "message": "Extra inputs are not permitted"} in r.json()["error"]["details"][
-            "errors"
-        ]
+        assert {"field": "rol", "message": "Extra inputs are not permitted"} in r.json()["error"]["details"]["errors"]
         r = c.get("/api/nothing-here")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 

@@ -51,10 +51,7 @@ def test_sign_in_create_key_and_see_audit_row(server: LiveServer, page: Page) ->
     page.on("dialog", lambda d: d.accept())
     page.locator(f"tr[data-key='{secret[:11]}'] button.danger").click()
     expect(page.locator(f"tr[data-key='{secret[:11]}']")).to_contain_text("revoked")
-    assert (
-        httpx.get(server.url + "/api/whoami", headers={"Authorization": f"Bearer {secret}"}).status_code
-        == 401
-    )
+    assert httpx.get(server.url + "/api/whoami", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
 
 
 def test_projects_page_and_csrf(server: LiveServer, page: Page) -> None:

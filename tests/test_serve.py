@@ -102,8 +102,7 @@ def test_port_in_use_is_one_line(serve_factory, tmp_path: Path) -> None:
         result = run_cli("serve", "--port", str(port), cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"error: port {port} on 127.0.0.1 is already in use;"
-        " stop the other process or pick another with --port"
+        f"error: port {port} on 127.0.0.1 is already in use; stop the other process or pick another with --port"
     )
 
 
@@ -157,9 +156,7 @@ def test_two_workers_share_metrics(serve_factory, tmp_path: Path) -> None:
         assert httpx.get(srv.url + "/healthz").status_code == 200
     metrics = httpx.get(srv.url + "/metrics").text
     line = next(
-        m
-        for m in metrics.splitlines()
-        if m.startswith('podium_http_requests_total{method="GET",route="/healthz"')
+        m for m in metrics.splitlines() if m.startswith('podium_http_requests_total{method="GET",route="/healthz"')
     )
     assert float(line.rsplit(" ", 1)[1]) == 40.0
     assert srv.stop()

@@ -27,8 +27,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     settings = load_settings()
     described = describe_settings(settings)
     rows = [
-        {"key": key, "value": _masked(key, vs.value, vs.secret), "source": vs.source}
-        for key, vs in described.items()
+        {"key": key, "value": _masked(key, vs.value, vs.secret), "source": vs.source} for key, vs in described.items()
     ]
     if as_json:
         print_json({r["key"]: {"value": r["value"], "source": r["source"]} for r in rows})

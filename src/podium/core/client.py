@@ -74,8 +74,7 @@ class Client:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
             raise ServiceUnavailable(
-                f"cannot reach Podium at {self.url}: is `podium serve` running?"
-                " (set PODIUM_URL to use another server)"
+                f"cannot reach Podium at {self.url}: is `podium serve` running? (set PODIUM_URL to use another server)"
             ) from None
         except httpx.TimeoutException:
             raise ServiceUnavailable(f"Podium at {self.url} did not answer in time") from None

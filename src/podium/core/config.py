@@ -64,9 +64,7 @@ class Settings(BaseSettings):
         description="Signs sessions and encrypts provider secrets; default: <home>/secret.key, made once.",
     )
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
-    job_workers: int = Field(
-        2, ge=0, le=64, description="Background job threads per server process; 0 = none."
-    )
+    job_workers: int = Field(2, ge=0, le=64, description="Background job threads per server process; 0 = none.")
     graceful_timeout: float = Field(30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests.")
     url: str | None = Field(None, description="Server the CLI and SDK talk to; default http://<host>:<port>.")
     api_key: SecretStr | None = Field(None, description="Key the CLI and SDK send; default <home>/admin.key.")
@@ -135,9 +133,7 @@ def config_path() -> Path:
 def _read_toml(path: Path) -> dict[str, Any]:
     if not path.exists():
         if os.environ.get("PODIUM_CONFIG"):
-            raise ConfigError(
-                f"PODIUM_CONFIG points at {path}, which does not exist; create it or unset PODIUM_CONFIG"
-            )
+            raise ConfigError(f"PODIUM_CONFIG points at {path}, which does not exist; create it or unset PODIUM_CONFIG")
         return {}
     try:
         data = tomllib.loads(path.read_text())

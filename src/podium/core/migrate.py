@@ -23,9 +23,7 @@ def alembic_config(db: Database) -> Config:
     """An Alembic config pointing at Podium's migrations and this database."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option(
-        "sqlalchemy.url", db.engine.url.render_as_string(hide_password=False).replace("%", "%%")
-    )
+    cfg.set_main_option("sqlalchemy.url", db.engine.url.render_as_string(hide_password=False).replace("%", "%%"))
     cfg.attributes["engine"] = db.engine
     return cfg
 

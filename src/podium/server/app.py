@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -54,21 +52,6 @@ PAGE_ROUTERS = [shell_pages.router, auth_pages.router, job_pages.router]
 Flusher = Callable[[], object]
 
 
-def load_secret_key(settings: Settings) -> str:
-    """The session/encryption secret: from settings, else `<home>/secret.key`, created once (mode 0600)."""
-    if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value()
-    path = settings.home_dir / "secret.key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the Podium app for one process."""
     settings = settings or load_settings()
@@ -109,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.platform = platform
     app.state.settings = settings
     app.state.flushers = flushers
-    app.state.secret_key = load_secret_key(settings)
+    app.state.secret_key = platform.secret_key
 
     app.add_exception_handler(PodiumError, podium_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

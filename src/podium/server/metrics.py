@@ -18,9 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-HTTP_REQUESTS = Counter(
-    "podium_http_requests_total", "HTTP requests answered.", ["method", "route", "status"]
-)
+HTTP_REQUESTS = Counter("podium_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
     "podium_http_request_duration_seconds",
     "Time to answer an HTTP request (to the end of the body).",

@@ -16,7 +16,7 @@ from podium.core.config import Settings
 from podium.core.db import get_database
 from podium.core.errors import DatabaseError, PodiumError
 from podium.core.migrate import schema_state, upgrade
-from podium.server.app import load_secret_key
+from podium.core.platform import load_secret_key
 
 log = logging.getLogger("podium.serve")
 
@@ -37,9 +37,7 @@ def prepare(settings: Settings, *, announce: bool = True) -> str | None:
     if state.status == "fresh" or (state.status == "behind" and settings.auto_upgrade):
         upgrade(db)
     elif state.status == "behind":
-        raise DatabaseError(
-            f"database is {state.describe}; auto_upgrade is off, so run `podium db upgrade` first"
-        )
+        raise DatabaseError(f"database is {state.describe}; auto_upgrade is off, so run `podium db upgrade` first")
     load_secret_key(settings)
     secret = bootstrap(db)
     if secret is not None:
@@ -68,8 +66,7 @@ def check_port(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PodiumError(
-                    f"port {port} on {host} is already in use;"
-                    " stop the other process or pick another with --port"
+                    f"port {port} on {host} is already in use; stop the other process or pick another with --port"
                 ) from None
             raise PodiumError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 

@@ -41,18 +41,14 @@ def login_form(request: Request, next: str = "/") -> Response:
 
 
 @router.post("/login")
-def login(
-    request: Request, api_key: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/"
-) -> Response:
+def login(request: Request, api_key: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
     """Check the key and start a session."""
     platform = get_platform(request)
     key = api_key.strip()
     try:
         platform.keys.authenticate(key)
     except Unauthorized as exc:
-        return render(
-            request, "shell/login.html", None, status_code=401, next=_safe_next(next), error=exc.message
-        )
+        return render(request, "shell/login.html", None, status_code=401, next=_safe_next(next), error=exc.message)
     response = redirect(_safe_next(next))
     start_session(request, response, auth.hash_key(key))
     return response

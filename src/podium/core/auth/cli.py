@@ -123,9 +123,7 @@ def keys_ls(
 
 
 @keys_app.command("revoke")
-def keys_revoke(
-    ref: str = typer.Argument(..., help="Key id or prefix (pk-xxxxxxxx)."), as_json: bool = JSON
-) -> None:
+def keys_revoke(ref: str = typer.Argument(..., help="Key id or prefix (pk-xxxxxxxx)."), as_json: bool = JSON) -> None:
     """Revoke an API key."""
     with Client() as c:
         info = c.post(f"/api/keys/{ref}/revoke")

@@ -66,9 +66,7 @@ def _keys_context(request: Request, session: PageSession) -> dict[str, Any]:
 @router.get("/keys")
 def keys_page(request: Request, session: SessionDep) -> Response:
     """Keys list with create and revoke forms."""
-    return render(
-        request, "core/keys.html", session, new_key=None, error=None, **_keys_context(request, session)
-    )
+    return render(request, "core/keys.html", session, new_key=None, error=None, **_keys_context(request, session))
 
 
 @router.post("/keys")
@@ -93,15 +91,11 @@ def keys_create(
         return render(
             request, "core/keys.html", session, status_code=exc.status, new_key=None, error=exc.message, **ctx
         )
-    return render(
-        request, "core/keys.html", session, new_key=new, error=None, **_keys_context(request, session)
-    )
+    return render(request, "core/keys.html", session, new_key=new, error=None, **_keys_context(request, session))
 
 
 @router.post("/keys/{ref}/revoke")
-def keys_revoke(
-    request: Request, ref: str, session: SessionDep, csrf: Annotated[str, Form()] = ""
-) -> Response:
+def keys_revoke(request: Request, ref: str, session: SessionDep, csrf: Annotated[str, Form()] = "") -> Response:
     """Revoke a key from the list."""
     platform = get_platform(request)
     try:
@@ -113,14 +107,10 @@ def keys_revoke(
 
 
 @router.get("/audit")
-def audit_page(
-    request: Request, session: SessionDep, action: str | None = None, cursor: str | None = None
-) -> Response:
+def audit_page(request: Request, session: SessionDep, action: str | None = None, cursor: str | None = None) -> Response:
     """The audit log, newest first, filterable by action."""
     try:
-        page = service.list_audit(
-            get_platform(request).db, session.actor, action=action or None, cursor=cursor
-        )
+        page = service.list_audit(get_platform(request).db, session.actor, action=action or None, cursor=cursor)
     except PodiumError as exc:
         return error_page(request, session, exc)
     return render(request, "core/audit.html", session, page=page, action=action or "")

@@ -248,9 +248,7 @@ def _project_info(p: Project) -> ProjectInfo:
 
 
 def _user_info(u: User) -> UserInfo:
-    return UserInfo(
-        id=u.id, name=u.name, email=u.email, role=u.role, disabled=u.disabled, created_at=u.created_at
-    )
+    return UserInfo(id=u.id, name=u.name, email=u.email, role=u.role, disabled=u.disabled, created_at=u.created_at)
 
 
 def _key_status(k: ApiKey, now: datetime) -> str:
@@ -300,9 +298,7 @@ def create_project(db: Database, actor: Actor, name: str, description: str = "")
             row = Project(id=new_id("prj"), name=name, description=description, created_at=utcnow())
             s.add(row)
             s.flush()
-            record_audit(
-                s, actor, "project.create", "project", row.id, project_id=row.id, details={"name": name}
-            )
+            record_audit(s, actor, "project.create", "project", row.id, project_id=row.id, details={"name": name})
     except IntegrityError:
         raise Conflict(f"project {name!r} exists already") from None
     return _project_info(row)
@@ -496,9 +492,7 @@ def revoke_key(db: Database, actor: Actor, ref: str, cache: KeyCache | None = No
             raise Forbidden(f"role '{p.role}' may only revoke its own keys")
         if k.revoked_at is None:
             k.revoked_at = now
-            record_audit(
-                s, actor, "key.revoke", "api_key", k.id, project_id=k.project_id, details={"prefix": k.prefix}
-            )
+            record_audit(s, actor, "key.revoke", "api_key", k.id, project_id=k.project_id, details={"prefix": k.prefix})
         user = s.get(User, k.user_id)
         proj = s.get(Project, k.project_id)
         info = _key_info(k, user.name if user else "?", proj.name if proj else "?", now)
@@ -553,9 +547,7 @@ class KeyCache:
     def authenticate(self, raw: str | None) -> Principal:
         """The principal for a raw key, or `Unauthorized` saying why."""
         if not raw:
-            raise Unauthorized(
-                "missing API key: send 'Authorization: Bearer pk-…' (see `podium keys create`)"
-            )
+            raise Unauthorized("missing API key: send 'Authorization: Bearer pk-…' (see `podium keys create`)")
         if not raw.startswith(KEY_PREFIX):
             raise Unauthorized("invalid API key: Podium keys start with 'pk-'")
         return self.authenticate_hash(hash_key(raw))
@@ -578,9 +570,7 @@ class KeyCache:
             raise Unauthorized(reason)
         wall = utcnow()
         if principal.expires_at is not None and principal.expires_at <= wall:
-            raise Unauthorized(
-                f"API key {principal.key_prefix}… expired at {principal.expires_at.isoformat()}"
-            )
+            raise Unauthorized(f"API key {principal.key_prefix}… expired at {principal.expires_at.isoformat()}")
         with self._lock:
             self._used[principal.key_id] = wall
         return principal
@@ -680,13 +670,9 @@ def bootstrap(db: Database) -> str | None:
         now = utcnow()
         proj = s.scalar(select(Project).where(Project.name == DEFAULT_PROJECT))
         if proj is None:
-            proj = Project(
-                id=new_id("prj"), name=DEFAULT_PROJECT, description="Default project", created_at=now
-            )
+            proj = Project(id=new_id("prj"), name=DEFAULT_PROJECT, description="Default project", created_at=now)
             s.add(proj)
-        user = User(
-            id=new_id("usr"), name=ADMIN_USER, email=None, role="admin", disabled=False, created_at=now
-        )
+        user = User(id=new_id("usr"), name=ADMIN_USER, email=None, role="admin", disabled=False, created_at=now)
         s.add(user)
         s.flush()
         secret = _new_secret()
@@ -702,11 +688,7 @@ def bootstrap(db: Database) -> str | None:
         )
         s.add(key)
         s.flush()
-        record_audit(
-            s, actor, "project.create", "project", proj.id, project_id=proj.id, details={"name": proj.name}
-        )
+        record_audit(s, actor, "project.create", "project", proj.id, project_id=proj.id, details={"name": proj.name})
         record_audit(s, actor, "user.create", "user", user.id, details={"name": ADMIN_USER, "role": "admin"})
-        record_audit(
-            s, actor, "key.create", "api_key", key.id, project_id=proj.id, details={"prefix": key.prefix}
-        )
+        record_audit(s, actor, "key.create", "api_key", key.id, project_id=proj.id, details={"prefix": key.prefix})
     return secret

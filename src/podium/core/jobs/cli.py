@@ -66,17 +66,13 @@ def jobs_ls(
     if as_json:
         print_json(page)
     else:
-        print_table(
-            page["items"], ["id", "kind", "status", "progress", "message", "created_by", "created_at"]
-        )
+        print_table(page["items"], ["id", "kind", "status", "progress", "message", "created_by", "created_at"])
 
 
 @jobs_app.command("show")
 def jobs_show(
     job_id: str,
-    follow_: bool = typer.Option(
-        False, "--follow", "-f", help="Wait for the job to end, with a progress bar."
-    ),
+    follow_: bool = typer.Option(False, "--follow", "-f", help="Wait for the job to end, with a progress bar."),
     as_json: bool = JSON,
 ) -> None:
     """Show a job, its result and its log."""
@@ -87,9 +83,7 @@ def jobs_show(
     if as_json:
         print_json(job)
         return
-    print_record(
-        job, ["id", "kind", "status", "progress", "message", "error", "result", "created_by", "created_at"]
-    )
+    print_record(job, ["id", "kind", "status", "progress", "message", "error", "result", "created_by", "created_at"])
     if job.get("logs"):
         console.print("[bold]log[/bold]:")
         for line in job["logs"]:

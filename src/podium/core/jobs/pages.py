@@ -19,14 +19,10 @@ register_nav("Jobs", "/jobs")
 
 
 @router.get("/jobs")
-def jobs_page(
-    request: Request, session: SessionDep, status: str | None = None, cursor: str | None = None
-) -> Response:
+def jobs_page(request: Request, session: SessionDep, status: str | None = None, cursor: str | None = None) -> Response:
     """Jobs list."""
     try:
-        page = service.list_jobs(
-            get_platform(request).db, session.actor, status=status or None, cursor=cursor
-        )
+        page = service.list_jobs(get_platform(request).db, session.actor, status=status or None, cursor=cursor)
     except PodiumError as exc:
         return error_page(request, session, exc)
     return render(request, "core/jobs.html", session, page=page, status_filter=status or "")
@@ -43,9 +39,7 @@ def job_page(request: Request, job_id: str, session: SessionDep) -> Response:
 
 
 @router.post("/jobs/{job_id}/cancel")
-def job_cancel(
-    request: Request, job_id: str, session: SessionDep, csrf: Annotated[str, Form()] = ""
-) -> Response:
+def job_cancel(request: Request, job_id: str, session: SessionDep, csrf: Annotated[str, Form()] = "") -> Response:
     """Cancel a job from its page."""
     try:
         check_csrf(session, csrf)

@@ -38,9 +38,7 @@ class JobKindInfo(BaseModel):
 @router.get("/kinds")
 def list_kinds(actor: ActorDep) -> list[JobKindInfo]:
     """Job kinds this server runs."""
-    return [
-        JobKindInfo(name=k.name, role=k.role, description=k.description) for k in service.kinds().values()
-    ]
+    return [JobKindInfo(name=k.name, role=k.role, description=k.description) for k in service.kinds().values()]
 
 
 @router.get("")

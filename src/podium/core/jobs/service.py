@@ -157,9 +157,7 @@ def submit(
     return info
 
 
-def get_job(
-    db: Database, actor: Actor, job_id: str, *, with_logs: bool = True, log_tail: int = 200
-) -> JobInfo:
+def get_job(db: Database, actor: Actor, job_id: str, *, with_logs: bool = True, log_tail: int = 200) -> JobInfo:
     """One job, with the last `log_tail` log lines."""
     with db.session() as s:
         job = s.get(Job, job_id)
@@ -190,9 +188,7 @@ def list_jobs(
 ) -> Page[JobInfo]:
     """Jobs newest first; non-admins see their project's."""
     if status is not None and status not in STATUSES:
-        raise InvalidInput(
-            f"status {status!r} is not one of {', '.join(STATUSES)}", details={"field": "status"}
-        )
+        raise InvalidInput(f"status {status!r} is not one of {', '.join(STATUSES)}", details={"field": "status"})
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", details={"field": "limit"})
     with db.session() as s:

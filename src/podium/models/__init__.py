@@ -1,0 +1,1 @@
+"""Models: the registry (versions, aliases, lineage), providers, the local engine and model workers."""

@@ -1,0 +1,684 @@
+"""The model registry: register versions (local files or remote endpoints), move aliases, resolve references.
+
+A version is immutable: its files are copied into the content-addressed artifact store and listed by
+sha256, so what was registered is what gets loaded, byte for byte. References are `name` (latest
+version), `name@3` / `name@v3` (a version number) or `name@alias`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from podium.core.auth.service import Actor, record_audit
+from podium.core.blobs import BlobStore
+from podium.core.db import Database, utcnow
+from podium.core.errors import Conflict, InvalidInput, NotFound
+from podium.core.ids import new_id
+from podium.core.platform import Platform
+from podium.models.formats import Inspected, inspect_source
+from podium.models.sources import locate
+from podium.models.store import PROVIDERS, TASKS, AliasMove, Model, ModelAlias, ModelVersion
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,119}$")
+_ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,59}$")
+_REF_RE = re.compile(r"^(?P<name>[^@\s]+)(@(?P<tag>[^@\s]+))?$")
+SECRET_FIELDS = ("api_key",)
+
+
+# --- views ---------------------------------------------------------------------------------------
+
+
+class FileInfo(BaseModel):
+    """One file of a version."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+class VersionInfo(BaseModel):
+    """A model version as the API shows it (secrets masked)."""
+
+    id: str
+    model: str
+    version: int
+    task: str
+    provider: str
+    source_uri: str
+    format: str
+    files: list[FileInfo]
+    sha256: str
+    parameters: int | None
+    context_length: int | None
+    license: str | None
+    config: dict[str, Any]
+    lineage: dict[str, Any]
+    base_version_id: str | None
+    message: str
+    created_by: str
+    created_at: datetime
+    aliases: list[str]
+
+
+class ModelInfo(BaseModel):
+    """A model as the API lists it."""
+
+    id: str
+    name: str
+    task: str
+    provider: str
+    description: str
+    builtin: bool
+    created_at: datetime
+    archived: bool
+    latest_version: int | None
+    aliases: dict[str, int]
+
+
+class AliasMoveInfo(BaseModel):
+    """One move of an alias."""
+
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    actor: str
+    at: datetime
+
+
+class ModelDetail(ModelInfo):
+    """A model with all its versions and its alias history."""
+
+    versions: list[VersionInfo]
+    history: list[AliasMoveInfo]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A reference resolved to one version, with the decrypted config providers need."""
+
+    model: ModelInfo
+    version: VersionInfo
+    config: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        """`name@version`."""
+        return f"{self.model.name}@{self.version.version}"
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """Split `name@tag` into its parts."""
+    m = _REF_RE.match(ref.strip())
+    if not m:
+        raise InvalidInput(f"model reference {ref!r} is not `name`, `name@version` or `name@alias`")
+    return m.group("name"), m.group("tag")
+
+
+def _check_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise InvalidInput(
+            f"model name {name!r} is not valid: 1-120 lowercase letters, digits, '.', '_' or '-'",
+            details={"field": "name"},
+        )
+    return name
+
+
+def _check_alias(alias: str) -> str:
+    if alias == "latest" or not _ALIAS_RE.match(alias):
+        raise InvalidInput(
+            f"alias {alias!r} is not valid: a lowercase word starting with a letter (and not `latest`,"
+            " which always means the newest version)",
+            details={"field": "alias"},
+        )
+    return alias
+
+
+def _masked(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("********" if k in SECRET_FIELDS and v else v) for k, v in config.items()}
+
+
+def _model_info(s: Session, m: Model) -> ModelInfo:
+    latest = s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == m.id))
+    aliases = {
+        a: v
+        for a, v in s.execute(
+            select(ModelAlias.alias, ModelVersion.version)
+            .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)
+            .where(ModelAlias.model_id == m.id)
+        )
+    }
+    return ModelInfo(
+        id=m.id,
+        name=m.name,
+        task=m.task,
+        provider=m.provider,
+        description=m.description,
+        builtin=m.builtin,
+        created_at=m.created_at,
+        archived=m.archived_at is not None,
+        latest_version=latest,
+        aliases=aliases,
+    )
+
+
+def _version_info(s: Session, m: Model, v: ModelVersion) -> VersionInfo:
+    aliases = sorted(
+        s.scalars(select(ModelAlias.alias).where(ModelAlias.model_id == m.id, ModelAlias.version_id == v.id))
+    )
+    return VersionInfo(
+        id=v.id,
+        model=m.name,
+        version=v.version,
+        task=m.task,
+        provider=m.provider,
+        source_uri=v.source_uri,
+        format=v.format,
+        files=[FileInfo(**f) for f in v.files],
+        sha256=v.sha256,
+        parameters=v.parameters,
+        context_length=v.context_length,
+        license=v.license,
+        config=_masked(v.config),
+        lineage=v.lineage,
+        base_version_id=v.base_version_id,
+        message=v.message,
+        created_by=v.created_by,
+        created_at=v.created_at,
+        aliases=aliases,
+    )
+
+
+def _find_model(s: Session, name: str, *, include_archived: bool = False) -> Model:
+    m = s.scalar(select(Model).where(Model.name == name))
+    if m is None or (m.archived_at is not None and not include_archived):
+        known = s.scalars(select(Model.name).where(Model.archived_at.is_(None)).order_by(Model.name).limit(30)).all()
+        raise NotFound(
+            f"model {name!r} not found; known models: {', '.join(known) or 'none'}",
+            details={"model": name, "known": list(known)},
+        )
+    return m
+
+
+def _find_version(s: Session, m: Model, tag: str | None) -> ModelVersion:
+    if tag is None or tag == "latest":
+        v = s.scalar(select(ModelVersion).where(ModelVersion.model_id == m.id).order_by(ModelVersion.version.desc()))
+        if v is None:
+            raise NotFound(f"model {m.name!r} has no versions yet")
+        return v
+    number = tag[1:] if tag.startswith("v") and tag[1:].isdigit() else tag
+    if number.isdigit():
+        v = s.scalar(select(ModelVersion).where(ModelVersion.model_id == m.id, ModelVersion.version == int(number)))
+        if v is None:
+            raise NotFound(f"model {m.name!r} has no version {number}")
+        return v
+    alias = s.get(ModelAlias, (m.id, tag))
+    if alias is None:
+        known = s.scalars(select(ModelAlias.alias).where(ModelAlias.model_id == m.id).order_by(ModelAlias.alias)).all()
+        raise NotFound(
+            f"model {m.name!r} has no alias {tag!r}; its aliases: {', '.join(known) or 'none'} (and `latest`)",
+            details={"model": m.name, "alias": tag, "known": list(known)},
+        )
+    v = s.get(ModelVersion, alias.version_id)
+    assert v is not None
+    return v
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest_sha256(files: list[dict[str, Any]]) -> str:
+    """A folder version's hash: sha256 over its sorted `path sha256` lines (one file: that file's hash)."""
+    if len(files) == 1:
+        return str(files[0]["sha256"])
+    lines = "".join(f"{f['path']}\0{f['sha256']}\n" for f in sorted(files, key=lambda f: f["path"]))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+# --- registration ----------------------------------------------------------------------------------
+
+
+def register_local(
+    platform: Platform,
+    actor: Actor,
+    name: str,
+    source: str,
+    *,
+    task: str | None = None,
+    description: str = "",
+    sha256: str | None = None,
+    base: str | None = None,
+    lineage: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    message: str = "",
+    builtin: bool = False,
+) -> VersionInfo:
+    """Register a new version of a local model from a path, `pip:PACKAGE` or a hub id.
+
+    Files are inspected and hashed first; a wrong `sha256` or an unreadable file fails before anything
+    is recorded. Registering content identical to an existing version of the model returns that version.
+    """
+    actor.require("member", "register models")
+    _check_name(name)
+    if task is not None and task not in TASKS:
+        raise InvalidInput(f"task {task!r} is not one of {', '.join(TASKS)}", details={"field": "task"})
+    located = locate(source, download_dir=platform.settings.home_dir / "cache" / "hub")
+    inspected = inspect_source(located.path)
+    local_paths = {inspected.relpath(p): p for p in inspected.files}
+    files: list[dict[str, Any]] = [
+        {"path": rel, "sha256": _file_sha256(p), "size": p.stat().st_size} for rel, p in local_paths.items()
+    ]
+    digest = manifest_sha256(files)
+    if sha256 is not None and sha256.removeprefix("sha256:").lower() != digest:
+        raise InvalidInput(
+            f"hash mismatch for {located.uri}: expected sha256 {sha256}, the files hash to {digest};"
+            " nothing was registered",
+            details={"expected": sha256, "actual": digest},
+        )
+    base_version_id = None
+    with platform.db.session() as s:
+        if inspected.format == "peft" and base is None:
+            raise InvalidInput(
+                f"{located.uri} is a LoRA/PEFT adapter: give the base model it applies to (base=name@version)",
+                details={"field": "base"},
+            )
+        if base is not None:
+            bname, btag = parse_ref(base)
+            bm = _find_model(s, bname)
+            base_version_id = _find_version(s, bm, btag).id
+    # content first (idempotent, content-addressed), then the rows in one transaction
+    for f in files:
+        stored = platform.blobs.put_file(local_paths[f["path"]])
+        if stored != f["sha256"]:
+            raise InvalidInput(f"{f['path']} changed while it was being registered; nothing was registered")
+    task = task or inspected.task
+    full_lineage = dict(lineage or {})
+    if base_version_id:
+        full_lineage.setdefault("adapter_of", base_version_id)
+    cfg: dict[str, Any] = {"format_details": {k: v for k, v in inspected.extra.items() if v is not None}}
+    if inspected.architecture:
+        cfg["architecture"] = inspected.architecture
+    cfg.update(config or {})
+    return _insert_version(
+        platform.db,
+        actor,
+        name=name,
+        task=task,
+        provider="local",
+        description=description,
+        builtin=builtin,
+        source_uri=located.uri,
+        fmt=inspected.format,
+        files=files,
+        digest=digest,
+        parameters=inspected.parameters,
+        context_length=inspected.context_length,
+        license=inspected.license,
+        config=cfg,
+        lineage=full_lineage,
+        base_version_id=base_version_id,
+        message=message,
+    )
+
+
+def register_remote(
+    platform: Platform,
+    actor: Actor,
+    name: str,
+    *,
+    provider: str,
+    base_url: str | None,
+    upstream_model: str,
+    api_key: str | None = None,
+    task: str = "chat",
+    context_length: int | None = None,
+    description: str = "",
+    message: str = "",
+    lineage: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> VersionInfo:
+    """Register a model served by an OpenAI-compatible or Anthropic endpoint; the key is stored encrypted."""
+    actor.require("member", "register models")
+    _check_name(name)
+    if provider not in PROVIDERS or provider == "local":
+        raise InvalidInput(f"provider {provider!r} is not one of openai, anthropic", details={"field": "provider"})
+    if task not in TASKS:
+        raise InvalidInput(f"task {task!r} is not one of {', '.join(TASKS)}", details={"field": "task"})
+    if provider == "openai" and not base_url:
+        raise InvalidInput("an openai-compatible model needs base_url (e.g. http://host:8000/v1)")
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise InvalidInput(f"base_url {base_url!r} must start with http:// or https://", details={"field": "base_url"})
+    if not upstream_model:
+        raise InvalidInput("upstream_model must name the model at the provider", details={"field": "upstream_model"})
+    public = {
+        "base_url": base_url.rstrip("/") if base_url else None,
+        "model": upstream_model,
+        **(extra or {}),
+    }
+    digest = hashlib.sha256(json.dumps(public, sort_keys=True).encode()).hexdigest()
+    config = dict(public)
+    if api_key:
+        config["api_key"] = platform.box.encrypt(api_key)
+    return _insert_version(
+        platform.db,
+        actor,
+        name=name,
+        task=task,
+        provider=provider,
+        description=description,
+        builtin=False,
+        source_uri=f"{provider}:{public['base_url'] or 'default'}#{upstream_model}",
+        fmt="remote",
+        files=[],
+        digest=digest,
+        parameters=None,
+        context_length=context_length,
+        license=None,
+        config=config,
+        lineage=dict(lineage or {}),
+        base_version_id=None,
+        message=message,
+    )
+
+
+def _insert_version(
+    db: Database,
+    actor: Actor,
+    *,
+    name: str,
+    task: str,
+    provider: str,
+    description: str,
+    builtin: bool,
+    source_uri: str,
+    fmt: str,
+    files: list[dict[str, Any]],
+    digest: str,
+    parameters: int | None,
+    context_length: int | None,
+    license: str | None,
+    config: dict[str, Any],
+    lineage: dict[str, Any],
+    base_version_id: str | None,
+    message: str,
+) -> VersionInfo:
+    for attempt in range(3):
+        try:
+            with db.session() as s:
+                m = s.scalar(select(Model).where(Model.name == name))
+                if m is None:
+                    m = Model(
+                        id=new_id("mdl"),
+                        name=name,
+                        task=task,
+                        provider=provider,
+                        description=description,
+                        builtin=builtin,
+                        project_id=actor.project_id,
+                        created_by=actor.label,
+                        created_at=utcnow(),
+                    )
+                    s.add(m)
+                    s.flush()
+                    record_audit(s, actor, "model.create", "model", m.id, details={"name": name})
+                else:
+                    if m.archived_at is not None:
+                        m.archived_at = None
+                    if m.task != task or m.provider != provider:
+                        raise Conflict(
+                            f"model {name!r} is a {m.provider} {m.task} model; a new version must be the same"
+                            f" (got {provider} {task}); register it under another name"
+                        )
+                    same = s.scalar(
+                        select(ModelVersion).where(ModelVersion.model_id == m.id, ModelVersion.sha256 == digest)
+                    )
+                    if same is not None and fmt != "remote":
+                        return _version_info(s, m, same)
+                    if description:
+                        m.description = description
+                number = (
+                    s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == m.id)) or 0
+                ) + 1
+                v = ModelVersion(
+                    id=new_id("mdv"),
+                    model_id=m.id,
+                    version=number,
+                    source_uri=source_uri,
+                    format=fmt,
+                    files=files,
+                    sha256=digest,
+                    parameters=parameters,
+                    context_length=context_length,
+                    license=license,
+                    config=config,
+                    lineage=lineage,
+                    base_version_id=base_version_id,
+                    message=message,
+                    created_by=actor.label,
+                    created_at=utcnow(),
+                )
+                s.add(v)
+                s.flush()
+                record_audit(
+                    s,
+                    actor,
+                    "model.version.create",
+                    "model_version",
+                    v.id,
+                    details={"model": name, "version": number, "sha256": digest, "source": source_uri},
+                )
+                return _version_info(s, m, v)
+        except IntegrityError:
+            if attempt == 2:
+                raise Conflict(f"model {name!r} changed concurrently; try again") from None
+    raise AssertionError("unreachable")
+
+
+# --- queries ---------------------------------------------------------------------------------------
+
+
+def list_models(db: Database, *, include_archived: bool = False, task: str | None = None) -> list[ModelInfo]:
+    """Every model, by name."""
+    with db.session() as s:
+        q = select(Model).order_by(Model.name)
+        if not include_archived:
+            q = q.where(Model.archived_at.is_(None))
+        if task:
+            q = q.where(Model.task == task)
+        return [_model_info(s, m) for m in s.scalars(q)]
+
+
+def get_model(db: Database, name: str) -> ModelDetail:
+    """A model with its versions (newest first) and alias history."""
+    with db.session() as s:
+        m = _find_model(s, name, include_archived=True)
+        info = _model_info(s, m)
+        versions = s.scalars(
+            select(ModelVersion).where(ModelVersion.model_id == m.id).order_by(ModelVersion.version.desc())
+        ).all()
+        numbers = {v.id: v.version for v in versions}
+        moves = s.scalars(select(AliasMove).where(AliasMove.model_id == m.id).order_by(AliasMove.id.desc())).all()
+        return ModelDetail(
+            **info.model_dump(),
+            versions=[_version_info(s, m, v) for v in versions],
+            history=[
+                AliasMoveInfo(
+                    alias=mv.alias,
+                    from_version=numbers.get(mv.from_version_id or ""),
+                    to_version=numbers.get(mv.to_version_id or ""),
+                    actor=mv.actor,
+                    at=mv.at,
+                )
+                for mv in moves
+            ],
+        )
+
+
+def resolve(platform: Platform, ref: str) -> ResolvedModel:
+    """`name`, `name@3` or `name@alias` to a version, with secrets decrypted for the provider."""
+    name, tag = parse_ref(ref)
+    with platform.db.session() as s:
+        m = _find_model(s, name)
+        v = _find_version(s, m, tag)
+        config = dict(v.config)
+        for key in SECRET_FIELDS:
+            if config.get(key):
+                config[key] = platform.box.decrypt(config[key])
+        return ResolvedModel(_model_info(s, m), _version_info(s, m, v), config)
+
+
+def get_version(db: Database, ref: str) -> VersionInfo:
+    """One version by reference."""
+    name, tag = parse_ref(ref)
+    with db.session() as s:
+        m = _find_model(s, name, include_archived=True)
+        return _version_info(s, m, _find_version(s, m, tag))
+
+
+# --- aliases ---------------------------------------------------------------------------------------
+
+
+def set_alias(db: Database, actor: Actor, name: str, alias: str, version: str | int) -> VersionInfo:
+    """Point `alias` at a version, atomically, recording the move."""
+    actor.require("member", "move model aliases")
+    _check_alias(alias)
+    with db.session() as s:
+        m = _find_model(s, name)
+        target = _find_version(s, m, str(version))
+        current = s.scalar(
+            select(ModelAlias).where(ModelAlias.model_id == m.id, ModelAlias.alias == alias).with_for_update()
+        )
+        previous = current.version_id if current else None
+        now = utcnow()
+        if current is None:
+            s.add(ModelAlias(model_id=m.id, alias=alias, version_id=target.id, updated_by=actor.label, updated_at=now))
+        else:
+            current.version_id = target.id
+            current.updated_by = actor.label
+            current.updated_at = now
+        s.add(
+            AliasMove(
+                id=new_id("amv"),
+                model_id=m.id,
+                alias=alias,
+                from_version_id=previous,
+                to_version_id=target.id,
+                actor=actor.label,
+                at=now,
+            )
+        )
+        record_audit(s, actor, "model.alias.set", "model", m.id, details={"alias": alias, "version": target.version})
+        s.flush()
+        return _version_info(s, m, target)
+
+
+def remove_alias(db: Database, actor: Actor, name: str, alias: str) -> None:
+    """Delete an alias (recorded in its history)."""
+    actor.require("member", "move model aliases")
+    with db.session() as s:
+        m = _find_model(s, name)
+        current = s.get(ModelAlias, (m.id, alias))
+        if current is None:
+            raise NotFound(f"model {name!r} has no alias {alias!r}")
+        s.add(
+            AliasMove(
+                id=new_id("amv"),
+                model_id=m.id,
+                alias=alias,
+                from_version_id=current.version_id,
+                to_version_id=None,
+                actor=actor.label,
+                at=utcnow(),
+            )
+        )
+        s.delete(current)
+        record_audit(s, actor, "model.alias.remove", "model", m.id, details={"alias": alias})
+
+
+def archive_model(db: Database, actor: Actor, name: str) -> ModelInfo:
+    """Hide a model from listings and routing; its versions stay for lineage. Re-registering restores it."""
+    actor.require("member", "remove models")
+    with db.session() as s:
+        m = _find_model(s, name)
+        if m.builtin:
+            actor.require("admin", "remove built-in models")
+        m.archived_at = utcnow()
+        record_audit(s, actor, "model.archive", "model", m.id, details={"name": name})
+        return _model_info(s, m)
+
+
+# --- files on disk for loading -------------------------------------------------------------------
+
+
+def materialize(blobs: BlobStore, version: VersionInfo, root: Path) -> Path:
+    """A folder (or single file) holding the version's files, verified once, for loaders that want paths.
+
+    With a local artifact store the files are symlinks to the blobs; otherwise they are copied.
+    """
+    if not version.files:
+        raise InvalidInput(f"{version.model}@{version.version} is a remote model and has no files")
+    folder = root / version.id
+    marker = folder / ".podium-verified"
+    if not marker.exists():
+        tmp = root / f".{version.id}.tmp-{os.getpid()}"
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        for f in version.files:
+            if not blobs.verify(f.sha256):
+                from podium.core.errors import CorruptArtifact
+
+                raise CorruptArtifact(
+                    f"artifact sha256:{f.sha256} ({f.path}) of {version.model}@{version.version} is corrupt"
+                )
+            target = tmp / f.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if blobs.local:
+                target.symlink_to(blobs.path(f.sha256))
+            else:
+                with open(target, "wb") as out:
+                    for chunk in blobs.iter_chunks(f.sha256):
+                        out.write(chunk)
+        (tmp / ".podium-verified").write_text(version.sha256)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
+    if version.format == "gguf":
+        return folder / version.files[0].path
+    return folder
+
+
+def describe_inspected(inspected: Inspected) -> dict[str, Any]:
+    """A short summary of what a source holds (for `podium models inspect`)."""
+    return {
+        "format": inspected.format,
+        "task": inspected.task,
+        "files": len(inspected.files),
+        "parameters": inspected.parameters,
+        "context_length": inspected.context_length,
+        "license": inspected.license,
+        "architecture": inspected.architecture,
+    }
