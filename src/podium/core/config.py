@@ -13,11 +13,12 @@ import typing
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -25,6 +26,7 @@ from pydantic_settings import (
 from podium.core.errors import ConfigError
 
 ENV_PREFIX = "PODIUM_"
+DEFAULT_SERVED_MODELS = ("smollm2-135m-instruct", "minilm-l6-v2")
 _toml_data: ContextVar[dict[str, Any]] = ContextVar("podium_toml_data", default={})  # noqa: B039
 
 
@@ -66,8 +68,28 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
     job_workers: int = Field(2, ge=0, le=64, description="Background job threads per server process; 0 = none.")
     graceful_timeout: float = Field(30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests.")
+    cache_dir: Path | None = Field(
+        None, description="Derived files (converted models, downloads); default <home>/cache."
+    )
+    serve_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_SERVED_MODELS),
+        description="Local models `podium serve` loads, each in its own worker process (comma-separated).",
+    )
+    local_dtype: Literal["float32", "int8"] = Field(
+        "int8", description="Local language models: int8 (calibrated, batch-invariant, fast) or float32 (exact)."
+    )
+    local_max_batch: int = Field(16, ge=1, le=256, description="Sequences a local model decodes together.")
+    local_max_queue: int = Field(64, ge=0, le=100_000, description="Requests waiting per local model before 429.")
+    worker_threads: int = Field(0, ge=0, le=256, description="Torch threads per model worker; 0: all cores.")
     url: str | None = Field(None, description="Server the CLI and SDK talk to; default http://<host>:<port>.")
     api_key: SecretStr | None = Field(None, description="Key the CLI and SDK send; default <home>/admin.key.")
+
+    @field_validator("serve_models", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -100,6 +122,16 @@ class Settings(BaseSettings):
     def effective_artifacts_url(self) -> str:
         """The artifact root, defaulting to `<home>/artifacts`."""
         return self.artifacts_url or str(self.home_dir / "artifacts")
+
+    @property
+    def effective_cache_dir(self) -> Path:
+        """Where derived files go, defaulting to `<home>/cache`."""
+        return (self.cache_dir or self.home_dir / "cache").expanduser().resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        """Sockets and state files of running processes."""
+        return self.home_dir / "run"
 
     @property
     def effective_url(self) -> str:
@@ -158,6 +190,10 @@ def _type_name(annotation: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         names = [_type_name(a) for a in typing.get_args(annotation) if a is not type(None)]
         return " or ".join(names)
+    if origin is list:
+        return "list of " + _type_name(typing.get_args(annotation)[0])
+    if origin is Annotated:
+        return _type_name(typing.get_args(annotation)[0])
     simple: dict[Any, str] = {
         int: "integer",
         float: "number",

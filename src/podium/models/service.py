@@ -546,6 +546,17 @@ def resolve(platform: Platform, ref: str) -> ResolvedModel:
         return ResolvedModel(_model_info(s, m), _version_info(s, m, v), config)
 
 
+def get_version_by_id(db: Database, version_id: str) -> VersionInfo:
+    """One version by its id (`mdv_…`)."""
+    with db.session() as s:
+        v = s.get(ModelVersion, version_id)
+        if v is None:
+            raise NotFound(f"model version {version_id!r} not found")
+        m = s.get(Model, v.model_id)
+        assert m is not None
+        return _version_info(s, m, v)
+
+
 def get_version(db: Database, ref: str) -> VersionInfo:
     """One version by reference."""
     name, tag = parse_ref(ref)

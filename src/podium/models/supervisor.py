@@ -1,0 +1,144 @@
+"""Model workers under `podium serve`: one process per served local model, restarted if it dies,
+stopped on shutdown. Sockets and state files live in `<home>/run/models/`, logs in `<home>/logs/`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from podium.core.config import Settings
+
+log = logging.getLogger("podium.supervisor")
+
+
+def socket_path(settings: Settings, version_id: str) -> Path:
+    """Where the worker of a model version listens."""
+    return settings.run_dir / "models" / f"{version_id}.sock"
+
+
+def worker_state(settings: Settings, version_id: str) -> tuple[str, str]:
+    """(state, detail) written by the worker: loading, ready, failed, stopped; or `absent`."""
+    path = socket_path(settings, version_id).with_suffix(".state")
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return "absent", ""
+    return (lines[0] if lines else "unknown"), (lines[1] if len(lines) > 1 else "")
+
+
+@dataclass
+class WorkerSpec:
+    """One model version to keep running."""
+
+    name: str
+    version_id: str
+    socket: Path
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = 0.0
+    history: list[float] = field(default_factory=list)
+
+
+class ModelSupervisor:
+    """Starts, watches and stops model worker processes."""
+
+    BACKOFF_MAX = 60.0
+
+    def __init__(self, settings: Settings, specs: list[WorkerSpec]):
+        self.settings = settings
+        self.specs = specs
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="podium-model-supervisor", daemon=True)
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Launch every worker and the watcher thread."""
+        for spec in self.specs:
+            self._launch(spec)
+        self._thread.start()
+
+    def _launch(self, spec: WorkerSpec) -> None:
+        spec.socket.parent.mkdir(parents=True, exist_ok=True)
+        spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "podium.models.worker.main",
+            "--version",
+            spec.version_id,
+            "--socket",
+            str(spec.socket),
+        ]
+        if self.settings.worker_threads:
+            cmd += ["--threads", str(self.settings.worker_threads)]
+        out = open(spec.log_file, "ab")  # noqa: SIM115 - the child owns it
+        env = dict(os.environ)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        spec.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        out.close()
+        spec.started_at = time.monotonic()
+        log.info(
+            "model worker for %s (%s) started, pid %d, log %s",
+            spec.name,
+            spec.version_id,
+            spec.process.pid,
+            spec.log_file,
+        )
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                for spec in self.specs:
+                    proc = spec.process
+                    if proc is None:
+                        if time.monotonic() >= spec.next_start:
+                            self._launch(spec)
+                        continue
+                    code = proc.poll()
+                    if code is None:
+                        if time.monotonic() - spec.started_at > 120:
+                            spec.restarts = 0  # stable for two minutes: forget earlier crashes
+                        continue
+                    spec.process = None
+                    spec.restarts += 1
+                    delay = min(self.BACKOFF_MAX, 2 ** min(spec.restarts - 1, 6))
+                    spec.next_start = time.monotonic() + delay
+                    log.warning(
+                        "model worker for %s exited with %s; restarting in %.0fs (see %s)",
+                        spec.name,
+                        code,
+                        delay,
+                        spec.log_file,
+                    )
+
+    def pids(self) -> dict[str, int | None]:
+        """Current process id of each worker."""
+        with self._lock:
+            return {s.name: (s.process.pid if s.process else None) for s in self.specs}
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM every worker, wait, then SIGKILL stragglers."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        procs = [s.process for s in self.specs if s.process is not None]
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)

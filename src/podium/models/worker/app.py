@@ -1,0 +1,506 @@
+"""The worker's OpenAI-compatible HTTP API (served on a unix socket): chat, completions, embeddings,
+tokenize, models, health. One model per worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from podium.models.worker.api import Event, Finished, QueueFull, SeqRequest, TokenOut
+from podium.models.worker.detok import TextStream
+from podium.models.worker.protocol import RequestError, SamplingParams, parse_messages, parse_sampling
+
+DEFAULT_MAX_TOKENS = 2048
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(message: str, *, status: int = 400, param: str | None = None, code: str = "invalid_request") -> Response:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    if status == 429:
+        kind = "rate_limit_error"
+    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    return _json({"error": {"message": message, "type": kind, "param": param, "code": code}}, status, headers)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RequestError("request body must be a JSON object")
+    return data
+
+
+@dataclass
+class WorkerState:
+    """What the worker serves."""
+
+    model_name: str
+    version_id: str
+    task: str
+    lm: Any = None  # LoadedLM
+    engine: Any = None  # Engine
+    embedder: Any = None  # EmbedBatcher
+    started: float = 0.0
+
+
+class _Seq:
+    """A sequence's events, bridged from the engine thread into the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.loop = loop
+
+    def emit(self, event: Event) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+
+
+def build_app(state: WorkerState) -> Starlette:
+    """The ASGI app for one loaded model."""
+
+    async def healthz(request: Request) -> Response:
+        info: dict[str, Any] = {"status": "ok", "model": state.model_name, "version_id": state.version_id}
+        if state.engine is not None:
+            info["engine"] = state.engine.stats()
+        return _json(info)
+
+    async def models(request: Request) -> Response:
+        return _json(
+            {
+                "object": "list",
+                "data": [
+                    {"id": state.model_name, "object": "model", "created": int(state.started), "owned_by": "podium"}
+                ],
+            }
+        )
+
+    # --- generation ------------------------------------------------------------------------------
+
+    def prompt_ids_chat(body: dict[str, Any]) -> list[int]:
+        messages = parse_messages(body)
+        tools = body.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            raise RequestError("'tools' must be a list", "tools")
+        tok = state.lm.tokenizer
+        try:
+            ids = tok.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True, tokenize=True)
+        except Exception as exc:
+            raise RequestError(f"cannot apply the model's chat template: {exc}", "messages") from None
+        if hasattr(ids, "keys") and "input_ids" in ids:
+            ids = ids["input_ids"]
+        return [int(i) for i in ids]
+
+    def prompt_ids_text(body: dict[str, Any]) -> list[int]:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list):
+            if len(prompt) == 1 and isinstance(prompt[0], str):
+                prompt = prompt[0]
+            elif prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+                return [int(t) for t in prompt]
+            else:
+                raise RequestError("'prompt' must be a string, a list of one string, or a list of token ids", "prompt")
+        if not isinstance(prompt, str):
+            raise RequestError("'prompt' is required and must be a string", "prompt")
+        return [int(i) for i in state.lm.tokenizer.encode(prompt, add_special_tokens=False)]
+
+    def budget(prompt: list[int], params: SamplingParams) -> int:
+        ctx = int(state.lm.context_length)
+        if len(prompt) >= ctx:
+            raise RequestError(
+                f"the prompt is {len(prompt)} tokens, longer than the model's context window of {ctx} tokens",
+                "messages",
+                code="context_length_exceeded",
+            )
+        room = ctx - len(prompt)
+        if params.max_tokens is None:
+            return min(room, DEFAULT_MAX_TOKENS)
+        if params.max_tokens > room:
+            raise RequestError(
+                f"this model's context window is {ctx} tokens; the prompt is {len(prompt)} tokens and max_tokens is"
+                f" {params.max_tokens}, {len(prompt) + params.max_tokens} in all",
+                "max_tokens",
+                code="context_length_exceeded",
+            )
+        return params.max_tokens
+
+    def submit(prompt: list[int], params: SamplingParams, max_new: int) -> list[tuple[SeqRequest, _Seq]]:
+        loop = asyncio.get_running_loop()
+        seqs = []
+        base_id = uuid.uuid4().hex[:12]
+        for i in range(params.n):
+            bridge = _Seq(loop)
+            seed = None if params.seed is None else params.seed + i
+            req = SeqRequest(
+                id=f"{base_id}-{i}",
+                prompt_ids=prompt,
+                max_new_tokens=max_new,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                seed=seed,
+                eos_ids=state.lm.eos_ids,
+                logprobs=params.logprobs,
+                emit=bridge.emit,
+            )
+            seqs.append((req, bridge))
+        try:
+            state.engine.submit_many([r for r, _ in seqs])
+        except QueueFull:
+            raise RequestError(
+                "the model is busy (its request queue is full); retry shortly", status=429, code="queue_full"
+            ) from None
+        return seqs
+
+    def cancel_all(seqs: list[tuple[SeqRequest, _Seq]]) -> None:
+        for req, _ in seqs:
+            state.engine.cancel(req)
+
+    def token_text(token_id: int) -> str:
+        return str(state.lm.tokenizer.decode([token_id]))
+
+    def chat_logprob_entry(ev: TokenOut) -> dict[str, Any]:
+        tok = token_text(ev.token_id)
+        entry: dict[str, Any] = {"token": tok, "logprob": ev.logprob, "bytes": list(tok.encode())}
+        entry["top_logprobs"] = [
+            {"token": (t := token_text(i)), "logprob": lp, "bytes": list(t.encode())} for i, lp in (ev.top or [])
+        ]
+        return entry
+
+    async def run_collect(
+        seqs: list[tuple[SeqRequest, _Seq]], params: SamplingParams
+    ) -> list[tuple[str, str, list[TokenOut], int]]:
+        """Wait for every sequence; returns (text, finish_reason, tokens, count) per choice."""
+
+        async def one(req: SeqRequest, bridge: _Seq) -> tuple[str, str, list[TokenOut], int]:
+            stream = TextStream(state.lm.tokenizer, params.stop)
+            tokens: list[TokenOut] = []
+            pieces: list[str] = []
+            while True:
+                ev = await bridge.queue.get()
+                if isinstance(ev, TokenOut):
+                    tokens.append(ev)
+                    pieces.append(stream.push(ev.token_id))
+                    if stream.stopped:
+                        state.engine.cancel(req)
+                        return "".join(pieces), "stop", tokens, len(tokens)
+                    continue
+                if ev.reason == "error":
+                    raise RuntimeError(ev.error or "generation failed")
+                pieces.append(stream.finish())
+                reason = "length" if ev.reason == "length" else "stop"
+                return "".join(pieces), reason, tokens, len(tokens)
+
+        return list(await asyncio.gather(*(one(r, b) for r, b in seqs)))
+
+    async def await_or_disconnect(request: Request, coro: Any, seqs: list[tuple[SeqRequest, _Seq]]) -> Any:
+        task = asyncio.ensure_future(coro)
+
+        async def watch() -> None:
+            while True:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                return task.result()
+            task.cancel()
+            cancel_all(seqs)
+            raise asyncio.CancelledError()
+        finally:
+            watcher.cancel()
+            if not task.done():
+                task.cancel()
+                cancel_all(seqs)
+
+    def usage(prompt: list[int], completion: int) -> dict[str, int]:
+        return {"prompt_tokens": len(prompt), "completion_tokens": completion, "total_tokens": len(prompt) + completion}
+
+    async def chat_completions(request: Request) -> Response:
+        if state.engine is None:
+            return _error(f"{state.model_name} is an embedding model; use /v1/embeddings", status=400)
+        try:
+            body = await _body(request)
+            params = parse_sampling(body, chat=True)
+            prompt = prompt_ids_chat(body)
+            max_new = budget(prompt, params)
+            seqs = submit(prompt, params, max_new)
+        except RequestError as exc:
+            return _error(exc.message, status=exc.status, param=exc.param, code=exc.code)
+        created = int(time.time())
+        cid = "chatcmpl-" + uuid.uuid4().hex
+        model = str(body.get("model") or state.model_name)
+        if params.stream:
+            return StreamingResponse(
+                chat_stream(seqs, params, prompt, cid, created, model), media_type="text/event-stream"
+            )
+        try:
+            results = await await_or_disconnect(request, run_collect(seqs, params), seqs)
+        except RuntimeError as exc:
+            return _error(f"generation failed: {exc}", status=500, code="engine_error")
+        choices = []
+        for i, (text, reason, tokens, _) in enumerate(results):
+            choice: dict[str, Any] = {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": reason,
+                "logprobs": None,
+            }
+            if params.logprobs is not None:
+                choice["logprobs"] = {"content": [chat_logprob_entry(t) for t in tokens]}
+            choices.append(choice)
+        return _json(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": state.version_id,
+                "choices": choices,
+                "usage": usage(prompt, sum(r[3] for r in results)),
+            }
+        )
+
+    async def chat_stream(
+        seqs: list[tuple[SeqRequest, _Seq]],
+        params: SamplingParams,
+        prompt: list[int],
+        cid: str,
+        created: int,
+        model: str,
+    ) -> AsyncIterator[bytes]:
+        def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            data = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": choices,
+            }
+            data.update(extra)
+            return b"data: " + orjson.dumps(data) + b"\n\n"
+
+        completion = 0
+        try:
+            for i in range(len(seqs)):
+                yield frame([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            merged: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+
+            async def pump(i: int, bridge: _Seq) -> None:
+                while True:
+                    ev = await bridge.queue.get()
+                    await merged.put((i, ev))
+                    if isinstance(ev, Finished):
+                        return
+
+            pumps = [asyncio.ensure_future(pump(i, b)) for i, (_, b) in enumerate(seqs)]
+            streams = [TextStream(state.lm.tokenizer, params.stop) for _ in seqs]
+            open_count = len(seqs)
+            while open_count:
+                i, ev = await merged.get()
+                stream = streams[i]
+                if isinstance(ev, TokenOut):
+                    if stream.stopped:
+                        continue
+                    completion += 1
+                    delta = stream.push(ev.token_id)
+                    lp = {"content": [chat_logprob_entry(ev)]} if params.logprobs is not None else None
+                    if delta or lp:
+                        yield frame([{"index": i, "delta": {"content": delta}, "finish_reason": None, "logprobs": lp}])
+                    if stream.stopped:
+                        state.engine.cancel(seqs[i][0])
+                        yield frame([{"index": i, "delta": {}, "finish_reason": "stop"}])
+                    continue
+                open_count -= 1
+                if ev.reason == "error":
+                    err = {"message": f"generation failed: {ev.error}", "type": "server_error", "code": "engine_error"}
+                    yield b"data: " + orjson.dumps({"error": err}) + b"\n\n"
+                    return
+                if stream.stopped:
+                    continue
+                rest = stream.finish()
+                if rest:
+                    yield frame([{"index": i, "delta": {"content": rest}, "finish_reason": None}])
+                yield frame([{"index": i, "delta": {}, "finish_reason": "length" if ev.reason == "length" else "stop"}])
+            for p in pumps:
+                p.cancel()
+            if params.include_usage:
+                yield frame([], usage=usage(prompt, completion))
+            yield b"data: [DONE]\n\n"
+        finally:
+            cancel_all(seqs)
+
+    async def completions(request: Request) -> Response:
+        if state.engine is None:
+            return _error(f"{state.model_name} is an embedding model; use /v1/embeddings", status=400)
+        try:
+            body = await _body(request)
+            params = parse_sampling(body, chat=False)
+            prompt = prompt_ids_text(body)
+            max_new = budget(prompt, params)
+            if body.get("max_tokens") is None:
+                max_new = min(max_new, 16)  # OpenAI's default for text completions
+            echo = bool(body.get("echo"))
+            seqs = submit(prompt, params, max_new)
+        except RequestError as exc:
+            return _error(exc.message, status=exc.status, param=exc.param, code=exc.code)
+        created = int(time.time())
+        cid = "cmpl-" + uuid.uuid4().hex
+        model = str(body.get("model") or state.model_name)
+        prefix = str(state.lm.tokenizer.decode(prompt)) if echo else ""
+        if params.stream:
+            return StreamingResponse(
+                text_stream(seqs, params, prompt, cid, created, model, prefix), media_type="text/event-stream"
+            )
+        try:
+            results = await await_or_disconnect(request, run_collect(seqs, params), seqs)
+        except RuntimeError as exc:
+            return _error(f"generation failed: {exc}", status=500, code="engine_error")
+        choices = []
+        for i, (text, reason, tokens, _) in enumerate(results):
+            lp = None
+            if params.logprobs is not None:
+                lp = {
+                    "tokens": [token_text(t.token_id) for t in tokens],
+                    "token_logprobs": [t.logprob for t in tokens],
+                    "top_logprobs": [{token_text(k): v for k, v in (t.top or [])} for t in tokens],
+                }
+            choices.append({"index": i, "text": prefix + text, "finish_reason": reason, "logprobs": lp})
+        return _json(
+            {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": choices,
+                "usage": usage(prompt, sum(r[3] for r in results)),
+            }
+        )
+
+    async def text_stream(
+        seqs: list[tuple[SeqRequest, _Seq]],
+        params: SamplingParams,
+        prompt: list[int],
+        cid: str,
+        created: int,
+        model: str,
+        prefix: str,
+    ) -> AsyncIterator[bytes]:
+        def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            data = {"id": cid, "object": "text_completion", "created": created, "model": model, "choices": choices}
+            data.update(extra)
+            return b"data: " + orjson.dumps(data) + b"\n\n"
+
+        completion = 0
+        try:
+            for i, (req, bridge) in enumerate(seqs):
+                stream = TextStream(state.lm.tokenizer, params.stop)
+                if prefix:
+                    yield frame([{"index": i, "text": prefix, "finish_reason": None}])
+                while True:
+                    ev = await bridge.queue.get()
+                    if isinstance(ev, TokenOut):
+                        completion += 1
+                        delta = stream.push(ev.token_id)
+                        if delta:
+                            yield frame([{"index": i, "text": delta, "finish_reason": None}])
+                        if stream.stopped:
+                            state.engine.cancel(req)
+                            yield frame([{"index": i, "text": "", "finish_reason": "stop"}])
+                            break
+                        continue
+                    if ev.reason == "error":
+                        err = {"message": f"generation failed: {ev.error}", "type": "server_error"}
+                        yield b"data: " + orjson.dumps({"error": err}) + b"\n\n"
+                        return
+                    rest = stream.finish()
+                    reason = "length" if ev.reason == "length" else "stop"
+                    yield frame([{"index": i, "text": rest, "finish_reason": reason}])
+                    break
+            if params.include_usage:
+                yield frame([], usage=usage(prompt, completion))
+            yield b"data: [DONE]\n\n"
+        finally:
+            cancel_all(seqs)
+
+    # --- embeddings --------------------------------------------------------------------------------
+
+    async def embeddings(request: Request) -> Response:
+        if state.embedder is None:
+            return _error(f"{state.model_name} is not an embedding model", status=400, param="model")
+        try:
+            body = await _body(request)
+            raw = body.get("input")
+            if isinstance(raw, str):
+                texts = [raw]
+            elif isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw):
+                texts = list(raw)
+            else:
+                raise RequestError("'input' must be a non-empty string or list of strings", "input")
+            if len(texts) > 2048:
+                raise RequestError("'input' takes at most 2048 strings per request", "input")
+            fmt = body.get("encoding_format") or "float"
+            if fmt not in ("float", "base64"):
+                raise RequestError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+            dims = body.get("dimensions")
+            if dims is not None and dims != state.embedder.dimensions:
+                raise RequestError(
+                    f"this model makes {state.embedder.dimensions}-dimensional embeddings;"
+                    " 'dimensions' cannot change it",
+                    "dimensions",
+                )
+        except RequestError as exc:
+            return _error(exc.message, status=exc.status, param=exc.param, code=exc.code)
+        vectors, tokens = await state.embedder.embed(texts)
+        data = []
+        for i, vec in enumerate(vectors):
+            value: Any = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode() if fmt == "base64" else vec
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        return _json(
+            {
+                "object": "list",
+                "data": data,
+                "model": str(body.get("model") or state.model_name),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    async def tokenize(request: Request) -> Response:
+        try:
+            body = await _body(request)
+            if state.embedder is not None:
+                raw = body.get("prompt", body.get("input", ""))
+                texts = [raw] if isinstance(raw, str) else list(raw)
+                count = sum(state.embedder.count(t) for t in texts)
+                return _json({"count": count, "max_model_len": state.embedder.max_tokens})
+            ids = prompt_ids_chat(body) if "messages" in body else prompt_ids_text(body)
+        except RequestError as exc:
+            return _error(exc.message, status=exc.status, param=exc.param, code=exc.code)
+        return _json({"count": len(ids), "tokens": ids, "max_model_len": state.lm.context_length})
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/v1/models", models),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/tokenize", tokenize, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,311 @@
+"""The local generation engine: continuous batching over a slot-based KV cache.
+
+One engine thread owns the model. Each iteration it (1) retires cancelled and finished sequences,
+(2) admits waiting sequences into free slots and prefills them in chunks under a token budget, so a
+long prompt never stalls the others for long, and (3) runs one decode step for every sequence that
+has finished its prefill. Each sequence keeps its own max_tokens, temperature, top_p and seed (a
+private torch.Generator). Events go back to the HTTP layer through each request's `emit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from podium.models.worker.api import Finished, QueueFull, SeqRequest, TokenOut
+from podium.models.worker.loader import LoadedLM
+
+log = logging.getLogger("podium.worker.engine")
+CALIBRATION = Path(__file__).with_name("calibration.txt")
+
+
+@dataclass
+class _Active:
+    req: SeqRequest
+    generator: torch.Generator | None
+    prefilled: int = 0  # prompt tokens already in the cache
+    position: int = 0  # next cache position
+    last_token: int = 0
+    generated: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class HFBackend:
+    """Fallback for architectures the fast path does not cover: transformers forward, one cache per slot."""
+
+    def __init__(self, model: Any, max_slots: int):
+        from transformers import DynamicCache
+
+        self.model = model
+        self.caches: list[Any] = [None] * max_slots
+        self._cache_cls = DynamicCache
+
+    @torch.inference_mode()
+    def prefill(self, tokens: list[int], slot: int, start: int = 0) -> torch.Tensor:
+        if start == 0:
+            self.caches[slot] = self._cache_cls()
+        ids = torch.tensor([tokens])
+        pos = torch.arange(start, start + len(tokens)).unsqueeze(0)
+        out = self.model(input_ids=ids, position_ids=pos, past_key_values=self.caches[slot], use_cache=True)
+        self.caches[slot] = out.past_key_values
+        logits: torch.Tensor = out.logits[0, -1].float()
+        return logits
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for b in range(tokens.shape[0]):
+            out = self.model(
+                input_ids=tokens[b].view(1, 1),
+                position_ids=positions[b].view(1, 1),
+                past_key_values=self.caches[b],
+                use_cache=True,
+            )
+            self.caches[b] = out.past_key_values
+            rows.append(out.logits[0, -1].float())
+        return torch.stack(rows)
+
+    def prefill_many(self, chunks: list[tuple[list[int], int, int]]) -> list[torch.Tensor]:
+        return [self.prefill(tokens, slot, start) for tokens, slot, start in chunks]
+
+    def move_slot(self, src: int, dst: int, length: int) -> None:
+        self.caches[dst] = self.caches[src]
+        self.caches[src] = None
+
+
+def make_backend(lm: LoadedLM, max_slots: int) -> Any:
+    """The fast Llama-family path where it applies (int8 or fp32), else the transformers fallback."""
+    from podium.models.worker.fastllama import FastLlama
+
+    try:
+        fast = FastLlama(lm.model, max_slots=max_slots, max_len=lm.context_length)
+    except (ValueError, KeyError) as exc:
+        log.info("using the transformers fallback engine: %s", exc)
+        return HFBackend(lm.model, max_slots)
+    if lm.dtype == "int8":
+        text = CALIBRATION.read_text()
+        chat = lm.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text[:400]}, {"role": "assistant", "content": text[400:900]}], tokenize=True
+        )
+        if hasattr(chat, "keys"):
+            chat = chat["input_ids"]
+        started = time.monotonic()
+        fast.quantize([lm.tokenizer.encode(text), list(chat)])
+        log.info("quantised to batch-invariant int8 in %.1fs", time.monotonic() - started)
+    return fast
+
+
+class Engine:
+    """Continuous batching for one causal LM; thread-safe `submit_many` and `cancel`."""
+
+    def __init__(self, lm: LoadedLM, *, max_batch: int = 16, max_queue: int = 64, prefill_budget: int = 512):
+        self.lm = lm
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.prefill_budget = prefill_budget
+        self.backend = make_backend(lm, max_batch)
+        self.eos = set(lm.eos_ids)
+        self._waiting: deque[SeqRequest] = deque()
+        self._slots: list[_Active] = []  # decode-ready first, then at most one prefilling
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="podium-engine", daemon=True)
+        self.steps = 0
+        self.tokens = 0
+
+    # --- client side (any thread) -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the engine thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish every sequence as cancelled and stop the thread."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        self._thread.join(30)
+
+    def submit_many(self, reqs: list[SeqRequest]) -> None:
+        """Queue sequences (all or none); `QueueFull` when the waiting queue would overflow."""
+        with self._cv:
+            free = self.max_batch - len(self._slots)
+            if len(self._waiting) + len(reqs) > self.max_queue + max(0, free):
+                raise QueueFull()
+            self._waiting.extend(reqs)
+            self._cv.notify_all()
+
+    def cancel(self, req: SeqRequest) -> None:
+        """Stop a sequence; its slot is freed at the next iteration."""
+        req.cancelled.set()
+        with self._cv:
+            self._cv.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        """Queue depth and activity counters."""
+        return {
+            "active": len(self._slots),
+            "waiting": len(self._waiting),
+            "max_batch": self.max_batch,
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "backend": type(self.backend).__name__,
+            "dtype": self.lm.dtype,
+        }
+
+    # --- engine thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopping and not self._waiting and not self._slots:
+                    self._cv.wait()
+                if self._stopping:
+                    break
+            try:
+                self._iteration()
+            except Exception as exc:  # a bug or OOM: fail what is running, keep serving
+                log.exception("engine iteration failed")
+                for a in self._slots:
+                    a.req.emit(Finished("error", f"{type(exc).__name__}: {exc}"))
+                self._slots.clear()
+        for a in self._slots:
+            a.req.emit(Finished("cancelled"))
+        self._slots.clear()
+        with self._cv:
+            while self._waiting:
+                self._waiting.popleft().emit(Finished("cancelled"))
+
+    def _ready_count(self) -> int:
+        n = 0
+        for a in self._slots:
+            if a.prefilled < len(a.req.prompt_ids):
+                break
+            n += 1
+        return n
+
+    def _retire(self, index: int, event: Finished) -> None:
+        """Free slot `index`, keeping decode-ready sequences contiguous from slot 0."""
+        active = self._slots[index]
+        active.req.emit(event)
+        last = len(self._slots) - 1
+        ready = self._ready_count()
+        if index < ready:
+            # move the last decode-ready sequence into the hole, then the prefilling one behind it
+            if index != ready - 1:
+                moved = self._slots[ready - 1]
+                self.backend.move_slot(ready - 1, index, moved.position)
+                self._slots[index] = moved
+            if last >= ready:
+                pre = self._slots[last]
+                self.backend.move_slot(last, ready - 1, pre.prefilled)
+                self._slots[ready - 1] = pre
+            self._slots.pop()
+        else:
+            self._slots.pop(index)
+
+    def _iteration(self) -> None:
+        # 1. retire cancelled sequences
+        for i in range(len(self._slots) - 1, -1, -1):
+            if self._slots[i].req.cancelled.is_set():
+                self._retire(i, Finished("cancelled"))
+        # 2. admit and prefill under a token budget, all chunks in one pass
+        budget = self.prefill_budget
+        batch: list[tuple[_Active, int, int]] = []  # (sequence, slot, tokens this pass)
+        ready = self._ready_count()
+        if ready < len(self._slots):  # the sequence whose prefill was cut short last time
+            active = self._slots[ready]
+            take = min(budget, len(active.req.prompt_ids) - active.prefilled)
+            batch.append((active, ready, take))
+            budget -= take
+        while budget > 0 and len(self._slots) < self.max_batch:
+            with self._cv:
+                req = self._waiting.popleft() if self._waiting else None
+            if req is None:
+                break
+            if req.cancelled.is_set():
+                req.emit(Finished("cancelled"))
+                continue
+            gen = None
+            if req.temperature > 0:
+                gen = torch.Generator()
+                gen.manual_seed(req.seed if req.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+            active = _Active(req, gen)
+            self._slots.append(active)
+            take = min(budget, len(req.prompt_ids))
+            batch.append((active, len(self._slots) - 1, take))
+            budget -= take
+        if batch:
+            chunks = [(a.req.prompt_ids[a.prefilled : a.prefilled + n], slot, a.prefilled) for a, slot, n in batch]
+            results = self.backend.prefill_many(chunks)
+            for a, _, n in batch:
+                a.prefilled += n
+            # emit first tokens from the highest slot down, so retiring one never moves an unvisited one
+            for (a, slot, _), logits in reversed(list(zip(batch, results, strict=True))):
+                if a.prefilled == len(a.req.prompt_ids):
+                    a.position = a.prefilled
+                    self._emit_token(slot, a, logits)
+        # 3. one decode step for every decode-ready sequence
+        ready = self._ready_count()
+        if ready == 0:
+            return
+        tokens = torch.tensor([a.last_token for a in self._slots[:ready]])
+        positions = torch.tensor([a.position for a in self._slots[:ready]])
+        logits = self.backend.decode(tokens, positions)
+        self.steps += 1
+        for a in self._slots[:ready]:
+            a.position += 1
+        for i in range(ready - 1, -1, -1):
+            self._emit_token(i, self._slots[i], logits[i])
+
+    def _emit_token(self, index: int, active: _Active, logits: torch.Tensor) -> None:
+        """Sample the next token for a sequence, emit it, retire the sequence if it is done."""
+        req = active.req
+        if req.cancelled.is_set():
+            self._retire(index, Finished("cancelled"))
+            return
+        token = self._sample(logits, req, active.generator)
+        if token in self.eos:
+            self._retire(index, Finished("stop"))
+            return
+        event = TokenOut(token)
+        if req.logprobs is not None:
+            lp = torch.log_softmax(logits.float(), dim=-1)
+            event.logprob = float(lp[token])
+            if req.logprobs > 0:
+                values, ids = lp.topk(req.logprobs)
+                event.top = [(int(i), float(v)) for i, v in zip(ids, values, strict=True)]
+        active.last_token = token
+        active.generated += 1
+        self.tokens += 1
+        req.emit(event)
+        if active.generated >= req.max_new_tokens or active.position >= self.lm.context_length:
+            self._retire(index, Finished("length"))
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, req: SeqRequest, gen: torch.Generator | None) -> int:
+        """Greedy at temperature 0; else nucleus sampling with the sequence's own generator."""
+        if req.temperature <= 0 or gen is None:
+            return int(torch.argmax(logits))
+        scaled = logits.float() / req.temperature
+        if req.top_p >= 1.0:
+            return int(torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=gen))
+        # the nucleus almost always lies within the top few hundred tokens: sort only those
+        probs = torch.softmax(scaled, dim=-1)
+        k = min(256, probs.shape[-1])
+        head, order = torch.topk(probs, k)
+        if float(head.sum()) < req.top_p and k < probs.shape[-1]:
+            head, order = torch.sort(probs, descending=True)
+        cumulative = torch.cumsum(head, dim=-1)
+        keep = (cumulative - head) < req.top_p
+        keep[0] = True
+        choice = torch.multinomial(head * keep, 1, generator=gen)
+        return int(order[choice])

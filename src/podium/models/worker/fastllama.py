@@ -1,0 +1,327 @@
+"""A compact Llama-family forward pass for serving: slot-based KV cache, fused projections, and
+batch-invariant int8 linears.
+
+Why not the transformers forward: per decode step it rebuilds masks and walks generic code paths, and
+its KV cache has to be re-padded whenever a request joins or leaves a batch. Here every sequence owns a
+cache slot; a decode step runs all active slots at once, each at its own position.
+
+Batch invariance: dynamic int8 quantisation normally scales activations per tensor, so one request's
+numbers depend on the others in its batch. `QLinear` scales each row to [-1, 1] and adds an anchor row
+holding -1 and +1, which pins the quantisation parameters; the int8 GEMM accumulates exactly in int32,
+so every row's result is bit-identical whatever it is batched with. Sampling with a seed is therefore
+reproducible under any load.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
+class QLinear:
+    """y = x Wᵀ + b, in fp32 or as a batch-invariant int8 GEMM with SmoothQuant-style input scaling.
+
+    int8: weights quantised per output channel; each activation row scaled to [-1, 1] on its own;
+    `smooth` (per input channel, from calibration) moves activation outliers into the weights.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight: torch.Tensor | None = weight.float().contiguous()
+        self.bias = bias.float().contiguous() if bias is not None else None
+        self.out_features, self.in_features = weight.shape
+        self.int8 = False
+        self.inv_smooth: torch.Tensor | None = None
+        self.amax: torch.Tensor | None = None  # per input channel, collected during calibration
+        self.observing = False
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Record the largest magnitude seen per input channel (calibration)."""
+        a = x.detach().abs().amax(dim=0)
+        self.amax = a if self.amax is None else torch.maximum(self.amax, a)
+
+    def quantize(self, alpha: float) -> None:
+        """Switch to int8, smoothing with the calibrated activation range (if any)."""
+        assert self.weight is not None
+        w = self.weight
+        if self.amax is not None:
+            wmax = w.abs().amax(dim=0).clamp_min(1e-5)
+            smooth = (self.amax.clamp_min(1e-5) ** alpha / wmax ** (1 - alpha)).clamp_min(1e-5)
+            w = w * smooth
+            self.inv_smooth = (1.0 / smooth).contiguous()
+        scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qw = torch.quantize_per_channel(w, scales, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(qw, None)
+        anchor = torch.zeros(1, self.in_features)
+        anchor[0, 0], anchor[0, 1] = 1.0, -1.0
+        self.anchor = anchor
+        self.weight = None
+        self.int8 = True
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.int8:
+            assert self.weight is not None
+            if self.observing:
+                self.observe(x)
+            return F.linear(x, self.weight, self.bias)
+        if self.inv_smooth is not None:
+            x = x * self.inv_smooth
+        scale = x.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
+        xn = torch.cat((x / scale, self.anchor))
+        y: torch.Tensor = torch.ops.quantized.linear_dynamic(xn, self.packed, False)[:-1]
+        y.mul_(scale)
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y
+
+
+class Layer:
+    """One decoder block's weights."""
+
+    def __init__(self, sd: dict[str, torch.Tensor], prefix: str, eps: float):
+        def w(name: str) -> torch.Tensor:
+            return sd[f"{prefix}.{name}"]
+
+        def b(name: str) -> torch.Tensor | None:
+            return sd.get(f"{prefix}.{name}")
+
+        qkv_w = torch.cat([w("self_attn.q_proj.weight"), w("self_attn.k_proj.weight"), w("self_attn.v_proj.weight")])
+        qkv_b = None
+        if b("self_attn.q_proj.bias") is not None:
+            qkv_b = torch.cat([b("self_attn.q_proj.bias"), b("self_attn.k_proj.bias"), b("self_attn.v_proj.bias")])  # type: ignore[list-item]
+        self.qkv = QLinear(qkv_w, qkv_b)
+        self.o = QLinear(w("self_attn.o_proj.weight"), b("self_attn.o_proj.bias"))
+        self.gate_up = QLinear(torch.cat([w("mlp.gate_proj.weight"), w("mlp.up_proj.weight")]), None)
+        self.down = QLinear(w("mlp.down_proj.weight"), None)
+        self.norm1 = w("input_layernorm.weight").float()
+        self.norm2 = w("post_attention_layernorm.weight").float()
+        self.eps = eps
+
+    def linears(self) -> list[QLinear]:
+        """The block's projections."""
+        return [self.qkv, self.o, self.gate_up, self.down]
+
+
+class FastLlama:
+    """Serving forward pass over a transformers Llama/Mistral/Qwen2 model's weights."""
+
+    def __init__(self, model: Any, *, max_slots: int, max_len: int):
+        cfg = model.config
+        arch = (cfg.architectures or [""])[0]
+        if arch not in SUPPORTED_ARCHITECTURES:
+            raise ValueError(f"fast path supports {SUPPORTED_ARCHITECTURES}, not {arch}")
+        rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+        if rope.get("rope_type", "default") not in ("default", None):
+            raise ValueError(f"rope type {rope.get('rope_type')} is not supported by the fast path")
+        if getattr(cfg, "sliding_window", None) and cfg.sliding_window < max_len and arch != "Qwen2ForCausalLM":
+            raise ValueError("sliding-window attention is not supported by the fast path")
+        sd = {k: v.detach() for k, v in model.state_dict().items()}
+        self.hidden = int(cfg.hidden_size)
+        self.heads = int(cfg.num_attention_heads)
+        self.kv_heads = int(getattr(cfg, "num_key_value_heads", None) or self.heads)
+        self.head_dim = int(getattr(cfg, "head_dim", None) or self.hidden // self.heads)
+        self.n_layers = int(cfg.num_hidden_layers)
+        self.vocab = int(cfg.vocab_size)
+        eps = float(cfg.rms_norm_eps)
+        self.eps = eps
+        self.embed = sd["model.embed_tokens.weight"].float().contiguous()
+        self.layers = [Layer(sd, f"model.layers.{i}", eps) for i in range(self.n_layers)]
+        self.final_norm = sd["model.norm.weight"].float()
+        head = sd.get("lm_head.weight", self.embed)
+        self.lm_head = QLinear(head, None)
+        theta = float(rope.get("rope_theta") or getattr(cfg, "rope_theta", None) or 10000.0)
+        inv = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim))
+        pos = torch.arange(max_len, dtype=torch.float64)
+        freqs = torch.outer(pos, inv)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos = emb.cos().float()
+        self.sin = emb.sin().float()
+        self.max_len = max_len
+        self.max_slots = max_slots
+        self.q_size = self.heads * self.head_dim
+        self.kv_size = self.kv_heads * self.head_dim
+        self.capacity = 0
+        self.k_cache: list[torch.Tensor] = []
+        self.v_cache: list[torch.Tensor] = []
+        with torch.inference_mode():
+            self._grow(256)
+
+    def linears(self) -> list[QLinear]:
+        """Every projection, the output head included."""
+        return [lin for layer in self.layers for lin in layer.linears()] + [self.lm_head]
+
+    def quantize(self, calibration: list[list[int]], alpha: float = 0.45) -> None:
+        """Calibrate activation ranges on a few prompts in fp32, then switch every projection to int8."""
+        lins = self.linears()
+        for lin in lins:
+            lin.observing = True
+        try:
+            for tokens in calibration:
+                self.prefill(tokens[: self.max_len], 0, all_logits=True)
+        finally:
+            for lin in lins:
+                lin.observing = False
+        for lin in lins:
+            lin.quantize(alpha)
+
+    # --- cache --------------------------------------------------------------------------------
+
+    def _grow(self, needed: int) -> None:
+        """Make room for `needed` positions per slot (doubling, up to the context window)."""
+        if needed <= self.capacity:
+            return
+        cap = max(256, self.capacity)
+        while cap < needed:
+            cap *= 2
+        cap = min(cap, self.max_len)
+        shape = (self.max_slots, self.kv_heads, cap, self.head_dim)
+        new_k = [torch.zeros(shape) for _ in range(self.n_layers)]
+        new_v = [torch.zeros(shape) for _ in range(self.n_layers)]
+        if self.capacity:
+            for i in range(self.n_layers):
+                new_k[i][:, :, : self.capacity].copy_(self.k_cache[i])
+                new_v[i][:, :, : self.capacity].copy_(self.v_cache[i])
+        self.k_cache, self.v_cache, self.capacity = new_k, new_v, cap
+
+    @torch.inference_mode()
+    def move_slot(self, src: int, dst: int, length: int) -> None:
+        """Copy a sequence's cache from one slot to another (to keep active slots contiguous)."""
+        for i in range(self.n_layers):
+            self.k_cache[i][dst, :, :length].copy_(self.k_cache[i][src, :, :length])
+            self.v_cache[i][dst, :, :length].copy_(self.v_cache[i][src, :, :length])
+
+    # --- math ---------------------------------------------------------------------------------
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = self.head_dim // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
+
+    @torch.inference_mode()
+    def prefill(self, tokens: list[int], slot: int, start: int = 0, all_logits: bool = False) -> torch.Tensor:
+        """Run a prompt chunk for one slot (positions start…start+n-1); returns the last position's logits."""
+        n = len(tokens)
+        self._grow(start + n)
+        x = self.embed[torch.tensor(tokens)]
+        cos = self.cos[start : start + n].unsqueeze(0)
+        sin = self.sin[start : start + n].unsqueeze(0)
+        for i, layer in enumerate(self.layers):
+            h = self._norm(x, layer.norm1)
+            qkv = layer.qkv(h)
+            q = qkv[:, : self.q_size].view(n, self.heads, self.head_dim).transpose(0, 1)
+            k = qkv[:, self.q_size : self.q_size + self.kv_size].view(n, self.kv_heads, self.head_dim).transpose(0, 1)
+            v = qkv[:, self.q_size + self.kv_size :].view(n, self.kv_heads, self.head_dim).transpose(0, 1)
+            q = self._rope(q, cos, sin)
+            k = self._rope(k, cos, sin)
+            self.k_cache[i][slot, :, start : start + n] = k
+            self.v_cache[i][slot, :, start : start + n] = v
+            keys = self.k_cache[i][slot, :, : start + n].unsqueeze(0)
+            values = self.v_cache[i][slot, :, : start + n].unsqueeze(0)
+            if start == 0:
+                attn = F.scaled_dot_product_attention(q.unsqueeze(0), keys, values, is_causal=True, enable_gqa=True)
+            else:
+                mask = torch.ones(n, start + n, dtype=torch.bool).tril(diagonal=start)
+                attn = F.scaled_dot_product_attention(q.unsqueeze(0), keys, values, attn_mask=mask, enable_gqa=True)
+            x = x + layer.o(attn[0].transpose(0, 1).reshape(n, self.q_size))
+            h = self._norm(x, layer.norm2)
+            gu = layer.gate_up(h)
+            half = gu.shape[1] // 2
+            x = x + layer.down(F.silu(gu[:, :half]) * gu[:, half:])
+        if all_logits:
+            return self.lm_head(self._norm(x, self.final_norm))
+        last = self._norm(x[-1:], self.final_norm)
+        return self.lm_head(last)[0]
+
+    @torch.inference_mode()
+    def prefill_many(self, chunks: list[tuple[list[int], int, int]]) -> list[torch.Tensor]:
+        """Prefill several prompt chunks, given as (tokens, slot, start), in one pass: the projections run
+        once over all their tokens; attention stays per sequence. Returns each chunk's last logits."""
+        if len(chunks) == 1:
+            tokens, slot, start = chunks[0]
+            return [self.prefill(tokens, slot, start)]
+        self._grow(max(start + len(t) for t, _, start in chunks))
+        flat = [t for tokens, _, _ in chunks for t in tokens]
+        x = self.embed[torch.tensor(flat)]
+        spans = []
+        offset = 0
+        for tokens, slot, start in chunks:
+            spans.append((offset, len(tokens), slot, start))
+            offset += len(tokens)
+        positions = torch.cat([torch.arange(start, start + n) for _, n, _, start in spans])
+        cos = self.cos[positions].unsqueeze(0)
+        sin = self.sin[positions].unsqueeze(0)
+        total = len(flat)
+        for i, layer in enumerate(self.layers):
+            h = self._norm(x, layer.norm1)
+            qkv = layer.qkv(h)
+            q = qkv[:, : self.q_size].view(total, self.heads, self.head_dim).transpose(0, 1)
+            k = (
+                qkv[:, self.q_size : self.q_size + self.kv_size]
+                .view(total, self.kv_heads, self.head_dim)
+                .transpose(0, 1)
+            )
+            v = qkv[:, self.q_size + self.kv_size :].view(total, self.kv_heads, self.head_dim).transpose(0, 1)
+            q = self._rope(q, cos, sin)
+            k = self._rope(k, cos, sin)
+            outs = []
+            for off, n, slot, start in spans:
+                self.k_cache[i][slot, :, start : start + n] = k[:, off : off + n]
+                self.v_cache[i][slot, :, start : start + n] = v[:, off : off + n]
+                keys = self.k_cache[i][slot, :, : start + n].unsqueeze(0)
+                values = self.v_cache[i][slot, :, : start + n].unsqueeze(0)
+                qs = q[:, off : off + n].unsqueeze(0)
+                if start == 0:
+                    attn = F.scaled_dot_product_attention(qs, keys, values, is_causal=True, enable_gqa=True)
+                else:
+                    mask = torch.ones(n, start + n, dtype=torch.bool).tril(diagonal=start)
+                    attn = F.scaled_dot_product_attention(qs, keys, values, attn_mask=mask, enable_gqa=True)
+                outs.append(attn[0].transpose(0, 1).reshape(n, self.q_size))
+            x = x + layer.o(torch.cat(outs))
+            h = self._norm(x, layer.norm2)
+            gu = layer.gate_up(h)
+            half = gu.shape[1] // 2
+            x = x + layer.down(F.silu(gu[:, :half]) * gu[:, half:])
+        lasts = torch.stack([x[off + n - 1] for off, n, _, _ in spans])
+        logits = self.lm_head(self._norm(lasts, self.final_norm))
+        return list(logits)
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One step for slots 0…B-1: `tokens[b]` at `positions[b]`; returns logits [B, vocab]."""
+        bsz = tokens.shape[0]
+        longest = int(positions.max()) + 1
+        self._grow(longest)
+        x = self.embed[tokens]
+        cos = self.cos[positions].unsqueeze(1)  # [B, 1, D]
+        sin = self.sin[positions].unsqueeze(1)
+        rows = torch.arange(bsz)
+        valid = (torch.arange(longest).unsqueeze(0) <= positions.unsqueeze(1)).view(bsz, 1, 1, longest)
+        for i, layer in enumerate(self.layers):
+            h = self._norm(x, layer.norm1)
+            qkv = layer.qkv(h)
+            q = qkv[:, : self.q_size].view(bsz, self.heads, self.head_dim)
+            k = qkv[:, self.q_size : self.q_size + self.kv_size].view(bsz, self.kv_heads, self.head_dim)
+            v = qkv[:, self.q_size + self.kv_size :].view(bsz, self.kv_heads, self.head_dim)
+            q = self._rope(q, cos, sin)
+            k = self._rope(k, cos, sin)
+            kc, vc = self.k_cache[i], self.v_cache[i]
+            kc[rows, :, positions] = k
+            vc[rows, :, positions] = v
+            attn = F.scaled_dot_product_attention(
+                q.unsqueeze(2), kc[:bsz, :, :longest], vc[:bsz, :, :longest], attn_mask=valid, enable_gqa=True
+            )
+            x = x + layer.o(attn.reshape(bsz, self.q_size))
+            h = self._norm(x, layer.norm2)
+            gu = layer.gate_up(h)
+            half = gu.shape[1] // 2
+            x = x + layer.down(F.silu(gu[:, :half]) * gu[:, half:])
+        return self.lm_head(self._norm(x, self.final_norm))

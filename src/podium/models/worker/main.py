@@ -1,0 +1,149 @@
+"""Entry point of a model worker process: `python -m podium.models.worker.main --version mdv_… --socket PATH`.
+
+It resolves the version in the registry, materialises and verifies its files, loads the model, then
+serves the OpenAI protocol on a unix socket. It writes its state (loading, ready, failed) next to the
+socket so the gateway can say why a model is unavailable, and dies with its parent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from podium.models.worker.app import WorkerState
+
+log = logging.getLogger("podium.worker")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the supervising `podium serve` dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def write_state(socket_path: Path, state: str, detail: str = "") -> None:
+    """Record the worker's state beside its socket (`<socket>.state`)."""
+    tmp = socket_path.with_suffix(".state.tmp")
+    tmp.write_text(f"{state}\n{detail}\n")
+    os.replace(tmp, socket_path.with_suffix(".state"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Load the model and serve it until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="podium-model-worker")
+    parser.add_argument("--version", required=True, help="Model version id (mdv_…).")
+    parser.add_argument("--socket", required=True, help="Unix socket to serve on.")
+    parser.add_argument("--threads", type=int, default=0, help="Torch threads (0: all cores).")
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    logging.basicConfig(
+        level=os.environ.get("PODIUM_LOG_LEVEL", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    socket_path = Path(args.socket)
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    write_state(socket_path, "loading")
+    try:
+        state, stop = load(args.version, args.threads or None)
+    except Exception as exc:
+        log.exception("loading %s failed", args.version)
+        write_state(socket_path, "failed", f"{type(exc).__name__}: {exc}")
+        sys.exit(3)
+
+    import uvicorn
+
+    from podium.models.worker.app import build_app
+
+    if socket_path.exists():
+        socket_path.unlink()
+    app = build_app(state)
+    config = uvicorn.Config(
+        app, uds=str(socket_path), loop="uvloop", http="httptools", log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+
+    orig_startup = server.startup
+
+    async def startup(sockets: object = None) -> None:
+        await orig_startup(sockets=sockets)  # type: ignore[arg-type]
+        write_state(socket_path, "ready", f"loaded in {time.monotonic() - state.started:.1f}s")
+        log.info("%s ready on %s", state.model_name, socket_path)
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run()
+    finally:
+        stop()
+        write_state(socket_path, "stopped")
+        if socket_path.exists():
+            socket_path.unlink()
+
+
+def load(version_id: str, threads: int | None) -> tuple[WorkerState, Callable[[], None]]:
+    """Resolve, materialise and load a version; returns the worker state and a stop function."""
+    from podium.core.config import load_settings
+    from podium.core.platform import Platform
+    from podium.models import service
+    from podium.models.worker.app import WorkerState as State
+
+    started = time.monotonic()
+    settings = load_settings()
+    platform = Platform.from_settings(settings)
+    version = service.get_version_by_id(platform.db, version_id)
+    cache = settings.effective_cache_dir
+    path = service.materialize(platform.blobs, version, cache / "materialized")
+    state = State(model_name=version.model, version_id=version.id, task=version.task, started=started)
+    if version.task == "embedding":
+        from podium.models.worker.embedder import EmbedBatcher
+        from podium.models.worker.loader import load_embedder
+
+        state.embedder = EmbedBatcher(load_embedder(path, threads))
+        state.embedder.start()
+        return state, state.embedder.stop
+    from podium.models.worker.engine import Engine
+    from podium.models.worker.loader import load_causal_lm
+
+    adapter = None
+    if version.format == "peft":
+        assert version.base_version_id
+        base = service.get_version_by_id(platform.db, version.base_version_id)
+        adapter = path
+        path = service.materialize(platform.blobs, base, cache / "materialized")
+        fmt, sha = base.format, base.sha256
+    else:
+        fmt, sha = version.format, version.sha256
+    options = version.config.get("engine") or {}
+    state.lm = load_causal_lm(
+        path,
+        fmt=fmt,
+        sha256=sha,
+        cache_root=cache / "converted",
+        dtype=str(options.get("dtype", settings.local_dtype)),
+        adapter=adapter,
+        threads=threads,
+    )
+    state.engine = Engine(
+        state.lm,
+        max_batch=int(options.get("max_batch", settings.local_max_batch)),
+        max_queue=int(options.get("max_queue", settings.local_max_queue)),
+    )
+    state.engine.start()
+    return state, state.engine.stop
+
+
+if __name__ == "__main__":
+    main()
