@@ -109,11 +109,11 @@ def make_settings(home: Path, db_url: str, **extra: object) -> Settings:
     return load_settings(home=str(home), database_url=db_url, **extra)
 
 
-def prepared_platform(settings: Settings) -> tuple[Platform, str]:
-    """Migrate and bootstrap a database; returns the platform and the admin key."""
+def prepared_platform(settings: Settings, *, builtins: bool = False) -> tuple[Platform, str]:
+    """Migrate and bootstrap a database (registering the built-in models if asked); returns platform and key."""
     from podium.server.serve import prepare
 
-    secret = prepare(settings)
+    secret = prepare(settings, register_builtins=builtins)
     assert secret is not None
     return Platform.from_settings(settings), secret
 

@@ -111,8 +111,11 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     message = str(exc.detail)
-    if exc.status_code == 404:
+    if exc.status_code in (404, 405):
         message = f"no such endpoint: {request.method} {request.url.path}"
+    if request.url.path.startswith("/v1"):
+        body = {"error": {"message": message, "type": "invalid_request_error", "code": code, "param": None}}
+        return ORJSONResponse(body, status_code=exc.status_code, headers=exc.headers)
     return ORJSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
@@ -120,6 +123,10 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
     """A bug: log it with the request id, answer 500 without internals."""
     rid = request_id(request)
     log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, rid)
+    if request.url.path.startswith("/v1"):
+        message = f"internal error; the server log has details (request id {rid})"
+        body = {"error": {"message": message, "type": "server_error", "code": "internal_error", "param": None}}
+        return ORJSONResponse(body, status_code=500)
     return ORJSONResponse(
         error_body("internal_error", f"internal error; the server log has details (request id {rid})"),
         status_code=500,

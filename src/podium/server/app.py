@@ -39,6 +39,11 @@ from podium.core.jobs import routes as job_routes
 from podium.core.jobs.service import LocalBackend
 from podium.core.migrate import schema_state
 from podium.core.platform import Platform
+from podium.gateway import routes as gateway_routes
+from podium.gateway.directory import ModelDirectory
+from podium.models import jobs as _model_jobs  # noqa: F401  (registers job kinds)
+from podium.models import pages as model_pages
+from podium.models import routes as model_routes
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
 from podium.web import pages as shell_pages
 from podium.web.shell import STATIC, LoginRequired
@@ -46,8 +51,8 @@ from podium.web.shell import STATIC, LoginRequired
 log = logging.getLogger("podium.server")
 
 # Each domain adds its API router and its pages here; later domains append to these lists.
-API_ROUTERS = [auth_routes.router, job_routes.router]
-PAGE_ROUTERS = [shell_pages.router, auth_pages.router, job_pages.router]
+API_ROUTERS = [auth_routes.router, job_routes.router, model_routes.router]
+PAGE_ROUTERS = [shell_pages.router, auth_pages.router, job_pages.router, model_pages.router]
 
 Flusher = Callable[[], object]
 
@@ -56,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the Podium app for one process."""
     settings = settings or load_settings()
     platform = Platform.from_settings(settings)
+    directory = ModelDirectory(platform)
     flushers: list[Flusher] = [platform.keys.flush_usage]
 
     @asynccontextmanager
@@ -73,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await task
             if backend is not None:
                 await asyncio.to_thread(backend.stop, min(settings.graceful_timeout, 10.0))
+            await directory.aclose()
             for flush in flushers:
                 try:
                     await asyncio.to_thread(flush)
@@ -90,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = platform
+    app.state.directory = directory
     app.state.settings = settings
     app.state.flushers = flushers
     app.state.secret_key = platform.secret_key
@@ -117,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return ORJSONResponse(body, status_code=200 if ok else 503)
 
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.router.routes.extend(gateway_routes.routes)
     for router in API_ROUTERS:
         app.include_router(router)
     for router in PAGE_ROUTERS:

@@ -1,4 +1,4 @@
-"""`podium serve`: prepare the home and database, then run uvicorn (and, later, model workers)."""
+"""`podium serve`: prepare the home and database, start the model workers, then run uvicorn."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -18,10 +19,13 @@ from podium.core.errors import DatabaseError, PodiumError
 from podium.core.migrate import schema_state, upgrade
 from podium.core.platform import load_secret_key
 
+if TYPE_CHECKING:
+    from podium.models.supervisor import WorkerSpec
+
 log = logging.getLogger("podium.serve")
 
 
-def prepare(settings: Settings, *, announce: bool = True) -> str | None:
+def prepare(settings: Settings, *, register_builtins: bool = True) -> str | None:
     """Create the home, migrate the database as allowed, create the first admin key.
 
     Returns the new admin key if one was made (the caller prints it once).
@@ -42,7 +46,41 @@ def prepare(settings: Settings, *, announce: bool = True) -> str | None:
     secret = bootstrap(db)
     if secret is not None:
         write_admin_key(settings, secret)
+    if register_builtins:
+        from podium.core.platform import Platform
+        from podium.models.builtin import ensure_builtin_models
+
+        ensure_builtin_models(Platform.from_settings(settings))
     return secret
+
+
+def model_workers(settings: Settings) -> list[WorkerSpec]:
+    """The local models to serve (`serve_models`), each resolved to the version its worker loads."""
+    from podium.core.platform import Platform
+    from podium.models import service
+    from podium.models.supervisor import WorkerSpec, socket_path
+
+    platform = Platform.from_settings(settings)
+    specs: list[WorkerSpec] = []
+    for ref in settings.serve_models:
+        try:
+            resolved = service.resolve(platform, ref)
+        except PodiumError as exc:
+            log.warning("not serving %s: %s", ref, exc.message)
+            continue
+        if resolved.model.provider != "local":
+            log.warning("not serving %s: it is a %s model, served by its provider", ref, resolved.model.provider)
+            continue
+        vid = resolved.version.id
+        specs.append(
+            WorkerSpec(
+                name=resolved.ref,
+                version_id=vid,
+                socket=socket_path(settings, vid),
+                log_file=settings.home_dir / "logs" / f"model-{resolved.model.name}.log",
+            )
+        )
+    return specs
 
 
 def write_admin_key(settings: Settings, secret: str) -> None:
@@ -105,10 +143,24 @@ def run(settings: Settings) -> None:
             flush=True,
         )
     export_settings(settings)
+    from podium.models.supervisor import ModelSupervisor
+
+    specs = model_workers(settings)
+    supervisor = ModelSupervisor(settings, specs)
+    supervisor.start()
+    if specs:
+        print(f"Loading models: {', '.join(s.name for s in specs)} (logs in {settings.home_dir / 'logs'})", flush=True)
     print(
         f"Podium serving on http://{settings.host}:{settings.port}  (dashboard at /, API at /api/docs)",
         flush=True,
     )
+    try:
+        _run_uvicorn(settings)
+    finally:
+        supervisor.stop()
+
+
+def _run_uvicorn(settings: Settings) -> None:
     uvicorn.run(
         "podium.server.app:create_app",
         factory=True,

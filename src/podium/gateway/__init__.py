@@ -1,0 +1,1 @@
+"""The `/v1` OpenAI-compatible API in front of every model."""

@@ -1,0 +1,122 @@
+"""Model names to providers, without a database round trip per request.
+
+Resolved references are cached for a couple of seconds (so registry and alias changes apply without a
+restart) and one provider object, holding one pooled connection session, is kept per model version.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from podium.core.errors import NotFound, PodiumError
+from podium.core.platform import Platform
+from podium.gateway.errors import GatewayError
+from podium.models import service
+from podium.models.providers.anthropic import AnthropicProvider
+from podium.models.providers.base import Provider
+from podium.models.providers.openai import OpenAIProvider
+from podium.models.service import ResolvedModel
+from podium.models.supervisor import socket_path, worker_state
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved model and the provider that serves it."""
+
+    resolved: ResolvedModel
+    provider: Provider
+
+    @property
+    def task(self) -> str:
+        """chat, completion or embedding."""
+        return self.resolved.model.task
+
+
+class ModelDirectory:
+    """Resolves `name`, `name@version` and `name@alias` to providers, with a short TTL cache."""
+
+    def __init__(self, platform: Platform, ttl: float = 2.0):
+        self.platform = platform
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, Target | GatewayError]] = {}
+        self._providers: dict[str, Provider] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, ref: str) -> Target:
+        """The target for a model reference, or a `GatewayError` (404 naming the known models)."""
+        now = time.monotonic()
+        hit = self._cache.get(ref)
+        if hit is not None and now - hit[0] < self.ttl:
+            value = hit[1]
+        else:
+            value = self._resolve(ref)
+            self._cache[ref] = (now, value)
+        if isinstance(value, GatewayError):
+            raise value
+        return value
+
+    def _resolve(self, ref: str) -> Target | GatewayError:
+        try:
+            resolved = service.resolve(self.platform, ref)
+        except NotFound as exc:
+            return GatewayError(404, exc.message, code="model_not_found", param="model")
+        except PodiumError as exc:
+            return GatewayError.from_podium(exc)
+        return Target(resolved, self._provider(resolved))
+
+    def _provider(self, r: ResolvedModel) -> Provider:
+        key = r.version.id
+        with self._lock:
+            provider = self._providers.get(key)
+            if provider is None:
+                provider = self._providers[key] = make_provider(self.platform, r)
+            return provider
+
+    def unavailable(self, target: Target) -> GatewayError | None:
+        """For local models: why the worker cannot answer (loading, failed, not served), if it cannot."""
+        r = target.resolved
+        if r.model.provider != "local":
+            return None
+        settings = self.platform.settings
+        state, detail = worker_state(settings, r.version.id)
+        name = r.ref
+        if state == "ready" and socket_path(settings, r.version.id).exists():
+            return None
+        if state == "loading":
+            return GatewayError(
+                503,
+                f"model {name} is still loading; retry in a few seconds",
+                code="model_loading",
+                headers={"Retry-After": "5"},
+            )
+        if state == "failed":
+            return GatewayError(503, f"model {name} failed to load: {detail}", code="model_failed")
+        return GatewayError(
+            503,
+            f"model {name} is registered but not loaded by this server; add it to serve_models"
+            " (PODIUM_SERVE_MODELS) and restart",
+            code="model_not_loaded",
+        )
+
+    async def aclose(self) -> None:
+        """Close every provider's connections."""
+        for provider in list(self._providers.values()):
+            await provider.aclose()
+
+
+def make_provider(platform: Platform, r: ResolvedModel) -> Provider:
+    """The adapter for a resolved model."""
+    cfg = r.config
+    if r.model.provider == "local":
+        return OpenAIProvider(
+            "http://podium-worker/v1",
+            model=r.model.name,
+            unix_socket=str(socket_path(platform.settings, r.version.id)),
+        )
+    if r.model.provider == "openai":
+        return OpenAIProvider(str(cfg["base_url"]), model=str(cfg["model"]), api_key=cfg.get("api_key"))
+    if r.model.provider == "anthropic":
+        return AnthropicProvider(model=str(cfg["model"]), api_key=cfg.get("api_key"), base_url=cfg.get("base_url"))
+    raise GatewayError(500, f"unknown provider {r.model.provider!r}")

@@ -1,0 +1,74 @@
+"""OpenAI-shaped errors for `/v1`: `{"error": {"message", "type", "code", "param"}}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from podium.core.errors import PodiumError
+from podium.models.providers.base import UpstreamError
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class GatewayError(Exception):
+    """An error to answer on `/v1` with a status and OpenAI's error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    @classmethod
+    def from_podium(cls, exc: PodiumError) -> GatewayError:
+        """Map a service error (401, 403, 404, …) to the `/v1` shape."""
+        return cls(exc.status, exc.message, code=exc.code, param=exc.details.get("field"))
+
+    @classmethod
+    def from_upstream(cls, exc: UpstreamError) -> GatewayError:
+        """Map a provider failure, keeping the upstream's status."""
+        headers = {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return cls(exc.status, exc.message, code=exc.kind, param=exc.param, headers=headers)
+
+    def body(self) -> dict[str, Any]:
+        """The error body."""
+        kind = _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "code": self.code, "param": self.param}}
+
+    def response(self) -> Response:
+        """The HTTP response."""
+        headers = dict(self.headers)
+        if self.status == 401:
+            headers.setdefault("WWW-Authenticate", "Bearer")
+        return Response(
+            orjson.dumps(self.body()), status_code=self.status, media_type="application/json", headers=headers
+        )
+
+
+def sse_error(error: GatewayError) -> bytes:
+    """An error as a server-sent event, for failures after a stream has started."""
+    return b"data: " + orjson.dumps(error.body()) + b"\n\n"
