@@ -22,7 +22,7 @@ from podium.core.config import Settings, load_settings
 from podium.core.db import forget_database
 from podium.core.platform import Platform
 
-pytest_plugins = ["tests.browser"]
+pytest_plugins = ["tests.browser", "tests.models_fixtures"]
 
 PG_URL = os.environ.get("PODIUM_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("PODIUM_TEST_REQUIRE_POSTGRES") == "1"

@@ -73,12 +73,21 @@ def mask_url(url: str | URL) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # SQLAlchemy, not the driver, starts transactions (see `_sqlite_begin`)
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    """Writes take SQLite's write lock when they begin (IMMEDIATE), so a read-then-write transaction can
+    neither act on a stale read nor fail half-way with "database is locked"; read-only sessions defer."""
+    mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def make_engine(url: str) -> Engine:
@@ -100,6 +109,7 @@ def make_engine(url: str) -> Engine:
         raise DatabaseError(f"cannot use database {mask_url(parsed)}: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
@@ -121,11 +131,20 @@ class Database:
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.backend = self.engine.url.get_backend_name()
+        reader = self.engine.execution_options(sqlite_begin="DEFERRED") if self.backend == "sqlite" else self.engine
+        self.read_sessions = sessionmaker(reader, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on error."""
+        """A session in one transaction, committed on success, rolled back on error; on SQLite it holds the
+        write lock from the start, so read-modify-write logic is serialised."""
         with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only: never blocks or waits on writers."""
+        with self.read_sessions() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

@@ -22,6 +22,15 @@ _TYPES = {
 }
 
 
+_OPENAI_CODES = {
+    "context_window": "context_length_exceeded",
+    "rate_limit": "rate_limit_exceeded",
+    "timeout": "upstream_timeout",
+    "connection": "upstream_unreachable",
+    "server_error": "upstream_error",
+}
+
+
 class GatewayError(Exception):
     """An error to answer on `/v1` with a status and OpenAI's error body."""
 
@@ -52,7 +61,10 @@ class GatewayError(Exception):
         headers = {}
         if exc.retry_after is not None:
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-        return cls(exc.status, exc.message, code=exc.kind, param=exc.param, headers=headers)
+        code = _OPENAI_CODES.get(exc.kind, exc.kind)
+        if isinstance(exc.body, dict) and isinstance(exc.body.get("error"), dict) and exc.body["error"].get("code"):
+            code = str(exc.body["error"]["code"])
+        return cls(exc.status, exc.message, code=code, param=exc.param, headers=headers)
 
     def body(self) -> dict[str, Any]:
         """The error body."""

@@ -498,7 +498,7 @@ def _insert_version(
 
 def list_models(db: Database, *, include_archived: bool = False, task: str | None = None) -> list[ModelInfo]:
     """Every model, by name."""
-    with db.session() as s:
+    with db.read_session() as s:
         q = select(Model).order_by(Model.name)
         if not include_archived:
             q = q.where(Model.archived_at.is_(None))
@@ -509,7 +509,7 @@ def list_models(db: Database, *, include_archived: bool = False, task: str | Non
 
 def get_model(db: Database, name: str) -> ModelDetail:
     """A model with its versions (newest first) and alias history."""
-    with db.session() as s:
+    with db.read_session() as s:
         m = _find_model(s, name, include_archived=True)
         info = _model_info(s, m)
         versions = s.scalars(
@@ -536,7 +536,7 @@ def get_model(db: Database, name: str) -> ModelDetail:
 def resolve(platform: Platform, ref: str) -> ResolvedModel:
     """`name`, `name@3` or `name@alias` to a version, with secrets decrypted for the provider."""
     name, tag = parse_ref(ref)
-    with platform.db.session() as s:
+    with platform.db.read_session() as s:
         m = _find_model(s, name)
         v = _find_version(s, m, tag)
         config = dict(v.config)
@@ -548,7 +548,7 @@ def resolve(platform: Platform, ref: str) -> ResolvedModel:
 
 def get_version_by_id(db: Database, version_id: str) -> VersionInfo:
     """One version by its id (`mdv_…`)."""
-    with db.session() as s:
+    with db.read_session() as s:
         v = s.get(ModelVersion, version_id)
         if v is None:
             raise NotFound(f"model version {version_id!r} not found")
@@ -560,7 +560,7 @@ def get_version_by_id(db: Database, version_id: str) -> VersionInfo:
 def get_version(db: Database, ref: str) -> VersionInfo:
     """One version by reference."""
     name, tag = parse_ref(ref)
-    with db.session() as s:
+    with db.read_session() as s:
         m = _find_model(s, name, include_archived=True)
         return _version_info(s, m, _find_version(s, m, tag))
 
@@ -569,9 +569,19 @@ def get_version(db: Database, ref: str) -> VersionInfo:
 
 
 def set_alias(db: Database, actor: Actor, name: str, alias: str, version: str | int) -> VersionInfo:
-    """Point `alias` at a version, atomically, recording the move."""
+    """Point `alias` at a version, atomically, recording the move (concurrent moves serialise)."""
     actor.require("member", "move model aliases")
     _check_alias(alias)
+    for attempt in range(5):
+        try:
+            return _set_alias_once(db, actor, name, alias, version)
+        except IntegrityError:  # two first-time creations of the same alias raced; the loser retries
+            if attempt == 4:
+                raise Conflict(f"alias {alias!r} of {name!r} is being moved concurrently; try again") from None
+    raise AssertionError("unreachable")
+
+
+def _set_alias_once(db: Database, actor: Actor, name: str, alias: str, version: str | int) -> VersionInfo:
     with db.session() as s:
         m = _find_model(s, name)
         target = _find_version(s, m, str(version))
@@ -582,6 +592,7 @@ def set_alias(db: Database, actor: Actor, name: str, alias: str, version: str | 
         now = utcnow()
         if current is None:
             s.add(ModelAlias(model_id=m.id, alias=alias, version_id=target.id, updated_by=actor.label, updated_at=now))
+            s.flush()
         else:
             current.version_id = target.id
             current.updated_by = actor.label

@@ -306,7 +306,7 @@ def create_project(db: Database, actor: Actor, name: str, description: str = "")
 
 def list_projects(db: Database, actor: Actor) -> list[ProjectInfo]:
     """Projects the actor may see: every one for admins, their own for others."""
-    with db.session() as s:
+    with db.read_session() as s:
         q = select(Project).order_by(Project.name)
         if actor.principal is not None and not actor.principal.has_role("admin"):
             q = q.where(Project.id == actor.principal.project_id)
@@ -315,7 +315,7 @@ def list_projects(db: Database, actor: Actor) -> list[ProjectInfo]:
 
 def get_project(db: Database, actor: Actor, ref: str) -> ProjectInfo:
     """One project by name or id, if the actor may see it."""
-    with db.session() as s:
+    with db.read_session() as s:
         p = find_project(s, ref)
         if actor.principal is not None and not actor.principal.has_role("admin") and p.id != actor.project_id:
             raise NotFound(f"project {ref!r} not found")
@@ -361,7 +361,7 @@ def create_user(db: Database, actor: Actor, name: str, role: str, email: str | N
 def list_users(db: Database, actor: Actor) -> list[UserInfo]:
     """Every user (admin)."""
     actor.require("admin", "list users")
-    with db.session() as s:
+    with db.read_session() as s:
         return [_user_info(u) for u in s.scalars(select(User).order_by(User.name))]
 
 
@@ -456,7 +456,7 @@ def list_keys(
 ) -> list[KeyInfo]:
     """Keys: all of them (filtered by project) for admins, the actor's own for others."""
     now = utcnow()
-    with db.session() as s:
+    with db.read_session() as s:
         q = (
             select(ApiKey, User.name, Project.name)
             .join(User, User.id == ApiKey.user_id)
@@ -506,7 +506,7 @@ def revoke_key(db: Database, actor: Actor, ref: str, cache: KeyCache | None = No
 
 def _load_principal(db: Database, key_hash_value: str) -> tuple[Principal | None, str]:
     """Look a key up; returns the principal or None with the reason."""
-    with db.session() as s:
+    with db.read_session() as s:
         row = s.execute(
             select(ApiKey, User, Project)
             .join(User, User.id == ApiKey.user_id)
@@ -617,7 +617,7 @@ def list_audit(
     actor.require("admin", "read the audit log")
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000", details={"field": "limit"})
-    with db.session() as s:
+    with db.read_session() as s:
         q = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit + 1)
         if action:
             q = q.where(AuditRow.action.like(action.replace("*", "%")))

@@ -159,7 +159,7 @@ def submit(
 
 def get_job(db: Database, actor: Actor, job_id: str, *, with_logs: bool = True, log_tail: int = 200) -> JobInfo:
     """One job, with the last `log_tail` log lines."""
-    with db.session() as s:
+    with db.read_session() as s:
         job = s.get(Job, job_id)
         if job is None or not _visible(actor, job):
             raise NotFound(f"job {job_id!r} not found")
@@ -191,7 +191,7 @@ def list_jobs(
         raise InvalidInput(f"status {status!r} is not one of {', '.join(STATUSES)}", details={"field": "status"})
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", details={"field": "limit"})
-    with db.session() as s:
+    with db.read_session() as s:
         q = select(Job).order_by(Job.id.desc()).limit(limit + 1)
         if status:
             q = q.where(Job.status == status)
@@ -272,7 +272,7 @@ class JobContext:
         now = time.monotonic()
         if now - self._last_check >= self.CANCEL_CHECK_INTERVAL:
             self._last_check = now
-            with self.db.session() as s:
+            with self.db.read_session() as s:
                 self._cancelled = bool(s.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
         return self._cancelled
 

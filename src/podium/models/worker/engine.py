@@ -112,7 +112,6 @@ class Engine:
         self.max_queue = max_queue
         self.prefill_budget = prefill_budget
         self.backend = make_backend(lm, max_batch)
-        self.eos = set(lm.eos_ids)
         self._waiting: deque[SeqRequest] = deque()
         self._slots: list[_Active] = []  # decode-ready first, then at most one prefilling
         self._cv = threading.Condition()
@@ -273,7 +272,7 @@ class Engine:
             self._retire(index, Finished("cancelled"))
             return
         token = self._sample(logits, req, active.generator)
-        if token in self.eos:
+        if token in req.eos_ids:
             self._retire(index, Finished("stop"))
             return
         event = TokenOut(token)

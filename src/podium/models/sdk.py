@@ -1,0 +1,162 @@
+"""Python SDK for models: `podium.models.get("name@alias")` returns a handle whose `.chat()`,
+`.complete()` and `.embed()` work the same whatever provider serves the model.
+
+Calls go through the server's `/v1` API (so keys, routing and recording apply), reached through
+`PODIUM_URL` / `PODIUM_API_KEY` or the local defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from podium.core.client import Client
+from podium.core.errors import PodiumError
+
+
+@dataclass
+class ChatResult:
+    """A chat completion: the text, the whole message, usage, and the raw response."""
+
+    text: str
+    message: dict[str, Any]
+    finish_reason: str | None
+    usage: dict[str, int]
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """Tool calls the model asked for (empty if none)."""
+        calls: list[dict[str, Any]] = self.message.get("tool_calls") or []
+        return calls
+
+
+@dataclass
+class CompletionResult:
+    """A text completion."""
+
+    text: str
+    finish_reason: str | None
+    usage: dict[str, int]
+    raw: dict[str, Any] = field(repr=False)
+
+
+class ModelHandle:
+    """One model reference (`name`, `name@3`, `name@production`) on a Podium server."""
+
+    def __init__(self, ref: str, client: Client):
+        self.ref = ref
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"ModelHandle({self.ref!r} at {self._client.url})"
+
+    def info(self) -> dict[str, Any]:
+        """The registered version this reference resolves to now."""
+        name, _, tag = self.ref.partition("@")
+        result: dict[str, Any] = self._client.get(f"/api/models/{name}/versions/{tag or 'latest'}")
+        return result
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._v1("POST", path, body)
+        return result
+
+    def _v1(self, method: str, path: str, body: dict[str, Any]) -> Any:
+        try:
+            response = self._client._http.request(method, path, content=orjson.dumps(body), headers=_JSON)
+        except httpx.HTTPError as exc:
+            raise PodiumError(f"cannot reach Podium at {self._client.url}: {exc}") from None
+        if response.status_code >= 400:
+            raise _v1_error(response)
+        return response.json()
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]] | str,
+        **params: Any,
+    ) -> ChatResult:
+        """A chat completion. `messages` may be a plain string (one user message); params are OpenAI's."""
+        body = {"model": self.ref, "messages": _messages(messages), **params, "stream": False}
+        raw = self._post("/v1/chat/completions", body)
+        choice = raw["choices"][0]
+        message = choice["message"]
+        return ChatResult(
+            message.get("content") or "", message, choice.get("finish_reason"), raw.get("usage") or {}, raw
+        )
+
+    def stream_chat(self, messages: list[dict[str, Any]] | str, **params: Any) -> Iterator[str]:
+        """A streamed chat completion: yields text as it arrives."""
+        body = {"model": self.ref, "messages": _messages(messages), **params, "stream": True}
+        yield from self._stream("/v1/chat/completions", body, chat=True)
+
+    def complete(self, prompt: str, **params: Any) -> CompletionResult:
+        """A text completion."""
+        raw = self._post("/v1/completions", {"model": self.ref, "prompt": prompt, **params, "stream": False})
+        choice = raw["choices"][0]
+        return CompletionResult(choice.get("text") or "", choice.get("finish_reason"), raw.get("usage") or {}, raw)
+
+    def stream_complete(self, prompt: str, **params: Any) -> Iterator[str]:
+        """A streamed text completion."""
+        yield from self._stream(
+            "/v1/completions", {"model": self.ref, "prompt": prompt, **params, "stream": True}, chat=False
+        )
+
+    def embed(self, texts: str | list[str]) -> list[list[float]]:
+        """Embeddings, one vector per text."""
+        single = isinstance(texts, str)
+        raw = self._post("/v1/embeddings", {"model": self.ref, "input": [texts] if single else texts})
+        vectors = [d["embedding"] for d in sorted(raw["data"], key=lambda d: d["index"])]
+        return vectors
+
+    def _stream(self, path: str, body: dict[str, Any], *, chat: bool) -> Iterator[str]:
+        with self._client._http.stream("POST", path, content=orjson.dumps(body), headers=_JSON) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _v1_error(response)
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                chunk = orjson.loads(data)
+                if "error" in chunk and not chunk.get("choices"):
+                    raise PodiumError(str(chunk["error"].get("message", chunk["error"])))
+                for choice in chunk.get("choices") or []:
+                    piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                    if piece:
+                        yield piece
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def _messages(messages: list[dict[str, Any]] | str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": messages}] if isinstance(messages, str) else messages
+
+
+def _v1_error(response: httpx.Response) -> PodiumError:
+    try:
+        err = response.json().get("error", {})
+        message = err.get("message") or response.text
+    except ValueError:
+        message = response.text[:300]
+    error = PodiumError(f"HTTP {response.status_code}: {message}")
+    error.status = response.status_code
+    return error
+
+
+def get(ref: str, *, url: str | None = None, api_key: str | None = None) -> ModelHandle:
+    """A handle on a model reference, on the configured (or given) server."""
+    return ModelHandle(ref, Client(url, api_key))
+
+
+def list_models(*, url: str | None = None, api_key: str | None = None) -> list[dict[str, Any]]:
+    """Registered models."""
+    with Client(url, api_key) as client:
+        rows: list[dict[str, Any]] = client.get("/api/models")
+        return rows

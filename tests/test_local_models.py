@@ -1,0 +1,314 @@
+"""The built-in offline models end to end: `podium serve` loads SmolLM2 and MiniLM in worker processes,
+and the official openai SDK and Podium's SDK talk to them through `/v1`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+import podium.models
+
+from .fakes import FakeServer, start_fake_anthropic, start_fake_openai
+from .serving import ServedPodium, start_serving
+
+pytestmark = pytest.mark.slow
+CHAT = "smollm2-135m-instruct"
+EMBED = "minilm-l6-v2"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedPodium]:
+    s = start_serving(tmp_path_factory.mktemp("served"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(served: ServedPodium) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served.url + "/v1", api_key=served.key, max_retries=0)
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def test_chat_and_stream_agree(client: openai.OpenAI, served: ServedPodium) -> None:
+    r = client.chat.completions.create(
+        model=CHAT, messages=ask("What is the capital of France?"), max_tokens=20, temperature=0
+    )
+    assert "Paris" in (r.choices[0].message.content or "")
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage and r.usage.prompt_tokens > 10 and 0 < r.usage.completion_tokens <= 20
+    assert r.system_fingerprint and r.system_fingerprint.startswith("mdv_")
+    chunks = list(
+        client.chat.completions.create(
+            model=CHAT,
+            messages=ask("What is the capital of France?"),
+            max_tokens=20,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == r.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+
+
+def test_concurrent_requests_keep_their_own_parameters(served: ServedPodium) -> None:
+    async def go() -> list[openai.types.chat.ChatCompletion]:
+        aclient = openai.AsyncOpenAI(base_url=served.url + "/v1", api_key=served.key, max_retries=0)
+        calls = [
+            aclient.chat.completions.create(
+                model=CHAT,
+                messages=ask(f"Tell me a long story about number {i}."),
+                max_tokens=5 + 3 * i,
+                temperature=0.8,
+                seed=i,
+            )
+            for i in range(8)
+        ]
+        try:
+            return list(await asyncio.gather(*calls))
+        finally:
+            await aclient.close()
+
+    results = asyncio.run(go())
+    for i, r in enumerate(results):
+        assert r.usage is not None
+        assert r.usage.completion_tokens <= 5 + 3 * i
+        if r.choices[0].finish_reason == "length":
+            assert r.usage.completion_tokens == 5 + 3 * i
+
+
+def test_seed_makes_sampling_reproducible(client: openai.OpenAI) -> None:
+    def sample(seed: int) -> str:
+        r = client.chat.completions.create(
+            model=CHAT, messages=ask("Invent a name for a cat."), max_tokens=24, temperature=1.0, seed=seed
+        )
+        return r.choices[0].message.content or ""
+
+    assert sample(11) == sample(11)
+    assert len({sample(s) for s in (1, 2, 3, 4)}) > 1
+
+
+def test_stop_sequences_logprobs_and_n(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model=CHAT,
+        messages=ask("What is the capital of France?"),
+        max_tokens=20,
+        temperature=0,
+        stop=["Paris"],
+        logprobs=True,
+        top_logprobs=3,
+        n=2,
+    )
+    assert len(r.choices) == 2
+    for choice in r.choices:
+        assert "Paris" not in (choice.message.content or "")
+        assert choice.finish_reason == "stop"
+        assert choice.logprobs and choice.logprobs.content
+        first = choice.logprobs.content[0]
+        assert first.logprob <= 0 and len(first.top_logprobs) == 3
+        assert first.top_logprobs[0].logprob >= first.top_logprobs[-1].logprob
+
+
+def test_text_completions(client: openai.OpenAI) -> None:
+    r = client.completions.create(
+        model=CHAT, prompt="The first three planets are Mercury,", max_tokens=8, temperature=0, echo=True, logprobs=2
+    )
+    text = r.choices[0].text
+    assert text.startswith("The first three planets are Mercury,")
+    assert r.choices[0].logprobs and len(r.choices[0].logprobs.tokens or []) == r.usage.completion_tokens  # type: ignore[union-attr]
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model=CHAT, prompt="One, two,", max_tokens=6, temperature=0, stream=True)
+        if c.choices
+    )
+    assert streamed
+
+
+def test_embeddings(client: openai.OpenAI) -> None:
+    r = client.embeddings.create(
+        model=EMBED, input=["A cat sits on the mat.", "A kitten is sitting on a rug.", "Stock markets fell sharply."]
+    )
+    vecs = [d.embedding for d in r.data]
+    assert [len(v) for v in vecs] == [384, 384, 384]
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-3 for v in vecs)
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cos(vecs[0], vecs[1]) > cos(vecs[0], vecs[2]) + 0.2
+    assert r.usage.prompt_tokens > 10
+    b64 = client.embeddings.create(model=EMBED, input="A cat sits on the mat.", encoding_format="base64")
+    raw = b64.data[0].embedding
+    decoded = list(struct.unpack("<384f", base64.b64decode(raw))) if isinstance(raw, str) else raw
+    assert max(abs(x - y) for x, y in zip(decoded, vecs[0], strict=True)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "needle"),
+    [
+        ({"model": "no-such-model"}, 404, "known models: minilm-l6-v2, smollm2-135m-instruct"),
+        ({"max_tokens": 0}, 400, "'max_tokens' must be at least 1"),
+        ({"temperature": -1}, 400, "'temperature' must be between 0.0 and 2.0"),
+        ({"temperature": "hot"}, 400, "'temperature' must be a number"),
+        ({"top_p": [1]}, 400, "'top_p' must be a number"),
+        ({"messages": ask("word " * 9000)}, 400, "longer than the model's context window of 8192 tokens"),
+        ({"model": EMBED}, 400, "is a embedding model"),
+        ({"model": f"{CHAT}@canary"}, 404, "has no alias 'canary'"),
+    ],
+)
+def test_bad_requests_name_the_problem(
+    served: ServedPodium, kwargs: dict[str, object], status: int, needle: str
+) -> None:
+    body = {"model": CHAT, "messages": ask("hi"), "max_tokens": 5} | kwargs
+    r = httpx.post(
+        served.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {served.key}"}, timeout=60
+    )
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert needle in err["message"], err
+    assert set(err) == {"message", "type", "code", "param"}
+
+
+def test_prompt_plus_max_tokens_over_the_window(served: ServedPodium) -> None:
+    body = {"model": CHAT, "messages": ask("word " * 4000), "max_tokens": 5000}
+    r = httpx.post(
+        served.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {served.key}"}, timeout=60
+    )
+    assert r.status_code == 400
+    msg = r.json()["error"]["message"]
+    assert "context window is 8192 tokens" in msg and "max_tokens is 5000" in msg
+    assert r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_disconnect_frees_the_slot(served: ServedPodium) -> None:
+    worker_sock = next((served.home / "run" / "models").glob("*.sock"))
+    body = {
+        "model": CHAT,
+        "messages": ask("Write a very long essay about the sea."),
+        "max_tokens": 2000,
+        "stream": True,
+    }
+    with (
+        httpx.Client(timeout=60) as c,
+        c.stream(
+            "POST", served.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {served.key}"}
+        ) as r,
+    ):
+        lines = r.iter_lines()
+        for _ in range(5):
+            next(lines)
+    # the stream was closed after a few chunks: every worker frees its slots within a few seconds
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        states = []
+        for sock in (served.home / "run" / "models").glob("*.sock"):
+            transport = httpx.HTTPTransport(uds=str(sock))
+            with httpx.Client(transport=transport, base_url="http://worker") as w:
+                states.append(w.get("/healthz").json().get("engine", {}).get("active", 0))
+        if all(a == 0 for a in states):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"slots still busy after the client left: {states}")
+    assert worker_sock.exists()
+
+
+def test_podium_sdk_works_the_same_for_every_provider(served: ServedPodium) -> None:
+    fake_oai: FakeServer = start_fake_openai()
+    fake_ant: FakeServer = start_fake_anthropic()
+    try:
+        with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {served.key}"}) as c:
+            c.post(
+                "/api/models/remote",
+                json={
+                    "name": "remote-oai",
+                    "provider": "openai",
+                    "base_url": fake_oai.url + "/v1",
+                    "upstream_model": "up",
+                },
+            )
+            c.post(
+                "/api/models/remote",
+                json={
+                    "name": "remote-ant",
+                    "provider": "anthropic",
+                    "base_url": fake_ant.url,
+                    "upstream_model": "claude",
+                    "api_key": "ant-key",
+                },
+            )
+            c.put(f"/api/models/{CHAT}/aliases/production", json={"version": 1})
+        answers = {}
+        for ref in (f"{CHAT}@production", "remote-oai", "remote-ant"):
+            handle = podium.models.get(ref, url=served.url, api_key=served.key)
+            result = handle.chat("What is the capital of France?", max_tokens=16, temperature=0)
+            assert result.usage["total_tokens"] > 0
+            streamed = "".join(handle.stream_chat("What is the capital of France?", max_tokens=16, temperature=0))
+            assert streamed.strip() == result.text.strip()
+            answers[ref] = result.text
+        assert "Paris" in answers[f"{CHAT}@production"]
+        assert answers["remote-oai"] == "echo: What is the capital of France?"
+        assert answers["remote-ant"] == "anthropic says: What is the capital of France?"
+        assert fake_ant.headers[-1]["x-api-key"] == "ant-key"
+        vectors = podium.models.get(EMBED, url=served.url, api_key=served.key).embed(["a", "b"])
+        assert len(vectors) == 2 and len(vectors[0]) == 384
+        names = {m["name"] for m in podium.models.list(url=served.url, api_key=served.key)}
+        assert {CHAT, EMBED, "remote-oai", "remote-ant"} <= names
+    finally:
+        fake_oai.stop()
+        fake_ant.stop()
+
+
+def test_a_dead_worker_is_restarted(served: ServedPodium, client: openai.OpenAI) -> None:
+    info = httpx.get(
+        served.url + f"/api/models/{CHAT}/versions/latest", headers={"Authorization": f"Bearer {served.key}"}
+    )
+    version_id = info.json()["id"]
+
+    def worker_pid() -> int | None:
+        out = subprocess.run(["pgrep", "-f", "--", f"--version {version_id}"], capture_output=True, text=True)
+        return int(out.stdout.split()[0]) if out.stdout.split() else None
+
+    pid = worker_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        now = worker_pid()
+        if now is not None and now != pid and served.worker_states().get(version_id) == "ready":
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"worker not restarted: {served.worker_states()}")
+    r = client.chat.completions.create(model=CHAT, messages=ask("Say hi."), max_tokens=3)
+    assert r.choices[0].message.content is not None
+    assert "restarting" in served.output()
+
+
+def test_gateway_processes_never_import_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from podium.core.config import load_settings\n"
+        "from podium.server.app import create_app\n"
+        f"create_app(load_settings(home={str(tmp_path)!r}))\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.strip() == "False False", out.stderr
