@@ -79,3 +79,27 @@ def test_viewer_sees_no_admin_sections(server: LiveServer, page: Page) -> None:
     expect(page.locator("nav")).not_to_contain_text("Audit log")
     page.goto(server.url + "/audit")
     expect(page.get_by_role("alert")).to_contain_text("role 'viewer' may not read the audit log")
+
+
+def test_models_pages_show_versions_lineage_and_move_aliases(server: LiveServer, page: Page, tiny_models) -> None:
+    with server.client() as c:
+        c.post("/api/models", json={"name": "tiny", "source": str(tiny_models["llama"]), "description": "a tiny llama"})
+        c.post("/api/models", json={"name": "tiny", "source": str(tiny_models["llama2"])})
+        c.post("/api/models", json={"name": "tiny-lora", "source": str(tiny_models["lora"]), "base": "tiny@1"})
+    sign_in(page, server.url, server.admin_key)
+    page.click("nav >> text=Models")
+    expect(page.locator("tr[data-model='tiny']")).to_contain_text("v2")
+    expect(page.locator("tr[data-model='tiny-lora']")).to_contain_text("chat")
+    page.click("text=tiny-lora")
+    expect(page.locator("tr.version-row[data-version='1']")).to_contain_text("adapter of tiny@1")
+    expect(page.locator("tr.version-row[data-version='1']")).to_contain_text("peft")
+    page.goto(server.url + "/models/tiny")
+    expect(page.locator("tr.version-row")).to_have_count(2)
+    page.fill("input[name=alias]", "production")
+    page.select_option("select[name=version]", "1")
+    page.click("form[action='/models/tiny/aliases'] button[type=submit]")
+    expect(page.locator("tr.version-row[data-version='1']")).to_contain_text("production")
+    expect(page.locator("tr.alias-move").first).to_contain_text("production")
+    expect(page.locator("tr.alias-move").first).to_contain_text("admin (pk-")
+    with server.client() as c:
+        assert c.get("/api/models/tiny/versions/production").json()["version"] == 1

@@ -22,7 +22,9 @@ register_nav("Models", "/models")
 def _params(n: int | None) -> str:
     if not n:
         return "—"
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
 
 
 @router.get("/models")
@@ -42,8 +44,7 @@ def model_page(request: Request, name: str, session: SessionDep) -> Response:
     except PodiumError as exc:
         return error_page(request, session, exc)
     states = {v.id: worker_state(platform.settings, v.id)[0] for v in detail.versions}
-    by_id = {v.id: f"{v.model}@{v.version}" for v in detail.versions}
-    return render(request, "models/detail.html", session, model=detail, states=states, fmt_params=_params, by_id=by_id)
+    return render(request, "models/detail.html", session, model=detail, states=states, fmt_params=_params)
 
 
 @router.post("/models/{name}/aliases")

@@ -66,6 +66,7 @@ class VersionInfo(BaseModel):
     config: dict[str, Any]
     lineage: dict[str, Any]
     base_version_id: str | None
+    base_ref: str | None = None
     message: str
     created_by: str
     created_at: datetime
@@ -180,6 +181,14 @@ def _version_info(s: Session, m: Model, v: ModelVersion) -> VersionInfo:
     aliases = sorted(
         s.scalars(select(ModelAlias.alias).where(ModelAlias.model_id == m.id, ModelAlias.version_id == v.id))
     )
+    base_ref = None
+    if v.base_version_id:
+        row = s.execute(
+            select(Model.name, ModelVersion.version)
+            .join(ModelVersion, ModelVersion.model_id == Model.id)
+            .where(ModelVersion.id == v.base_version_id)
+        ).first()
+        base_ref = f"{row[0]}@{row[1]}" if row else None
     return VersionInfo(
         id=v.id,
         model=m.name,
@@ -196,6 +205,7 @@ def _version_info(s: Session, m: Model, v: ModelVersion) -> VersionInfo:
         config=_masked(v.config),
         lineage=v.lineage,
         base_version_id=v.base_version_id,
+        base_ref=base_ref,
         message=v.message,
         created_by=v.created_by,
         created_at=v.created_at,
