@@ -31,7 +31,8 @@ EMBED = "minilm-l6-v2"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedPodium]:
-    s = start_serving(tmp_path_factory.mktemp("served"))
+    # two API worker processes share each model worker
+    s = start_serving(tmp_path_factory.mktemp("served"), env={"PODIUM_WORKERS": "2"})
     yield s
     s.stop()
 
@@ -289,12 +290,24 @@ def test_a_dead_worker_is_restarted(served: ServedPodium, client: openai.OpenAI)
     pid = worker_pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
+    seen = set()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        state = served.worker_states().get(version_id)
+        seen.add(state)
+        if state in ("restarting", "loading"):
+            r = httpx.post(
+                served.url + "/v1/chat/completions",
+                json={"model": CHAT, "messages": ask("hi"), "max_tokens": 2},
+                headers={"Authorization": f"Bearer {served.key}"},
+            )
+            assert r.status_code in (200, 503), r.text
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "5"
         now = worker_pid()
-        if now is not None and now != pid and served.worker_states().get(version_id) == "ready":
+        if now is not None and now != pid and state == "ready" and seen & {"restarting", "loading"}:
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     else:
         raise AssertionError(f"worker not restarted: {served.worker_states()}")
     r = client.chat.completions.create(model=CHAT, messages=ask("Say hi."), max_tokens=3)

@@ -91,6 +91,10 @@ class ModelDirectory:
                 code="model_loading",
                 headers={"Retry-After": "5"},
             )
+        if state == "restarting":
+            return GatewayError(
+                503, f"model {name} is restarting: {detail}", code="model_restarting", headers={"Retry-After": "5"}
+            )
         if state == "failed":
             return GatewayError(503, f"model {name} failed to load: {detail}", code="model_failed")
         return GatewayError(

@@ -33,6 +33,16 @@ def worker_state(settings: Settings, version_id: str) -> tuple[str, str]:
     return (lines[0] if lines else "unknown"), (lines[1] if len(lines) > 1 else "")
 
 
+def _write_state(socket: Path, state: str, detail: str) -> None:
+    path = socket.with_suffix(".state")
+    tmp = path.with_suffix(".state.tmp")
+    try:
+        tmp.write_text(f"{state}\n{detail}\n")
+        os.replace(tmp, path)
+    except OSError:
+        log.warning("cannot write %s", path)
+
+
 @dataclass
 class WorkerSpec:
     """One model version to keep running."""
@@ -113,6 +123,9 @@ class ModelSupervisor:
                     spec.restarts += 1
                     delay = min(self.BACKOFF_MAX, 2 ** min(spec.restarts - 1, 6))
                     spec.next_start = time.monotonic() + delay
+                    _write_state(
+                        spec.socket, "restarting", f"the worker exited with {code}; restarting in {delay:.0f}s"
+                    )
                     log.warning(
                         "model worker for %s exited with %s; restarting in %.0fs (see %s)",
                         spec.name,

@@ -144,6 +144,14 @@ class OpenAIProvider(Provider):
         return orjson.dumps({**body, "model": self.model})
 
     async def _post_json(self, path: str, body: dict[str, Any], timeouts: Timeouts | None) -> dict[str, Any]:
+        try:
+            return await self._post_json_once(path, body, timeouts)
+        except aiohttp.ServerDisconnectedError:
+            # a pooled keep-alive connection whose server went away (e.g. a restarted model worker):
+            # nothing was processed, so one retry on a fresh connection is safe
+            return await self._post_json_once(path, body, timeouts)
+
+    async def _post_json_once(self, path: str, body: dict[str, Any], timeouts: Timeouts | None) -> dict[str, Any]:
         t = timeouts or self.timeouts
         timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.first_token)
         try:
@@ -158,6 +166,8 @@ class OpenAIProvider(Provider):
                 return result
         except TimeoutError:
             raise UpstreamError(TIMEOUT, f"upstream {self.base_url} timed out", status=504) from None
+        except aiohttp.ServerDisconnectedError:
+            raise
         except aiohttp.ClientConnectionError as exc:
             raise UpstreamError(CONNECTION, f"cannot reach upstream {self.base_url}: {exc}", status=502) from None
 
@@ -172,7 +182,11 @@ class OpenAIProvider(Provider):
         payload["stream_options"] = options
         timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.first_token)
         try:
-            async with self.session().post(self.base_url + path, data=self._body(payload), timeout=timeout) as resp:
+            try:
+                resp = await self.session().post(self.base_url + path, data=self._body(payload), timeout=timeout)
+            except aiohttp.ServerDisconnectedError:  # stale pooled connection: retry once, see _post_json
+                resp = await self.session().post(self.base_url + path, data=self._body(payload), timeout=timeout)
+            async with resp:
                 if resp.status >= 400:
                     raise error_from_response(resp.status, await resp.read(), resp.headers)
                 done = False
