@@ -260,18 +260,21 @@ class Engine:
         positions = torch.tensor([a.position for a in self._slots[:ready]])
         logits = self.backend.decode(tokens, positions)
         self.steps += 1
-        for a in self._slots[:ready]:
+        actives = self._slots[:ready]
+        for a in actives:
             a.position += 1
+        sampled = self._sample_batch(logits, actives)
         for i in range(ready - 1, -1, -1):
-            self._emit_token(i, self._slots[i], logits[i])
+            self._emit_token(i, self._slots[i], logits[i], sampled[i])
 
-    def _emit_token(self, index: int, active: _Active, logits: torch.Tensor) -> None:
-        """Sample the next token for a sequence, emit it, retire the sequence if it is done."""
+    def _emit_token(self, index: int, active: _Active, logits: torch.Tensor, token: int | None = None) -> None:
+        """Sample (unless given) the next token for a sequence, emit it, retire the sequence if it is done."""
         req = active.req
         if req.cancelled.is_set():
             self._retire(index, Finished("cancelled"))
             return
-        token = self._sample(logits, req, active.generator)
+        if token is None:
+            token = self._sample_batch(logits.unsqueeze(0), [active])[0]
         if token in req.eos_ids:
             self._retire(index, Finished("stop"))
             return
@@ -290,21 +293,31 @@ class Engine:
             self._retire(index, Finished("length"))
 
     @staticmethod
-    def _sample(logits: torch.Tensor, req: SeqRequest, gen: torch.Generator | None) -> int:
-        """Greedy at temperature 0; else nucleus sampling with the sequence's own generator."""
-        if req.temperature <= 0 or gen is None:
-            return int(torch.argmax(logits))
-        scaled = logits.float() / req.temperature
-        if req.top_p >= 1.0:
-            return int(torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=gen))
-        # the nucleus almost always lies within the top few hundred tokens: sort only those
-        probs = torch.softmax(scaled, dim=-1)
+    def _sample_batch(logits: torch.Tensor, actives: list[_Active]) -> list[int]:
+        """Next tokens for a batch: greedy rows by argmax; the others by nucleus sampling with each
+        sequence's own generator (softmax and the top-k pre-sort run once for the whole batch)."""
+        out = [0] * len(actives)
+        greedy = [i for i, a in enumerate(actives) if a.req.temperature <= 0 or a.generator is None]
+        if greedy:
+            picks = torch.argmax(logits[greedy], dim=-1).tolist()
+            for i, t in zip(greedy, picks, strict=True):
+                out[i] = int(t)
+        sampling = [i for i in range(len(actives)) if i not in set(greedy)]
+        if not sampling:
+            return out
+        temps = torch.tensor([actives[i].req.temperature for i in sampling]).unsqueeze(1)
+        probs = torch.softmax(logits[sampling].float() / temps, dim=-1)
         k = min(256, probs.shape[-1])
-        head, order = torch.topk(probs, k)
-        if float(head.sum()) < req.top_p and k < probs.shape[-1]:
-            head, order = torch.sort(probs, descending=True)
-        cumulative = torch.cumsum(head, dim=-1)
-        keep = (cumulative - head) < req.top_p
-        keep[0] = True
-        choice = torch.multinomial(head * keep, 1, generator=gen)
-        return int(order[choice])
+        heads, orders = torch.topk(probs, k, dim=-1)
+        for row, i in enumerate(sampling):
+            req, gen = actives[i].req, actives[i].generator
+            if req.top_p >= 1.0:
+                out[i] = int(torch.multinomial(probs[row], 1, generator=gen))
+                continue
+            head, order = heads[row], orders[row]
+            if float(head.sum()) < req.top_p and k < probs.shape[-1]:  # a flat distribution: sort it all
+                head, order = torch.sort(probs[row], descending=True)
+            keep = (torch.cumsum(head, dim=-1) - head) < req.top_p
+            keep[0] = True
+            out[i] = int(order[torch.multinomial(head * keep, 1, generator=gen)])
+        return out

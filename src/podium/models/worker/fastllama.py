@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+ATTN_BLOCK = 64
 
 
 class QLinear:
@@ -30,7 +31,8 @@ class QLinear:
     `smooth` (per input channel, from calibration) moves activation outliers into the weights.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scratch: dict[int, torch.Tensor]):
+        self.scratch = scratch  # staging rows shared by the model's projections, by input width
         self.weight: torch.Tensor | None = weight.float().contiguous()
         self.bias = bias.float().contiguous() if bias is not None else None
         self.out_features, self.in_features = weight.shape
@@ -58,11 +60,13 @@ class QLinear:
             warnings.simplefilter("ignore")
             qw = torch.quantize_per_channel(w, scales, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(qw, None)
-        anchor = torch.zeros(1, self.in_features)
-        anchor[0, 0], anchor[0, 1] = 1.0, -1.0
-        self.anchor = anchor
         self.weight = None
         self.int8 = True
+
+    def fold_smoothing(self) -> torch.Tensor | None:
+        """Hand the input scaling to the caller (to fold into a preceding norm weight); returns it."""
+        inv, self.inv_smooth = self.inv_smooth, None
+        return inv
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.int8:
@@ -72,9 +76,17 @@ class QLinear:
             return F.linear(x, self.weight, self.bias)
         if self.inv_smooth is not None:
             x = x * self.inv_smooth
+        rows = x.shape[0]
+        staging = self.scratch.get(self.in_features)
+        if staging is None or staging.shape[0] <= rows:
+            # row 0 is the anchor (-1 and +1, pinning the quantisation range); rows 1… take the activations
+            staging = torch.zeros(max(rows + 1, 32), self.in_features)
+            staging[0, 0], staging[0, 1] = 1.0, -1.0
+            self.scratch[self.in_features] = staging
         scale = x.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
-        xn = torch.cat((x / scale, self.anchor))
-        y: torch.Tensor = torch.ops.quantized.linear_dynamic(xn, self.packed, False)[:-1]
+        buf = staging[: rows + 1]
+        torch.div(x, scale, out=buf[1:])
+        y: torch.Tensor = torch.ops.quantized.linear_dynamic(buf, self.packed, False)[1:]
         y.mul_(scale)
         if self.bias is not None:
             y.add_(self.bias)
@@ -84,7 +96,7 @@ class QLinear:
 class Layer:
     """One decoder block's weights."""
 
-    def __init__(self, sd: dict[str, torch.Tensor], prefix: str, eps: float):
+    def __init__(self, sd: dict[str, torch.Tensor], prefix: str, eps: float, scratch: dict[int, torch.Tensor]):
         def w(name: str) -> torch.Tensor:
             return sd[f"{prefix}.{name}"]
 
@@ -95,10 +107,10 @@ class Layer:
         qkv_b = None
         if b("self_attn.q_proj.bias") is not None:
             qkv_b = torch.cat([b("self_attn.q_proj.bias"), b("self_attn.k_proj.bias"), b("self_attn.v_proj.bias")])  # type: ignore[list-item]
-        self.qkv = QLinear(qkv_w, qkv_b)
-        self.o = QLinear(w("self_attn.o_proj.weight"), b("self_attn.o_proj.bias"))
-        self.gate_up = QLinear(torch.cat([w("mlp.gate_proj.weight"), w("mlp.up_proj.weight")]), None)
-        self.down = QLinear(w("mlp.down_proj.weight"), None)
+        self.qkv = QLinear(qkv_w, qkv_b, scratch)
+        self.o = QLinear(w("self_attn.o_proj.weight"), b("self_attn.o_proj.bias"), scratch)
+        self.gate_up = QLinear(torch.cat([w("mlp.gate_proj.weight"), w("mlp.up_proj.weight")]), None, scratch)
+        self.down = QLinear(w("mlp.down_proj.weight"), None, scratch)
         self.norm1 = w("input_layernorm.weight").float()
         self.norm2 = w("post_attention_layernorm.weight").float()
         self.eps = eps
@@ -131,10 +143,11 @@ class FastLlama:
         eps = float(cfg.rms_norm_eps)
         self.eps = eps
         self.embed = sd["model.embed_tokens.weight"].float().contiguous()
-        self.layers = [Layer(sd, f"model.layers.{i}", eps) for i in range(self.n_layers)]
+        self.scratch: dict[int, torch.Tensor] = {}
+        self.layers = [Layer(sd, f"model.layers.{i}", eps, self.scratch) for i in range(self.n_layers)]
         self.final_norm = sd["model.norm.weight"].float()
         head = sd.get("lm_head.weight", self.embed)
-        self.lm_head = QLinear(head, None)
+        self.lm_head = QLinear(head, None, self.scratch)
         theta = float(rope.get("rope_theta") or getattr(cfg, "rope_theta", None) or 10000.0)
         inv = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim))
         pos = torch.arange(max_len, dtype=torch.float64)
@@ -145,6 +158,7 @@ class FastLlama:
         self.max_len = max_len
         self.max_slots = max_slots
         self.q_size = self.heads * self.head_dim
+        self.scale = self.head_dim**-0.5
         self.kv_size = self.kv_heads * self.head_dim
         self.capacity = 0
         self.k_cache: list[torch.Tensor] = []
@@ -169,6 +183,14 @@ class FastLlama:
                 lin.observing = False
         for lin in lins:
             lin.quantize(alpha)
+        for layer in self.layers:  # fold the input scaling of qkv and gate_up into the norms before them
+            for lin, attr in ((layer.qkv, "norm1"), (layer.gate_up, "norm2")):
+                inv = lin.fold_smoothing()
+                if inv is not None:
+                    setattr(layer, attr, getattr(layer, attr) * inv)
+        inv = self.lm_head.fold_smoothing()
+        if inv is not None:
+            self.final_norm = self.final_norm * inv
 
     # --- cache --------------------------------------------------------------------------------
 
@@ -179,7 +201,7 @@ class FastLlama:
         cap = max(256, self.capacity)
         while cap < needed:
             cap *= 2
-        cap = min(cap, self.max_len)
+        cap = min(cap, -(-self.max_len // ATTN_BLOCK) * ATTN_BLOCK)
         shape = (self.max_slots, self.kv_heads, cap, self.head_dim)
         new_k = [torch.zeros(shape) for _ in range(self.n_layers)]
         new_v = [torch.zeros(shape) for _ in range(self.n_layers)]
@@ -296,29 +318,37 @@ class FastLlama:
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """One step for slots 0…B-1: `tokens[b]` at `positions[b]`; returns logits [B, vocab]."""
+        """One step for slots 0…B-1: `tokens[b]` at `positions[b]`; returns logits [B, vocab].
+
+        Attention runs over a key length rounded up to a multiple of 64 with masked positions adding
+        exact zeros, so a row's result does not depend on how long the other rows are.
+        """
         bsz = tokens.shape[0]
         longest = int(positions.max()) + 1
-        self._grow(longest)
+        span = -(-longest // ATTN_BLOCK) * ATTN_BLOCK
+        self._grow(span)
         x = self.embed[tokens]
         cos = self.cos[positions].unsqueeze(1)  # [B, 1, D]
         sin = self.sin[positions].unsqueeze(1)
         rows = torch.arange(bsz)
-        valid = (torch.arange(longest).unsqueeze(0) <= positions.unsqueeze(1)).view(bsz, 1, 1, longest)
+        bias = torch.zeros(bsz, 1, 1, span).masked_fill_(
+            (torch.arange(span).unsqueeze(0) > positions.unsqueeze(1)).view(bsz, 1, 1, span), float("-inf")
+        )
+        group = self.heads // self.kv_heads
         for i, layer in enumerate(self.layers):
             h = self._norm(x, layer.norm1)
             qkv = layer.qkv(h)
-            q = qkv[:, : self.q_size].view(bsz, self.heads, self.head_dim)
-            k = qkv[:, self.q_size : self.q_size + self.kv_size].view(bsz, self.kv_heads, self.head_dim)
+            qk = self._rope(
+                qkv[:, : self.q_size + self.kv_size].view(bsz, self.heads + self.kv_heads, self.head_dim), cos, sin
+            )
+            q, k = qk[:, : self.heads], qk[:, self.heads :]
             v = qkv[:, self.q_size + self.kv_size :].view(bsz, self.kv_heads, self.head_dim)
-            q = self._rope(q, cos, sin)
-            k = self._rope(k, cos, sin)
             kc, vc = self.k_cache[i], self.v_cache[i]
             kc[rows, :, positions] = k
             vc[rows, :, positions] = v
-            attn = F.scaled_dot_product_attention(
-                q.unsqueeze(2), kc[:bsz, :, :longest], vc[:bsz, :, :longest], attn_mask=valid, enable_gqa=True
-            )
+            qg = q.view(bsz, self.kv_heads, group, self.head_dim)
+            scores = torch.matmul(qg, kc[:bsz, :, :span].transpose(-1, -2)).mul_(self.scale).add_(bias)
+            attn = torch.matmul(torch.softmax(scores, dim=-1), vc[:bsz, :, :span])
             x = x + layer.o(attn.reshape(bsz, self.q_size))
             h = self._norm(x, layer.norm2)
             gu = layer.gate_up(h)
