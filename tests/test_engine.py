@@ -152,8 +152,8 @@ def test_cancel_frees_the_slot_and_queue_limit(tiny_models: dict[str, Path]) -> 
 def test_transformers_fallback_for_other_architectures(tiny_models: dict[str, Path]) -> None:
     lm = load(tiny_models["gpt2"])
     engine = Engine(lm, max_batch=2)
-    assert isinstance(engine.backend, HFBackend)
     engine.start()
+    assert isinstance(engine.backend, HFBackend)
     try:
         r1, c1 = request(PROMPT, [], max_new_tokens=8)
         r2, c2 = request(PROMPT[:3], [], max_new_tokens=5)
