@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     local_max_batch: int = Field(16, ge=1, le=256, description="Sequences a local model decodes together.")
     local_max_queue: int = Field(64, ge=0, le=100_000, description="Requests waiting per local model before 429.")
     worker_threads: int = Field(0, ge=0, le=256, description="Torch threads per model worker; 0: all cores.")
+    stream_keepalive: float = Field(
+        5.0, gt=0, le=300, description="Seconds between keep-alive comments while a stream waits for its first token."
+    )
+    trace_queue_size: int = Field(
+        50_000, ge=100, le=10_000_000, description="Records the trace writer buffers before requests wait for room."
+    )
+    routes: list[dict[str, Any]] = Field(
+        default_factory=list, description="Gateway routes defined in podium.toml ([[routes]] tables)."
+    )
     url: str | None = Field(None, description="Server the CLI and SDK talk to; default http://<host>:<port>.")
     api_key: SecretStr | None = Field(None, description="Key the CLI and SDK send; default <home>/admin.key.")
 

@@ -71,9 +71,9 @@ class GatewayError(Exception):
         kind = _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
         return {"error": {"message": self.message, "type": kind, "code": self.code, "param": self.param}}
 
-    def response(self) -> Response:
-        """The HTTP response."""
-        headers = dict(self.headers)
+    def response(self, extra_headers: dict[str, str] | None = None) -> Response:
+        """The HTTP response (with `extra_headers`, such as which deployment answered)."""
+        headers = {**(extra_headers or {}), **self.headers}
         if self.status == 401:
             headers.setdefault("WWW-Authenticate", "Bearer")
         return Response(

@@ -1,29 +1,34 @@
 """`/v1`: chat completions, completions, embeddings and models, OpenAI-compatible.
 
-Plain Starlette routes (no FastAPI machinery on the hot path); keys are checked against the cached key
-table; models resolve through the in-memory directory.
+Plain Starlette routes (no FastAPI machinery on the hot path). Keys are checked against the cached key
+table, names resolve through the in-memory route table, and the record of each call goes to the
+batched trace writer: no database round trip per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route as HttpRoute
 
+from podium.core.auth.service import Principal
 from podium.core.errors import PodiumError
 from podium.core.http import bearer_token
 from podium.core.platform import Platform
-from podium.gateway.directory import ModelDirectory, Target
+from podium.gateway.dispatch import Call, Dispatcher, Upstream, first_then_rest
 from podium.gateway.errors import GatewayError, sse_error
-from podium.models import service as models
 from podium.models.providers.base import UpstreamError
 
 JSON = "application/json"
+KEEPALIVE = b": keep-alive\n\n"
+_background: set[asyncio.Future[None]] = set()  # records of finished streams waiting for room in the queue
 
 
 def _platform(request: Request) -> Platform:
@@ -31,14 +36,14 @@ def _platform(request: Request) -> Platform:
     return platform
 
 
-def _directory(request: Request) -> ModelDirectory:
-    directory: ModelDirectory = request.app.state.directory
-    return directory
+def _dispatcher(request: Request) -> Dispatcher:
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    return dispatcher
 
 
-def _authenticate(request: Request) -> None:
+def _authenticate(request: Request) -> Principal:
     try:
-        _platform(request).keys.authenticate(bearer_token(request.headers))
+        return _platform(request).keys.authenticate(bearer_token(request.headers))
     except PodiumError as exc:
         raise GatewayError.from_podium(exc) from None
 
@@ -65,103 +70,241 @@ def _model_field(body: dict[str, Any]) -> str:
     return model.strip()
 
 
-def _target(request: Request, body: dict[str, Any], task: tuple[str, ...]) -> Target:
-    target = _directory(request).lookup(_model_field(body))
-    if target.task not in task:
-        want = " or ".join(task)
-        raise GatewayError(
-            400,
-            f"model {target.resolved.model.name!r} is a {target.task} model; this endpoint needs a {want} model",
-            code="wrong_model_task",
-            param="model",
-        )
-    problem = _directory(request).unavailable(target)
-    if problem is not None:
-        raise problem
-    return target
+def _check_fields(kind: str, body: dict[str, Any]) -> None:
+    """The checks every upstream would make anyway, done here so bad input never costs an upstream call."""
+    if kind == "chat":
+        messages = body.get("messages")
+        if messages is None:
+            raise GatewayError(400, "'messages' is required", code="missing_field", param="messages")
+        if not isinstance(messages, list) or not messages:
+            raise GatewayError(400, "'messages' must be a non-empty array", code="invalid_type", param="messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise GatewayError(
+                    400, f"messages[{i}] must be an object with a 'role'", code="invalid_type", param=f"messages[{i}]"
+                )
+    elif kind == "completion":
+        if "prompt" not in body:
+            raise GatewayError(400, "'prompt' is required", code="missing_field", param="prompt")
+    elif "input" not in body:
+        raise GatewayError(400, "'input' is required", code="missing_field", param="input")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise GatewayError(400, "'stream' must be a boolean", code="invalid_type", param="stream")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise GatewayError(400, "'user' must be a string", code="invalid_type", param="user")
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=headers)
 
 
-async def _sse(chunks: AsyncIterator[dict[str, Any]], include_usage: bool) -> AsyncIterator[bytes]:
-    """Server-sent events from provider chunks; usage rides on the final chunk (or its own if asked)."""
-    held: dict[str, Any] | None = None
+async def _until_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _or_disconnect(request: Request, coro: Any) -> Any:
+    """Await `coro`, cancelling it if the client goes away first (raises `ClientGone`)."""
+    task = asyncio.ensure_future(coro)
+    watcher = asyncio.ensure_future(_until_disconnect(request))
     try:
-        async for chunk in chunks:
-            if not chunk.get("choices") and chunk.get("usage") is not None:
-                if include_usage:
-                    if held is not None:
-                        yield b"data: " + orjson.dumps(held) + b"\n\n"
-                        held = None
-                    yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-                elif held is not None:
-                    held["usage"] = chunk["usage"]
-                continue
-            if held is not None:
-                yield b"data: " + orjson.dumps(held) + b"\n\n"
-                held = None
-            choices = chunk.get("choices") or []
-            if choices and choices[-1].get("finish_reason"):
-                held = chunk
-                continue
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-        if held is not None:
-            yield b"data: " + orjson.dumps(held) + b"\n\n"
-        yield b"data: [DONE]\n\n"
-    except UpstreamError as exc:
-        yield sse_error(GatewayError.from_upstream(exc))
-        yield b"data: [DONE]\n\n"
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        raise ClientGone()
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
 
-async def _first_then_rest(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    """Pull the first chunk before answering, so an upstream that fails at once yields a proper HTTP error."""
-    iterator = chunks.__aiter__()
-    try:
-        first = await iterator.__anext__()
-    except StopAsyncIteration:
-        return _empty()
-
-    async def rest() -> AsyncIterator[dict[str, Any]]:
-        yield first
-        async for item in iterator:
-            yield item
-
-    return rest()
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
 
 
-async def _empty() -> AsyncIterator[dict[str, Any]]:
-    return
-    yield {}
+def _fail(call: Call, exc: GatewayError | UpstreamError) -> Response:
+    error = exc if isinstance(exc, GatewayError) else GatewayError.from_upstream(exc)
+    call.status = error.status
+    call.error = error.message
+    return error.response(call.headers() if call.route else None)
 
 
 async def _generate(request: Request, kind: str) -> Response:
+    dispatcher = _dispatcher(request)
     try:
-        _authenticate(request)
+        principal = _authenticate(request)
         body = await _json_body(request)
-        if kind == "chat":
-            if "messages" not in body:
-                raise GatewayError(400, "'messages' is required", code="missing_field", param="messages")
-            target = _target(request, body, ("chat",))
-        else:
-            if "prompt" not in body:
-                raise GatewayError(400, "'prompt' is required", code="missing_field", param="prompt")
-            target = _target(request, body, ("chat", "completion"))
-        provider = target.provider
-        stream = body.get("stream") is True
-        if stream:
-            opts = body.get("stream_options") or {}
-            include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
-            source = provider.chat_stream(body) if kind == "chat" else provider.complete_stream(body)
-            chunks = await _first_then_rest(source)
-            return StreamingResponse(_sse(chunks, include_usage), media_type="text/event-stream")
-        result = await (provider.chat(body) if kind == "chat" else provider.complete(body))
-        return _json(result)
+        _check_fields(kind, body)
+        call = Call(
+            kind=kind,
+            body=body,
+            principal=principal,
+            model=_model_field(body),
+            stream=body.get("stream") is True,
+            request_id=request.scope.get("podium.request_id"),
+        )
     except GatewayError as exc:
         return exc.response()
-    except UpstreamError as exc:
-        return GatewayError.from_upstream(exc).response()
+    try:
+        tasks = ("chat",) if kind == "chat" else ("chat", "completion") if kind == "completion" else ("embedding",)
+        route = dispatcher.route(call, tasks)
+        if call.stream and kind != "embedding":
+            return await _stream(request, dispatcher, call, route)
+        if kind == "chat":
+
+            async def op(up: Upstream) -> dict[str, Any]:
+                return await up.provider.chat(body, up.timeouts)
+        elif kind == "completion":
+
+            async def op(up: Upstream) -> dict[str, Any]:
+                return await up.provider.complete(body, up.timeouts)
+        else:
+
+            async def op(up: Upstream) -> dict[str, Any]:
+                return await up.provider.embed(body, up.timeouts)
+
+        result = await _or_disconnect(request, dispatcher.attempt(call, route, op))
+        call.set_usage(result.get("usage"))
+        call.output = result
+        call.ttft_ms = (time.perf_counter() - call.t0) * 1000
+        response = _json(result, headers=call.headers())
+    except (GatewayError, UpstreamError) as exc:
+        response = _fail(call, exc)
+    except ClientGone:
+        call.status = 499
+        call.error = "the client disconnected before the answer was ready"
+        response = Response(status_code=499)
+    await dispatcher.finish(call)
+    return response
+
+
+async def _stream(request: Request, dispatcher: Dispatcher, call: Call, route: Any) -> Response:
+    """Stream from the first deployment that yields a first chunk; keep-alive comments while waiting."""
+    body = call.body
+    opts = body.get("stream_options")
+    include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+    keepalive = float(request.app.state.settings.stream_keepalive)
+
+    async def op(up: Upstream) -> tuple[dict[str, Any] | None, AsyncIterator[Any]]:
+        source = (
+            up.provider.chat_stream(body, up.timeouts)
+            if call.kind == "chat"
+            else up.provider.complete_stream(body, up.timeouts)
+        )
+        return await first_then_rest(source)
+
+    opening = asyncio.ensure_future(dispatcher.attempt(call, route, op))
+    done, _ = await asyncio.wait({opening}, timeout=keepalive)
+    if done:
+        try:
+            first, rest = opening.result()
+        except (GatewayError, UpstreamError) as exc:
+            response = _fail(call, exc)
+            await dispatcher.finish(call)
+            return response
+        call.ttft_ms = (time.perf_counter() - call.t0) * 1000
+        events = _events(call, dispatcher, None, first, rest, include_usage, keepalive)
+        return StreamingResponse(events, media_type="text/event-stream", headers=call.headers())
+    events = _events(call, dispatcher, opening, None, None, include_usage, keepalive)
+    headers = {"x-podium-trace-id": call.trace_id, "x-podium-route": route.name}
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
+async def _events(
+    call: Call,
+    dispatcher: Dispatcher,
+    opening: asyncio.Future[Any] | None,
+    first: dict[str, Any] | None,
+    rest: AsyncIterator[Any] | None,
+    include_usage: bool,
+    keepalive: float,
+) -> AsyncIterator[bytes]:
+    """Server-sent events; usage rides on the final chunk (or its own, if the client asked)."""
+    pieces: list[str] = []
+    finish_reason = None
+    try:
+        if opening is not None:
+            while True:
+                done, _ = await asyncio.wait({opening}, timeout=keepalive)
+                if done:
+                    break
+                yield KEEPALIVE
+            try:
+                first, rest = opening.result()
+            except (GatewayError, UpstreamError) as exc:
+                error = exc if isinstance(exc, GatewayError) else GatewayError.from_upstream(exc)
+                call.status, call.error = error.status, error.message
+                yield sse_error(error)
+                yield b"data: [DONE]\n\n"
+                return
+            call.ttft_ms = (time.perf_counter() - call.t0) * 1000
+        assert rest is not None
+        held: dict[str, Any] | None = None
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            if first is not None:
+                yield first
+            async for c in rest:
+                yield c
+
+        try:
+            async for chunk in chunks():
+                if not chunk.get("choices") and chunk.get("usage") is not None:
+                    call.set_usage(chunk["usage"])
+                    if include_usage:
+                        if held is not None:
+                            yield b"data: " + orjson.dumps(held) + b"\n\n"
+                            held = None
+                        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                    elif held is not None:
+                        held["usage"] = chunk["usage"]
+                    continue
+                if held is not None:
+                    yield b"data: " + orjson.dumps(held) + b"\n\n"
+                    held = None
+                choices = chunk.get("choices") or []
+                for c in choices:
+                    delta = c.get("delta") or {}
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if text is None:
+                        text = c.get("text")
+                    if isinstance(text, str):
+                        pieces.append(text)
+                    if c.get("finish_reason"):
+                        finish_reason = c["finish_reason"]
+                if choices and choices[-1].get("finish_reason"):
+                    held = chunk
+                    continue
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            if held is not None:
+                yield b"data: " + orjson.dumps(held) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+        except UpstreamError as exc:
+            error = GatewayError.from_upstream(exc)
+            call.status, call.error = error.status, f"failed mid-stream: {error.message}"
+            yield sse_error(error)
+            yield b"data: [DONE]\n\n"
+    except (asyncio.CancelledError, GeneratorExit):
+        call.status = 499
+        call.error = "the client disconnected during the stream"
+        if opening is not None and not opening.done():
+            opening.cancel()
+        raise
+    finally:
+        call.output = {"content": "".join(pieces), "finish_reason": finish_reason}
+        if rest is not None and hasattr(rest, "aclose"):
+            with contextlib.suppress(BaseException):
+                await rest.aclose()
+        record = dispatcher.record(call)
+        if not dispatcher.writer.put_nowait(record):
+            _background.add(task := asyncio.ensure_future(dispatcher.writer.submit(record)))
+            task.add_done_callback(_background.discard)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -176,21 +319,13 @@ async def completions(request: Request) -> Response:
 
 async def embeddings(request: Request) -> Response:
     """`POST /v1/embeddings`."""
-    try:
-        _authenticate(request)
-        body = await _json_body(request)
-        if "input" not in body:
-            raise GatewayError(400, "'input' is required", code="missing_field", param="input")
-        target = _target(request, body, ("embedding",))
-        return _json(await target.provider.embed(body))
-    except GatewayError as exc:
-        return exc.response()
-    except UpstreamError as exc:
-        return GatewayError.from_upstream(exc).response()
+    return await _generate(request, "embedding")
 
 
 async def list_models(request: Request) -> Response:
-    """`GET /v1/models`: every registered model, as OpenAI lists them."""
+    """`GET /v1/models`: routes and registered models, as OpenAI lists them."""
+    from podium.models import service as models
+
     try:
         _authenticate(request)
     except GatewayError as exc:
@@ -206,6 +341,8 @@ async def list_models(request: Request) -> Response:
         }
         for m in rows
     ]
+    for name, route in sorted(_dispatcher(request).table.routes.items()):
+        data.append({"id": name, "object": "model", "created": 0, "owned_by": "podium-route", "source": route.source})
     return _json({"object": "list", "data": data})
 
 
@@ -214,17 +351,21 @@ async def get_model(request: Request) -> Response:
     try:
         _authenticate(request)
         ref = request.path_params["model"]
-        target = _directory(request).lookup(ref)
+        route = _dispatcher(request).table.get(ref)
     except GatewayError as exc:
         return exc.response()
-    m = target.resolved.model
-    return _json({"id": m.name, "object": "model", "created": int(m.created_at.timestamp()), "owned_by": m.provider})
+    if route.target is not None:
+        m = route.target.resolved.model
+        return _json(
+            {"id": m.name, "object": "model", "created": int(m.created_at.timestamp()), "owned_by": m.provider}
+        )
+    return _json({"id": route.name, "object": "model", "created": 0, "owned_by": "podium-route"})
 
 
 routes = [
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-    Route("/v1/completions", completions, methods=["POST"]),
-    Route("/v1/embeddings", embeddings, methods=["POST"]),
-    Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+    HttpRoute("/v1/chat/completions", chat_completions, methods=["POST"]),
+    HttpRoute("/v1/completions", completions, methods=["POST"]),
+    HttpRoute("/v1/embeddings", embeddings, methods=["POST"]),
+    HttpRoute("/v1/models", list_models, methods=["GET"]),
+    HttpRoute("/v1/models/{model:path}", get_model, methods=["GET"]),
 ]

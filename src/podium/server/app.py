@@ -39,19 +39,24 @@ from podium.core.jobs import routes as job_routes
 from podium.core.jobs.service import LocalBackend
 from podium.core.migrate import schema_state
 from podium.core.platform import Platform
+from podium.gateway import api as gateway_api
 from podium.gateway import routes as gateway_routes
 from podium.gateway.directory import ModelDirectory
+from podium.gateway.dispatch import Dispatcher
+from podium.gateway.service import config_route_specs
+from podium.gateway.table import RouteTable
 from podium.models import jobs as _model_jobs  # noqa: F401  (registers job kinds)
 from podium.models import pages as model_pages
 from podium.models import routes as model_routes
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
+from podium.tracing.writer import TraceWriter
 from podium.web import pages as shell_pages
 from podium.web.shell import STATIC, LoginRequired
 
 log = logging.getLogger("podium.server")
 
 # Each domain adds its API router and its pages here; later domains append to these lists.
-API_ROUTERS = [auth_routes.router, job_routes.router, model_routes.router]
+API_ROUTERS = [auth_routes.router, job_routes.router, model_routes.router, gateway_api.router]
 PAGE_ROUTERS = [shell_pages.router, auth_pages.router, job_pages.router, model_pages.router]
 
 Flusher = Callable[[], object]
@@ -62,6 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     platform = Platform.from_settings(settings)
     directory = ModelDirectory(platform)
+    writer = TraceWriter(platform.db, settings.home_dir / "spill", max_queue=settings.trace_queue_size)
+    table = RouteTable(platform, directory, config_route_specs(settings))
+    dispatcher = Dispatcher(table, writer)
     flushers: list[Flusher] = [platform.keys.flush_usage]
 
     @asynccontextmanager
@@ -70,21 +78,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.job_workers > 0:
             backend = LocalBackend(platform, settings.job_workers)
             backend.start()
+        try:
+            await asyncio.to_thread(writer.replay_spill)
+        except Exception:
+            log.exception("replaying spilled trace records failed; they stay on disk for the next start")
+        writer.start()
+        try:
+            await asyncio.to_thread(table.refresh)
+        except Exception:
+            log.exception("loading gateway routes failed; retrying in the background")
         task = asyncio.create_task(_flush_periodically(flushers, 5.0))
+        refresher = asyncio.create_task(table.run_refresher())
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for t in (task, refresher):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
             if backend is not None:
                 await asyncio.to_thread(backend.stop, min(settings.graceful_timeout, 10.0))
             await directory.aclose()
+            await table.aclose()
             for flush in flushers:
                 try:
                     await asyncio.to_thread(flush)
                 except Exception:
                     log.exception("flush at shutdown failed")
+            await asyncio.to_thread(writer.close, max(settings.graceful_timeout, 10.0))
 
     app = FastAPI(
         title="Podium",
@@ -98,6 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.platform = platform
     app.state.directory = directory
+    app.state.routes = table
+    app.state.dispatcher = dispatcher
+    app.state.trace_writer = writer
     app.state.settings = settings
     app.state.flushers = flushers
     app.state.secret_key = platform.secret_key

@@ -1,0 +1,304 @@
+"""One gateway call from route to answer: deployment order, retries with backoff, fallbacks, circuit
+breakers, cost, and the trace record handed to the batched writer. No database access happens here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from podium.core.auth.service import Principal
+from podium.core.db import utcnow
+from podium.core.ids import new_id
+from podium.gateway.errors import GatewayError
+from podium.gateway.prices import FREE, Price
+from podium.gateway.resilience import backoff_delay
+from podium.gateway.table import Deployment, Route, RouteTable
+from podium.models.providers.base import CONTEXT_WINDOW, RETRYABLE, SERVER, Provider, Timeouts, UpstreamError
+from podium.tracing.writer import Record, TraceWriter
+
+MAX_PAYLOAD = 256 * 1024  # characters of request/response kept inline in a trace
+FALLBACK_KINDS = RETRYABLE | {CONTEXT_WINDOW, "unavailable"}
+BREAKER_KINDS = RETRYABLE  # a local model that is loading or restarting says so itself; no need to cool it
+
+
+@dataclass
+class Call:
+    """What the gateway knows about one request while it runs; becomes its trace."""
+
+    kind: str  # chat, completion, embedding
+    body: dict[str, Any]
+    principal: Principal
+    model: str
+    stream: bool = False
+    request_id: str | None = None
+    trace_id: str = field(default_factory=lambda: new_id("trc"))
+    started_at: datetime = field(default_factory=utcnow)
+    t0: float = field(default_factory=time.perf_counter)
+    route: str | None = None
+    deployment: str | None = None
+    upstream_model: str | None = None
+    attempts: int = 0
+    cache: str = "none"
+    ttft_ms: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micros: int = 0
+    status: int = 200
+    error: str | None = None
+    output: Any = None
+    price: Price = FREE
+
+    @property
+    def user(self) -> str | None:
+        """The end user the client named (`user`), for stickiness and traces."""
+        u = self.body.get("user")
+        return u if isinstance(u, str) and u else None
+
+    def headers(self) -> dict[str, str]:
+        """Response headers saying who answered and how."""
+        h = {"x-podium-trace-id": self.trace_id, "x-podium-attempts": str(self.attempts), "x-podium-cache": self.cache}
+        if self.route:
+            h["x-podium-route"] = self.route
+        if self.deployment:
+            h["x-podium-deployment"] = self.deployment
+        return h
+
+    def set_usage(self, usage: Any) -> None:
+        """Take token counts from an OpenAI `usage` object and price them."""
+        if not isinstance(usage, dict):
+            return
+        self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens = int(usage.get("completion_tokens") or 0)
+        self.cost_micros = self.price.cost_micros(self.prompt_tokens, self.completion_tokens)
+
+
+@dataclass
+class Upstream:
+    """A deployment made concrete for one attempt."""
+
+    deployment: Deployment
+    provider: Provider
+    timeouts: Timeouts
+    price: Price
+    upstream_model: str
+
+
+class Dispatcher:
+    """Runs calls against the route table and records them."""
+
+    def __init__(self, table: RouteTable, writer: TraceWriter):
+        self.table = table
+        self.writer = writer
+
+    # --- resolving -----------------------------------------------------------------------------
+
+    def route(self, call: Call, tasks: tuple[str, ...]) -> Route:
+        """The route for the call's model, checked against the endpoint's task."""
+        route = self.table.get(call.model)
+        if route.target is not None and route.target.task not in tasks:
+            m = route.target.resolved.model
+            raise GatewayError(
+                400,
+                f"model {m.name!r} is a {m.task} model; this endpoint needs a {' or '.join(tasks)} model",
+                code="wrong_model_task",
+                param="model",
+            )
+        call.route = route.name
+        return route
+
+    def _upstream(self, dep: Deployment, route: Route) -> Upstream:
+        if dep.provider is not None:
+            return Upstream(dep, dep.provider, dep.timeouts, dep.price, dep.spec.model)
+        # a registered model: its own (single-deployment) route says how to reach it
+        model_route = route if route.target is not None else self.table.get(dep.spec.model)
+        target = model_route.target
+        assert target is not None
+        problem = self.table.directory.unavailable(target)
+        if problem is not None:
+            retry = problem.headers.get("Retry-After")
+            raise UpstreamError(
+                "unavailable",
+                problem.message,
+                status=problem.status,
+                retry_after=float(retry) if retry else None,
+                body={"error": {"code": problem.code}},
+            )
+        inner = model_route.deployments[0]
+        price = dep.price if dep.spec.price is not None else inner.price
+        return Upstream(dep, target.provider, dep.timeouts, price, target.resolved.ref)
+
+    # --- attempts ------------------------------------------------------------------------------
+
+    async def attempt(self, call: Call, route: Route, op: Callable[[Upstream], Awaitable[Any]]) -> Any:
+        """Run `op` on the route's deployments in strategy order, retrying and falling back as configured."""
+        last: UpstreamError | None = None
+        context_floor: int | None = None
+        chain: list[str | Route] = [route, *route.spec.fallbacks]
+        cooling = []
+        for item in chain:
+            if isinstance(item, Route):
+                current = item
+            else:
+                try:
+                    current = self.table.get(item)
+                except GatewayError:
+                    continue  # a fallback that no longer exists is skipped, not fatal
+            order = current.order(call.user)
+            if context_floor is not None:
+                order = [d for d in order if d.context_window is None or d.context_window > context_floor]
+            if not order:
+                cooling.append(current.name)
+                continue
+            retries = current.spec.retries
+            tries = 0
+            index = 0
+            while tries <= retries:
+                dep = order[index % len(order)]
+                try:
+                    up = self._upstream(dep, current)
+                except UpstreamError as exc:
+                    last = exc
+                    break
+                call.attempts += 1
+                call.deployment = dep.name
+                call.upstream_model = up.upstream_model
+                call.price = up.price
+                dep.health.breaker.acquire()
+                dep.health.inflight += 1
+                started = time.perf_counter()
+                try:
+                    result = await op(up)
+                except UpstreamError as exc:
+                    last = exc
+                    if exc.kind in BREAKER_KINDS:
+                        dep.health.breaker.failure()
+                    else:
+                        dep.health.breaker.release()
+                    if exc.kind not in FALLBACK_KINDS:
+                        raise
+                    if exc.kind == CONTEXT_WINDOW:
+                        context_floor = max(context_floor or 0, dep.context_window or 0)
+                        break
+                    tries += 1
+                    if tries > retries:
+                        break
+                    if len(order) > 1 and index + 1 < len(order):
+                        index += 1  # another deployment of the route: no need to wait
+                        continue
+                    delay = backoff_delay(tries - 1, current.spec.backoff, exc.retry_after, current.spec.max_retry_wait)
+                    if delay is None:
+                        break  # the upstream asks for a longer pause than this route waits
+                    await asyncio.sleep(delay)
+                    index = 0 if len(order) == 1 else index + 1
+                    continue
+                except BaseException:
+                    dep.health.breaker.release()
+                    raise
+                finally:
+                    dep.health.inflight -= 1
+                dep.health.breaker.success()
+                dep.health.observe((time.perf_counter() - started) * 1000)
+                call.route = current.name
+                return result
+        if last is not None:
+            raise last
+        raise GatewayError(
+            503,
+            f"every deployment of {', '.join(cooling)} is cooling down after repeated failures; retry shortly",
+            code="deployments_unavailable",
+            headers={"Retry-After": str(int(route.spec.circuit.cooldown))},
+        )
+
+    # --- recording -----------------------------------------------------------------------------
+
+    def record(self, call: Call) -> Record:
+        """The trace and span rows of a finished call."""
+        ended = utcnow()
+        latency = (time.perf_counter() - call.t0) * 1000
+        status = "ok" if call.error is None and call.status < 400 else "error"
+        inp = _clip(orjson.dumps(call.body).decode())
+        out = None if call.output is None else _clip(orjson.dumps(call.output).decode())
+        p = call.principal
+        trace: dict[str, Any] = {
+            "id": call.trace_id,
+            "project_id": p.project_id,
+            "name": f"{call.kind} {call.model}",
+            "session_id": None,
+            "user_id": call.user,
+            "key_id": p.key_id,
+            "source": "gateway",
+            "status": status,
+            "start_time": call.started_at,
+            "end_time": ended,
+            "latency_ms": latency,
+            "ttft_ms": call.ttft_ms,
+            "model": call.model,
+            "route": call.route,
+            "deployment": call.deployment,
+            "cache_status": call.cache,
+            "attempts": call.attempts,
+            "http_status": call.status,
+            "prompt_tokens": call.prompt_tokens,
+            "completion_tokens": call.completion_tokens,
+            "cost_micros": call.cost_micros,
+            "error": call.error,
+            "tags": [],
+            "meta": {"request_id": call.request_id, "podium_user": p.user_name, "stream": call.stream},
+            "input": inp,
+            "output": out,
+        }
+        span: dict[str, Any] = {
+            "id": new_id("spn"),
+            "trace_id": call.trace_id,
+            "parent_id": None,
+            "kind": "embedding" if call.kind == "embedding" else "llm",
+            "name": call.deployment or call.model,
+            "status": status,
+            "start_time": call.started_at,
+            "end_time": ended,
+            "ttft_ms": call.ttft_ms,
+            "model": call.upstream_model or call.model,
+            "prompt_tokens": call.prompt_tokens,
+            "completion_tokens": call.completion_tokens,
+            "cost_micros": call.cost_micros,
+            "error": call.error,
+            "prompt_version_id": None,
+            "model_version_id": None,
+            "dataset_version_id": None,
+            "attributes": {"route": call.route, "attempts": call.attempts, "cache": call.cache},
+            "input": inp,
+            "output": out,
+        }
+        return Record(trace=trace, spans=[span])
+
+    async def finish(self, call: Call) -> None:
+        """Hand the call's record to the writer (waits only if its queue is full)."""
+        await self.writer.submit(self.record(call))
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_PAYLOAD:
+        return text
+    return text[:MAX_PAYLOAD] + f"…[truncated {len(text) - MAX_PAYLOAD} characters]"
+
+
+def upstream_failure(message: str) -> UpstreamError:
+    """A server-side failure of ours, in the upstream error shape."""
+    return UpstreamError(SERVER, message, status=502)
+
+
+async def first_then_rest(chunks: AsyncIterator[dict[str, Any]]) -> tuple[dict[str, Any] | None, AsyncIterator[Any]]:
+    """Pull the first chunk (so failures before it can be retried), and hand back the rest."""
+    iterator = chunks.__aiter__()
+    try:
+        first = await iterator.__anext__()
+    except StopAsyncIteration:
+        return None, iterator
+    return first, iterator

@@ -1,0 +1,236 @@
+"""The in-memory route table the hot path reads: routes from the database and `podium.toml`, and the
+registered models (each one a single-deployment route), with live deployment health.
+
+A background task reloads the stored routes every couple of seconds (so `podium routes add` applies
+without a restart); deployments whose definition did not change keep their connections and health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from podium.core.platform import Platform
+from podium.gateway.directory import ModelDirectory, Target
+from podium.gateway.errors import GatewayError
+from podium.gateway.prices import FREE, Price, lookup_price
+from podium.gateway.resilience import Breaker, Health
+from podium.gateway.spec import DeploymentSpec, RouteSpec
+from podium.models.providers.anthropic import AnthropicProvider
+from podium.models.providers.base import Provider, Timeouts
+from podium.models.providers.openai import OpenAIProvider
+
+log = logging.getLogger("podium.gateway.table")
+
+
+@dataclass
+class Deployment:
+    """One upstream of a route, with its provider and live health."""
+
+    name: str
+    spec: DeploymentSpec
+    fingerprint: str
+    health: Health
+    price: Price
+    timeouts: Timeouts
+    provider: Provider | None = None  # None for `provider: model`: resolved through the model directory
+    task: str = "chat"
+
+    @property
+    def context_window(self) -> int | None:
+        """Known context length, for context-window fallbacks."""
+        return self.spec.context_window
+
+
+@dataclass
+class Route:
+    """A public name, its deployments in strategy order, and where to go when they fail."""
+
+    name: str
+    spec: RouteSpec
+    deployments: list[Deployment]
+    source: str  # api, config or model
+    target: Target | None = None  # for a registered model
+    rr: int = 0
+    fingerprint: str = ""
+    _by_name: dict[str, Deployment] = field(default_factory=dict)
+
+    def order(self, user: str | None) -> list[Deployment]:
+        """The deployments to try, best first by the route's strategy; ones cooling down are left out."""
+        ready = [d for d in self.deployments if d.health.breaker.allows()]
+        if len(ready) <= 1:
+            return ready
+        strategy = self.spec.strategy
+        if strategy == "weighted":
+            first = _weighted_pick(ready, f"{self.name}:{user}" if user else None)
+            rest = sorted((d for d in ready if d is not first), key=lambda d: -d.spec.weight)
+            return [first, *rest]
+        if strategy == "round-robin":
+            self.rr += 1
+            k = self.rr % len(ready)
+            return ready[k:] + ready[:k]
+        if strategy == "least-busy":
+            random.shuffle(ready)
+            return sorted(ready, key=lambda d: d.health.inflight)
+        if strategy == "lowest-latency":
+            random.shuffle(ready)
+            return sorted(ready, key=lambda d: -1.0 if d.health.ewma_ms is None else d.health.ewma_ms)
+        random.shuffle(ready)  # lowest-cost
+        return sorted(ready, key=lambda d: d.price.input + d.price.output)
+
+
+def _weighted_pick(deps: list[Deployment], sticky: str | None) -> Deployment:
+    """A deployment drawn by weight; the same sticky key (route and user) always draws the same point."""
+    total = sum(d.spec.weight for d in deps)
+    if sticky is None:
+        point = random.random() * total
+    else:
+        digest = hashlib.blake2b(sticky.encode(), digest_size=8).digest()
+        point = int.from_bytes(digest, "big") / 2**64 * total
+    for d in deps:
+        point -= d.spec.weight
+        if point < 0:
+            return d
+    return deps[-1]
+
+
+def _fingerprint(data: Any) -> str:
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class RouteTable:
+    """Routes by name for the hot path; `refresh` reloads stored routes (call it off the event loop)."""
+
+    def __init__(self, platform: Platform, directory: ModelDirectory, config_routes: list[RouteSpec] | None = None):
+        self.platform = platform
+        self.directory = directory
+        self.config_routes = config_routes or []
+        self.routes: dict[str, Route] = {}
+        self._model_routes: dict[str, Route] = {}
+
+    # --- lookups (event loop) ------------------------------------------------------------------
+
+    def get(self, name: str) -> Route:
+        """The route for a public name: a defined route, else a registered model (`name`, `name@alias`)."""
+        route = self.routes.get(name)
+        if route is not None:
+            return route
+        target = self.directory.lookup(name)
+        key = f"{name}\0{target.resolved.version.id}"
+        route = self._model_routes.get(key)
+        if route is None:
+            route = self._model_routes[key] = self._model_route(name, target)
+        return route
+
+    def _model_route(self, name: str, target: Target) -> Route:
+        m = target.resolved.model
+        cfg = target.resolved.config
+        if m.provider == "local":
+            price = FREE
+            upstream = target.resolved.ref
+        else:
+            upstream = str(cfg.get("model") or m.name)
+            price = lookup_price(upstream) or FREE
+        spec = DeploymentSpec(provider="model", model=name, name=f"{m.provider}/{upstream}")
+        dep = Deployment(
+            name=spec.name or name,
+            spec=spec,
+            fingerprint="",
+            health=Health(Breaker()),
+            price=price,
+            timeouts=Timeouts(),
+            task=m.task,
+        )
+        route_spec = RouteSpec(name=m.name, deployments=[spec], retries=1)
+        return Route(name=name, spec=route_spec, deployments=[dep], source="model", target=target)
+
+    # --- reloading (worker thread) ---------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Rebuild the table from the database and the configuration, keeping unchanged deployments."""
+        from podium.gateway import service
+
+        specs: list[tuple[RouteSpec, str]] = [(s, "config") for s in self.config_routes]
+        specs += [(s, "api") for s in service.load_route_specs(self.platform)]
+        fresh: dict[str, Route] = {}
+        for spec, source in specs:
+            if spec.name in fresh:
+                continue  # a stored route never shadows one from podium.toml
+            fp = _fingerprint(spec.model_dump(mode="json", exclude={"deployments"}))
+            old = self.routes.get(spec.name)
+            old_deps = {d.name: d for d in old.deployments} if old else {}
+            deps = []
+            for d in spec.deployments:
+                dfp = _fingerprint(
+                    {**d.model_dump(mode="json"), "api_key": d.api_key.get_secret_value() if d.api_key else None}
+                )
+                prev = old_deps.get(d.name or "")
+                if prev is not None and prev.fingerprint == dfp:
+                    prev.health.breaker.failures = spec.circuit.failures
+                    prev.health.breaker.cooldown = spec.circuit.cooldown
+                    deps.append(prev)
+                else:
+                    deps.append(self._deployment(spec, d, dfp))
+            route = Route(name=spec.name, spec=spec, deployments=deps, source=source, fingerprint=fp)
+            if old is not None:
+                route.rr = old.rr
+            fresh[spec.name] = route
+        self.routes = fresh
+
+    def _deployment(self, route: RouteSpec, d: DeploymentSpec, fingerprint: str) -> Deployment:
+        timeouts = Timeouts(connect=d.timeouts.connect, first_token=d.timeouts.first_token, total=d.timeouts.total)
+        api_key = d.api_key.get_secret_value() if d.api_key else None
+        provider: Provider | None = None
+        if d.provider == "openai":
+            assert d.base_url
+            provider = OpenAIProvider(d.base_url, model=d.model, api_key=api_key, headers=d.headers, timeouts=timeouts)
+        elif d.provider == "anthropic":
+            provider = AnthropicProvider(model=d.model, api_key=api_key, base_url=d.base_url)
+        if d.price is not None:
+            price = Price(d.price.input, d.price.output)
+        elif d.provider == "model":
+            price = FREE  # priced by the registered model's own route when it is called
+        else:
+            price = lookup_price(d.model) or FREE
+        return Deployment(
+            name=d.name or d.model,
+            spec=d,
+            fingerprint=fingerprint,
+            health=Health(Breaker(route.circuit.failures, route.circuit.cooldown)),
+            price=price,
+            timeouts=timeouts,
+            provider=provider,
+        )
+
+    async def run_refresher(self, every: float = 2.0) -> None:
+        """Reload every `every` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:
+                log.exception("reloading gateway routes failed; keeping the previous table")
+
+    async def aclose(self) -> None:
+        """Close every deployment's connections."""
+        for route in self.routes.values():
+            for d in route.deployments:
+                if d.provider is not None:
+                    await d.provider.aclose()
+
+
+def unknown_route(name: str, table: RouteTable) -> GatewayError:
+    """404 naming the routes and models one could use."""
+    known = sorted(table.routes)
+    return GatewayError(
+        404,
+        f"model or route {name!r} not found; routes: {', '.join(known) or 'none'}; see GET /v1/models",
+        code="model_not_found",
+        param="model",
+    )

@@ -1,0 +1,88 @@
+"""Tables of traces and their spans.
+
+A trace is one unit of work (a gateway request, an SDK-traced function call) with its totals; spans are
+its steps. Links to prompt, model and dataset versions are columns, not free text, so lineage queries
+are joins. Gateway columns (route, deployment, cache status, attempts) live on the trace because the
+dashboards filter and group by them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from podium.core.db import Base
+
+SPAN_KINDS = ("llm", "chain", "retriever", "embedding", "tool", "agent", "guardrail", "evaluator", "other")
+STATUSES = ("ok", "error")
+
+
+class Trace(Base):
+    """One traced unit of work and its totals."""
+
+    __tablename__ = "traces"
+    __table_args__ = (
+        Index("ix_traces_project_start", "project_id", "start_time"),
+        Index("ix_traces_model_start", "model", "start_time"),
+        Index("ix_traces_user_start", "user_id", "start_time"),
+        Index("ix_traces_session", "session_id"),
+        Index("ix_traces_key_start", "key_id", "start_time"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    session_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    user_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    key_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    source: Mapped[str] = mapped_column(String(20), default="sdk")  # gateway, sdk, otlp
+    status: Mapped[str] = mapped_column(String(10), default="ok")
+    start_time: Mapped[datetime] = mapped_column()
+    end_time: Mapped[datetime | None] = mapped_column(default=None)
+    latency_ms: Mapped[float | None] = mapped_column(default=None)
+    ttft_ms: Mapped[float | None] = mapped_column(default=None)
+    model: Mapped[str | None] = mapped_column(String(200), default=None)
+    route: Mapped[str | None] = mapped_column(String(200), default=None)
+    deployment: Mapped[str | None] = mapped_column(String(200), default=None)
+    cache_status: Mapped[str | None] = mapped_column(String(12), default=None)
+    attempts: Mapped[int] = mapped_column(default=0)
+    http_status: Mapped[int | None] = mapped_column(default=None)
+    prompt_tokens: Mapped[int] = mapped_column(default=0)
+    completion_tokens: Mapped[int] = mapped_column(default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    input: Mapped[Any] = mapped_column(Text, default=None, nullable=True)
+    output: Mapped[Any] = mapped_column(Text, default=None, nullable=True)
+
+
+class Span(Base):
+    """One step of a trace."""
+
+    __tablename__ = "spans"
+    __table_args__ = (Index("ix_spans_trace_start", "trace_id", "start_time"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    trace_id: Mapped[str] = mapped_column(String(40))
+    parent_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    kind: Mapped[str] = mapped_column(String(20), default="other")
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(10), default="ok")
+    start_time: Mapped[datetime] = mapped_column()
+    end_time: Mapped[datetime | None] = mapped_column(default=None)
+    ttft_ms: Mapped[float | None] = mapped_column(default=None)
+    model: Mapped[str | None] = mapped_column(String(200), default=None)
+    prompt_tokens: Mapped[int] = mapped_column(default=0)
+    completion_tokens: Mapped[int] = mapped_column(default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    prompt_version_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    model_version_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    dataset_version_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    input: Mapped[Any] = mapped_column(Text, default=None, nullable=True)
+    output: Mapped[Any] = mapped_column(Text, default=None, nullable=True)

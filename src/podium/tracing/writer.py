@@ -1,0 +1,312 @@
+"""One bounded queue and one batched writer thread per process: traces, spans and spend deltas reach the
+database in batches, off the request path.
+
+- `submit` (event loop) never waits while the queue has room; when it is full the caller waits for room
+  (backpressure), so a burst slows requests down instead of dropping records.
+- The thread flushes every `batch_size` rows or `interval` seconds, whichever comes first; `close` drains
+  everything (SIGTERM).
+- A batch the database refuses (it is down, the disk is full) is retried, then spilled to a JSON-lines
+  file under `<home>/spill/`, replayed by `replay_spill` on the next start. A record is never dropped
+  silently: the `podium_trace_rows_dropped_total` metric counts any that could be neither written nor
+  spilled, and its target is zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import Counter, Gauge
+from sqlalchemy import insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from podium.core.db import Database
+from podium.core.ids import ulid
+from podium.gateway.store import Spend
+from podium.tracing.store import Span, Trace
+
+log = logging.getLogger("podium.tracing.writer")
+
+QUEUE_DEPTH = Gauge("podium_trace_queue_depth", "Records waiting in the trace writer's queue.", multiprocess_mode="sum")
+BATCHES = Counter("podium_trace_batches_total", "Batches the trace writer committed.")
+ROWS_WRITTEN = Counter("podium_trace_rows_written_total", "Rows the trace writer committed.", ["table"])
+ROWS_SPILLED = Counter("podium_trace_rows_spilled_total", "Rows spilled to a local file because the database failed.")
+ROWS_DROPPED = Counter("podium_trace_rows_dropped_total", "Rows lost: neither written nor spilled (target: 0).")
+BACKPRESSURE = Counter("podium_trace_backpressure_total", "Times a request waited for room in the trace queue.")
+
+_TIME_FIELDS = ("start_time", "end_time")
+
+
+@dataclass
+class Record:
+    """What one unit of work leaves behind: a trace row, its span rows, and spend to add."""
+
+    trace: dict[str, Any] | None = None
+    spans: list[dict[str, Any]] = field(default_factory=list)
+    spend: list[tuple[str, str, str, int]] = field(default_factory=list)  # (scope, scope_id, period, micros)
+
+    def size(self) -> int:
+        """Rows this record writes."""
+        return (1 if self.trace else 0) + len(self.spans) + len(self.spend)
+
+
+_STOP = object()
+
+
+class TraceWriter:
+    """The per-process bounded queue and batched writer."""
+
+    def __init__(
+        self,
+        db: Database,
+        spill_dir: Path,
+        *,
+        max_queue: int = 50_000,
+        batch_size: int = 1_000,
+        interval: float = 0.25,
+        retries: int = 3,
+    ):
+        self.db = db
+        self.spill_dir = spill_dir
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.interval = interval
+        self.retries = retries
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Condition()
+        self._pending = 0  # records taken from the queue and not yet committed
+        self.written = 0
+        self.spilled = 0
+        self.dropped = 0
+
+    # --- producer side -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="podium-trace-writer", daemon=True)
+            self._thread.start()
+
+    def put_nowait(self, record: Record) -> bool:
+        """Queue a record if there is room; False when the queue is full."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            return False
+        return True
+
+    async def submit(self, record: Record) -> None:
+        """Queue a record from the event loop, waiting for room if the queue is full (backpressure)."""
+        if self.put_nowait(record):
+            return
+        BACKPRESSURE.inc()
+        delay = 0.001
+        while not self.put_nowait(record):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def put(self, record: Record, timeout: float | None = None) -> None:
+        """Queue a record from a plain thread, blocking while the queue is full."""
+        self._queue.put(record, timeout=timeout)
+
+    def depth(self) -> int:
+        """Records waiting."""
+        return self._queue.qsize()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued so far is committed (or spilled); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._queue.qsize() or self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Drain the queue into the database and stop the thread (SIGTERM path)."""
+        if self._thread is None:
+            self._drain_inline()
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("trace writer did not finish within %.0fs; %d records left", timeout, self.depth())
+        self._thread = None
+        self._drain_inline()
+
+    def _drain_inline(self) -> None:
+        batch = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                batch.append(item)
+        if batch:
+            self._commit(batch)
+
+    # --- writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch: list[Record] = []
+            rows = 0
+            try:
+                item = self._queue.get(timeout=self.interval)
+            except queue.Empty:
+                QUEUE_DEPTH.set(0)
+                continue
+            deadline = time.monotonic() + self.interval
+            while True:
+                if item is _STOP:
+                    stop = True
+                else:
+                    batch.append(item)
+                    rows += item.size()
+                if stop or rows >= self.batch_size:
+                    break
+                try:
+                    left = deadline - time.monotonic()
+                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            with self._idle:
+                self._pending = len(batch)
+            QUEUE_DEPTH.set(self._queue.qsize())
+            if batch:
+                self._commit(batch)
+            with self._idle:
+                self._pending = 0
+                self._idle.notify_all()
+        # anything queued behind the stop marker
+        self._drain_inline()
+
+    def _commit(self, batch: list[Record]) -> None:
+        traces, spans, spend = _rows(batch)
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                self.write_rows(traces, spans, spend)
+            except Exception as exc:
+                if attempt == self.retries:
+                    log.error("trace batch of %d records failed %d times (%s); spilling", len(batch), attempt + 1, exc)
+                    self._spill(batch)
+                    return
+                time.sleep(delay)
+                delay *= 4
+            else:
+                BATCHES.inc()
+                ROWS_WRITTEN.labels("traces").inc(len(traces))
+                ROWS_WRITTEN.labels("spans").inc(len(spans))
+                ROWS_WRITTEN.labels("spend").inc(len(spend))
+                self.written += sum(r.size() for r in batch)
+                return
+
+    def write_rows(
+        self, traces: list[dict[str, Any]], spans: list[dict[str, Any]], spend: dict[tuple[str, str, str], int]
+    ) -> None:
+        """Insert traces and spans and add spend deltas, in one transaction."""
+        with self.db.session() as s:
+            if traces:
+                s.execute(insert(Trace), traces)
+            if spans:
+                s.execute(insert(Span), spans)
+            if spend:
+                ins = pg_insert(Spend) if self.db.backend == "postgresql" else sqlite_insert(Spend)
+                rows = [
+                    {"scope": a, "scope_id": b, "period": c, "spent_micros": micros}
+                    for (a, b, c), micros in sorted(spend.items())
+                ]
+                stmt = ins.on_conflict_do_update(
+                    index_elements=["scope", "scope_id", "period"],
+                    set_={"spent_micros": Spend.spent_micros + ins.excluded.spent_micros},
+                )
+                s.execute(stmt, rows)
+
+    # --- spill ---------------------------------------------------------------------------------
+
+    def _spill(self, batch: list[Record]) -> None:
+        rows = sum(r.size() for r in batch)
+        try:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            path = self.spill_dir / f"traces-{os.getpid()}-{ulid()}.jsonl"
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                for r in batch:
+                    f.write(orjson.dumps({"trace": r.trace, "spans": r.spans, "spend": r.spend}) + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError:
+            log.exception("spilling %d rows failed; they are lost", rows)
+            ROWS_DROPPED.inc(rows)
+            self.dropped += rows
+            return
+        ROWS_SPILLED.inc(rows)
+        self.spilled += rows
+
+    def replay_spill(self) -> int:
+        """Write records spilled by earlier runs; returns how many were replayed. A file goes once written;
+        one the database still refuses stays for the next start."""
+        if not self.spill_dir.exists():
+            return 0
+        count = 0
+        for path in sorted(self.spill_dir.glob("traces-*.jsonl")):
+            batch = []
+            for line in path.read_bytes().splitlines():
+                if line.strip():
+                    data = orjson.loads(line)
+                    spans = [_parse_times(sp) or {} for sp in data.get("spans") or []]
+                    spend = [(str(a), str(b), str(c), int(d)) for a, b, c, d in data.get("spend") or []]
+                    batch.append(Record(trace=_parse_times(data.get("trace")), spans=spans, spend=spend))
+            try:
+                self.write_rows(*_rows(batch))
+            except Exception:
+                log.exception("replaying %s failed; it stays for the next start", path.name)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            count += len(batch)
+        if count:
+            log.info("replayed %d spilled trace records", count)
+        return count
+
+
+def _rows(
+    batch: list[Record],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str, str], int]]:
+    """Traces, spans and summed spend deltas of a batch."""
+    traces = [r.trace for r in batch if r.trace]
+    spans = [sp for r in batch for sp in r.spans]
+    spend: dict[tuple[str, str, str], int] = defaultdict(int)
+    for r in batch:
+        for scope, scope_id, period, micros in r.spend:
+            spend[(scope, scope_id, period)] += micros
+    return traces, spans, spend
+
+
+def _parse_times(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    for name in _TIME_FIELDS:
+        value = row.get(name)
+        if isinstance(value, str):
+            row[name] = datetime.fromisoformat(value)
+    return row
