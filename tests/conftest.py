@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,11 +35,16 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("PODIUM_TEST_REQUIRE_POSTGRES=1 but PODIUM_TEST_DATABASE_URL is not set")
 
 
+MODULE_SCOPED = {"module_server", "gw"}  # module-scoped fixtures that take the backend
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests that take `backend` run on SQLite and, when PODIUM_TEST_DATABASE_URL is set, on PostgreSQL."""
     if "backend" in metafunc.fixturenames:
         backends = ["sqlite"] + (["postgresql"] if PG_URL else [])
-        metafunc.parametrize("backend", backends, scope="module" if "module_server" in metafunc.fixturenames else None)
+        metafunc.parametrize(
+            "backend", backends, scope="module" if MODULE_SCOPED & set(metafunc.fixturenames) else None
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -141,6 +147,7 @@ class LiveServer:
     settings: Settings
     server: uvicorn.Server
     thread: threading.Thread
+    app: Any = None
 
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key if key is not None else self.admin_key}"}
@@ -166,7 +173,7 @@ def start_server(settings: Settings) -> LiveServer:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
-    return LiveServer(f"http://127.0.0.1:{port}", key, app.state.platform, settings, server, thread)
+    return LiveServer(f"http://127.0.0.1:{port}", key, app.state.platform, settings, server, thread, app)
 
 
 @pytest.fixture

@@ -25,6 +25,11 @@ class FakeServer:
     loop: asyncio.AbstractEventLoop | None = None
     runner: web.AppRunner | None = None
     thread: threading.Thread | None = None
+    forced: str | None = None  # a cue applied to every request (e.g. "fail:503"), whatever the message says
+    forced_times: int = -1  # how many more requests `forced` applies to (-1: all)
+    disconnected: int = 0  # hanging requests whose client went away
+    fail_every: int = 0  # every n-th chat request answers 500
+    chats: int = 0
 
     def stop(self) -> None:
         assert self.loop is not None and self.runner is not None
@@ -79,7 +84,13 @@ def start_fake_openai() -> FakeServer:
         body = await request.json()
         server.requests.append(body)
         server.headers.append(dict(request.headers))
+        server.chats += 1
         cue = _last_user(body)
+        if server.forced and server.forced_times != 0:
+            cue = server.forced
+            server.forced_times -= 1 if server.forced_times > 0 else 0
+        if server.fail_every and server.chats % server.fail_every == 0:
+            cue = "fail:500"
         if cue.startswith("fail:"):
             status = int(cue.split(":")[1])
             headers = {"Retry-After": "2"} if status == 429 else {}
@@ -98,6 +109,11 @@ def start_fake_openai() -> FakeServer:
             )
         if cue.startswith("slow:"):
             await asyncio.sleep(float(cue.split(":")[1]))
+        if cue.startswith("hang"):
+            while request.transport is not None and not request.transport.is_closing():
+                await asyncio.sleep(0.05)
+            server.disconnected += 1
+            return web.Response(status=499)
         text = reply_text(body)
         usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         message: dict[str, Any] = {"role": "assistant", "content": text}

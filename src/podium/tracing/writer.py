@@ -87,7 +87,8 @@ class TraceWriter:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition()
-        self._pending = 0  # records taken from the queue and not yet committed
+        self._submitted = 0  # records accepted so far
+        self._finished = 0  # records committed or spilled so far
         self.written = 0
         self.spilled = 0
         self.dropped = 0
@@ -106,6 +107,8 @@ class TraceWriter:
             self._queue.put_nowait(record)
         except queue.Full:
             return False
+        with self._idle:
+            self._submitted += 1
         return True
 
     async def submit(self, record: Record) -> None:
@@ -121,6 +124,8 @@ class TraceWriter:
     def put(self, record: Record, timeout: float | None = None) -> None:
         """Queue a record from a plain thread, blocking while the queue is full."""
         self._queue.put(record, timeout=timeout)
+        with self._idle:
+            self._submitted += 1
 
     def depth(self) -> int:
         """Records waiting."""
@@ -130,7 +135,8 @@ class TraceWriter:
         """Wait until everything queued so far is committed (or spilled); False on timeout."""
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._queue.qsize() or self._pending:
+            target = self._submitted
+            while self._finished < target:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -187,18 +193,21 @@ class TraceWriter:
                     item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
-            with self._idle:
-                self._pending = len(batch)
             QUEUE_DEPTH.set(self._queue.qsize())
             if batch:
                 self._commit(batch)
-            with self._idle:
-                self._pending = 0
-                self._idle.notify_all()
         # anything queued behind the stop marker
         self._drain_inline()
 
     def _commit(self, batch: list[Record]) -> None:
+        try:
+            self._write_or_spill(batch)
+        finally:
+            with self._idle:
+                self._finished += len(batch)
+                self._idle.notify_all()
+
+    def _write_or_spill(self, batch: list[Record]) -> None:
         traces, spans, spend = _rows(batch)
         delay = 0.05
         for attempt in range(self.retries + 1):

@@ -1,0 +1,454 @@
+"""The gateway end to end: routes over fake upstreams on loopback, driven by the official `openai` SDK and by
+raw HTTP; routing strategies, retries, fallbacks, breakers, streaming, faults and the trace records."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from sqlalchemy import func, select
+
+from podium.tracing.store import Span, Trace
+
+from .conftest import LiveServer, make_db_url, make_settings, release_db_url, start_server
+from .fakes import FakeServer, start_fake_openai
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[tuple[FakeServer, FakeServer]]:
+    a, b = start_fake_openai(), start_fake_openai()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    folder = tmp_path_factory.mktemp(f"gw-{backend}")
+    url = make_db_url(backend, folder)
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PODIUM_") and "TEST" not in k}
+    try:
+        live = start_server(make_settings(folder / "home", url, stream_keepalive=0.3, max_body_bytes=64 * 1024))
+    finally:
+        os.environ.update(saved)
+    yield live
+    live.stop()
+    release_db_url(backend, url)
+
+
+@pytest.fixture(autouse=True)
+def _reset(upstreams: tuple[FakeServer, FakeServer]) -> None:
+    for u in upstreams:
+        u.forced, u.forced_times, u.fail_every, u.chats = None, -1, 0, 0
+        u.requests.clear()
+        u.headers.clear()
+
+
+def dep(server: FakeServer, name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "provider": "openai", "base_url": server.url + "/v1", "model": f"up-{name}", **extra}
+
+
+def put_route(gw: LiveServer, body: dict[str, Any]) -> dict[str, Any]:
+    with gw.client() as c:
+        c.delete(f"/api/routes/{body['name']}")
+        r = c.post("/api/routes", json=body)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def sdk(gw: LiveServer, **kw: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.admin_key, max_retries=0, **kw)
+
+
+def chat(client: openai.OpenAI, model: str, text: str = "hello", **kw: Any) -> Any:
+    return client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], **kw
+    )
+
+
+def traces(gw: LiveServer, trace_id: str | None = None) -> list[Trace]:
+    assert gw.app.state.trace_writer.flush(10)
+    with gw.platform.db.read_session() as s:
+        q = select(Trace).order_by(Trace.start_time)
+        if trace_id:
+            q = q.where(Trace.id == trace_id)
+        return list(s.scalars(q))
+
+
+# --- routes API ------------------------------------------------------------------------------------
+
+
+def test_route_crud_keeps_credentials_secret(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, _ = upstreams
+    body = {"name": "crud-route", "deployments": [dep(a, "a", api_key="sk-secret-123", weight=2)], "retries": 1}
+    info = put_route(gw, body)
+    assert info["deployments"][0]["api_key_set"] is True
+    assert "sk-secret-123" not in str(info)
+    with gw.client() as c:
+        listed = c.get("/api/routes").text
+        assert "crud-route" in listed and "sk-secret-123" not in listed
+        # replacing without api_key keeps the stored one
+        r = c.put("/api/routes/crud-route", json={"deployments": [dep(a, "a", weight=5)]})
+        assert r.status_code == 200, r.text
+        assert r.json()["deployments"][0]["api_key_set"] is True
+        audit = c.get("/api/audit", params={"object_type": "route"}).json()
+        assert {"route.create", "route.update"} <= {row["action"] for row in audit["items"]}
+    # the key reaches the upstream, decrypted
+    chat(sdk(gw), "crud-route")
+    assert a.headers[-1]["Authorization"] == "Bearer sk-secret-123"
+    with gw.client() as c:
+        assert c.delete("/api/routes/crud-route").status_code == 204
+        assert c.get("/api/routes/crud-route").status_code == 404
+
+
+def test_route_validation_errors_name_the_field(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, _ = upstreams
+    with gw.client() as c:
+        r = c.post("/api/routes", json={"name": "bad", "deployments": [{"provider": "openai", "model": "m"}]})
+        assert r.status_code == 400
+        assert "base_url" in r.json()["error"]["message"]
+        r = c.post("/api/routes", json={"name": "bad", "strategy": "fastest", "deployments": [dep(a, "a")]})
+        assert r.status_code == 400 and "strategy" in r.json()["error"]["message"]
+        r = c.post("/api/routes", json={"name": "bad", "deployments": []})
+        assert r.status_code == 400 and "deployments" in r.json()["error"]["message"]
+        r = c.post("/api/routes", json={"name": "has@at", "deployments": [dep(a, "a")]})
+        assert r.status_code == 400 and "name" in r.json()["error"]["message"]
+        assert c.get("/api/routes/bad").status_code == 404  # nothing half-created
+
+
+def test_viewer_cannot_manage_routes(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    with gw.client() as c:
+        key = c.post("/api/keys", json={"name": "v", "role": "viewer"}).json()["key"]
+    with gw.client(key) as c:
+        r = c.post("/api/routes", json={"name": "x", "deployments": [dep(upstreams[0], "a")]})
+        assert r.status_code == 403
+        assert c.get("/api/routes").status_code == 200
+
+
+# --- routing -------------------------------------------------------------------------------------------
+
+
+def test_weighted_split_is_sticky_by_user(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, b = upstreams
+    put_route(gw, {"name": "canary", "deployments": [dep(a, "stable", weight=80), dep(b, "canary", weight=20)]})
+    client = sdk(gw)
+    seen: dict[str, set[str]] = {}
+    for i in range(40):
+        user = f"user-{i % 8}"
+        raw = chat(client, "canary", user=user)
+        seen.setdefault(user, set()).add(raw.headers["x-podium-deployment"])
+    assert all(len(d) == 1 for d in seen.values()), seen  # each user always lands on the same deployment
+    anonymous = {chat(client, "canary").headers["x-podium-deployment"] for _ in range(60)}
+    assert anonymous == {"stable", "canary"}  # without a user, both share the traffic
+    assert a.requests[-1]["model"] == "up-stable" or b.requests[-1]["model"] == "up-canary"
+
+
+def test_round_robin_alternates(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, b = upstreams
+    put_route(gw, {"name": "rr", "strategy": "round-robin", "deployments": [dep(a, "a"), dep(b, "b")]})
+    client = sdk(gw)
+    order = [chat(client, "rr").headers["x-podium-deployment"] for _ in range(6)]
+    assert all(order[i] != order[i + 1] for i in range(5)), order
+
+
+def test_lowest_cost_prefers_the_cheaper_deployment(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, b = upstreams
+    put_route(
+        gw,
+        {
+            "name": "cheap",
+            "strategy": "lowest-cost",
+            "deployments": [
+                dep(a, "pricey", price={"input": 5.0, "output": 15.0}),
+                dep(b, "cheap", price={"input": 0.1, "output": 0.4}),
+            ],
+        },
+    )
+    raw = chat(sdk(gw), "cheap")
+    assert raw.headers["x-podium-deployment"] == "cheap"
+    t = traces(gw, raw.headers["x-podium-trace-id"])[0]
+    assert (t.prompt_tokens, t.completion_tokens) == (11, 7)
+    assert t.cost_micros == 4  # 11 x 0.1 + 7 x 0.4 = 3.9 micro-dollars, rounded up
+
+
+def test_fallback_on_5xx_and_retry_to_another_deployment(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, b = upstreams
+    a.forced = "fail:503"
+    put_route(gw, {"name": "backup", "deployments": [dep(b, "backup-b")]})
+    put_route(
+        gw,
+        {"name": "primary", "deployments": [dep(a, "broken")], "retries": 1, "backoff": 0.01, "fallbacks": ["backup"]},
+    )
+    raw = chat(sdk(gw), "primary")
+    assert raw.parse().choices[0].message.content == "echo: hello"
+    assert raw.headers["x-podium-deployment"] == "backup-b"
+    assert raw.headers["x-podium-attempts"] == "3"  # broken twice (a retry), then the fallback
+    assert raw.headers["x-podium-route"] == "backup"
+    t = traces(gw, raw.headers["x-podium-trace-id"])[0]
+    assert (t.status, t.attempts, t.deployment, t.model) == ("ok", 3, "backup-b", "primary")
+
+
+def test_retry_after_is_honoured(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, _ = upstreams
+    a.forced, a.forced_times = "fail:429", 1  # the fake says Retry-After: 2
+    put_route(gw, {"name": "limited", "deployments": [dep(a, "a")], "retries": 1, "backoff": 0.01})
+    started = time.monotonic()
+    raw = chat(sdk(gw), "limited")
+    assert raw.headers["x-podium-attempts"] == "2"
+    assert time.monotonic() - started >= 1.9  # waited for Retry-After, not the 10 ms backoff
+    # a Retry-After longer than the route waits: no retry, the 429 comes back with its header
+    a.forced, a.forced_times = "fail:429", -1
+    put_route(gw, {"name": "limited", "deployments": [dep(a, "a")], "retries": 3, "max_retry_wait": 0.5})
+    with pytest.raises(openai.RateLimitError) as err:
+        chat(sdk(gw), "limited")
+    assert err.value.response.headers["retry-after"] == "2"
+    assert err.value.response.headers["x-podium-attempts"] == "1"
+
+
+def test_context_window_errors_fall_back_to_a_longer_context(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, b = upstreams
+    a.forced = "too-long"
+    put_route(gw, {"name": "long", "deployments": [dep(b, "long-b", context_window=128_000)]})
+    put_route(gw, {"name": "short", "deployments": [dep(a, "short-a", context_window=4096)], "fallbacks": ["long"]})
+    raw = chat(sdk(gw), "short")
+    assert raw.headers["x-podium-deployment"] == "long-b"
+    assert raw.headers["x-podium-attempts"] == "2"  # no retry of the same short deployment
+    # bad requests are the client's fault: no fallback, the upstream's status and message come back
+    with pytest.raises(openai.BadRequestError):
+        chat(sdk(gw), "long", "too-long")
+
+
+def test_circuit_breaker_cools_a_deployment_down_and_probes_it_back(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, b = upstreams
+    a.forced = "fail:500"
+    put_route(
+        gw,
+        {
+            "name": "breaker",
+            "strategy": "round-robin",
+            "deployments": [dep(a, "flaky"), dep(b, "steady")],
+            "retries": 1,
+            "circuit": {"failures": 2, "cooldown": 1.0},
+        },
+    )
+    client = sdk(gw)
+    for _ in range(4):
+        assert chat(client, "breaker").headers["x-podium-deployment"] == "steady"
+    calls_while_open = a.chats
+    for _ in range(5):
+        chat(client, "breaker")
+    assert a.chats == calls_while_open  # open: the flaky deployment gets nothing
+    a.forced = None
+    time.sleep(1.1)
+    deployments = {chat(client, "breaker").headers["x-podium-deployment"] for _ in range(4)}
+    assert "flaky" in deployments  # the probe succeeded, so it is back in rotation
+
+
+def test_all_deployments_failing_gives_the_upstream_error(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, _ = upstreams
+    a.forced = "fail:502"
+    put_route(gw, {"name": "down", "deployments": [dep(a, "a")], "retries": 0})
+    with pytest.raises(openai.APIStatusError) as err:
+        chat(sdk(gw), "down")
+    assert err.value.status_code == 502
+    assert "upstream says 502" in err.value.message
+    t = traces(gw, err.value.response.headers["x-podium-trace-id"])[0]
+    assert (t.status, t.http_status) == ("error", 502)
+
+
+# --- streaming ------------------------------------------------------------------------------------------
+
+
+def test_streaming_through_the_sdk_ends_with_usage(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, _ = upstreams
+    put_route(gw, {"name": "streamer", "deployments": [dep(a, "a")]})
+    stream = sdk(gw).chat.completions.create(
+        model="streamer",
+        messages=[{"role": "user", "content": "one two three"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: one two three"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 18
+
+
+def test_async_sdk_streams_too(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, _ = upstreams
+    put_route(gw, {"name": "streamer", "deployments": [dep(a, "a")]})
+
+    async def run() -> str:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=gw.admin_key, max_retries=0)
+        stream = await client.chat.completions.create(
+            model="streamer", messages=[{"role": "user", "content": "async words"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        await client.close()
+        return text
+
+    assert asyncio.run(run()) == "echo: async words"
+
+
+def test_keepalive_comments_while_waiting_for_the_first_token(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, _ = upstreams
+    put_route(gw, {"name": "slowpoke", "deployments": [dep(a, "a")]})
+    body = {"model": "slowpoke", "messages": [{"role": "user", "content": "slow:1.2"}], "stream": True}
+    with gw.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+        raw = b"".join(r.iter_bytes())
+    assert raw.startswith(b": keep-alive\n\n")
+    assert b"data: [DONE]" in raw and b'"content":"echo:"' in raw
+
+
+def test_upstream_dying_mid_stream_ends_cleanly_and_is_traced(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, _ = upstreams
+    put_route(gw, {"name": "dropper", "deployments": [dep(a, "a")]})
+    body = {"model": "dropper", "messages": [{"role": "user", "content": "drop-mid-stream"}], "stream": True}
+    with gw.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+        raw = b"".join(r.iter_bytes()).decode()
+        trace_id = r.headers["x-podium-trace-id"]
+    events = [line for line in raw.split("\n\n") if line]
+    assert '"error"' in events[-2] and events[-1] == "data: [DONE]"
+    t = traces(gw, trace_id)[0]
+    assert t.status == "error" and "mid-stream" in (t.error or "")
+
+
+def test_client_disconnect_cancels_the_upstream_call(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, _ = upstreams
+    put_route(gw, {"name": "hanger", "deployments": [dep(a, "a")]})
+    before = a.disconnected
+    with pytest.raises(openai.APITimeoutError):
+        sdk(gw, timeout=0.5).chat.completions.create(model="hanger", messages=[{"role": "user", "content": "hang"}])
+    deadline = time.monotonic() + 5
+    while a.disconnected == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert a.disconnected == before + 1
+    rows = [t for t in traces(gw) if t.route == "hanger"]
+    assert rows[-1].http_status == 499 and rows[-1].status == "error"
+
+
+# --- bad input ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "param", "words"),
+    [
+        (b"{not json", 400, None, "not valid JSON"),
+        (b"[1, 2]", 400, None, "JSON object"),
+        (b'{"model": "x"}', 400, "messages", "'messages' is required"),
+        (b'{"model": "", "messages": [{"role": "user", "content": "hi"}]}', 400, "model", "non-empty"),
+        (b'{"model": "x", "messages": "hi"}', 400, "messages", "non-empty array"),
+        (b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', 400, "stream", "boolean"),
+        (b'{"model": "nope", "messages": [{"role": "user", "content": "hi"}]}', 404, "model", "nope"),
+    ],
+)
+def test_bad_requests_get_openai_errors(
+    gw: LiveServer, content: bytes, status: int, param: str | None, words: str
+) -> None:
+    with gw.client() as c:
+        r = c.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert words in err["message"] and err["param"] == param and err["type"]
+
+
+def test_body_over_the_limit_is_refused(gw: LiveServer) -> None:
+    body = {"model": "x", "messages": [{"role": "user", "content": "a" * 100_000}]}
+    with gw.client() as c:
+        r = c.post("/v1/chat/completions", json=body)
+    assert r.status_code == 413
+    assert "error" in r.json()
+
+
+def test_routes_are_listed_as_models(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    put_route(gw, {"name": "listed", "deployments": [dep(upstreams[0], "a")]})
+    ids = {m.id for m in sdk(gw).models.list()}
+    assert "listed" in ids
+    assert sdk(gw).models.retrieve("listed").id == "listed"
+
+
+# --- faults ---------------------------------------------------------------------------------------------
+
+
+def test_a_flaky_upstream_under_load_every_answer_right_and_every_call_recorded(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, b = upstreams
+    a.fail_every, b.fail_every = 3, 4
+    put_route(
+        gw,
+        {
+            "name": "flaky",
+            "strategy": "least-busy",
+            "deployments": [dep(a, "a"), dep(b, "b")],
+            "retries": 1,
+            "backoff": 0.01,
+            "circuit": {"failures": 1000},
+        },
+    )
+    before = len(traces(gw))
+
+    async def run() -> list[Any]:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=gw.admin_key, max_retries=0)
+
+        async def one(i: int) -> Any:
+            try:
+                r = await client.chat.completions.create(model="flaky", messages=[{"role": "user", "content": f"n{i}"}])
+                return r.choices[0].message.content
+            except openai.APIStatusError as exc:
+                return exc
+
+        out = await asyncio.gather(*(one(i) for i in range(80)))
+        await client.close()
+        return out
+
+    results = asyncio.run(run())
+    for i, r in enumerate(results):
+        if isinstance(r, Exception):
+            assert isinstance(r, openai.InternalServerError) and "upstream says 500" in r.message
+        else:
+            assert r == f"echo: n{i}"
+    assert sum(isinstance(r, str) for r in results) >= 70  # a retry on the other deployment rescues most
+    rows = [t for t in traces(gw)[before:] if t.route == "flaky"]
+    assert len(rows) == 80
+    assert sum(t.status == "error" for t in rows) == sum(isinstance(r, Exception) for r in results)
+    with gw.platform.db.read_session() as s:
+        ids = [t.id for t in rows]
+        assert s.scalar(select(func.count()).select_from(Span).where(Span.trace_id.in_(ids))) == 80
+
+
+def test_config_routes_from_podium_toml(tmp_path: Any, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, _ = upstreams
+    url = make_db_url("sqlite", tmp_path)
+    route = {"name": "from-toml", "deployments": [dep(a, "toml-a")]}
+    live = start_server(make_settings(tmp_path / "home", url, routes=[route]))
+    try:
+        raw = chat(sdk(live), "from-toml")
+        assert raw.headers["x-podium-deployment"] == "toml-a"
+    finally:
+        live.stop()
+        release_db_url("sqlite", url)
+
+
+def test_metrics_show_the_writer(gw: LiveServer) -> None:
+    text = httpx.get(gw.url + "/metrics").text
+    assert "podium_trace_rows_written_total" in text
+    assert "podium_trace_rows_dropped_total 0.0" in text
