@@ -22,13 +22,12 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge
-from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -234,9 +233,9 @@ class TraceWriter:
         """Insert traces and spans and add spend deltas, in one transaction."""
         with self.db.session() as s:
             if traces:
-                s.execute(insert(Trace), traces)
+                _TRACES.run(s, self.db.backend, traces)
             if spans:
-                s.execute(insert(Span), spans)
+                _SPANS.run(s, self.db.backend, spans)
             if spend:
                 ins = pg_insert(Spend) if self.db.backend == "postgresql" else sqlite_insert(Spend)
                 rows = [
@@ -296,6 +295,59 @@ class TraceWriter:
         if count:
             log.info("replayed %d spilled trace records", count)
         return count
+
+
+class _BulkInsert:
+    """A plain DBAPI `executemany` for one table: the rows are tuples built here, without SQLAlchemy's
+    per-value type processing, because the writer thread shares the GIL with the event loop (measured: a
+    batch of 340 traces and spans took 13 ms through SQLAlchemy's insert)."""
+
+    def __init__(self, model: type[Trace] | type[Span]):
+        self.keys: list[str] = []
+        self.defaults: list[Any] = []
+        self.kinds: list[str] = []
+        names = []
+        for attr in model.__mapper__.column_attrs:
+            column = attr.columns[0]
+            self.keys.append(attr.key)
+            names.append(column.name)
+            default = column.default
+            if default is None:
+                self.defaults.append(None)
+            elif default.is_callable:
+                self.defaults.append(default.arg(None))
+            else:
+                self.defaults.append(default.arg)
+            type_name = type(column.type).__name__
+            self.kinds.append("time" if type_name == "UTCDateTime" else "json" if type_name == "JSON" else "plain")
+        table = model.__tablename__
+        cols = ", ".join(f'"{n}"' for n in names)
+        self.sql = {
+            "sqlite": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in names)})",
+            "postgresql": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('%s' for _ in names)})",
+        }
+
+    def run(self, session: Any, backend: str, rows: list[dict[str, Any]]) -> None:
+        """Insert `rows` (dicts keyed by attribute name) in the session's transaction."""
+        sqlite = backend == "sqlite"
+        spec = list(zip(self.keys, self.defaults, self.kinds, strict=True))
+        params = []
+        for row in rows:
+            values = []
+            for key, default, kind in spec:
+                value = row.get(key, default)
+                if value is not None:
+                    if kind == "json":
+                        value = orjson.dumps(value).decode()
+                    elif kind == "time" and sqlite:
+                        value = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+                values.append(value)
+            params.append(tuple(values))
+        session.connection().exec_driver_sql(self.sql[backend], params)
+
+
+_TRACES = _BulkInsert(Trace)
+_SPANS = _BulkInsert(Span)
 
 
 def _rows(
