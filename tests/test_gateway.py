@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from podium.tracing.store import Span, Trace
 
-from .conftest import LiveServer, make_db_url, make_settings, release_db_url, start_server
+from .conftest import LiveServer, free_port, make_db_url, make_settings, release_db_url, run_cli, start_server
 from .fakes import FakeServer, start_fake_openai
 
 
@@ -452,3 +452,30 @@ def test_metrics_show_the_writer(gw: LiveServer) -> None:
     text = httpx.get(gw.url + "/metrics").text
     assert "podium_trace_rows_written_total" in text
     assert "podium_trace_rows_dropped_total 0.0" in text
+
+
+def test_routes_cli(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    env = {"PODIUM_URL": gw.url, "PODIUM_API_KEY": gw.admin_key}
+    a, b = upstreams
+    r = run_cli(
+        "routes", "add", "cli-route", "--strategy", "round-robin",
+        "-d", f"name=one,provider=openai,base_url={a.url}/v1,model=m1,api_key=sk-cli",
+        "-d", f"name=two,provider=openai,base_url={b.url}/v1,model=m2,weight=2",
+        "--fallback", "backup", env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "round-robin" in r.stdout and "sk-cli" not in r.stdout
+    ls = run_cli("routes", "ls", "--json", env=env)
+    assert "cli-route" in ls.stdout
+    bad = run_cli("routes", "add", "cli-bad", "-d", "provider=openai,model=m", env=env)
+    assert bad.returncode != 0 and "base_url" in bad.stderr and "Traceback" not in bad.stderr
+    assert run_cli("routes", "rm", "cli-route", env=env).returncode == 0
+    gone = run_cli("routes", "show", "cli-route", env=env)
+    assert gone.returncode != 0 and "not found" in gone.stderr
+
+
+def test_a_bad_route_in_the_config_stops_serve_in_one_line(tmp_path: Any) -> None:
+    env = {"PODIUM_HOME": str(tmp_path / "home"), "PODIUM_ROUTES": '[{"name": "x", "deployments": []}]'}
+    r = run_cli("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
+    assert r.returncode != 0
+    assert "routes[0]" in r.stderr and "deployments" in r.stderr and "Traceback" not in r.stderr

@@ -30,6 +30,9 @@ def prepare(settings: Settings, *, register_builtins: bool = True) -> str | None
 
     Returns the new admin key if one was made (the caller prints it once).
     """
+    from podium.gateway.service import config_route_specs
+
+    config_route_specs(settings)  # a bad [[routes]] table stops here, in one line, before any worker starts
     home = settings.home_dir
     home.mkdir(parents=True, exist_ok=True)
     db = get_database(settings.effective_database_url)
