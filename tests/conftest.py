@@ -184,22 +184,26 @@ def server(tmp_path: Path, db_url: str) -> Iterator[LiveServer]:
     live.stop()
 
 
-@pytest.fixture(scope="module")
-def module_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A live server shared by a module's tests, on each backend."""
-    folder = tmp_path_factory.mktemp(f"srv-{backend}")
+def serve_for_module(backend: str, folder: Path, **extra: object) -> Iterator[LiveServer]:
+    """A live server in `folder` on `backend`, free of the caller's PODIUM_* environment; stopped after."""
     url = make_db_url(backend, folder)
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PODIUM_") and "TEST" not in k}
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        live = start_server(make_settings(folder / "home", url))
+        live = start_server(make_settings(folder / "home", url, **extra))
     finally:
         os.chdir(cwd)
         os.environ.update(saved)
     yield live
     live.stop()
     release_db_url(backend, url)
+
+
+@pytest.fixture(scope="module")
+def module_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A live server shared by a module's tests, on each backend."""
+    yield from serve_for_module(backend, tmp_path_factory.mktemp(f"srv-{backend}"))
 
 
 def run_cli(

@@ -4,7 +4,6 @@ raw HTTP; routing strategies, retries, fallbacks, breakers, streaming, faults an
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +15,16 @@ from sqlalchemy import func, select
 
 from podium.tracing.store import Span, Trace
 
-from .conftest import LiveServer, free_port, make_db_url, make_settings, release_db_url, run_cli, start_server
+from .conftest import (
+    LiveServer,
+    free_port,
+    make_db_url,
+    make_settings,
+    release_db_url,
+    run_cli,
+    serve_for_module,
+    start_server,
+)
 from .fakes import FakeServer, start_fake_openai
 
 
@@ -31,15 +39,7 @@ def upstreams() -> Iterator[tuple[FakeServer, FakeServer]]:
 @pytest.fixture(scope="module")
 def gw(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     folder = tmp_path_factory.mktemp(f"gw-{backend}")
-    url = make_db_url(backend, folder)
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PODIUM_") and "TEST" not in k}
-    try:
-        live = start_server(make_settings(folder / "home", url, stream_keepalive=0.3, max_body_bytes=64 * 1024))
-    finally:
-        os.environ.update(saved)
-    yield live
-    live.stop()
-    release_db_url(backend, url)
+    yield from serve_for_module(backend, folder, stream_keepalive=0.3, max_body_bytes=64 * 1024)
 
 
 @pytest.fixture(autouse=True)

@@ -149,9 +149,7 @@ def replace_route(platform: Platform, actor: Actor, name: str, data: Any) -> Rou
     if spec.name != name:
         raise InvalidInput(f"the body names route {spec.name!r} but the path names {name!r}", details={"field": "name"})
     with platform.db.session() as s:
-        row = s.scalar(select(GatewayRoute).where(GatewayRoute.name == name))
-        if row is None:
-            raise NotFound(f"route {name!r} not found")
+        row = _row(s, name)
         kept = {d["name"]: d.get("api_key_enc") for d in row.deployments}
         stored = _stored_deployments(platform, spec)
         for d in stored:
@@ -175,23 +173,25 @@ def list_routes(platform: Platform, actor: Actor) -> list[RouteInfo]:
         return [_info(r) for r in s.scalars(select(GatewayRoute).order_by(GatewayRoute.name))]
 
 
+def _row(s: Any, name: str) -> GatewayRoute:
+    row: GatewayRoute | None = s.scalar(select(GatewayRoute).where(GatewayRoute.name == name))
+    if row is None:
+        raise NotFound(f"route {name!r} not found")
+    return row
+
+
 def get_route(platform: Platform, actor: Actor, name: str) -> RouteInfo:
     """One stored route."""
     actor.require("viewer", "read gateway routes")
     with platform.db.read_session() as s:
-        row = s.scalar(select(GatewayRoute).where(GatewayRoute.name == name))
-        if row is None:
-            raise NotFound(f"route {name!r} not found")
-        return _info(row)
+        return _info(_row(s, name))
 
 
 def delete_route(platform: Platform, actor: Actor, name: str) -> None:
     """Remove a route (admin)."""
     actor.require("admin", "manage gateway routes")
     with platform.db.session() as s:
-        row = s.scalar(select(GatewayRoute).where(GatewayRoute.name == name))
-        if row is None:
-            raise NotFound(f"route {name!r} not found")
+        row = _row(s, name)
         record_audit(s, actor, "route.delete", "route", row.id, details={"name": name})
         s.delete(row)
 
