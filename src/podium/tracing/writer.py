@@ -332,7 +332,9 @@ class _BulkInsert:
         sqlite = backend == "sqlite"
         spec = list(zip(self.keys, self.defaults, self.kinds, strict=True))
         params = []
-        for row in rows:
+        for n, row in enumerate(rows):
+            if n % 16 == 15:
+                time.sleep(0)  # hand the GIL to the event loop now and then instead of at the switch interval
             values = []
             for key, default, kind in spec:
                 value = row.get(key, default)
