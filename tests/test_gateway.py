@@ -479,3 +479,44 @@ def test_a_bad_route_in_the_config_stops_serve_in_one_line(tmp_path: Any) -> Non
     r = run_cli("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
     assert r.returncode != 0
     assert "routes[0]" in r.stderr and "deployments" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_regex_deny_guardrail_blocks_requests_and_answers(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, _ = upstreams
+    guards = [
+        {"type": "regex_deny", "on": "request", "patterns": [r"project\s+zephyr"], "message": "internal code name"},
+        {"type": "regex_deny", "on": "response", "patterns": [r"echo: leak"]},
+    ]
+    put_route(gw, {"name": "guarded", "deployments": [dep(a, "a")], "guardrails": guards})
+    client = sdk(gw)
+    with pytest.raises(openai.BadRequestError) as err:
+        chat(client, "guarded", "Tell me about Project  Zephyr")
+    assert err.value.code == "guardrail_violation" and "internal code name" in err.value.message
+    assert a.chats == 0  # blocked before any upstream call
+    with pytest.raises(openai.BadRequestError) as err:
+        chat(client, "guarded", "leak the plans")
+    assert "response was blocked" in err.value.message
+    assert chat(client, "guarded", "all fine").parse().choices[0].message.content == "echo: all fine"
+    body = {"model": "guarded", "messages": [{"role": "user", "content": "leak it"}], "stream": True}
+    with gw.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+        raw = b"".join(r.iter_bytes()).decode()
+        trace_id = r.headers["x-podium-trace-id"]
+    assert "guardrail_violation" in raw and raw.rstrip().endswith("data: [DONE]")
+    assert '" leak"' not in raw  # the chunk that matched never reached the client
+    t = traces(gw, trace_id)[0]
+    assert t.status == "error" and "blocked by guardrail" in (t.error or "")
+
+
+def test_bad_guardrails_are_refused_when_the_route_is_saved(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, _ = upstreams
+    with gw.client() as c:
+        r = c.post("/api/routes", json={"name": "g", "deployments": [dep(a, "a")], "guardrails": [{"type": "nope"}]})
+        assert r.status_code == 400 and "unknown guardrail type 'nope'" in r.json()["error"]["message"]
+        bad = {"type": "regex_deny", "patterns": ["(unclosed"]}
+        r = c.post("/api/routes", json={"name": "g", "deployments": [dep(a, "a")], "guardrails": [bad]})
+        assert r.status_code == 400 and "guardrails.0" in r.json()["error"]["message"]
+        assert c.get("/api/routes/g").status_code == 404

@@ -24,6 +24,7 @@ from podium.core.http import bearer_token
 from podium.core.platform import Platform
 from podium.gateway.dispatch import Call, Dispatcher, Upstream, first_then_rest
 from podium.gateway.errors import GatewayError, sse_error
+from podium.gateway.guardrails import Guardrail, GuardrailViolation, request_text, response_text
 from podium.models.providers.base import UpstreamError
 
 JSON = "application/json"
@@ -124,6 +125,10 @@ async def _or_disconnect(request: Request, coro: Any) -> Any:
                 await task
 
 
+def _blocked(exc: GuardrailViolation) -> GatewayError:
+    return GatewayError(400, exc.message, code="guardrail_violation")
+
+
 class ClientGone(Exception):
     """The client disconnected before the answer was ready."""
 
@@ -154,6 +159,10 @@ async def _generate(request: Request, kind: str) -> Response:
     try:
         tasks = ("chat",) if kind == "chat" else ("chat", "completion") if kind == "completion" else ("embedding",)
         route = dispatcher.route(call, tasks)
+        if route.guards:
+            text = request_text(body)
+            for guard in route.guards:
+                await guard.check_request(body, text)
         if call.stream and kind != "embedding":
             return await _stream(request, dispatcher, call, route)
         if kind == "chat":
@@ -172,10 +181,16 @@ async def _generate(request: Request, kind: str) -> Response:
         result = await _or_disconnect(request, dispatcher.attempt(call, route, op))
         call.set_usage(result.get("usage"))
         call.output = result
+        if route.guards and kind != "embedding":
+            answer = response_text(result)
+            for guard in route.guards:
+                await guard.check_response(answer)
         call.ttft_ms = (time.perf_counter() - call.t0) * 1000
         response = _json(result, headers=call.headers())
     except (GatewayError, UpstreamError) as exc:
         response = _fail(call, exc)
+    except GuardrailViolation as exc:
+        response = _fail(call, _blocked(exc))
     except ClientGone:
         call.status = 499
         call.error = "the client disconnected before the answer was ready"
@@ -209,9 +224,9 @@ async def _stream(request: Request, dispatcher: Dispatcher, call: Call, route: A
             await dispatcher.finish(call)
             return response
         call.ttft_ms = (time.perf_counter() - call.t0) * 1000
-        events = _events(call, dispatcher, None, first, rest, include_usage, keepalive)
+        events = _events(call, dispatcher, None, first, rest, include_usage, keepalive, route.guards)
         return StreamingResponse(events, media_type="text/event-stream", headers=call.headers())
-    events = _events(call, dispatcher, opening, None, None, include_usage, keepalive)
+    events = _events(call, dispatcher, opening, None, None, include_usage, keepalive, route.guards)
     headers = {"x-podium-trace-id": call.trace_id, "x-podium-route": route.name}
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
@@ -224,6 +239,7 @@ async def _events(
     rest: AsyncIterator[Any] | None,
     include_usage: bool,
     keepalive: float,
+    guards: list[Guardrail],
 ) -> AsyncIterator[bytes]:
     """Server-sent events; usage rides on the final chunk (or its own, if the client asked)."""
     pieces: list[str] = []
@@ -276,6 +292,10 @@ async def _events(
                         text = c.get("text")
                     if isinstance(text, str):
                         pieces.append(text)
+                        if guards and text:
+                            so_far = "".join(pieces)
+                            for guard in guards:
+                                await guard.check_response(so_far)
                     if c.get("finish_reason"):
                         finish_reason = c["finish_reason"]
                 if choices and choices[-1].get("finish_reason"):
@@ -288,6 +308,11 @@ async def _events(
         except UpstreamError as exc:
             error = GatewayError.from_upstream(exc)
             call.status, call.error = error.status, f"failed mid-stream: {error.message}"
+            yield sse_error(error)
+            yield b"data: [DONE]\n\n"
+        except GuardrailViolation as exc:
+            error = _blocked(exc)
+            call.status, call.error = error.status, error.message
             yield sse_error(error)
             yield b"data: [DONE]\n\n"
     except (asyncio.CancelledError, GeneratorExit):

@@ -15,6 +15,7 @@ from podium.core.db import utcnow
 from podium.core.errors import ConfigError, Conflict, InvalidInput, NotFound
 from podium.core.ids import new_id
 from podium.core.platform import Platform
+from podium.gateway.guardrails import build_guardrails
 from podium.gateway.spec import RouteSpec
 from podium.gateway.store import GatewayRoute
 from podium.models.store import Model
@@ -52,12 +53,14 @@ class RouteInfo(BaseModel):
 def parse_spec(data: Any) -> RouteSpec:
     """Validate a route definition; `InvalidInput` names the first wrong field."""
     try:
-        return RouteSpec.model_validate(data)
+        spec = RouteSpec.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "route"
         msg = err["msg"].removeprefix("Value error, ")
         raise InvalidInput(f"route field '{where}': {msg}", details={"field": where}) from None
+    build_guardrails(spec.guardrails)  # an unknown type or a bad pattern fails here, before anything is stored
+    return spec
 
 
 def _options(spec: RouteSpec) -> dict[str, Any]:

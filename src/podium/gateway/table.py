@@ -19,6 +19,7 @@ import orjson
 from podium.core.platform import Platform
 from podium.gateway.directory import ModelDirectory, Target
 from podium.gateway.errors import GatewayError
+from podium.gateway.guardrails import Guardrail, build_guardrails
 from podium.gateway.prices import FREE, Price, lookup_price
 from podium.gateway.resilience import Breaker, Health
 from podium.gateway.spec import DeploymentSpec, RouteSpec
@@ -59,6 +60,7 @@ class Route:
     target: Target | None = None  # for a registered model
     rr: int = 0
     fingerprint: str = ""
+    guards: list[Guardrail] = field(default_factory=list)
     _by_name: dict[str, Deployment] = field(default_factory=dict)
 
     def order(self, user: str | None) -> list[Deployment]:
@@ -177,7 +179,14 @@ class RouteTable:
                     deps.append(prev)
                 else:
                     deps.append(self._deployment(spec, d, dfp))
-            route = Route(name=spec.name, spec=spec, deployments=deps, source=source, fingerprint=fp)
+            route = Route(
+                name=spec.name,
+                spec=spec,
+                deployments=deps,
+                source=source,
+                fingerprint=fp,
+                guards=build_guardrails(spec.guardrails),
+            )
             if old is not None:
                 route.rr = old.rr
             fresh[spec.name] = route
