@@ -520,3 +520,52 @@ def test_bad_guardrails_are_refused_when_the_route_is_saved(
         r = c.post("/api/routes", json={"name": "g", "deployments": [dep(a, "a")], "guardrails": [bad]})
         assert r.status_code == 400 and "guardrails.0" in r.json()["error"]["message"]
         assert c.get("/api/routes/g").status_code == 404
+
+
+def test_exact_cache(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, _ = upstreams
+    route = {
+        "name": "cached",
+        "deployments": [dep(a, "a", price={"input": 1.0, "output": 2.0})],
+        "cache": {"exact": True, "ttl": 60},
+    }
+    put_route(gw, route)
+    client = sdk(gw)
+    first = chat(client, "cached", "cache me", temperature=0)
+    assert first.headers["x-podium-cache"] == "miss"
+    second = client.chat.completions.with_raw_response.create(
+        temperature=0, messages=[{"role": "user", "content": "cache me"}], model="cached", user="someone-else"
+    )
+    assert second.headers["x-podium-cache"] == "hit"
+    assert second.parse().choices[0].message.content == "echo: cache me"
+    assert a.chats == 1
+    hit = traces(gw, second.headers["x-podium-trace-id"])[0]
+    miss = traces(gw, first.headers["x-podium-trace-id"])[0]
+    assert (hit.cache_status, hit.cost_micros, hit.attempts) == ("hit", 0, 0)
+    assert miss.cost_micros == 11 * 1 + 7 * 2
+    # a streamed request is served from the same entry
+    stream = client.chat.completions.create(
+        model="cached", messages=[{"role": "user", "content": "cache me"}], temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "echo: cache me"
+    assert a.chats == 1
+    # sampled requests are not cached; no-cache skips the lookup
+    assert chat(client, "cached", "cache me", temperature=0.7).headers["x-podium-cache"] == "none"
+    fresh = client.chat.completions.with_raw_response.create(
+        model="cached",
+        messages=[{"role": "user", "content": "cache me"}],
+        temperature=0,
+        extra_headers={"Cache-Control": "no-cache"},
+    )
+    assert fresh.headers["x-podium-cache"] == "bypass"
+    assert a.chats == 3
+    # a streamed miss is stored whole and answers the next plain request
+    list(
+        client.chat.completions.create(
+            model="cached", messages=[{"role": "user", "content": "streamed first"}], temperature=0, stream=True
+        )
+    )
+    again = chat(client, "cached", "streamed first", temperature=0)
+    assert again.headers["x-podium-cache"] == "hit"
+    assert again.parse().choices[0].message.content == "echo: streamed first"
+    assert again.parse().usage is not None and again.parse().usage.total_tokens == 18

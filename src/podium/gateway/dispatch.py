@@ -16,6 +16,7 @@ import orjson
 from podium.core.auth.service import Principal
 from podium.core.db import utcnow
 from podium.core.ids import new_id
+from podium.gateway.cache import ExactCache
 from podium.gateway.errors import GatewayError
 from podium.gateway.prices import FREE, Price
 from podium.gateway.resilience import backoff_delay
@@ -96,6 +97,7 @@ class Dispatcher:
     def __init__(self, table: RouteTable, writer: TraceWriter):
         self.table = table
         self.writer = writer
+        self.cache = ExactCache()
 
     # --- resolving -----------------------------------------------------------------------------
 

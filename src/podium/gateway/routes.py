@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from podium.core.auth.service import Principal
 from podium.core.errors import PodiumError
 from podium.core.http import bearer_token
 from podium.core.platform import Platform
+from podium.gateway.cache import as_chunks, cache_decision, cache_key
 from podium.gateway.dispatch import Call, Dispatcher, Upstream, first_then_rest
 from podium.gateway.errors import GatewayError, sse_error
 from podium.gateway.guardrails import Guardrail, GuardrailViolation, request_text, response_text
@@ -125,6 +126,20 @@ async def _or_disconnect(request: Request, coro: Any) -> Any:
                 await task
 
 
+def _from_cache(call: Call, hit: dict[str, Any]) -> Response:
+    """Answer from the exact cache: no upstream call, cost $0 (tokens are still counted)."""
+    call.cache = "hit"
+    call.set_usage(hit.get("usage"))
+    call.cost_micros = 0
+    call.output = hit
+    call.ttft_ms = (time.perf_counter() - call.t0) * 1000
+    if call.stream:
+        opts = call.body.get("stream_options")
+        frames = as_chunks(hit, bool(isinstance(opts, dict) and opts.get("include_usage")))
+        return StreamingResponse(iter(frames), media_type="text/event-stream", headers=call.headers())
+    return _json(hit, headers=call.headers())
+
+
 def _blocked(exc: GuardrailViolation) -> GatewayError:
     return GatewayError(400, exc.message, code="guardrail_violation")
 
@@ -163,8 +178,18 @@ async def _generate(request: Request, kind: str) -> Response:
             text = request_text(body)
             for guard in route.guards:
                 await guard.check_request(body, text)
+        key = None
+        decision = cache_decision(route.spec.cache, body, request.headers.get("cache-control"))
+        if decision != "off":
+            key = cache_key(route.name, kind, body)
+            call.cache = "bypass" if decision == "bypass" else "miss"
+            hit = dispatcher.cache.get(key) if decision == "lookup" else None
+            if hit is not None:
+                response = _from_cache(call, hit)
+                await dispatcher.finish(call)
+                return response
         if call.stream and kind != "embedding":
-            return await _stream(request, dispatcher, call, route)
+            return await _stream(request, dispatcher, call, route, key)
         if kind == "chat":
 
             async def op(up: Upstream) -> dict[str, Any]:
@@ -185,6 +210,8 @@ async def _generate(request: Request, kind: str) -> Response:
             answer = response_text(result)
             for guard in route.guards:
                 await guard.check_response(answer)
+        if key is not None:
+            dispatcher.cache.put(key, result, route.spec.cache.ttl)
         call.ttft_ms = (time.perf_counter() - call.t0) * 1000
         response = _json(result, headers=call.headers())
     except (GatewayError, UpstreamError) as exc:
@@ -199,12 +226,17 @@ async def _generate(request: Request, kind: str) -> Response:
     return response
 
 
-async def _stream(request: Request, dispatcher: Dispatcher, call: Call, route: Any) -> Response:
+async def _stream(request: Request, dispatcher: Dispatcher, call: Call, route: Any, key: str | None) -> Response:
     """Stream from the first deployment that yields a first chunk; keep-alive comments while waiting."""
     body = call.body
     opts = body.get("stream_options")
     include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
     keepalive = float(request.app.state.settings.stream_keepalive)
+    store = None
+    if key is not None:
+
+        def store(result: dict[str, Any]) -> None:
+            dispatcher.cache.put(key, result, route.spec.cache.ttl)
 
     async def op(up: Upstream) -> tuple[dict[str, Any] | None, AsyncIterator[Any]]:
         source = (
@@ -224,9 +256,9 @@ async def _stream(request: Request, dispatcher: Dispatcher, call: Call, route: A
             await dispatcher.finish(call)
             return response
         call.ttft_ms = (time.perf_counter() - call.t0) * 1000
-        events = _events(call, dispatcher, None, first, rest, include_usage, keepalive, route.guards)
+        events = _events(call, dispatcher, None, first, rest, include_usage, keepalive, route.guards, store)
         return StreamingResponse(events, media_type="text/event-stream", headers=call.headers())
-    events = _events(call, dispatcher, opening, None, None, include_usage, keepalive, route.guards)
+    events = _events(call, dispatcher, opening, None, None, include_usage, keepalive, route.guards, store)
     headers = {"x-podium-trace-id": call.trace_id, "x-podium-route": route.name}
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
@@ -240,10 +272,14 @@ async def _events(
     include_usage: bool,
     keepalive: float,
     guards: list[Guardrail],
+    store: Callable[[dict[str, Any]], None] | None,
 ) -> AsyncIterator[bytes]:
     """Server-sent events; usage rides on the final chunk (or its own, if the client asked)."""
     pieces: list[str] = []
     finish_reason = None
+    plain = True  # one choice of plain text: the assembled answer can be cached
+    meta: dict[str, Any] = {}
+    usage: Any = None
     try:
         if opening is not None:
             while True:
@@ -271,8 +307,10 @@ async def _events(
 
         try:
             async for chunk in chunks():
+                meta = meta or {k: chunk.get(k) for k in ("id", "created", "model")}
                 if not chunk.get("choices") and chunk.get("usage") is not None:
-                    call.set_usage(chunk["usage"])
+                    usage = chunk["usage"]
+                    call.set_usage(usage)
                     if include_usage:
                         if held is not None:
                             yield b"data: " + orjson.dumps(held) + b"\n\n"
@@ -287,6 +325,8 @@ async def _events(
                 choices = chunk.get("choices") or []
                 for c in choices:
                     delta = c.get("delta") or {}
+                    if c.get("index", 0) != 0 or (isinstance(delta, dict) and delta.get("tool_calls")):
+                        plain = False
                     text = delta.get("content") if isinstance(delta, dict) else None
                     if text is None:
                         text = c.get("text")
@@ -303,8 +343,11 @@ async def _events(
                     continue
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             if held is not None:
+                usage = usage or held.get("usage")
                 yield b"data: " + orjson.dumps(held) + b"\n\n"
             yield b"data: [DONE]\n\n"
+            if store is not None and plain and finish_reason:
+                store(_assembled(call.kind, meta, "".join(pieces), finish_reason, usage))
         except UpstreamError as exc:
             error = GatewayError.from_upstream(exc)
             call.status, call.error = error.status, f"failed mid-stream: {error.message}"
@@ -330,6 +373,17 @@ async def _events(
         if not dispatcher.writer.put_nowait(record):
             _background.add(task := asyncio.ensure_future(dispatcher.writer.submit(record)))
             task.add_done_callback(_background.discard)
+
+
+def _assembled(kind: str, meta: dict[str, Any], text: str, finish_reason: str, usage: Any) -> dict[str, Any]:
+    """A streamed answer put back together as the non-streamed response, for the cache."""
+    if kind == "chat":
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
+        obj = "chat.completion"
+    else:
+        choice, obj = {"index": 0, "text": text, "logprobs": None}, "text_completion"
+    choice["finish_reason"] = finish_reason
+    return {**meta, "object": obj, "choices": [choice], "usage": usage}
 
 
 async def chat_completions(request: Request) -> Response:
