@@ -21,7 +21,7 @@ from podium.gateway.errors import GatewayError
 from podium.gateway.prices import FREE, Price
 from podium.gateway.resilience import backoff_delay
 from podium.gateway.table import Deployment, Route, RouteTable
-from podium.models.providers.base import CONTEXT_WINDOW, RETRYABLE, SERVER, Provider, Timeouts, UpstreamError
+from podium.models.providers.base import CONTEXT_WINDOW, RETRYABLE, Provider, Timeouts, UpstreamError
 from podium.tracing.writer import Record, TraceWriter
 
 MAX_PAYLOAD = 256 * 1024  # characters of request/response kept inline in a trace
@@ -98,6 +98,7 @@ class Dispatcher:
         self.table = table
         self.writer = writer
         self.cache = ExactCache()
+        self._pending: set[asyncio.Future[None]] = set()  # records waiting for room in the writer's queue
 
     # --- resolving -----------------------------------------------------------------------------
 
@@ -284,16 +285,20 @@ class Dispatcher:
         """Hand the call's record to the writer (waits only if its queue is full)."""
         await self.writer.submit(self.record(call))
 
+    def finish_soon(self, call: Call) -> None:
+        """Hand the record over without awaiting (for the end of a stream, which may be being cancelled):
+        queued now if there is room, else by a background task that waits for room."""
+        record = self.record(call)
+        if not self.writer.put_nowait(record):
+            task = asyncio.ensure_future(self.writer.submit(record))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
 
 def _clip(text: str) -> str:
     if len(text) <= MAX_PAYLOAD:
         return text
     return text[:MAX_PAYLOAD] + f"…[truncated {len(text) - MAX_PAYLOAD} characters]"
-
-
-def upstream_failure(message: str) -> UpstreamError:
-    """A server-side failure of ours, in the upstream error shape."""
-    return UpstreamError(SERVER, message, status=502)
 
 
 async def first_then_rest(chunks: AsyncIterator[dict[str, Any]]) -> tuple[dict[str, Any] | None, AsyncIterator[Any]]:

@@ -30,7 +30,6 @@ from podium.models.providers.base import UpstreamError
 
 JSON = "application/json"
 KEEPALIVE = b": keep-alive\n\n"
-_background: set[asyncio.Future[None]] = set()  # records of finished streams waiting for room in the queue
 
 
 def _platform(request: Request) -> Platform:
@@ -369,10 +368,7 @@ async def _events(
         if rest is not None and hasattr(rest, "aclose"):
             with contextlib.suppress(BaseException):
                 await rest.aclose()
-        record = dispatcher.record(call)
-        if not dispatcher.writer.put_nowait(record):
-            _background.add(task := asyncio.ensure_future(dispatcher.writer.submit(record)))
-            task.add_done_callback(_background.discard)
+        dispatcher.finish_soon(call)
 
 
 def _assembled(kind: str, meta: dict[str, Any], text: str, finish_reason: str, usage: Any) -> dict[str, Any]:

@@ -41,7 +41,6 @@ class Deployment:
     price: Price
     timeouts: Timeouts
     provider: Provider | None = None  # None for `provider: model`: resolved through the model directory
-    task: str = "chat"
 
     @property
     def context_window(self) -> int | None:
@@ -61,7 +60,6 @@ class Route:
     rr: int = 0
     fingerprint: str = ""
     guards: list[Guardrail] = field(default_factory=list)
-    _by_name: dict[str, Deployment] = field(default_factory=dict)
 
     def order(self, user: str | None) -> list[Deployment]:
         """The deployments to try, best first by the route's strategy; ones cooling down are left out."""
@@ -147,7 +145,6 @@ class RouteTable:
             health=Health(Breaker()),
             price=price,
             timeouts=Timeouts(),
-            task=m.task,
         )
         route_spec = RouteSpec(name=m.name, deployments=[spec], retries=1)
         return Route(name=name, spec=route_spec, deployments=[dep], source="model", target=target)
@@ -155,7 +152,8 @@ class RouteTable:
     # --- reloading (worker thread) ---------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Rebuild the table from the database and the configuration, keeping unchanged deployments."""
+        """Rebuild the table from the database and the configuration; unchanged routes and deployments are kept
+        as they are (connections, health, compiled guardrails)."""
         from podium.gateway import service
 
         specs: list[tuple[RouteSpec, str]] = [(s, "config") for s in self.config_routes]
@@ -164,14 +162,21 @@ class RouteTable:
         for spec, source in specs:
             if spec.name in fresh:
                 continue  # a stored route never shadows one from podium.toml
-            fp = _fingerprint(spec.model_dump(mode="json", exclude={"deployments"}))
-            old = self.routes.get(spec.name)
-            old_deps = {d.name: d for d in old.deployments} if old else {}
-            deps = []
-            for d in spec.deployments:
-                dfp = _fingerprint(
+            dfps = [
+                _fingerprint(
                     {**d.model_dump(mode="json"), "api_key": d.api_key.get_secret_value() if d.api_key else None}
                 )
+                for d in spec.deployments
+            ]
+            fp = _fingerprint([spec.model_dump(mode="json", exclude={"deployments"}), dfps])
+            old = self.routes.get(spec.name)
+            if old is not None and old.fingerprint == fp:
+                old.source = source
+                fresh[spec.name] = old  # unchanged: keep its providers, health and compiled guardrails
+                continue
+            old_deps = {d.name: d for d in old.deployments} if old else {}
+            deps = []
+            for d, dfp in zip(spec.deployments, dfps, strict=True):
                 prev = old_deps.get(d.name or "")
                 if prev is not None and prev.fingerprint == dfp:
                     prev.health.breaker.failures = spec.circuit.failures
