@@ -243,31 +243,30 @@ async def _stream(request: Request, dispatcher: Dispatcher, call: Call, route: A
             if call.kind == "chat"
             else up.provider.complete_stream(body, up.timeouts)
         )
-        return await first_then_rest(source)
+        opened = await first_then_rest(source)
+        call.ttft_ms = (time.perf_counter() - call.t0) * 1000
+        return opened
 
     opening = asyncio.ensure_future(dispatcher.attempt(call, route, op))
     done, _ = await asyncio.wait({opening}, timeout=keepalive)
-    if done:
+    if done:  # the first token came quickly: a failure can still be a plain HTTP error, with full headers
         try:
-            first, rest = opening.result()
+            opening.result()
         except (GatewayError, UpstreamError) as exc:
             response = _fail(call, exc)
             await dispatcher.finish(call)
             return response
-        call.ttft_ms = (time.perf_counter() - call.t0) * 1000
-        events = _events(call, dispatcher, None, first, rest, include_usage, keepalive, route.guards, store)
-        return StreamingResponse(events, media_type="text/event-stream", headers=call.headers())
-    events = _events(call, dispatcher, opening, None, None, include_usage, keepalive, route.guards, store)
-    headers = {"x-podium-trace-id": call.trace_id, "x-podium-route": route.name}
+        headers = call.headers()
+    else:  # headers go now; keep-alive comments follow until the first token
+        headers = {"x-podium-trace-id": call.trace_id, "x-podium-route": route.name}
+    events = _events(call, dispatcher, opening, include_usage, keepalive, route.guards, store)
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 async def _events(
     call: Call,
     dispatcher: Dispatcher,
-    opening: asyncio.Future[Any] | None,
-    first: dict[str, Any] | None,
-    rest: AsyncIterator[Any] | None,
+    opening: asyncio.Future[Any],
     include_usage: bool,
     keepalive: float,
     guards: list[Guardrail],
@@ -279,22 +278,18 @@ async def _events(
     plain = True  # one choice of plain text: the assembled answer can be cached
     meta: dict[str, Any] = {}
     usage: Any = None
+    rest: AsyncIterator[Any] | None = None
     try:
-        if opening is not None:
-            while True:
-                done, _ = await asyncio.wait({opening}, timeout=keepalive)
-                if done:
-                    break
-                yield KEEPALIVE
-            try:
-                first, rest = opening.result()
-            except (GatewayError, UpstreamError) as exc:
-                error = exc if isinstance(exc, GatewayError) else GatewayError.from_upstream(exc)
-                call.status, call.error = error.status, error.message
-                yield sse_error(error)
-                yield b"data: [DONE]\n\n"
-                return
-            call.ttft_ms = (time.perf_counter() - call.t0) * 1000
+        while not (await asyncio.wait({opening}, timeout=keepalive))[0]:
+            yield KEEPALIVE
+        try:
+            first, rest = opening.result()
+        except (GatewayError, UpstreamError) as exc:
+            error = exc if isinstance(exc, GatewayError) else GatewayError.from_upstream(exc)
+            call.status, call.error = error.status, error.message
+            yield sse_error(error)
+            yield b"data: [DONE]\n\n"
+            return
         assert rest is not None
         held: dict[str, Any] | None = None
 
@@ -360,7 +355,7 @@ async def _events(
     except (asyncio.CancelledError, GeneratorExit):
         call.status = 499
         call.error = "the client disconnected during the stream"
-        if opening is not None and not opening.done():
+        if not opening.done():
             opening.cancel()
         raise
     finally:
