@@ -139,6 +139,30 @@ class Dispatcher:
 
     # --- attempts ------------------------------------------------------------------------------
 
+    @staticmethod
+    async def _call(dep: Deployment, up: Upstream, op: Callable[[Upstream], Awaitable[Any]]) -> Any:
+        """One attempt on one deployment, keeping its in-flight count, breaker and latency up to date."""
+        health = dep.health
+        health.breaker.acquire()
+        health.inflight += 1
+        started = time.perf_counter()
+        try:
+            result = await op(up)
+        except UpstreamError as exc:
+            if exc.kind in BREAKER_KINDS:
+                health.breaker.failure()
+            else:
+                health.breaker.release()
+            raise
+        except BaseException:
+            health.breaker.release()
+            raise
+        finally:
+            health.inflight -= 1
+        health.breaker.success()
+        health.observe((time.perf_counter() - started) * 1000)
+        return result
+
     async def attempt(self, call: Call, route: Route, op: Callable[[Upstream], Awaitable[Any]]) -> Any:
         """Run `op` on the route's deployments in strategy order, retrying and falling back as configured."""
         last: UpstreamError | None = None
@@ -173,17 +197,10 @@ class Dispatcher:
                 call.deployment = dep.name
                 call.upstream_model = up.upstream_model
                 call.price = up.price
-                dep.health.breaker.acquire()
-                dep.health.inflight += 1
-                started = time.perf_counter()
                 try:
-                    result = await op(up)
+                    result = await self._call(dep, up, op)
                 except UpstreamError as exc:
                     last = exc
-                    if exc.kind in BREAKER_KINDS:
-                        dep.health.breaker.failure()
-                    else:
-                        dep.health.breaker.release()
                     if exc.kind not in FALLBACK_KINDS:
                         raise
                     if exc.kind == CONTEXT_WINDOW:
@@ -192,22 +209,14 @@ class Dispatcher:
                     tries += 1
                     if tries > retries:
                         break
-                    if len(order) > 1 and index + 1 < len(order):
-                        index += 1  # another deployment of the route: no need to wait
-                        continue
+                    index += 1
+                    if index < len(order):
+                        continue  # another deployment of the route: no need to wait
                     delay = backoff_delay(tries - 1, current.spec.backoff, exc.retry_after, current.spec.max_retry_wait)
                     if delay is None:
                         break  # the upstream asks for a longer pause than this route waits
                     await asyncio.sleep(delay)
-                    index = 0 if len(order) == 1 else index + 1
                     continue
-                except BaseException:
-                    dep.health.breaker.release()
-                    raise
-                finally:
-                    dep.health.inflight -= 1
-                dep.health.breaker.success()
-                dep.health.observe((time.perf_counter() - started) * 1000)
                 call.route = current.name
                 return result
         if last is not None:
