@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -74,15 +75,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
+def wait_http(
+    url: str, timeout: float = 60, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{url}: server exited with {proc.returncode} before coming up\n{tail}")
         try:
             httpx.get(url, timeout=1)
             return
         except httpx.HTTPError:
             time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
+    raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
 
 
 def wrk(url: str, key: str, connections: int, duration: int, work: Path) -> dict[str, float]:
@@ -194,20 +200,56 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
         if args.litellm:
+            # LiteLLM (>= 1.108) refuses to start without a master key, so it gets a strong one in its config: the
+            # proxy then checks every request's key against it. No database is set up, so it has no virtual keys,
+            # budgets or spend logs; Podium above does look keys up and records every request.
+            litellm_key = "sk-" + secrets.token_hex(32)
             cfg = work / "litellm.yaml"
             cfg.write_text(
                 "model_list:\n  - model_name: bench\n    litellm_params:\n"
-                f"      model: openai/mock\n      api_base: {mock_url}/v1\n      api_key: none\n"
+                f"      model: openai/mock\n      api_base: {mock_url}/v1\n      api_key: x\n"
+                f"general_settings:\n  master_key: {litellm_key}\n"
+            )
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "DATABASE_URL"))}
+            env.update(
+                {
+                    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price map from the internet
+                    "LITELLM_TELEMETRY_DISABLED": "true",
+                    "LITELLM_TELEMETRY": "False",
+                    "LITELLM_LOG": "ERROR",  # quiet, as in production; no --detailed_debug
+                }
+            )
+            litellm_version = (
+                subprocess.run(
+                    [
+                        str(Path(args.litellm).parent / "python"),
+                        "-c",
+                        "import importlib.metadata as m; print(m.version('litellm'))",
+                    ],
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip()
+                or "?"
             )
             port = free_port()
+            log = work / "litellm.log"
             proc = subprocess.Popen(
                 [args.litellm, "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
+                env=env,
+                cwd=work,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=open(log, "w"),  # noqa: SIM115
             )
             procs.append(proc)
-            wait_http(f"http://127.0.0.1:{port}/health/liveliness", 120)
-            measure("litellm proxy, 1 worker", f"http://127.0.0.1:{port}", "none", args.duration, work, rows)
+            wait_http(f"http://127.0.0.1:{port}/health/liveliness", 300, proc, log)  # a cold first start takes minutes
+            measure(
+                f"litellm {litellm_version} proxy, 1 worker",
+                f"http://127.0.0.1:{port}",
+                litellm_key,
+                args.duration,
+                work,
+                rows,
+            )
     finally:
         for p in procs:
             if p.poll() is None:
@@ -219,7 +261,13 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; wrk (1 thread),"
         f" {args.duration} s per level, mock and load generator on the same machine. Podium with key auth and"
-        " recording of every request (trace + span rows through the batched writer).",
+        " recording of every request (trace + span rows through the batched writer)."
+        + (
+            " LiteLLM's proxy with master-key auth only (no database, so no virtual keys, budgets or spend logs),"
+            " LITELLM_LOG=ERROR, one uvicorn worker."
+            if args.litellm
+            else ""
+        ),
         "",
         "| server | req/s at 8 | req/s at 64 | p50 at 1 (added) | p99 at 1 (added) | stream TTFB p50 (added) | non-2xx |",
         "| --- | --- | --- | --- | --- | --- | --- |",

@@ -158,10 +158,13 @@ class LiveServer:
         self.thread.join(30)
 
 
-def start_server(settings: Settings) -> LiveServer:
+def start_server(settings: Settings, key: str | None = None) -> LiveServer:
+    """Serve `settings` on a free port; prepares (migrates, bootstraps) the database unless given its `key`
+    (a second process on the same database)."""
     from podium.server.app import create_app
 
-    _, key = prepared_platform(settings)
+    if key is None:
+        _, key = prepared_platform(settings)
     app = create_app(settings)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -221,3 +224,35 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway redis-server on loopback (the Debian package; CI installs it, so there it must exist)."""
+    import shutil
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        if os.environ.get("CI"):
+            raise pytest.UsageError("redis-server is not installed (apt-get install redis-server)")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 from podium.core.db import utcnow
 from podium.core.ids import new_id
 from podium.core.platform import Platform
-from podium.gateway.store import Spend
+from podium.gateway.store import SPEND_COUNTER, Spend, add_spend
 from podium.tracing.store import Span, Trace
 from podium.tracing.writer import Record, TraceWriter
 
@@ -25,7 +25,9 @@ def record(i: int, spend: int = 0) -> Record:
     tid = new_id("trc")
     trace: dict[str, Any] = {"id": tid, "name": f"t{i}", "start_time": now, "end_time": now, "input": "x" * 1000}
     span: dict[str, Any] = {"id": new_id("spn"), "trace_id": tid, "kind": "llm", "start_time": now}
-    return Record(trace=trace, spans=[span], spend=[("key", "key_1", "d:2026-11-24", spend)] if spend else [])
+    return Record(
+        trace=trace, spans=[span], counters=[(SPEND_COUNTER, ("key", "key_1", "d:2026-11-24"), spend)] if spend else []
+    )
 
 
 def counts(platform: Platform) -> tuple[int, int]:
@@ -70,6 +72,7 @@ def test_submit_waits_for_room_instead_of_dropping(backend_url: str, tmp_path: P
 def test_spend_deltas_add_up(backend_url: str, tmp_path: Path) -> None:
     platform = make_platform(backend_url, tmp_path)
     writer = TraceWriter(platform.db, tmp_path / "spill", batch_size=7)
+    writer.add_counter(SPEND_COUNTER, add_spend)
     writer.start()
     threads = [threading.Thread(target=lambda: [writer.put(record(i, spend=3)) for i in range(50)]) for _ in range(4)]
     for t in threads:
@@ -79,6 +82,7 @@ def test_spend_deltas_add_up(backend_url: str, tmp_path: Path) -> None:
     writer.close()
     with platform.db.read_session() as s:
         assert s.scalar(select(Spend.spent_micros)) == 4 * 50 * 3
+    assert writer.committed[SPEND_COUNTER] == {("key", "key_1", "d:2026-11-24"): 4 * 50 * 3}
 
 
 def test_a_failing_database_spills_and_the_next_start_replays(backend_url: str, tmp_path: Path) -> None:
@@ -86,17 +90,21 @@ def test_a_failing_database_spills_and_the_next_start_replays(backend_url: str, 
     with platform.db.session() as s:
         s.execute(text("ALTER TABLE spans RENAME TO spans_away"))
     writer = TraceWriter(platform.db, tmp_path / "spill", retries=1)
+    writer.add_counter(SPEND_COUNTER, add_spend)
     writer.start()
     for i in range(30):
-        writer.put(record(i))
+        writer.put(record(i, spend=2))
     writer.close()
-    assert writer.spilled == 60 and writer.dropped == 0
+    assert writer.spilled == 90 and writer.dropped == 0
     assert list((tmp_path / "spill").glob("traces-*.jsonl"))
     with platform.db.read_session() as s:  # the failed batch left nothing half-written
         assert s.scalar(select(func.count()).select_from(Trace)) == 0
     with platform.db.session() as s:
         s.execute(text("ALTER TABLE spans_away RENAME TO spans"))
     again = TraceWriter(platform.db, tmp_path / "spill")
+    again.add_counter(SPEND_COUNTER, add_spend)
     assert again.replay_spill() == 30
     assert counts(platform) == (30, 30)
+    with platform.db.read_session() as s:  # the spend deltas came back with their traces
+        assert s.scalar(select(Spend.spent_micros)) == 60
     assert not list((tmp_path / "spill").glob("traces-*.jsonl"))

@@ -10,7 +10,7 @@ from podium.core.auth.cli import audit_app, keys_app, projects_app, users_app, w
 from podium.core.cli import config_app, db_app
 from podium.core.errors import PodiumError
 from podium.core.jobs.cli import artifacts_app, jobs_app
-from podium.gateway.cli import routes_app
+from podium.gateway.cli import limits_app, routes_app
 from podium.models.cli import models_app
 from podium.server.cli import serve
 
@@ -32,6 +32,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(models_app, name="models")
 app.add_typer(routes_app, name="routes")
+app.add_typer(limits_app, name="limits")
 
 
 def main() -> None:

@@ -107,6 +107,10 @@ class Client:
         """POST a JSON body."""
         return self.request("POST", path, json=json)
 
+    def put(self, path: str, json: Any = None) -> Any:
+        """PUT a JSON body."""
+        return self.request("PUT", path, json=json)
+
     def patch(self, path: str, json: Any = None) -> Any:
         """PATCH a JSON body."""
         return self.request("PATCH", path, json=json)

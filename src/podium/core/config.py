@@ -90,6 +90,17 @@ class Settings(BaseSettings):
     routes: list[dict[str, Any]] = Field(
         default_factory=list, description="Gateway routes defined in podium.toml ([[routes]] tables)."
     )
+    redis_url: str | None = Field(
+        None,
+        description="Redis (redis://host:6379/0) shared by gateway workers and hosts for limits and caches; "
+        "default: in-process.",
+    )
+    default_max_tokens: int = Field(
+        4096,
+        ge=1,
+        description="Completion tokens reserved against budgets and tokens-per-minute limits for a request "
+        "without max_tokens.",
+    )
     url: str | None = Field(None, description="Server the CLI and SDK talk to; default http://<host>:<port>.")
     api_key: SecretStr | None = Field(None, description="Key the CLI and SDK send; default <home>/admin.key.")
 

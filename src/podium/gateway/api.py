@@ -1,4 +1,5 @@
-"""`/api/routes`: gateway routes over HTTP (the management API; `/v1` is in `routes.py`)."""
+"""`/api/routes` and `/api/limits`: gateway routes and limits over HTTP (the management API; `/v1` is in
+`routes.py`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from fastapi import APIRouter, Body, Depends, Request, status
 from podium.core.auth.service import Actor
 from podium.core.http import current_actor, get_platform
 from podium.core.platform import Platform
-from podium.gateway import service
+from podium.gateway import limits, service
+from podium.gateway.limits import LimitInfo
 from podium.gateway.service import RouteInfo
 
 router = APIRouter(prefix="/api/routes", tags=["gateway"])
@@ -72,3 +74,45 @@ def delete_route(name: str, request: Request, actor: ActorDep, platform: Platfor
     """Remove a route."""
     service.delete_route(platform, actor, name)
     _refresh(request)
+
+
+limits_router = APIRouter(prefix="/api/limits", tags=["gateway"])
+LimitsBody = Annotated[
+    dict[str, Any],
+    Body(examples=[{"allowed_models": ["smollm2-*", "support-model"], "rpm": 60, "daily_budget_usd": "5.00"}]),
+]
+
+
+def _refresh_limits(request: Request) -> None:
+    governor = getattr(request.app.state, "governor", None)
+    if governor is not None:
+        governor.refresh()  # this process applies the change at once; others within their refresh period
+
+
+@limits_router.get("")
+def list_limits(actor: ActorDep, platform: PlatformDep) -> list[LimitInfo]:
+    """Every key, project and user with limits, with what it spent today and this month."""
+    return limits.list_limits(platform, actor)
+
+
+@limits_router.get("/{scope}/{ref}")
+def get_limits(scope: str, ref: str, actor: ActorDep, platform: PlatformDep) -> LimitInfo:
+    """One scope's limits (`key` by id or prefix, `project` or `user` by name or id)."""
+    return limits.get_limits(platform, actor, scope, ref)
+
+
+@limits_router.put("/{scope}/{ref}")
+def set_limits(
+    scope: str, ref: str, body: LimitsBody, request: Request, actor: ActorDep, platform: PlatformDep
+) -> LimitInfo:
+    """Set (replace) a scope's allowed models, requests and tokens per minute, and daily/monthly budgets."""
+    info = limits.set_limits(platform, actor, scope, ref, body)
+    _refresh_limits(request)
+    return info
+
+
+@limits_router.delete("/{scope}/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_limits(scope: str, ref: str, request: Request, actor: ActorDep, platform: PlatformDep) -> None:
+    """Remove a scope's limits."""
+    limits.delete_limits(platform, actor, scope, ref)
+    _refresh_limits(request)

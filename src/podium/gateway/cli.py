@@ -112,3 +112,83 @@ def routes_rm(name: str) -> None:
     with Client() as c:
         c.delete(f"/api/routes/{name}")
     typer.echo(f"Removed route {name}.")
+
+
+limits_app = typer.Typer(
+    help="Gateway limits on keys, projects and users: allowed models, RPM, TPM, daily and monthly budgets.",
+    no_args_is_help=True,
+)
+_SCOPE = typer.Argument(..., help="key, project or user.")
+_REF = typer.Argument(..., help="Key id or prefix (pk-…), project or user name or id.")
+_LIMIT_COLUMNS = ["scope", "name", "allowed_models", "rpm", "tpm", "daily", "monthly"]
+
+
+def _limit_row(d: dict[str, Any]) -> dict[str, Any]:
+    def budget(limit: str | None, spent: str) -> str:
+        return "—" if limit is None else f"${float(spent):.2f} of ${float(limit):.2f}"
+
+    return {
+        **d,
+        "allowed_models": ", ".join(d["allowed_models"]) if d["allowed_models"] is not None else "any",
+        "rpm": d["rpm"] or "—",
+        "tpm": d["tpm"] or "—",
+        "daily": budget(d["daily_budget_usd"], d["spent_today_usd"]),
+        "monthly": budget(d["monthly_budget_usd"], d["spent_this_month_usd"]),
+    }
+
+
+@limits_app.command("set")
+def limits_set(
+    scope: str = _SCOPE,
+    ref: str = _REF,
+    models: str | None = typer.Option(None, "--models", help="Allowed model names or globs, comma-separated."),
+    rpm: int | None = typer.Option(None, help="Requests per minute."),
+    tpm: int | None = typer.Option(None, help="Tokens per minute."),
+    daily: str | None = typer.Option(None, "--daily", help="Daily budget in USD (UTC day)."),
+    monthly: str | None = typer.Option(None, "--monthly", help="Monthly budget in USD (UTC month)."),
+    as_json: bool = JSON,
+) -> None:
+    """Set (replace) the limits of a key, project or user; a limit not given is removed."""
+    body: dict[str, Any] = {
+        "allowed_models": [m.strip() for m in models.split(",") if m.strip()] if models is not None else None,
+        "rpm": rpm,
+        "tpm": tpm,
+        "daily_budget_usd": daily,
+        "monthly_budget_usd": monthly,
+    }
+    with Client() as c:
+        data = c.put(f"/api/limits/{scope}/{ref}", json=body)
+    if as_json:
+        print_json(data)
+        return
+    print_record(_limit_row(data), _LIMIT_COLUMNS)
+
+
+@limits_app.command("ls")
+def limits_ls(as_json: bool = JSON) -> None:
+    """List keys, projects and users with limits, and what they spent."""
+    with Client() as c:
+        rows = c.get("/api/limits")
+    if as_json:
+        print_json(rows)
+        return
+    print_table([_limit_row(r) for r in rows], _LIMIT_COLUMNS)
+
+
+@limits_app.command("show")
+def limits_show(scope: str = _SCOPE, ref: str = _REF, as_json: bool = JSON) -> None:
+    """Show one scope's limits and spend."""
+    with Client() as c:
+        data = c.get(f"/api/limits/{scope}/{ref}")
+    if as_json:
+        print_json(data)
+        return
+    print_record(_limit_row(data), [*_LIMIT_COLUMNS, "updated_by", "updated_at"])
+
+
+@limits_app.command("rm")
+def limits_rm(scope: str = _SCOPE, ref: str = _REF) -> None:
+    """Remove a scope's limits."""
+    with Client() as c:
+        c.delete(f"/api/limits/{scope}/{ref}")
+    typer.echo(f"Removed the limits of {scope} {ref}.")

@@ -18,6 +18,7 @@ from podium.core.db import utcnow
 from podium.core.ids import new_id
 from podium.gateway.cache import ExactCache
 from podium.gateway.errors import GatewayError
+from podium.gateway.governor import Governor, Ticket
 from podium.gateway.prices import FREE, Price
 from podium.gateway.resilience import backoff_delay
 from podium.gateway.table import Deployment, Route, RouteTable
@@ -55,6 +56,8 @@ class Call:
     error: str | None = None
     output: Any = None
     price: Price = FREE
+    body_bytes: int = 0  # size of the request body: an upper bound of its prompt tokens
+    ticket: Ticket | None = None  # what the governor reserved for this call
 
     @property
     def user(self) -> str | None:
@@ -94,9 +97,11 @@ class Upstream:
 class Dispatcher:
     """Runs calls against the route table and records them."""
 
-    def __init__(self, table: RouteTable, writer: TraceWriter):
+    def __init__(self, table: RouteTable, writer: TraceWriter, governor: Governor, default_max_tokens: int = 4096):
         self.table = table
         self.writer = writer
+        self.governor = governor
+        self.default_max_tokens = default_max_tokens
         self.cache = ExactCache()
         self._pending: set[asyncio.Future[None]] = set()  # records waiting for room in the writer's queue
 
@@ -136,6 +141,41 @@ class Dispatcher:
         inner = model_route.deployments[0]
         price = dep.price if dep.spec.price is not None else inner.price
         return Upstream(dep, target.provider, dep.timeouts, price, target.resolved.ref)
+
+    def _price(self, dep: Deployment) -> Price:
+        if dep.provider is not None or dep.spec.price is not None:
+            return dep.price
+        try:
+            return self.table.get(dep.spec.model).deployments[0].price
+        except (GatewayError, IndexError):
+            return dep.price
+
+    def max_price(self, route: Route) -> Price:
+        """The dearest input and output prices among the deployments a call on `route` may reach."""
+        deps = list(route.deployments)
+        for name in route.spec.fallbacks:
+            try:
+                deps += self.table.get(name).deployments
+            except GatewayError:
+                continue
+        prices = [self._price(d) for d in deps] or [FREE]
+        return Price(max(p.input for p in prices), max(p.output for p in prices))
+
+    async def admit(self, call: Call, route: Route) -> None:
+        """Check the caller's limits and reserve the call's largest possible use (403/429 if over)."""
+
+        def estimate() -> tuple[int, int]:
+            body = call.body
+            if call.kind == "embedding":
+                completion = 0
+            else:
+                limit = body.get("max_completion_tokens") or body.get("max_tokens")
+                completion = limit if isinstance(limit, int) and limit > 0 else self.default_max_tokens
+                n = body.get("n")
+                completion *= n if isinstance(n, int) and n > 0 else 1
+            return call.body_bytes + completion, self.max_price(route).cost_micros(call.body_bytes, completion)
+
+        call.ticket = await self.governor.admit(call.principal, call.model, estimate)
 
     # --- attempts ------------------------------------------------------------------------------
 
@@ -288,15 +328,21 @@ class Dispatcher:
             "input": inp,
             "output": out,
         }
-        return Record(trace=trace, spans=[span])
+        return Record(trace=trace, spans=[span], counters=Governor.ledger(p, call.cost_micros, call.started_at))
+
+    def _settle(self, call: Call) -> None:
+        tokens = call.prompt_tokens + call.completion_tokens
+        self.governor.settle(call.ticket, call.principal, call.cost_micros, tokens, call.started_at)
 
     async def finish(self, call: Call) -> None:
-        """Hand the call's record to the writer (waits only if its queue is full)."""
+        """Settle the call's reservation and hand its record to the writer (waits only if its queue is full)."""
+        self._settle(call)
         await self.writer.submit(self.record(call))
 
     def finish_soon(self, call: Call) -> None:
-        """Hand the record over without awaiting (for the end of a stream, which may be being cancelled):
-        queued now if there is room, else by a background task that waits for room."""
+        """Settle and hand the record over without awaiting (for the end of a stream, which may be being
+        cancelled): queued now if there is room, else by a background task that waits for room."""
+        self._settle(call)
         record = self.record(call)
         if not self.writer.put_nowait(record):
             task = asyncio.ensure_future(self.writer.submit(record))

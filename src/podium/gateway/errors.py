@@ -42,8 +42,10 @@ class GatewayError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        type_: str | None = None,
     ):
         super().__init__(message)
+        self.type = type_
         self.status = status
         self.message = message
         self.code = code
@@ -68,7 +70,7 @@ class GatewayError(Exception):
 
     def body(self) -> dict[str, Any]:
         """The error body."""
-        kind = _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+        kind = self.type or _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
         return {"error": {"message": self.message, "type": kind, "code": self.code, "param": self.param}}
 
     def response(self, extra_headers: dict[str, str] | None = None) -> Response:

@@ -177,6 +177,8 @@ async def _generate(request: Request, kind: str) -> Response:
             text = request_text(body)
             for guard in route.guards:
                 await guard.check_request(body, text)
+        call.body_bytes = len(await request.body())
+        await dispatcher.admit(call, route)
         key = None
         decision = cache_decision(route.spec.cache, body, request.headers.get("cache-control"))
         if decision != "off":

@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from podium.core.db import Base, utcnow
 
@@ -61,3 +63,20 @@ class Spend(Base):
     scope_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     period: Mapped[str] = mapped_column(String(12), primary_key=True)
     spent_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+SPEND_COUNTER = "gateway_spend"
+
+
+def add_spend(session: Session, backend: str, deltas: dict[tuple[str, ...], int]) -> None:
+    """Add summed spend deltas (`(scope, scope_id, period) -> micros`) in the caller's transaction; the trace
+    writer calls it for the `gateway_spend` counter."""
+    ins = pg_insert(Spend) if backend == "postgresql" else sqlite_insert(Spend)
+    rows = [
+        {"scope": a, "scope_id": b, "period": c, "spent_micros": micros} for (a, b, c), micros in sorted(deltas.items())
+    ]
+    stmt = ins.on_conflict_do_update(
+        index_elements=["scope", "scope_id", "period"],
+        set_={"spent_micros": Spend.spent_micros + ins.excluded.spent_micros},
+    )
+    session.execute(stmt, rows)

@@ -42,9 +42,12 @@ from podium.core.migrate import schema_state
 from podium.core.platform import Platform
 from podium.gateway import api as gateway_api
 from podium.gateway import routes as gateway_routes
+from podium.gateway.counters import RedisCounters
 from podium.gateway.directory import ModelDirectory
 from podium.gateway.dispatch import Dispatcher
+from podium.gateway.governor import Governor
 from podium.gateway.service import config_route_specs
+from podium.gateway.store import SPEND_COUNTER, add_spend
 from podium.gateway.table import RouteTable
 from podium.models import jobs as _model_jobs  # noqa: F401  (registers job kinds)
 from podium.models import pages as model_pages
@@ -57,7 +60,13 @@ from podium.web.shell import STATIC, LoginRequired
 log = logging.getLogger("podium.server")
 
 # Each domain adds its API router and its pages here; later domains append to these lists.
-API_ROUTERS = [auth_routes.router, job_routes.router, model_routes.router, gateway_api.router]
+API_ROUTERS = [
+    auth_routes.router,
+    job_routes.router,
+    model_routes.router,
+    gateway_api.router,
+    gateway_api.limits_router,
+]
 PAGE_ROUTERS = [shell_pages.router, auth_pages.router, job_pages.router, model_pages.router]
 
 Flusher = Callable[[], object]
@@ -69,8 +78,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     platform = Platform.from_settings(settings)
     directory = ModelDirectory(platform)
     writer = TraceWriter(platform.db, settings.home_dir / "spill", max_queue=settings.trace_queue_size)
+    writer.add_counter(SPEND_COUNTER, add_spend)
     table = RouteTable(platform, directory, config_route_specs(settings))
-    dispatcher = Dispatcher(table, writer)
+    counters = RedisCounters(settings.redis_url) if settings.redis_url else None
+    governor = Governor(platform.db, writer, counters)
+    dispatcher = Dispatcher(table, writer, governor, settings.default_max_tokens)
     flushers: list[Flusher] = [platform.keys.flush_usage]
 
     @asynccontextmanager
@@ -88,6 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(table.refresh)
         except Exception:
             log.exception("loading gateway routes failed; retrying in the background")
+        try:
+            await asyncio.to_thread(governor.refresh)
+        except Exception:
+            log.exception("loading gateway limits failed; retrying in the background")
         # objects made at startup (modules, app, tables) never die: keep them out of the cyclic collector's
         # full passes, which otherwise stall the event loop for tens of milliseconds under load
         gc.collect()
@@ -95,10 +111,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.set_threshold(50_000, 20, 100)  # fewer young-generation passes; request objects rarely form cycles
         task = asyncio.create_task(_flush_periodically(flushers, 5.0))
         refresher = asyncio.create_task(table.run_refresher())
+        limits_refresher = asyncio.create_task(governor.run_refresher())
         try:
             yield
         finally:
-            for t in (task, refresher):
+            for t in (task, refresher, limits_refresher):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
@@ -106,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.to_thread(backend.stop, min(settings.graceful_timeout, 10.0))
             await directory.aclose()
             await table.aclose()
+            await governor.aclose()
             for flush in flushers:
                 try:
                     await asyncio.to_thread(flush)
@@ -127,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.directory = directory
     app.state.routes = table
     app.state.dispatcher = dispatcher
+    app.state.governor = governor
     app.state.trace_writer = writer
     app.state.settings = settings
     app.state.flushers = flushers

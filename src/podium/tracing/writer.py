@@ -1,5 +1,5 @@
-"""One bounded queue and one batched writer thread per process: traces, spans and spend deltas reach the
-database in batches, off the request path.
+"""One bounded queue and one batched writer thread per process: traces, spans and counter deltas (the
+gateway's spend ledger) reach the database in batches, off the request path.
 
 - `submit` (event loop) never waits while the queue has room; when it is full the caller waits for room
   (backpressure), so a burst slows requests down instead of dropping records.
@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +29,10 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from podium.core.db import Database
 from podium.core.ids import ulid
-from podium.gateway.store import Spend
 from podium.tracing.store import Span, Trace
 
 log = logging.getLogger("podium.tracing.writer")
@@ -48,17 +47,23 @@ BACKPRESSURE = Counter("podium_trace_backpressure_total", "Times a request waite
 _TIME_FIELDS = ("start_time", "end_time")
 
 
+CounterKey = tuple[str, ...]
+# Adds summed deltas to a counter table inside the writer's transaction: (session, backend, {key: delta}).
+CounterSink = Callable[[Session, str, dict[CounterKey, int]], None]
+
+
 @dataclass
 class Record:
-    """What one unit of work leaves behind: a trace row, its span rows, and spend to add."""
+    """What one unit of work leaves behind: a trace row, its span rows, and counter deltas to add
+    (`(counter name, key, delta)`; each counter's sink is registered with `TraceWriter.add_counter`)."""
 
     trace: dict[str, Any] | None = None
     spans: list[dict[str, Any]] = field(default_factory=list)
-    spend: list[tuple[str, str, str, int]] = field(default_factory=list)  # (scope, scope_id, period, micros)
+    counters: list[tuple[str, CounterKey, int]] = field(default_factory=list)
 
     def size(self) -> int:
         """Rows this record writes."""
-        return (1 if self.trace else 0) + len(self.spans) + len(self.spend)
+        return (1 if self.trace else 0) + len(self.spans) + len(self.counters)
 
 
 _STOP = object()
@@ -91,6 +96,15 @@ class TraceWriter:
         self.written = 0
         self.spilled = 0
         self.dropped = 0
+        self._sinks: dict[str, CounterSink] = {}
+        # per counter, what this process has committed so far (readers use it to tell their own
+        # committed deltas from other processes' in the table)
+        self.committed: dict[str, dict[CounterKey, int]] = {}
+
+    def add_counter(self, name: str, sink: CounterSink) -> None:
+        """Register the sink that adds `name` counter deltas to the database (before `start`)."""
+        self._sinks[name] = sink
+        self.committed.setdefault(name, {})
 
     # --- producer side -------------------------------------------------------------------------
 
@@ -207,11 +221,11 @@ class TraceWriter:
                 self._idle.notify_all()
 
     def _write_or_spill(self, batch: list[Record]) -> None:
-        traces, spans, spend = _rows(batch)
+        traces, spans, counters = _rows(batch)
         delay = 0.05
         for attempt in range(self.retries + 1):
             try:
-                self.write_rows(traces, spans, spend)
+                self.write_rows(traces, spans, counters)
             except Exception as exc:
                 if attempt == self.retries:
                     log.error("trace batch of %d records failed %d times (%s); spilling", len(batch), attempt + 1, exc)
@@ -223,30 +237,32 @@ class TraceWriter:
                 BATCHES.inc()
                 ROWS_WRITTEN.labels("traces").inc(len(traces))
                 ROWS_WRITTEN.labels("spans").inc(len(spans))
-                ROWS_WRITTEN.labels("spend").inc(len(spend))
+                for name, deltas in counters.items():
+                    ROWS_WRITTEN.labels(name).inc(len(deltas))
+                    mine = self.committed.setdefault(name, {})
+                    for key, delta in deltas.items():
+                        mine[key] = mine.get(key, 0) + delta
                 self.written += sum(r.size() for r in batch)
                 return
 
     def write_rows(
-        self, traces: list[dict[str, Any]], spans: list[dict[str, Any]], spend: dict[tuple[str, str, str], int]
+        self,
+        traces: list[dict[str, Any]],
+        spans: list[dict[str, Any]],
+        counters: dict[str, dict[CounterKey, int]],
     ) -> None:
-        """Insert traces and spans and add spend deltas, in one transaction."""
+        """Insert traces and spans and add counter deltas, in one transaction."""
+        unknown = set(counters) - set(self._sinks)
+        if unknown:
+            raise RuntimeError(f"no sink registered for counters {sorted(unknown)}")
         with self.db.session() as s:
             if traces:
                 _TRACES.run(s, self.db.backend, traces)
             if spans:
                 _SPANS.run(s, self.db.backend, spans)
-            if spend:
-                ins = pg_insert(Spend) if self.db.backend == "postgresql" else sqlite_insert(Spend)
-                rows = [
-                    {"scope": a, "scope_id": b, "period": c, "spent_micros": micros}
-                    for (a, b, c), micros in sorted(spend.items())
-                ]
-                stmt = ins.on_conflict_do_update(
-                    index_elements=["scope", "scope_id", "period"],
-                    set_={"spent_micros": Spend.spent_micros + ins.excluded.spent_micros},
-                )
-                s.execute(stmt, rows)
+            for name, deltas in sorted(counters.items()):
+                if deltas:
+                    self._sinks[name](s, self.db.backend, deltas)
 
     # --- spill ---------------------------------------------------------------------------------
 
@@ -258,7 +274,7 @@ class TraceWriter:
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as f:
                 for r in batch:
-                    f.write(orjson.dumps({"trace": r.trace, "spans": r.spans, "spend": r.spend}) + b"\n")
+                    f.write(orjson.dumps({"trace": r.trace, "spans": r.spans, "counters": r.counters}) + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -282,8 +298,8 @@ class TraceWriter:
                 if line.strip():
                     data = orjson.loads(line)
                     spans = [_parse_times(sp) or {} for sp in data.get("spans") or []]
-                    spend = [(str(a), str(b), str(c), int(d)) for a, b, c, d in data.get("spend") or []]
-                    batch.append(Record(trace=_parse_times(data.get("trace")), spans=spans, spend=spend))
+                    counters = [(str(n), tuple(map(str, k)), int(d)) for n, k, d in data.get("counters") or []]
+                    batch.append(Record(trace=_parse_times(data.get("trace")), spans=spans, counters=counters))
             try:
                 self.write_rows(*_rows(batch))
             except Exception:
@@ -354,15 +370,15 @@ _SPANS = _BulkInsert(Span)
 
 def _rows(
     batch: list[Record],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str, str], int]]:
-    """Traces, spans and summed spend deltas of a batch."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[CounterKey, int]]]:
+    """Traces, spans and summed counter deltas of a batch."""
     traces = [r.trace for r in batch if r.trace]
     spans = [sp for r in batch for sp in r.spans]
-    spend: dict[tuple[str, str, str], int] = defaultdict(int)
+    counters: dict[str, dict[CounterKey, int]] = defaultdict(lambda: defaultdict(int))
     for r in batch:
-        for scope, scope_id, period, micros in r.spend:
-            spend[(scope, scope_id, period)] += micros
-    return traces, spans, spend
+        for name, key, delta in r.counters:
+            counters[name][key] += delta
+    return traces, spans, counters
 
 
 def _parse_times(row: dict[str, Any] | None) -> dict[str, Any] | None:

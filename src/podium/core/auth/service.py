@@ -472,7 +472,8 @@ def list_keys(
         return [_key_info(k, u, p, now) for k, u, p in s.execute(q)]
 
 
-def _find_key(session: Session, ref: str) -> ApiKey:
+def find_key(session: Session, ref: str) -> ApiKey:
+    """A key by id or prefix, or `NotFound` / `Conflict` (a prefix shared by several keys)."""
     ref = ref.rstrip("…").rstrip(".")
     rows = session.scalars(select(ApiKey).where(or_(ApiKey.id == ref, ApiKey.prefix == ref))).all()
     if not rows:
@@ -486,7 +487,7 @@ def revoke_key(db: Database, actor: Actor, ref: str, cache: KeyCache | None = No
     """Revoke a key (admins any key, others their own). Takes effect at once in this process."""
     now = utcnow()
     with db.session() as s:
-        k = _find_key(s, ref)
+        k = find_key(s, ref)
         p = actor.principal
         if p is not None and not p.has_role("admin") and k.user_id != p.user_id:
             raise Forbidden(f"role '{p.role}' may only revoke its own keys")

@@ -1,0 +1,247 @@
+"""Limits on keys, projects and users (allowed models, requests and tokens per minute, daily and monthly
+budgets): set, show, list and remove, audited; and the loaders the gateway's governor snapshots.
+
+Budgets are given in USD and stored as integer micro-dollars (at most six decimals, so the conversion is
+exact). A scope is `key` (id or `pk-…` prefix), `project` or `user` (name or id); limits at every level
+apply to a request at once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select, tuple_
+
+from podium.core.auth.service import Actor, find_key, find_project, find_user, record_audit
+from podium.core.db import Database, utcnow
+from podium.core.errors import InvalidInput, NotFound
+from podium.core.platform import Platform
+from podium.gateway.store import GatewayLimit, Spend
+
+Scope = Literal["key", "project", "user"]
+SCOPES: tuple[Scope, ...] = ("key", "project", "user")
+MICROS = Decimal(1_000_000)
+
+
+class LimitSpec(BaseModel):
+    """The limits to set on one scope; a field left out (or null) means no limit of that kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_models: list[str] | None = Field(
+        None, description="Model names or glob patterns (`gpt-4o*`) this scope may call; null: any."
+    )
+    rpm: int | None = Field(None, ge=1, description="Requests per minute.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute (prompt + completion).")
+    daily_budget_usd: Decimal | None = Field(None, ge=0, decimal_places=6, description="USD per UTC day.")
+    monthly_budget_usd: Decimal | None = Field(None, ge=0, decimal_places=6, description="USD per UTC month.")
+
+
+class LimitInfo(BaseModel):
+    """One scope's limits and what it has spent in the current day and month."""
+
+    scope: str
+    scope_id: str
+    name: str
+    allowed_models: list[str] | None
+    rpm: int | None
+    tpm: int | None
+    daily_budget_usd: Decimal | None
+    monthly_budget_usd: Decimal | None
+    spent_today_usd: Decimal
+    spent_this_month_usd: Decimal
+    updated_by: str
+    updated_at: datetime
+
+
+def usd(micros: int | None) -> Decimal | None:
+    """Micro-dollars as a USD decimal."""
+    return None if micros is None else Decimal(micros) / MICROS
+
+
+def to_micros(amount: Decimal | None) -> int | None:
+    """A USD decimal (at most six places) as micro-dollars."""
+    return None if amount is None else int(amount * MICROS)
+
+
+def day_period(now: datetime) -> str:
+    """The spend ledger's period key for `now`'s UTC day."""
+    return "d:" + now.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def month_period(now: datetime) -> str:
+    """The spend ledger's period key for `now`'s UTC month."""
+    return "m:" + now.astimezone(UTC).strftime("%Y-%m")
+
+
+def parse_limits(data: Any) -> LimitSpec:
+    """Validate a limits body; `InvalidInput` names the first wrong field."""
+    try:
+        spec = LimitSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "limits"
+        raise InvalidInput(f"limits field '{where}': {err['msg']}", details={"field": where}) from None
+    for pattern in spec.allowed_models or []:
+        if not pattern.strip():
+            raise InvalidInput(
+                "limits field 'allowed_models': names must be non-empty", details={"field": "allowed_models"}
+            )
+    return spec
+
+
+def _check_scope(scope: str) -> Scope:
+    if scope not in SCOPES:
+        raise InvalidInput(f"unknown scope {scope!r}; use one of: {', '.join(SCOPES)}", details={"field": "scope"})
+    return scope
+
+
+def _resolve(session: Any, scope: Scope, ref: str) -> tuple[str, str, str | None]:
+    """(scope id, display name, project id) of a key, project or user reference."""
+    if scope == "key":
+        k = find_key(session, ref)
+        return k.id, k.prefix, k.project_id
+    if scope == "project":
+        p = find_project(session, ref)
+        return p.id, p.name, p.id
+    u = find_user(session, ref)
+    return u.id, u.name, None
+
+
+def _names(session: Any, rows: Iterable[GatewayLimit]) -> dict[tuple[str, str], str]:
+    from podium.core.auth.store import ApiKey, Project, User
+
+    wanted: dict[str, list[str]] = {s: [] for s in SCOPES}
+    for r in rows:
+        wanted[r.scope].append(r.scope_id)
+    names: dict[tuple[str, str], str] = {}
+    for scope, model, column in (
+        ("key", ApiKey, ApiKey.prefix),
+        ("project", Project, Project.name),
+        ("user", User, User.name),
+    ):
+        if wanted[scope]:
+            for id_, name in session.execute(select(model.id, column).where(model.id.in_(wanted[scope]))):
+                names[(scope, id_)] = name
+    return names
+
+
+def _spent(session: Any, keys: list[tuple[str, str]], now: datetime) -> dict[tuple[str, str, str], int]:
+    if not keys:
+        return {}
+    periods = [day_period(now), month_period(now)]
+    q = select(Spend).where(tuple_(Spend.scope, Spend.scope_id).in_(keys), Spend.period.in_(periods))
+    return {(r.scope, r.scope_id, r.period): r.spent_micros for r in session.scalars(q)}
+
+
+def _info(row: GatewayLimit, name: str, spent: dict[tuple[str, str, str], int], now: datetime) -> LimitInfo:
+    return LimitInfo(
+        scope=row.scope,
+        scope_id=row.scope_id,
+        name=name,
+        allowed_models=row.allowed_models,
+        rpm=row.rpm,
+        tpm=row.tpm,
+        daily_budget_usd=usd(row.daily_budget_micros),
+        monthly_budget_usd=usd(row.monthly_budget_micros),
+        spent_today_usd=usd(spent.get((row.scope, row.scope_id, day_period(now)), 0)) or Decimal(0),
+        spent_this_month_usd=usd(spent.get((row.scope, row.scope_id, month_period(now)), 0)) or Decimal(0),
+        updated_by=row.updated_by,
+        updated_at=row.updated_at,
+    )
+
+
+def set_limits(platform: Platform, actor: Actor, scope: str, ref: str, data: Any) -> LimitInfo:
+    """Set (replace) the limits of one key, project or user (admin); audited."""
+    actor.require("admin", "set gateway limits")
+    scope = _check_scope(scope)
+    spec = parse_limits(data)
+    now = utcnow()
+    with platform.db.session() as s:
+        scope_id, name, project_id = _resolve(s, scope, ref)
+        row = s.get(GatewayLimit, (scope, scope_id))
+        if row is None:
+            row = GatewayLimit(scope=scope, scope_id=scope_id)
+            s.add(row)
+        row.allowed_models = spec.allowed_models
+        row.rpm = spec.rpm
+        row.tpm = spec.tpm
+        row.daily_budget_micros = to_micros(spec.daily_budget_usd)
+        row.monthly_budget_micros = to_micros(spec.monthly_budget_usd)
+        row.updated_by = actor.label
+        row.updated_at = now
+        s.flush()
+        record_audit(
+            s,
+            actor,
+            "gateway.limits.set",
+            f"{scope}_limits",
+            scope_id,
+            project_id=project_id,
+            details=spec.model_dump(mode="json"),
+        )
+        return _info(row, name, _spent(s, [(scope, scope_id)], now), now)
+
+
+def get_limits(platform: Platform, actor: Actor, scope: str, ref: str) -> LimitInfo:
+    """One scope's limits and current spend."""
+    actor.require("viewer", "read gateway limits")
+    scope = _check_scope(scope)
+    now = utcnow()
+    with platform.db.read_session() as s:
+        scope_id, name, _ = _resolve(s, scope, ref)
+        row = s.get(GatewayLimit, (scope, scope_id))
+        if row is None:
+            raise NotFound(f"{scope} {ref!r} has no limits; set them with `podium limits set {scope} {ref} …`")
+        return _info(row, name, _spent(s, [(scope, scope_id)], now), now)
+
+
+def list_limits(platform: Platform, actor: Actor) -> list[LimitInfo]:
+    """Every scope with limits, with current spend."""
+    actor.require("viewer", "read gateway limits")
+    now = utcnow()
+    with platform.db.read_session() as s:
+        rows = list(s.scalars(select(GatewayLimit).order_by(GatewayLimit.scope, GatewayLimit.scope_id)))
+        names = _names(s, rows)
+        spent = _spent(s, [(r.scope, r.scope_id) for r in rows], now)
+        return [_info(r, names.get((r.scope, r.scope_id), r.scope_id), spent, now) for r in rows]
+
+
+def delete_limits(platform: Platform, actor: Actor, scope: str, ref: str) -> None:
+    """Remove one scope's limits (admin); audited."""
+    actor.require("admin", "remove gateway limits")
+    scope = _check_scope(scope)
+    with platform.db.session() as s:
+        scope_id, _, project_id = _resolve(s, scope, ref)
+        row = s.get(GatewayLimit, (scope, scope_id))
+        if row is None:
+            raise NotFound(f"{scope} {ref!r} has no limits")
+        s.delete(row)
+        record_audit(s, actor, "gateway.limits.delete", f"{scope}_limits", scope_id, project_id=project_id)
+
+
+# --- what the governor snapshots (called from its refresh thread) ---------------------------------
+
+
+def load_limits(db: Database) -> list[GatewayLimit]:
+    """Every limits row, detached."""
+    with db.read_session() as s:
+        rows = list(s.scalars(select(GatewayLimit)))
+        s.expunge_all()
+        return rows
+
+
+def load_spend(db: Database, keys: list[tuple[str, str]], now: datetime) -> dict[tuple[str, str, str], int]:
+    """Ledger totals for the current day and month of the given scopes."""
+    with db.read_session() as s:
+        return _spent(s, keys, now)
+
+
+def model_allowed(patterns: Iterable[str], model: str) -> bool:
+    """True if `model` matches one of the names or glob patterns."""
+    return any(p == model or fnmatch.fnmatchcase(model, p) for p in patterns)
