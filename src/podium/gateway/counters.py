@@ -122,16 +122,21 @@ return 0
 """
 
 
+def redis_client(url: str) -> Any:
+    """An asyncio Redis client (a connection pool) for `PODIUM_REDIS_URL`."""
+    import redis.asyncio as redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+
+
 class RedisCounters:
     """Counters in Redis (`PODIUM_REDIS_URL`): one Lua script checks and reserves atomically, so workers
     and hosts share every limit exactly."""
 
     shared = True
 
-    def __init__(self, url: str, prefix: str = "podium:limits:"):
-        import redis.asyncio as redis
-
-        self.client: Any = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    def __init__(self, client: Any, prefix: str = "podium:limits:"):
+        self.client = client
         self.prefix = prefix
         self._reserve = self.client.register_script(_RESERVE)
         self._adjust = self.client.register_script(_ADJUST)
@@ -152,5 +157,4 @@ class RedisCounters:
             await self._adjust(keys=[self.prefix + k for k, _ in deltas], args=[d for _, d in deltas])
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self.client.aclose()
+        """Nothing to release: the app closes the shared client."""

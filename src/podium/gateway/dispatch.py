@@ -16,7 +16,7 @@ import orjson
 from podium.core.auth.service import Principal
 from podium.core.db import utcnow
 from podium.core.ids import new_id
-from podium.gateway.cache import ExactCache
+from podium.gateway.cache import ResponseCache
 from podium.gateway.errors import GatewayError
 from podium.gateway.governor import Governor, Ticket
 from podium.gateway.prices import FREE, Price
@@ -48,6 +48,7 @@ class Call:
     upstream_model: str | None = None
     attempts: int = 0
     cache: str = "none"
+    cache_similarity: float | None = None  # cosine of a semantic cache hit
     ttft_ms: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -97,12 +98,19 @@ class Upstream:
 class Dispatcher:
     """Runs calls against the route table and records them."""
 
-    def __init__(self, table: RouteTable, writer: TraceWriter, governor: Governor, default_max_tokens: int = 4096):
+    def __init__(
+        self,
+        table: RouteTable,
+        writer: TraceWriter,
+        governor: Governor,
+        default_max_tokens: int = 4096,
+        redis: Any = None,
+    ):
         self.table = table
         self.writer = writer
         self.governor = governor
         self.default_max_tokens = default_max_tokens
-        self.cache = ExactCache()
+        self.cache = ResponseCache(self.embed, redis)
         self._pending: set[asyncio.Future[None]] = set()  # records waiting for room in the writer's queue
 
     # --- resolving -----------------------------------------------------------------------------
@@ -176,6 +184,16 @@ class Dispatcher:
             return call.body_bytes + completion, self.max_price(route).cost_micros(call.body_bytes, completion)
 
         call.ticket = await self.governor.admit(call.principal, call.model, estimate)
+
+    async def embed(self, model: str, text: str) -> list[float]:
+        """Embed one text with a model or route (for the semantic cache), on its first ready deployment."""
+        route = self.table.get(model)
+        order = route.order(None)
+        if not order:
+            raise GatewayError(503, f"every deployment of {model!r} is cooling down", code="deployments_unavailable")
+        up = self._upstream(order[0], route)
+        result = await up.provider.embed({"input": [text]}, up.timeouts)
+        return list(result["data"][0]["embedding"])
 
     # --- attempts ------------------------------------------------------------------------------
 
@@ -324,7 +342,12 @@ class Dispatcher:
             "prompt_version_id": None,
             "model_version_id": None,
             "dataset_version_id": None,
-            "attributes": {"route": call.route, "attempts": call.attempts, "cache": call.cache},
+            "attributes": {
+                "route": call.route,
+                "attempts": call.attempts,
+                "cache": call.cache,
+                "cache_similarity": call.cache_similarity,
+            },
             "input": inp,
             "output": out,
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -22,7 +22,7 @@ from podium.core.auth.service import Principal
 from podium.core.errors import PodiumError
 from podium.core.http import bearer_token
 from podium.core.platform import Platform
-from podium.gateway.cache import as_chunks, cache_decision, cache_key
+from podium.gateway.cache import Lookup, as_chunks
 from podium.gateway.dispatch import Call, Dispatcher, Upstream, first_then_rest
 from podium.gateway.errors import GatewayError, sse_error
 from podium.gateway.guardrails import Guardrail, GuardrailViolation, request_text, response_text
@@ -125,9 +125,12 @@ async def _or_disconnect(request: Request, coro: Any) -> Any:
                 await task
 
 
-def _from_cache(call: Call, hit: dict[str, Any]) -> Response:
-    """Answer from the exact cache: no upstream call, cost $0 (tokens are still counted)."""
-    call.cache = "hit"
+def _from_cache(call: Call, found: Lookup) -> Response:
+    """Answer from the cache: no upstream call, cost $0 (tokens are still counted)."""
+    hit = found.answer
+    assert hit is not None
+    call.cache = found.status
+    call.cache_similarity = found.similarity
     call.set_usage(hit.get("usage"))
     call.cost_micros = 0
     call.output = hit
@@ -179,18 +182,16 @@ async def _generate(request: Request, kind: str) -> Response:
                 await guard.check_request(body, text)
         call.body_bytes = len(await request.body())
         await dispatcher.admit(call, route)
-        key = None
-        decision = cache_decision(route.spec.cache, body, request.headers.get("cache-control"))
-        if decision != "off":
-            key = cache_key(route.name, kind, body)
-            call.cache = "bypass" if decision == "bypass" else "miss"
-            hit = dispatcher.cache.get(key) if decision == "lookup" else None
-            if hit is not None:
-                response = _from_cache(call, hit)
-                await dispatcher.finish(call)
-                return response
+        found = await dispatcher.cache.lookup(
+            route.spec.cache, route.name, kind, body, request.headers.get("cache-control")
+        )
+        call.cache = found.status
+        if found.answer is not None:
+            response = _from_cache(call, found)
+            await dispatcher.finish(call)
+            return response
         if call.stream and kind != "embedding":
-            return await _stream(request, dispatcher, call, route, key)
+            return await _stream(request, dispatcher, call, route, found)
         if kind == "chat":
 
             async def op(up: Upstream) -> dict[str, Any]:
@@ -211,8 +212,8 @@ async def _generate(request: Request, kind: str) -> Response:
             answer = response_text(result)
             for guard in route.guards:
                 await guard.check_response(answer)
-        if key is not None:
-            dispatcher.cache.put(key, result, route.spec.cache.ttl)
+        if found.key is not None or found.vector is not None:
+            await dispatcher.cache.store(found, route.spec.cache.ttl, result)
         call.ttft_ms = (time.perf_counter() - call.t0) * 1000
         response = _json(result, headers=call.headers())
     except (GatewayError, UpstreamError) as exc:
@@ -227,17 +228,17 @@ async def _generate(request: Request, kind: str) -> Response:
     return response
 
 
-async def _stream(request: Request, dispatcher: Dispatcher, call: Call, route: Any, key: str | None) -> Response:
+async def _stream(request: Request, dispatcher: Dispatcher, call: Call, route: Any, found: Lookup) -> Response:
     """Stream from the first deployment that yields a first chunk; keep-alive comments while waiting."""
     body = call.body
     opts = body.get("stream_options")
     include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
     keepalive = float(request.app.state.settings.stream_keepalive)
     store = None
-    if key is not None:
+    if found.key is not None or found.vector is not None:
 
-        def store(result: dict[str, Any]) -> None:
-            dispatcher.cache.put(key, result, route.spec.cache.ttl)
+        async def store(result: dict[str, Any]) -> None:
+            await dispatcher.cache.store(found, route.spec.cache.ttl, result)
 
     async def op(up: Upstream) -> tuple[dict[str, Any] | None, AsyncIterator[Any]]:
         source = (
@@ -272,7 +273,7 @@ async def _events(
     include_usage: bool,
     keepalive: float,
     guards: list[Guardrail],
-    store: Callable[[dict[str, Any]], None] | None,
+    store: Callable[[dict[str, Any]], Awaitable[None]] | None,
 ) -> AsyncIterator[bytes]:
     """Server-sent events; usage rides on the final chunk (or its own, if the client asked)."""
     pieces: list[str] = []
@@ -343,7 +344,7 @@ async def _events(
                 yield b"data: " + orjson.dumps(held) + b"\n\n"
             yield b"data: [DONE]\n\n"
             if store is not None and plain and finish_reason:
-                store(_assembled(call.kind, meta, "".join(pieces), finish_reason, usage))
+                await store(_assembled(call.kind, meta, "".join(pieces), finish_reason, usage))
         except UpstreamError as exc:
             error = GatewayError.from_upstream(exc)
             call.status, call.error = error.status, f"failed mid-stream: {error.message}"

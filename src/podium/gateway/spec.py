@@ -76,7 +76,10 @@ class CacheSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     exact: bool = False
-    semantic_threshold: float | None = Field(None, gt=0, le=1)
+    semantic_threshold: float | None = Field(
+        None, gt=0, le=1, description="Serve the answer of a prompt whose embedding's cosine is at least this."
+    )
+    embedding_model: str = Field("minilm-l6-v2", min_length=1, description="Model that embeds prompts.")
     ttl: float = Field(3600.0, gt=0)
     allow_temperature: bool = Field(False, description="Also cache requests with temperature > 0.")
 

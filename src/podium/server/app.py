@@ -42,7 +42,7 @@ from podium.core.migrate import schema_state
 from podium.core.platform import Platform
 from podium.gateway import api as gateway_api
 from podium.gateway import routes as gateway_routes
-from podium.gateway.counters import RedisCounters
+from podium.gateway.counters import RedisCounters, redis_client
 from podium.gateway.directory import ModelDirectory
 from podium.gateway.dispatch import Dispatcher
 from podium.gateway.governor import Governor
@@ -80,9 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     writer = TraceWriter(platform.db, settings.home_dir / "spill", max_queue=settings.trace_queue_size)
     writer.add_counter(SPEND_COUNTER, add_spend)
     table = RouteTable(platform, directory, config_route_specs(settings))
-    counters = RedisCounters(settings.redis_url) if settings.redis_url else None
-    governor = Governor(platform.db, writer, counters)
-    dispatcher = Dispatcher(table, writer, governor, settings.default_max_tokens)
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
+    governor = Governor(platform.db, writer, RedisCounters(redis) if redis is not None else None)
+    dispatcher = Dispatcher(table, writer, governor, settings.default_max_tokens, redis)
     flushers: list[Flusher] = [platform.keys.flush_usage]
 
     @asynccontextmanager
@@ -124,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await directory.aclose()
             await table.aclose()
             await governor.aclose()
+            if redis is not None:
+                await redis.aclose()
             for flush in flushers:
                 try:
                     await asyncio.to_thread(flush)
