@@ -569,3 +569,21 @@ def test_exact_cache(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -
     assert again.headers["x-podium-cache"] == "hit"
     assert again.parse().choices[0].message.content == "echo: streamed first"
     assert again.parse().usage is not None and again.parse().usage.total_tokens == 18
+
+
+def test_moving_an_alias_reroutes_without_a_restart(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, b = upstreams
+    with gw.client() as c:
+        for server in (a, b):  # version 1 on upstream a, version 2 on upstream b
+            body = {"name": "movable", "provider": "openai", "base_url": server.url + "/v1", "upstream_model": "up"}
+            assert c.post("/api/models/remote", json=body).status_code == 201
+        assert c.put("/api/models/movable/aliases/production", json={"version": 1}).status_code == 200
+    chat(sdk(gw), "movable@production")
+    assert (len(a.requests), len(b.requests)) == (1, 0)
+    with gw.client() as c:
+        assert c.put("/api/models/movable/aliases/production", json={"version": 2}).status_code == 200
+    deadline = time.monotonic() + 10  # the route table's background refresh picks the move up
+    while not b.requests and time.monotonic() < deadline:
+        chat(sdk(gw), "movable@production")
+        time.sleep(0.2)
+    assert b.requests and b.requests[-1]["model"] == "up"

@@ -1,7 +1,9 @@
 """Model names to providers, without a database round trip per request.
 
-Resolved references are cached for a couple of seconds (so registry and alias changes apply without a
-restart) and one provider object, holding one pooled connection session, is kept per model version.
+A reference is read from the database the first time this process sees it; after that the route table's
+background refresh re-resolves every known reference every couple of seconds (so registry and alias changes
+apply without a restart) and the hot path only reads the snapshot. One provider object, holding one pooled
+connection session, is kept per model version.
 """
 
 from __future__ import annotations
@@ -35,27 +37,41 @@ class Target:
 
 
 class ModelDirectory:
-    """Resolves `name`, `name@version` and `name@alias` to providers, with a short TTL cache."""
+    """Resolves `name`, `name@version` and `name@alias` to providers from a background-refreshed snapshot."""
 
-    def __init__(self, platform: Platform, ttl: float = 2.0):
+    def __init__(self, platform: Platform, idle: float = 600.0, max_refs: int = 10_000):
         self.platform = platform
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, Target | GatewayError]] = {}
+        self.idle = idle  # a reference unused this long is forgotten (and read afresh if it comes back)
+        self.max_refs = max_refs
+        self._cache: dict[str, Target | GatewayError] = {}
+        self._used: dict[str, float] = {}
         self._providers: dict[str, Provider] = {}
         self._lock = threading.Lock()
 
     def lookup(self, ref: str) -> Target:
         """The target for a model reference, or a `GatewayError` (404 naming the known models)."""
-        now = time.monotonic()
-        hit = self._cache.get(ref)
-        if hit is not None and now - hit[0] < self.ttl:
-            value = hit[1]
-        else:
+        value = self._cache.get(ref)
+        if value is None:  # first sight of this reference in this process: one database read
             value = self._resolve(ref)
-            self._cache[ref] = (now, value)
+            if len(self._cache) >= self.max_refs:
+                oldest = next(iter(self._cache))
+                self._cache.pop(oldest, None)
+                self._used.pop(oldest, None)
+            self._cache[ref] = value
+        self._used[ref] = time.monotonic()
         if isinstance(value, GatewayError):
             raise value
         return value
+
+    def refresh(self) -> None:
+        """Re-resolve every known reference (blocking: the route table calls it from its refresh thread)."""
+        now = time.monotonic()
+        for ref in list(self._cache):
+            if now - self._used.get(ref, 0.0) > self.idle:
+                self._cache.pop(ref, None)
+                self._used.pop(ref, None)
+            else:
+                self._cache[ref] = self._resolve(ref)
 
     def _resolve(self, ref: str) -> Target | GatewayError:
         try:

@@ -156,6 +156,7 @@ class RouteTable:
         as they are (connections, health, compiled guardrails)."""
         from podium.gateway import service
 
+        self.directory.refresh()
         specs: list[tuple[RouteSpec, str]] = [(s, "config") for s in self.config_routes]
         specs += [(s, "api") for s in service.load_route_specs(self.platform)]
         fresh: dict[str, Route] = {}
