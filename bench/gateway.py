@@ -141,11 +141,13 @@ def ttfb(url: str, key: str, n: int = 200) -> float:
 def start_podium(home: Path, mock_url: str, workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
+    # BENCH_PODIUM_X=... sets PODIUM_X for the server under test (A/B runs of a setting)
+    env.update({k.removeprefix("BENCH_"): v for k, v in os.environ.items() if k.startswith("BENCH_PODIUM_")})
     env.update(
         {"PODIUM_HOME": str(home), "PODIUM_SERVE_MODELS": "", "PODIUM_JOB_WORKERS": "0", "PODIUM_LOG_LEVEL": "warning"}
     )
     (home / "podium.toml").write_text(
-        f'[[routes]]\nname = "bench"\ndeployments = [{{provider = "openai", base_url = "{mock_url}/v1", model = "mock"}}]\n'
+        f'[[routes]]\nname = "bench"\ndeployments = [{{provider = "openai", base_url = "{mock_url}/v1", model = "mock", price = {{input = 0.15, output = 0.6}}}}]\n'
     )
     env["PODIUM_CONFIG"] = str(home / "podium.toml")
     proc = subprocess.Popen(
@@ -161,6 +163,15 @@ def start_podium(home: Path, mock_url: str, workers: int) -> tuple[subprocess.Po
     while not (home / "admin.key").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     key = (home / "admin.key").read_text().strip()
+    # Budget checks on: the bench key gets a daily and monthly budget and an RPM limit far above what the run
+    # spends, so every request reserves its maximum cost before the call and settles the real cost after.
+    prefix = key[: key.index("-") + 9]
+    r = httpx.put(
+        f"{url}/api/limits/key/{prefix}",
+        json={"rpm": 10_000_000, "daily_budget_usd": "100000", "monthly_budget_usd": "1000000"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    r.raise_for_status()
     return proc, url, key
 
 
@@ -269,8 +280,9 @@ def main() -> None:
         f"### bench/gateway.py — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; wrk (1 thread),"
-        f" {args.duration} s per level, mock and load generator on the same machine. Podium with key auth and"
-        " recording of every request (trace + span rows through the batched writer)."
+        f" {args.duration} s per level, mock and load generator on the same machine. Podium with key auth, a daily and"
+        " monthly budget and an RPM limit on the key (reserve before, settle after each call), and recording of every"
+        " request (trace + span rows through the batched writer)."
         + (
             " LiteLLM's proxy with master-key auth only (no database, so no virtual keys, budgets or spend logs),"
             " LITELLM_LOG=ERROR, one uvicorn worker."

@@ -1,13 +1,17 @@
-"""The batched trace writer on real databases: nothing lost at shutdown with a full queue, backpressure
-instead of drops, spill to disk when the database fails and replay on the next start."""
+"""The batched trace writer on real databases, inserting in its thread and in a child process: nothing
+lost at shutdown with a full queue, backpressure instead of drops, spill to disk when the database fails
+and replay on the next start, a killed writer process restarted without loss."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, text
 
 from podium.core.db import utcnow
@@ -38,14 +42,20 @@ def counts(platform: Platform) -> tuple[int, int]:
         )
 
 
+@pytest.fixture(params=["thread", "process"])
+def process(request: pytest.FixtureRequest) -> bool:
+    """Whether the writer inserts through its child process."""
+    return bool(request.param == "process")
+
+
 def make_platform(backend_url: str, tmp_path: Path) -> Platform:
     platform, _ = prepared_platform(make_settings(tmp_path / "home", backend_url))
     return platform
 
 
-def test_close_drains_a_full_queue(backend_url: str, tmp_path: Path) -> None:
+def test_close_drains_a_full_queue(backend_url: str, tmp_path: Path, process: bool) -> None:
     platform = make_platform(backend_url, tmp_path)
-    writer = TraceWriter(platform.db, tmp_path / "spill", max_queue=500, batch_size=100)
+    writer = TraceWriter(platform.db, tmp_path / "spill", max_queue=500, batch_size=100, process=process)
     for i in range(500):  # the thread is not running yet: the queue is full
         assert writer.put_nowait(record(i))
     assert not writer.put_nowait(record(999))  # full: refused, never silently dropped
@@ -55,9 +65,9 @@ def test_close_drains_a_full_queue(backend_url: str, tmp_path: Path) -> None:
     assert writer.dropped == 0 and writer.spilled == 0
 
 
-def test_submit_waits_for_room_instead_of_dropping(backend_url: str, tmp_path: Path) -> None:
+def test_submit_waits_for_room_instead_of_dropping(backend_url: str, tmp_path: Path, process: bool) -> None:
     platform = make_platform(backend_url, tmp_path)
-    writer = TraceWriter(platform.db, tmp_path / "spill", max_queue=100, batch_size=50, interval=0.01)
+    writer = TraceWriter(platform.db, tmp_path / "spill", max_queue=100, batch_size=50, interval=0.01, process=process)
     writer.start()
 
     async def burst() -> None:
@@ -69,9 +79,9 @@ def test_submit_waits_for_room_instead_of_dropping(backend_url: str, tmp_path: P
     assert counts(platform) == (2000, 2000)
 
 
-def test_spend_deltas_add_up(backend_url: str, tmp_path: Path) -> None:
+def test_spend_deltas_add_up(backend_url: str, tmp_path: Path, process: bool) -> None:
     platform = make_platform(backend_url, tmp_path)
-    writer = TraceWriter(platform.db, tmp_path / "spill", batch_size=7)
+    writer = TraceWriter(platform.db, tmp_path / "spill", batch_size=7, process=process)
     writer.add_counter(SPEND_COUNTER, add_spend)
     writer.start()
     threads = [threading.Thread(target=lambda: [writer.put(record(i, spend=3)) for i in range(50)]) for _ in range(4)]
@@ -85,11 +95,11 @@ def test_spend_deltas_add_up(backend_url: str, tmp_path: Path) -> None:
     assert writer.committed[SPEND_COUNTER] == {("key", "key_1", "d:2026-11-24"): 4 * 50 * 3}
 
 
-def test_a_failing_database_spills_and_the_next_start_replays(backend_url: str, tmp_path: Path) -> None:
+def test_a_failing_database_spills_and_the_next_start_replays(backend_url: str, tmp_path: Path, process: bool) -> None:
     platform = make_platform(backend_url, tmp_path)
     with platform.db.session() as s:
         s.execute(text("ALTER TABLE spans RENAME TO spans_away"))
-    writer = TraceWriter(platform.db, tmp_path / "spill", retries=1)
+    writer = TraceWriter(platform.db, tmp_path / "spill", retries=1, process=process)
     writer.add_counter(SPEND_COUNTER, add_spend)
     writer.start()
     for i in range(30):
@@ -108,3 +118,33 @@ def test_a_failing_database_spills_and_the_next_start_replays(backend_url: str, 
     with platform.db.read_session() as s:  # the spend deltas came back with their traces
         assert s.scalar(select(Spend.spent_micros)) == 60
     assert not list((tmp_path / "spill").glob("traces-*.jsonl"))
+
+
+def test_a_killed_writer_process_is_restarted_and_nothing_is_lost(backend_url: str, tmp_path: Path) -> None:
+    platform = make_platform(backend_url, tmp_path)
+    writer = TraceWriter(platform.db, tmp_path / "spill", batch_size=10, interval=0.01, process=True)
+    writer.add_counter(SPEND_COUNTER, add_spend)
+    writer.start()
+    for i in range(20):
+        writer.put(record(i, spend=1))
+    assert writer.flush(30)
+    child = writer._process._proc  # type: ignore[union-attr]
+    assert child is not None and child.poll() is None and child.pid != os.getpid()
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    for i in range(20, 50):
+        writer.put(record(i, spend=1))
+    writer.close()
+    assert counts(platform) == (50, 50)
+    assert writer.dropped == 0 and writer.spilled == 0
+    with platform.db.read_session() as s:
+        assert s.scalar(select(Spend.spent_micros)) == 50
+    assert child.returncode == -signal.SIGKILL
+    assert writer._process._proc is None  # type: ignore[union-attr]  # closed with the writer
+
+
+def test_a_counter_sink_must_be_importable_for_the_writer_process(backend_url: str, tmp_path: Path) -> None:
+    platform = make_platform(backend_url, tmp_path)
+    writer = TraceWriter(platform.db, tmp_path / "spill", process=True)
+    with pytest.raises(ValueError, match="module-level function"):
+        writer.add_counter("local", lambda s, backend, deltas: None)

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     trace_queue_size: int = Field(
         50_000, ge=100, le=10_000_000, description="Records the trace writer buffers before requests wait for room."
     )
+    trace_writer: Literal["process", "thread"] = Field(
+        "process",
+        description="Where trace batches are inserted: a child process (keeps the database work off the request"
+        " path's GIL) or the writer thread.",
+    )
     routes: list[dict[str, Any]] = Field(
         default_factory=list, description="Gateway routes defined in podium.toml ([[routes]] tables)."
     )

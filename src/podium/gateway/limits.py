@@ -71,12 +71,14 @@ def to_micros(amount: Decimal | None) -> int | None:
 
 def day_period(now: datetime) -> str:
     """The spend ledger's period key for `now`'s UTC day."""
-    return "d:" + now.astimezone(UTC).strftime("%Y-%m-%d")
+    d = now if now.tzinfo is UTC else now.astimezone(UTC)
+    return f"d:{d.year:04d}-{d.month:02d}-{d.day:02d}"  # not strftime: this runs on every governed request
 
 
 def month_period(now: datetime) -> str:
     """The spend ledger's period key for `now`'s UTC month."""
-    return "m:" + now.astimezone(UTC).strftime("%Y-%m")
+    d = now if now.tzinfo is UTC else now.astimezone(UTC)
+    return f"m:{d.year:04d}-{d.month:02d}"
 
 
 def parse_limits(data: Any) -> LimitSpec:

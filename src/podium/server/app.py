@@ -77,7 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     platform = Platform.from_settings(settings)
     directory = ModelDirectory(platform)
-    writer = TraceWriter(platform.db, settings.home_dir / "spill", max_queue=settings.trace_queue_size)
+    writer = TraceWriter(
+        platform.db,
+        settings.home_dir / "spill",
+        max_queue=settings.trace_queue_size,
+        process=settings.trace_writer == "process",
+    )
     writer.add_counter(SPEND_COUNTER, add_spend)
     table = RouteTable(platform, directory, config_route_specs(settings))
     redis = redis_client(settings.redis_url) if settings.redis_url else None

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from podium.core.db import Database
 from podium.core.ids import ulid
+from podium.tracing.sink import ProcessSink, callable_name
 from podium.tracing.store import Span, Trace
 
 log = logging.getLogger("podium.tracing.writer")
@@ -60,6 +61,13 @@ class Record:
     trace: dict[str, Any] | None = None
     spans: list[dict[str, Any]] = field(default_factory=list)
     counters: list[tuple[str, CounterKey, int]] = field(default_factory=list)
+    # the trace and span rows as the INSERTs' parameter tuples, built by `TraceWriter.put_nowait`
+    params: tuple[tuple[Any, ...] | None, list[tuple[Any, ...]]] | None = field(default=None, repr=False)
+
+    def prepare(self, sqlite: bool) -> None:
+        """Build the INSERT parameters now (in the producer), so the writer thread holds the GIL only briefly."""
+        trace = _TRACES.params(self.trace, sqlite) if self.trace else None
+        self.params = (trace, [_SPANS.params(sp, sqlite) for sp in self.spans])
 
     def size(self) -> int:
         """Rows this record writes."""
@@ -81,8 +89,10 @@ class TraceWriter:
         batch_size: int = 1_000,
         interval: float = 0.25,
         retries: int = 3,
+        process: bool = False,
     ):
         self.db = db
+        self._sqlite = db.backend == "sqlite"
         self.spill_dir = spill_dir
         self.max_queue = max_queue
         self.batch_size = batch_size
@@ -100,9 +110,16 @@ class TraceWriter:
         # per counter, what this process has committed so far (readers use it to tell their own
         # committed deltas from other processes' in the table)
         self.committed: dict[str, dict[CounterKey, int]] = {}
+        # with `process`, batches are inserted by a child process (see `podium.tracing.sink`); an in-memory
+        # SQLite database cannot be shared with one, so it stays in this process
+        self._process: ProcessSink | None = None
+        self._use_process = process and ":memory:" not in db.url and db.url.strip() != "sqlite://"
 
     def add_counter(self, name: str, sink: CounterSink) -> None:
-        """Register the sink that adds `name` counter deltas to the database (before `start`)."""
+        """Register the sink that adds `name` counter deltas to the database (before `start`); with a writer
+        process it must be a module-level function."""
+        if self._use_process:
+            callable_name(sink)
         self._sinks[name] = sink
         self.committed.setdefault(name, {})
 
@@ -110,12 +127,16 @@ class TraceWriter:
 
     def start(self) -> None:
         """Start the writer thread (idempotent)."""
+        if self._use_process and self._process is None:
+            self._process = ProcessSink(self.db.url, {n: callable_name(f) for n, f in self._sinks.items()})
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="podium-trace-writer", daemon=True)
             self._thread.start()
 
     def put_nowait(self, record: Record) -> bool:
         """Queue a record if there is room; False when the queue is full."""
+        if record.params is None:
+            record.prepare(self._sqlite)
         try:
             self._queue.put_nowait(record)
         except queue.Full:
@@ -136,6 +157,8 @@ class TraceWriter:
 
     def put(self, record: Record, timeout: float | None = None) -> None:
         """Queue a record from a plain thread, blocking while the queue is full."""
+        if record.params is None:
+            record.prepare(self._sqlite)
         self._queue.put(record, timeout=timeout)
         with self._idle:
             self._submitted += 1
@@ -167,6 +190,8 @@ class TraceWriter:
             log.error("trace writer did not finish within %.0fs; %d records left", timeout, self.depth())
         self._thread = None
         self._drain_inline()
+        if self._process is not None:
+            self._process.close()
 
     def _drain_inline(self) -> None:
         batch = []
@@ -247,22 +272,18 @@ class TraceWriter:
 
     def write_rows(
         self,
-        traces: list[dict[str, Any]],
-        spans: list[dict[str, Any]],
+        traces: list[tuple[Any, ...]],
+        spans: list[tuple[Any, ...]],
         counters: dict[str, dict[CounterKey, int]],
     ) -> None:
-        """Insert traces and spans and add counter deltas, in one transaction."""
+        """Insert traces and spans and add counter deltas, in one transaction (in the writer process, if any)."""
         unknown = set(counters) - set(self._sinks)
         if unknown:
             raise RuntimeError(f"no sink registered for counters {sorted(unknown)}")
-        with self.db.session() as s:
-            if traces:
-                _TRACES.run(s, self.db.backend, traces)
-            if spans:
-                _SPANS.run(s, self.db.backend, spans)
-            for name, deltas in sorted(counters.items()):
-                if deltas:
-                    self._sinks[name](s, self.db.backend, deltas)
+        if self._process is not None:
+            self._process.write(traces, spans, counters)
+        else:
+            insert_rows(self.db, self._sinks, traces, spans, counters)
 
     # --- spill ---------------------------------------------------------------------------------
 
@@ -299,7 +320,9 @@ class TraceWriter:
                     data = orjson.loads(line)
                     spans = [_parse_times(sp) or {} for sp in data.get("spans") or []]
                     counters = [(str(n), tuple(map(str, k)), int(d)) for n, k, d in data.get("counters") or []]
-                    batch.append(Record(trace=_parse_times(data.get("trace")), spans=spans, counters=counters))
+                    record = Record(trace=_parse_times(data.get("trace")), spans=spans, counters=counters)
+                    record.prepare(self._sqlite)
+                    batch.append(record)
             try:
                 self.write_rows(*_rows(batch))
             except Exception:
@@ -342,25 +365,23 @@ class _BulkInsert:
             "sqlite": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in names)})",
             "postgresql": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('%s' for _ in names)})",
         }
+        self.spec = list(zip(self.keys, self.defaults, self.kinds, strict=True))
 
-    def run(self, session: Any, backend: str, rows: list[dict[str, Any]]) -> None:
-        """Insert `rows` (dicts keyed by attribute name) in the session's transaction."""
-        sqlite = backend == "sqlite"
-        spec = list(zip(self.keys, self.defaults, self.kinds, strict=True))
-        params = []
-        for n, row in enumerate(rows):
-            if n % 16 == 15:
-                time.sleep(0)  # hand the GIL to the event loop now and then instead of at the switch interval
-            values = []
-            for key, default, kind in spec:
-                value = row.get(key, default)
-                if value is not None:
-                    if kind == "json":
-                        value = orjson.dumps(value).decode()
-                    elif kind == "time" and sqlite:
-                        value = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
-                values.append(value)
-            params.append(tuple(values))
+    def params(self, row: dict[str, Any], sqlite: bool) -> tuple[Any, ...]:
+        """One row (a dict keyed by attribute name) as this INSERT's parameter tuple."""
+        values = []
+        for key, default, kind in self.spec:
+            value = row.get(key, default)
+            if value is not None:
+                if kind == "json":
+                    value = orjson.dumps(value).decode()
+                elif kind == "time" and sqlite:
+                    value = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+            values.append(value)
+        return tuple(values)
+
+    def run(self, session: Any, backend: str, params: list[tuple[Any, ...]]) -> None:
+        """Insert rows given as parameter tuples (`params`) in the session's transaction."""
         session.connection().exec_driver_sql(self.sql[backend], params)
 
 
@@ -368,12 +389,35 @@ _TRACES = _BulkInsert(Trace)
 _SPANS = _BulkInsert(Span)
 
 
+def insert_rows(
+    db: Database,
+    sinks: dict[str, CounterSink],
+    traces: list[tuple[Any, ...]],
+    spans: list[tuple[Any, ...]],
+    counters: dict[str, dict[CounterKey, int]],
+) -> None:
+    """Insert trace and span parameter tuples and add counter deltas, in one transaction."""
+    with db.session() as s:
+        if traces:
+            _TRACES.run(s, db.backend, traces)
+        if spans:
+            _SPANS.run(s, db.backend, spans)
+        for name, deltas in sorted(counters.items()):
+            if deltas:
+                sinks[name](s, db.backend, deltas)
+
+
 def _rows(
     batch: list[Record],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[CounterKey, int]]]:
-    """Traces, spans and summed counter deltas of a batch."""
-    traces = [r.trace for r in batch if r.trace]
-    spans = [sp for r in batch for sp in r.spans]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], dict[str, dict[CounterKey, int]]]:
+    """Trace and span parameter tuples and summed counter deltas of a batch."""
+    traces, spans = [], []
+    for r in batch:
+        assert r.params is not None, "records are prepared when queued"
+        trace, span_params = r.params
+        if trace is not None:
+            traces.append(trace)
+        spans.extend(span_params)
     counters: dict[str, dict[CounterKey, int]] = defaultdict(lambda: defaultdict(int))
     for r in batch:
         for name, key, delta in r.counters:

@@ -1,0 +1,155 @@
+"""The trace writer's database side in a child process.
+
+The writer thread shares the GIL with the event loop that serves requests; inserting a batch (SQLite's
+B-tree work, the sqlite3 module binding every value) then shows up in the request latency tail. With
+`ProcessSink`, the thread only pickles each batch onto a pipe and waits for the child's answer with the
+GIL released; the child (`python -m podium.tracing.sink`) opens its own engine and runs the same
+transaction. The thread's retry and spill logic is unchanged: a batch the child reports as failed, or
+a child that died, is an exception like a refused write. The child ignores SIGINT and SIGTERM and exits
+when its pipe closes, so the parent drains its queue first on shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import IO, Any
+
+log = logging.getLogger("podium.tracing.sink")
+
+_HEADER = struct.Struct("!I")
+
+
+def _send(stream: IO[bytes], message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _recv(stream: IO[bytes]) -> Any:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError("trace writer process closed its pipe")
+    (size,) = _HEADER.unpack(header)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("trace writer process closed its pipe mid-message")
+    return pickle.loads(data)  # noqa: S301 - our own child process, over a private pipe
+
+
+def callable_name(fn: Callable[..., Any]) -> str:
+    """`module:qualname` of a module-level function, so the child can import it."""
+    name = f"{fn.__module__}:{fn.__qualname__}"
+    if "<" in name:
+        raise ValueError(f"counter sink {name} must be a module-level function to run in the writer process")
+    return name
+
+
+def _load(name: str) -> Callable[..., Any]:
+    module, _, attr = name.partition(":")
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    return fn
+
+
+class ProcessSink:
+    """Runs `write(traces, spans, counters)` transactions in a child process (started on first use and
+    restarted after it dies)."""
+
+    def __init__(self, url: str, sinks: dict[str, str]):
+        self.url = url
+        self.sinks = sinks
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "podium.tracing.sink"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the server, which drains, not the child
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        _send(proc.stdin, ("open", self.url, self.sinks))
+        reply = _recv(proc.stdout)
+        if reply[0] != "ok":
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"trace writer process could not open the database: {reply[1]}")
+        return proc
+
+    def write(self, traces: list[Any], spans: list[Any], counters: dict[str, dict[Any, int]]) -> None:
+        """Insert the rows and add the counter deltas in one transaction in the child; raises on failure."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = self._start()
+            proc = self._proc
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                _send(proc.stdin, ("write", traces, spans, {k: dict(v) for k, v in counters.items()}))
+                reply = _recv(proc.stdout)
+            except (OSError, EOFError) as exc:
+                self._stop(proc)
+                raise RuntimeError(f"trace writer process died: {exc}") from None
+            if reply[0] != "ok":
+                raise RuntimeError(reply[1])
+
+    def close(self) -> None:
+        """Stop the child (after the writer has drained)."""
+        with self._lock:
+            if self._proc is not None:
+                self._stop(self._proc)
+
+    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+        for stream in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self._proc = None
+
+
+def main() -> None:
+    """The child: open the database, then run each batch it is sent and answer ok or the error."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from podium.core.db import get_database
+    from podium.tracing.writer import insert_rows
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        _, url, names = _recv(stdin)
+        db = get_database(url)
+        sinks = {name: _load(path) for name, path in names.items()}
+    except EOFError:
+        return
+    except Exception as exc:
+        _send(stdout, ("error", f"{type(exc).__name__}: {exc}"))
+        return
+    _send(stdout, ("ok",))
+    while True:
+        try:
+            _, traces, spans, counters = _recv(stdin)
+        except EOFError:
+            return
+        try:
+            insert_rows(db, sinks, traces, spans, counters)
+        except Exception as exc:
+            _send(stdout, ("error", f"{type(exc).__name__}: {exc}"))
+        else:
+            _send(stdout, ("ok",))
+
+
+if __name__ == "__main__":
+    main()
