@@ -61,14 +61,6 @@ class Record:
     trace: dict[str, Any] | None = None
     spans: list[dict[str, Any]] = field(default_factory=list)
     counters: list[tuple[str, CounterKey, int]] = field(default_factory=list)
-    # the trace and span rows as the INSERTs' parameter tuples, built by `TraceWriter.put_nowait`
-    params: tuple[tuple[Any, ...] | None, list[tuple[Any, ...]]] | None = field(default=None, repr=False)
-
-    def prepare(self, sqlite: bool) -> None:
-        """Build the INSERT parameters now (in the producer), so the writer thread holds the GIL only briefly."""
-        trace = _TRACES.params(self.trace, sqlite) if self.trace else None
-        self.params = (trace, [_SPANS.params(sp, sqlite) for sp in self.spans])
-
     def size(self) -> int:
         """Rows this record writes."""
         return (1 if self.trace else 0) + len(self.spans) + len(self.counters)
@@ -92,7 +84,6 @@ class TraceWriter:
         process: bool = False,
     ):
         self.db = db
-        self._sqlite = db.backend == "sqlite"
         self.spill_dir = spill_dir
         self.max_queue = max_queue
         self.batch_size = batch_size
@@ -135,8 +126,6 @@ class TraceWriter:
 
     def put_nowait(self, record: Record) -> bool:
         """Queue a record if there is room; False when the queue is full."""
-        if record.params is None:
-            record.prepare(self._sqlite)
         try:
             self._queue.put_nowait(record)
         except queue.Full:
@@ -157,8 +146,6 @@ class TraceWriter:
 
     def put(self, record: Record, timeout: float | None = None) -> None:
         """Queue a record from a plain thread, blocking while the queue is full."""
-        if record.params is None:
-            record.prepare(self._sqlite)
         self._queue.put(record, timeout=timeout)
         with self._idle:
             self._submitted += 1
@@ -272,8 +259,8 @@ class TraceWriter:
 
     def write_rows(
         self,
-        traces: list[tuple[Any, ...]],
-        spans: list[tuple[Any, ...]],
+        traces: list[dict[str, Any]],
+        spans: list[dict[str, Any]],
         counters: dict[str, dict[CounterKey, int]],
     ) -> None:
         """Insert traces and spans and add counter deltas, in one transaction (in the writer process, if any)."""
@@ -320,9 +307,7 @@ class TraceWriter:
                     data = orjson.loads(line)
                     spans = [_parse_times(sp) or {} for sp in data.get("spans") or []]
                     counters = [(str(n), tuple(map(str, k)), int(d)) for n, k, d in data.get("counters") or []]
-                    record = Record(trace=_parse_times(data.get("trace")), spans=spans, counters=counters)
-                    record.prepare(self._sqlite)
-                    batch.append(record)
+                    batch.append(Record(trace=_parse_times(data.get("trace")), spans=spans, counters=counters))
             try:
                 self.write_rows(*_rows(batch))
             except Exception:
@@ -392,16 +377,24 @@ _SPANS = _BulkInsert(Span)
 def insert_rows(
     db: Database,
     sinks: dict[str, CounterSink],
-    traces: list[tuple[Any, ...]],
-    spans: list[tuple[Any, ...]],
+    traces: list[dict[str, Any]],
+    spans: list[dict[str, Any]],
     counters: dict[str, dict[CounterKey, int]],
 ) -> None:
-    """Insert trace and span parameter tuples and add counter deltas, in one transaction."""
+    """Insert trace and span rows and add counter deltas, in one transaction."""
+    sqlite = db.backend == "sqlite"
+    trace_params: list[tuple[Any, ...]] = []
+    span_params: list[tuple[Any, ...]] = []
+    for rows, out, insert in ((traces, trace_params, _TRACES), (spans, span_params, _SPANS)):
+        for i, row in enumerate(rows):
+            if i % 16 == 15:
+                time.sleep(0)  # in the writer thread: hand the GIL to the event loop now and then
+            out.append(insert.params(row, sqlite))
     with db.session() as s:
-        if traces:
-            _TRACES.run(s, db.backend, traces)
-        if spans:
-            _SPANS.run(s, db.backend, spans)
+        if trace_params:
+            _TRACES.run(s, db.backend, trace_params)
+        if span_params:
+            _SPANS.run(s, db.backend, span_params)
         for name, deltas in sorted(counters.items()):
             if deltas:
                 sinks[name](s, db.backend, deltas)
@@ -409,15 +402,10 @@ def insert_rows(
 
 def _rows(
     batch: list[Record],
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], dict[str, dict[CounterKey, int]]]:
-    """Trace and span parameter tuples and summed counter deltas of a batch."""
-    traces, spans = [], []
-    for r in batch:
-        assert r.params is not None, "records are prepared when queued"
-        trace, span_params = r.params
-        if trace is not None:
-            traces.append(trace)
-        spans.extend(span_params)
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[CounterKey, int]]]:
+    """Traces, spans and summed counter deltas of a batch."""
+    traces = [r.trace for r in batch if r.trace]
+    spans = [sp for r in batch for sp in r.spans]
     counters: dict[str, dict[CounterKey, int]] = defaultdict(lambda: defaultdict(int))
     for r in batch:
         for name, key, delta in r.counters:
