@@ -383,6 +383,9 @@ def test_routes_are_listed_as_models(gw: LiveServer, upstreams: tuple[FakeServer
     ids = {m.id for m in sdk(gw).models.list()}
     assert "listed" in ids
     assert sdk(gw).models.retrieve("listed").id == "listed"
+    with pytest.raises(openai.NotFoundError) as err:  # an unknown name: the error names the routes one could use
+        sdk(gw).chat.completions.create(model="lsited", messages=[{"role": "user", "content": "hi"}])
+    assert "'lsited' not found" in str(err.value) and "listed" in str(err.value).split("routes:")[1]
 
 
 # --- faults ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ exactly under concurrency, in-process and through Redis with two gateway process
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 import uuid
@@ -155,8 +156,13 @@ def test_limits_cli(gw: LiveServer) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "$0.00 of $1.50" in out.stdout
+    gw.app.state.governor.refresh()
+    assert ask(gw.url, key["key"]).status_code == 200
+    assert gw.app.state.trace_writer.flush(10)
     out = run_cli("limits", "ls", env=env)
     assert key["prefix"] in out.stdout and "priced" in out.stdout
+    # a fraction of a cent shows as such, not as $0.00
+    assert re.search(r"\$0\.\d*[1-9]\d* of \$1\.50", out.stdout), out.stdout
     out = run_cli("limits", "set", "key", key["prefix"], "--daily", "lots", env=env)
     assert out.returncode != 0 and "daily_budget_usd" in out.stderr
     out = run_cli("limits", "rm", "key", key["prefix"], env=env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +124,15 @@ _REF = typer.Argument(..., help="Key id or prefix (pk-…), project or user name
 _LIMIT_COLUMNS = ["scope", "name", "allowed_models", "rpm", "tpm", "daily", "monthly"]
 
 
+def usd(amount: str) -> str:
+    """`$1.50`, `$0.000156`: cents at least, micro-dollars at most, no trailing zeros beyond the cents."""
+    whole, _, frac = f"{Decimal(amount):.6f}".partition(".")
+    return f"${whole}.{frac.rstrip('0').ljust(2, '0')}"
+
+
 def _limit_row(d: dict[str, Any]) -> dict[str, Any]:
     def budget(limit: str | None, spent: str) -> str:
-        return "—" if limit is None else f"${float(spent):.2f} of ${float(limit):.2f}"
+        return "—" if limit is None else f"{usd(spent)} of {usd(limit)}"
 
     return {
         **d,

@@ -121,7 +121,15 @@ class RouteTable:
         route = self.routes.get(name)
         if route is not None:
             return route
-        target = self.directory.lookup(name)
+        try:
+            target = self.directory.lookup(name)
+        except GatewayError as exc:
+            if exc.status == 404 and self.routes:
+                known = ", ".join(sorted(self.routes))
+                raise GatewayError(
+                    404, f"{exc.message.rstrip('.')}; routes: {known}", code="model_not_found", param="model"
+                ) from None
+            raise
         key = f"{name}\0{target.resolved.version.id}"
         route = self._model_routes.get(key)
         if route is None:
@@ -238,14 +246,3 @@ class RouteTable:
             for d in route.deployments:
                 if d.provider is not None:
                     await d.provider.aclose()
-
-
-def unknown_route(name: str, table: RouteTable) -> GatewayError:
-    """404 naming the routes and models one could use."""
-    known = sorted(table.routes)
-    return GatewayError(
-        404,
-        f"model or route {name!r} not found; routes: {', '.join(known) or 'none'}; see GET /v1/models",
-        code="model_not_found",
-        param="model",
-    )

@@ -61,6 +61,7 @@ class Record:
     trace: dict[str, Any] | None = None
     spans: list[dict[str, Any]] = field(default_factory=list)
     counters: list[tuple[str, CounterKey, int]] = field(default_factory=list)
+
     def size(self) -> int:
         """Rows this record writes."""
         return (1 if self.trace else 0) + len(self.spans) + len(self.counters)
