@@ -314,6 +314,7 @@ class Dispatcher:
             "deployment": call.deployment,
             "cache_status": call.cache,
             "attempts": call.attempts,
+            "span_count": 1,
             "http_status": call.status,
             "prompt_tokens": call.prompt_tokens,
             "completion_tokens": call.completion_tokens,

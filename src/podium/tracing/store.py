@@ -30,6 +30,7 @@ class Trace(Base):
         Index("ix_traces_user_start", "user_id", "start_time"),
         Index("ix_traces_session", "session_id"),
         Index("ix_traces_key_start", "key_id", "start_time"),
+        Index("ix_traces_start", "start_time"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -49,6 +50,7 @@ class Trace(Base):
     deployment: Mapped[str | None] = mapped_column(String(200), default=None)
     cache_status: Mapped[str | None] = mapped_column(String(12), default=None)
     attempts: Mapped[int] = mapped_column(default=0)
+    span_count: Mapped[int] = mapped_column(default=0, server_default="0")
     http_status: Mapped[int | None] = mapped_column(default=None)
     prompt_tokens: Mapped[int] = mapped_column(default=0)
     completion_tokens: Mapped[int] = mapped_column(default=0)
@@ -86,3 +88,14 @@ class Span(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     input: Mapped[Any] = mapped_column(Text, default=None, nullable=True)
     output: Mapped[Any] = mapped_column(Text, default=None, nullable=True)
+
+
+class TraceRetention(Base):
+    """How many days a project's traces are kept (absent: forever)."""
+
+    __tablename__ = "trace_retention"
+
+    project_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    days: Mapped[int] = mapped_column()
+    updated_by: Mapped[str] = mapped_column(String(140), default="")
+    updated_at: Mapped[datetime] = mapped_column()

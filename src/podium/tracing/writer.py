@@ -61,6 +61,9 @@ class Record:
     trace: dict[str, Any] | None = None
     spans: list[dict[str, Any]] = field(default_factory=list)
     counters: list[tuple[str, CounterKey, int]] = field(default_factory=list)
+    # the trace row is a part of the trace (spans arriving in several batches, as from the SDK or OTLP):
+    # it is merged into an existing row (totals added, times widened) instead of inserted
+    merge: bool = False
 
     def size(self) -> int:
         """Rows this record writes."""
@@ -283,7 +286,10 @@ class TraceWriter:
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as f:
                 for r in batch:
-                    f.write(orjson.dumps({"trace": r.trace, "spans": r.spans, "counters": r.counters}) + b"\n")
+                    f.write(
+                        orjson.dumps({"trace": r.trace, "spans": r.spans, "counters": r.counters, "merge": r.merge})
+                        + b"\n"
+                    )
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -308,7 +314,14 @@ class TraceWriter:
                     data = orjson.loads(line)
                     spans = [_parse_times(sp) or {} for sp in data.get("spans") or []]
                     counters = [(str(n), tuple(map(str, k)), int(d)) for n, k, d in data.get("counters") or []]
-                    batch.append(Record(trace=_parse_times(data.get("trace")), spans=spans, counters=counters))
+                    batch.append(
+                        Record(
+                            trace=_parse_times(data.get("trace")),
+                            spans=spans,
+                            counters=counters,
+                            merge=bool(data.get("merge")),
+                        )
+                    )
             try:
                 self.write_rows(*_rows(batch))
             except Exception:
@@ -322,12 +335,49 @@ class TraceWriter:
         return count
 
 
+# How a trace row arriving in parts merges into the stored one (columns not named: the new value wins).
+_KEEP_SET = "COALESCE(excluded.{c}, traces.{c})"
+MERGE_RULES: dict[str, str] = {
+    "project_id": "COALESCE(traces.{c}, excluded.{c})",
+    "source": "traces.{c}",
+    "name": "CASE WHEN excluded.{c} <> '' THEN excluded.{c} ELSE traces.{c} END",
+    "status": "CASE WHEN excluded.{c} = 'error' OR traces.{c} = 'error' THEN 'error' ELSE traces.{c} END",
+    "start_time": "CASE WHEN excluded.{c} < traces.{c} THEN excluded.{c} ELSE traces.{c} END",
+    "end_time": "CASE WHEN traces.{c} IS NULL OR excluded.{c} > traces.{c} THEN excluded.{c} ELSE traces.{c} END",
+    "tags": "CASE WHEN CAST(excluded.{c} AS TEXT) <> '[]' THEN excluded.{c} ELSE traces.{c} END",
+    "metadata": "CASE WHEN CAST(excluded.{c} AS TEXT) <> '{{}}' THEN excluded.{c} ELSE traces.{c} END",
+    **{
+        c: "traces.{c} + excluded.{c}"
+        for c in ("attempts", "span_count", "prompt_tokens", "completion_tokens", "cost_micros")
+    },
+    **{
+        c: _KEEP_SET
+        for c in (
+            "session_id",
+            "user_id",
+            "key_id",
+            "latency_ms",
+            "ttft_ms",
+            "model",
+            "route",
+            "deployment",
+            "cache_status",
+            "http_status",
+            "error",
+            "input",
+            "output",
+        )
+    },
+}
+
+
 class _BulkInsert:
     """A plain DBAPI `executemany` for one table: the rows are tuples built here, without SQLAlchemy's
     per-value type processing, because the writer thread shares the GIL with the event loop (measured: a
     batch of 340 traces and spans took 13 ms through SQLAlchemy's insert)."""
 
-    def __init__(self, model: type[Trace] | type[Span]):
+    def __init__(self, model: type[Trace] | type[Span], merge_rules: dict[str, str] | None = None):
+        self.merge_rules = merge_rules
         self.keys: list[str] = []
         self.defaults: list[Any] = []
         self.kinds: list[str] = []
@@ -346,6 +396,7 @@ class _BulkInsert:
             type_name = type(column.type).__name__
             self.kinds.append("time" if type_name == "UTCDateTime" else "json" if type_name == "JSON" else "plain")
         table = model.__tablename__
+        self.names = names
         cols = ", ".join(f'"{n}"' for n in names)
         self.sql = {
             "sqlite": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in names)})",
@@ -366,12 +417,20 @@ class _BulkInsert:
             values.append(value)
         return tuple(values)
 
-    def run(self, session: Any, backend: str, params: list[tuple[Any, ...]]) -> None:
-        """Insert rows given as parameter tuples (`params`) in the session's transaction."""
-        session.connection().exec_driver_sql(self.sql[backend], params)
+    def run(self, session: Any, backend: str, params: list[tuple[Any, ...]], merge: bool = False) -> None:
+        """Insert rows given as parameter tuples (`params`) in the session's transaction; with `merge`, a row
+        whose id exists is merged into it by `merge_rules`, or left as it is when there are none."""
+        sql = self.sql[backend]
+        if merge and self.merge_rules is None:
+            sql += f' ON CONFLICT ("{self.names[0]}") DO NOTHING'
+        elif merge:
+            rules = self.merge_rules or {}
+            sets = ", ".join(f'"{c}" = {rules.get(c, "excluded.{c}").format(c=c)}' for c in self.names[1:])
+            sql += f' ON CONFLICT ("{self.names[0]}") DO UPDATE SET {sets}'
+        session.connection().exec_driver_sql(sql, params)
 
 
-_TRACES = _BulkInsert(Trace)
+_TRACES = _BulkInsert(Trace, MERGE_RULES)
 _SPANS = _BulkInsert(Span)
 
 
@@ -385,17 +444,26 @@ def insert_rows(
     """Insert trace and span rows and add counter deltas, in one transaction."""
     sqlite = db.backend == "sqlite"
     trace_params: list[tuple[Any, ...]] = []
+    merge_params: list[tuple[Any, ...]] = []
     span_params: list[tuple[Any, ...]] = []
-    for rows, out, insert in ((traces, trace_params, _TRACES), (spans, span_params, _SPANS)):
-        for i, row in enumerate(rows):
-            if i % 16 == 15:
-                time.sleep(0)  # in the writer thread: hand the GIL to the event loop now and then
-            out.append(insert.params(row, sqlite))
+    resent_params: list[tuple[Any, ...]] = []
+    for i, row in enumerate(traces):
+        if i % 16 == 15:
+            time.sleep(0)  # in the writer thread: hand the GIL to the event loop now and then
+        (merge_params if row.get("_merge") else trace_params).append(_TRACES.params(row, sqlite))
+    for i, row in enumerate(spans):
+        if i % 16 == 15:
+            time.sleep(0)
+        (resent_params if row.get("_merge") else span_params).append(_SPANS.params(row, sqlite))
     with db.session() as s:
         if trace_params:
             _TRACES.run(s, db.backend, trace_params)
+        if merge_params:
+            _TRACES.run(s, db.backend, merge_params, merge=True)
         if span_params:
             _SPANS.run(s, db.backend, span_params)
+        if resent_params:  # spans sent by clients: one sent twice (a retried request) is kept once
+            _SPANS.run(s, db.backend, resent_params, merge=True)
         for name, deltas in sorted(counters.items()):
             if deltas:
                 sinks[name](s, db.backend, deltas)
@@ -404,9 +472,9 @@ def insert_rows(
 def _rows(
     batch: list[Record],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[CounterKey, int]]]:
-    """Traces, spans and summed counter deltas of a batch."""
-    traces = [r.trace for r in batch if r.trace]
-    spans = [sp for r in batch for sp in r.spans]
+    """Traces, spans and summed counter deltas of a batch (rows of a record to merge carry `_merge`)."""
+    traces = [{**r.trace, "_merge": True} if r.merge else r.trace for r in batch if r.trace]
+    spans = [{**sp, "_merge": True} if r.merge else sp for r in batch for sp in r.spans]
     counters: dict[str, dict[CounterKey, int]] = defaultdict(lambda: defaultdict(int))
     for r in batch:
         for name, key, delta in r.counters:

@@ -1,0 +1,168 @@
+"""Span ingest over HTTP (`POST /api/traces/ingest`) on SQLite and PostgreSQL: a trace sent in parts is
+merged into one row with summed totals; orphans stay; a resent batch is kept once; large payloads go to
+the artifact store; oversized attributes are truncated; bad spans are refused naming the field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import select
+
+from podium.tracing.ingest import ARTIFACT_KEY, MAX_ATTRIBUTE_CHARS
+from podium.tracing.store import Span, Trace
+
+from .conftest import LiveServer, serve_for_module
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def live(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    serving = serve_for_module(backend, tmp_path_factory.mktemp(f"ingest-{backend}"))
+    yield next(serving)
+    next(serving, None)
+
+
+def span(
+    trace: str, sid: str, parent: str | None = None, at: float = 0, dur: float = 1, **extra: Any
+) -> dict[str, Any]:
+    start = T0 + timedelta(seconds=at)
+    return {
+        "id": sid,
+        "trace_id": trace,
+        "parent_id": parent,
+        "name": sid,
+        "start_time": start.isoformat(),
+        "end_time": (start + timedelta(seconds=dur)).isoformat(),
+        **extra,
+    }
+
+
+def send(live: LiveServer, spans: list[dict[str, Any]]) -> dict[str, Any]:
+    with live.client() as c:
+        r = c.post("/api/traces/ingest", json={"spans": spans})
+    assert r.status_code == 202, r.text
+    result: dict[str, Any] = r.json()
+    return result
+
+
+def stored(live: LiveServer, trace_id: str) -> tuple[Trace, list[Span]]:
+    assert live.app.state.trace_writer.flush(10)
+    with live.platform.db.read_session() as s:
+        trace = s.get(Trace, trace_id)
+        assert trace is not None
+        spans = list(s.scalars(select(Span).where(Span.trace_id == trace_id).order_by(Span.start_time)))
+    return trace, spans
+
+
+def test_a_trace_sent_in_parts_is_one_row_with_totals(live: LiveServer) -> None:
+    tid = "trc_parts_" + live.platform.db.backend
+    # the children arrive first, the root (with the trace's name, user and output) last
+    send(
+        live,
+        [
+            span(
+                tid,
+                f"{tid}-llm1",
+                f"{tid}-root",
+                at=1,
+                kind="llm",
+                model="gpt-4o-mini",
+                prompt_tokens=1000,
+                completion_tokens=500,
+            ),
+            span(tid, f"{tid}-tool", f"{tid}-root", at=2, kind="tool", status="error", error="timeout"),
+        ],
+    )
+    assert send(
+        live,
+        [
+            span(
+                tid,
+                f"{tid}-llm2",
+                f"{tid}-root",
+                at=3,
+                kind="llm",
+                prompt_tokens=10,
+                completion_tokens=5,
+                cost_usd=0.25,
+            ),
+            span(
+                tid,
+                f"{tid}-root",
+                None,
+                at=0,
+                dur=5,
+                kind="agent",
+                trace_name="answer ticket",
+                user_id="u-7",
+                session_id="s-1",
+                tags=["beta"],
+                metadata={"team": "support"},
+                input={"q": "hi"},
+                output="done",
+            ),
+        ],
+    ) == {"spans": 2, "traces": 1}
+    trace, spans = stored(live, tid)
+    assert len(spans) == 4 and trace.span_count == 4
+    assert trace.name == "answer ticket" and trace.user_id == "u-7" and trace.session_id == "s-1"
+    assert trace.tags == ["beta"] and trace.meta == {"team": "support"}
+    assert trace.prompt_tokens == 1010 and trace.completion_tokens == 505
+    # gpt-4o-mini from the shipped price table ($0.15 / $0.60 per 1M) plus the explicit $0.25
+    assert trace.cost_micros == 150 + 300 + 250_000
+    assert trace.status == "error" and trace.error == "timeout"
+    assert trace.start_time == T0 and trace.end_time == T0 + timedelta(seconds=5)
+    assert trace.latency_ms == pytest.approx(5000)
+    assert trace.output == "done" and orjson.loads(trace.input) == {"q": "hi"}
+    assert trace.source == "sdk" and trace.project_id
+
+
+def test_orphans_stay_and_a_resent_batch_is_kept_once(live: LiveServer) -> None:
+    tid = "trc_orphan_" + live.platform.db.backend
+    batch = [span(tid, f"{tid}-a", "never-arrives", kind="llm", prompt_tokens=3)]
+    send(live, batch)
+    send(live, batch)  # a client retry
+    trace, spans = stored(live, tid)
+    assert [s.id for s in spans] == [f"{tid}-a"] and spans[0].parent_id == "never-arrives"
+    assert trace.name == ""  # no root span yet
+
+
+def test_large_payloads_go_to_the_artifact_store_and_attributes_are_truncated(live: LiveServer) -> None:
+    tid = "trc_big_" + live.platform.db.backend
+    big = "x" * 100_000
+    send(live, [span(tid, f"{tid}-r", input=big, attributes={"doc": "y" * 10_000, "n": 3})])
+    _, spans = stored(live, tid)
+    marker = orjson.loads(spans[0].input)
+    assert marker["bytes"] == 100_000 and marker["preview"] == "x" * 1000
+    assert live.platform.blobs.get(marker[ARTIFACT_KEY]) == big.encode()
+    attrs = spans[0].attributes
+    assert attrs["n"] == 3 and attrs["doc"].startswith("y" * MAX_ATTRIBUTE_CHARS) and "truncated 5904" in attrs["doc"]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"{nope", "not valid JSON"),
+        (b'{"spans": 3}', '"spans" array'),
+        (b'{"spans": [{"trace_id": "t"}]}', "spans[0].start_time"),
+        (b'{"spans": [{"trace_id": "t", "start_time": "2026-11-24T00:00:00Z", "kind": "robot"}]}', "spans[0].kind"),
+        (b'{"spans": [{"trace_id": "a b", "start_time": "2026-11-24T00:00:00Z"}]}', "spans[0].trace_id"),
+    ],
+)
+def test_bad_spans_are_refused_naming_the_field(live: LiveServer, body: bytes, words: str) -> None:
+    with live.client() as c:
+        r = c.post("/api/traces/ingest", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and words in r.json()["error"]["message"], r.text
+
+
+def test_viewers_may_not_send_spans(live: LiveServer) -> None:
+    with live.client() as c:
+        viewer = c.post("/api/keys", json={"name": "v", "role": "viewer"}).json()["key"]
+    with live.client(viewer) as c:
+        r = c.post("/api/traces/ingest", json={"spans": []})
+    assert r.status_code == 403
