@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from podium.tracing.store import Span, Trace
@@ -455,6 +456,39 @@ def test_metrics_show_the_writer(gw: LiveServer) -> None:
     text = httpx.get(gw.url + "/metrics").text
     assert "podium_trace_rows_written_total" in text
     assert "podium_trace_rows_dropped_total 0.0" in text
+
+
+def metric(gw: LiveServer, name: str, **labels: str) -> float:
+    """A sample's value on /metrics (0 when absent)."""
+    for family in text_string_to_metric_families(httpx.get(gw.url + "/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def test_metrics_per_route_and_model(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, _ = upstreams
+    put_route(gw, {"name": "metered", "deployments": [dep(a, "m-a", price={"input": 1, "output": 2})]})
+    labels = {"route": "metered", "model": "up-m-a"}
+    before = metric(gw, "podium_gateway_requests_total", status="200", **labels)
+    tokens_before = metric(gw, "podium_gateway_tokens_total", type="completion", **labels)
+    raw = chat(sdk(gw), "metered")
+    usage = raw.parse().usage
+    stream = sdk(gw).chat.completions.create(model="metered", messages=[{"role": "user", "content": "hi"}], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert metric(gw, "podium_gateway_requests_total", status="200", **labels) == before + 2
+    assert (
+        metric(gw, "podium_gateway_tokens_total", type="completion", **labels)
+        > tokens_before + usage.completion_tokens - 1
+    )
+    assert metric(gw, "podium_gateway_cost_usd_total", **labels) > 0
+    assert metric(gw, "podium_gateway_request_duration_seconds_count", route="metered") >= 2
+    assert metric(gw, "podium_gateway_time_to_first_token_seconds_count", route="metered") >= 1
+    unknown = metric(gw, "podium_gateway_errors_total", route="unknown")
+    with pytest.raises(openai.NotFoundError):
+        chat(sdk(gw), "no-such-route")
+    assert metric(gw, "podium_gateway_errors_total", route="unknown") == unknown + 1
 
 
 def test_routes_cli(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:

@@ -16,6 +16,7 @@ import orjson
 from podium.core.auth.service import Principal
 from podium.core.db import utcnow
 from podium.core.ids import new_id
+from podium.gateway import metrics
 from podium.gateway.cache import ResponseCache
 from podium.gateway.errors import GatewayError
 from podium.gateway.governor import Governor, Ticket
@@ -292,6 +293,7 @@ class Dispatcher:
         """The trace and span rows of a finished call."""
         ended = utcnow()
         latency = (time.perf_counter() - call.t0) * 1000
+        metrics.observe(call, latency / 1000)
         status = "ok" if call.error is None and call.status < 400 else "error"
         inp = _clip(orjson.dumps(call.body).decode())
         out = None if call.output is None else _clip(orjson.dumps(call.output).decode())
