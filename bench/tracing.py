@@ -86,14 +86,15 @@ def bench_writer(url: str, spans: int, process: bool, blobs: BlobStore) -> float
     for off in range(0, n_traces, chunk):
         parsed = [SpanIn.model_validate(d) for d in span_dicts(min(chunk, n_traces - off), off)]
         records += to_records(parsed, project_id="prj_bench", key_id=None, blobs=blobs)
+    writer.put(records[0])  # warm up: the writer (and its child process) is running and connected
     writer.flush(60)
     start = time.perf_counter()
-    for r in records:
+    for r in records[1:]:
         writer.put(r)
     writer.close(600)
     elapsed = time.perf_counter() - start
     assert writer.dropped == 0 and writer.spilled == 0
-    return n_traces * SPANS_PER_TRACE / elapsed
+    return (n_traces - 1) * SPANS_PER_TRACE / elapsed
 
 
 def bench_http(home: Path, url: str, spans: int) -> float:

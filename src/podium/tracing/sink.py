@@ -85,12 +85,20 @@ class ProcessSink:
             raise RuntimeError(f"trace writer process could not open the database: {reply[1]}")
         return proc
 
+    def ensure_started(self) -> None:
+        """Start the child if it is not running."""
+        with self._lock:
+            self._running()
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = self._start()
+        return self._proc
+
     def write(self, traces: list[Any], spans: list[Any], counters: dict[str, dict[Any, int]]) -> None:
         """Insert the rows and add the counter deltas in one transaction in the child; raises on failure."""
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._proc = self._start()
-            proc = self._proc
+            proc = self._running()
             assert proc.stdin is not None and proc.stdout is not None
             try:
                 _send(proc.stdin, ("write", traces, spans, {k: dict(v) for k, v in counters.items()}))

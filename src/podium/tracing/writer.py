@@ -199,6 +199,11 @@ class TraceWriter:
     # --- writer thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._process is not None:
+            try:
+                self._process.ensure_started()  # now, rather than in the first request's batch
+            except Exception:
+                log.exception("starting the trace writer process failed; the first batch retries")
         stop = False
         while not stop:
             batch: list[Record] = []
