@@ -7,7 +7,10 @@ Measures, per database:
   sends them) are queued as fast as one producer can, until everything is committed; with the writer
   inserting in its child process (the server's default) and in its thread;
 - http: spans/s end to end through `POST /api/traces/ingest` of a live `podium serve` (one worker),
-  two client threads posting batches of 500 spans.
+  two client threads posting batches of 500 spans;
+- queries (`--stored`, default 1,000,000 spans): with that many spans stored, p50/p95 of the trace list's
+  first page filtered by model and a time range, and of opening a trace of 10,000 spans (its span tree
+  and first page of spans), over HTTP against `podium serve`.
 """
 
 from __future__ import annotations
@@ -150,14 +153,103 @@ def bench_http(home: Path, url: str, spans: int) -> float:
             proc.kill()
 
 
+def fill(url: str, stored: int, blobs: BlobStore) -> str:
+    """Store `stored` spans (plus one trace of 10,000 spans, whose id is returned) through the writer."""
+    from podium.core.db import get_database
+
+    writer = TraceWriter(get_database(url), Path(tempfile.mkdtemp()) / "spill", max_queue=20_000)
+    writer.start()
+    chunk = 1000
+    for off in range(0, stored // SPANS_PER_TRACE, chunk):
+        parsed = [SpanIn.model_validate(d) for d in span_dicts(chunk, off)]
+        for r in to_records(parsed, project_id="prj_bench", key_id=None, blobs=blobs):
+            writer.put(r)
+    big = uuid.uuid4().hex
+    spans = [
+        SpanIn(
+            id=f"{big[:16]}-{i}",
+            trace_id=big,
+            parent_id=None if i == 0 else f"{big[:16]}-{(i - 1) // 10}",
+            kind="chain" if i == 0 else "tool",
+            name=f"step {i}",
+            start_time=T0 + timedelta(milliseconds=i),
+            end_time=T0 + timedelta(milliseconds=i + 1),
+            input=TEXT,
+            output=TEXT,
+        )
+        for i in range(10_000)
+    ]
+    for r in to_records(spans, project_id="prj_bench", key_id=None, blobs=blobs):
+        writer.put(r)
+    writer.close(1200)
+    return big
+
+
+def bench_queries(home: Path, url: str, big: str, n: int = 50) -> dict[str, tuple[float, float]]:
+    """p50 and p95 milliseconds of the trace list (model + time filter, first page) and of a 10k-span trace."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
+    port = free_port()
+    env.update(
+        {
+            "PODIUM_HOME": str(home),
+            "PODIUM_DATABASE_URL": url,
+            "PODIUM_SERVE_MODELS": "",
+            "PODIUM_JOB_WORKERS": "0",
+            "PODIUM_LOG_LEVEL": "warning",
+            "PODIUM_PORT": str(port),
+        }
+    )
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "podium"), "serve"],
+        env=env,
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=open(home / "serve-q.log", "w"),  # noqa: SIM115
+    )
+    base = f"http://127.0.0.1:{port}"
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        wait_http(base + "/healthz", 120, proc, home / "serve-q.log")
+        key = (home / "admin.key").read_text().strip()
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
+            window = {"from": (T0 + timedelta(hours=6)).isoformat(), "to": (T0 + timedelta(hours=30)).isoformat()}
+            calls = {
+                "trace list, model + time filter, first page": lambda: c.get(
+                    "/api/traces", params={"model": "gpt-4o-mini", "limit": 50, **window}
+                ),
+                "open a trace of 10,000 spans": lambda: (
+                    c.get(f"/api/traces/{big}"),
+                    c.get(f"/api/traces/{big}/spans", params={"offset": 0, "limit": 100}),
+                ),
+            }
+            for name, call in calls.items():
+                times = []
+                for i in range(n + 3):
+                    t = time.perf_counter()
+                    result = call()
+                    for r in result if isinstance(result, tuple) else (result,):
+                        r.raise_for_status()
+                    if i >= 3:  # warm-up
+                        times.append((time.perf_counter() - t) * 1000)
+                times.sort()
+                out[name] = (times[len(times) // 2], times[int(len(times) * 0.95) - 1])
+                print(name, out[name], file=sys.stderr)
+    finally:
+        proc.terminate()
+        proc.wait(120)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--postgres", default=None, help="A PostgreSQL URL (a database this run may fill).")
+    parser.add_argument("--stored", type=int, default=1_000_000, help="Spans stored for the query part (0: skip).")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="podium-bench-tr-"))
     rows = []
+    queries: list[tuple[str, str, float, float]] = []
     backends = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
     for label, pg in backends:
         for mode in ("process", "thread", "http"):
@@ -173,6 +265,14 @@ def main() -> None:
                 rate = bench_writer(url, args.spans, mode == "process", blobs)
             rows.append((label, mode, rate))
             print(label, mode, f"{rate:,.0f} spans/s", file=sys.stderr)
+        if args.stored:
+            home = work / f"{label}-queries"
+            home.mkdir()
+            url = pg or f"sqlite:///{home / 'podium.db'}"
+            prepare(load_settings(home=str(home), database_url=url), register_builtins=False)
+            big = fill(url, args.stored, BlobStore(str(home / "artifacts")))
+            for name, (p50, p95) in bench_queries(home, url, big).items():
+                queries.append((label, name, p50, p95))
     shutil.rmtree(work, ignore_errors=True)
     names = {
         "process": "writer, inserts in its child process",
@@ -189,6 +289,15 @@ def main() -> None:
         "| --- | --- | --- |",
     ]
     lines += [f"| {label} | {names[mode]} | {rate:,.0f} |" for label, mode, rate in rows]
+    if queries:
+        lines += [
+            "",
+            f"With {args.stored:,} spans stored (+ one trace of 10,000 spans), over HTTP, 50 calls each:",
+            "",
+            "| database | query | p50 | p95 |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [f"| {label} | {name} | {p50:.1f} ms | {p95:.1f} ms |" for label, name, p50, p95 in queries]
     table = "\n".join(lines) + "\n"
     print(table)
     if args.record:
