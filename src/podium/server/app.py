@@ -53,6 +53,7 @@ from podium.models import jobs as _model_jobs  # noqa: F401  (registers job kind
 from podium.models import pages as model_pages
 from podium.models import routes as model_routes
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
+from podium.tracing import otlp_routes
 from podium.tracing import routes as tracing_routes
 from podium.tracing.writer import TraceWriter
 from podium.web import pages as shell_pages
@@ -68,6 +69,7 @@ API_ROUTERS = [
     gateway_api.router,
     gateway_api.limits_router,
     tracing_routes.router,
+    otlp_routes.router,
 ]
 PAGE_ROUTERS = [shell_pages.router, auth_pages.router, job_pages.router, model_pages.router]
 
