@@ -13,6 +13,7 @@ from podium.core.jobs.cli import artifacts_app, jobs_app
 from podium.gateway.cli import limits_app, routes_app
 from podium.models.cli import models_app
 from podium.server.cli import serve
+from podium.tracing.cli import traces_app
 
 app = typer.Typer(
     help="Podium: a self-hosted LLMOps platform.",
@@ -33,6 +34,7 @@ app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(models_app, name="models")
 app.add_typer(routes_app, name="routes")
 app.add_typer(limits_app, name="limits")
+app.add_typer(traces_app, name="traces")
 
 
 def main() -> None:

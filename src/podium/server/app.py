@@ -55,6 +55,7 @@ from podium.models import routes as model_routes
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
 from podium.tracing import otlp_routes
 from podium.tracing import routes as tracing_routes
+from podium.tracing.service import retention_loop
 from podium.tracing.writer import TraceWriter
 from podium.web import pages as shell_pages
 from podium.web.shell import STATIC, LoginRequired
@@ -121,10 +122,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         task = asyncio.create_task(_flush_periodically(flushers, 5.0))
         refresher = asyncio.create_task(table.run_refresher())
         limits_refresher = asyncio.create_task(governor.run_refresher())
+        retention = asyncio.create_task(retention_loop(platform.db))  # deletes traces past each project's days
         try:
             yield
         finally:
-            for t in (task, refresher, limits_refresher):
+            for t in (task, refresher, limits_refresher, retention):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
