@@ -505,10 +505,9 @@ def _summary_fields(row: Any) -> dict[str, Any]:
 
 
 def _time_text(when: datetime) -> str:
-    """A time as the trace writer stores it on SQLite (`2026-01-31 12:00:00`, microseconds only when not
-    zero). Compared as text, it orders right against stored values with or without a `.000000` suffix,
-    where SQLAlchemy's own binding (always `.ffffff`) would put `12:00:00` before `12:00:00.000000`."""
-    return when.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+    """A time as the trace writer and SQLAlchemy store it on SQLite (`2026-01-31 12:00:00.000000`), so text
+    comparisons against the indexed column order right."""
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
 
 
 def _start_key(backend: str) -> Any:

@@ -418,7 +418,7 @@ class _BulkInsert:
                 if kind == "json":
                     value = orjson.dumps(value).decode()
                 elif kind == "time" and sqlite:
-                    value = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+                    value = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
             values.append(value)
         return tuple(values)
 
