@@ -100,7 +100,8 @@ def bench_writer(url: str, spans: int, process: bool, blobs: BlobStore) -> float
     return (n_traces - 1) * SPANS_PER_TRACE / elapsed
 
 
-def bench_http(home: Path, url: str, spans: int) -> float:
+def serve(home: Path, url: str, log: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `podium serve` (one worker, no local models) on `url`; its process and base URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
     port = free_port()
     env.update(
@@ -118,9 +119,13 @@ def bench_http(home: Path, url: str, spans: int) -> float:
         env=env,
         cwd=home,
         stdout=subprocess.DEVNULL,
-        stderr=open(home / "serve.log", "w"),  # noqa: SIM115
+        stderr=open(home / log, "w"),  # noqa: SIM115
     )
-    base = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def bench_http(home: Path, url: str, spans: int) -> float:
+    proc, base = serve(home, url, "serve.log")
     try:
         wait_http(base + "/healthz", 60, proc, home / "serve.log")
         key = (home / "admin.key").read_text().strip()
@@ -187,26 +192,7 @@ def fill(url: str, stored: int, blobs: BlobStore) -> str:
 
 def bench_queries(home: Path, url: str, big: str, n: int = 50) -> dict[str, tuple[float, float]]:
     """p50 and p95 milliseconds of the trace list (model + time filter, first page) and of a 10k-span trace."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
-    port = free_port()
-    env.update(
-        {
-            "PODIUM_HOME": str(home),
-            "PODIUM_DATABASE_URL": url,
-            "PODIUM_SERVE_MODELS": "",
-            "PODIUM_JOB_WORKERS": "0",
-            "PODIUM_LOG_LEVEL": "warning",
-            "PODIUM_PORT": str(port),
-        }
-    )
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "podium"), "serve"],
-        env=env,
-        cwd=home,
-        stdout=subprocess.DEVNULL,
-        stderr=open(home / "serve-q.log", "w"),  # noqa: SIM115
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = serve(home, url, "serve-q.log")
     out: dict[str, tuple[float, float]] = {}
     try:
         wait_http(base + "/healthz", 120, proc, home / "serve-q.log")
