@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -29,6 +30,14 @@ def fmt(value: Any) -> str:
     if isinstance(value, dict | list):
         return orjson.dumps(value).decode()
     return str(value)
+
+
+def usd(amount: str | Decimal | None) -> str:
+    """`$1.50`, `$0.000156`: cents at least, micro-dollars at most, no trailing zeros beyond the cents."""
+    if amount is None:
+        return "—"
+    whole, _, frac = f"{Decimal(amount):.6f}".partition(".")
+    return f"${whole}.{frac.rstrip('0').ljust(2, '0')}"
 
 
 def print_json(data: Any) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from podium.core.client import Client
-from podium.core.console import fail, print_json, print_record, print_table
+from podium.core.console import fail, print_json, print_record, print_table, usd
 
 routes_app = typer.Typer(help="Gateway routes: public model names over one or more deployments.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print JSON.")
@@ -122,12 +121,6 @@ limits_app = typer.Typer(
 _SCOPE = typer.Argument(..., help="key, project or user.")
 _REF = typer.Argument(..., help="Key id or prefix (pk-…), project or user name or id.")
 _LIMIT_COLUMNS = ["scope", "name", "allowed_models", "rpm", "tpm", "daily", "monthly"]
-
-
-def usd(amount: str) -> str:
-    """`$1.50`, `$0.000156`: cents at least, micro-dollars at most, no trailing zeros beyond the cents."""
-    whole, _, frac = f"{Decimal(amount):.6f}".partition(".")
-    return f"${whole}.{frac.rstrip('0').ljust(2, '0')}"
 
 
 def _limit_row(d: dict[str, Any]) -> dict[str, Any]:

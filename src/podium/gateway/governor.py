@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from podium.core.auth.service import Principal
 from podium.core.db import Database, utcnow
+from podium.core.periodic import run_every
 from podium.gateway.counters import Check, Counters, MemoryCounters
 from podium.gateway.errors import GatewayError
 from podium.gateway.limits import day_period, load_limits, load_spend, model_allowed, month_period
@@ -113,12 +114,7 @@ class Governor:
 
     async def run_refresher(self, every: float = 2.0) -> None:
         """Refresh the snapshot every `every` seconds until cancelled."""
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await asyncio.to_thread(self.refresh)
-            except Exception:
-                log.exception("refreshing gateway limits failed; keeping the last snapshot")
+        await run_every(every, self.refresh, "refreshing gateway limits failed; keeping the last snapshot")
 
     # --- admission (event loop) ----------------------------------------------------------------
 

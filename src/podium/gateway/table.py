@@ -7,7 +7,6 @@ without a restart); deployments whose definition did not change keep their conne
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import random
@@ -16,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from podium.core.periodic import run_every
 from podium.core.platform import Platform
 from podium.gateway.directory import ModelDirectory, Target
 from podium.gateway.errors import GatewayError
@@ -233,12 +233,7 @@ class RouteTable:
 
     async def run_refresher(self, every: float = 2.0) -> None:
         """Reload every `every` seconds until cancelled."""
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await asyncio.to_thread(self.refresh)
-            except Exception:
-                log.exception("reloading gateway routes failed; keeping the previous table")
+        await run_every(every, self.refresh, "reloading gateway routes failed; keeping the previous table")
 
     async def aclose(self) -> None:
         """Close every deployment's connections."""

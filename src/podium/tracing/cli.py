@@ -12,7 +12,7 @@ import orjson
 import typer
 
 from podium.core.client import Client
-from podium.core.console import console, err_console, fail, print_json, print_record, print_table
+from podium.core.console import console, err_console, fail, print_json, print_record, print_table, usd
 
 traces_app = typer.Typer(help="Traces: list, show, export, purge, erase a user, retention.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print JSON.")
@@ -40,17 +40,30 @@ SORT = typer.Option("start_time", "--sort", help="start_time, latency_ms or cost
 ORDER = typer.Option("desc", "--order", help="desc or asc.")
 
 
-def _filters(**values: Any) -> dict[str, Any]:
-    """CLI option values as query parameters (`from_` is `from`)."""
-    out = {k.rstrip("_"): v for k, v in values.items() if v is not None}
-    return out
+FILTERS = (
+    "from_",
+    "to",
+    "project",
+    "model",
+    "user",
+    "session",
+    "tag",
+    "status",
+    "name",
+    "source",
+    "route",
+    "key",
+    "min_latency_ms",
+    "max_latency_ms",
+    "min_cost_usd",
+    "max_cost_usd",
+    "q",
+)
 
 
-def _usd(value: str | None) -> str:
-    if value is None:
-        return "—"
-    whole, _, frac = f"{Decimal(value):.6f}".partition(".")
-    return f"${whole}.{frac.rstrip('0').ljust(2, '0')}"
+def _filters(options: dict[str, Any]) -> dict[str, Any]:
+    """The filter options a command was given (its `locals()`) as query parameters (`from_` is `from`)."""
+    return {k.rstrip("_"): options[k] for k in FILTERS if options.get(k) is not None}
 
 
 def _ms(value: float | None) -> str:
@@ -90,25 +103,7 @@ def traces_ls(
     as_json: bool = JSON,
 ) -> None:
     """List traces, newest first (or by latency or cost), filtered."""
-    params = _filters(
-        from_=from_,
-        to=to,
-        project=project,
-        model=model,
-        user=user,
-        session=session,
-        tag=tag,
-        status=status,
-        name=name,
-        source=source,
-        route=route,
-        key=key,
-        min_latency_ms=min_latency_ms,
-        max_latency_ms=max_latency_ms,
-        min_cost_usd=min_cost_usd,
-        max_cost_usd=max_cost_usd,
-        q=q,
-    )
+    params = _filters(locals())
     with Client() as c:
         page = c.get("/api/traces", sort=sort, order=order, limit=limit, cursor=cursor, **params)
     if as_json:
@@ -119,7 +114,7 @@ def traces_ls(
             **t,
             "latency": _ms(t["latency_ms"]),
             "tokens": t["prompt_tokens"] + t["completion_tokens"],
-            "cost": _usd(t["cost_usd"]),
+            "cost": usd(t["cost_usd"]),
             "input": _one_line(t["input_preview"]),
         }
         for t in page["traces"]
@@ -137,7 +132,7 @@ def _span_line(span: dict[str, Any]) -> str:
     if tokens:
         parts.append(f"{span['prompt_tokens']}+{span['completion_tokens']} tokens")
     if span["cost_micros"]:
-        parts.append(_usd(span["cost_usd"]))
+        parts.append(usd(span["cost_usd"]))
     if span["orphan"]:
         parts.append(f"(orphan: parent {span['parent_id']} missing)")
     return "  " * int(span["depth"]) + " ".join(parts)
@@ -151,7 +146,7 @@ def traces_show(trace_id: str, as_json: bool = JSON) -> None:
     if as_json:
         print_json(data)
         return
-    record = {**data, "latency": _ms(data["latency_ms"]), "cost": _usd(data["cost_usd"])}
+    record = {**data, "latency": _ms(data["latency_ms"]), "cost": usd(data["cost_usd"])}
     record["input"] = _one_line(data["input_preview"], 200)
     record["output"] = _one_line(data["output_preview"], 200)
     keys = ["id", "name", "project_id", "source", "status", "start_time", "latency", "model", "route", "user_id"]
@@ -256,25 +251,7 @@ def traces_export(
     lines or Parquet, newest first. Artifact-stored payloads stay as their markers."""
     if fmt not in ("jsonl", "parquet"):
         fail(f"--format {fmt!r}: use jsonl or parquet")
-    params = _filters(
-        from_=from_,
-        to=to,
-        project=project,
-        model=model,
-        user=user,
-        session=session,
-        tag=tag,
-        status=status,
-        name=name,
-        source=source,
-        route=route,
-        key=key,
-        min_latency_ms=min_latency_ms,
-        max_latency_ms=max_latency_ms,
-        min_cost_usd=min_cost_usd,
-        max_cost_usd=max_cost_usd,
-        q=q,
-    )
+    params = _filters(locals())
     count = 0
     tmp = output.with_name(output.name + ".part")
     with Client(timeout=120) as c, err_console.status("exporting traces…") as status_line:
