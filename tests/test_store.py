@@ -111,3 +111,12 @@ def test_sqlite_runs_in_wal_mode(db_url: str, tmp_path: Path) -> None:
     with db.engine.connect() as conn:
         assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_new_sqlite_database_uses_16k_pages(tmp_path: Path) -> None:
+    """Span rows of ~2 KB fill a 16 KB page seven times over; 4 KB pages would hold one and waste half."""
+    db = get_database(f"sqlite:///{tmp_path / 'fresh.db'}")
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x TEXT)")
+        assert conn.execute(sa.text("PRAGMA page_size")).scalar() == 16384
+        assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
