@@ -9,6 +9,7 @@ from podium.core.db import Base
 from podium.core.jobs import store as _jobs_store  # noqa: F401
 from podium.gateway import store as _gateway_store  # noqa: F401
 from podium.models import store as _models_store  # noqa: F401
+from podium.prompts import store as _prompts_store  # noqa: F401
 from podium.tracing import store as _tracing_store  # noqa: F401
 
 
