@@ -52,8 +52,10 @@ from podium.gateway.table import RouteTable
 from podium.models import jobs as _model_jobs  # noqa: F401  (registers job kinds)
 from podium.models import pages as model_pages
 from podium.models import routes as model_routes
+from podium.prompts import routes as prompt_routes
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
 from podium.tracing import otlp_routes
+from podium.tracing import pages as tracing_pages
 from podium.tracing import routes as tracing_routes
 from podium.tracing.service import retention_loop
 from podium.tracing.writer import TraceWriter
@@ -71,8 +73,9 @@ API_ROUTERS = [
     gateway_api.limits_router,
     tracing_routes.router,
     otlp_routes.router,
+    prompt_routes.router,
 ]
-PAGE_ROUTERS = [shell_pages.router, auth_pages.router, job_pages.router, model_pages.router]
+PAGE_ROUTERS = [shell_pages.router, auth_pages.router, job_pages.router, model_pages.router, tracing_pages.router]
 
 Flusher = Callable[[], object]
 

@@ -1,0 +1,215 @@
+"""Prompt templates: sandboxed Jinja2, checked when a version is pushed and rendered with typed variables.
+
+Templates may use conditionals, loops and filters, but not attributes or items whose names start with an
+underscore, imports, includes or template inheritance: those are rejected when the version is created
+(static check) and the sandbox refuses anything that slips through at render time. This module imports
+only Jinja2, so the SDK renders prompts locally without a server round trip.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.lexer import TokenStream
+from jinja2.parser import Parser
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from podium.core.errors import InvalidInput
+
+ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "list": (list,),
+    "object": (dict,),
+}
+
+
+def _position(source: str, offset: int) -> tuple[int, int]:
+    line = source.count("\n", 0, offset) + 1
+    return line, offset - (source.rfind("\n", 0, offset) + 1) + 1
+
+
+def _parse(source: str) -> nodes.Template:
+    """Parse, raising `TemplateSyntaxError` with a `column` attribute: where the lexer had got to."""
+    reached = [0]
+
+    def tracked() -> Iterator[tuple[int, str, str]]:
+        offset = 0
+        for lineno, token, value in ENV.lexer.tokeniter(source, None):
+            text = str(value)
+            found = source.find(text, offset) if text else -1
+            if found >= 0:
+                offset = found
+            reached[0] = offset
+            yield lineno, token, value
+            if found >= 0:
+                offset = found + len(text)
+                reached[0] = offset
+
+    parser = Parser(ENV, "")
+    try:
+        parser.stream = TokenStream(ENV.lexer.wrap(tracked()), None, None)
+        return parser.parse()
+    except TemplateSyntaxError as exc:
+        line, column = _position(source, reached[0])
+        exc.column = column if line == exc.lineno else None  # type: ignore[attr-defined]
+        raise
+
+
+def _unsafe(tree: nodes.Template) -> str | None:
+    for stmt in tree.find_all((nodes.Import, nodes.FromImport, nodes.Include, nodes.Extends)):
+        return f"line {stmt.lineno}: {type(stmt).__name__.lower()} is not allowed in prompt templates"
+    for flt in tree.find_all(nodes.Filter):
+        if flt.name == "attr":
+            return f"line {flt.lineno}: the 'attr' filter is not allowed in prompt templates"
+    node: Any
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+        if isinstance(node, nodes.Getattr):
+            name: Any = node.attr
+        elif isinstance(node, nodes.Getitem):
+            name = node.arg.value if isinstance(node.arg, nodes.Const) else None
+        else:
+            name = node.name
+        if isinstance(name, str) and name.startswith("_"):
+            return f"line {node.lineno}: access to {name!r} is not allowed (names starting with '_' are private)"
+    return None
+
+
+def check(source: str, where: str) -> set[str]:
+    """Validate a template; returns the variables it uses. Syntax errors name the line and column."""
+    try:
+        tree = _parse(source)
+    except TemplateSyntaxError as exc:
+        column = getattr(exc, "column", None)
+        at = f"line {exc.lineno}" + (f", column {column}" if column else "")
+        raise InvalidInput(
+            f"template syntax error in {where} at {at}: {exc.message}",
+            details={"where": where, "line": exc.lineno, "column": column},
+        ) from None
+    problem = _unsafe(tree)
+    if problem:
+        raise InvalidInput(f"unsafe template in {where}, {problem}", details={"where": where})
+    return set(meta.find_undeclared_variables(tree))
+
+
+def normalise_variables(raw: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """`{name: {type, default?, description?}}` (a bare type name is shorthand); defaults must match."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in (raw or {}).items():
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise InvalidInput(f"variable name {name!r} must be an identifier not starting with '_'")
+        if isinstance(spec, str):
+            spec = {"type": spec}
+        if spec is None:
+            spec = {}
+        if not isinstance(spec, Mapping):
+            raise InvalidInput(f"variable {name!r}: expected {{type, default, description}}, got {spec!r}")
+        unknown = set(spec) - {"type", "default", "description"}
+        if unknown:
+            raise InvalidInput(f"variable {name!r}: unknown keys {sorted(unknown)}; use type, default, description")
+        kind = spec.get("type", "string")
+        if kind not in TYPES:
+            raise InvalidInput(f"variable {name!r}: type {kind!r} is not one of {', '.join(TYPES)}")
+        clean: dict[str, Any] = {"type": kind}
+        if "default" in spec:
+            clean["default"] = coerce(name, kind, spec["default"])
+        if spec.get("description"):
+            clean["description"] = str(spec["description"])
+        out[name] = clean
+    return out
+
+
+def coerce(name: str, kind: str, value: Any) -> Any:
+    """A value as the declared type; strings (from a CLI or a form) are converted where that is exact."""
+    if value is None:
+        return None
+    allowed = TYPES[kind]
+    if isinstance(value, allowed) and not (kind in ("integer", "number") and isinstance(value, bool)):
+        if kind == "number" and isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"variable {name!r} must be a finite number")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if kind == "integer":
+                return int(text)
+            if kind == "number":
+                number = float(text)
+                if math.isfinite(number):
+                    return number
+            if kind == "boolean" and text.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return text.lower() in ("true", "1", "yes")
+        except ValueError:
+            pass
+    if kind == "string" and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise InvalidInput(f"variable {name!r} must be {kind}, got {type(value).__name__} {value!r}"[:300])
+
+
+def bind(declared: Mapping[str, Mapping[str, Any]], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Declared variables with values (given, else default), typed; every missing name in one error.
+    Values for names the template does not declare are ignored."""
+    bound: dict[str, Any] = {}
+    missing = []
+    for name, spec in declared.items():
+        if name in values and values[name] is not None:
+            bound[name] = coerce(name, spec.get("type", "string"), values[name])
+        elif "default" in spec:
+            bound[name] = spec["default"]
+        else:
+            missing.append(name)
+    if missing:
+        raise InvalidInput(
+            f"missing variable{'s' if len(missing) > 1 else ''}: {', '.join(missing)}",
+            details={"missing": missing},
+            code="missing_variables",
+        )
+    return bound
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(source: str) -> Any:
+    return ENV.from_string(source)
+
+
+def render(source: str, values: Mapping[str, Any], where: str = "template") -> str:
+    """Render one template with bound values, in the sandbox."""
+    try:
+        return str(_compiled(source).render(**values))
+    except SecurityError as exc:
+        raise InvalidInput(f"unsafe operation refused in {where}: {exc}") from None
+    except UndefinedError as exc:
+        raise InvalidInput(f"{where}: {exc.message}", code="missing_variables") from None
+    except TemplateSyntaxError as exc:
+        raise InvalidInput(f"template syntax error in {where} at line {exc.lineno}: {exc.message}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise InvalidInput(f"rendering {where} failed: {exc}") from None
+
+
+def render_content(
+    kind: str,
+    text: str | None,
+    messages: list[dict[str, Any]] | None,
+    declared: Mapping[str, Mapping[str, Any]],
+    values: Mapping[str, Any] | None,
+) -> tuple[str | None, list[dict[str, Any]] | None, dict[str, Any]]:
+    """Render a version's text or messages: (text, messages, bound values). Shared by server and SDK."""
+    if values is not None and not isinstance(values, Mapping):
+        raise InvalidInput("`variables` must be an object of name → value")
+    bound = bind(declared, values or {})
+    if kind == "text":
+        return render(text or "", bound, "template"), None, bound
+    rendered = [
+        {"role": m["role"], "content": render(m["content"], bound, f"messages[{i}].content")}
+        for i, m in enumerate(messages or [])
+    ]
+    return None, rendered, bound
