@@ -2,7 +2,7 @@
 
 The tracing SDK is available from the top level (`podium.trace`, `podium.span`, `podium.update_trace`,
 `podium.instrument_openai`, `podium.configure`, `podium.flush`, `podium.propagate`); it is imported on
-first use, so `import podium` stays cheap for the server and the CLI.
+first use, so `import podium` stays cheap for the server and the CLI. Prompts: `podium.prompts.get(...)`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "current_trace_id",
     "flush",
     "instrument_openai",
+    "prompts",
     "propagate",
     "span",
     "trace",
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "prompts":  # the prompt registry's SDK: `podium.prompts.get(...)`
+        return importlib.import_module("podium.prompts")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'podium' has no attribute {name!r}")
@@ -64,4 +67,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"prompts"})

@@ -12,6 +12,7 @@ from podium.core.errors import PodiumError
 from podium.core.jobs.cli import artifacts_app, jobs_app
 from podium.gateway.cli import limits_app, routes_app
 from podium.models.cli import models_app
+from podium.prompts.cli import prompts_app
 from podium.server.cli import serve
 from podium.tracing.cli import traces_app
 
@@ -35,6 +36,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(routes_app, name="routes")
 app.add_typer(limits_app, name="limits")
 app.add_typer(traces_app, name="traces")
+app.add_typer(prompts_app, name="prompts")
 
 
 def main() -> None:

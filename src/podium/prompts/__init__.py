@@ -1,1 +1,19 @@
-"""Prompt registry: versioned templates, labels, rendering, experiments."""
+"""Prompt registry: versioned templates, labels, rendering, experiments.
+
+`podium.prompts.get(name, label=...)` is the SDK entry point (see `podium.prompts.sdk`); it is imported
+on first use so that the server's imports of this package stay light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from podium.prompts.sdk import Prompt
+
+
+def get(name: str, *, label: str | None = None, version: int | None = None, **options: Any) -> Prompt:
+    """A prompt version by label, number or the latest, cached client-side (see `podium.prompts.sdk.get`)."""
+    from podium.prompts.sdk import get as _get
+
+    return _get(name, label=label, version=version, **options)

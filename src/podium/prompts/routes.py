@@ -44,12 +44,17 @@ def list_prompts(actor: ActorDep, platform: PlatformDep) -> list[PromptInfo]:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_version(
-    response: Response, actor: ActorDep, platform: PlatformDep, body: Annotated[Any, Body()] = None
+    response: Response,
+    actor: ActorDep,
+    platform: PlatformDep,
+    body: Annotated[Any, Body()] = None,
+    dry_run: bool = False,
 ) -> Created:
     """Push a version (template or messages, variables, model parameters, tools, response schema).
-    Content equal to the latest version creates nothing: 200 with `created: false`."""
-    result = service.create_version(platform.db, actor, body)
-    if not result.created:
+    Content equal to the latest version creates nothing: 200 with `created: false`. `?dry_run=true`
+    validates and answers what would happen, writing nothing."""
+    result = service.create_version(platform.db, actor, body, dry_run=dry_run)
+    if not result.created or dry_run:
         response.status_code = status.HTTP_200_OK
     return result
 

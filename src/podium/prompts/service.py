@@ -310,12 +310,15 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 # --- versions -------------------------------------------------------------------------------------
 
 
-def create_version(db: Database, actor: Actor, data: Any) -> Created:
-    """Create a version from a spec, or return the latest one if its content is the same."""
+def create_version(db: Database, actor: Actor, data: Any, *, dry_run: bool = False) -> Created:
+    """Create a version from a spec, or return the latest one if its content is the same. With `dry_run`,
+    validate and say what would happen (the would-be version has an empty id) without writing."""
     actor.require("member", "create prompt versions")
     spec = parse_spec(data)
     content = check_spec(spec)
     digest = content_hash(content)
+    if dry_run:
+        return _dry_run(db, actor, spec, content, digest)
     for attempt in range(5):
         try:
             return _create_once(db, actor, spec, content, digest)
@@ -364,6 +367,28 @@ def _create_once(db: Database, actor: Actor, spec: PromptSpec, content: dict[str
             s, actor, "prompt.version.create", "prompt_version", v.id, details={"prompt": p.name, "version": v.version}
         )
         return Created(created=True, version=_version_info(s, p, v))
+
+
+def _dry_run(db: Database, actor: Actor, spec: PromptSpec, content: dict[str, Any], digest: str) -> Created:
+    with db.read_session() as s:
+        p = s.scalar(select(Prompt).where(Prompt.name == spec.name))
+        latest = _latest(s, p.id) if p is not None else None
+        if p is not None and latest is not None and latest.content_hash == digest:
+            return Created(created=False, version=_version_info(s, p, latest))
+        return Created(
+            created=True,
+            version=VersionInfo(
+                id="",
+                prompt=spec.name,
+                version=(latest.version if latest else 0) + 1,
+                content_hash=digest,
+                message=spec.message,
+                created_by=actor.label,
+                created_at=utcnow(),
+                labels=[],
+                **content,
+            ),
+        )
 
 
 def list_prompts(db: Database) -> list[PromptInfo]:
