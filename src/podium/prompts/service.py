@@ -398,9 +398,8 @@ def list_prompts(db: Database) -> list[PromptInfo]:
 
 
 def _prompt_info(s: Session, p: Prompt) -> PromptInfo:
-    versions = dict(
-        s.execute(select(PromptVersion.id, PromptVersion.version).where(PromptVersion.prompt_id == p.id)).tuples()
-    )
+    rows = s.execute(select(PromptVersion.id, PromptVersion.version).where(PromptVersion.prompt_id == p.id))
+    versions = {vid: number for vid, number in rows}
     latest = _latest(s, p.id)
     return PromptInfo(
         name=p.name,
@@ -570,7 +569,11 @@ def to_file(v: VersionInfo, description: str = "") -> dict[str, Any]:
 
 
 class _Dumper(yaml.SafeDumper):
-    """YAML with multi-line strings as literal blocks, so files and diffs read like the template."""
+    """YAML with multi-line strings as literal blocks and indented lists, so files and diffs read like the
+    template and like hand-written prompt files."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
