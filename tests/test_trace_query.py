@@ -198,6 +198,7 @@ def test_key_filter_and_previews(live: LiveServer) -> None:
         ("latency_ms", "desc", lambda t: (t["latency_ms"] or -1, t["id"])),
         ("cost", "desc", lambda t: (t["cost_micros"], t["id"])),
         ("cost", "asc", lambda t: (t["cost_micros"], t["id"])),
+        ("tokens", "desc", lambda t: (t["prompt_tokens"] + t["completion_tokens"], t["id"])),
     ],
 )
 def test_cursor_pages_cover_every_row_once(

@@ -36,7 +36,7 @@ F_MAX_LAT = typer.Option(None, "--max-latency-ms")
 F_MIN_COST = typer.Option(None, "--min-cost-usd")
 F_MAX_COST = typer.Option(None, "--max-cost-usd")
 F_Q = typer.Option(None, "--query", "-q", help="Text in the input or output (case-insensitive).")
-SORT = typer.Option("start_time", "--sort", help="start_time, latency_ms or cost.")
+SORT = typer.Option("start_time", "--sort", help="start_time, latency_ms, cost or tokens.")
 ORDER = typer.Option("desc", "--order", help="desc or asc.")
 
 

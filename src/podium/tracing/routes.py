@@ -113,7 +113,7 @@ def list_traces(
     filters: FiltersDep,
     limit: Annotated[str | None, Query(description=f"1-{service.MAX_LIMIT}, default {service.DEFAULT_LIMIT}.")] = None,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
-    sort: Annotated[str, Query(description="start_time, latency_ms or cost.")] = "start_time",
+    sort: Annotated[str, Query(description="start_time, latency_ms, cost or tokens.")] = "start_time",
     order: Annotated[str, Query(description="desc (default) or asc.")] = "desc",
     bodies: Annotated[bool, Query(description="Include stored inputs, outputs and metadata (exports).")] = False,
 ) -> service.TracePage:

@@ -67,8 +67,8 @@ MAX_RETENTION_DAYS = 36_500
 MICROS = Decimal(1_000_000)
 _MARKER_PREFIX = '{"' + ARTIFACT_KEY + '":'
 
-SortKey = Literal["start_time", "latency_ms", "cost"]
-SORTS: tuple[SortKey, ...] = ("start_time", "latency_ms", "cost")
+SortKey = Literal["start_time", "latency_ms", "cost", "tokens"]
+SORTS: tuple[SortKey, ...] = ("start_time", "latency_ms", "cost", "tokens")
 BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 GROUPS = ("none", "model", "route", "key", "user")
 
@@ -532,6 +532,8 @@ def _sort_column(sort: SortKey, backend: str) -> Any:
         return func.coalesce(Trace.latency_ms, -1.0)  # traces without a latency sort below every other
     if sort == "cost":
         return Trace.cost_micros
+    if sort == "tokens":
+        return Trace.prompt_tokens + Trace.completion_tokens
     return _start_key(backend)
 
 
