@@ -258,6 +258,10 @@ def test_list_filters_and_sorts(seeded: Seeded, page: Page) -> None:
     assert shown_ids(page)[0] == "tp-chat"
     assert shown_ids(page) == [t["id"] for t in api(live, "/api/traces", sort="cost", order="desc")["traces"]]
 
+    page.click("th[data-sort=tokens] a")
+    page.wait_for_url(re.compile(r"sort=tokens&order=desc"))
+    assert shown_ids(page) == [t["id"] for t in api(live, "/api/traces", sort="tokens", order="desc")["traces"]]
+
 
 def test_list_pages_with_the_cursor(seeded: Seeded, page: Page) -> None:
     live = seeded.live
@@ -496,8 +500,8 @@ def test_invalid_filters_are_named_in_the_page(seeded: Seeded) -> None:
         assert r.status_code == 400 and "status &#39;meh&#39; is not one of: ok, error" in r.text
         r = c.get("/traces", params={"from": "yesterday"})
         assert r.status_code == 400 and "from &#39;yesterday&#39; is not an ISO-8601 time" in r.text
-        r = c.get("/traces", params={"sort": "tokens"})
-        assert r.status_code == 400 and "sort &#39;tokens&#39; is not one of" in r.text
+        r = c.get("/traces", params={"sort": "words"})
+        assert r.status_code == 400 and "sort &#39;words&#39; is not one of" in r.text
         r = c.get("/trace-metrics", params={"bucket": "week"})
         assert r.status_code == 400 and 'data-field="bucket"' in r.text
         r = c.get("/trace-metrics", params={"range": "custom"})

@@ -235,7 +235,7 @@ def _views(trace_id: str, span_id: str | None, input: str | None, output: str | 
 
 # --- the trace list --------------------------------------------------------------------------------
 
-SORT_COLUMNS = (("start_time", "Start"), ("latency_ms", "Latency"), ("cost", "Cost"))
+SORT_COLUMNS = (("start_time", "Start"), ("latency_ms", "Latency"), ("tokens", "Tokens"), ("cost", "Cost"))
 
 
 @dataclass
