@@ -21,9 +21,11 @@ from podium.gateway.cache import ResponseCache
 from podium.gateway.errors import GatewayError
 from podium.gateway.governor import Governor, Ticket
 from podium.gateway.prices import FREE, Price
+from podium.gateway.prompting import PromptUse
 from podium.gateway.resilience import backoff_delay
 from podium.gateway.table import Deployment, Route, RouteTable
 from podium.models.providers.base import CONTEXT_WINDOW, RETRYABLE, Provider, Timeouts, UpstreamError
+from podium.prompts.directory import PromptDirectory
 from podium.tracing.writer import Record, TraceWriter
 
 MAX_PAYLOAD = 256 * 1024  # characters of request/response kept inline in a trace
@@ -60,6 +62,8 @@ class Call:
     price: Price = FREE
     body_bytes: int = 0  # size of the request body: an upper bound of its prompt tokens
     ticket: Ticket | None = None  # what the governor reserved for this call
+    session_id: str | None = None
+    prompt: PromptUse | None = None  # the prompt version the request referenced (or an experiment chose)
 
     @property
     def user(self) -> str | None:
@@ -74,6 +78,8 @@ class Call:
             h["x-podium-route"] = self.route
         if self.deployment:
             h["x-podium-deployment"] = self.deployment
+        if self.prompt is not None:
+            h["x-podium-prompt-version"] = self.prompt.ref
         return h
 
     def set_usage(self, usage: Any) -> None:
@@ -106,8 +112,10 @@ class Dispatcher:
         governor: Governor,
         default_max_tokens: int = 4096,
         redis: Any = None,
+        prompts: PromptDirectory | None = None,
     ):
         self.table = table
+        self.prompts = prompts
         self.writer = writer
         self.governor = governor
         self.default_max_tokens = default_max_tokens
@@ -298,11 +306,14 @@ class Dispatcher:
         inp = _clip(orjson.dumps(call.body).decode())
         out = None if call.output is None else _clip(orjson.dumps(call.output).decode())
         p = call.principal
+        meta: dict[str, Any] = {"request_id": call.request_id, "podium_user": p.user_name, "stream": call.stream}
+        if call.prompt is not None:
+            meta.update(call.prompt.meta())
         trace: dict[str, Any] = {
             "id": call.trace_id,
             "project_id": p.project_id,
             "name": f"{call.kind} {call.model}",
-            "session_id": None,
+            "session_id": call.session_id,
             "user_id": call.user,
             "key_id": p.key_id,
             "source": "gateway",
@@ -323,7 +334,7 @@ class Dispatcher:
             "cost_micros": call.cost_micros,
             "error": call.error,
             "tags": [],
-            "meta": {"request_id": call.request_id, "podium_user": p.user_name, "stream": call.stream},
+            "meta": meta,
             "input": inp,
             "output": out,
         }
@@ -342,7 +353,7 @@ class Dispatcher:
             "completion_tokens": call.completion_tokens,
             "cost_micros": call.cost_micros,
             "error": call.error,
-            "prompt_version_id": None,
+            "prompt_version_id": call.prompt.version_id if call.prompt is not None else None,
             "model_version_id": None,
             "dataset_version_id": None,
             "attributes": {

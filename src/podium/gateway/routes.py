@@ -1,8 +1,9 @@
 """`/v1`: chat completions, completions, embeddings and models, OpenAI-compatible.
 
 Plain Starlette routes (no FastAPI machinery on the hot path). Keys are checked against the cached key
-table, names resolve through the in-memory route table, and the record of each call goes to the
-batched trace writer: no database round trip per request.
+table, names resolve through the in-memory route table, a chat request's `prompt` reference renders from
+the in-memory prompt directory, and the record of each call goes to the batched trace writer: no database
+round trip per request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from podium.gateway.cache import Lookup, as_chunks
 from podium.gateway.dispatch import Call, Dispatcher, Upstream, first_then_rest
 from podium.gateway.errors import GatewayError, sse_error
 from podium.gateway.guardrails import Guardrail, GuardrailViolation, request_text, response_text
+from podium.gateway.prompting import PromptUse, apply_prompt, session_id
 from podium.models.providers.base import UpstreamError
 
 JSON = "application/json"
@@ -162,6 +164,10 @@ async def _generate(request: Request, kind: str) -> Response:
     try:
         principal = _authenticate(request)
         body = await _json_body(request)
+        session = session_id(request.scope["headers"], body)
+        used: PromptUse | None = None
+        if kind == "chat" and "prompt" in body:  # a prompt reference: render it into the request
+            body, used = await apply_prompt(dispatcher.prompts, body, session)
         _check_fields(kind, body)
         call = Call(
             kind=kind,
@@ -170,6 +176,8 @@ async def _generate(request: Request, kind: str) -> Response:
             model=_model_field(body),
             stream=body.get("stream") is True,
             request_id=request.scope.get("podium.request_id"),
+            session_id=session,
+            prompt=used,
         )
     except GatewayError as exc:
         return exc.response()
@@ -180,7 +188,7 @@ async def _generate(request: Request, kind: str) -> Response:
             text = request_text(body)
             for guard in route.guards:
                 await guard.check_request(body, text)
-        call.body_bytes = len(await request.body())
+        call.body_bytes = len(await request.body()) if used is None else len(orjson.dumps(body))
         await dispatcher.admit(call, route)
         found = await dispatcher.cache.lookup(
             route.spec.cache, route.name, kind, body, request.headers.get("cache-control")
@@ -262,6 +270,8 @@ async def _stream(request: Request, dispatcher: Dispatcher, call: Call, route: A
         headers = call.headers()
     else:  # headers go now; keep-alive comments follow until the first token
         headers = {"x-podium-trace-id": call.trace_id, "x-podium-route": route.name}
+        if call.prompt is not None:
+            headers["x-podium-prompt-version"] = call.prompt.ref
     events = _events(call, dispatcher, opening, include_usage, keepalive, route.guards, store)
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 

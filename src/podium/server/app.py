@@ -53,6 +53,7 @@ from podium.models import jobs as _model_jobs  # noqa: F401  (registers job kind
 from podium.models import pages as model_pages
 from podium.models import routes as model_routes
 from podium.prompts import routes as prompt_routes
+from podium.prompts.directory import PromptDirectory
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
 from podium.tracing import otlp_routes
 from podium.tracing import pages as tracing_pages
@@ -95,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     table = RouteTable(platform, directory, config_route_specs(settings))
     redis = redis_client(settings.redis_url) if settings.redis_url else None
     governor = Governor(platform.db, writer, RedisCounters(redis) if redis is not None else None)
-    dispatcher = Dispatcher(table, writer, governor, settings.default_max_tokens, redis)
+    prompts = PromptDirectory(platform)  # prompt references in chat requests, from a refreshed snapshot
+    dispatcher = Dispatcher(table, writer, governor, settings.default_max_tokens, redis, prompts)
     flushers: list[Flusher] = [platform.keys.flush_usage]
 
     @asynccontextmanager
@@ -117,6 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(governor.refresh)
         except Exception:
             log.exception("loading gateway limits failed; retrying in the background")
+        try:
+            await asyncio.to_thread(prompts.refresh)
+        except Exception:
+            log.exception("loading prompts failed; retrying in the background")
         # objects made at startup (modules, app, tables) never die: keep them out of the cyclic collector's
         # full passes, which otherwise stall the event loop for tens of milliseconds under load
         gc.collect()
@@ -126,10 +132,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refresher = asyncio.create_task(table.run_refresher())
         limits_refresher = asyncio.create_task(governor.run_refresher())
         retention = asyncio.create_task(retention_loop(platform.db))  # deletes traces past each project's days
+        prompts_refresher = asyncio.create_task(prompts.run_refresher())
         try:
             yield
         finally:
-            for t in (task, refresher, limits_refresher, retention):
+            for t in (task, refresher, limits_refresher, retention, prompts_refresher):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
@@ -161,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.directory = directory
     app.state.routes = table
     app.state.dispatcher = dispatcher
+    app.state.prompts = prompts
     app.state.governor = governor
     app.state.trace_writer = writer
     app.state.settings = settings
