@@ -52,10 +52,12 @@ from podium.gateway.table import RouteTable
 from podium.models import jobs as _model_jobs  # noqa: F401  (registers job kinds)
 from podium.models import pages as model_pages
 from podium.models import routes as model_routes
+from podium.prompts import experiment_routes
 from podium.prompts import routes as prompt_routes
 from podium.prompts.directory import PromptDirectory
+from podium.prompts.experiments import bandit_loop
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
-from podium.tracing import otlp_routes
+from podium.tracing import otlp_routes, score_routes
 from podium.tracing import pages as tracing_pages
 from podium.tracing import routes as tracing_routes
 from podium.tracing.service import retention_loop
@@ -75,6 +77,8 @@ API_ROUTERS = [
     tracing_routes.router,
     otlp_routes.router,
     prompt_routes.router,
+    experiment_routes.router,
+    score_routes.router,
 ]
 PAGE_ROUTERS = [shell_pages.router, auth_pages.router, job_pages.router, model_pages.router, tracing_pages.router]
 
@@ -132,11 +136,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refresher = asyncio.create_task(table.run_refresher())
         limits_refresher = asyncio.create_task(governor.run_refresher())
         retention = asyncio.create_task(retention_loop(platform.db))  # deletes traces past each project's days
+        bandit = asyncio.create_task(bandit_loop(platform.db))  # moves shares of auto prompt experiments
         prompts_refresher = asyncio.create_task(prompts.run_refresher())
         try:
             yield
         finally:
-            for t in (task, refresher, limits_refresher, retention, prompts_refresher):
+            for t in (task, refresher, limits_refresher, retention, prompts_refresher, bandit):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
