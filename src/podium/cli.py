@@ -13,6 +13,7 @@ from podium.core.jobs.cli import artifacts_app, jobs_app
 from podium.gateway.cli import limits_app, routes_app
 from podium.models.cli import models_app
 from podium.prompts.cli import prompts_app
+from podium.prompts.experiment_cli import scores_app
 from podium.server.cli import serve
 from podium.tracing.cli import traces_app
 
@@ -37,6 +38,7 @@ app.add_typer(routes_app, name="routes")
 app.add_typer(limits_app, name="limits")
 app.add_typer(traces_app, name="traces")
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(scores_app, name="scores")
 
 
 def main() -> None:

@@ -11,10 +11,12 @@ import typer
 from podium.core.client import Client
 from podium.core.console import console, err_console, fail, print_json, print_record, print_table
 from podium.core.errors import PodiumError
+from podium.prompts.experiment_cli import experiment_app
 from podium.prompts.files import PromptFile, read_dir
 from podium.prompts.service import VersionInfo, parse_ref, to_file, to_yaml
 
 prompts_app = typer.Typer(help="The prompt registry.", no_args_is_help=True)
+prompts_app.add_typer(experiment_app, name="experiment")
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
