@@ -53,6 +53,7 @@ from podium.models import jobs as _model_jobs  # noqa: F401  (registers job kind
 from podium.models import pages as model_pages
 from podium.models import routes as model_routes
 from podium.prompts import experiment_routes
+from podium.prompts import pages as prompt_pages
 from podium.prompts import routes as prompt_routes
 from podium.prompts.directory import PromptDirectory
 from podium.prompts.experiments import bandit_loop
@@ -80,7 +81,14 @@ API_ROUTERS = [
     experiment_routes.router,
     score_routes.router,
 ]
-PAGE_ROUTERS = [shell_pages.router, auth_pages.router, job_pages.router, model_pages.router, tracing_pages.router]
+PAGE_ROUTERS = [
+    shell_pages.router,
+    auth_pages.router,
+    job_pages.router,
+    model_pages.router,
+    tracing_pages.router,
+    prompt_pages.router,
+]
 
 Flusher = Callable[[], object]
 

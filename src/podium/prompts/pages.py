@@ -1,0 +1,692 @@
+"""Dashboard pages for prompts: the list, one prompt (version history, diffs, labels and their history),
+the playground (edit, fill variables, run up to four version-by-model combinations side by side, save as a
+new version) and experiment results.
+
+Every figure and every write goes through `prompts.service`. A playground run goes through the gateway's
+own dispatcher in this process, as the signed-in user's key: the run is governed by the same limits and
+recorded as the same trace as a `/v1/chat/completions` call (linked to the prompt version when a saved
+version runs). The page's JSON endpoints take the session cookie plus the CSRF token in a header, and
+answer 401 (never a redirect) when the session has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Form, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from podium.core.console import usd
+from podium.core.errors import InvalidInput, PodiumError, Unauthorized
+from podium.core.http import get_platform
+from podium.gateway.dispatch import Call, Dispatcher, Upstream
+from podium.gateway.errors import GatewayError
+from podium.gateway.guardrails import GuardrailViolation, request_text, response_text
+from podium.gateway.prompting import PromptUse
+from podium.models import service as models
+from podium.models.providers.base import UpstreamError
+from podium.prompts import experiments, service, template
+from podium.prompts.experiments import Estimate, ExperimentInfo, ExperimentResults
+from podium.prompts.service import PromptDetail, VersionInfo
+from podium.web.shell import (
+    PageSession,
+    check_csrf,
+    error_page,
+    page_session,
+    read_session,
+    redirect,
+    register_nav,
+    render,
+)
+
+router = APIRouter(include_in_schema=False)
+SessionDep = Annotated[PageSession, Depends(page_session)]
+
+register_nav("Prompts", "/prompts")
+
+MAX_COMBOS = 4  # version-by-model combinations compared side by side
+CSRF_HEADER = "x-csrf-token"
+
+
+def json_session(request: Request) -> PageSession:
+    """FastAPI dependency for the playground's JSON calls: the session (401 if it has ended) and the CSRF
+    token in the `X-CSRF-Token` header (403 if missing or stale)."""
+    session = read_session(request)
+    if session is None:
+        raise Unauthorized("your dashboard session has ended; reload the page to sign in again")
+    check_csrf(session, request.headers.get(CSRF_HEADER))
+    return session
+
+
+JsonSessionDep = Annotated[PageSession, Depends(json_session)]
+
+
+# --- list and detail -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiffLine:
+    """One line of a unified diff and how it is shown (`file`, `hunk`, `added`, `removed`, `context`)."""
+
+    kind: str
+    text: str
+
+
+def diff_lines(unified: str) -> list[DiffLine]:
+    """A unified diff split into classified lines for colouring."""
+    out = []
+    for line in unified.splitlines():
+        if line.startswith(("---", "+++")):
+            kind = "file"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith("+"):
+            kind = "added"
+        elif line.startswith("-"):
+            kind = "removed"
+        else:
+            kind = "context"
+        out.append(DiffLine(kind, line))
+    return out
+
+
+@router.get("/prompts")
+def prompts_page(request: Request, session: SessionDep) -> Response:
+    """Every prompt with its kind, latest version, labels and last update."""
+    prompts = service.list_prompts(get_platform(request).db)
+    return render(request, "prompts/list.html", session, prompts=prompts)
+
+
+@router.get("/prompts/playground")
+def new_playground(request: Request, session: SessionDep) -> Response:
+    """The playground for a prompt that does not exist yet."""
+    return _playground(request, session, None, None)
+
+
+@router.get("/prompts/{name}/playground")
+def playground(request: Request, name: str, session: SessionDep, start: str | None = None) -> Response:
+    """The playground for a prompt, starting from version `start` (the latest by default)."""
+    try:
+        detail = service.get_prompt(get_platform(request).db, name)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return _playground(request, session, detail, start)
+
+
+@router.get("/prompts/versions/{version_id}")
+def version_by_id(request: Request, version_id: str, session: SessionDep) -> Response:
+    """A version by id (as traces link to it): its prompt's page with that version selected."""
+    try:
+        v = service.get_version_by_id(get_platform(request).db, version_id)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return redirect(f"/prompts/{v.prompt}?v={v.version}")
+
+
+@router.get("/prompts/{name}")
+def prompt_page(
+    request: Request,
+    name: str,
+    session: SessionDep,
+    v: str | None = None,
+    a: str | None = None,
+    b: str | None = None,
+) -> Response:
+    """A prompt: version history, the selected version's content, a diff of any two versions, labels."""
+    db = get_platform(request).db
+    try:
+        detail = service.get_prompt(db, name)
+        numbers = [x.version for x in detail.versions]
+        selected = _pick(detail, v) if detail.versions else None
+        diff = None
+        if len(numbers) >= 2 or (a and b):
+            a_ref = a or str(numbers[1])
+            b_ref = b or str(numbers[0])
+            diff = service.diff(db, name, a_ref, b_ref)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    experiments = _experiments_of(request, name)
+    return render(
+        request,
+        "prompts/detail.html",
+        session,
+        prompt=detail,
+        selected=selected,
+        diff=diff,
+        lines=diff_lines(diff.unified) if diff else [],
+        experiments=experiments,
+        can_edit=session.principal.has_role("member"),
+    )
+
+
+def _pick(detail: PromptDetail, ref: str | None) -> VersionInfo:
+    """The version `ref` names (a number, `vN` or a label) among the detail's versions; latest by default."""
+    if not ref:
+        return detail.versions[0]
+    tag = ref[1:] if ref.startswith("v") and ref[1:].isdigit() else ref
+    for x in detail.versions:
+        if str(x.version) == tag or tag in x.labels:
+            return x
+    raise InvalidInput(f"prompt {detail.name!r} has no version or label {ref!r}")
+
+
+@router.post("/prompts/{name}/labels")
+def move_label(
+    request: Request,
+    name: str,
+    session: SessionDep,
+    label: Annotated[str, Form()] = "",
+    version: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Point a label at a version (the form on the prompt page)."""
+    try:
+        check_csrf(session, csrf)
+        service.set_label(get_platform(request).db, session.actor, name, label.strip(), version.strip())
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return redirect(f"/prompts/{name}")
+
+
+@router.post("/prompts/{name}/labels/{label}/remove")
+def drop_label(
+    request: Request, name: str, label: str, session: SessionDep, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    """Remove a label."""
+    try:
+        check_csrf(session, csrf)
+        service.remove_label(get_platform(request).db, session.actor, name, label)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return redirect(f"/prompts/{name}")
+
+
+# --- the playground --------------------------------------------------------------------------------
+
+
+def _chat_models(request: Request) -> list[str]:
+    """Names the gateway answers chat requests for: registered chat models and routes."""
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    names = {m.name for m in models.list_models(get_platform(request).db, task="chat")}
+    names |= set(dispatcher.table.routes)
+    return sorted(names)
+
+
+def _version_data(v: VersionInfo) -> dict[str, Any]:
+    return {
+        "version": v.version,
+        "labels": v.labels,
+        "kind": v.kind,
+        "template": v.template,
+        "messages": v.messages,
+        "variables": v.variables,
+        "model": v.model,
+        "message": v.message,
+    }
+
+
+def _playground(request: Request, session: PageSession, detail: PromptDetail | None, start: str | None) -> Response:
+    versions = detail.versions if detail else []
+    try:
+        base = _pick(detail, start) if detail and versions else None
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    data = {
+        "name": detail.name if detail else "",
+        "isNew": detail is None,
+        "base": base.version if base else None,
+        "draft": _version_data(base)
+        if base
+        else {
+            "kind": "chat",
+            "template": None,
+            "messages": [{"role": "system", "content": ""}, {"role": "user", "content": ""}],
+            "variables": {},
+            "model": {},
+        },
+        "versions": [_version_data(x) for x in versions],
+        "models": _chat_models(request),
+        "maxCombos": MAX_COMBOS,
+    }
+    return render(
+        request,
+        "prompts/playground.html",
+        session,
+        prompt=detail,
+        data=data,
+        can_save=session.principal.has_role("member"),
+    )
+
+
+class Draft(BaseModel):
+    """The template being edited in the playground."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    kind: Literal["text", "chat"]
+    template: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    base: int | None = Field(None, description="The version the draft was started from.")
+
+
+class VariablesBody(BaseModel):
+    """Body of the variables check: the draft and the saved versions the page compares with it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    draft: Draft
+    versions: list[int] = []
+
+
+class RunBody(BaseModel):
+    """Body of one playground run: a source (`draft` or a version number), a gateway model, variables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    source: str
+    draft: Draft | None = None
+    model: str
+    variables: dict[str, Any] = {}
+
+
+class SaveBody(BaseModel):
+    """Body of "save as new version"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    draft: Draft
+    message: str = ""
+
+
+def _draft_spec(request: Request, name: str, draft: Draft) -> dict[str, Any]:
+    """The draft as a version spec: the base version's declared variables (those still used), model
+    parameters, tools and response format, with the edited template or messages."""
+    base = None
+    if name and draft.base is not None:
+        base = service.get_version(get_platform(request).db, name, draft.base)
+    spec: dict[str, Any] = {"name": name or "draft"}
+    if draft.kind == "text":
+        spec["template"] = draft.template or ""
+    else:
+        spec["messages"] = draft.messages or []
+    used = _used(draft)
+    if base is not None:
+        spec["variables"] = {k: v for k, v in base.variables.items() if k in used}
+        spec["model"] = base.model
+        if base.tools is not None:
+            spec["tools"] = base.tools
+        if base.response_format is not None:
+            spec["response_format"] = base.response_format
+    return spec
+
+
+def _sources(draft: Draft) -> list[tuple[str, str]]:
+    """(where, template source) for each template of a draft."""
+    if draft.kind == "text":
+        return [("template", draft.template or "")]
+    out = []
+    for i, m in enumerate(draft.messages or []):
+        content = m.get("content") if isinstance(m, dict) else None
+        out.append((f"messages[{i}].content", content if isinstance(content, str) else ""))
+    return out
+
+
+def _used(draft: Draft) -> set[str]:
+    """The variables a draft's templates use (templates with errors contribute nothing)."""
+    used: set[str] = set()
+    for where, source in _sources(draft):
+        try:
+            used |= template.check(source, where)
+        except InvalidInput:
+            continue
+    return used
+
+
+@router.post("/prompts/-/variables")
+def variables(request: Request, body: VariablesBody, session: JsonSessionDep) -> dict[str, Any]:
+    """The variables the draft and the compared versions use (declared types and defaults where known),
+    and every template error of the draft with its line and column."""
+    errors = []
+    for where, source in _sources(body.draft):
+        try:
+            template.check(source, where)
+        except InvalidInput as exc:
+            errors.append({"where": where, "message": exc.message, **exc.details})
+    found: dict[str, dict[str, Any]] = {}
+    spec = _draft_spec(request, body.name, body.draft)
+    for var in sorted(_used(body.draft)):
+        found[var] = {"name": var, **spec.get("variables", {}).get(var, {"type": "string"}), "used_by": ["draft"]}
+    if body.name:
+        for number in body.versions[:MAX_COMBOS]:
+            v = service.get_version(get_platform(request).db, body.name, number)
+            for var, declared in v.variables.items():
+                entry = found.setdefault(var, {"name": var, **declared, "used_by": []})
+                entry["used_by"].append(f"v{number}")
+    return {"variables": list(found.values()), "errors": errors}
+
+
+def _request_body(
+    model: str,
+    text: str | None,
+    messages: list[dict[str, Any]] | None,
+    params: dict[str, Any],
+    tools: list[dict[str, Any]] | None,
+    response_format: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A chat request from a rendered prompt: its messages (a text prompt is one user message) and its
+    model parameters, sent to `model`."""
+    body: dict[str, Any] = {k: v for k, v in params.items() if k not in ("name", "tool_choice")}
+    body["model"] = model
+    body["messages"] = messages if messages is not None else [{"role": "user", "content": text or ""}]
+    if tools:
+        body["tools"] = tools
+        if params.get("tool_choice") is not None:
+            body["tool_choice"] = params["tool_choice"]
+    if response_format is not None:
+        body["response_format"] = response_format
+    return body
+
+
+@router.post("/prompts/-/run")
+async def run(request: Request, body: RunBody, session: JsonSessionDep) -> dict[str, Any]:
+    """Render one combination and send it through the gateway as the signed-in user; answer the output,
+    latency, tokens, cost and trace id (or the gateway's error)."""
+    db = get_platform(request).db
+    used: PromptUse | None = None
+    if body.source == "draft":
+        if body.draft is None:
+            raise InvalidInput("a draft run needs the draft", details={"field": "draft"})
+        spec = await asyncio.to_thread(_draft_spec, request, body.name, body.draft)
+        content = service.check_spec(service.parse_spec(spec))
+        text, messages, _ = template.render_content(
+            content["kind"], content["template"], content["messages"], content["variables"], body.variables
+        )
+        chat = _request_body(body.model, text, messages, content["model"], content["tools"], content["response_format"])
+    else:
+        v = await asyncio.to_thread(service.get_version, db, body.name, body.source)
+        rendered = service.render_version(v, body.variables)
+        used = PromptUse(v.prompt, v.version, v.id)
+        chat = _request_body(
+            body.model, rendered.text, rendered.messages, rendered.model, rendered.tools, rendered.response_format
+        )
+    call = Call(
+        kind="chat",
+        body=chat,
+        principal=session.principal,
+        model=body.model,
+        request_id=request.scope.get("podium.request_id"),
+        prompt=used,
+    )
+    result = await dispatch_chat(request.app.state.dispatcher, call)
+    return {
+        "source": body.source,
+        "version": used.version if used else None,
+        "model": body.model,
+        **result,
+    }
+
+
+async def dispatch_chat(dispatcher: Dispatcher, call: Call) -> dict[str, Any]:
+    """Run a chat call the way the gateway runs a non-streamed `/v1/chat/completions` request (route,
+    guardrails, limits, retries and fallbacks, trace record), bypassing the response cache so every run
+    is fresh. Errors come back in the result, as the gateway would have answered them."""
+    output: str | None = None
+    try:
+        route = dispatcher.route(call, ("chat",))
+        if route.guards:
+            text = request_text(call.body)
+            for guard in route.guards:
+                await guard.check_request(call.body, text)
+        call.body_bytes = len(orjson.dumps(call.body))
+        await dispatcher.admit(call, route)
+
+        async def op(up: Upstream) -> dict[str, Any]:
+            return await up.provider.chat(call.body, up.timeouts)
+
+        result = await dispatcher.attempt(call, route, op)
+        call.set_usage(result.get("usage"))
+        call.output = result
+        output = response_text(result)
+        for guard in route.guards:
+            await guard.check_response(output)
+        call.ttft_ms = (time.perf_counter() - call.t0) * 1000
+    except (GatewayError, UpstreamError, GuardrailViolation) as exc:
+        error = (
+            exc
+            if isinstance(exc, GatewayError)
+            else GatewayError.from_upstream(exc)
+            if isinstance(exc, UpstreamError)
+            else GatewayError(400, exc.message, code="guardrail_violation")
+        )
+        call.status, call.error = error.status, error.message
+        output = None
+    latency = (time.perf_counter() - call.t0) * 1000
+    await dispatcher.finish(call)
+    return {
+        "ok": call.error is None,
+        "output": output,
+        "error": call.error,
+        "status": call.status,
+        "latency_ms": round(latency, 1),
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+        "cost_micros": call.cost_micros,
+        "cost": usd(f"{call.cost_micros / 1_000_000:.6f}"),
+        "trace_id": call.trace_id,
+        "route": call.route,
+        "deployment": call.deployment,
+    }
+
+
+@router.post("/prompts/-/save")
+def save(request: Request, body: SaveBody, session: JsonSessionDep) -> dict[str, Any]:
+    """Save the draft as a new version of `name` (or the first version of a new prompt)."""
+    if not body.name.strip():
+        raise InvalidInput("give the prompt a name before saving", details={"field": "name"})
+    spec = _draft_spec(request, body.name.strip(), body.draft)
+    spec["message"] = body.message
+    created = service.create_version(get_platform(request).db, session.actor, spec)
+    v = created.version
+    return {"created": created.created, "name": v.prompt, "version": _version_data(v)}
+
+
+# --- experiments ---------------------------------------------------------------------------------
+
+
+def _experiments_of(request: Request, name: str) -> list[ExperimentInfo]:
+    """The prompt's experiments, newest first."""
+    return experiments.list_experiments(get_platform(request).db, name)
+
+
+@dataclass(frozen=True)
+class CiRow:
+    """One arm in an interval chart: its mean and 95% interval in data units and in SVG x coordinates."""
+
+    label: str
+    n: int
+    mean: float | None
+    low: float | None
+    high: float | None
+    y: float
+    x_mean: float | None
+    x_low: float | None
+    x_high: float | None
+
+
+@dataclass(frozen=True)
+class CiChart:
+    """An SVG chart of means with 95% interval bars, one row per arm."""
+
+    key: str
+    title: str
+    unit: str
+    width: int
+    height: int
+    left: int
+    right: int
+    rows: list[CiRow]
+    ticks: list[tuple[float, str]]
+
+
+CHART_WIDTH = 560
+CHART_LEFT = 70  # room for the arm labels
+CHART_RIGHT = 36  # room for the last tick's label
+ROW_HEIGHT = 26
+CHART_TOP = 8
+CHART_AXIS = 22  # room for tick labels below the rows
+
+
+def fmt_value(value: float | None, unit: str = "") -> str:
+    """A figure for a chart or table: three significant digits (dollars to the micro-dollar)."""
+    if value is None:
+        return "—"
+    if unit == "$":
+        return usd(f"{value:.6f}")
+    if unit == "%":
+        return f"{value * 100:.1f}%"
+    text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{text} {unit}".strip()
+
+
+def nice_step(span: float, parts: int = 4) -> float:
+    """A round tick step (1, 2, 2.5 or 5 times a power of ten) dividing `span` into about `parts`."""
+    raw = span / parts
+    power = 10 ** math.floor(math.log10(raw))
+    return float(next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw * 0.999))
+
+
+def ci_chart(
+    key: str, title: str, unit: str, arms: Sequence[tuple[str, Estimate]], *, non_negative: bool = False
+) -> CiChart:
+    """Lay out a mean-and-interval chart: a shared x scale with round ticks over every arm's interval (or
+    mean); a `non_negative` quantity's axis (and intervals) start at zero at most."""
+    points = [v for _, e in arms for v in (e.low, e.high, e.mean) if v is not None]
+    lo, hi = (min(points), max(points)) if points else (0.0, 1.0)
+    if non_negative:
+        lo = max(lo, 0.0)
+    if hi - lo < 1e-12:
+        pad = abs(hi) * 0.1 or 1.0
+        lo, hi = max(lo - pad, 0.0) if non_negative else lo - pad, hi + pad
+    step = nice_step(hi - lo)
+    lo, hi = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
+    clip = 0.0 if non_negative else -math.inf
+    inner = CHART_WIDTH - CHART_LEFT - CHART_RIGHT
+
+    def x(v: float | None) -> float | None:
+        return None if v is None else round(CHART_LEFT + (v - lo) / (hi - lo) * inner, 1)
+
+    rows = [
+        CiRow(
+            label,
+            e.n,
+            e.mean,
+            e.low,
+            e.high,
+            CHART_TOP + i * ROW_HEIGHT + ROW_HEIGHT / 2,
+            x(e.mean),
+            x(None if e.low is None else max(e.low, clip)),
+            x(e.high),
+        )
+        for i, (label, e) in enumerate(arms)
+    ]
+    count = round((hi - lo) / step)
+    ticks = [(float(x(lo + step * k) or 0), fmt_value(lo + step * k, unit)) for k in range(count + 1)]
+    height = CHART_TOP + len(arms) * ROW_HEIGHT + CHART_AXIS
+    return CiChart(key, title, unit, CHART_WIDTH, height, CHART_LEFT, CHART_RIGHT, rows, ticks)
+
+
+def _charts(res: ExperimentResults) -> list[CiChart]:
+    charts = []
+    for name in res.score_names:
+        arms = [(f"v{a.version}", a.scores[name]) for a in res.arms if name in a.scores]
+        charts.append(ci_chart(f"score-{name}", f"Score: {name}", "", arms))
+    for key, title, unit, field in (
+        ("latency", "Latency (mean)", "ms", "latency_ms"),
+        ("cost", "Cost per trace", "$", "cost_usd"),
+        ("tokens", "Tokens per trace", "", "tokens"),
+        ("errors", "Error rate", "%", "error_rate"),
+    ):
+        arms = [(f"v{a.version}", getattr(a, field)) for a in res.arms]
+        charts.append(ci_chart(key, title, unit, arms, non_negative=True))
+    return charts
+
+
+@router.get("/prompts/{name}/experiments/{experiment_id}")
+def experiment_page(request: Request, name: str, experiment_id: str, session: SessionDep) -> Response:
+    """An experiment: arms with shares and results (95% intervals, probability best), the shift log, and
+    (while it runs) the stop button and the shares form."""
+    db = get_platform(request).db
+    try:
+        detail = experiments.get_experiment(db, experiment_id)
+        if detail.prompt != name:
+            return redirect(f"/prompts/{detail.prompt}/experiments/{experiment_id}")
+        res = experiments.results(db, experiment_id)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return render(
+        request,
+        "prompts/experiment.html",
+        session,
+        experiment=detail,
+        results=res,
+        charts=_charts(res),
+        fmt=fmt_value,
+        can_edit=session.principal.has_role("member"),
+    )
+
+
+@router.post("/prompts/{name}/experiments/{experiment_id}/stop")
+def experiment_stop(
+    request: Request, name: str, experiment_id: str, session: SessionDep, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    """Stop a running experiment."""
+    try:
+        check_csrf(session, csrf)
+        experiments.stop_experiment(get_platform(request).db, session.actor, experiment_id)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return redirect(f"/prompts/{name}/experiments/{experiment_id}")
+
+
+@router.post("/prompts/{name}/experiments/{experiment_id}/shares")
+async def experiment_shares(request: Request, name: str, experiment_id: str, session: SessionDep) -> Response:
+    """Set the arms' shares by hand (percentages, one `share_<version>` field per arm, summing to 100)."""
+    form = await request.form()
+    try:
+        check_csrf(session, str(form.get("csrf") or ""))
+        shares: dict[str, float] = {}
+        for key, value in form.multi_items():
+            if not key.startswith("share_"):
+                continue
+            try:
+                shares[key.removeprefix("share_")] = float(str(value)) / 100
+            except ValueError:
+                raise InvalidInput(f"the share of v{key.removeprefix('share_')} is not a number: {value!r}") from None
+        body = {"shares": shares, "reason": str(form.get("reason") or "") or "set by hand in the dashboard"}
+        await asyncio.to_thread(experiments.set_shares, get_platform(request).db, session.actor, experiment_id, body)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return redirect(f"/prompts/{name}/experiments/{experiment_id}")
+
+
+@router.post("/prompts/{name}/experiments/{experiment_id}/rebalance")
+def experiment_rebalance(
+    request: Request, name: str, experiment_id: str, session: SessionDep, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    """Run one bandit step of an auto experiment now."""
+    try:
+        check_csrf(session, csrf)
+        experiments.rebalance(get_platform(request).db, experiment_id, actor=session.actor)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return redirect(f"/prompts/{name}/experiments/{experiment_id}")
