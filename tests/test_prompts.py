@@ -204,7 +204,7 @@ def test_template_errors_and_sandbox_escapes_are_rejected_at_push(module_server:
             ({"name": "bad"}, "template"),
             ({"name": "bad", "template": "x", "messages": [{"role": "user", "content": "y"}]}, "template"),
             ({"name": "Bad Name", "template": "x"}, "name"),
-            ({"name": "bad", "messages": [{"role": "robot", "content": "y"}]}, "messages.0.role"),
+            ({"name": "bad", "messages": [{"role": "robot", "content": "y"}]}, "messages[0].role"),
             ({"name": "bad", "template": "x", "model": {"temprature": 1}}, "model"),
             ({"name": "bad", "template": "x", "variables": {"n": {"type": "float"}}}, None),
             ({"name": "bad", "template": "x", "surprise": 1}, "surprise"),

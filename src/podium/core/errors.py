@@ -6,7 +6,9 @@ with its status, the CLI prints its message on one line. Users never see a trace
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 
 class PodiumError(Exception):
@@ -94,3 +96,23 @@ class ServiceUnavailable(PodiumError):
 
     status = 503
     code = "unavailable"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def field_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    """A pydantic error location as a field path: `arms[0].version`."""
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    return prefix + path if path else prefix.rstrip(".")
+
+
+def validated(model: type[M], data: Any, what: str, *, prefix: str = "", default: str = "body") -> M:
+    """`model.model_validate(data)`, or an `InvalidInput` naming the first bad field ("route field 'x': …")."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = field_path(tuple(err["loc"]), prefix) or default
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise InvalidInput(f"{what} field {where!r}: {message}", details={"field": where}) from None

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, tuple_
 
 from podium.core.auth.service import Actor, find_key, find_project, find_user, record_audit
 from podium.core.db import Database, utcnow
-from podium.core.errors import InvalidInput, NotFound
+from podium.core.errors import InvalidInput, NotFound, validated
 from podium.core.platform import Platform
 from podium.gateway.store import GatewayLimit, Spend
 
@@ -83,12 +83,7 @@ def month_period(now: datetime) -> str:
 
 def parse_limits(data: Any) -> LimitSpec:
     """Validate a limits body; `InvalidInput` names the first wrong field."""
-    try:
-        spec = LimitSpec.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "limits"
-        raise InvalidInput(f"limits field '{where}': {err['msg']}", details={"field": where}) from None
+    spec = validated(LimitSpec, data, "limits", default="limits")
     for pattern in spec.allowed_models or []:
         if not pattern.strip():
             raise InvalidInput(

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from podium.core.auth.service import Actor, record_audit
 from podium.core.config import Settings
 from podium.core.db import utcnow
-from podium.core.errors import ConfigError, Conflict, InvalidInput, NotFound
+from podium.core.errors import ConfigError, Conflict, InvalidInput, NotFound, validated
 from podium.core.ids import new_id
 from podium.core.platform import Platform
 from podium.gateway.guardrails import build_guardrails
@@ -52,13 +52,7 @@ class RouteInfo(BaseModel):
 
 def parse_spec(data: Any) -> RouteSpec:
     """Validate a route definition; `InvalidInput` names the first wrong field."""
-    try:
-        spec = RouteSpec.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "route"
-        msg = err["msg"].removeprefix("Value error, ")
-        raise InvalidInput(f"route field '{where}': {msg}", details={"field": where}) from None
+    spec = validated(RouteSpec, data, "route", default="route")
     build_guardrails(spec.guardrails)  # an unknown type or a bad pattern fails here, before anything is stored
     return spec
 

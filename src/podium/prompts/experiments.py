@@ -30,14 +30,14 @@ from functools import partial
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from podium.core.auth.service import Actor, record_audit
 from podium.core.db import Database, utcnow
-from podium.core.errors import Conflict, InvalidInput, NotFound
+from podium.core.errors import Conflict, InvalidInput, NotFound, validated
 from podium.core.ids import new_id
 from podium.core.periodic import run_every
 from podium.prompts.service import NAME_RE, _find_prompt
@@ -415,13 +415,7 @@ def parse_spec(data: Any) -> ExperimentSpec:
     """Validate an experiment body; errors name the field (`arms[1].share`, `score`)."""
     if not isinstance(data, dict):
         raise InvalidInput("an experiment must be a JSON object with `name` and `arms`", details={"field": "body"})
-    try:
-        spec = ExperimentSpec.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "body"
-        message = str(err["msg"]).removeprefix("Value error, ")
-        raise InvalidInput(f"experiment field {where!r}: {message}", details={"field": where}) from None
+    spec = validated(ExperimentSpec, data, "experiment")
     if spec.mode == "auto" and not spec.score:
         raise InvalidInput(
             "auto mode needs `score`: the name of the score the bandit maximises", details={"field": "score"}

@@ -15,14 +15,14 @@ from typing import Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from podium.core.auth.service import Actor, record_audit
 from podium.core.db import Database, utcnow
-from podium.core.errors import Conflict, InvalidInput, NotFound
+from podium.core.errors import Conflict, InvalidInput, NotFound, validated
 from podium.core.ids import new_id
 from podium.prompts import template
 from podium.prompts.store import Prompt, PromptLabel, PromptLabelMove, PromptVersion
@@ -163,12 +163,7 @@ def parse_spec(data: Any) -> PromptSpec:
     """Validate a pushed version; errors name the field."""
     if not isinstance(data, dict):
         raise InvalidInput("a prompt version must be a JSON object with `name` and `template` or `messages`")
-    try:
-        return PromptSpec.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidInput(f"prompt field {where!r}: {first['msg']}", details={"field": where}) from None
+    return validated(PromptSpec, data, "prompt")
 
 
 def check_spec(spec: PromptSpec) -> dict[str, Any]:

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from podium.core.auth.service import Actor
 from podium.core.db import Database, utcnow
-from podium.core.errors import InvalidInput, NotFound
+from podium.core.errors import InvalidInput, NotFound, validated
 from podium.core.ids import new_id
 from podium.tracing.service import started_before, started_from
 from podium.tracing.store import Score, Span, Trace
@@ -121,13 +121,7 @@ def _parse_one(item: Any, prefix: str) -> ScoreIn:
     if not isinstance(item, dict):
         where = prefix.rstrip(".") or "body"
         raise InvalidInput(f"{where}: a score is a JSON object with trace_id, name and value", details={"field": where})
-    try:
-        return ScoreIn.model_validate(item)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = prefix + (".".join(str(p) for p in err["loc"]) or "body")
-        message = str(err["msg"]).removeprefix("Value error, ")
-        raise InvalidInput(f"score field {where!r}: {message}", details={"field": where}) from None
+    return validated(ScoreIn, item, "score", prefix=prefix, default=prefix + "body")
 
 
 def _is_admin(actor: Actor) -> bool:

@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session
 
 from podium.core.auth.service import Actor, find_key, find_project, record_audit
 from podium.core.db import Database, utcnow
-from podium.core.errors import Forbidden, InvalidInput, NotFound, PodiumError
+from podium.core.errors import Forbidden, InvalidInput, NotFound, PodiumError, validated
 from podium.core.platform import Platform
 from podium.tracing.ingest import ARTIFACT_KEY
 from podium.tracing.store import STATUSES, Span, Trace, TraceRetention
@@ -1069,12 +1069,7 @@ def _retention_info(project_id: str, name: str, row: TraceRetention | None) -> R
 def set_retention(platform: Platform, actor: Actor, project: str, data: Any) -> RetentionInfo:
     """Keep a project's traces `{"days": N}` days (admin); audited. The retention job deletes older ones."""
     actor.require("admin", "set trace retention")
-    try:
-        spec = _RetentionSpec.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "days"
-        raise InvalidInput(f"retention field '{where}': {err['msg']}", details={"field": where}) from None
+    spec = validated(_RetentionSpec, data, "retention", default="days")
     with platform.db.session() as s:
         p = find_project(s, project)
         row = s.get(TraceRetention, p.id)
