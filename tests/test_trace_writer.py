@@ -148,3 +148,33 @@ def test_a_counter_sink_must_be_importable_for_the_writer_process(backend_url: s
     writer = TraceWriter(platform.db, tmp_path / "spill", process=True)
     with pytest.raises(ValueError, match="module-level function"):
         writer.add_counter("local", lambda s, backend, deltas: None)
+
+
+def test_a_failing_batch_among_pipelined_ones_is_retried_alone(
+    backend_url: str, tmp_path: Path, process: bool
+) -> None:
+    """One batch the database refuses (a trace id that already exists) between good ones: with the writer
+    process, batches are pipelined, so the others' answers are read, the bad one is retried and spilled, and
+    everything else is committed once."""
+    platform = make_platform(backend_url, tmp_path)
+    records = [record(i, spend=1) for i in range(200)]
+    taken = records[95].trace
+    assert taken is not None
+    with platform.db.session() as s:
+        s.add(Trace(id=taken["id"], name="already here", start_time=taken["start_time"]))
+    writer = TraceWriter(platform.db, tmp_path / "spill", batch_size=10, retries=1, process=process)
+    writer.add_counter(SPEND_COUNTER, add_spend)
+    writer.start()
+    for r in records:
+        writer.put(r)
+    writer.close()
+    assert writer.dropped == 0
+    spilled = b"".join(p.read_bytes() for p in (tmp_path / "spill").glob("traces-*.jsonl"))
+    assert taken["id"].encode() in spilled
+    spilled_records = spilled.count(b"\n")
+    assert 1 <= spilled_records <= 10  # only the batch with the bad record
+    assert writer.written + writer.spilled == 600  # a trace, a span and a spend delta each
+    traces, spans = counts(platform)
+    assert (traces, spans) == (200 - spilled_records + 1, 200 - spilled_records)
+    with platform.db.read_session() as s:
+        assert s.scalar(select(Spend.spent_micros)) == 200 - spilled_records

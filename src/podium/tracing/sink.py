@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import logging
 import pickle
+import queue
 import signal
 import struct
 import subprocess
@@ -67,6 +68,7 @@ class ProcessSink:
         self.url = url
         self.sinks = sinks
         self._proc: subprocess.Popen[bytes] | None = None
+        self._outstanding = 0  # batches sent to the child whose answer has not been read
         self._lock = threading.Lock()
 
     def _start(self) -> subprocess.Popen[bytes]:
@@ -95,19 +97,40 @@ class ProcessSink:
             self._proc = self._start()
         return self._proc
 
-    def write(self, traces: list[Any], spans: list[Any], counters: dict[str, dict[Any, int]]) -> None:
-        """Insert the rows and add the counter deltas in one transaction in the child; raises on failure."""
+    def send(self, traces: list[Any], spans: list[Any], counters: dict[str, dict[Any, int]]) -> None:
+        """Send a batch without waiting for its answer; `receive` collects the answers in order, so the next
+        batch can be prepared while the child inserts this one. Raises if the child is gone."""
         with self._lock:
             proc = self._running()
-            assert proc.stdin is not None and proc.stdout is not None
+            assert proc.stdin is not None
             try:
                 _send(proc.stdin, ("write", traces, spans, {k: dict(v) for k, v in counters.items()}))
+            except OSError as exc:
+                self._stop(proc)
+                raise RuntimeError(f"trace writer process died: {exc}") from None
+            self._outstanding += 1
+
+    def receive(self) -> None:
+        """The answer to the oldest batch sent: returns once it is committed, raises if it failed or if the
+        child died before answering (the batch may then be retried)."""
+        with self._lock:
+            proc = self._proc
+            if proc is None or self._outstanding == 0:
+                raise RuntimeError("trace writer process died before answering")
+            assert proc.stdout is not None
+            try:
                 reply = _recv(proc.stdout)
             except (OSError, EOFError) as exc:
                 self._stop(proc)
                 raise RuntimeError(f"trace writer process died: {exc}") from None
-            if reply[0] != "ok":
-                raise RuntimeError(reply[1])
+            self._outstanding -= 1
+        if reply[0] != "ok":
+            raise RuntimeError(reply[1])
+
+    def write(self, traces: list[Any], spans: list[Any], counters: dict[str, dict[Any, int]]) -> None:
+        """Insert the rows and add the counter deltas in one transaction in the child; raises on failure."""
+        self.send(traces, spans, counters)
+        self.receive()
 
     def close(self) -> None:
         """Stop the child (after the writer has drained)."""
@@ -126,6 +149,18 @@ class ProcessSink:
             proc.kill()
             proc.wait()
         self._proc = None
+        self._outstanding = 0
+
+
+def _reader(stdin: IO[bytes], inbox: queue.Queue[Any]) -> None:
+    """Read and unpickle the next batch while the main thread inserts the current one."""
+    while True:
+        try:
+            message = _recv(stdin)
+        except EOFError:
+            inbox.put(None)
+            return
+        inbox.put(message)
 
 
 def main() -> None:
@@ -146,13 +181,15 @@ def main() -> None:
         _send(stdout, ("error", f"{type(exc).__name__}: {exc}"))
         return
     _send(stdout, ("ok",))
+    inbox: queue.Queue[Any] = queue.Queue(maxsize=2)
+    threading.Thread(target=_reader, args=(stdin, inbox), name="podium-sink-reader", daemon=True).start()
     while True:
-        try:
-            _, traces, spans, counters = _recv(stdin)
-        except EOFError:
+        message = inbox.get()
+        if message is None:
             return
+        _, traces, spans, counters = message
         try:
-            insert_rows(db, sinks, traces, spans, counters)
+            insert_rows(db, sinks, traces, spans, counters, share_gil=False)
         except Exception as exc:
             _send(stdout, ("error", f"{type(exc).__name__}: {exc}"))
         else:

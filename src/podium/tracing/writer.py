@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,6 +71,16 @@ class Record:
 
 
 _STOP = object()
+
+
+@dataclass
+class _Sent:
+    """A batch sent to the writer process, with the rows it was sent as."""
+
+    batch: list[Record]
+    traces: list[dict[str, Any]]
+    spans: list[dict[str, Any]]
+    counters: dict[str, dict[CounterKey, int]]
 
 
 class TraceWriter:
@@ -204,14 +214,19 @@ class TraceWriter:
                 self._process.ensure_started()  # now, rather than in the first request's batch
             except Exception:
                 log.exception("starting the trace writer process failed; the first batch retries")
+        inflight: deque[_Sent] = deque()  # sent to the writer process, answers not read yet
         stop = False
         while not stop:
             batch: list[Record] = []
             rows = 0
             try:
-                item = self._queue.get(timeout=self.interval)
+                # with a batch in flight, do not wait for more: read its answer first
+                item = self._queue.get_nowait() if inflight else self._queue.get(timeout=self.interval)
             except queue.Empty:
-                QUEUE_DEPTH.set(0)
+                if inflight:
+                    self._resolve(inflight)
+                else:
+                    QUEUE_DEPTH.set(0)
                 continue
             deadline = time.monotonic() + self.interval
             while True:
@@ -224,22 +239,87 @@ class TraceWriter:
                     break
                 try:
                     left = deadline - time.monotonic()
-                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                    item = self._queue.get(timeout=left) if left > 0 and not inflight else self._queue.get_nowait()
                 except queue.Empty:
                     break
             QUEUE_DEPTH.set(self._queue.qsize())
-            if batch:
+            sent = self._send(batch) if batch else None
+            if sent is not None:
+                inflight.append(sent)
+            if len(inflight) > 1 or (inflight and sent is None):
+                self._resolve(inflight)  # the older batch: the child already has the new one to work on
+            if batch and sent is None:
                 self._commit(batch)
+        while inflight:
+            self._resolve(inflight)
         # anything queued behind the stop marker
         self._drain_inline()
+
+    def _send(self, batch: list[Record]) -> _Sent | None:
+        """Pipeline a batch to the writer process (its answer is read by `_resolve`), so that the next
+        batch is prepared while the child inserts this one. None when there is no process or it could not
+        take the batch: then the batch goes the synchronous, retrying way."""
+        if self._process is None:
+            return None
+        traces, spans, counters = _rows(batch)
+        if set(counters) - set(self._sinks):
+            return None
+        try:
+            self._process.send(traces, spans, counters)
+        except Exception as exc:
+            log.warning("trace writer process did not take a batch (%s); retrying it directly", exc)
+            return None
+        return _Sent(batch, traces, spans, counters)
+
+    def _resolve(self, inflight: deque[_Sent]) -> None:
+        """Read the answer to the oldest pipelined batch. If it failed, read every other outstanding answer
+        too, then retry the failed batches directly (retries and spill as for any batch)."""
+        assert self._process is not None
+        failed: list[_Sent] = []
+        while inflight:
+            sent = inflight.popleft()
+            try:
+                self._process.receive()
+            except Exception as exc:
+                log.warning("trace batch of %d records failed in the writer process (%s)", len(sent.batch), exc)
+                failed.append(sent)
+            else:
+                try:
+                    self._written(sent.batch, sent.traces, sent.spans, sent.counters)
+                finally:
+                    self._finish(sent.batch)
+            if not failed:
+                return
+        for sent in failed:
+            self._commit(sent.batch)
+
+    def _finish(self, batch: list[Record]) -> None:
+        with self._idle:
+            self._finished += len(batch)
+            self._idle.notify_all()
 
     def _commit(self, batch: list[Record]) -> None:
         try:
             self._write_or_spill(batch)
         finally:
-            with self._idle:
-                self._finished += len(batch)
-                self._idle.notify_all()
+            self._finish(batch)
+
+    def _written(
+        self,
+        batch: list[Record],
+        traces: list[dict[str, Any]],
+        spans: list[dict[str, Any]],
+        counters: dict[str, dict[CounterKey, int]],
+    ) -> None:
+        BATCHES.inc()
+        ROWS_WRITTEN.labels("traces").inc(len(traces))
+        ROWS_WRITTEN.labels("spans").inc(len(spans))
+        for name, deltas in counters.items():
+            ROWS_WRITTEN.labels(name).inc(len(deltas))
+            mine = self.committed.setdefault(name, {})
+            for key, delta in deltas.items():
+                mine[key] = mine.get(key, 0) + delta
+        self.written += sum(r.size() for r in batch)
 
     def _write_or_spill(self, batch: list[Record]) -> None:
         traces, spans, counters = _rows(batch)
@@ -255,15 +335,7 @@ class TraceWriter:
                 time.sleep(delay)
                 delay *= 4
             else:
-                BATCHES.inc()
-                ROWS_WRITTEN.labels("traces").inc(len(traces))
-                ROWS_WRITTEN.labels("spans").inc(len(spans))
-                for name, deltas in counters.items():
-                    ROWS_WRITTEN.labels(name).inc(len(deltas))
-                    mine = self.committed.setdefault(name, {})
-                    for key, delta in deltas.items():
-                        mine[key] = mine.get(key, 0) + delta
-                self.written += sum(r.size() for r in batch)
+                self._written(batch, traces, spans, counters)
                 return
 
     def write_rows(
@@ -445,19 +517,23 @@ def insert_rows(
     traces: list[dict[str, Any]],
     spans: list[dict[str, Any]],
     counters: dict[str, dict[CounterKey, int]],
+    *,
+    share_gil: bool = True,
 ) -> None:
-    """Insert trace and span rows and add counter deltas, in one transaction."""
+    """Insert trace and span rows and add counter deltas, in one transaction. With `share_gil` (in the
+    server's writer thread), building the parameters hands the GIL to the event loop now and then."""
     sqlite = db.backend == "sqlite"
+    pause = 16 if share_gil else 1 << 62
     trace_params: list[tuple[Any, ...]] = []
     merge_params: list[tuple[Any, ...]] = []
     span_params: list[tuple[Any, ...]] = []
     resent_params: list[tuple[Any, ...]] = []
     for i, row in enumerate(traces):
-        if i % 16 == 15:
+        if i % pause == pause - 1:
             time.sleep(0)  # in the writer thread: hand the GIL to the event loop now and then
         (merge_params if row.get("_merge") else trace_params).append(_TRACES.params(row, sqlite))
     for i, row in enumerate(spans):
-        if i % 16 == 15:
+        if i % pause == pause - 1:
             time.sleep(0)
         (resent_params if row.get("_merge") else span_params).append(_SPANS.params(row, sqlite))
     with db.session() as s:
