@@ -150,9 +150,7 @@ def test_a_counter_sink_must_be_importable_for_the_writer_process(backend_url: s
         writer.add_counter("local", lambda s, backend, deltas: None)
 
 
-def test_a_failing_batch_among_pipelined_ones_is_retried_alone(
-    backend_url: str, tmp_path: Path, process: bool
-) -> None:
+def test_a_failing_batch_among_pipelined_ones_is_retried_alone(backend_url: str, tmp_path: Path, process: bool) -> None:
     """One batch the database refuses (a trace id that already exists) between good ones: with the writer
     process, batches are pipelined, so the others' answers are read, the bad one is retried and spilled, and
     everything else is committed once."""
