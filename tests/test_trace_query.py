@@ -277,8 +277,15 @@ def test_span_skeleton_in_tree_order_with_orphans(live: LiveServer) -> None:
     assert g1["kind"] == "llm" and g1["model"] == "m" and g1["prompt_tokens"] == 3 and g1["duration_ms"] == 100
     for s in data["spans"]:
         assert not {"input", "output", "attributes"} & set(s)
+    assert data["spans_total"] == 6 and data["next_offset"] is None
+    # a large trace's skeleton comes a page at a time, in the same tree order
+    page = get(live, f"/api/traces/{TREE}", offset=2, limit=3)
+    assert [(s["id"], s["depth"], s["orphan"]) for s in page["spans"]] == shape[2:5]
+    assert page["spans_total"] == 6 and page["spans_offset"] == 2 and page["next_offset"] == 5
     with live.client() as c:
         assert c.get("/api/traces/no-such-trace").status_code == 404
+        r = c.get(f"/api/traces/{TREE}", params={"limit": "0"})
+        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "limit"
 
 
 def test_span_pages_and_artifact_payloads(live: LiveServer) -> None:

@@ -152,9 +152,11 @@ def traces_show(trace_id: str, as_json: bool = JSON) -> None:
     keys = ["id", "name", "project_id", "source", "status", "start_time", "latency", "model", "route", "user_id"]
     keys += ["session_id", "tags", "prompt_tokens", "completion_tokens", "cost", "span_count", "error", "input"]
     print_record(record, [*keys, "output"])
-    console.print(f"[bold]spans[/bold] ({len(data['spans'])}):")
+    console.print(f"[bold]spans[/bold] ({data['spans_total']}):")
     for span in data["spans"]:
         console.print(_span_line(span), markup=False)
+    if data["next_offset"] is not None:
+        console.print(f"… {data['spans_total'] - data['next_offset']} more spans (GET /api/traces/{trace_id}?offset=…)")
 
 
 # --- export ----------------------------------------------------------------------------------------

@@ -339,7 +339,8 @@ class SpanRow:
 
 
 class Timeline:
-    """Positions spans on the trace's time axis: from the earliest start to the latest end of any span."""
+    """Positions spans on the trace's time axis: the trace's start and end (which the writer widens to
+    cover every span) and the shown spans', so every page of rows shares one axis."""
 
     def __init__(self, detail: service.TraceDetail):
         starts = [detail.start_time, *(s.start_time for s in detail.spans)]
@@ -369,11 +370,11 @@ def _registered_models(request: Request) -> set[str]:
 def trace_page(request: Request, trace_id: str, session: SessionDep) -> Response:
     """A trace: totals, its input and output, and the first rows of its span tree and timeline."""
     try:
-        detail = service.get_trace(get_platform(request), session.actor, trace_id)
+        detail = service.get_trace(get_platform(request), session.actor, trace_id, limit=FIRST_ROWS)
     except PodiumError as exc:
         return error_page(request, session, exc)
     timeline = Timeline(detail)
-    rows = [timeline.row(i, s) for i, s in enumerate(detail.spans[:FIRST_ROWS])]
+    rows = [timeline.row(i, s) for i, s in enumerate(detail.spans)]
     kinds = sorted({s.kind for s in detail.spans})
     return render(
         request,
@@ -381,7 +382,7 @@ def trace_page(request: Request, trace_id: str, session: SessionDep) -> Response
         session,
         trace=detail,
         rows=rows,
-        total=len(detail.spans),
+        total=detail.spans_total,
         more_rows=MORE_ROWS,
         ticks=timeline.ticks(),
         kinds=kinds,
@@ -397,9 +398,9 @@ def trace_rows(request: Request, trace_id: str, session: FragmentDep) -> Respons
     """Span tree rows (HTML) `[offset, offset + limit)` of a trace's tree order, for "load more"."""
     offset = service.int_param("offset", request.query_params.get("offset"), 0, 0, 10**9)
     limit = service.int_param("limit", request.query_params.get("limit"), MORE_ROWS, 1, service.MAX_SPAN_PAGE)
-    detail = service.get_trace(get_platform(request), session.actor, trace_id)
+    detail = service.get_trace(get_platform(request), session.actor, trace_id, offset=offset, limit=limit)
     timeline = Timeline(detail)
-    rows = [timeline.row(offset + i, s) for i, s in enumerate(detail.spans[offset : offset + limit])]
+    rows = [timeline.row(offset + i, s) for i, s in enumerate(detail.spans)]
     return render(request, "traces/_span_rows.html", session, rows=rows, **FORMATS)
 
 

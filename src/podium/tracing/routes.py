@@ -180,9 +180,16 @@ def erase_user(user_id: str, actor: ActorDep, platform: PlatformDep) -> service.
 
 
 @router.get("/{trace_id}")
-def get_trace(trace_id: str, actor: ActorDep, platform: PlatformDep) -> service.TraceDetail:
-    """A trace in full and its span skeleton (no span payloads) in tree order."""
-    return service.get_trace(platform, actor, trace_id)
+def get_trace(
+    trace_id: str,
+    actor: ActorDep,
+    platform: PlatformDep,
+    offset: Annotated[int, Query(description="First skeleton node to return.")] = 0,
+    limit: Annotated[int, Query(description=f"Skeleton nodes to return (at most {service.MAX_SKELETON}).")] = 1000,
+) -> service.TraceDetail:
+    """A trace in full and its span skeleton (no span payloads) in tree order, a page at a time: a trace
+    of many spans opens with its first `limit` nodes; `next_offset` fetches more."""
+    return service.get_trace(platform, actor, trace_id, offset=offset, limit=limit)
 
 
 @router.get("/{trace_id}/spans")

@@ -59,6 +59,7 @@ log = logging.getLogger("podium.tracing.service")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_SPAN_PAGE = 500
+MAX_SKELETON = 10_000  # skeleton nodes in one answer of `GET /api/traces/{id}`
 PREVIEW_CHARS = 200
 ERROR_CHARS = 300
 DELETE_CHUNK = 500  # traces per deletion transaction (their spans go in the same one)
@@ -298,6 +299,9 @@ class TraceDetail(TraceRecord):
     input_artifact: ArtifactRef | None
     output_artifact: ArtifactRef | None
     spans: list[SpanNode]
+    spans_total: int = Field(description="Spans in the whole trace; `spans` is the page from `spans_offset`.")
+    spans_offset: int = 0
+    next_offset: int | None = Field(None, description="Offset of the next page of the skeleton, if any.")
 
 
 class TracePage(BaseModel):
@@ -683,39 +687,57 @@ class _Node:
     orphan: bool = False
 
 
-def _tree(s: Session, trace_id: str, columns: tuple[Any, ...]) -> tuple[list[Any], list[_Node]]:
-    """The trace's span rows (given columns) and their tree order: depth-first from the roots (spans
-    without a parent, then orphans, by start time), children by start time."""
-    rows = s.execute(
-        select(Span.id, Span.parent_id, *columns).where(Span.trace_id == trace_id).order_by(Span.start_time, Span.id)
-    ).all()
-    ids = {r.id for r in rows}
-    children: dict[str, list[Any]] = defaultdict(list)
-    roots: list[tuple[Any, bool]] = []
-    for r in rows:
-        if r.parent_id is None or r.parent_id not in ids or r.parent_id == r.id:
-            roots.append((r, r.parent_id is not None))
+def _tree(s: Session, trace_id: str) -> list[_Node]:
+    """The trace's spans in tree order: depth-first from the roots (spans without a parent, then orphans,
+    by start time), children by start time. Reads only ids, parents and start times (plain tuples), so a
+    trace of 10,000 spans orders in tens of milliseconds; callers fetch the columns of the page they show."""
+    rows: list[tuple[str, str | None]] = [
+        (r[0], r[1])
+        for r in s.execute(
+            select(Span.id, Span.parent_id).where(Span.trace_id == trace_id).order_by(Span.start_time, Span.id)
+        )
+    ]
+    ids = {sid for sid, _ in rows}
+    children: dict[str, list[str]] = defaultdict(list)
+    roots: list[tuple[str, str | None, bool]] = []
+    parents: dict[str, str | None] = {}
+    for sid, parent in rows:
+        parents[sid] = parent
+        if parent is None or parent not in ids or parent == sid:
+            roots.append((sid, parent, parent is not None))
         else:
-            children[r.parent_id].append(r)
+            children[parent].append(sid)
     order: list[_Node] = []
     seen: set[str] = set()
 
-    def walk(root: Any, orphan: bool) -> None:
+    def walk(root: str, orphan: bool) -> None:
         stack = [(root, 0, orphan)]
         while stack:
-            row, depth, is_orphan = stack.pop()
-            if row.id in seen:
+            sid, depth, is_orphan = stack.pop()
+            if sid in seen:
                 continue
-            seen.add(row.id)
-            order.append(_Node(row.id, row.parent_id, depth, is_orphan))
-            stack.extend((child, depth + 1, False) for child in reversed(children.get(row.id, ())))
+            seen.add(sid)
+            order.append(_Node(sid, parents[sid], depth, is_orphan))
+            kids = children.get(sid)
+            if kids:
+                stack.extend([(kid, depth + 1, False) for kid in reversed(kids)])
 
-    for root, orphan in roots:
-        walk(root, orphan)
-    for r in rows:  # spans whose parent chain loops reach no root: shown as orphans
-        if r.id not in seen:
-            walk(r, True)
-    return list(rows), order
+    for sid, _, orphan in roots:
+        walk(sid, orphan)
+    for sid, _ in rows:  # spans whose parent chain loops reach no root: shown as orphans
+        if sid not in seen:
+            walk(sid, True)
+    return order
+
+
+def _rows_of(s: Session, columns: tuple[Any, ...], page: list[_Node]) -> dict[str, Any]:
+    """The given columns of the spans of a page, by id (in chunks, for databases' parameter limits)."""
+    out: dict[str, Any] = {}
+    ids = [n.id for n in page]
+    for i in range(0, len(ids), 2000):
+        for r in s.execute(select(Span.id, Span.parent_id, *columns).where(Span.id.in_(ids[i : i + 2000]))):
+            out[r.id] = r
+    return out
 
 
 _SKELETON_COLUMNS = (
@@ -754,15 +776,24 @@ def _node_fields(row: Any, node: _Node) -> dict[str, Any]:
     }
 
 
-def get_trace(platform: Platform, actor: Actor, trace_id: str) -> TraceDetail:
-    """One trace in full (artifact-stored bodies as markers) and its span skeleton in tree order; 404 if
-    unknown or in another project (for a key that is not an admin's)."""
+def get_trace(
+    platform: Platform, actor: Actor, trace_id: str, *, offset: int = 0, limit: int | None = None
+) -> TraceDetail:
+    """One trace in full (artifact-stored bodies as markers) and its span skeleton in tree order, the
+    nodes `[offset, offset + limit)` of it (all by default; `spans_total` and `next_offset` tell the rest);
+    404 if unknown or in another project (for a key that is not an admin's)."""
     actor.require("viewer", "read traces")
+    if limit is not None and not 1 <= limit <= MAX_SKELETON:
+        raise InvalidInput(f"limit must be between 1 and {MAX_SKELETON}", details={"field": "limit"})
+    if offset < 0:
+        raise InvalidInput("offset must be at least 0", details={"field": "offset"})
     with platform.db.read_session() as s:
         t = _visible_trace(s, actor, trace_id)
-        rows, order = _tree(s, trace_id, _SKELETON_COLUMNS)
-    by_id = {r.id: r for r in rows}
-    spans = [SpanNode(**_node_fields(by_id[n.id], n)) for n in order]
+        order = _tree(s, trace_id)
+        page = order[offset : offset + limit] if limit is not None else order[offset:]
+        by_id = _rows_of(s, _SKELETON_COLUMNS, page)
+    spans = [SpanNode(**_node_fields(by_id[n.id], n)) for n in page]
+    end = offset + len(page)
     return TraceDetail(
         **_summary_fields(t),
         error=t.error,
@@ -774,6 +805,9 @@ def get_trace(platform: Platform, actor: Actor, trace_id: str) -> TraceDetail:
         input_artifact=artifact_ref(t.input),
         output_artifact=artifact_ref(t.output),
         spans=spans,
+        spans_total=len(order),
+        spans_offset=offset,
+        next_offset=end if end < len(order) else None,
     )
 
 
@@ -797,7 +831,7 @@ def get_spans(
         raise InvalidInput("offset must be at least 0", details={"field": "offset"})
     with platform.db.read_session() as s:
         _check_visible(s, actor, trace_id)
-        _, order = _tree(s, trace_id, (Span.start_time,))
+        order = _tree(s, trace_id)
         if ids is not None:
             wanted = set(ids)
             page = [n for n in order if n.id in wanted]

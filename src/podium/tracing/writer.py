@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import os
 import queue
 import threading
@@ -479,19 +480,27 @@ class _BulkInsert:
             "sqlite": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in names)})",
             "postgresql": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('%s' for _ in names)})",
         }
-        self.spec = list(zip(self.keys, self.defaults, self.kinds, strict=True))
+        self._getter = operator.itemgetter(*self.keys)
+        self._defaults = dict(zip(self.keys, self.defaults, strict=True))
+        self._json = [i for i, kind in enumerate(self.kinds) if kind == "json"]
+        self._times = [i for i, kind in enumerate(self.kinds) if kind == "time"]
 
     def params(self, row: dict[str, Any], sqlite: bool) -> tuple[Any, ...]:
         """One row (a dict keyed by attribute name) as this INSERT's parameter tuple."""
-        values = []
-        for key, default, kind in self.spec:
-            value = row.get(key, default)
-            if value is not None:
-                if kind == "json":
-                    value = orjson.dumps(value).decode()
-                elif kind == "time" and sqlite:
-                    value = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
-            values.append(value)
+        values = list(self._getter({**self._defaults, **row}))  # C-level: defaults, then the row's values
+        for i in self._json:
+            if values[i] is not None:
+                values[i] = orjson.dumps(values[i]).decode()
+        if sqlite:
+            for i in self._times:
+                value = values[i]
+                if value is not None:
+                    value = (
+                        value.replace(tzinfo=None)
+                        if value.tzinfo is UTC
+                        else value.astimezone(UTC).replace(tzinfo=None)
+                    )
+                    values[i] = value.isoformat(" ", timespec="microseconds")
         return tuple(values)
 
     def run(self, session: Any, backend: str, params: list[tuple[Any, ...]], merge: bool = False) -> None:
@@ -523,7 +532,7 @@ def insert_rows(
     """Insert trace and span rows and add counter deltas, in one transaction. With `share_gil` (in the
     server's writer thread), building the parameters hands the GIL to the event loop now and then."""
     sqlite = db.backend == "sqlite"
-    pause = 16 if share_gil else 1 << 62
+    pause = 32 if share_gil else 1 << 62
     trace_params: list[tuple[Any, ...]] = []
     merge_params: list[tuple[Any, ...]] = []
     span_params: list[tuple[Any, ...]] = []
