@@ -20,6 +20,7 @@ from podium.gateway import metrics
 from podium.gateway.cache import ResponseCache
 from podium.gateway.errors import GatewayError
 from podium.gateway.governor import Governor, Ticket
+from podium.gateway.guardrails import request_text, response_text
 from podium.gateway.prices import FREE, Price
 from podium.gateway.prompting import PromptUse
 from podium.gateway.resilience import backoff_delay
@@ -89,6 +90,9 @@ class Call:
         self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         self.completion_tokens = int(usage.get("completion_tokens") or 0)
         self.cost_micros = self.price.cost_micros(self.prompt_tokens, self.completion_tokens)
+
+
+_METHODS = {"chat": "chat", "completion": "complete", "embedding": "embed"}  # call kind → provider method
 
 
 @dataclass
@@ -228,6 +232,40 @@ class Dispatcher:
             health.inflight -= 1
         health.breaker.success()
         health.observe((time.perf_counter() - started) * 1000)
+        return result
+
+    async def prepare(self, call: Call, tasks: tuple[str, ...], body_bytes: int) -> Route:
+        """Route a call, run the route's request guardrails and admit it under the limits; raises
+        `GatewayError` or `GuardrailViolation`."""
+        route = self.route(call, tasks)
+        if route.guards:
+            text = request_text(call.body)
+            for guard in route.guards:
+                await guard.check_request(call.body, text)
+        call.body_bytes = body_bytes
+        await self.admit(call, route)
+        return route
+
+    async def complete(
+        self, call: Call, route: Route, wait: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None
+    ) -> dict[str, Any]:
+        """A non-streamed answer (retries and fallbacks), with usage, output and the response guardrails
+        applied to the call; `wait` wraps the wait (the HTTP route stops it when the client leaves)."""
+        method = _METHODS[call.kind]
+
+        async def op(up: Upstream) -> dict[str, Any]:
+            result: dict[str, Any] = await getattr(up.provider, method)(call.body, up.timeouts)
+            return result
+
+        running = self.attempt(call, route, op)
+        result: dict[str, Any] = await (wait(running) if wait is not None else running)
+        call.set_usage(result.get("usage"))
+        call.output = result
+        if route.guards and call.kind != "embedding":
+            answer = response_text(result)
+            for guard in route.guards:
+                await guard.check_response(answer)
+        call.ttft_ms = (time.perf_counter() - call.t0) * 1000
         return result
 
     async def attempt(self, call: Call, route: Route, op: Callable[[Upstream], Awaitable[Any]]) -> Any:

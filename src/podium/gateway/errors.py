@@ -8,6 +8,7 @@ import orjson
 from starlette.responses import Response
 
 from podium.core.errors import PodiumError
+from podium.gateway.guardrails import GuardrailViolation
 from podium.models.providers.base import UpstreamError
 
 _TYPES = {
@@ -86,3 +87,13 @@ class GatewayError(Exception):
 def sse_error(error: GatewayError) -> bytes:
     """An error as a server-sent event, for failures after a stream has started."""
     return b"data: " + orjson.dumps(error.body()) + b"\n\n"
+
+
+def as_gateway_error(exc: GatewayError | UpstreamError | GuardrailViolation) -> GatewayError:
+    """What the client is told about a failed call: upstream failures keep their status, a guardrail's
+    refusal is a 400."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, UpstreamError):
+        return GatewayError.from_upstream(exc)
+    return GatewayError(400, exc.message, code="guardrail_violation")

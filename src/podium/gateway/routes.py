@@ -25,8 +25,8 @@ from podium.core.http import bearer_token
 from podium.core.platform import Platform
 from podium.gateway.cache import Lookup, as_chunks
 from podium.gateway.dispatch import Call, Dispatcher, Upstream, first_then_rest
-from podium.gateway.errors import GatewayError, sse_error
-from podium.gateway.guardrails import Guardrail, GuardrailViolation, request_text, response_text
+from podium.gateway.errors import GatewayError, as_gateway_error, sse_error
+from podium.gateway.guardrails import Guardrail, GuardrailViolation
 from podium.gateway.prompting import PromptUse, apply_prompt, session_id
 from podium.models.providers.base import UpstreamError
 
@@ -144,16 +144,12 @@ def _from_cache(call: Call, found: Lookup) -> Response:
     return _json(hit, headers=call.headers())
 
 
-def _blocked(exc: GuardrailViolation) -> GatewayError:
-    return GatewayError(400, exc.message, code="guardrail_violation")
-
-
 class ClientGone(Exception):
     """The client disconnected before the answer was ready."""
 
 
-def _fail(call: Call, exc: GatewayError | UpstreamError) -> Response:
-    error = exc if isinstance(exc, GatewayError) else GatewayError.from_upstream(exc)
+def _fail(call: Call, exc: GatewayError | UpstreamError | GuardrailViolation) -> Response:
+    error = as_gateway_error(exc)
     call.status = error.status
     call.error = error.message
     return error.response(call.headers() if call.route else None)
@@ -183,13 +179,8 @@ async def _generate(request: Request, kind: str) -> Response:
         return exc.response()
     try:
         tasks = ("chat",) if kind == "chat" else ("chat", "completion") if kind == "completion" else ("embedding",)
-        route = dispatcher.route(call, tasks)
-        if route.guards:
-            text = request_text(body)
-            for guard in route.guards:
-                await guard.check_request(body, text)
-        call.body_bytes = len(await request.body()) if used is None else len(orjson.dumps(body))
-        await dispatcher.admit(call, route)
+        body_bytes = len(await request.body()) if used is None else len(orjson.dumps(body))
+        route = await dispatcher.prepare(call, tasks, body_bytes)
         found = await dispatcher.cache.lookup(
             route.spec.cache, route.name, kind, body, request.headers.get("cache-control")
         )
@@ -200,34 +191,12 @@ async def _generate(request: Request, kind: str) -> Response:
             return response
         if call.stream and kind != "embedding":
             return await _stream(request, dispatcher, call, route, found)
-        if kind == "chat":
-
-            async def op(up: Upstream) -> dict[str, Any]:
-                return await up.provider.chat(body, up.timeouts)
-        elif kind == "completion":
-
-            async def op(up: Upstream) -> dict[str, Any]:
-                return await up.provider.complete(body, up.timeouts)
-        else:
-
-            async def op(up: Upstream) -> dict[str, Any]:
-                return await up.provider.embed(body, up.timeouts)
-
-        result = await _or_disconnect(request, dispatcher.attempt(call, route, op))
-        call.set_usage(result.get("usage"))
-        call.output = result
-        if route.guards and kind != "embedding":
-            answer = response_text(result)
-            for guard in route.guards:
-                await guard.check_response(answer)
+        result = await dispatcher.complete(call, route, lambda running: _or_disconnect(request, running))
         if found.key is not None or found.vector is not None:
             await dispatcher.cache.store(found, route.spec.cache.ttl, result)
-        call.ttft_ms = (time.perf_counter() - call.t0) * 1000
         response = _json(result, headers=call.headers())
-    except (GatewayError, UpstreamError) as exc:
+    except (GatewayError, UpstreamError, GuardrailViolation) as exc:
         response = _fail(call, exc)
-    except GuardrailViolation as exc:
-        response = _fail(call, _blocked(exc))
     except ClientGone:
         call.status = 499
         call.error = "the client disconnected before the answer was ready"
@@ -361,7 +330,7 @@ async def _events(
             yield sse_error(error)
             yield b"data: [DONE]\n\n"
         except GuardrailViolation as exc:
-            error = _blocked(exc)
+            error = as_gateway_error(exc)
             call.status, call.error = error.status, error.message
             yield sse_error(error)
             yield b"data: [DONE]\n\n"

@@ -26,9 +26,9 @@ from starlette.responses import Response
 from podium.core.console import usd
 from podium.core.errors import InvalidInput, PodiumError, Unauthorized
 from podium.core.http import get_platform
-from podium.gateway.dispatch import Call, Dispatcher, Upstream
-from podium.gateway.errors import GatewayError
-from podium.gateway.guardrails import GuardrailViolation, request_text, response_text
+from podium.gateway.dispatch import Call, Dispatcher
+from podium.gateway.errors import GatewayError, as_gateway_error
+from podium.gateway.guardrails import GuardrailViolation, response_text
 from podium.gateway.prompting import PromptUse
 from podium.models import service as models
 from podium.models.providers.base import UpstreamError
@@ -437,37 +437,15 @@ async def run(request: Request, body: RunBody, session: JsonSessionDep) -> dict[
 
 
 async def dispatch_chat(dispatcher: Dispatcher, call: Call) -> dict[str, Any]:
-    """Run a chat call the way the gateway runs a non-streamed `/v1/chat/completions` request (route,
-    guardrails, limits, retries and fallbacks, trace record), bypassing the response cache so every run
-    is fresh. Errors come back in the result, as the gateway would have answered them."""
+    """Run a chat call through the gateway's own steps (route, guardrails, limits, retries and fallbacks,
+    trace record), without the response cache so every run is fresh. Errors come back in the result, as
+    the gateway would have answered them."""
     output: str | None = None
     try:
-        route = dispatcher.route(call, ("chat",))
-        if route.guards:
-            text = request_text(call.body)
-            for guard in route.guards:
-                await guard.check_request(call.body, text)
-        call.body_bytes = len(orjson.dumps(call.body))
-        await dispatcher.admit(call, route)
-
-        async def op(up: Upstream) -> dict[str, Any]:
-            return await up.provider.chat(call.body, up.timeouts)
-
-        result = await dispatcher.attempt(call, route, op)
-        call.set_usage(result.get("usage"))
-        call.output = result
-        output = response_text(result)
-        for guard in route.guards:
-            await guard.check_response(output)
-        call.ttft_ms = (time.perf_counter() - call.t0) * 1000
+        route = await dispatcher.prepare(call, ("chat",), len(orjson.dumps(call.body)))
+        output = response_text(await dispatcher.complete(call, route))
     except (GatewayError, UpstreamError, GuardrailViolation) as exc:
-        error = (
-            exc
-            if isinstance(exc, GatewayError)
-            else GatewayError.from_upstream(exc)
-            if isinstance(exc, UpstreamError)
-            else GatewayError(400, exc.message, code="guardrail_violation")
-        )
+        error = as_gateway_error(exc)
         call.status, call.error = error.status, error.message
         output = None
     latency = (time.perf_counter() - call.t0) * 1000
