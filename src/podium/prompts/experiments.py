@@ -275,7 +275,8 @@ def wilson(successes: float, n: int) -> Estimate:
     denom = 1 + z2 / n
     center = (p + z2 / (2 * n)) / denom
     half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return Estimate(n=n, mean=p, low=max(0.0, center - half), high=min(1.0, center + half))
+    # rounded: at p = 0 or 1 the bound is exactly 0 or 1 but floating point leaves 1e-17
+    return Estimate(n=n, mean=p, low=round(max(0.0, center - half), 12), high=round(min(1.0, center + half), 12))
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:
