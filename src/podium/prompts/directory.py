@@ -28,8 +28,8 @@ from sqlalchemy.orm import Session
 from podium.core.errors import NotFound
 from podium.core.periodic import run_every
 from podium.core.platform import Platform
-from podium.prompts import assign, template
-from podium.prompts.service import Rendered, get_version
+from podium.prompts import assign
+from podium.prompts.service import Rendered, get_version, render_version
 from podium.prompts.store import Experiment, ExperimentArm, Prompt, PromptLabel, PromptVersion
 
 log = logging.getLogger("podium.prompts.directory")
@@ -59,19 +59,7 @@ class Version:
 
     def render(self, values: Mapping[str, Any] | None) -> Rendered:
         """Render with variables (typed, defaults applied); every missing name in one `InvalidInput`."""
-        text, messages, bound = template.render_content(self.kind, self.template, self.messages, self.variables, values)
-        return Rendered(
-            prompt=self.prompt,
-            version=self.version,
-            version_id=self.id,
-            kind=self.kind,
-            text=text,
-            messages=messages,
-            model=self.model,
-            tools=self.tools,
-            response_format=self.response_format,
-            variables=bound,
-        )
+        return render_version(self, values)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from podium.core.db import Database, utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound, validated
 from podium.core.ids import new_id
 from podium.core.periodic import run_every
-from podium.prompts.service import NAME_RE, _find_prompt
+from podium.prompts.service import _find_prompt, check_name
 from podium.prompts.store import Experiment, ExperimentArm, ExperimentShift, Prompt, PromptLabel, PromptVersion
 from podium.tracing import scores as score_store
 
@@ -121,9 +121,7 @@ class ExperimentSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError("1-120 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit")
-        return value
+        return check_name(value)
 
 
 class ArmInfo(BaseModel):

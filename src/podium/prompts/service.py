@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 import yaml
@@ -44,6 +45,13 @@ MODEL_PARAMS = (
 )
 
 
+def check_name(value: str) -> str:
+    """A prompt or experiment name (a pydantic validator's check)."""
+    if not NAME_RE.match(value):
+        raise ValueError("1-120 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
 class Message(BaseModel):
     """One chat message of a template."""
 
@@ -71,9 +79,7 @@ class PromptSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError("1-120 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit")
-        return value
+        return check_name(value)
 
 
 class VersionInfo(BaseModel):
@@ -599,7 +605,32 @@ def diff(db: Database, name: str, a: str | int, b: str | int) -> Diff:
     return Diff(prompt=name, a=va.version, b=vb.version, changed=changed, unified="".join(lines))
 
 
-def render_version(v: VersionInfo, values: dict[str, Any] | None) -> Rendered:
+class RenderableVersion(Protocol):
+    """What rendering needs of a version: a `VersionInfo`, or the gateway snapshot's copy of one."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def template(self) -> str | None: ...
+    @property
+    def messages(self) -> list[dict[str, Any]] | None: ...
+    @property
+    def variables(self) -> dict[str, Any]: ...
+    @property
+    def model(self) -> dict[str, Any]: ...
+    @property
+    def tools(self) -> list[dict[str, Any]] | None: ...
+    @property
+    def response_format(self) -> dict[str, Any] | None: ...
+
+
+def render_version(v: RenderableVersion, values: Mapping[str, Any] | None) -> Rendered:
     """Render a version with variables (typed, defaults applied; every missing name in one 400)."""
     text, messages, bound = template.render_content(v.kind, v.template, v.messages, v.variables, values)
     return Rendered(
