@@ -410,7 +410,7 @@ def test_purge_by_project_and_everywhere(live: LiveServer) -> None:
         body = {"before": (T0 - timedelta(days=10)).isoformat(), "project": "purge-p"}
         r = c.post("/api/traces/purge", json=body)
     assert r.status_code == 200, r.text
-    assert r.json() == {"traces": 3, "spans": 6}
+    assert r.json() == {"traces": 3, "spans": 6, "artifacts": 0}
     assert listed(live, project="purge-p") == ["pp-new"]
     assert "dp-old" in listed(live, to=(T0 - timedelta(days=30)).isoformat())
     row = audit_rows(live, "traces.purge")[0]
@@ -465,7 +465,7 @@ def test_erasing_a_user_deletes_their_traces_everywhere_and_is_audited(live: Liv
         assert c.delete("/api/traces/users/gdpr-user").status_code == 403
     with live.client() as c:
         r = c.delete("/api/traces/users/gdpr-user")
-    assert r.status_code == 200 and r.json() == {"traces": 3, "spans": 4}
+    assert r.status_code == 200 and r.json() == {"traces": 3, "spans": 4, "artifacts": 0}
     assert listed(live, user="gdpr-user") == []
     assert listed(live, user="someone-else") == ["g-keep"]
     row = audit_rows(live, "traces.erase_user")[0]
@@ -473,6 +473,32 @@ def test_erasing_a_user_deletes_their_traces_everywhere_and_is_audited(live: Liv
     out = run_cli("traces", "erase-user", "someone-else", "--yes", env=cli_env(live))
     assert out.returncode == 0 and "1 traces" in out.stdout, out.stderr
     assert listed(live, user="someone-else") == []
+
+
+def test_erasure_frees_payloads_only_the_erased_traces_held(live: LiveServer) -> None:
+    """Large payloads live in the artifact store, shared by content: erasing a user deletes the blobs only
+    their traces referred to, and keeps a blob another user's trace still refers to."""
+    at = T0 + timedelta(hours=5)
+    private, shared = "p" * 40_000, "s" * 40_000
+    send(live, [span("gp-a", "gp-a-r", None, at, 10, user_id="blob-user", input=private, output=shared)])
+    send(live, [span("gp-b", "gp-b-r", None, at, 10, user_id="blob-other", output=shared)])
+    blobs = live.platform.blobs
+    refs = {
+        field: get(live, "/api/traces/gp-a/spans", ids="gp-a-r")["spans"][0][f"{field}_artifact"]["sha256"]
+        for field in ("input", "output")
+    }
+    assert all(blobs.exists(d) for d in refs.values())
+    with live.client() as c:
+        r = c.delete("/api/traces/users/blob-user")
+    assert r.status_code == 200 and r.json()["artifacts"] == 1, r.text
+    assert not blobs.exists(refs["input"])  # only that user's trace held it
+    assert blobs.exists(refs["output"])  # the other user's trace still does
+    with live.client() as c:
+        r = c.get("/api/traces/gp-b/payload", params={"span": "gp-b-r", "field": "output"})
+    assert r.status_code == 200 and r.text == shared
+    with live.client() as c:
+        assert c.delete("/api/traces/users/blob-other").json()["artifacts"] == 1
+    assert not blobs.exists(refs["output"])
 
 
 # --- CLI -------------------------------------------------------------------------------------------

@@ -143,7 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         task = asyncio.create_task(_flush_periodically(flushers, 5.0))
         refresher = asyncio.create_task(table.run_refresher())
         limits_refresher = asyncio.create_task(governor.run_refresher())
-        retention = asyncio.create_task(retention_loop(platform.db))  # deletes traces past each project's days
+        # deletes traces past each project's days, and payloads nothing refers to any more
+        retention = asyncio.create_task(retention_loop(platform.db, platform.blobs))
         bandit = asyncio.create_task(bandit_loop(platform.db))  # moves shares of auto prompt experiments
         prompts_refresher = asyncio.create_task(prompts.run_refresher())
         try:

@@ -298,7 +298,8 @@ def traces_purge(
     if as_json:
         print_json(data)
         return
-    typer.echo(f"Deleted {data['traces']} traces and {data['spans']} spans.")
+    freed = f" and freed {data['artifacts']} stored payloads" if data.get("artifacts") else ""
+    typer.echo(f"Deleted {data['traces']} traces and {data['spans']} spans{freed}.")
 
 
 @traces_app.command("erase-user")
@@ -311,7 +312,8 @@ def traces_erase_user(user_id: str, yes: bool = YES, as_json: bool = JSON) -> No
     if as_json:
         print_json(data)
         return
-    typer.echo(f"Erased user {user_id}: {data['traces']} traces and {data['spans']} spans deleted.")
+    freed = f", {data['artifacts']} stored payloads freed" if data.get("artifacts") else ""
+    typer.echo(f"Erased user {user_id}: {data['traces']} traces and {data['spans']} spans deleted{freed}.")
 
 
 @traces_app.command("retention")

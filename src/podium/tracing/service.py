@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import math
@@ -48,9 +49,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from podium.core.auth.service import Actor, find_key, find_project, record_audit
+from podium.core.blobs import BlobStore
 from podium.core.db import Database, utcnow
 from podium.core.errors import Forbidden, InvalidInput, NotFound, PodiumError, validated
 from podium.core.platform import Platform
+from podium.tracing import payloads
 from podium.tracing.ingest import ARTIFACT_KEY
 from podium.tracing.store import STATUSES, Span, Trace, TraceRetention
 
@@ -66,7 +69,7 @@ DELETE_CHUNK = 500  # traces per deletion transaction (their spans go in the sam
 MAX_BUCKETS = 10_000
 MAX_RETENTION_DAYS = 36_500
 MICROS = Decimal(1_000_000)
-_MARKER_PREFIX = '{"' + ARTIFACT_KEY + '":'
+_MARKER_PREFIX = payloads.MARKER_PREFIX
 
 SortKey = Literal["start_time", "latency_ms", "cost", "tokens"]
 SORTS: tuple[SortKey, ...] = ("start_time", "latency_ms", "cost", "tokens")
@@ -370,6 +373,7 @@ class Deleted(BaseModel):
 
     traces: int
     spans: int
+    artifacts: int = Field(0, description="Payload blobs freed (content nothing else refers to).")
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -1008,18 +1012,20 @@ def delete_traces(
     *,
     chunk: int = DELETE_CHUNK,
     on_last: Callable[[Session, Deleted], None] | None = None,
+    blobs: BlobStore | None = None,
 ) -> Deleted:
     """Delete the traces matching `conds` and their spans, `chunk` traces per transaction; `on_last` runs in
-    the last transaction with the totals (to write an audit row beside the final deletion).
-
-    Artifact blobs that only deleted spans referred to stay in the artifact store: blobs are shared by
-    content (the same document in many traces), so freeing them needs a reference sweep over every table
-    that can point at one, which is the artifact store's garbage collection, not this."""
+    the last transaction with the totals (to write an audit row beside the final deletion). With `blobs`,
+    the large payloads they kept in the artifact store are deleted too, unless something else still refers
+    to the same content (see `podium.tracing.payloads`)."""
     total = Deleted(traces=0, spans=0)
+    candidates: set[str] = set()
     while True:
         with db.session() as s:
             ids = list(s.scalars(select(Trace.id).where(*conds).limit(chunk)))
             if ids:
+                if blobs is not None:
+                    candidates |= payloads.digests_of(s, ids)
                 opts = {"synchronize_session": False}
                 spans = s.execute(delete(Span).where(Span.trace_id.in_(ids)).execution_options(**opts))
                 traces = s.execute(delete(Trace).where(Trace.id.in_(ids)).execution_options(**opts))
@@ -1029,7 +1035,10 @@ def delete_traces(
             if last and on_last is not None:
                 on_last(s, total)
         if last:
-            return total
+            break
+    if blobs is not None and candidates:
+        total.artifacts = payloads.free(db, blobs, candidates)
+    return total
 
 
 def parse_purge(data: Any) -> tuple[datetime, str | None]:
@@ -1059,10 +1068,10 @@ def purge(platform: Platform, actor: Actor, before: datetime, project: str | Non
         conds.append(Trace.project_id == project_id)
 
     def audit(s: Session, done: Deleted) -> None:
-        details = {"before": before.isoformat(), "project": project, **done.model_dump()}
+        details = {"before": before.isoformat(), "project": project, **done.model_dump(exclude={"artifacts"})}
         record_audit(s, actor, "traces.purge", "traces", project_id, project_id=project_id, details=details)
 
-    return delete_traces(platform.db, conds, on_last=audit)
+    return delete_traces(platform.db, conds, on_last=audit, blobs=platform.blobs)
 
 
 def erase_user(platform: Platform, actor: Actor, user_id: str) -> Deleted:
@@ -1076,9 +1085,17 @@ def erase_user(platform: Platform, actor: Actor, user_id: str) -> Deleted:
         raise InvalidInput("user_id must be 1-200 characters", details={"field": "user_id"})
 
     def audit(s: Session, done: Deleted) -> None:
-        record_audit(s, actor, "traces.erase_user", "trace_user", user_id, project_id=None, details=done.model_dump())
+        record_audit(
+            s,
+            actor,
+            "traces.erase_user",
+            "trace_user",
+            user_id,
+            project_id=None,
+            details=done.model_dump(exclude={"artifacts"}),
+        )
 
-    return delete_traces(platform.db, [Trace.user_id == user_id], on_last=audit)
+    return delete_traces(platform.db, [Trace.user_id == user_id], on_last=audit, blobs=platform.blobs)
 
 
 # --- retention -------------------------------------------------------------------------------------
@@ -1142,9 +1159,10 @@ def clear_retention(platform: Platform, actor: Actor, project: str) -> Retention
         return _retention_info(p.id, p.name, None)
 
 
-def apply_retention(db: Database, *, now: datetime | None = None) -> dict[str, Deleted]:
+def apply_retention(db: Database, *, now: datetime | None = None, blobs: BlobStore | None = None) -> dict[str, Deleted]:
     """Delete, per project with a retention, the traces that started more than its days ago (and their
-    spans); what each project lost is audited as the system's action. Returns the deletions by project id."""
+    spans, and with `blobs` their payloads); what each project lost is audited as the system's action.
+    Returns the deletions by project id."""
     now = now or utcnow()
     with db.read_session() as s:
         policies = [(r.project_id, r.days) for r in s.scalars(select(TraceRetention))]
@@ -1156,7 +1174,7 @@ def apply_retention(db: Database, *, now: datetime | None = None) -> dict[str, D
             s: Session, done: Deleted, project_id: str = project_id, days: int = days, cutoff: datetime = cutoff
         ) -> None:
             if done.traces:
-                details = {"days": days, "before": cutoff.isoformat(), **done.model_dump()}
+                details = {"days": days, "before": cutoff.isoformat(), **done.model_dump(exclude={"artifacts"})}
                 record_audit(
                     s,
                     Actor.system(),
@@ -1168,16 +1186,18 @@ def apply_retention(db: Database, *, now: datetime | None = None) -> dict[str, D
                 )
 
         conds = [Trace.project_id == project_id, started_before(db.backend, cutoff)]
-        results[project_id] = delete_traces(db, conds, on_last=audit)
+        results[project_id] = delete_traces(db, conds, on_last=audit, blobs=blobs)
     return results
 
 
-async def retention_loop(db: Database, every: float = 3600.0, first: float = 60.0) -> None:
+async def retention_loop(
+    db: Database, blobs: BlobStore | None = None, every: float = 3600.0, first: float = 60.0
+) -> None:
     """Apply trace retention `first` seconds after start, then every `every` seconds (a server task)."""
     await asyncio.sleep(first)
     while True:
         try:
-            results = await asyncio.to_thread(apply_retention, db)
+            results = await asyncio.to_thread(functools.partial(apply_retention, db, blobs=blobs))
             deleted = sum(d.traces for d in results.values())
             if deleted:
                 log.info("trace retention deleted %d traces", deleted)

@@ -1,0 +1,84 @@
+"""Payloads of deleted traces in the artifact store: found before the rows go, freed after if nothing else
+refers to them.
+
+Large inputs and outputs live in the content-addressed blob store, and a row keeps a marker naming the
+blob's sha256. Blobs are shared by content, so a purge, a retention run or a user's erasure frees a blob
+only when no remaining trace, span or model version refers to it. A blob that an ingest writes at the
+same moment as an identical one is freed could lose its content; ingest of that exact payload is the only
+window, and erasure must not keep a person's data to close it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from podium.core.blobs import BlobStore
+from podium.core.db import Database
+from podium.models.store import ModelVersion
+from podium.tracing.ingest import ARTIFACT_KEY
+from podium.tracing.store import Span, Trace
+
+MARKER_PREFIX = '{"' + ARTIFACT_KEY + '":'
+
+
+def marker_digest(text: str | None) -> str | None:
+    """The sha256 a stored payload's marker names, if it is a marker."""
+    if not text or not text.startswith(MARKER_PREFIX):
+        return None
+    try:
+        value = orjson.loads(text).get(ARTIFACT_KEY)
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _marked(columns: Iterable[tuple[str | None, str | None]]) -> set[str]:
+    return {d for pair in columns for d in map(marker_digest, pair) if d}
+
+
+def digests_of(s: Session, trace_ids: list[str]) -> set[str]:
+    """The blobs these traces and their spans refer to."""
+    if not trace_ids:
+        return set()
+    trace_rows = s.execute(
+        select(Trace.input, Trace.output).where(
+            Trace.id.in_(trace_ids), or_(Trace.input.startswith(MARKER_PREFIX), Trace.output.startswith(MARKER_PREFIX))
+        )
+    )
+    span_rows = s.execute(
+        select(Span.input, Span.output).where(
+            Span.trace_id.in_(trace_ids),
+            or_(Span.input.startswith(MARKER_PREFIX), Span.output.startswith(MARKER_PREFIX)),
+        )
+    )
+    return _marked(tuple(r) for r in trace_rows) | _marked(tuple(r) for r in span_rows)
+
+
+def still_referenced(db: Database, digests: set[str]) -> set[str]:
+    """Which of `digests` a remaining trace, span or model version refers to (one pass over each table)."""
+    if not digests:
+        return set()
+    found: set[str] = set()
+    with db.read_session() as s:
+        for model in (Trace, Span):
+            rows = s.execute(
+                select(model.input, model.output).where(
+                    or_(model.input.startswith(MARKER_PREFIX), model.output.startswith(MARKER_PREFIX))
+                )
+            )
+            found |= _marked(tuple(r) for r in rows) & digests
+        for files in s.scalars(select(ModelVersion.files)):
+            found |= {str(f.get("sha256")) for f in files or [] if isinstance(f, dict)} & digests
+    return found
+
+
+def free(db: Database, blobs: BlobStore, candidates: set[str]) -> int:
+    """Delete the candidate blobs nothing refers to any more; returns how many were deleted."""
+    unused = candidates - still_referenced(db, candidates)
+    for digest in unused:
+        blobs.delete(digest)
+    return len(unused)
