@@ -224,6 +224,37 @@ def test_sandbox_refuses_escapes_at_render_time() -> None:
     assert template.render("{{ v | upper }}", {"v": "x"}) == "X"
 
 
+@pytest.mark.parametrize(
+    ("source", "values"),
+    [
+        ("{{ x * n }}", {"x": "ab", "n": 10**9}),
+        ("{{ 9 ** n }}", {"n": 10**7}),
+        ("{% for i in range(n) %}.{% endfor %}", {"n": 10**9}),
+        ("{{ '%999999999d' % n }}", {"n": 1}),
+        ("{{ '{:>999999999}'.format(n) }}", {"n": 1}),
+        ("{{ s | center(n) }}", {"s": "a", "n": 10**9}),
+        ("{{ '%099999999d' | format(n) }}", {"n": 1}),
+    ],
+)
+def test_a_request_cannot_make_a_template_build_something_huge(source: str, values: dict[str, Any]) -> None:
+    """Variables come from requests: the sandbox bounds what one expression may build."""
+    from podium.prompts import template
+
+    template.check(source, "template")  # fine at push: the sizes come from the variables
+    with pytest.raises(InvalidInput, match=r"unsafe operation refused|Range too big"):
+        template.render(source, values)
+
+
+def test_ordinary_arithmetic_and_formatting_still_work() -> None:
+    from podium.prompts import template
+
+    rendered = template.render(
+        "{{ '-' * 3 }} {{ 2 ** 10 }} {{ '%5.1f' % x }} {{ '{:>4}'.format(n) }} {{ s | center(5) }}",
+        {"x": 3.14159, "n": 7, "s": "a"},
+    )
+    assert rendered == "--- 1024   3.1    7   a  "
+
+
 def test_diff_between_versions(module_server: LiveServer) -> None:
     with module_server.client() as c:
         _push(c, {**SUPPORT, "name": "dif"})

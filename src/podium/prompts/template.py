@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -21,7 +22,69 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from podium.core.errors import InvalidInput
 
-ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+MAX_OUTPUT = 1_000_000  # characters (or items) one operation in a template may produce
+
+
+MAX_WIDTH = 10_000  # largest field width in a format string
+_BRACE_SPEC = re.compile(r"\{[^{}]*?:([^{}]*)\}")
+_PERCENT_SPEC = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d+))?[a-zA-Z%]")
+
+
+def _check_widths(fmt: str) -> None:
+    """Refuse format strings whose widths or precisions would build huge strings (`'%999999999d'`)."""
+    numbers = [n for spec in _BRACE_SPEC.findall(fmt) for n in re.findall(r"\d+", spec)]
+    numbers += [n for pair in _PERCENT_SPEC.findall(fmt) for n in pair if n]
+    if any(int(n) > MAX_WIDTH for n in numbers):
+        raise SecurityError(f"a format width over {MAX_WIDTH:,} is not allowed")
+
+
+def _bounded(fn: Any) -> Any:
+    """A filter whose integer arguments (widths) and format string are bounded."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_OUTPUT:
+                raise SecurityError(f"a filter argument over {MAX_OUTPUT:,} is not allowed")
+        if fn.__name__ == "do_format" and args and isinstance(args[0], str):
+            _check_widths(args[0])
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, plus limits on what one expression may build: `{{ 'x' * n }}`, `{{ 9 ** n }}`,
+    `{{ '%999999999d' % n }}`, `{{ s | center(n) }}` with a huge `n` from a request's variables would
+    otherwise let one request exhaust the server's memory or CPU."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        for name in ("center", "indent", "wordwrap", "format", "truncate"):
+            self.filters[name] = _bounded(self.filters[name])
+
+    def wrap_str_format(self, value: Any) -> Any:
+        """`'{:>999999}'.format(x)` is checked like the `format` filter."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None and isinstance(getattr(value, "__self__", None), str):
+            _check_widths(value.__self__)
+        return wrapped
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "%" and isinstance(left, str):
+            _check_widths(left)
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_OUTPUT:
+                    raise SecurityError(f"repeating a sequence {times} times exceeds {MAX_OUTPUT:,} items")
+        if operator == "**" and isinstance(right, int) and isinstance(left, int) and abs(right) > 1000:
+            raise SecurityError(f"exponent {right} is too large (at most 1000)")
+        return super().call_binop(context, operator, left, right)
+
+
+ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
