@@ -176,3 +176,30 @@ def test_a_failing_batch_among_pipelined_ones_is_retried_alone(backend_url: str,
     assert (traces, spans) == (200 - spilled_records + 1, 200 - spilled_records)
     with platform.db.read_session() as s:
         assert s.scalar(select(Spend.spent_micros)) == 200 - spilled_records
+
+
+def test_the_sink_never_takes_a_dead_childs_missing_answer_for_another_batch(backend_url: str, tmp_path: Path) -> None:
+    """A child killed while a batch is in flight: the next send refuses rather than starting a new child
+    whose answer would be read as the lost batch's; the lost batch's answer raises, then writes resume."""
+    from podium.tracing.sink import ProcessSink
+    from podium.tracing.writer import _rows
+
+    platform = make_platform(backend_url, tmp_path)
+    sink = ProcessSink(platform.db.url, {})
+    first, second = [record(i) for i in range(2)]
+    sink.send(*_rows([first]))
+    proc = sink._proc
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with pytest.raises(RuntimeError, match="answers owed"):
+        sink.send(*_rows([second]))
+    try:
+        sink.receive()  # the first batch's answer: "ok" if the child answered before dying, else an error
+        committed_first = True
+    except RuntimeError:
+        committed_first = False
+    sink.write(*_rows([second]))  # a new child, in step
+    assert sink._proc is not None and sink._proc.pid != proc.pid
+    sink.close()
+    assert counts(platform) == (1 + committed_first, 1 + committed_first)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import pickle
 import queue
 import signal
@@ -69,7 +70,7 @@ class ProcessSink:
         self.sinks = sinks
         self._proc: subprocess.Popen[bytes] | None = None
         self._outstanding = 0  # batches sent to the child whose answer has not been read
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def _start(self) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
@@ -99,14 +100,19 @@ class ProcessSink:
 
     def send(self, traces: list[Any], spans: list[Any], counters: dict[str, dict[Any, int]]) -> None:
         """Send a batch without waiting for its answer; `receive` collects the answers in order, so the next
-        batch can be prepared while the child inserts this one. Raises if the child is gone."""
+        batch can be prepared while the child inserts this one. Raises if the child is gone: while answers
+        are owed, a dead child is not replaced (its answers still in the pipe are read first, by `receive`,
+        so that no answer is taken for another batch's)."""
         with self._lock:
+            if self._outstanding and (self._proc is None or self._proc.poll() is not None):
+                raise RuntimeError("trace writer process died with answers owed; read them first")
             proc = self._running()
             assert proc.stdin is not None
             try:
                 _send(proc.stdin, ("write", traces, spans, {k: dict(v) for k, v in counters.items()}))
             except OSError as exc:
-                self._stop(proc)
+                if not self._outstanding:
+                    self._stop(proc)
                 raise RuntimeError(f"trace writer process died: {exc}") from None
             self._outstanding += 1
 
@@ -128,9 +134,11 @@ class ProcessSink:
             raise RuntimeError(reply[1])
 
     def write(self, traces: list[Any], spans: list[Any], counters: dict[str, dict[Any, int]]) -> None:
-        """Insert the rows and add the counter deltas in one transaction in the child; raises on failure."""
-        self.send(traces, spans, counters)
-        self.receive()
+        """Insert the rows and add the counter deltas in one transaction in the child; raises on failure.
+        Called with no batch in flight (the writer resolves those first); the lock spans both halves."""
+        with self._lock:
+            self.send(traces, spans, counters)
+            self.receive()
 
     def close(self) -> None:
         """Stop the child (after the writer has drained)."""
@@ -153,14 +161,18 @@ class ProcessSink:
 
 
 def _reader(stdin: IO[bytes], inbox: queue.Queue[Any]) -> None:
-    """Read and unpickle the next batch while the main thread inserts the current one."""
-    while True:
-        try:
-            message = _recv(stdin)
-        except EOFError:
-            inbox.put(None)
-            return
-        inbox.put(message)
+    """Read and unpickle the next batch while the main thread inserts the current one. Anything but the
+    pipe closing ends the process, so the parent sees it die (and retries) instead of waiting forever."""
+    try:
+        while True:
+            try:
+                message = _recv(stdin)
+            except EOFError:
+                inbox.put(None)
+                return
+            inbox.put(message)
+    except BaseException:  # an unreadable batch or no memory: die visibly
+        os._exit(1)
 
 
 def main() -> None:
