@@ -389,6 +389,32 @@ def test_sdk_get_render_cache_and_fallback(tmp_path: Path, db_url: str) -> None:
     sdk._cache = PromptCache()
 
 
+def test_sdk_drops_a_cached_prompt_whose_label_was_removed(module_server: LiveServer, tmp_path: Path) -> None:
+    import podium.prompts.sdk as sdk
+
+    opts: dict[str, Any] = {"url": module_server.url, "api_key": module_server.admin_key}
+    with module_server.client() as c:
+        _push(c, {"name": "sdk-gone", "template": "hi"})
+        c.put("/api/prompts/sdk-gone/labels/beta", json={"version": 1})
+    sdk._cache = PromptCache(tmp_path / "cache")
+    try:
+        assert podium.prompts.get("sdk-gone", label="beta", ttl=0.2, **opts).version == 1
+        with module_server.client() as c:
+            assert c.delete("/api/prompts/sdk-gone/labels/beta").status_code == 204
+        time.sleep(0.3)
+        podium.prompts.get("sdk-gone", label="beta", ttl=0.2, **opts)  # stale copy, refresh starts
+        deadline = time.monotonic() + 10
+        while True:  # once the refresh learns the label is gone, the copy is dropped: an error, not stale data
+            try:
+                podium.prompts.get("sdk-gone", label="beta", ttl=0.2, **opts)
+            except NotFound:
+                break
+            assert time.monotonic() < deadline, "the removed label kept being served"
+            time.sleep(0.05)
+    finally:
+        sdk._cache = PromptCache()
+
+
 def test_sdk_render_links_the_current_span(tmp_path: Path) -> None:
     from podium.prompts.sdk import Prompt
     from podium.tracing import sdk as tracing

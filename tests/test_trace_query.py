@@ -488,10 +488,14 @@ def test_erasure_frees_payloads_only_the_erased_traces_held(live: LiveServer) ->
         for field in ("input", "output")
     }
     assert all(blobs.exists(d) for d in refs.values())
-    with live.client() as c:
+    with live.client() as c:  # feedback on the trace is about the user too
+        score = {"trace_id": "gp-a", "name": "helpful", "value": 0, "comment": "my order 123 never came"}
+        assert c.post("/api/scores", json=score).status_code == 201
+        assert len(c.get("/api/scores", params={"trace_id": "gp-a"}).json()["scores"]) == 1
         r = c.delete("/api/traces/users/blob-user")
     assert r.status_code == 200 and r.json()["artifacts"] == 1, r.text
     assert not blobs.exists(refs["input"])  # only that user's trace held it
+    assert get(live, "/api/scores", trace_id="gp-a")["scores"] == []
     assert blobs.exists(refs["output"])  # the other user's trace still does
     with live.client() as c:
         r = c.get("/api/traces/gp-b/payload", params={"span": "gp-b-r", "field": "output"})

@@ -448,6 +448,10 @@ async def dispatch_chat(dispatcher: Dispatcher, call: Call) -> dict[str, Any]:
         error = as_gateway_error(exc)
         call.status, call.error = error.status, error.message
         output = None
+    except BaseException as exc:  # anything else still settles the reservation and records the trace
+        call.status, call.error = 500, f"{type(exc).__name__}: {exc}"
+        await dispatcher.finish(call)
+        raise
     latency = (time.perf_counter() - call.t0) * 1000
     await dispatcher.finish(call)
     return {

@@ -10,6 +10,7 @@ an error, never a stale copy. Rendering happens here, in the same sandbox as the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -162,11 +163,19 @@ class PromptCache:
         url, name, ref = key
         try:
             data = self._fetch(url, api_key, name, ref, timeout)
-        except PodiumError as exc:
-            log.warning("podium prompts: refreshing %s@%s failed (%s); keeping the cached copy", name, ref, exc.message)
+        except NotFound as exc:  # the prompt or label is gone: never serve a stale copy of it
+            log.warning("podium prompts: %s; dropping the cached copy of %s@%s", exc.message, name, ref)
+            with self._lock:
+                self._entries.pop(key, None)
+            with contextlib.suppress(OSError):
+                self._path(key).unlink()
+            return
+        except Exception as exc:  # the server is down or answered nonsense: keep the copy, retry after a ttl
+            message = exc.message if isinstance(exc, PodiumError) else f"{type(exc).__name__}: {exc}"
+            log.warning("podium prompts: refreshing %s@%s failed (%s); keeping the cached copy", name, ref, message)
             with self._lock:
                 entry = self._entries.get(key)
-                if entry is not None:  # try again after another ttl, not on every call
+                if entry is not None:
                     entry.fetched = time.monotonic()
                     entry.refreshing = False
             return
@@ -212,7 +221,10 @@ class PromptCache:
             except (ValueError, KeyError, TypeError):
                 message = f"HTTP {r.status_code}"
             raise (NotFound if r.status_code == 404 else PodiumError)(message)
-        data: dict[str, Any] = r.json()
+        try:
+            data: dict[str, Any] = r.json()
+        except ValueError:
+            raise ServiceUnavailable(f"Podium at {url} answered something that is not JSON") from None
         return data
 
 

@@ -55,7 +55,7 @@ from podium.core.errors import Forbidden, InvalidInput, NotFound, PodiumError, v
 from podium.core.platform import Platform
 from podium.tracing import payloads
 from podium.tracing.ingest import ARTIFACT_KEY
-from podium.tracing.store import STATUSES, Span, Trace, TraceRetention
+from podium.tracing.store import STATUSES, Score, Span, Trace, TraceRetention
 
 log = logging.getLogger("podium.tracing.service")
 
@@ -796,7 +796,8 @@ def get_trace(
         order = _tree(s, trace_id)
         page = order[offset : offset + limit] if limit is not None else order[offset:]
         by_id = _rows_of(s, _SKELETON_COLUMNS, page)
-    spans = [SpanNode(**_node_fields(by_id[n.id], n)) for n in page]
+    # a span deleted between the two reads (a concurrent purge) is left out rather than failing the read
+    spans = [SpanNode(**_node_fields(by_id[n.id], n)) for n in page if n.id in by_id]
     end = offset + len(page)
     return TraceDetail(
         **_summary_fields(t),
@@ -1027,6 +1028,7 @@ def delete_traces(
                 if blobs is not None:
                     candidates |= payloads.digests_of(s, ids)
                 opts = {"synchronize_session": False}
+                s.execute(delete(Score).where(Score.trace_id.in_(ids)).execution_options(**opts))  # feedback too
                 spans = s.execute(delete(Span).where(Span.trace_id.in_(ids)).execution_options(**opts))
                 traces = s.execute(delete(Trace).where(Trace.id.in_(ids)).execution_options(**opts))
                 total.spans += spans.rowcount  # type: ignore[attr-defined]
