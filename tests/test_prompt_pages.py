@@ -353,6 +353,19 @@ def test_playground_calls_need_the_session_and_its_csrf_token(live: LiveServer, 
         assert r.status_code == 403
 
 
+def test_a_viewer_cannot_run_a_draft_template(live: LiveServer, page: Page) -> None:
+    """A draft is a template nobody reviewed: running one takes the member role."""
+    with live.client() as c:
+        c.post("/api/users", json={"name": "pg-viewer", "role": "viewer"})
+        key = c.post("/api/keys", json={"name": "pg-viewer", "user": "pg-viewer"}).json()["key"]
+    sign_in(page, live.url, key)
+    page.goto(live.url + "/prompts/playground")
+    csrf = page.get_attribute("#playground", "data-csrf")
+    body = {"source": "draft", "model": "pg-cheap", "draft": {"kind": "text", "template": "hi"}}
+    r = page.request.post(live.url + "/prompts/-/run", data=body, headers={"X-CSRF-Token": csrf or ""})
+    assert r.status == 403 and "member" in r.json()["error"]["message"]
+
+
 # --- experiments -----------------------------------------------------------------------------------
 
 

@@ -234,6 +234,9 @@ def test_sandbox_refuses_escapes_at_render_time() -> None:
         ("{{ '{:>999999999}'.format(n) }}", {"n": 1}),
         ("{{ s | center(n) }}", {"s": "a", "n": 10**9}),
         ("{{ '%099999999d' | format(n) }}", {"n": 1}),
+        ("{{ (['x' * 1000000] * 1000) | join }}", {}),
+        ("{{ ('x' * 1000000) | replace('x', 'y' * 1000000) }}", {}),
+        ("{% for a in items %}{{ 'y' * 1000 }}{% endfor %}", {"items": list(range(6000))}),
     ],
 )
 def test_a_request_cannot_make_a_template_build_something_huge(source: str, values: dict[str, Any]) -> None:
@@ -253,6 +256,11 @@ def test_ordinary_arithmetic_and_formatting_still_work() -> None:
         {"x": 3.14159, "n": 7, "s": "a"},
     )
     assert rendered == "--- 1024   3.1    7   a  "
+    joined = template.render(
+        "{{ users | join(', ', attribute='name') }} {{ s | replace('a', 'o') }}",
+        {"users": [{"name": "ada"}, {"name": "bo"}], "s": "banana"},
+    )
+    assert joined == "ada, bo bonono"
 
 
 def test_diff_between_versions(module_server: LiveServer) -> None:

@@ -404,12 +404,20 @@ async def run(request: Request, body: RunBody, session: JsonSessionDep) -> dict[
     db = get_platform(request).db
     used: PromptUse | None = None
     if body.source == "draft":
+        # a draft is a template nobody reviewed: only those who may write prompts run one, and it renders
+        # off the event loop
+        session.actor.require("member", "run draft prompts")
         if body.draft is None:
             raise InvalidInput("a draft run needs the draft", details={"field": "draft"})
         spec = await asyncio.to_thread(_draft_spec, request, body.name, body.draft)
         content = service.check_spec(service.parse_spec(spec))
-        text, messages, _ = template.render_content(
-            content["kind"], content["template"], content["messages"], content["variables"], body.variables
+        text, messages, _ = await asyncio.to_thread(
+            template.render_content,
+            content["kind"],
+            content["template"],
+            content["messages"],
+            content["variables"],
+            body.variables,
         )
         chat = _request_body(body.model, text, messages, content["model"], content["tools"], content["response_format"])
     else:

@@ -14,8 +14,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes, pass_environment
 from jinja2.exceptions import SecurityError
+from jinja2.filters import make_attrgetter
 from jinja2.lexer import TokenStream
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -26,6 +27,7 @@ MAX_OUTPUT = 1_000_000  # characters (or items) one operation in a template may 
 
 
 MAX_WIDTH = 10_000  # largest field width in a format string
+MAX_RENDERED = 5_000_000  # characters one rendered template may have
 _BRACE_SPEC = re.compile(r"\{[^{}]*?:([^{}]*)\}")
 _PERCENT_SPEC = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d+))?[a-zA-Z%]")
 
@@ -36,6 +38,28 @@ def _check_widths(fmt: str) -> None:
     numbers += [n for pair in _PERCENT_SPEC.findall(fmt) for n in pair if n]
     if any(int(n) > MAX_WIDTH for n in numbers):
         raise SecurityError(f"a format width over {MAX_WIDTH:,} is not allowed")
+
+
+@pass_environment
+def _safe_join(environment: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    """`join`, refusing before it builds a string over `MAX_RENDERED` characters."""
+    if attribute is not None:
+        value = map(make_attrgetter(environment, attribute), value)
+    items = [str(v) for v in value]
+    if sum(map(len, items)) + len(d) * max(len(items) - 1, 0) > MAX_RENDERED:
+        raise SecurityError(f"join would build more than {MAX_RENDERED:,} characters")
+    return d.join(items)
+
+
+def _safe_replace(s: Any, old: str, new: str, count: int | None = None) -> str:
+    """`replace`, refusing before it builds a string over `MAX_RENDERED` characters."""
+    text = str(s)
+    times = text.count(old) if old else len(text) + 1
+    if count is not None and count >= 0:
+        times = min(times, count)
+    if len(text) + times * max(len(new) - len(old), 0) > MAX_RENDERED:
+        raise SecurityError(f"replace would build more than {MAX_RENDERED:,} characters")
+    return text.replace(old, new, -1 if count is None else count)
 
 
 def _bounded(fn: Any) -> Any:
@@ -64,6 +88,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         super().__init__(**options)
         for name in ("center", "indent", "wordwrap", "format", "truncate"):
             self.filters[name] = _bounded(self.filters[name])
+        self.filters["join"] = _safe_join
+        self.filters["replace"] = _safe_replace
+        self.globals.pop("lipsum", None)  # generates text of any size; no use in a prompt
 
     def wrap_str_format(self, value: Any) -> Any:
         """`'{:>999999}'.format(x)` is checked like the `format` filter."""
@@ -245,9 +272,16 @@ def _compiled(source: str) -> Any:
 
 
 def render(source: str, values: Mapping[str, Any], where: str = "template") -> str:
-    """Render one template with bound values, in the sandbox."""
+    """Render one template with bound values, in the sandbox; the output may not exceed `MAX_RENDERED`."""
     try:
-        return str(_compiled(source).render(**values))
+        parts: list[str] = []
+        size = 0
+        for chunk in _compiled(source).generate(**values):
+            size += len(chunk)
+            if size > MAX_RENDERED:
+                raise SecurityError(f"the rendered text exceeds {MAX_RENDERED:,} characters")
+            parts.append(chunk)
+        return "".join(parts)
     except SecurityError as exc:
         raise InvalidInput(f"unsafe operation refused in {where}: {exc}") from None
     except UndefinedError as exc:
