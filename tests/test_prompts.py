@@ -125,6 +125,36 @@ def test_labels_move_atomically_with_history(module_server: LiveServer) -> None:
         assert "known prompts" in _error(c.get("/api/prompts/nope"), 404)["message"]
 
 
+def test_only_the_prompts_project_or_an_admin_may_change_it(module_server: LiveServer) -> None:
+    def member_of(project: str) -> str:
+        with module_server.client() as c:
+            c.post("/api/projects", json={"name": project})
+            r = c.post("/api/keys", json={"name": f"k-{project}", "project": project, "role": "member"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["key"])
+
+    owner, stranger = member_of("prompt-owner"), member_of("prompt-stranger")
+    with module_server.client(owner) as c:
+        _push(c, {"name": "owned", "template": "one"})
+        _push(c, {"name": "owned", "template": "two"})
+        assert c.put("/api/prompts/owned/labels/production", json={"version": 1}).status_code == 200
+        exp = c.post("/api/prompts/owned/experiments", json={"name": "e", "arms": [{"version": 1}, {"version": 2}]})
+        assert exp.status_code == 201, exp.text
+    with module_server.client(stranger) as c:
+        for r in (
+            c.post("/api/prompts", json={"name": "owned", "template": "hijacked"}),
+            c.put("/api/prompts/owned/labels/production", json={"version": 2}),
+            c.delete("/api/prompts/owned/labels/production"),
+            c.post(f"/api/experiments/{exp.json()['id']}/stop"),
+            c.post("/api/prompts/owned/experiments", json={"name": "x", "arms": [{"version": 1}, {"version": 2}]}),
+        ):
+            assert r.status_code == 403 and "belongs to another project" in r.json()["error"]["message"], r.text
+        assert c.get("/api/prompts/owned/versions/production").json()["version"] == 1  # reading is allowed
+    with module_server.client() as c:  # an admin may
+        assert c.put("/api/prompts/owned/labels/production", json={"version": 2}).status_code == 200
+        assert c.get("/api/prompts/owned").json()["latest_version"] == 2
+
+
 def test_concurrent_label_moves_one_wins_history_shows_both(module_server: LiveServer) -> None:
     with module_server.client() as c:
         for text in ("a", "b", "c"):

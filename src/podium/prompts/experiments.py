@@ -40,7 +40,7 @@ from podium.core.db import Database, utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound, validated
 from podium.core.ids import new_id
 from podium.core.periodic import run_every
-from podium.prompts.service import _find_prompt, check_name
+from podium.prompts.service import _find_prompt, check_name, check_owner
 from podium.prompts.store import Experiment, ExperimentArm, ExperimentShift, Prompt, PromptLabel, PromptVersion
 from podium.tracing import scores as score_store
 
@@ -480,6 +480,7 @@ def create_experiment(db: Database, actor: Actor, prompt: str, data: Any) -> Exp
     try:
         with db.session() as s:
             p = _find_prompt(s, prompt)
+            check_owner(s, actor, p.id)
             s.scalar(select(Prompt).where(Prompt.id == p.id).with_for_update())  # serialises starts per prompt
             versions = [_resolve_version(s, p, a.version, f"arms[{i}].version") for i, a in enumerate(spec.arms)]
             seen: dict[str, int] = {}
@@ -584,6 +585,7 @@ def stop_experiment(db: Database, actor: Actor, experiment_id: str) -> Experimen
     actor.require("member", "stop prompt experiments")
     with db.session() as s:
         e = _find(s, experiment_id, lock=True)
+        check_owner(s, actor, e.prompt_id)
         if e.status != "running":
             raise Conflict(f"experiment {e.name!r} ({e.id}) is already stopped", details={"experiment": e.id})
         e.status = "stopped"
@@ -613,6 +615,7 @@ def set_shares(db: Database, actor: Actor, experiment_id: str, data: Any) -> Exp
         wanted[str(key).removeprefix("v")] = float(value)
     with db.session() as s:
         e = _find(s, experiment_id, lock=True)
+        check_owner(s, actor, e.prompt_id)
         if e.status != "running":
             raise Conflict(
                 f"experiment {e.name!r} is stopped; its shares no longer change", details={"experiment": e.id}
@@ -771,7 +774,10 @@ def rebalance(
     rng = rng if rng is not None else np.random.default_rng()
     now = now or utcnow()
     with db.read_session() as s:
-        score_name = _find(s, experiment_id).score_name
+        found = _find(s, experiment_id)
+        score_name = found.score_name
+        if actor is not None:
+            check_owner(s, actor, found.prompt_id)
     info, arms, _ = _load(db, experiment_id, score_store.MAX_VERSION_TRACES, [score_name or ""])
     if info.status != "running":
         raise Conflict(f"experiment {info.name!r} is stopped", details={"experiment": info.id})

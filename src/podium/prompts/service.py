@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from podium.core.auth.service import Actor, record_audit
 from podium.core.db import Database, utcnow
-from podium.core.errors import Conflict, InvalidInput, NotFound, validated
+from podium.core.errors import Conflict, Forbidden, InvalidInput, NotFound, validated
 from podium.core.ids import new_id
 from podium.prompts import template
 from podium.prompts.store import Prompt, PromptLabel, PromptLabelMove, PromptVersion
@@ -259,6 +259,19 @@ def _version_info(s: Session, p: Prompt, v: PromptVersion, labels: dict[str, str
     )
 
 
+def check_owner(s: Session, actor: Actor, prompt_id: str) -> None:
+    """Writes to a prompt (versions, labels, experiments) belong to its project's members and to admins:
+    a member of another project cannot move the label that serves this project's traffic."""
+    if actor.principal is None or actor.principal.has_role("admin"):
+        return
+    p = s.get(Prompt, prompt_id)
+    if p is not None and p.project_id is not None and p.project_id != actor.project_id:
+        raise Forbidden(
+            f"prompt {p.name!r} belongs to another project; only its project's members or an admin may change it",
+            details={"prompt": p.name},
+        )
+
+
 def _latest(s: Session, prompt_id: str) -> PromptVersion | None:
     q = select(PromptVersion).where(PromptVersion.prompt_id == prompt_id).order_by(PromptVersion.version.desc())
     return s.scalar(q.limit(1))
@@ -345,6 +358,8 @@ def _create_once(db: Database, actor: Actor, spec: PromptSpec, content: dict[str
             s.add(p)
             s.flush()
             record_audit(s, actor, "prompt.create", "prompt", p.id, details={"name": spec.name})
+        else:
+            check_owner(s, actor, p.id)
         latest = _latest(s, p.id)
         if latest is not None and latest.content_hash == digest:
             if spec.description and spec.description != p.description:
@@ -478,6 +493,7 @@ def set_label(db: Database, actor: Actor, name: str, label: str, version: str | 
 def _set_label_once(db: Database, actor: Actor, name: str, label: str, version: str | int) -> VersionInfo:
     with db.session() as s:
         p = _find_prompt(s, name)
+        check_owner(s, actor, p.id)
         if isinstance(version, str) and version.startswith("prv_"):
             target = s.get(PromptVersion, version)
             if target is None:
@@ -528,6 +544,7 @@ def remove_label(db: Database, actor: Actor, name: str, label: str) -> None:
     actor.require("member", "move prompt labels")
     with db.session() as s:
         p = _find_prompt(s, name)
+        check_owner(s, actor, p.id)
         current = s.get(PromptLabel, (p.id, label))
         if current is None:
             raise NotFound(f"prompt {name!r} has no label {label!r}")
