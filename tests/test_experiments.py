@@ -143,9 +143,10 @@ def project_key(live: LiveServer, role: str) -> str:
     return str(ok(r, 201)["key"])
 
 
-def send_traces(live: LiveServer, traces: list[dict[str, Any]]) -> None:
+def send_traces(live: LiveServer, traces: list[dict[str, Any]], experiment: str | None = None) -> None:
     """Ingest traces: each {id, version_id, latency_ms, error?, cost_usd?, tokens?, start?} becomes a root span
-    and a child llm span carrying the prompt version."""
+    and a child llm span carrying the prompt version; with `experiment`, the trace records that the experiment
+    assigned it (as the gateway does)."""
     spans = []
     for t in traces:
         start = t.get("start") or utcnow()
@@ -158,6 +159,7 @@ def send_traces(live: LiveServer, traces: list[dict[str, Any]]) -> None:
                 "start_time": start.isoformat(),
                 "end_time": end.isoformat(),
                 "user_id": t.get("user"),
+                "metadata": {"experiment": experiment} if experiment else None,
             }
         )
         spans.append(
@@ -322,7 +324,8 @@ def test_results_match_a_hand_computation(live: LiveServer) -> None:
     ]  # fmt: skip
     traces += [{"id": b[i], "version_id": v2, "latency_ms": ms, "tokens": 7} for i, ms in enumerate((50, 50, 80))]
     traces.append({"id": f"c-{tag}", "version_id": v3, "latency_ms": 1})  # not an arm
-    send_traces(live, traces)
+    send_traces(live, traces, exp["id"])
+    send_traces(live, [{"id": f"pinned-{tag}", "version_id": v1, "latency_ms": 7777}])  # not assigned by it
     send_scores(
         live,
         [(a[0], "thumbs", True), (a[1], "thumbs", True), (a[2], "thumbs", True), (a[3], "thumbs", True)]
@@ -373,7 +376,7 @@ def test_results_match_a_hand_computation(live: LiveServer) -> None:
     assert ok(call(live, "GET", f"/api/experiments/{exp['id']}/results")) == res
     # a stopped experiment keeps its window: traces after the stop are not counted
     ok(call(live, "POST", f"/api/experiments/{exp['id']}/stop"))
-    send_traces(live, [{"id": f"late-{tag}", "version_id": v1, "latency_ms": 5}])
+    send_traces(live, [{"id": f"late-{tag}", "version_id": v1, "latency_ms": 5}], exp["id"])
     after = ok(call(live, "GET", f"/api/experiments/{exp['id']}/results"))
     assert after["arms"][0]["traces"] == 4 and after["end"] is not None
 
@@ -405,7 +408,7 @@ def test_bandit_shifts_toward_the_better_arm(live: LiveServer) -> None:
             tid = "bt-" + uuid.uuid4().hex[:16]
             traces.append({"id": tid, "version_id": version, "user": user})
             scores.append((tid, "converted", rnd.random() < rate[version]))
-        send_traces(live, traces)
+        send_traces(live, traces, eid)
         send_scores(live, scores)
 
     def bandit_shifts() -> list[dict[str, Any]]:
@@ -489,7 +492,7 @@ def test_rebalance_is_seeded_and_direction_lower(live: LiveServer) -> None:
     exp = ok(create(live, prompt, spec), 201)
     tag = uuid.uuid4().hex[:8]
     traces = [{"id": f"d{i}-{tag}", "version_id": v1 if i % 2 else v2} for i in range(20)]
-    send_traces(live, traces)
+    send_traces(live, traces, exp["id"])
     send_scores(
         live, [(t["id"], "seconds", (9.0 if t["version_id"] == v1 else 3.0) + i % 3) for i, t in enumerate(traces)]
     )
@@ -514,7 +517,7 @@ def test_cli(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0, result.output
     assert "Started experiment cli" in result.output and "v1 0.200, v2 0.800" in result.output
     eid = ok(call(live, "GET", f"/api/prompts/{prompt}/experiments"))[0]["id"]
-    send_traces(live, [{"id": f"cli-{uuid.uuid4().hex[:8]}", "version_id": v1, "latency_ms": 42}])
+    send_traces(live, [{"id": f"cli-{uuid.uuid4().hex[:8]}", "version_id": v1, "latency_ms": 42}], eid)
     result = runner.invoke(experiment_app, ["ls", prompt])
     assert result.exit_code == 0 and "running" in result.output
     result = runner.invoke(experiment_app, ["ls", prompt, "--json"])

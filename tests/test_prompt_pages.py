@@ -392,6 +392,7 @@ def test_experiment_page_shows_arms_intervals_probabilities_and_controls(live: L
                     "start_time": start.isoformat(),
                     "end_time": (start + timedelta(milliseconds=100 * (i + 1) * int(arm))).isoformat(),
                     "prompt_version_id": v["id"],
+                    "metadata": {"experiment": exp["id"]},  # as the gateway records its assignments
                     "prompt_tokens": 10,
                     "completion_tokens": 5,
                     "cost_usd": 0.0001 * int(arm),

@@ -680,7 +680,9 @@ def _load(
     arms = []
     truncated = False
     for arm in info.arms:
-        outcomes, more = score_store.version_traces(db, arm.version_id, info.created_at, info.stopped_at, limit=limit)
+        outcomes, more = score_store.version_traces(
+            db, arm.version_id, info.created_at, info.stopped_at, limit=limit, experiment_id=info.id
+        )
         truncated |= more
         scored = score_store.latest_scores(db, [o.trace_id for o in outcomes], names)
         arms.append(_ArmData(arm.version, arm.version_id, arm.share, outcomes, scored))
