@@ -3,9 +3,11 @@ refers to them.
 
 Large inputs and outputs live in the content-addressed blob store, and a row keeps a marker naming the
 blob's sha256. Blobs are shared by content, so a purge, a retention run or a user's erasure frees a blob
-only when no remaining trace, span or model version refers to it. A blob that an ingest writes at the
-same moment as an identical one is freed could lose its content; ingest of that exact payload is the only
-window, and erasure must not keep a person's data to close it.
+only when no remaining trace, span or model version refers to it. The check sees committed rows only: a
+record with the same payload still in a writer's queue, in flight to its child process or in a spill file
+waiting for the next start refers to a blob that may be freed, and its marker then points at nothing (its
+payload reads 404). That needs identical content ingested while the old copy is deleted; erasure must not
+keep a person's data to close the window, so it is accepted and stated here.
 """
 
 from __future__ import annotations

@@ -274,7 +274,9 @@ class TraceWriter:
 
     def _resolve(self, inflight: deque[_Sent]) -> None:
         """Read the answer to the oldest pipelined batch. If it failed, read every other outstanding answer
-        too, then retry the failed batches directly (retries and spill as for any batch)."""
+        too, then retry the failed batches directly (retries and spill as for any batch). A retried batch
+        commits after the one sent behind it: for a trace arriving in parts, a later part's "latest value
+        wins" columns (output, latency, metadata) can then keep the earlier part's values."""
         assert self._process is not None
         failed: list[_Sent] = []
         while inflight:
