@@ -535,3 +535,13 @@ def test_cli(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0 and "Stopped experiment cli" in result.output
     result = runner.invoke(experiment_app, ["show", eid, "--json"])
     assert result.exit_code == 0 and '"status": "stopped"' in result.output and '"results"' in result.output
+
+
+def test_an_experiment_can_be_scoped_to_a_label(live: LiveServer) -> None:
+    prompt, _ = make_prompt(live, 2)
+    bad = create(live, prompt, {"name": "s", "arms": [{"version": 1}, {"version": 2}], "label": "Not A Label"})
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "label"
+    exp = ok(create(live, prompt, {"name": "s", "arms": [{"version": 1}, {"version": 2}], "label": "production"}), 201)
+    assert exp["label"] == "production"
+    assert ok(call(live, "GET", f"/api/experiments/{exp['id']}"))["label"] == "production"
+    ok(call(live, "POST", f"/api/experiments/{exp['id']}/stop"))

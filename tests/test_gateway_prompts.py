@@ -380,14 +380,25 @@ def test_two_prompt_versions_never_share_a_cache_entry(gw: LiveServer, upstream:
 # --- experiments -----------------------------------------------------------------------------------
 
 
-def start_experiment(gw: LiveServer, prompt: str, shares: dict[int, float], sticky_by: str = "user") -> str:
+def start_experiment(
+    gw: LiveServer, prompt: str, shares: dict[int, float], sticky_by: str = "user", label: str | None = None
+) -> str:
     """Rows as the experiments service writes them: a running experiment and its arms."""
     exp_id = new_id("exp")
     with gw.platform.db.session() as s:
         pid = s.scalar(select(Prompt.id).where(Prompt.name == prompt))
         rows = s.execute(select(PromptVersion.version, PromptVersion.id).where(PromptVersion.prompt_id == pid))
         ids = {number: vid for number, vid in rows}
-        s.add(Experiment(id=exp_id, prompt_id=pid, name=f"{prompt}-ab", status="running", sticky_by=sticky_by))
+        s.add(
+            Experiment(
+                id=exp_id,
+                prompt_id=pid,
+                name=f"{prompt}-ab",
+                status="running",
+                sticky_by=sticky_by,
+                config={"label": label} if label else {},
+            )
+        )
         s.flush()
         for number, share in shares.items():
             s.add(ExperimentArm(experiment_id=exp_id, version_id=ids[number], share=share))
@@ -454,6 +465,25 @@ def test_an_experiment_sticky_by_session(gw: LiveServer, upstream: FakeServer) -
     assert {r.headers["x-podium-prompt-version"]} == by_header["sess-3"]
     trace, _ = trace_and_span(gw, r.headers["x-podium-trace-id"])
     assert trace.session_id == "sess-3" and trace.meta["experiment"] == exp_id
+    stop_experiment(gw, exp_id)
+
+
+def test_an_experiment_scoped_to_a_label_leaves_other_labels_alone(gw: LiveServer, upstream: FakeServer) -> None:
+    with_versions(gw, "scoped", ["one", "two", "three", "four"])
+    set_label(gw, "scoped", "production", 1)
+    set_label(gw, "scoped", "staging", 3)
+    exp_id = start_experiment(gw, "scoped", {1: 0.5, 2: 0.5}, label="production")
+
+    def version(**ref: Any) -> str:
+        r = post(gw, {"prompt": {"name": "scoped", "variables": {"q": "x"}, **ref}, "user": "ada"})
+        assert r.status_code == 200, r.text
+        return str(r.headers["x-podium-prompt-version"])
+
+    assert {version(label="production") for _ in range(3)} <= {"scoped@1", "scoped@2"}
+    assert {post(gw, {"prompt": {"name": "scoped", "label": "production", "variables": {"q": "x"}}, "user": f"u{i}"})
+            .headers["x-podium-prompt-version"] for i in range(40)} == {"scoped@1", "scoped@2"}  # fmt: skip
+    assert version(label="staging") == "scoped@3"  # another label: its own version
+    assert version() == "scoped@4"  # no label: the latest
     stop_experiment(gw, exp_id)
 
 

@@ -70,6 +70,7 @@ class RunningExperiment:
     name: str
     sticky_by: str
     arms: tuple[tuple[str, float], ...]
+    label: str | None = None  # only requests for this label (`latest`: none named) are assigned
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class PromptDirectory:
                 )
             version = entry.versions[at]
         exp = entry.experiment
-        if exp is None:
+        if exp is None or (exp.label is not None and exp.label != (label or "latest")):
             return Choice(version)
         key = session if exp.sticky_by == "session" else user
         chosen = entry.by_id[assign.pick(exp.id, exp.arms, key)]
@@ -249,7 +250,8 @@ class PromptDirectory:
             experiment = None
             if exp is not None and exp_arms and all(vid in by_id for vid, _ in exp_arms):
                 exp_arms.sort(key=lambda a: by_id[a[0]].version)  # a stable order keeps assignment sticky
-                experiment = RunningExperiment(exp.id, exp.name, exp.sticky_by, tuple(exp_arms))
+                scope = (exp.config or {}).get("label")
+                experiment = RunningExperiment(exp.id, exp.name, exp.sticky_by, tuple(exp_arms), scope)
             elif exp is not None:
                 log.warning("experiment %s of prompt %s has no usable arms; ignoring it", exp.id, name)
             top = by_id.get(latest.get(pid, ""))

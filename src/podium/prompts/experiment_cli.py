@@ -56,6 +56,7 @@ def experiment_create(
     min_samples: int = typer.Option(100, help="Scored traces every arm needs before the bandit moves shares."),
     max_shift: float = typer.Option(0.1, help="Largest change of a share per bandit step."),
     floor: float = typer.Option(0.01, help="Smallest share the bandit leaves an arm."),
+    label: str | None = typer.Option(None, help="Assign only requests for this label (default: all but pinned)."),
     as_json: bool = JSON,
 ) -> None:
     """Start an experiment on a prompt."""
@@ -75,6 +76,7 @@ def experiment_create(
         "min_samples": min_samples,
         "max_shift": max_shift,
         "floor": floor,
+        "label": label,
     }
     with Client() as c:
         data = c.post(f"/api/prompts/{prompt}/experiments", body)

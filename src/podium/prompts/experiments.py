@@ -40,7 +40,7 @@ from podium.core.db import Database, utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound, validated
 from podium.core.ids import new_id
 from podium.core.periodic import run_every
-from podium.prompts.service import _find_prompt, check_name, check_owner
+from podium.prompts.service import LABEL_RE, _find_prompt, check_name, check_owner
 from podium.prompts.store import Experiment, ExperimentArm, ExperimentShift, Prompt, PromptLabel, PromptVersion
 from podium.tracing import scores as score_store
 
@@ -117,11 +117,23 @@ class ExperimentSpec(BaseModel):
     min_samples: int = Field(100, ge=1, le=1_000_000, description="Scored traces every arm needs before a shift.")
     max_shift: float = Field(0.1, gt=0, le=1, description="Largest change of any share in one bandit step.")
     floor: float = Field(0.01, ge=0, lt=0.5, description="Smallest share the bandit leaves an arm.")
+    label: str | None = Field(
+        None,
+        description="Only requests for this label are assigned (`latest` is a request without one); others get"
+        " their label's version. By default every request that does not pin a version is assigned.",
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return check_name(value)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        if value is not None and value != "latest" and not LABEL_RE.match(value):
+            raise ValueError("a lowercase word starting with a letter, or `latest`")
+        return value
 
 
 class ArmInfo(BaseModel):
@@ -156,6 +168,7 @@ class ExperimentInfo(BaseModel):
     min_samples: int
     max_shift: float
     floor: float
+    label: str | None = None
     created_by: str
     created_at: datetime
     stopped_at: datetime | None
@@ -379,6 +392,7 @@ def _info(s: Session, e: Experiment, prompt_name: str | None = None) -> Experime
         min_samples=e.min_samples,
         max_shift=e.max_shift,
         floor=float(e.config.get("floor", 0.0)),
+        label=e.config.get("label"),
         created_by=e.created_by,
         created_at=e.created_at,
         stopped_at=e.stopped_at,
@@ -513,7 +527,7 @@ def create_experiment(db: Database, actor: Actor, prompt: str, data: Any) -> Exp
                 score_name=spec.score,
                 min_samples=spec.min_samples,
                 max_shift=spec.max_shift,
-                config={"direction": spec.direction, "floor": spec.floor},
+                config={"direction": spec.direction, "floor": spec.floor, "label": spec.label},
                 created_by=actor.label,
                 created_at=now,
             )
