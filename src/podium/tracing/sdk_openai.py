@@ -239,12 +239,25 @@ class _Accumulator:
         s.end(error)
 
 
-class TracedStream:
-    """An `openai.Stream` that records its chunks into a span; iterate, close or use it as the original."""
+class _StreamWrapper:
+    """What both stream wrappers share: the wrapped stream, the span's accumulator, attribute pass-through,
+    and ending the span if the wrapper is dropped unfinished."""
 
     def __init__(self, stream: Any, s: Span, call: str):
         self._stream = stream
         self._acc = _Accumulator(s, call)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def __del__(self) -> None:
+        acc = self.__dict__.get("_acc")
+        if acc is not None:
+            acc.finish_span(complete=False)
+
+
+class TracedStream(_StreamWrapper):
+    """An `openai.Stream` that records its chunks into a span; iterate, close or use it as the original."""
 
     def __iter__(self) -> TracedStream:
         return self
@@ -274,21 +287,9 @@ class TracedStream:
         finally:
             self._acc.finish_span(complete=False)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
-    def __del__(self) -> None:
-        acc = self.__dict__.get("_acc")
-        if acc is not None:
-            acc.finish_span(complete=False)
-
-
-class AsyncTracedStream:
+class AsyncTracedStream(_StreamWrapper):
     """An `openai.AsyncStream` that records its chunks into a span."""
-
-    def __init__(self, stream: Any, s: Span, call: str):
-        self._stream = stream
-        self._acc = _Accumulator(s, call)
 
     def __aiter__(self) -> AsyncTracedStream:
         return self
@@ -317,11 +318,3 @@ class AsyncTracedStream:
             await self._stream.close()
         finally:
             self._acc.finish_span(complete=False)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-    def __del__(self) -> None:
-        acc = self.__dict__.get("_acc")
-        if acc is not None:
-            acc.finish_span(complete=False)
