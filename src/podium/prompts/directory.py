@@ -52,6 +52,22 @@ class Version:
     tools: list[dict[str, Any]] | None
     response_format: dict[str, Any] | None
 
+    @classmethod
+    def of(cls, v: Any, prompt: str) -> Version:
+        """The snapshot's copy of a version: a `PromptVersion` row or the registry's `VersionInfo`."""
+        return cls(
+            id=v.id,
+            prompt=prompt,
+            version=v.version,
+            kind=v.kind,
+            template=v.template,
+            messages=v.messages,
+            variables=v.variables or {},
+            model=v.model or {},
+            tools=v.tools,
+            response_format=v.response_format,
+        )
+
     @property
     def ref(self) -> str:
         """`name@N`."""
@@ -184,18 +200,7 @@ class PromptDirectory:
 
     def _fetch(self, name: str, number: int) -> Version:
         v = get_version(self.platform.db, name, number)
-        return Version(
-            id=v.id,
-            prompt=v.prompt,
-            version=v.version,
-            kind=v.kind,
-            template=v.template,
-            messages=v.messages,
-            variables=v.variables,
-            model=v.model,
-            tools=v.tools,
-            response_format=v.response_format,
-        )
+        return Version.of(v, v.prompt)
 
     # --- reloading (worker thread) ---------------------------------------------------------------
 
@@ -271,21 +276,7 @@ class PromptDirectory:
         for start in range(0, len(ids), 500):
             rows = s.scalars(select(PromptVersion).where(PromptVersion.id.in_(ids[start : start + 500])))
             for v in rows:
-                yield (
-                    v.id,
-                    Version(
-                        id=v.id,
-                        prompt=prompts.get(v.prompt_id, ""),
-                        version=v.version,
-                        kind=v.kind,
-                        template=v.template,
-                        messages=v.messages,
-                        variables=v.variables or {},
-                        model=v.model or {},
-                        tools=v.tools,
-                        response_format=v.response_format,
-                    ),
-                )
+                yield v.id, Version.of(v, prompts.get(v.prompt_id, ""))
 
     async def run_refresher(self) -> None:
         """Rebuild the snapshot every `every` seconds until cancelled."""
