@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from podium.core.auth.service import hash_key
+from podium.auth.service import hash_key
 
 from .conftest import LiveServer
 

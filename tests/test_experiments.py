@@ -23,8 +23,9 @@ import pytest
 from typer.testing import CliRunner
 
 from podium.core.db import utcnow
-from podium.prompts import assign, experiments
-from podium.prompts.experiment_cli import experiment_app
+from podium.prompts.experiments import assign
+from podium.prompts.experiments import service as experiments
+from podium.prompts.experiments.cli import experiment_app
 from podium.server import app as app_module
 
 from .conftest import LiveServer, serve_for_module

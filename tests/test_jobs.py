@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from podium.core.auth.service import Actor
 from podium.core.errors import Conflict, InvalidInput
-from podium.core.jobs import service as jobs
-from podium.core.jobs.service import JobContext, LocalBackend, job_kind
+from podium.core.identity import Actor
+from podium.jobs import service as jobs
+from podium.jobs.service import JobContext, LocalBackend, job_kind
 
 from .conftest import LiveServer, run_cli
 

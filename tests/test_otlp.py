@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import select
 
 from podium.tracing.ingest import ARTIFACT_KEY
-from podium.tracing.otlp_export import ExportFailed, export_traces
+from podium.tracing.otlp.export import ExportFailed, export_traces
 from podium.tracing.store import Span, Trace
 
 from .conftest import LiveServer, serve_for_module

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from podium.core.db import utcnow
-from podium.prompts.experiment_cli import scores_app
-from podium.tracing import scores as score_service
+from podium.prompts.experiments.cli import scores_app
+from podium.tracing.scores import service as score_service
 
 from .conftest import LiveServer, serve_for_module
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from podium.core.auth.store import Project
+from podium.auth.store import Project
 from podium.core.db import get_database
 from podium.core.errors import DatabaseError
 from podium.core.migrate import downgrade, schema_state, upgrade

@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import select
 
 import podium
-from podium.gateway.prices import lookup_price
+from podium.models.prices import lookup_price
 from podium.tracing import sdk, sdk_export
 from podium.tracing.store import SPAN_KINDS, Span, Trace
 

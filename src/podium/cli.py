@@ -6,16 +6,17 @@ import sys
 
 import typer
 
-from podium.core.auth.cli import audit_app, keys_app, projects_app, users_app, whoami
+from podium.artifacts.cli import artifacts_app
+from podium.auth.cli import audit_app, keys_app, projects_app, users_app, whoami
 from podium.core.cli import config_app, db_app
 from podium.core.errors import PodiumError
-from podium.core.jobs.cli import artifacts_app, jobs_app
 from podium.gateway.cli import limits_app, routes_app
+from podium.jobs.cli import jobs_app
 from podium.models.cli import models_app
 from podium.prompts.cli import prompts_app
-from podium.prompts.experiment_cli import scores_app
 from podium.server.cli import serve
 from podium.tracing.cli import traces_app
+from podium.tracing.scores.cli import scores_app
 
 app = typer.Typer(
     help="Podium: a self-hosted LLMOps platform.",

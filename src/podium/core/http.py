@@ -13,8 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from podium.core.auth.service import Actor, Principal
 from podium.core.errors import PodiumError
+from podium.core.identity import Actor, Authenticator, Principal
 from podium.core.ids import ulid
 from podium.core.platform import Platform
 
@@ -59,9 +59,15 @@ def request_id(request: Request) -> str | None:
     return rid
 
 
+def get_authenticator(request: Request) -> Authenticator:
+    """The process's `Authenticator` (the auth domain's key cache)."""
+    keys: Authenticator = request.app.state.keys
+    return keys
+
+
 def current_principal(request: Request) -> Principal:
     """The principal behind the request's API key; 401 without a valid one."""
-    return get_platform(request).keys.authenticate(bearer_token(request.headers))
+    return get_authenticator(request).authenticate(bearer_token(request.headers))
 
 
 def current_actor(request: Request) -> Actor:

@@ -6,7 +6,6 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from podium.core.auth.service import KeyCache
 from podium.core.blobs import BlobStore
 from podium.core.config import Settings
 from podium.core.db import Database, get_database
@@ -30,12 +29,11 @@ def load_secret_key(settings: Settings) -> str:
 
 @dataclass
 class Platform:
-    """Settings, the metadata database, the artifact store, the key cache and the secret box of one process."""
+    """Settings, the metadata database, the artifact store and the secret box of one process."""
 
     settings: Settings
     db: Database
     blobs: BlobStore
-    keys: KeyCache
     secret_key: str
     box: SecretBox
 
@@ -48,7 +46,6 @@ class Platform:
             settings=settings,
             db=db,
             blobs=BlobStore(settings.effective_artifacts_url),
-            keys=KeyCache(db),
             secret_key=secret,
             box=SecretBox(secret),
         )

@@ -13,18 +13,18 @@ from typing import Any
 
 import orjson
 
-from podium.core.auth.service import Principal
 from podium.core.db import utcnow
+from podium.core.identity import Principal
 from podium.core.ids import new_id
 from podium.gateway import metrics
 from podium.gateway.cache import ResponseCache
 from podium.gateway.errors import GatewayError
 from podium.gateway.governor import Governor, Ticket
 from podium.gateway.guardrails import request_text, response_text
-from podium.gateway.prices import FREE, Price
 from podium.gateway.prompting import PromptUse
 from podium.gateway.resilience import backoff_delay
 from podium.gateway.table import Deployment, Route, RouteTable
+from podium.models.prices import FREE, Price
 from podium.models.providers.base import CONTEXT_WINDOW, RETRYABLE, Provider, Timeouts, UpstreamError
 from podium.prompts.directory import PromptDirectory
 from podium.tracing.writer import Record, TraceWriter

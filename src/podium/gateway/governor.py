@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from podium.core.auth.service import Principal
 from podium.core.db import Database, utcnow
+from podium.core.identity import Principal
 from podium.core.periodic import run_every
 from podium.gateway.counters import Check, Counters, MemoryCounters
 from podium.gateway.errors import GatewayError

@@ -17,9 +17,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, tuple_
 
-from podium.core.auth.service import Actor, find_key, find_project, find_user, record_audit
+from podium.auth.service import key_ref, names_of, project_ref, record_audit, user_ref
 from podium.core.db import Database, utcnow
 from podium.core.errors import InvalidInput, NotFound, validated
+from podium.core.identity import Actor
 from podium.core.platform import Platform
 from podium.gateway.store import GatewayLimit, Spend
 
@@ -101,31 +102,20 @@ def _check_scope(scope: str) -> Scope:
 def _resolve(session: Any, scope: Scope, ref: str) -> tuple[str, str, str | None]:
     """(scope id, display name, project id) of a key, project or user reference."""
     if scope == "key":
-        k = find_key(session, ref)
+        k = key_ref(session, ref)
         return k.id, k.prefix, k.project_id
     if scope == "project":
-        p = find_project(session, ref)
+        p = project_ref(session, ref)
         return p.id, p.name, p.id
-    u = find_user(session, ref)
+    u = user_ref(session, ref)
     return u.id, u.name, None
 
 
 def _names(session: Any, rows: Iterable[GatewayLimit]) -> dict[tuple[str, str], str]:
-    from podium.core.auth.store import ApiKey, Project, User
-
     wanted: dict[str, list[str]] = {s: [] for s in SCOPES}
     for r in rows:
         wanted[r.scope].append(r.scope_id)
-    names: dict[tuple[str, str], str] = {}
-    for scope, model, column in (
-        ("key", ApiKey, ApiKey.prefix),
-        ("project", Project, Project.name),
-        ("user", User, User.name),
-    ):
-        if wanted[scope]:
-            for id_, name in session.execute(select(model.id, column).where(model.id.in_(wanted[scope]))):
-                names[(scope, id_)] = name
-    return names
+    return names_of(session, wanted)
 
 
 def _spent(session: Any, keys: list[tuple[str, str]], now: datetime) -> dict[tuple[str, str, str], int]:

@@ -9,16 +9,17 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from podium.core.auth.service import Actor, record_audit
+from podium.auth.service import record_audit
 from podium.core.config import Settings
 from podium.core.db import utcnow
 from podium.core.errors import ConfigError, Conflict, InvalidInput, NotFound, validated
+from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.platform import Platform
 from podium.gateway.guardrails import build_guardrails
 from podium.gateway.spec import RouteSpec
 from podium.gateway.store import GatewayRoute
-from podium.models.store import Model
+from podium.models import service as models
 
 
 class DeploymentInfo(BaseModel):
@@ -99,8 +100,8 @@ def _info(r: GatewayRoute) -> RouteInfo:
     )
 
 
-def _check_name(s: Any, name: str) -> None:
-    if s.scalar(select(Model.id).where(Model.name == name)) is not None:
+def _check_name(platform: Platform, name: str) -> None:
+    if models.is_registered(platform.db, name):
         raise Conflict(
             f"{name!r} is a registered model, which is a route already; pick another name for the route",
             details={"field": "name"},
@@ -111,9 +112,9 @@ def create_route(platform: Platform, actor: Actor, data: Any) -> RouteInfo:
     """Add a route (admin). Fails whole on a bad field or an existing name."""
     actor.require("admin", "manage gateway routes")
     spec = parse_spec(data)
+    _check_name(platform, spec.name)
     try:
         with platform.db.session() as s:
-            _check_name(s, spec.name)
             if s.scalar(select(GatewayRoute.id).where(GatewayRoute.name == spec.name)) is not None:
                 raise Conflict(f"route {spec.name!r} exists already; use PUT /api/routes/{spec.name} to replace it")
             now = utcnow()

@@ -20,9 +20,9 @@ from podium.core.platform import Platform
 from podium.gateway.directory import ModelDirectory, Target
 from podium.gateway.errors import GatewayError
 from podium.gateway.guardrails import Guardrail, build_guardrails
-from podium.gateway.prices import FREE, Price, lookup_price
 from podium.gateway.resilience import Breaker, Health
 from podium.gateway.spec import DeploymentSpec, RouteSpec
+from podium.models.prices import FREE, Price, lookup_price
 from podium.models.providers.anthropic import AnthropicProvider
 from podium.models.providers.base import Provider, Timeouts
 from podium.models.providers.openai import OpenAIProvider

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from podium.core.auth.service import Actor
+from podium.core.identity import Actor
 from podium.core.platform import Platform
 from podium.models import service
 from podium.models.store import Model

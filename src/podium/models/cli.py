@@ -6,7 +6,7 @@ import typer
 
 from podium.core.client import Client
 from podium.core.console import console, print_json, print_record, print_table
-from podium.core.jobs.cli import follow
+from podium.jobs.cli import follow
 
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print JSON.")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from podium.core.auth.service import Actor
-from podium.core.jobs.service import JobContext, job_kind
+from podium.core.identity import Actor
+from podium.jobs.service import JobContext, job_kind
 from podium.models import service
 
 

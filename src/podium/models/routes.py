@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from podium.core.auth.service import Actor
 from podium.core.http import current_actor, get_platform
-from podium.core.jobs import service as jobs
-from podium.core.jobs.service import JobInfo
+from podium.core.identity import Actor
 from podium.core.platform import Platform
+from podium.jobs import service as jobs
+from podium.jobs.service import JobInfo
 from podium.models import service
 from podium.models.service import ModelDetail, ModelInfo, VersionInfo
 

@@ -21,10 +21,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from podium.core.auth.service import Actor, record_audit
+from podium.auth.service import record_audit
 from podium.core.blobs import BlobStore
 from podium.core.db import Database, utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound
+from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.platform import Platform
 from podium.models.formats import Inspected, inspect_source
@@ -515,6 +516,12 @@ def list_models(db: Database, *, include_archived: bool = False, task: str | Non
         if task:
             q = q.where(Model.task == task)
         return [_model_info(s, m) for m in s.scalars(q)]
+
+
+def is_registered(db: Database, name: str) -> bool:
+    """True if a model (archived or not) has this name; routes may not take it."""
+    with db.read_session() as s:
+        return s.scalar(select(Model.id).where(Model.name == name)) is not None
 
 
 def get_model(db: Database, name: str) -> ModelDetail:

@@ -11,7 +11,7 @@ import typer
 from podium.core.client import Client
 from podium.core.console import console, err_console, fail, print_json, print_record, print_table
 from podium.core.errors import PodiumError
-from podium.prompts.experiment_cli import experiment_app
+from podium.prompts.experiments.cli import experiment_app
 from podium.prompts.files import PromptFile, read_dir
 from podium.prompts.service import VersionInfo, parse_ref, to_file, to_yaml
 

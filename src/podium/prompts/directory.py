@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from podium.core.errors import NotFound
 from podium.core.periodic import run_every
 from podium.core.platform import Platform
-from podium.prompts import assign
+from podium.prompts.experiments import assign
 from podium.prompts.service import Rendered, get_version, render_version
 from podium.prompts.store import Experiment, ExperimentArm, Prompt, PromptLabel, PromptVersion
 

@@ -32,8 +32,9 @@ from podium.gateway.guardrails import GuardrailViolation, response_text
 from podium.gateway.prompting import PromptUse
 from podium.models import service as models
 from podium.models.providers.base import UpstreamError
-from podium.prompts import experiments, service, template
-from podium.prompts.experiments import Estimate, ExperimentInfo, ExperimentResults
+from podium.prompts import service, template
+from podium.prompts.experiments import service as experiments
+from podium.prompts.experiments.service import Estimate, ExperimentInfo, ExperimentResults
 from podium.prompts.service import PromptDetail, VersionInfo
 from podium.web.shell import (
     PageSession,

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Response, status
 from pydantic import BaseModel, ConfigDict
 
-from podium.core.auth.service import Actor
 from podium.core.http import current_actor, get_platform
+from podium.core.identity import Actor
 from podium.core.platform import Platform
 from podium.prompts import service
 from podium.prompts.service import Created, Diff, PromptDetail, PromptInfo, Rendered, VersionInfo

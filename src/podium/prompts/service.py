@@ -21,9 +21,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from podium.core.auth.service import Actor, record_audit
+from podium.auth.service import record_audit
 from podium.core.db import Database, utcnow
 from podium.core.errors import Conflict, Forbidden, InvalidInput, NotFound, validated
+from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.prompts import template
 from podium.prompts.store import Prompt, PromptLabel, PromptLabelMove, PromptVersion

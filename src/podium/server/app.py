@@ -22,9 +22,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from podium import __version__
-from podium.core import artifacts as _artifacts  # noqa: F401  (registers job kinds)
-from podium.core.auth import pages as auth_pages
-from podium.core.auth import routes as auth_routes
+from podium.artifacts import jobs as _artifacts  # noqa: F401  (registers job kinds)
+from podium.auth import pages as auth_pages
+from podium.auth import routes as auth_routes
+from podium.auth import service as auth_service
 from podium.core.config import Settings, load_settings
 from podium.core.errors import PodiumError
 from podium.core.http import (
@@ -35,13 +36,10 @@ from podium.core.http import (
     unhandled_error_handler,
     validation_error_handler,
 )
-from podium.core.jobs import pages as job_pages
-from podium.core.jobs import routes as job_routes
-from podium.core.jobs.service import LocalBackend
 from podium.core.migrate import schema_state
 from podium.core.platform import Platform
-from podium.gateway import api as gateway_api
-from podium.gateway import routes as gateway_routes
+from podium.gateway import routes as gateway_api
+from podium.gateway import v1 as gateway_routes
 from podium.gateway.counters import RedisCounters, redis_client
 from podium.gateway.directory import ModelDirectory
 from podium.gateway.dispatch import Dispatcher
@@ -49,18 +47,22 @@ from podium.gateway.governor import Governor
 from podium.gateway.service import config_route_specs
 from podium.gateway.store import SPEND_COUNTER, add_spend
 from podium.gateway.table import RouteTable
+from podium.jobs import pages as job_pages
+from podium.jobs import routes as job_routes
+from podium.jobs.service import LocalBackend
 from podium.models import jobs as _model_jobs  # noqa: F401  (registers job kinds)
 from podium.models import pages as model_pages
 from podium.models import routes as model_routes
-from podium.prompts import experiment_routes
 from podium.prompts import pages as prompt_pages
 from podium.prompts import routes as prompt_routes
 from podium.prompts.directory import PromptDirectory
-from podium.prompts.experiments import bandit_loop
+from podium.prompts.experiments import routes as experiment_routes
+from podium.prompts.experiments.service import bandit_loop
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
-from podium.tracing import otlp_routes, score_routes
 from podium.tracing import pages as tracing_pages
 from podium.tracing import routes as tracing_routes
+from podium.tracing.otlp import routes as otlp_routes
+from podium.tracing.scores import routes as score_routes
 from podium.tracing.service import retention_loop
 from podium.tracing.writer import TraceWriter
 from podium.web import pages as shell_pages
@@ -110,7 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     governor = Governor(platform.db, writer, RedisCounters(redis) if redis is not None else None)
     prompts = PromptDirectory(platform)  # prompt references in chat requests, from a refreshed snapshot
     dispatcher = Dispatcher(table, writer, governor, settings.default_max_tokens, redis, prompts)
-    flushers: list[Flusher] = [platform.keys.flush_usage]
+    keys = auth_service.key_cache(platform.db)
+    flushers: list[Flusher] = [keys.flush_usage]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -179,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = platform
+    app.state.keys = keys
     app.state.directory = directory
     app.state.routes = table
     app.state.dispatcher = dispatcher

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from podium.core.auth.service import bootstrap
+from podium.auth.service import bootstrap
 from podium.core.config import Settings
 from podium.core.db import get_database
 from podium.core.errors import DatabaseError, PodiumError

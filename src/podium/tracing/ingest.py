@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from podium.core.blobs import BlobStore
 from podium.core.errors import InvalidInput
 from podium.core.ids import new_id
-from podium.gateway.prices import lookup_price
+from podium.models.prices import lookup_price
 from podium.tracing.store import SPAN_KINDS
 from podium.tracing.writer import Record
 

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
-from podium.core.auth.service import Actor
 from podium.core.errors import InvalidInput
 from podium.core.http import current_actor, get_platform
+from podium.core.identity import Actor
 from podium.core.platform import Platform
 from podium.tracing import service
 from podium.tracing.ingest import parse_spans, to_records

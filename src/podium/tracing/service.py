@@ -48,14 +48,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from podium.core.auth.service import Actor, find_key, find_project, record_audit
+from podium.auth.service import key_ref, project_ref, record_audit
 from podium.core.blobs import BlobStore
 from podium.core.db import Database, utcnow
 from podium.core.errors import Forbidden, InvalidInput, NotFound, PodiumError, validated
+from podium.core.identity import Actor
 from podium.core.platform import Platform
 from podium.tracing import payloads
 from podium.tracing.ingest import ARTIFACT_KEY
-from podium.tracing.store import STATUSES, Score, Span, Trace, TraceRetention
+from podium.tracing.scores.store import Score
+from podium.tracing.store import STATUSES, Span, Trace, TraceRetention
 
 log = logging.getLogger("podium.tracing.service")
 
@@ -388,7 +390,7 @@ def _scope(s: Session, actor: Actor, project: str | None) -> list[ColumnElement[
     wanted = None
     if project:
         try:
-            wanted = find_project(s, project).id
+            wanted = project_ref(s, project).id
         except NotFound as exc:
             raise InvalidInput(exc.message, details={"field": "project"}) from None
     if _is_admin(actor):
@@ -429,7 +431,7 @@ def _conditions(s: Session, actor: Actor, f: TraceFilters) -> list[ColumnElement
             conds.append(column == value)
     if f.key is not None:
         try:
-            conds.append(Trace.key_id == find_key(s, f.key).id)
+            conds.append(Trace.key_id == key_ref(s, f.key).id)
         except NotFound:
             conds.append(Trace.key_id == f.key)  # a deleted key's traces stay findable by its id
     if f.tag is not None:
@@ -1066,7 +1068,7 @@ def purge(platform: Platform, actor: Actor, before: datetime, project: str | Non
     project_id = None
     if project:
         with platform.db.read_session() as s:
-            project_id = find_project(s, project).id
+            project_id = project_ref(s, project).id
         conds.append(Trace.project_id == project_id)
 
     def audit(s: Session, done: Deleted) -> None:
@@ -1124,7 +1126,7 @@ def set_retention(platform: Platform, actor: Actor, project: str, data: Any) -> 
     actor.require("admin", "set trace retention")
     spec = validated(_RetentionSpec, data, "retention", default="days")
     with platform.db.session() as s:
-        p = find_project(s, project)
+        p = project_ref(s, project)
         row = s.get(TraceRetention, p.id)
         if row is None:
             row = TraceRetention(project_id=p.id)
@@ -1143,7 +1145,7 @@ def get_retention(platform: Platform, actor: Actor, project: str) -> RetentionIn
     """A project's retention (`days` None: kept forever); a key that is not an admin's reads its own only."""
     actor.require("viewer", "read trace retention")
     with platform.db.read_session() as s:
-        p = find_project(s, project)
+        p = project_ref(s, project)
         if not _is_admin(actor) and p.id != actor.project_id:
             raise Forbidden("a key reads only its own project's retention")
         return _retention_info(p.id, p.name, s.get(TraceRetention, p.id))
@@ -1153,7 +1155,7 @@ def clear_retention(platform: Platform, actor: Actor, project: str) -> Retention
     """Keep a project's traces forever again (admin); audited."""
     actor.require("admin", "set trace retention")
     with platform.db.session() as s:
-        p = find_project(s, project)
+        p = project_ref(s, project)
         row = s.get(TraceRetention, p.id)
         if row is not None:
             s.delete(row)

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import Response
 
-from podium.core.auth import service as auth
+from podium.auth import service as auth
 from podium.core.errors import Unauthorized
 from podium.core.http import get_platform
-from podium.core.jobs import service as jobs
+from podium.jobs import service as jobs
 from podium.web.shell import (
     PageSession,
     check_csrf,
@@ -46,7 +46,7 @@ def login(request: Request, api_key: Annotated[str, Form()] = "", next: Annotate
     platform = get_platform(request)
     key = api_key.strip()
     try:
-        platform.keys.authenticate(key)
+        auth.key_cache(platform.db).authenticate(key)
     except Unauthorized as exc:
         return render(request, "shell/login.html", None, status_code=401, next=_safe_next(next), error=exc.message)
     response = redirect(_safe_next(next))

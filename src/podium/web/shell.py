@@ -18,9 +18,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from podium import __version__
-from podium.core.auth.service import Actor, Principal
 from podium.core.errors import Forbidden, PodiumError, Unauthorized
-from podium.core.http import get_platform, request_id
+from podium.core.http import get_authenticator, request_id
+from podium.core.identity import Actor, Principal
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -79,7 +79,7 @@ def read_session(request: Request) -> PageSession | None:
     except BadSignature:
         return None
     try:
-        principal = get_platform(request).keys.authenticate_hash(str(data["h"]))
+        principal = get_authenticator(request).authenticate_hash(str(data["h"]))
     except (Unauthorized, KeyError):
         return None
     if principal.expires_at is not None:

@@ -1,4 +1,4 @@
-"""`podium jobs …` and `podium artifacts verify`: follow long work with a progress bar."""
+"""`podium jobs …`: submit, list and follow long work with a progress bar."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from podium.core.client import Client
 from podium.core.console import console, err_console, print_json, print_record, print_table
 
 jobs_app = typer.Typer(help="Background jobs.", no_args_is_help=True)
-artifacts_app = typer.Typer(help="The artifact store.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print JSON.")
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -44,7 +43,7 @@ def follow(client: Client, job_id: str, *, quiet: bool = False) -> dict[str, Any
     return job
 
 
-def _finish(job: dict[str, Any], as_json: bool) -> None:
+def finish(job: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(job)
     else:
@@ -110,20 +109,3 @@ def jobs_kinds(as_json: bool = JSON) -> None:
         print_json(kinds)
     else:
         print_table(kinds, ["name", "role", "description"])
-
-
-@artifacts_app.command("verify")
-def artifacts_verify(
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job to its end."),
-    as_json: bool = JSON,
-) -> None:
-    """Re-hash every stored artifact (a background job); exits 1 if any is corrupt."""
-    with Client() as c:
-        job = c.post("/api/jobs", {"kind": "artifacts.verify"})
-        if not wait:
-            print_json(job) if as_json else console.print(f"Queued {job['id']}")
-            return
-        job = follow(c, job["id"], quiet=as_json)
-    _finish(job, as_json)
-    if job.get("result", {}).get("corrupt"):
-        raise typer.Exit(1)

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, ConfigDict
 
-from podium.core.auth.service import Actor, Page
+from podium.auth.service import Page
 from podium.core.http import current_actor, get_platform
-from podium.core.jobs import service
-from podium.core.jobs.service import JobInfo
+from podium.core.identity import Actor
 from podium.core.platform import Platform
+from podium.jobs import service
+from podium.jobs.service import JobInfo
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 ActorDep = Annotated[Actor, Depends(current_actor)]

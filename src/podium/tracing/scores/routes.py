@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, status
 
-from podium.core.auth.service import Actor
 from podium.core.http import current_actor, get_platform
+from podium.core.identity import Actor
 from podium.core.platform import Platform
-from podium.tracing import scores
-from podium.tracing.scores import ScoreInfo, ScoreList
+from podium.tracing.scores import service as scores
+from podium.tracing.scores.service import ScoreInfo, ScoreList
 from podium.tracing.service import int_param
 
 router = APIRouter(prefix="/api/scores", tags=["scores"])

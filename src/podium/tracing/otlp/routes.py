@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from podium.core.auth.service import Actor
 from podium.core.http import current_actor, get_platform
+from podium.core.identity import Actor
 from podium.core.platform import Platform
-from podium.tracing.otlp import decode_request, decompress, encode_response, map_request, request_format
+from podium.tracing.otlp.decode import decode_request, decompress, encode_response, map_request, request_format
 from podium.tracing.routes import submit_spans
 
 router = APIRouter(tags=["tracing"])

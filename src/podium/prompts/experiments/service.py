@@ -35,16 +35,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from podium.core.auth.service import Actor, record_audit
+from podium.auth.service import record_audit
 from podium.core.db import Database, utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound, validated
+from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.periodic import run_every
 from podium.prompts.service import LABEL_RE, _find_prompt, check_name, check_owner
 from podium.prompts.store import Experiment, ExperimentArm, ExperimentShift, Prompt, PromptLabel, PromptVersion
-from podium.tracing import scores as score_store
+from podium.tracing.scores import service as score_store
 
-log = logging.getLogger("podium.prompts.experiments")
+log = logging.getLogger("podium.prompts.experiments.service")
 
 MAX_ARMS = 10
 DRAWS = 2_000  # posterior draws per Thompson step and per probability-of-best estimate

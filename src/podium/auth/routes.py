@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from podium.core.auth import service
-from podium.core.auth.service import Actor, AuditInfo, KeyInfo, NewKey, Page, ProjectInfo, UserInfo
+from podium.auth import service
+from podium.auth.service import AuditInfo, KeyInfo, NewKey, Page, ProjectInfo, UserInfo
 from podium.core.http import current_actor, get_platform
+from podium.core.identity import Actor
 from podium.core.platform import Platform
 
 router = APIRouter(prefix="/api", tags=["identity"])
@@ -129,9 +130,7 @@ def create_user(body: UserCreate, actor: ActorDep, platform: PlatformDep) -> Use
 @router.patch("/users/{ref}")
 def update_user(ref: str, body: UserUpdate, actor: ActorDep, platform: PlatformDep) -> UserInfo:
     """Change a user's role or disable them (admin)."""
-    info = service.update_user(platform.db, actor, ref, role=body.role, disabled=body.disabled)
-    platform.keys.clear()
-    return info
+    return service.update_user(platform.db, actor, ref, role=body.role, disabled=body.disabled)
 
 
 @router.get("/keys")
@@ -162,7 +161,7 @@ def create_key(body: KeyCreate, actor: ActorDep, platform: PlatformDep) -> NewKe
 @router.post("/keys/{ref}/revoke")
 def revoke_key(ref: str, actor: ActorDep, platform: PlatformDep) -> KeyInfo:
     """Revoke a key by id or prefix."""
-    return service.revoke_key(platform.db, actor, ref, platform.keys)
+    return service.revoke_key(platform.db, actor, ref)
 
 
 @router.get("/audit")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from podium.core.jobs.service import JobContext, job_kind
+from podium.jobs.service import JobContext, job_kind
 
 
 @job_kind("artifacts.verify", role="admin", description="Re-hash every stored artifact and list corrupt ones.")

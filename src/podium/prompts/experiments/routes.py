@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, status
 
-from podium.core.auth.service import Actor
 from podium.core.http import current_actor, get_platform
+from podium.core.identity import Actor
 from podium.core.platform import Platform
-from podium.prompts import experiments
-from podium.prompts.experiments import ExperimentDetail, ExperimentInfo, ExperimentResults, RebalanceResult
+from podium.prompts.experiments import service as experiments
+from podium.prompts.experiments.service import ExperimentDetail, ExperimentInfo, ExperimentResults, RebalanceResult
 
 router = APIRouter(tags=["experiments"])
 ActorDep = Annotated[Actor, Depends(current_actor)]

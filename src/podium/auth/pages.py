@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import Response
 
-from podium.core.auth import service
-from podium.core.auth.store import ROLES
+from podium.auth import service
 from podium.core.errors import PodiumError
 from podium.core.http import get_platform
+from podium.core.identity import ROLES
 from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, register_nav, render
 
 router = APIRouter(include_in_schema=False)
@@ -25,7 +25,7 @@ register_nav("Audit log", "/audit", role="admin")
 def projects_page(request: Request, session: SessionDep) -> Response:
     """Projects list, with a create form for admins."""
     projects = service.list_projects(get_platform(request).db, session.actor)
-    return render(request, "core/projects.html", session, projects=projects, error=None)
+    return render(request, "auth/projects.html", session, projects=projects, error=None)
 
 
 @router.post("/projects")
@@ -45,7 +45,7 @@ def projects_create(
         projects = service.list_projects(platform.db, session.actor)
         return render(
             request,
-            "core/projects.html",
+            "auth/projects.html",
             session,
             status_code=exc.status,
             projects=projects,
@@ -66,7 +66,7 @@ def _keys_context(request: Request, session: PageSession) -> dict[str, Any]:
 @router.get("/keys")
 def keys_page(request: Request, session: SessionDep) -> Response:
     """Keys list with create and revoke forms."""
-    return render(request, "core/keys.html", session, new_key=None, error=None, **_keys_context(request, session))
+    return render(request, "auth/keys.html", session, new_key=None, error=None, **_keys_context(request, session))
 
 
 @router.post("/keys")
@@ -89,9 +89,9 @@ def keys_create(
     except PodiumError as exc:
         ctx = _keys_context(request, session)
         return render(
-            request, "core/keys.html", session, status_code=exc.status, new_key=None, error=exc.message, **ctx
+            request, "auth/keys.html", session, status_code=exc.status, new_key=None, error=exc.message, **ctx
         )
-    return render(request, "core/keys.html", session, new_key=new, error=None, **_keys_context(request, session))
+    return render(request, "auth/keys.html", session, new_key=new, error=None, **_keys_context(request, session))
 
 
 @router.post("/keys/{ref}/revoke")
@@ -100,7 +100,7 @@ def keys_revoke(request: Request, ref: str, session: SessionDep, csrf: Annotated
     platform = get_platform(request)
     try:
         check_csrf(session, csrf)
-        service.revoke_key(platform.db, session.actor, ref, platform.keys)
+        service.revoke_key(platform.db, session.actor, ref)
     except PodiumError as exc:
         return error_page(request, session, exc)
     return redirect("/keys")
@@ -113,4 +113,4 @@ def audit_page(request: Request, session: SessionDep, action: str | None = None,
         page = service.list_audit(get_platform(request).db, session.actor, action=action or None, cursor=cursor)
     except PodiumError as exc:
         return error_page(request, session, exc)
-    return render(request, "core/audit.html", session, page=page, action=action or "")
+    return render(request, "auth/audit.html", session, page=page, action=action or "")

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from podium.core.errors import PodiumError
 from podium.core.http import get_platform
-from podium.core.jobs import service
+from podium.jobs import service
 from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, register_nav, render
 
 router = APIRouter(include_in_schema=False)
@@ -25,7 +25,7 @@ def jobs_page(request: Request, session: SessionDep, status: str | None = None, 
         page = service.list_jobs(get_platform(request).db, session.actor, status=status or None, cursor=cursor)
     except PodiumError as exc:
         return error_page(request, session, exc)
-    return render(request, "core/jobs.html", session, page=page, status_filter=status or "")
+    return render(request, "jobs/jobs.html", session, page=page, status_filter=status or "")
 
 
 @router.get("/jobs/{job_id}")
@@ -35,7 +35,7 @@ def job_page(request: Request, job_id: str, session: SessionDep) -> Response:
         job = service.get_job(get_platform(request).db, session.actor, job_id)
     except PodiumError as exc:
         return error_page(request, session, exc)
-    return render(request, "core/job.html", session, job=job)
+    return render(request, "jobs/job.html", session, job=job)
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -24,12 +24,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
-from podium.core.auth.service import Actor
 from podium.core.db import Database, utcnow
 from podium.core.errors import InvalidInput, NotFound, validated
+from podium.core.identity import Actor
 from podium.core.ids import new_id
+from podium.tracing.scores.store import Score
 from podium.tracing.service import started_before, started_from
-from podium.tracing.store import Score, Span, Trace
+from podium.tracing.store import Span, Trace
 
 MAX_BATCH = 1_000
 MAX_LIST = 1_000

@@ -10,8 +10,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from podium.core.db import Base, utcnow
 
-ROLES = ("viewer", "member", "admin")
-
 
 class Project(Base):
     """A project: the unit that owns data, prompts, traces and keys."""

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel
 from sqlalchemy import select, update
 
-from podium.core.auth.service import Actor, Page, find_project, record_audit
+from podium.auth.service import project_ref, record_audit
 from podium.core.db import Database, utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound, PodiumError
+from podium.core.identity import Actor
 from podium.core.ids import new_id
-from podium.core.jobs.store import FINAL, STATUSES, Job, JobLog
+from podium.core.paging import Page
+from podium.jobs.store import FINAL, STATUSES, Job, JobLog
 
 if TYPE_CHECKING:
     from podium.core.platform import Platform
@@ -138,7 +140,7 @@ def submit(
         )
     actor.require(spec.role, f"run {kind} jobs")
     with db.session() as s:
-        project_id = find_project(s, project).id if project else actor.project_id
+        project_id = project_ref(s, project).id if project else actor.project_id
         job = Job(
             id=new_id("job"),
             kind=kind,

@@ -1,0 +1,1 @@
+"""Artifacts: the content-addressed blob store's maintenance (verification, garbage collection)."""

@@ -1,0 +1,152 @@
+"""Authentication: the per-process cache that turns an API key into a `Principal`.
+
+The hot path never touches the database: principals are cached per process for a few seconds (positive
+and negative), a change made through this process's services (revocation, role change, disabling) clears
+the cache at once, and other processes see it within the TTL. "Last used" times are buffered and written
+in one statement per flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+
+from podium.auth.store import ApiKey, Project, User
+from podium.core.db import Database, utcnow
+from podium.core.errors import Unauthorized
+from podium.core.identity import Principal
+
+KEY_PREFIX = "pk-"
+
+
+def hash_key(raw: str) -> str:
+    """The stored form of an API key."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _load_principal(db: Database, key_hash_value: str) -> tuple[Principal | None, str]:
+    """Look a key up; returns the principal or None with the reason."""
+    with db.read_session() as s:
+        row = s.execute(
+            select(ApiKey, User, Project)
+            .join(User, User.id == ApiKey.user_id)
+            .join(Project, Project.id == ApiKey.project_id)
+            .where(ApiKey.key_hash == key_hash_value)
+        ).first()
+    if row is None:
+        return None, "invalid API key"
+    k, u, p = row
+    if k.revoked_at is not None:
+        return None, f"API key {k.prefix}… was revoked"
+    if u.disabled:
+        return None, f"user {u.name!r} is disabled"
+    principal = Principal(
+        key_id=k.id,
+        key_prefix=k.prefix,
+        user_id=u.id,
+        user_name=u.name,
+        project_id=p.id,
+        project_name=p.name,
+        role=k.role,
+        expires_at=k.expires_at,
+    )
+    return principal, ""
+
+
+@dataclass
+class KeyCache:
+    """Per-process cache of key lookups (positive and negative) with a short TTL, plus last-used buffer."""
+
+    db: Database
+    ttl: float = 5.0
+    max_entries: int = 10_000
+    _entries: OrderedDict[str, tuple[float, Principal | None, str]] = field(default_factory=OrderedDict)
+    _used: dict[str, datetime] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def authenticate(self, raw: str | None) -> Principal:
+        """The principal for a raw key, or `Unauthorized` saying why."""
+        if not raw:
+            raise Unauthorized("missing API key: send 'Authorization: Bearer pk-…' (see `podium keys create`)")
+        if not raw.startswith(KEY_PREFIX):
+            raise Unauthorized("invalid API key: Podium keys start with 'pk-'")
+        return self.authenticate_hash(hash_key(raw))
+
+    def authenticate_hash(self, digest: str) -> Principal:
+        """The principal for a key's stored hash (dashboard sessions carry the hash, not the key)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(digest)
+        if hit is None or now - hit[0] > self.ttl:
+            principal, reason = _load_principal(self.db, digest)
+            with self._lock:
+                self._entries[digest] = (now, principal, reason)
+                self._entries.move_to_end(digest)
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+        else:
+            _, principal, reason = hit
+        if principal is None:
+            raise Unauthorized(reason)
+        wall = utcnow()
+        if principal.expires_at is not None and principal.expires_at <= wall:
+            raise Unauthorized(f"API key {principal.key_prefix}… expired at {principal.expires_at.isoformat()}")
+        with self._lock:
+            self._used[principal.key_id] = wall
+        return principal
+
+    async def authenticate_async(self, raw: str | None) -> Principal:
+        """`authenticate` for the event loop: a hit is answered at once, a miss (or a stale entry) is read
+        from the database in a worker thread, so a flood of unknown keys never blocks the loop."""
+        if not raw:
+            raise Unauthorized("missing API key: send 'Authorization: Bearer pk-…' (see `podium keys create`)")
+        if not raw.startswith(KEY_PREFIX):
+            raise Unauthorized("invalid API key: Podium keys start with 'pk-'")
+        digest = hash_key(raw)
+        hit = self._entries.get(digest)
+        if hit is None or time.monotonic() - hit[0] > self.ttl:
+            return await asyncio.to_thread(self.authenticate_hash, digest)
+        return self.authenticate_hash(digest)
+
+    def clear(self) -> None:
+        """Forget every cached lookup (after a revocation or role change)."""
+        with self._lock:
+            self._entries.clear()
+
+    def flush_usage(self) -> int:
+        """Write buffered last-used times; returns how many keys were updated."""
+        with self._lock:
+            used, self._used = self._used, {}
+        if not used:
+            return 0
+        with self.db.session() as s:
+            for key_id, at in used.items():
+                s.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id == key_id)
+                    .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < at))
+                    .values(last_used_at=at)
+                )
+        return len(used)
+
+
+_CACHES: weakref.WeakKeyDictionary[Database, KeyCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def key_cache(db: Database) -> KeyCache:
+    """This process's key cache for a database (one per database, so a revocation or a role change made
+    through any service call applies at once to every request this process serves)."""
+    with _CACHES_LOCK:
+        cache = _CACHES.get(db)
+        if cache is None:
+            cache = _CACHES[db] = KeyCache(db)
+        return cache

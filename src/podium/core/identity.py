@@ -1,0 +1,79 @@
+"""Who is acting: the principal behind an API key, the actor of a service call, and the role ladder.
+
+These are the types every domain's services take, so they live in core; the auth domain creates them
+(keys, users, projects) and provides the `Authenticator` that turns a key into a `Principal`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from podium.core.errors import Forbidden
+
+ROLES = ("viewer", "member", "admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The identity behind a valid API key."""
+
+    key_id: str
+    key_prefix: str
+    user_id: str
+    user_name: str
+    project_id: str
+    project_name: str
+    role: str
+    expires_at: datetime | None
+
+    def has_role(self, needed: str) -> bool:
+        """True if this principal's role is at least `needed`."""
+        return ROLES.index(self.role) >= ROLES.index(needed)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who performs a service call, and in which request; `principal` is None for the system."""
+
+    principal: Principal | None
+    request_id: str | None = None
+
+    @classmethod
+    def system(cls, request_id: str | None = None) -> Actor:
+        """The platform itself (bootstrap, periodic jobs)."""
+        return cls(None, request_id)
+
+    @property
+    def label(self) -> str:
+        """How the audit log names this actor."""
+        if self.principal is None:
+            return "system"
+        return f"{self.principal.user_name} ({self.principal.key_prefix}…)"
+
+    @property
+    def project_id(self) -> str | None:
+        """The project the actor's key is scoped to."""
+        return self.principal.project_id if self.principal else None
+
+    def require(self, role: str, action: str) -> None:
+        """Raise `Forbidden` unless the actor holds `role` (the system holds every role)."""
+        if self.principal is not None and not self.principal.has_role(role):
+            raise Forbidden(
+                f"role '{self.principal.role}' may not {action}; it needs role '{role}'",
+                details={"role": self.principal.role, "needed": role},
+            )
+
+
+class Authenticator(Protocol):
+    """Turns a raw API key (or its stored hash) into a `Principal`, or raises `Unauthorized` saying why."""
+
+    def authenticate(self, raw: str | None) -> Principal:
+        """The principal for a raw key; may read the database on a cache miss."""
+
+    async def authenticate_async(self, raw: str | None) -> Principal:
+        """The same, for the event loop: a cache miss is read in a worker thread."""
+
+    def authenticate_hash(self, digest: str) -> Principal:
+        """The principal for a key's stored hash (dashboard sessions carry the hash, not the key)."""

@@ -1,0 +1,1 @@
+"""Prompt experiments: traffic split between versions, results with intervals, and a bandit."""

@@ -1,0 +1,1 @@
+"""Scores on traces and spans: human feedback, evaluations and metrics, one number (or label) each."""
