@@ -27,6 +27,7 @@ from podium.prompts.experiments import assign
 from podium.prompts.experiments import service as experiments
 from podium.prompts.experiments.cli import experiment_app
 from podium.server import app as app_module
+from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, serve_for_module
 
@@ -180,7 +181,7 @@ def send_traces(live: LiveServer, traces: list[dict[str, Any]], experiment: str 
     with live.client() as c:
         r = c.post("/api/traces/ingest", json={"spans": spans})
     assert r.status_code == 202, r.text
-    assert live.app.state.trace_writer.flush(10)
+    assert live.app.state.runtime.get(TraceWriter).flush(10)
 
 
 def send_scores(live: LiveServer, items: list[tuple[str, str, float | bool]]) -> None:

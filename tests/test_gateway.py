@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from podium.tracing.store import Span, Trace
+from podium.tracing.writer import TraceWriter
 
 from .conftest import (
     LiveServer,
@@ -74,7 +75,7 @@ def chat(client: openai.OpenAI, model: str, text: str = "hello", **kw: Any) -> A
 
 
 def traces(gw: LiveServer, trace_id: str | None = None) -> list[Trace]:
-    assert gw.app.state.trace_writer.flush(10)
+    assert gw.app.state.runtime.get(TraceWriter).flush(10)
     with gw.platform.db.read_session() as s:
         q = select(Trace).order_by(Trace.start_time)
         if trace_id:

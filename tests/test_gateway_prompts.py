@@ -15,8 +15,11 @@ import pytest
 from sqlalchemy import select, update
 
 from podium.core.ids import new_id
+from podium.gateway.table import RouteTable
+from podium.prompts.directory import PromptDirectory
 from podium.prompts.store import Experiment, ExperimentArm, Prompt, PromptVersion
 from podium.tracing.store import Span, Trace
+from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, serve_for_module
 from .fakes import FakeServer, start_fake_openai
@@ -54,7 +57,7 @@ def gw(backend: str, tmp_path_factory: pytest.TempPathFactory, upstream: FakeSer
                 deployment = {"name": "a", "provider": "openai", "base_url": upstream.url + "/v1", "model": "up-a"}
                 r = c.post("/api/routes", json={"name": name, "deployments": [deployment], **extra})
                 assert r.status_code == 201, r.text
-        live.app.state.routes.refresh()
+        live.app.state.runtime.get(RouteTable).refresh()
         yield live
         client = _clients.pop(live.url, None)
         if client is not None:
@@ -83,7 +86,7 @@ def set_label(gw: LiveServer, name: str, label: str, version: int) -> None:
 
 
 def refresh(gw: LiveServer) -> None:
-    gw.app.state.prompts.refresh()
+    gw.app.state.runtime.get(PromptDirectory).refresh()
 
 
 def sdk(gw: LiveServer) -> openai.OpenAI:
@@ -102,7 +105,7 @@ def post(gw: LiveServer, body: dict[str, Any], **headers: str) -> httpx.Response
 
 
 def trace_and_span(gw: LiveServer, trace_id: str) -> tuple[Trace, Span]:
-    assert gw.app.state.trace_writer.flush(10)
+    assert gw.app.state.runtime.get(TraceWriter).flush(10)
     with gw.platform.db.read_session() as s:
         trace = s.get(Trace, trace_id)
         span = s.scalar(select(Span).where(Span.trace_id == trace_id))
@@ -237,7 +240,7 @@ def test_moving_a_label_switches_the_version_after_a_refresh(gw: LiveServer, ups
 def test_an_older_version_pinned_by_number_is_read_on_demand(gw: LiveServer, upstream: FakeServer) -> None:
     versions = with_versions(gw, "pinned", ["one", "two", "three"])
     refresh(gw)
-    directory = gw.app.state.prompts
+    directory = gw.app.state.runtime.get(PromptDirectory)
     entry = directory.entry("pinned")
     assert set(entry.versions) == {3}  # only `latest` is loaded eagerly; no label points anywhere else
     for pin in (1, "v1", "1"):

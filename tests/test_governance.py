@@ -17,7 +17,10 @@ import openai
 import pytest
 from sqlalchemy import select
 
+from podium.gateway.governor import Governor
 from podium.gateway.store import Spend
+from podium.gateway.table import RouteTable
+from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, make_db_url, make_settings, release_db_url, run_cli, serve_for_module, start_server
 from .fakes import FakeServer, start_fake_openai
@@ -86,7 +89,7 @@ async def burst(urls: list[str], key: str, n: int, text: str) -> list[int]:
 
 
 def spent(gw: LiveServer, scope: str, scope_id: str) -> int:
-    assert gw.app.state.trace_writer.flush(10)
+    assert gw.app.state.runtime.get(TraceWriter).flush(10)
     with gw.platform.db.read_session() as s:
         rows = s.scalars(select(Spend).where(Spend.scope == scope, Spend.scope_id == scope_id)).all()
         return max((r.spent_micros for r in rows if r.period.startswith("d:")), default=0)
@@ -156,9 +159,9 @@ def test_limits_cli(gw: LiveServer) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "$0.00 of $1.50" in out.stdout
-    gw.app.state.governor.refresh()
+    gw.app.state.runtime.get(Governor).refresh()
     assert ask(gw.url, key["key"]).status_code == 200
-    assert gw.app.state.trace_writer.flush(10)
+    assert gw.app.state.runtime.get(TraceWriter).flush(10)
     out = run_cli("limits", "ls", env=env)
     assert key["prefix"] in out.stdout and "priced" in out.stdout
     # a fraction of a cent shows as such, not as $0.00
@@ -175,7 +178,7 @@ def test_limits_cli(gw: LiveServer) -> None:
 def test_allowed_models_through_the_sdk(gw: LiveServer) -> None:
     key = new_key(gw)
     set_limits(gw, "key", key["id"], allowed_models=["pri*"])
-    gw.app.state.governor.refresh()
+    gw.app.state.runtime.get(Governor).refresh()
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key["key"], max_retries=0)
     ok = client.chat.completions.create(model="priced", messages=[{"role": "user", "content": "hi"}])
     assert ok.choices[0].message.content
@@ -300,13 +303,13 @@ def test_two_gateways_on_redis_share_one_budget(
             assert c.post("/api/routes", json=route).status_code == 201
         key = new_key(one)
         set_limits(one, "key", key["id"], daily_budget_usd="0.05", rpm=1000)
-        two.app.state.governor.refresh()
-        two.app.state.routes.refresh()
+        two.app.state.runtime.get(Governor).refresh()
+        two.app.state.runtime.get(RouteTable).refresh()
         statuses = asyncio.run(burst([one.url, two.url], key["key"], 20, "slow:0.5"))
         assert statuses.count(200) == 5, statuses
         time.sleep(0.2)  # settlements reach Redis in the background
         assert [ask(u, key["key"]).status_code for u in (two.url, one.url)] == [200, 429]
-        assert one.app.state.trace_writer.flush(10) and two.app.state.trace_writer.flush(10)
+        assert one.app.state.runtime.get(TraceWriter).flush(10) and two.app.state.runtime.get(TraceWriter).flush(10)
         with one.platform.db.read_session() as s:
             rows = s.scalars(select(Spend).where(Spend.scope == "key", Spend.scope_id == key["id"])).all()
             assert max(r.spent_micros for r in rows if r.period.startswith("d:")) == 6 * COST

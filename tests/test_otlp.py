@@ -25,6 +25,7 @@ from sqlalchemy import select
 from podium.tracing.ingest import ARTIFACT_KEY
 from podium.tracing.otlp.export import ExportFailed, export_traces
 from podium.tracing.store import Span, Trace
+from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, serve_for_module
 
@@ -48,7 +49,7 @@ def other(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Li
 
 
 def stored(live: LiveServer, trace_id: str) -> tuple[Trace, dict[str, Span]]:
-    assert live.app.state.trace_writer.flush(10)
+    assert live.app.state.runtime.get(TraceWriter).flush(10)
     with live.platform.db.read_session() as s:
         trace = s.get(Trace, trace_id)
         assert trace is not None, f"trace {trace_id} not stored"

@@ -18,6 +18,7 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from podium.tracing.store import Span
+from podium.tracing.writer import TraceWriter
 
 from .browser import sign_in
 from .conftest import LiveServer
@@ -265,7 +266,7 @@ def test_playground_runs_combinations_side_by_side_and_saves(
 
     # both runs were traced like /v1 calls; the saved version's run carries its prompt version
     trace_ids = [result(page, i).locator(".trace-link").inner_text().removeprefix("trace ") for i in (0, 1)]
-    assert live.app.state.trace_writer.flush(10)
+    assert live.app.state.runtime.get(TraceWriter).flush(10)
     with live.platform.db.read_session() as s:
         spans = {sp.trace_id: sp for sp in s.scalars(select(Span).where(Span.trace_id.in_(trace_ids)))}
     assert spans[trace_ids[0]].prompt_version_id is None
@@ -400,7 +401,7 @@ def test_experiment_page_shows_arms_intervals_probabilities_and_controls(live: L
                 }
             )
     r = api(live, "POST", "/api/traces/ingest", json={"spans": spans})
-    assert live.app.state.trace_writer.flush(30), r
+    assert live.app.state.runtime.get(TraceWriter).flush(30), r
     scores = [
         {"trace_id": f"exp-trace-{arm}-{i}", "name": "thumbs", "value": value, "source": "user"}
         for arm, values in thumbs.items()

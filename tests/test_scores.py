@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from podium.core.db import utcnow
-from podium.prompts.experiments.cli import scores_app
+from podium.tracing.scores.cli import scores_app
 from podium.tracing.scores import service as score_service
+from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, serve_for_module
 
@@ -49,7 +50,7 @@ def new_trace(live: LiveServer, key: str | None = None, flush: bool = True) -> s
         r = c.post("/api/traces/ingest", json={"spans": spans})
     assert r.status_code == 202, r.text
     if flush:
-        assert live.app.state.trace_writer.flush(10)
+        assert live.app.state.runtime.get(TraceWriter).flush(10)
     return tid
 
 

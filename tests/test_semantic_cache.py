@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from podium.tracing.store import Trace
+from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, serve_for_module
 from .fakes import FakeServer, start_fake_openai
@@ -121,7 +122,7 @@ def test_semantic_cache_in_process_records_hits_at_no_cost(
     add_route(gw.url, gw.admin_key, route(upstream, "faq", semantic_threshold=0.8, embedding_model="minilm-remote"))
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.admin_key, max_retries=0)
     hits = semantic_flow(client, upstream, "faq")
-    assert gw.app.state.trace_writer.flush(10)
+    assert gw.app.state.runtime.get(TraceWriter).flush(10)
     with gw.platform.db.read_session() as s:
         row = s.scalar(select(Trace).where(Trace.id == hits[0]))
         assert row is not None and (row.cache_status, row.cost_micros, row.attempts) == ("semantic-hit", 0, 0)

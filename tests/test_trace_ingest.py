@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from podium.tracing.ingest import ARTIFACT_KEY, MAX_ATTRIBUTE_CHARS
 from podium.tracing.store import Span, Trace
+from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, serve_for_module
 
@@ -51,7 +52,7 @@ def send(live: LiveServer, spans: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def stored(live: LiveServer, trace_id: str) -> tuple[Trace, list[Span]]:
-    assert live.app.state.trace_writer.flush(10)
+    assert live.app.state.runtime.get(TraceWriter).flush(10)
     with live.platform.db.read_session() as s:
         trace = s.get(Trace, trace_id)
         assert trace is not None

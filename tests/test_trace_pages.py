@@ -19,6 +19,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from podium.core.db import utcnow
+from podium.tracing.writer import TraceWriter
 
 from .browser import sign_in
 from .conftest import LiveServer
@@ -53,7 +54,7 @@ def send(live: LiveServer, spans: list[dict[str, Any]]) -> None:
     with live.client() as c:
         r = c.post("/api/traces/ingest", json={"spans": spans})
     assert r.status_code == 202, r.text
-    assert live.app.state.trace_writer.flush(30)
+    assert live.app.state.runtime.get(TraceWriter).flush(30)
 
 
 def chat_trace(t0: datetime, model_version_id: str) -> list[dict[str, Any]]:

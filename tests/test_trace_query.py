@@ -17,6 +17,7 @@ import pytest
 
 from podium.core.db import utcnow
 from podium.tracing import service
+from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, run_cli, serve_for_module
 
@@ -104,7 +105,7 @@ def send(live: LiveServer, spans: list[dict[str, Any]], key: str | None = None) 
     with live.client(key) as c:
         r = c.post("/api/traces/ingest", json={"spans": spans})
     assert r.status_code == 202, r.text
-    assert live.app.state.trace_writer.flush(10)
+    assert live.app.state.runtime.get(TraceWriter).flush(10)
 
 
 def get(live: LiveServer, path: str, as_key: str | None = None, **params: Any) -> Any:

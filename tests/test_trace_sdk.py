@@ -29,6 +29,7 @@ import podium
 from podium.models.prices import lookup_price
 from podium.tracing import sdk, sdk_export
 from podium.tracing.store import SPAN_KINDS, Span, Trace
+from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, free_port, serve_for_module
 from .fakes import FakeServer, start_fake_openai
@@ -58,7 +59,7 @@ def upstream() -> Iterator[FakeServer]:
 def stored_rows(live: LiveServer, trace_id: str) -> list[Span]:
     """A trace's spans in start order, once the SDK and the server's writer have flushed."""
     assert podium.flush(20)
-    assert live.app.state.trace_writer.flush(10)
+    assert live.app.state.runtime.get(TraceWriter).flush(10)
     with live.platform.db.read_session() as s:
         return list(s.scalars(select(Span).where(Span.trace_id == trace_id).order_by(Span.start_time)))
 

@@ -8,17 +8,23 @@ from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import Response
 
 from podium.auth import service
-from podium.core.errors import PodiumError
+from podium.core.errors import PodiumError, Unauthorized
 from podium.core.http import get_platform
 from podium.core.identity import ROLES
-from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, register_nav, render
+from podium.web.shell import (
+    PageSession,
+    check_csrf,
+    end_session,
+    error_page,
+    page_session,
+    read_session,
+    redirect,
+    render,
+    start_session,
+)
 
 router = APIRouter(include_in_schema=False)
 SessionDep = Annotated[PageSession, Depends(page_session)]
-
-register_nav("Projects", "/projects")
-register_nav("API keys", "/keys")
-register_nav("Audit log", "/audit", role="admin")
 
 
 @router.get("/projects")
@@ -114,3 +120,43 @@ def audit_page(request: Request, session: SessionDep, action: str | None = None,
     except PodiumError as exc:
         return error_page(request, session, exc)
     return render(request, "auth/audit.html", session, page=page, action=action or "")
+
+
+# --- signing in and out ----------------------------------------------------------------------------
+
+
+def _safe_next(value: str | None) -> str:
+    if value and value.startswith("/") and not value.startswith("//"):
+        return value
+    return "/"
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "/") -> Response:
+    """The sign-in form."""
+    if read_session(request) is not None:
+        return redirect(_safe_next(next))
+    return render(request, "shell/login.html", None, next=_safe_next(next), error=None)
+
+
+@router.post("/login")
+def login(request: Request, api_key: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
+    """Check the key and start a session."""
+    platform = get_platform(request)
+    key = api_key.strip()
+    try:
+        service.key_cache(platform.db).authenticate(key)
+    except Unauthorized as exc:
+        return render(request, "shell/login.html", None, status_code=401, next=_safe_next(next), error=exc.message)
+    response = redirect(_safe_next(next))
+    start_session(request, response, service.hash_key(key))
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "") -> Response:
+    """End the session."""
+    check_csrf(session, csrf)
+    response = redirect("/login")
+    end_session(response)
+    return response

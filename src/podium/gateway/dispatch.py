@@ -21,12 +21,11 @@ from podium.gateway.cache import ResponseCache
 from podium.gateway.errors import GatewayError
 from podium.gateway.governor import Governor, Ticket
 from podium.gateway.guardrails import request_text, response_text
-from podium.gateway.prompting import PromptUse
+from podium.gateway.prompting import PromptResolver, PromptUse
 from podium.gateway.resilience import backoff_delay
 from podium.gateway.table import Deployment, Route, RouteTable
 from podium.models.prices import FREE, Price
 from podium.models.providers.base import CONTEXT_WINDOW, RETRYABLE, Provider, Timeouts, UpstreamError
-from podium.prompts.directory import PromptDirectory
 from podium.tracing.writer import Record, TraceWriter
 
 MAX_PAYLOAD = 256 * 1024  # characters of request/response kept inline in a trace
@@ -116,7 +115,7 @@ class Dispatcher:
         governor: Governor,
         default_max_tokens: int = 4096,
         redis: Any = None,
-        prompts: PromptDirectory | None = None,
+        prompts: PromptResolver | None = None,
     ):
         self.table = table
         self.prompts = prompts

@@ -27,7 +27,7 @@ from podium.gateway.cache import Lookup, as_chunks
 from podium.gateway.dispatch import Call, Dispatcher, Upstream, first_then_rest
 from podium.gateway.errors import GatewayError, as_gateway_error, sse_error
 from podium.gateway.guardrails import Guardrail, GuardrailViolation
-from podium.gateway.prompting import PromptUse, apply_prompt, session_id
+from podium.gateway.prompting import PromptUse, session_id
 from podium.models.providers.base import UpstreamError
 
 JSON = "application/json"
@@ -40,7 +40,7 @@ def _platform(request: Request) -> Platform:
 
 
 def _dispatcher(request: Request) -> Dispatcher:
-    dispatcher: Dispatcher = request.app.state.dispatcher
+    dispatcher: Dispatcher = request.app.state.runtime.get(Dispatcher)
     return dispatcher
 
 
@@ -163,7 +163,9 @@ async def _generate(request: Request, kind: str) -> Response:
         session = session_id(request.scope["headers"], body)
         used: PromptUse | None = None
         if kind == "chat" and "prompt" in body:  # a prompt reference: render it into the request
-            body, used = await apply_prompt(dispatcher.prompts, body, session)
+            if dispatcher.prompts is None:
+                raise GatewayError(400, "prompt references are not served by this gateway", code="invalid_prompt")
+            body, used = await dispatcher.prompts.apply(body, session)
         _check_fields(kind, body)
         call = Call(
             kind=kind,

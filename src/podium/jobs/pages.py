@@ -10,12 +10,10 @@ from starlette.responses import Response
 from podium.core.errors import PodiumError
 from podium.core.http import get_platform
 from podium.jobs import service
-from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, register_nav, render
+from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, render
 
 router = APIRouter(include_in_schema=False)
 SessionDep = Annotated[PageSession, Depends(page_session)]
-
-register_nav("Jobs", "/jobs")
 
 
 @router.get("/jobs")

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 
 from podium.auth.service import project_ref, record_audit
 from podium.core.db import Database, utcnow
+from podium.core.domains import import_job_kinds
 from podium.core.errors import Conflict, InvalidInput, NotFound, PodiumError
 from podium.core.identity import Actor
 from podium.core.ids import new_id
@@ -52,6 +53,12 @@ class JobKind:
 _KINDS: dict[str, JobKind] = {}
 
 
+def _registered() -> dict[str, JobKind]:
+    """The kinds every installed domain registers (their job modules are imported on first use)."""
+    import_job_kinds()
+    return _KINDS
+
+
 def job_kind(name: str, *, role: str = "member", description: str = "") -> Callable[[Handler], Handler]:
     """Register a handler for jobs of kind `name`; `role` is the least role that may submit it."""
 
@@ -64,7 +71,7 @@ def job_kind(name: str, *, role: str = "member", description: str = "") -> Calla
 
 def kinds() -> dict[str, JobKind]:
     """Every registered job kind."""
-    return dict(_KINDS)
+    return dict(_registered())
 
 
 class JobInfo(BaseModel):
@@ -132,7 +139,7 @@ def submit(
     db: Database, actor: Actor, kind: str, params: dict[str, Any] | None = None, *, project: str | None = None
 ) -> JobInfo:
     """Queue a job of a registered kind."""
-    spec = _KINDS.get(kind)
+    spec = _registered().get(kind)
     if spec is None:
         raise InvalidInput(
             f"unknown job kind {kind!r}; known: {', '.join(sorted(_KINDS)) or 'none'}",
@@ -356,7 +363,7 @@ class LocalBackend:
                 s.add(JobLog(job_id=job_id, at=utcnow(), line=reason))
 
     def _claim(self) -> Job | None:
-        names = list(_KINDS)
+        names = list(_registered())
         if not names:
             return None
         with self.db.session() as s:
@@ -407,7 +414,7 @@ class LocalBackend:
 
     def _run(self, job: Job) -> None:
         ctx = JobContext(self.platform, job, self._stopping)
-        spec = _KINDS[job.kind]
+        spec = _registered()[job.kind]
         status, result, error, message = "succeeded", None, None, "done"
         try:
             result = spec.handler(ctx)

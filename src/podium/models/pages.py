@@ -11,12 +11,10 @@ from podium.core.errors import PodiumError
 from podium.core.http import get_platform
 from podium.models import service
 from podium.models.supervisor import worker_state
-from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, register_nav, render
+from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, render
 
 router = APIRouter(include_in_schema=False)
 SessionDep = Annotated[PageSession, Depends(page_session)]
-
-register_nav("Models", "/models")
 
 
 def _params(n: int | None) -> str:

@@ -524,6 +524,15 @@ def is_registered(db: Database, name: str) -> bool:
         return s.scalar(select(Model.id).where(Model.name == name)) is not None
 
 
+def referenced_blobs(s: Session, digests: set[str]) -> set[str]:
+    """Which of `digests` are files of a registered model version (the models domain's answer to the
+    artifact store's "is this blob still needed?")."""
+    found: set[str] = set()
+    for files in s.scalars(select(ModelVersion.files)):
+        found |= {str(f.get("sha256")) for f in files or [] if isinstance(f, dict)} & digests
+    return found
+
+
 def get_model(db: Database, name: str) -> ModelDetail:
     """A model with its versions (newest first) and alias history."""
     with db.read_session() as s:

@@ -43,14 +43,12 @@ from podium.web.shell import (
     page_session,
     read_session,
     redirect,
-    register_nav,
     render,
 )
 
 router = APIRouter(include_in_schema=False)
 SessionDep = Annotated[PageSession, Depends(page_session)]
 
-register_nav("Prompts", "/prompts")
 
 MAX_COMBOS = 4  # version-by-model combinations compared side by side
 CSRF_HEADER = "x-csrf-token"
@@ -214,7 +212,7 @@ def drop_label(
 
 def _chat_models(request: Request) -> list[str]:
     """Names the gateway answers chat requests for: registered chat models and routes."""
-    dispatcher: Dispatcher = request.app.state.dispatcher
+    dispatcher: Dispatcher = request.app.state.runtime.get(Dispatcher)
     names = {m.name for m in models.list_models(get_platform(request).db, task="chat")}
     names |= set(dispatcher.table.routes)
     return sorted(names)
@@ -436,7 +434,7 @@ async def run(request: Request, body: RunBody, session: JsonSessionDep) -> dict[
         request_id=request.scope.get("podium.request_id"),
         prompt=used,
     )
-    result = await dispatch_chat(request.app.state.dispatcher, call)
+    result = await dispatch_chat(request.app.state.runtime.get(Dispatcher), call)
     return {
         "source": body.source,
         "version": used.version if used else None,

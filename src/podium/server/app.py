@@ -7,11 +7,9 @@ jobs and flushes every buffer before the process exits.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,11 +20,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from podium import __version__
-from podium.artifacts import jobs as _artifacts  # noqa: F401  (registers job kinds)
-from podium.auth import pages as auth_pages
-from podium.auth import routes as auth_routes
-from podium.auth import service as auth_service
 from podium.core.config import Settings, load_settings
+from podium.core.domains import domains, load, setup_all
 from podium.core.errors import PodiumError
 from podium.core.http import (
     ORJSONResponse,
@@ -36,140 +31,36 @@ from podium.core.http import (
     unhandled_error_handler,
     validation_error_handler,
 )
+from podium.core.identity import Authenticator
 from podium.core.migrate import schema_state
 from podium.core.platform import Platform
-from podium.gateway import routes as gateway_api
-from podium.gateway import v1 as gateway_routes
-from podium.gateway.counters import RedisCounters, redis_client
-from podium.gateway.directory import ModelDirectory
-from podium.gateway.dispatch import Dispatcher
-from podium.gateway.governor import Governor
-from podium.gateway.service import config_route_specs
-from podium.gateway.store import SPEND_COUNTER, add_spend
-from podium.gateway.table import RouteTable
-from podium.jobs import pages as job_pages
-from podium.jobs import routes as job_routes
-from podium.jobs.service import LocalBackend
-from podium.models import jobs as _model_jobs  # noqa: F401  (registers job kinds)
-from podium.models import pages as model_pages
-from podium.models import routes as model_routes
-from podium.prompts import pages as prompt_pages
-from podium.prompts import routes as prompt_routes
-from podium.prompts.directory import PromptDirectory
-from podium.prompts.experiments import routes as experiment_routes
-from podium.prompts.experiments.service import bandit_loop
+from podium.core.runtime import Runtime
+from podium.server import pages as server_pages
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
-from podium.tracing import pages as tracing_pages
-from podium.tracing import routes as tracing_routes
-from podium.tracing.otlp import routes as otlp_routes
-from podium.tracing.scores import routes as score_routes
-from podium.tracing.service import retention_loop
-from podium.tracing.writer import TraceWriter
-from podium.web import pages as shell_pages
 from podium.web.shell import STATIC, LoginRequired
 
 log = logging.getLogger("podium.server")
 
-# Each domain adds its API router and its pages here; later domains append to these lists.
-API_ROUTERS = [
-    auth_routes.router,
-    job_routes.router,
-    model_routes.router,
-    gateway_api.router,
-    gateway_api.limits_router,
-    tracing_routes.router,
-    otlp_routes.router,
-    prompt_routes.router,
-    experiment_routes.router,
-    score_routes.router,
-]
-PAGE_ROUTERS = [
-    shell_pages.router,
-    auth_pages.router,
-    job_pages.router,
-    model_pages.router,
-    tracing_pages.router,
-    prompt_pages.router,
-]
-
-Flusher = Callable[[], object]
-
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the Podium app for one process."""
+    """Build the Podium app for one process: every installed domain's setup, routes and pages."""
     settings = settings or load_settings()
     platform = Platform.from_settings(settings)
-    directory = ModelDirectory(platform)
-    writer = TraceWriter(
-        platform.db,
-        settings.home_dir / "spill",
-        max_queue=settings.trace_queue_size,
-        process=settings.trace_writer == "process",
-    )
-    writer.add_counter(SPEND_COUNTER, add_spend)
-    table = RouteTable(platform, directory, config_route_specs(settings))
-    redis = redis_client(settings.redis_url) if settings.redis_url else None
-    governor = Governor(platform.db, writer, RedisCounters(redis) if redis is not None else None)
-    prompts = PromptDirectory(platform)  # prompt references in chat requests, from a refreshed snapshot
-    dispatcher = Dispatcher(table, writer, governor, settings.default_max_tokens, redis, prompts)
-    keys = auth_service.key_cache(platform.db)
-    flushers: list[Flusher] = [keys.flush_usage]
+    runtime = Runtime(settings, platform)
+    setup_all(runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backend = None
-        if settings.job_workers > 0:
-            backend = LocalBackend(platform, settings.job_workers)
-            backend.start()
-        try:
-            await asyncio.to_thread(writer.replay_spill)
-        except Exception:
-            log.exception("replaying spilled trace records failed; they stay on disk for the next start")
-        writer.start()
-        try:
-            await asyncio.to_thread(table.refresh)
-        except Exception:
-            log.exception("loading gateway routes failed; retrying in the background")
-        try:
-            await asyncio.to_thread(governor.refresh)
-        except Exception:
-            log.exception("loading gateway limits failed; retrying in the background")
-        try:
-            await asyncio.to_thread(prompts.refresh)
-        except Exception:
-            log.exception("loading prompts failed; retrying in the background")
+        await runtime.start()
         # objects made at startup (modules, app, tables) never die: keep them out of the cyclic collector's
         # full passes, which otherwise stall the event loop for tens of milliseconds under load
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)  # fewer young-generation passes; request objects rarely form cycles
-        task = asyncio.create_task(_flush_periodically(flushers, 5.0))
-        refresher = asyncio.create_task(table.run_refresher())
-        limits_refresher = asyncio.create_task(governor.run_refresher())
-        # deletes traces past each project's days, and payloads nothing refers to any more
-        retention = asyncio.create_task(retention_loop(platform.db, platform.blobs))
-        bandit = asyncio.create_task(bandit_loop(platform.db))  # moves shares of auto prompt experiments
-        prompts_refresher = asyncio.create_task(prompts.run_refresher())
         try:
             yield
         finally:
-            for t in (task, refresher, limits_refresher, retention, prompts_refresher, bandit):
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            if backend is not None:
-                await asyncio.to_thread(backend.stop, min(settings.graceful_timeout, 10.0))
-            await directory.aclose()
-            await table.aclose()
-            await governor.aclose()
-            if redis is not None:
-                await redis.aclose()
-            for flush in flushers:
-                try:
-                    await asyncio.to_thread(flush)
-                except Exception:
-                    log.exception("flush at shutdown failed")
-            await asyncio.to_thread(writer.close, max(settings.graceful_timeout, 10.0))
+            await runtime.stop()
 
     app = FastAPI(
         title="Podium",
@@ -182,15 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = platform
-    app.state.keys = keys
-    app.state.directory = directory
-    app.state.routes = table
-    app.state.dispatcher = dispatcher
-    app.state.prompts = prompts
-    app.state.governor = governor
-    app.state.trace_writer = writer
+    app.state.runtime = runtime
+    app.state.keys = runtime.get(Authenticator)  # type: ignore[type-abstract]
     app.state.settings = settings
-    app.state.flushers = flushers
     app.state.secret_key = platform.secret_key
 
     app.add_exception_handler(PodiumError, podium_error_handler)
@@ -216,11 +101,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return ORJSONResponse(body, status_code=200 if ok else 503)
 
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
-    app.router.routes.extend(gateway_routes.routes)
-    for router in API_ROUTERS:
-        app.include_router(router)
-    for router in PAGE_ROUTERS:
-        app.include_router(router)
+    for d in domains():
+        for ref in d.http:
+            app.router.routes.extend(load(ref))
+    for d in domains():
+        for ref in d.api:
+            app.include_router(load(ref))
+    app.include_router(server_pages.router)
+    for d in domains():
+        for ref in d.pages:
+            app.include_router(load(ref))
     app.mount("/static", StaticFiles(directory=Path(STATIC)), name="static")
 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
@@ -233,13 +123,3 @@ async def _login_redirect(request: Request, exc: Exception) -> Response:
     from urllib.parse import quote
 
     return RedirectResponse(f"/login?next={quote(exc.next_path)}", status_code=303)
-
-
-async def _flush_periodically(flushers: list[Flusher], every: float) -> None:
-    while True:
-        await asyncio.sleep(every)
-        for flush in flushers:
-            try:
-                await asyncio.to_thread(flush)
-            except Exception:
-                log.exception("periodic flush failed")

@@ -29,14 +29,12 @@ from podium.core.errors import InvalidInput, NotFound, PodiumError, Unauthorized
 from podium.core.http import get_platform
 from podium.models import service as models
 from podium.tracing import service
-from podium.web.shell import PageSession, error_page, page_session, read_session, register_nav, render
+from podium.web.shell import PageSession, error_page, page_session, read_session, render
 
 router = APIRouter(include_in_schema=False)
 SessionDep = Annotated[PageSession, Depends(page_session)]
 
 METRICS_PATH = "/trace-metrics"  # /metrics is Prometheus'
-register_nav("Traces", "/traces")
-register_nav("Metrics", METRICS_PATH)
 
 LIST_LIMIT = 50
 TAIL_LIMIT = 100

@@ -3,11 +3,12 @@ refers to them.
 
 Large inputs and outputs live in the content-addressed blob store, and a row keeps a marker naming the
 blob's sha256. Blobs are shared by content, so a purge, a retention run or a user's erasure frees a blob
-only when no remaining trace, span or model version refers to it. The check sees committed rows only: a
-record with the same payload still in a writer's queue, in flight to its child process or in a spill file
-waiting for the next start refers to a blob that may be freed, and its marker then points at nothing (its
-payload reads 404). That needs identical content ingested while the old copy is deleted; erasure must not
-keep a person's data to close the window, so it is accepted and stated here.
+only when no domain refers to it any more (each domain answers for its own tables, through its `Domain`
+declaration). The check sees committed rows only: a record with the same payload still in a writer's
+queue, in flight to its child process or in a spill file waiting for the next start refers to a blob that
+may be freed, and its marker then points at nothing (its payload reads 404). That needs identical content
+ingested while the old copy is deleted; erasure must not keep a person's data to close the window, so it
+is accepted and stated here.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import orjson
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from podium.core import domains
 from podium.core.blobs import BlobStore
 from podium.core.db import Database
-from podium.models.store import ModelVersion
 from podium.tracing.ingest import ARTIFACT_KEY
 from podium.tracing.store import Span, Trace
 
@@ -60,22 +61,27 @@ def digests_of(s: Session, trace_ids: list[str]) -> set[str]:
     return _marked(tuple(r) for r in trace_rows) | _marked(tuple(r) for r in span_rows)
 
 
+def referenced(s: Session, digests: set[str]) -> set[str]:
+    """Which of `digests` a remaining trace or span refers to (one pass over each table): tracing's answer
+    to the artifact store's question "is this blob still needed?"."""
+    found: set[str] = set()
+    for model in (Trace, Span):
+        rows = s.execute(
+            select(model.input, model.output).where(
+                or_(model.input.startswith(MARKER_PREFIX), model.output.startswith(MARKER_PREFIX))
+            )
+        )
+        found |= _marked(tuple(r) for r in rows) & digests
+    return found
+
+
 def still_referenced(db: Database, digests: set[str]) -> set[str]:
-    """Which of `digests` a remaining trace, span or model version refers to (one pass over each table)."""
+    """Which of `digests` any domain still refers to: remaining traces and spans, model version files, and
+    whatever later domains store by content."""
     if not digests:
         return set()
-    found: set[str] = set()
     with db.read_session() as s:
-        for model in (Trace, Span):
-            rows = s.execute(
-                select(model.input, model.output).where(
-                    or_(model.input.startswith(MARKER_PREFIX), model.output.startswith(MARKER_PREFIX))
-                )
-            )
-            found |= _marked(tuple(r) for r in rows) & digests
-        for files in s.scalars(select(ModelVersion.files)):
-            found |= {str(f.get("sha256")) for f in files or [] if isinstance(f, dict)} & digests
-    return found
+        return domains.still_referenced(s, digests)
 
 
 def free(db: Database, blobs: BlobStore, candidates: set[str]) -> int:

@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from podium import __version__
+from podium.core.domains import nav_entries
 from podium.core.errors import Forbidden, PodiumError, Unauthorized
 from podium.core.http import get_authenticator, request_id
 from podium.core.identity import Actor, Principal
@@ -26,24 +27,6 @@ TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 SESSION_COOKIE = "podium_session"
 SESSION_MAX_AGE = 12 * 3600
-
-
-@dataclass(frozen=True)
-class NavItem:
-    """One section in the dashboard's navigation."""
-
-    label: str
-    href: str
-    role: str = "viewer"
-
-
-NAV: list[NavItem] = []
-
-
-def register_nav(label: str, href: str, role: str = "viewer") -> None:
-    """Add a section to the navigation (domains call this when their pages are mounted)."""
-    if all(item.href != href for item in NAV):
-        NAV.append(NavItem(label, href, role))
 
 
 env = Environment(
@@ -134,7 +117,7 @@ def render(
     request: Request, template: str, session: PageSession | None, *, status_code: int = 200, **ctx: Any
 ) -> HTMLResponse:
     """Render a dashboard template with the shell's context (navigation, user, CSRF token)."""
-    nav = [i for i in NAV if session is None or session.principal.has_role(i.role)]
+    nav = [i for i in nav_entries() if session is None or session.principal.has_role(i.role)]
     html = env.get_template(template).render(
         request=request,
         session=session,

@@ -1,0 +1,26 @@
+"""The dashboard's overview page: who you are, your project, recent jobs (the server composes it from the
+domains' services)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from podium.auth import service as auth
+from podium.core.http import get_platform
+from podium.jobs import service as jobs
+from podium.web.shell import PageSession, page_session, render
+
+router = APIRouter(include_in_schema=False)
+SessionDep = Annotated[PageSession, Depends(page_session)]
+
+
+@router.get("/")
+def overview(request: Request, session: SessionDep) -> Response:
+    """The overview: who you are, your project, recent jobs."""
+    platform = get_platform(request)
+    projects = auth.list_projects(platform.db, session.actor)
+    recent_jobs = jobs.list_jobs(platform.db, session.actor, limit=5).items
+    return render(request, "shell/overview.html", session, projects=projects, jobs=recent_jobs)
