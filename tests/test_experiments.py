@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import math
 import random
 import uuid
@@ -26,7 +25,6 @@ from podium.core.db import utcnow
 from podium.prompts.experiments import assign
 from podium.prompts.experiments import service as experiments
 from podium.prompts.experiments.cli import experiment_app
-from podium.server import app as app_module
 from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, serve_for_module
@@ -110,9 +108,7 @@ def test_a_shift_moves_only_the_moved_slice() -> None:
 def live(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server whose own bandit loop runs hourly, so it cannot step an experiment between a test's steps
     (the loop itself is tested directly)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(app_module, "bandit_loop", functools.partial(experiments.bandit_loop, every=3600))
-        yield from serve_for_module(backend, tmp_path_factory.mktemp(f"exp-{backend}"))
+    yield from serve_for_module(backend, tmp_path_factory.mktemp(f"exp-{backend}"), experiment_rebalance_seconds=3600)
 
 
 def call(live: LiveServer, method: str, path: str, body: Any = None, key: str | None = None) -> Any:

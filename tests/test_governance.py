@@ -281,6 +281,10 @@ def test_streamed_calls_settle_their_cost(gw: LiveServer) -> None:
         model="priced", messages=[{"role": "user", "content": "hi"}], max_tokens=10, stream=True
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    # the stream's record is queued when the server's generator finishes, just after the client read [DONE]
+    deadline = time.monotonic() + 10
+    while spent(gw, "key", key["id"]) != COST and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert spent(gw, "key", key["id"]) == COST
 
 

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from podium.core.db import utcnow
-from podium.tracing.scores.cli import scores_app
 from podium.tracing.scores import service as score_service
+from podium.tracing.scores.cli import scores_app
 from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, serve_for_module

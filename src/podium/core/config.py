@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         description="Where trace batches are inserted: a child process (keeps the database work off the request"
         " path's GIL) or the writer thread.",
     )
+    experiment_rebalance_seconds: float = Field(
+        60.0, ge=1, le=86_400, description="How often auto prompt experiments move their shares (one bandit step)."
+    )
     routes: list[dict[str, Any]] = Field(
         default_factory=list, description="Gateway routes defined in podium.toml ([[routes]] tables)."
     )

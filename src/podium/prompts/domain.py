@@ -26,7 +26,8 @@ def setup(runtime: Runtime) -> None:
 
     runtime.on_start("prompt snapshot", start)
     runtime.loop("prompt snapshot refresher", directory.run_refresher)
-    runtime.loop("prompt experiment bandit", lambda: bandit_loop(platform.db))
+    every = runtime.settings.experiment_rebalance_seconds
+    runtime.loop("prompt experiment bandit", lambda: bandit_loop(platform.db, every))
 
 
 DOMAIN = Domain(
