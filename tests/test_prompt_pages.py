@@ -345,12 +345,12 @@ def test_playground_calls_need_the_session_and_its_csrf_token(live: LiveServer, 
 
     body = {"source": "draft", "model": "pg-cheap", "draft": {"kind": "text", "template": "hi"}}
     with httpx.Client(base_url=live.url, timeout=30) as c:
-        assert c.post("/prompts/-/run", json=body).status_code == 401
+        assert c.post("/api/playground/run", json=body).status_code == 401
         r = c.post("/login", data={"api_key": live.admin_key, "next": "/"})
         assert r.status_code == 303
-        r = c.post("/prompts/-/run", json=body)
+        r = c.post("/api/playground/run", json=body)
         assert r.status_code == 403 and "CSRF" in r.json()["error"]["message"]
-        r = c.post("/prompts/-/run", json=body, headers={"X-CSRF-Token": "forged"})
+        r = c.post("/api/playground/run", json=body, headers={"X-CSRF-Token": "forged"})
         assert r.status_code == 403
 
 
@@ -363,7 +363,7 @@ def test_a_viewer_cannot_run_a_draft_template(live: LiveServer, page: Page) -> N
     page.goto(live.url + "/prompts/playground")
     csrf = page.get_attribute("#playground", "data-csrf")
     body = {"source": "draft", "model": "pg-cheap", "draft": {"kind": "text", "template": "hi"}}
-    r = page.request.post(live.url + "/prompts/-/run", data=body, headers={"X-CSRF-Token": csrf or ""})
+    r = page.request.post(live.url + "/api/playground/run", data=body, headers={"X-CSRF-Token": csrf or ""})
     assert r.status == 403 and "member" in r.json()["error"]["message"]
 
 

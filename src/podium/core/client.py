@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
+from podium.core import sse
 from podium.core.config import Settings, load_settings
 from podium.core.errors import (
     Conflict,
@@ -63,26 +65,44 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send a request; returns decoded JSON or raises a `PodiumError` with the server's message."""
+    def _check_key(self, path: str) -> None:
         if not self.api_key and path.startswith(("/api", "/v1")):
             raise Unauthorized(
                 "no API key: set PODIUM_API_KEY, or run `podium serve` once so that "
                 f"{os.environ.get('PODIUM_HOME', '.podium')}/admin.key exists"
             )
+
+    def _unreachable(self, exc: httpx.HTTPError) -> PodiumError:
+        if isinstance(exc, httpx.TimeoutException):
+            return ServiceUnavailable(f"Podium at {self.url} did not answer in time")
+        return ServiceUnavailable(
+            f"cannot reach Podium at {self.url}: is `podium serve` running? (set PODIUM_URL to use another server)"
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; returns decoded JSON or raises a `PodiumError` with the server's message."""
+        self._check_key(path)
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.ConnectError:
-            raise ServiceUnavailable(
-                f"cannot reach Podium at {self.url}: is `podium serve` running? (set PODIUM_URL to use another server)"
-            ) from None
-        except httpx.TimeoutException:
-            raise ServiceUnavailable(f"Podium at {self.url} did not answer in time") from None
+        except (httpx.ConnectError, httpx.TimeoutException) as exc:
+            raise self._unreachable(exc) from None
         if response.status_code >= 400:
             raise self._error(response)
         if not response.content:
             return None
         return response.json()
+
+    def stream(self, path: str, json: Any = None) -> Iterator[sse.Event]:
+        """POST a JSON body and read the answer's server-sent events as they come."""
+        self._check_key(path)
+        try:
+            with self._http.stream("POST", path, json=json) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._error(response)
+                yield from sse.events(response.iter_lines())
+        except (httpx.ConnectError, httpx.TimeoutException) as exc:
+            raise self._unreachable(exc) from None
 
     def _error(self, response: httpx.Response) -> PodiumError:
         message = f"HTTP {response.status_code}"

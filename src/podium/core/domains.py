@@ -48,7 +48,7 @@ class Domain:
     api: tuple[str, ...] = ()  # FastAPI routers of its `/api` interface
     pages: tuple[str, ...] = ()  # FastAPI routers of its dashboard pages
     nav: tuple[NavEntry, ...] = ()  # its dashboard sections
-    http: tuple[str, ...] = ()  # raw Starlette routes served outside FastAPI (the `/v1` hot path)
+    http: tuple[str, ...] = ()  # functions(runtime) -> raw Starlette routes, outside FastAPI (the `/v1` hot path)
     cli: tuple[tuple[str, str], ...] = ()  # (sub-command, Typer app) pairs of the `podium` command
     commands: tuple[tuple[str, str], ...] = ()  # (command, function) pairs at the top level of `podium`
     jobs: tuple[str, ...] = ()  # modules that register job kinds when imported

@@ -188,8 +188,8 @@ class ResponseCache:
             log.warning("storing an answer in the cache failed (%s)", exc)
 
 
-def as_chunks(result: dict[str, Any], include_usage: bool) -> list[bytes]:
-    """A cached chat or text completion replayed as server-sent events."""
+def as_chunks(result: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """A cached chat or text completion replayed as the chunks of a stream."""
     chat = result.get("object") == "chat.completion"
     base = {
         "id": result.get("id"),
@@ -217,4 +217,4 @@ def as_chunks(result: dict[str, Any], include_usage: bool) -> list[bytes]:
         frames.append({**base, "choices": [], "usage": result.get("usage")})
     else:
         frames.append({**last, "usage": result.get("usage")})
-    return [b"data: " + orjson.dumps(f) + b"\n\n" for f in frames] + [b"data: [DONE]\n\n"]
+    return frames

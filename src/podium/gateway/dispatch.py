@@ -21,7 +21,7 @@ from podium.gateway.cache import ResponseCache
 from podium.gateway.errors import GatewayError
 from podium.gateway.governor import Governor, Ticket
 from podium.gateway.guardrails import request_text, response_text
-from podium.gateway.prompting import PromptResolver, PromptUse
+from podium.gateway.prompting import PromptUse
 from podium.gateway.resilience import backoff_delay
 from podium.gateway.table import Deployment, Route, RouteTable
 from podium.models.prices import FREE, Price
@@ -115,10 +115,8 @@ class Dispatcher:
         governor: Governor,
         default_max_tokens: int = 4096,
         redis: Any = None,
-        prompts: PromptResolver | None = None,
     ):
         self.table = table
-        self.prompts = prompts
         self.writer = writer
         self.governor = governor
         self.default_max_tokens = default_max_tokens

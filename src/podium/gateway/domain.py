@@ -8,15 +8,17 @@ from podium.core.runtime import Runtime
 
 
 def setup(runtime: Runtime) -> None:
-    """Build the route table, the governor and the dispatcher the `/v1` handlers use; refresh the table and
-    the limits in the background; close every upstream connection at stop."""
+    """Build the route table, the governor and the `Gateway` request service the `/v1` handlers (and the
+    playground) use; refresh the table and the limits in the background; close upstream connections at stop."""
     import asyncio
 
+    from podium.core.identity import Authenticator
+    from podium.gateway.admin import config_route_specs
     from podium.gateway.counters import RedisCounters, redis_client
     from podium.gateway.directory import ModelDirectory
     from podium.gateway.dispatch import Dispatcher
     from podium.gateway.governor import Governor
-    from podium.gateway.service import config_route_specs
+    from podium.gateway.service import Gateway
     from podium.gateway.store import SPEND_COUNTER, add_spend
     from podium.gateway.table import RouteTable
     from podium.tracing.writer import TraceWriter
@@ -28,7 +30,8 @@ def setup(runtime: Runtime) -> None:
     table = runtime.provide(RouteTable, RouteTable(platform, directory, config_route_specs(settings)))
     redis = redis_client(settings.redis_url) if settings.redis_url else None
     governor = runtime.provide(Governor, Governor(platform.db, writer, RedisCounters(redis) if redis else None))
-    runtime.provide(Dispatcher, Dispatcher(table, writer, governor, settings.default_max_tokens, redis))
+    dispatcher = Dispatcher(table, writer, governor, settings.default_max_tokens, redis)
+    runtime.provide(Gateway, Gateway(dispatcher, runtime.get(Authenticator), settings.stream_keepalive))  # type: ignore[type-abstract]
 
     async def load_routes() -> None:
         await asyncio.to_thread(table.refresh)

@@ -84,11 +84,6 @@ class GatewayError(Exception):
         )
 
 
-def sse_error(error: GatewayError) -> bytes:
-    """An error as a server-sent event, for failures after a stream has started."""
-    return b"data: " + orjson.dumps(error.body()) + b"\n\n"
-
-
 def as_gateway_error(exc: GatewayError | UpstreamError | GuardrailViolation) -> GatewayError:
     """What the client is told about a failed call: upstream failures keep their status, a guardrail's
     refusal is a 400."""

@@ -10,9 +10,12 @@ from fastapi import APIRouter, Body, Depends, Request, status
 from podium.core.http import current_actor, get_platform
 from podium.core.identity import Actor
 from podium.core.platform import Platform
-from podium.gateway import limits, service
+from podium.core.runtime import Runtime
+from podium.gateway import admin, limits
+from podium.gateway.admin import RouteInfo
+from podium.gateway.governor import Governor
 from podium.gateway.limits import LimitInfo
-from podium.gateway.service import RouteInfo
+from podium.gateway.table import RouteTable
 
 router = APIRouter(prefix="/api/routes", tags=["gateway"])
 ActorDep = Annotated[Actor, Depends(current_actor)]
@@ -35,8 +38,13 @@ RouteBody = Annotated[
 ]
 
 
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
 def _refresh(request: Request) -> None:
-    table = getattr(request.app.state, "routes", None)
+    table = _runtime(request).find(RouteTable)
     if table is not None:
         table.refresh()  # this process applies the change at once; others within their refresh period
 
@@ -44,13 +52,13 @@ def _refresh(request: Request) -> None:
 @router.get("")
 def list_routes(actor: ActorDep, platform: PlatformDep) -> list[RouteInfo]:
     """Stored routes (credentials are never returned)."""
-    return service.list_routes(platform, actor)
+    return admin.list_routes(platform, actor)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_route(body: RouteBody, request: Request, actor: ActorDep, platform: PlatformDep) -> RouteInfo:
     """Add a route: a public model name over deployments, with strategy, fallbacks, retries and caching."""
-    info = service.create_route(platform, actor, body)
+    info = admin.create_route(platform, actor, body)
     _refresh(request)
     return info
 
@@ -58,13 +66,13 @@ def create_route(body: RouteBody, request: Request, actor: ActorDep, platform: P
 @router.get("/{name:path}")
 def get_route(name: str, actor: ActorDep, platform: PlatformDep) -> RouteInfo:
     """One route."""
-    return service.get_route(platform, actor, name)
+    return admin.get_route(platform, actor, name)
 
 
 @router.put("/{name:path}")
 def replace_route(name: str, body: RouteBody, request: Request, actor: ActorDep, platform: PlatformDep) -> RouteInfo:
     """Replace a route; deployments sent without `api_key` keep their stored key."""
-    info = service.replace_route(platform, actor, name, body)
+    info = admin.replace_route(platform, actor, name, body)
     _refresh(request)
     return info
 
@@ -72,7 +80,7 @@ def replace_route(name: str, body: RouteBody, request: Request, actor: ActorDep,
 @router.delete("/{name:path}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_route(name: str, request: Request, actor: ActorDep, platform: PlatformDep) -> None:
     """Remove a route."""
-    service.delete_route(platform, actor, name)
+    admin.delete_route(platform, actor, name)
     _refresh(request)
 
 
@@ -84,7 +92,7 @@ LimitsBody = Annotated[
 
 
 def _refresh_limits(request: Request) -> None:
-    governor = getattr(request.app.state, "governor", None)
+    governor = _runtime(request).find(Governor)
     if governor is not None:
         governor.refresh()  # this process applies the change at once; others within their refresh period
 

@@ -1,229 +1,391 @@
-"""Gateway routes: create, replace, list, show and remove; credentials encrypted at rest, never returned."""
+"""The gateway's request service: one `Gateway` object owns a call end to end.
+
+A call is authenticated, its prompt reference rendered, its fields checked, then it is routed, checked by
+the route's request guardrails and admitted under the caller's limits; it is answered from the cache or
+by an upstream (retries, fallbacks, breakers), streamed or not, checked by the response guardrails; its
+reservation is settled and its record handed to the trace writer. `/v1` only parses HTTP and writes the
+`Answer` back; the prompt playground runs the same calls through the same object (without the cache).
+
+Nothing here touches the database: keys, routes, limits and prompts come from in-memory snapshots, and a
+key that misses the key cache is looked up in a worker thread.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+import orjson
 
-from podium.auth.service import record_audit
-from podium.core.config import Settings
-from podium.core.db import utcnow
-from podium.core.errors import ConfigError, Conflict, InvalidInput, NotFound, validated
-from podium.core.identity import Actor
-from podium.core.ids import new_id
-from podium.core.platform import Platform
-from podium.gateway.guardrails import build_guardrails
-from podium.gateway.spec import RouteSpec
-from podium.gateway.store import GatewayRoute
-from podium.models import service as models
+from podium.core.errors import PodiumError
+from podium.core.identity import Authenticator, Principal
+from podium.gateway.cache import Lookup, as_chunks
+from podium.gateway.dispatch import Call, Dispatcher, Upstream, first_then_rest
+from podium.gateway.errors import GatewayError, as_gateway_error
+from podium.gateway.guardrails import Guardrail, GuardrailViolation
+from podium.gateway.prompting import PromptResolver, PromptUse
+from podium.gateway.table import Route
+from podium.models.providers.base import UpstreamError
 
-
-class DeploymentInfo(BaseModel):
-    """A deployment as shown: everything but the credential, which is only said to be set."""
-
-    name: str
-    provider: str
-    model: str
-    base_url: str | None
-    api_key_set: bool
-    weight: float
-    price: dict[str, float] | None
-    context_window: int | None
-    timeouts: dict[str, float]
+TASKS = {"chat": ("chat",), "completion": ("chat", "completion"), "embedding": ("embedding",)}
+KEEPALIVE = None  # an item of `Answer.stream` that means "still waiting": a comment line on the wire
+Gone = Callable[[], Awaitable[None]]  # completes when the client has gone away
 
 
-class RouteInfo(BaseModel):
-    """A stored route."""
+@dataclass(frozen=True)
+class Incoming:
+    """A parsed `/v1` request: what the caller sent, and how it came."""
 
-    id: str
-    name: str
-    description: str
-    strategy: str
-    deployments: list[DeploymentInfo]
-    fallbacks: list[str]
-    options: dict[str, Any]
-    created_by: str
-    created_at: datetime
-    updated_at: datetime
+    kind: str  # chat, completion or embedding
+    body: dict[str, Any]
+    body_bytes: int  # size on the wire: an upper bound of the prompt's tokens
+    request_id: str | None = None
+    session_id: str | None = None
+    cache_control: str | None = None
 
 
-def parse_spec(data: Any) -> RouteSpec:
-    """Validate a route definition; `InvalidInput` names the first wrong field."""
-    spec = validated(RouteSpec, data, "route", default="route")
-    build_guardrails(spec.guardrails)  # an unknown type or a bad pattern fails here, before anything is stored
-    return spec
+@dataclass
+class Answer:
+    """What to send back: a JSON body with its status, or a stream of chunk objects (`KEEPALIVE` for a
+    keep-alive comment while waiting). `call` is the call as recorded (tokens, cost, trace id, route)."""
+
+    status: int
+    headers: dict[str, str]
+    call: Call | None
+    body: Any = None
+    stream: AsyncIterator[dict[str, Any] | None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _options(spec: RouteSpec) -> dict[str, Any]:
-    return spec.model_dump(mode="json", exclude={"name", "description", "strategy", "deployments", "fallbacks"})
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
 
 
-def _stored_deployments(platform: Platform, spec: RouteSpec) -> list[dict[str, Any]]:
-    rows = []
-    for d in spec.deployments:
-        row = d.model_dump(mode="json", exclude={"api_key"})
-        row["api_key_enc"] = platform.box.encrypt(d.api_key.get_secret_value()) if d.api_key else None
-        rows.append(row)
-    return rows
+def check_fields(kind: str, body: dict[str, Any]) -> str:
+    """The checks every upstream would make anyway, done here so bad input never costs an upstream call;
+    returns the requested model name."""
+    if kind == "chat":
+        messages = body.get("messages")
+        if messages is None:
+            raise GatewayError(400, "'messages' is required", code="missing_field", param="messages")
+        if not isinstance(messages, list) or not messages:
+            raise GatewayError(400, "'messages' must be a non-empty array", code="invalid_type", param="messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise GatewayError(
+                    400, f"messages[{i}] must be an object with a 'role'", code="invalid_type", param=f"messages[{i}]"
+                )
+    elif kind == "completion":
+        if "prompt" not in body:
+            raise GatewayError(400, "'prompt' is required", code="missing_field", param="prompt")
+    elif "input" not in body:
+        raise GatewayError(400, "'input' is required", code="missing_field", param="input")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise GatewayError(400, "'stream' must be a boolean", code="invalid_type", param="stream")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise GatewayError(400, "'user' must be a string", code="invalid_type", param="user")
+    model = body.get("model")
+    if model is None:
+        raise GatewayError(400, "'model' is required", code="missing_field", param="model")
+    if not isinstance(model, str) or not model.strip():
+        raise GatewayError(400, "'model' must be a non-empty string", code="invalid_type", param="model")
+    return model.strip()
 
 
-def _info(r: GatewayRoute) -> RouteInfo:
-    deps = [
-        DeploymentInfo(
-            name=d["name"],
-            provider=d["provider"],
-            model=d["model"],
-            base_url=d.get("base_url"),
-            api_key_set=bool(d.get("api_key_enc")),
-            weight=d.get("weight", 1.0),
-            price=d.get("price"),
-            context_window=d.get("context_window"),
-            timeouts=d.get("timeouts") or {},
-        )
-        for d in r.deployments
-    ]
-    return RouteInfo(
-        id=r.id,
-        name=r.name,
-        description=r.description,
-        strategy=r.strategy,
-        deployments=deps,
-        fallbacks=list(r.fallbacks),
-        options=dict(r.options),
-        created_by=r.created_by,
-        created_at=r.created_at,
-        updated_at=r.updated_at,
-    )
+class Gateway:
+    """The request service: authenticate, then `handle` a call from its body to its `Answer`."""
 
+    def __init__(self, dispatcher: Dispatcher, keys: Authenticator, keepalive: float = 15.0):
+        self.dispatcher = dispatcher
+        self.keys = keys
+        self.keepalive = keepalive
+        self.prompts: PromptResolver | None = None  # the prompts domain plugs its resolver in at setup
 
-def _check_name(platform: Platform, name: str) -> None:
-    if models.is_registered(platform.db, name):
-        raise Conflict(
-            f"{name!r} is a registered model, which is a route already; pick another name for the route",
-            details={"field": "name"},
-        )
-
-
-def create_route(platform: Platform, actor: Actor, data: Any) -> RouteInfo:
-    """Add a route (admin). Fails whole on a bad field or an existing name."""
-    actor.require("admin", "manage gateway routes")
-    spec = parse_spec(data)
-    _check_name(platform, spec.name)
-    try:
-        with platform.db.session() as s:
-            if s.scalar(select(GatewayRoute.id).where(GatewayRoute.name == spec.name)) is not None:
-                raise Conflict(f"route {spec.name!r} exists already; use PUT /api/routes/{spec.name} to replace it")
-            now = utcnow()
-            row = GatewayRoute(
-                id=new_id("rte"),
-                name=spec.name,
-                description=spec.description,
-                strategy=spec.strategy,
-                deployments=_stored_deployments(platform, spec),
-                fallbacks=spec.fallbacks,
-                options=_options(spec),
-                created_by=actor.label,
-                created_at=now,
-                updated_at=now,
-            )
-            s.add(row)
-            record_audit(s, actor, "route.create", "route", row.id, details={"name": spec.name})
-            s.flush()
-            return _info(row)
-    except IntegrityError:
-        raise Conflict(f"route {spec.name!r} exists already") from None
-
-
-def replace_route(platform: Platform, actor: Actor, name: str, data: Any) -> RouteInfo:
-    """Replace a route's definition (admin); a deployment given without `api_key` keeps its stored one."""
-    actor.require("admin", "manage gateway routes")
-    if isinstance(data, dict):
-        data = {**data, "name": data.get("name", name)}
-    spec = parse_spec(data)
-    if spec.name != name:
-        raise InvalidInput(f"the body names route {spec.name!r} but the path names {name!r}", details={"field": "name"})
-    with platform.db.session() as s:
-        row = _row(s, name)
-        kept = {d["name"]: d.get("api_key_enc") for d in row.deployments}
-        stored = _stored_deployments(platform, spec)
-        for d in stored:
-            if d["api_key_enc"] is None:
-                d["api_key_enc"] = kept.get(d["name"])
-        row.description = spec.description
-        row.strategy = spec.strategy
-        row.deployments = stored
-        row.fallbacks = spec.fallbacks
-        row.options = _options(spec)
-        row.updated_at = utcnow()
-        record_audit(s, actor, "route.update", "route", row.id, details={"name": name})
-        s.flush()
-        return _info(row)
-
-
-def list_routes(platform: Platform, actor: Actor) -> list[RouteInfo]:
-    """Every stored route (any role)."""
-    actor.require("viewer", "list gateway routes")
-    with platform.db.read_session() as s:
-        return [_info(r) for r in s.scalars(select(GatewayRoute).order_by(GatewayRoute.name))]
-
-
-def _row(s: Any, name: str) -> GatewayRoute:
-    row: GatewayRoute | None = s.scalar(select(GatewayRoute).where(GatewayRoute.name == name))
-    if row is None:
-        raise NotFound(f"route {name!r} not found")
-    return row
-
-
-def get_route(platform: Platform, actor: Actor, name: str) -> RouteInfo:
-    """One stored route."""
-    actor.require("viewer", "read gateway routes")
-    with platform.db.read_session() as s:
-        return _info(_row(s, name))
-
-
-def delete_route(platform: Platform, actor: Actor, name: str) -> None:
-    """Remove a route (admin)."""
-    actor.require("admin", "manage gateway routes")
-    with platform.db.session() as s:
-        row = _row(s, name)
-        record_audit(s, actor, "route.delete", "route", row.id, details={"name": name})
-        s.delete(row)
-
-
-def load_route_specs(platform: Platform) -> list[RouteSpec]:
-    """Every stored route as a spec with decrypted credentials, for the route table."""
-    with platform.db.read_session() as s:
-        rows = list(s.scalars(select(GatewayRoute).order_by(GatewayRoute.name)))
-    specs = []
-    for r in rows:
-        deps = []
-        for d in r.deployments:
-            d = dict(d)
-            enc = d.pop("api_key_enc", None)
-            d["api_key"] = platform.box.decrypt(enc) if enc else None
-            deps.append(d)
-        data = {
-            **r.options,
-            "name": r.name,
-            "description": r.description,
-            "strategy": r.strategy,
-            "deployments": deps,
-            "fallbacks": r.fallbacks,
-        }
-        specs.append(RouteSpec.model_validate(data))
-    return specs
-
-
-def config_route_specs(settings: Settings) -> list[RouteSpec]:
-    """Routes defined in `podium.toml` (`[[routes]]`); a bad one stops startup with a `ConfigError`."""
-    specs = []
-    for i, data in enumerate(settings.routes):
+    async def authenticate(self, raw_key: str | None) -> Principal:
+        """The caller behind a key; a miss of the key cache is read off the event loop (401 if invalid)."""
         try:
-            specs.append(parse_spec(data))
-        except InvalidInput as exc:
-            raise ConfigError(f"config 'routes[{i}]': {exc.message}", details={"key": f"routes[{i}]"}) from None
-    return specs
+            return await self.keys.authenticate_async(raw_key)
+        except PodiumError as exc:
+            raise GatewayError.from_podium(exc) from None
+
+    async def handle(
+        self,
+        principal: Principal,
+        incoming: Incoming,
+        *,
+        gone: Gone | None = None,
+        use_cache: bool = True,
+        prompt: PromptUse | None = None,
+    ) -> Answer:
+        """Run one call. Failures become error answers in OpenAI's shape; the call is always recorded once
+        it is known which model it asked for. `gone` lets a non-streamed call stop when the client leaves;
+        `prompt` links the call to the prompt version the caller rendered itself (the playground)."""
+        dispatcher = self.dispatcher
+        kind, body = incoming.kind, incoming.body
+        try:
+            used = prompt
+            if kind == "chat" and "prompt" in body:  # a prompt reference: render it into the request
+                if self.prompts is None:
+                    raise GatewayError(400, "prompt references are not served by this gateway", code="invalid_prompt")
+                body, used = await self.prompts.apply(body, incoming.session_id)
+            model = check_fields(kind, body)
+        except GatewayError as exc:
+            return Answer(exc.status, exc.headers, None, body=exc.body())
+        call = Call(
+            kind=kind,
+            body=body,
+            principal=principal,
+            model=model,
+            stream=body.get("stream") is True and kind != "embedding",
+            request_id=incoming.request_id,
+            session_id=incoming.session_id,
+            prompt=used,
+        )
+        # a rendered prompt reference changed the body: its size is what goes upstream
+        body_bytes = incoming.body_bytes if body is incoming.body else len(orjson.dumps(body))
+        try:
+            route = await dispatcher.prepare(call, TASKS[kind], body_bytes)
+            found = Lookup("none")
+            if use_cache:
+                found = await dispatcher.cache.lookup(route.spec.cache, route.name, kind, body, incoming.cache_control)
+                call.cache = found.status
+                if found.answer is not None:
+                    answer = self._from_cache(call, found)
+                    await dispatcher.finish(call)
+                    return answer
+            if call.stream:
+                return await self._stream(call, route, found)
+            result = await dispatcher.complete(call, route, _watching(gone) if gone is not None else None)
+            if found.key is not None or found.vector is not None:
+                await dispatcher.cache.store(found, route.spec.cache.ttl, result)
+            answer = Answer(200, call.headers(), call, body=result)
+        except (GatewayError, UpstreamError, GuardrailViolation) as exc:
+            answer = self._failed(call, exc)
+        except ClientGone:
+            call.status = 499
+            call.error = "the client disconnected before the answer was ready"
+            answer = Answer(499, {}, call)
+        except BaseException as exc:  # a bug or a cancellation still settles the reservation and records
+            if not isinstance(exc, asyncio.CancelledError):
+                call.status, call.error = 500, f"{type(exc).__name__}: {exc}"
+            else:
+                call.status, call.error = 499, "the call was cancelled"
+            await dispatcher.finish(call)
+            raise
+        await dispatcher.finish(call)
+        return answer
+
+    # --- answers -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _failed(call: Call, exc: GatewayError | UpstreamError | GuardrailViolation) -> Answer:
+        error = as_gateway_error(exc)
+        call.status = error.status
+        call.error = error.message
+        headers = {**call.headers(), **error.headers} if call.route else dict(error.headers)
+        return Answer(error.status, headers, call, body=error.body())
+
+    @staticmethod
+    def _from_cache(call: Call, found: Lookup) -> Answer:
+        """Answer from the cache: no upstream call, cost $0 (tokens are still counted)."""
+        hit = found.answer
+        assert hit is not None
+        call.cache = found.status
+        call.cache_similarity = found.similarity
+        call.set_usage(hit.get("usage"))
+        call.cost_micros = 0
+        call.output = hit
+        call.ttft_ms = (time.perf_counter() - call.t0) * 1000
+        if call.stream:
+            opts = call.body.get("stream_options")
+            chunks = as_chunks(hit, bool(isinstance(opts, dict) and opts.get("include_usage")))
+            return Answer(200, call.headers(), call, stream=_replay(chunks))
+        return Answer(200, call.headers(), call, body=hit)
+
+    async def _stream(self, call: Call, route: Route, found: Lookup) -> Answer:
+        """Stream from the first deployment that yields a first chunk; keep-alives while waiting. A failure
+        before the first chunk within the keep-alive interval is still a plain error answer."""
+        dispatcher = self.dispatcher
+        body = call.body
+        opts = body.get("stream_options")
+        include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+        store = None
+        if found.key is not None or found.vector is not None:
+
+            async def store(result: dict[str, Any]) -> None:
+                await dispatcher.cache.store(found, route.spec.cache.ttl, result)
+
+        async def op(up: Upstream) -> tuple[dict[str, Any] | None, AsyncIterator[Any]]:
+            source = (
+                up.provider.chat_stream(body, up.timeouts)
+                if call.kind == "chat"
+                else up.provider.complete_stream(body, up.timeouts)
+            )
+            opened = await first_then_rest(source)
+            call.ttft_ms = (time.perf_counter() - call.t0) * 1000
+            return opened
+
+        opening = asyncio.ensure_future(dispatcher.attempt(call, route, op))
+        done, _ = await asyncio.wait({opening}, timeout=self.keepalive)
+        if done:  # the first token came quickly: a failure can still be a plain HTTP error, with full headers
+            try:
+                opening.result()
+            except (GatewayError, UpstreamError) as exc:
+                answer = self._failed(call, exc)
+                await dispatcher.finish(call)
+                return answer
+            headers = call.headers()
+        else:  # headers go now; keep-alives follow until the first token
+            headers = {"x-podium-trace-id": call.trace_id, "x-podium-route": route.name}
+            if call.prompt is not None:
+                headers["x-podium-prompt-version"] = call.prompt.ref
+        chunks = _StreamRelay(call, dispatcher, opening, include_usage, self.keepalive, route.guards, store)
+        return Answer(200, headers, call, stream=chunks.run())
+
+
+async def _replay(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any] | None]:
+    for chunk in chunks:
+        yield chunk
+
+
+def _watching(gone: Gone) -> Callable[[Awaitable[Any]], Awaitable[Any]]:
+    """A wrapper that runs an awaitable until it finishes or the client goes away (`ClientGone`)."""
+
+    async def wait(running: Awaitable[Any]) -> Any:
+        task = asyncio.ensure_future(running)
+        watcher = asyncio.ensure_future(gone())
+        try:
+            done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                return task.result()
+            raise ClientGone()
+        finally:
+            watcher.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    return wait
+
+
+def _assembled(kind: str, meta: dict[str, Any], text: str, finish_reason: str, usage: Any) -> dict[str, Any]:
+    """A streamed answer put back together as the non-streamed response, for the cache."""
+    if kind == "chat":
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
+        obj = "chat.completion"
+    else:
+        choice, obj = {"index": 0, "text": text, "logprobs": None}, "text_completion"
+    choice["finish_reason"] = finish_reason
+    return {**meta, "object": obj, "choices": [choice], "usage": usage}
+
+
+@dataclass
+class _StreamRelay:
+    """Relays an upstream stream to the client: usage rides on the final chunk (or its own, if the client
+    asked), response guardrails see the text as it grows, and the record is handed over when it ends."""
+
+    call: Call
+    dispatcher: Dispatcher
+    opening: asyncio.Future[Any]
+    include_usage: bool
+    keepalive: float
+    guards: list[Guardrail]
+    store: Callable[[dict[str, Any]], Awaitable[None]] | None
+    pieces: list[str] = field(default_factory=list)
+
+    async def run(self) -> AsyncIterator[dict[str, Any] | None]:
+        call = self.call
+        finish_reason = None
+        plain = True  # one choice of plain text: the assembled answer can be cached
+        meta: dict[str, Any] = {}
+        usage: Any = None
+        rest: AsyncIterator[Any] | None = None
+        pieces = self.pieces
+        try:
+            while not (await asyncio.wait({self.opening}, timeout=self.keepalive))[0]:
+                yield KEEPALIVE
+            try:
+                first, rest = self.opening.result()
+            except (GatewayError, UpstreamError) as exc:
+                error = exc if isinstance(exc, GatewayError) else GatewayError.from_upstream(exc)
+                call.status, call.error = error.status, error.message
+                yield error.body()
+                return
+            assert rest is not None
+            held: dict[str, Any] | None = None
+            try:
+                async for chunk in _chained(first, rest):
+                    meta = meta or {k: chunk.get(k) for k in ("id", "created", "model")}
+                    if not chunk.get("choices") and chunk.get("usage") is not None:
+                        usage = chunk["usage"]
+                        call.set_usage(usage)
+                        if self.include_usage:
+                            if held is not None:
+                                yield held
+                                held = None
+                            yield chunk
+                        elif held is not None:
+                            held["usage"] = chunk["usage"]
+                        continue
+                    if held is not None:
+                        yield held
+                        held = None
+                    choices = chunk.get("choices") or []
+                    for c in choices:
+                        delta = c.get("delta") or {}
+                        if c.get("index", 0) != 0 or (isinstance(delta, dict) and delta.get("tool_calls")):
+                            plain = False
+                        text = delta.get("content") if isinstance(delta, dict) else None
+                        if text is None:
+                            text = c.get("text")
+                        if isinstance(text, str):
+                            pieces.append(text)
+                            if self.guards and text:
+                                so_far = "".join(pieces)
+                                for guard in self.guards:
+                                    await guard.check_response(so_far)
+                        if c.get("finish_reason"):
+                            finish_reason = c["finish_reason"]
+                    if choices and choices[-1].get("finish_reason"):
+                        held = chunk
+                        continue
+                    yield chunk
+                if held is not None:
+                    usage = usage or held.get("usage")
+                    yield held
+                if self.store is not None and plain and finish_reason:
+                    await self.store(_assembled(call.kind, meta, "".join(pieces), finish_reason, usage))
+            except UpstreamError as exc:
+                error = GatewayError.from_upstream(exc)
+                call.status, call.error = error.status, f"failed mid-stream: {error.message}"
+                yield error.body()
+            except GuardrailViolation as exc:
+                error = as_gateway_error(exc)
+                call.status, call.error = error.status, error.message
+                yield error.body()
+        except (asyncio.CancelledError, GeneratorExit):
+            call.status = 499
+            call.error = "the client disconnected during the stream"
+            if not self.opening.done():
+                self.opening.cancel()
+            raise
+        finally:
+            call.output = {"content": "".join(pieces), "finish_reason": finish_reason}
+            if rest is not None and hasattr(rest, "aclose"):
+                with contextlib.suppress(BaseException):
+                    await rest.aclose()
+            self.dispatcher.finish_soon(call)
+
+
+async def _chained(first: dict[str, Any] | None, rest: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
+    if first is not None:
+        yield first
+    async for c in rest:
+        yield c

@@ -162,11 +162,11 @@ class RouteTable:
     def refresh(self) -> None:
         """Rebuild the table from the database and the configuration; unchanged routes and deployments are kept
         as they are (connections, health, compiled guardrails)."""
-        from podium.gateway import service
+        from podium.gateway import admin
 
         self.directory.refresh()
         specs: list[tuple[RouteSpec, str]] = [(s, "config") for s in self.config_routes]
-        specs += [(s, "api") for s in service.load_route_specs(self.platform)]
+        specs += [(s, "api") for s in admin.load_route_specs(self.platform)]
         fresh: dict[str, Route] = {}
         for spec, source in specs:
             if spec.name in fresh:

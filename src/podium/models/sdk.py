@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
+from podium.core import sse
 from podium.core.client import Client
 from podium.core.errors import PodiumError
 
@@ -117,13 +118,8 @@ class ModelHandle:
             if response.status_code >= 400:
                 response.read()
                 raise _v1_error(response)
-            for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
-                chunk = orjson.loads(data)
+            for event in sse.events(response.iter_lines()):
+                chunk = event.data
                 if "error" in chunk and not chunk.get("choices"):
                     raise PodiumError(str(chunk["error"].get("message", chunk["error"])))
                 for choice in chunk.get("choices") or []:

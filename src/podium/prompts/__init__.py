@@ -1,7 +1,7 @@
 """Prompt registry: versioned templates, labels, rendering, experiments.
 
-`podium.prompts.get(name, label=...)` is the SDK entry point (see `podium.prompts.sdk`); it is imported
-on first use so that the server's imports of this package stay light.
+`podium.prompts.get(name, label=...)` and `podium.prompts.run(name, model=...)` are the SDK entry points
+(see `podium.prompts.sdk`); it is imported on first use so that the server's imports of this package stay light.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from podium.prompts.sdk import Prompt
+    from podium.prompts.sdk import Prompt, RunResult
 
 
 def get(name: str, *, label: str | None = None, version: int | None = None, **options: Any) -> Prompt:
@@ -17,3 +17,10 @@ def get(name: str, *, label: str | None = None, version: int | None = None, **op
     from podium.prompts.sdk import get as _get
 
     return _get(name, label=label, version=version, **options)
+
+
+def run(name: str, *, model: str, **options: Any) -> RunResult:
+    """Run a version on a gateway model through the playground (see `podium.prompts.sdk.run`)."""
+    from podium.prompts.sdk import run as _run
+
+    return _run(name, model=model, **options)

@@ -214,3 +214,51 @@ def render(
     for m in out["messages"] or []:
         console.print(f"[bold]{m['role']}[/bold]: ", end="")
         console.print(m["content"], markup=False)
+
+
+@prompts_app.command("run")
+def run(
+    ref: str = typer.Argument(..., help="name, name@version or name@label (the latest version by default)"),
+    model: str = typer.Option(..., "--model", "-m", help="Gateway model or route to run it on."),
+    var: list[str] = typer.Option([], "--var", "-v", help="NAME=VALUE (repeatable); typed by the declaration."),
+    vars_json: str | None = typer.Option(None, "--vars", help="A JSON object of variables, or @file.json."),
+    stream: bool = typer.Option(False, "--stream", help="Print the answer as the model writes it."),
+    as_json: bool = JSON,
+) -> None:
+    """Run a version on a model through the gateway (as the playground does): output, latency, tokens, cost
+    and the trace id. Exits 1 if the gateway refused or the model failed."""
+    name, tag = parse_ref(ref)
+    body = {"name": name, "source": tag or "latest", "model": model, "variables": _variables(var, vars_json)}
+    result: dict[str, Any] | None = None
+    with Client(timeout=600) as c:
+        if not stream:
+            result = c.post("/api/playground/run", body)
+        else:
+            for event in c.stream("/api/playground/run", {**body, "stream": True}):
+                if event.name == "result":
+                    result = event.data
+                elif not as_json:
+                    for choice in event.data.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            console.print(text, end="", markup=False, soft_wrap=True)
+            if not as_json:
+                console.print()
+    if result is None:
+        fail("the stream ended without a result")
+        return
+    if as_json:
+        print_json(result)
+    else:
+        if not stream and result["output"] is not None:
+            console.print(result["output"], markup=False)
+        version = f"v{result['version']}" if result["version"] is not None else result["source"]
+        console.print(
+            f"# {name} {version} on {result['model']}: {result['latency_ms']:.0f} ms, "
+            f"{result['prompt_tokens']} + {result['completion_tokens']} tokens, {result['cost']}, "
+            f"trace {result['trace_id']}",
+            markup=False,
+            style="dim",
+        )
+    if not result["ok"]:
+        fail(f"HTTP {result['status']}: {result['error']}")

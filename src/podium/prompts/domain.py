@@ -12,14 +12,14 @@ def setup(runtime: Runtime) -> None:
     in as the gateway's prompt resolver, and move the shares of auto experiments in the background."""
     import asyncio
 
-    from podium.gateway.dispatch import Dispatcher
+    from podium.gateway.service import Gateway
     from podium.prompts.directory import PromptDirectory
     from podium.prompts.experiments.service import bandit_loop
     from podium.prompts.references import PromptReferences
 
     platform = runtime.platform
     directory = runtime.provide(PromptDirectory, PromptDirectory(platform))
-    runtime.get(Dispatcher).prompts = PromptReferences(directory)
+    runtime.get(Gateway).prompts = PromptReferences(directory)
 
     async def start() -> None:
         await asyncio.to_thread(directory.refresh)
@@ -34,7 +34,11 @@ DOMAIN = Domain(
     name="prompts",
     requires=("gateway", "tracing"),
     tables=("podium.prompts.store",),
-    api=("podium.prompts.routes:router", "podium.prompts.experiments.routes:router"),
+    api=(
+        "podium.prompts.routes:router",
+        "podium.prompts.routes:playground_router",
+        "podium.prompts.experiments.routes:router",
+    ),
     pages=("podium.prompts.pages:router",),
     nav=(NavEntry("Prompts", "/prompts"),),
     cli=(("prompts", "podium.prompts.cli:prompts_app"),),

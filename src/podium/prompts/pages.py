@@ -2,41 +2,37 @@
 the playground (edit, fill variables, run up to four version-by-model combinations side by side, save as a
 new version) and experiment results.
 
-Every figure and every write goes through `prompts.service`. A playground run goes through the gateway's
-own dispatcher in this process, as the signed-in user's key: the run is governed by the same limits and
-recorded as the same trace as a `/v1/chat/completions` call (linked to the prompt version when a saved
-version runs). The page's JSON endpoints take the session cookie plus the CSRF token in a header, and
-answer 401 (never a redirect) when the session has ended.
+Every figure and every write goes through the prompts services. The playground page runs its combinations
+through `POST /api/playground/run` (the same endpoint as the CLI and the SDK: the gateway's request
+service, as the signed-in user), with the session cookie and the CSRF token in a header; its variable
+check and "save" endpoints take the same, and answer 401 (never a redirect) when the session has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Form, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
-from podium.core.console import usd
 from podium.core.errors import InvalidInput, PodiumError, Unauthorized
 from podium.core.http import get_platform
-from podium.gateway.dispatch import Call, Dispatcher
-from podium.gateway.errors import GatewayError, as_gateway_error
-from podium.gateway.guardrails import GuardrailViolation, response_text
-from podium.gateway.prompting import PromptUse
+from podium.core.money import format_usd
+from podium.gateway.table import RouteTable
 from podium.models import service as models
-from podium.models.providers.base import UpstreamError
-from podium.prompts import service, template
+from podium.prompts import playground as runs
+from podium.prompts import service
 from podium.prompts.experiments import service as experiments
 from podium.prompts.experiments.service import Estimate, ExperimentInfo, ExperimentResults
+from podium.prompts.playground import Draft
 from podium.prompts.service import PromptDetail, VersionInfo
 from podium.web.shell import (
+    CSRF_HEADER,
     PageSession,
     check_csrf,
     error_page,
@@ -48,10 +44,6 @@ from podium.web.shell import (
 
 router = APIRouter(include_in_schema=False)
 SessionDep = Annotated[PageSession, Depends(page_session)]
-
-
-MAX_COMBOS = 4  # version-by-model combinations compared side by side
-CSRF_HEADER = "x-csrf-token"
 
 
 def json_session(request: Request) -> PageSession:
@@ -212,9 +204,9 @@ def drop_label(
 
 def _chat_models(request: Request) -> list[str]:
     """Names the gateway answers chat requests for: registered chat models and routes."""
-    dispatcher: Dispatcher = request.app.state.runtime.get(Dispatcher)
+    table: RouteTable = request.app.state.runtime.get(RouteTable)
     names = {m.name for m in models.list_models(get_platform(request).db, task="chat")}
-    names |= set(dispatcher.table.routes)
+    names |= set(table.routes)
     return sorted(names)
 
 
@@ -252,7 +244,7 @@ def _playground(request: Request, session: PageSession, detail: PromptDetail | N
         },
         "versions": [_version_data(x) for x in versions],
         "models": _chat_models(request),
-        "maxCombos": MAX_COMBOS,
+        "maxCombos": runs.MAX_COMBOS,
     }
     return render(
         request,
@@ -262,17 +254,6 @@ def _playground(request: Request, session: PageSession, detail: PromptDetail | N
         data=data,
         can_save=session.principal.has_role("member"),
     )
-
-
-class Draft(BaseModel):
-    """The template being edited in the playground."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    kind: Literal["text", "chat"]
-    template: str | None = None
-    messages: list[dict[str, Any]] | None = None
-    base: int | None = Field(None, description="The version the draft was started from.")
 
 
 class VariablesBody(BaseModel):
@@ -285,18 +266,6 @@ class VariablesBody(BaseModel):
     versions: list[int] = []
 
 
-class RunBody(BaseModel):
-    """Body of one playground run: a source (`draft` or a version number), a gateway model, variables."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = ""
-    source: str
-    draft: Draft | None = None
-    model: str
-    variables: dict[str, Any] = {}
-
-
 class SaveBody(BaseModel):
     """Body of "save as new version"."""
 
@@ -307,184 +276,16 @@ class SaveBody(BaseModel):
     message: str = ""
 
 
-def _draft_spec(request: Request, name: str, draft: Draft) -> dict[str, Any]:
-    """The draft as a version spec: the base version's declared variables (those still used), model
-    parameters, tools and response format, with the edited template or messages."""
-    base = None
-    if name and draft.base is not None:
-        base = service.get_version(get_platform(request).db, name, draft.base)
-    spec: dict[str, Any] = {"name": name or "draft"}
-    if draft.kind == "text":
-        spec["template"] = draft.template or ""
-    else:
-        spec["messages"] = draft.messages or []
-    used = _used(draft)
-    if base is not None:
-        spec["variables"] = {k: v for k, v in base.variables.items() if k in used}
-        spec["model"] = base.model
-        if base.tools is not None:
-            spec["tools"] = base.tools
-        if base.response_format is not None:
-            spec["response_format"] = base.response_format
-    return spec
-
-
-def _sources(draft: Draft) -> list[tuple[str, str]]:
-    """(where, template source) for each template of a draft."""
-    if draft.kind == "text":
-        return [("template", draft.template or "")]
-    out = []
-    for i, m in enumerate(draft.messages or []):
-        content = m.get("content") if isinstance(m, dict) else None
-        out.append((f"messages[{i}].content", content if isinstance(content, str) else ""))
-    return out
-
-
-def _used(draft: Draft) -> set[str]:
-    """The variables a draft's templates use (templates with errors contribute nothing)."""
-    used: set[str] = set()
-    for where, source in _sources(draft):
-        try:
-            used |= template.check(source, where)
-        except InvalidInput:
-            continue
-    return used
-
-
 @router.post("/prompts/-/variables")
 def variables(request: Request, body: VariablesBody, session: JsonSessionDep) -> dict[str, Any]:
-    """The variables the draft and the compared versions use (declared types and defaults where known),
-    and every template error of the draft with its line and column."""
-    errors = []
-    for where, source in _sources(body.draft):
-        try:
-            template.check(source, where)
-        except InvalidInput as exc:
-            errors.append({"where": where, "message": exc.message, **exc.details})
-    found: dict[str, dict[str, Any]] = {}
-    spec = _draft_spec(request, body.name, body.draft)
-    for var in sorted(_used(body.draft)):
-        found[var] = {"name": var, **spec.get("variables", {}).get(var, {"type": "string"}), "used_by": ["draft"]}
-    if body.name:
-        for number in body.versions[:MAX_COMBOS]:
-            v = service.get_version(get_platform(request).db, body.name, number)
-            for var, declared in v.variables.items():
-                entry = found.setdefault(var, {"name": var, **declared, "used_by": []})
-                entry["used_by"].append(f"v{number}")
-    return {"variables": list(found.values()), "errors": errors}
-
-
-def _request_body(
-    model: str,
-    text: str | None,
-    messages: list[dict[str, Any]] | None,
-    params: dict[str, Any],
-    tools: list[dict[str, Any]] | None,
-    response_format: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """A chat request from a rendered prompt: its messages (a text prompt is one user message) and its
-    model parameters, sent to `model`."""
-    body: dict[str, Any] = {k: v for k, v in params.items() if k not in ("name", "tool_choice")}
-    body["model"] = model
-    body["messages"] = messages if messages is not None else [{"role": "user", "content": text or ""}]
-    if tools:
-        body["tools"] = tools
-        if params.get("tool_choice") is not None:
-            body["tool_choice"] = params["tool_choice"]
-    if response_format is not None:
-        body["response_format"] = response_format
-    return body
-
-
-@router.post("/prompts/-/run")
-async def run(request: Request, body: RunBody, session: JsonSessionDep) -> dict[str, Any]:
-    """Render one combination and send it through the gateway as the signed-in user; answer the output,
-    latency, tokens, cost and trace id (or the gateway's error)."""
-    db = get_platform(request).db
-    used: PromptUse | None = None
-    if body.source == "draft":
-        # a draft is a template nobody reviewed: only those who may write prompts run one, and it renders
-        # off the event loop
-        session.actor.require("member", "run draft prompts")
-        if body.draft is None:
-            raise InvalidInput("a draft run needs the draft", details={"field": "draft"})
-        spec = await asyncio.to_thread(_draft_spec, request, body.name, body.draft)
-        content = service.check_spec(service.parse_spec(spec))
-        text, messages, _ = await asyncio.to_thread(
-            template.render_content,
-            content["kind"],
-            content["template"],
-            content["messages"],
-            content["variables"],
-            body.variables,
-        )
-        chat = _request_body(body.model, text, messages, content["model"], content["tools"], content["response_format"])
-    else:
-        v = await asyncio.to_thread(service.get_version, db, body.name, body.source)
-        rendered = service.render_version(v, body.variables)
-        used = PromptUse(v.prompt, v.version, v.id)
-        chat = _request_body(
-            body.model, rendered.text, rendered.messages, rendered.model, rendered.tools, rendered.response_format
-        )
-    call = Call(
-        kind="chat",
-        body=chat,
-        principal=session.principal,
-        model=body.model,
-        request_id=request.scope.get("podium.request_id"),
-        prompt=used,
-    )
-    result = await dispatch_chat(request.app.state.runtime.get(Dispatcher), call)
-    return {
-        "source": body.source,
-        "version": used.version if used else None,
-        "model": body.model,
-        **result,
-    }
-
-
-async def dispatch_chat(dispatcher: Dispatcher, call: Call) -> dict[str, Any]:
-    """Run a chat call through the gateway's own steps (route, guardrails, limits, retries and fallbacks,
-    trace record), without the response cache so every run is fresh. Errors come back in the result, as
-    the gateway would have answered them."""
-    output: str | None = None
-    try:
-        route = await dispatcher.prepare(call, ("chat",), len(orjson.dumps(call.body)))
-        output = response_text(await dispatcher.complete(call, route))
-    except (GatewayError, UpstreamError, GuardrailViolation) as exc:
-        error = as_gateway_error(exc)
-        call.status, call.error = error.status, error.message
-        output = None
-    except BaseException as exc:  # anything else still settles the reservation and records the trace
-        call.status, call.error = 500, f"{type(exc).__name__}: {exc}"
-        await dispatcher.finish(call)
-        raise
-    latency = (time.perf_counter() - call.t0) * 1000
-    await dispatcher.finish(call)
-    return {
-        "ok": call.error is None,
-        "output": output,
-        "error": call.error,
-        "status": call.status,
-        "latency_ms": round(latency, 1),
-        "prompt_tokens": call.prompt_tokens,
-        "completion_tokens": call.completion_tokens,
-        "cost_micros": call.cost_micros,
-        "cost": usd(f"{call.cost_micros / 1_000_000:.6f}"),
-        "trace_id": call.trace_id,
-        "route": call.route,
-        "deployment": call.deployment,
-    }
+    """The variables the draft and the compared versions use, and the draft's template errors."""
+    return runs.variables_report(get_platform(request).db, body.name, body.draft, body.versions)
 
 
 @router.post("/prompts/-/save")
 def save(request: Request, body: SaveBody, session: JsonSessionDep) -> dict[str, Any]:
     """Save the draft as a new version of `name` (or the first version of a new prompt)."""
-    if not body.name.strip():
-        raise InvalidInput("give the prompt a name before saving", details={"field": "name"})
-    spec = _draft_spec(request, body.name.strip(), body.draft)
-    spec["message"] = body.message
-    created = service.create_version(get_platform(request).db, session.actor, spec)
+    created = runs.save_draft(get_platform(request).db, session.actor, body.name, body.draft, body.message)
     v = created.version
     return {"created": created.created, "name": v.prompt, "version": _version_data(v)}
 
@@ -540,7 +341,7 @@ def fmt_value(value: float | None, unit: str = "") -> str:
     if value is None:
         return "—"
     if unit == "$":
-        return usd(f"{value:.6f}")
+        return format_usd(f"{value:.6f}")
     if unit == "%":
         return f"{value * 100:.1f}%"
     text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"

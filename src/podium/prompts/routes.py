@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Response, status
+from fastapi import APIRouter, Body, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict
+from starlette.responses import StreamingResponse
 
-from podium.core.http import current_actor, get_platform
+from podium.core import sse
+from podium.core.http import current_actor, get_platform, request_id
 from podium.core.identity import Actor
 from podium.core.platform import Platform
-from podium.prompts import service
+from podium.gateway.service import Gateway
+from podium.prompts import playground, service
+from podium.prompts.playground import RunRequest, RunResult
 from podium.prompts.service import Created, Diff, PromptDetail, PromptInfo, Rendered, VersionInfo
+from podium.web.shell import key_or_session_actor
 
 router = APIRouter(prefix="/api/prompts", tags=["prompts"])
 ActorDep = Annotated[Actor, Depends(current_actor)]
@@ -100,3 +106,33 @@ def render(name: str, body: RenderBody, actor: ActorDep, platform: PlatformDep) 
     """Render a version (by `version` or `label`; latest by default) with variables."""
     ref = body.version if body.version is not None else body.label
     return service.render(platform.db, name, ref, body.variables)
+
+
+playground_router = APIRouter(prefix="/api/playground", tags=["prompts"])
+CallerDep = Annotated[Actor, Depends(key_or_session_actor)]
+
+
+@playground_router.post("/run", response_model=RunResult, responses={200: {"content": {"text/event-stream": {}}}})
+async def run(body: RunRequest, request: Request, actor: CallerDep, platform: PlatformDep) -> Any:
+    """Render a draft or a saved version with variables and run it on a gateway model or route, as the caller:
+    limits, guardrails, fallbacks and the trace apply as on `/v1`; the response cache does not. The gateway's
+    errors come back in the result (`ok: false`, `status`, `error`). With `stream: true` the answer is
+    server-sent events: the model's chunks as `data:` events, then an `event: result` with the summary,
+    then `data: [DONE]`. Takes an API key, or the dashboard session with its CSRF token."""
+    gateway = request.app.state.runtime.get(Gateway)
+    rid = request_id(request)
+    if not body.stream:
+        return await playground.run(gateway, platform.db, actor, body, request_id=rid)
+    answer, used = await playground.start(gateway, platform.db, actor, body, request_id=rid)
+    return StreamingResponse(_events(playground.events(body, answer, used)), media_type="text/event-stream")
+
+
+async def _events(events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[bytes]:
+    async for kind, data in events:
+        if kind == "chunk":
+            yield sse.frame(data)
+        elif kind == "keepalive":
+            yield sse.KEEPALIVE
+        else:
+            yield sse.named("result", data.model_dump(mode="json"))
+    yield sse.DONE

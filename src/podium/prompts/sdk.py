@@ -254,3 +254,62 @@ def get(
 
     endpoint, key = resolve_endpoint(ExportConfig(url=url, api_key=api_key))
     return _cache.get(name, ref, ttl=ttl, url=endpoint, api_key=key, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A playground run: the output (or the gateway's error), latency, tokens, cost and the trace id."""
+
+    ok: bool
+    output: str | None
+    error: str | None
+    status: int
+    version: int | None
+    model: str
+    latency_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int
+    trace_id: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunResult:
+        """From `/api/playground/run`'s answer."""
+        return cls(
+            ok=bool(data["ok"]),
+            output=data.get("output"),
+            error=data.get("error"),
+            status=int(data["status"]),
+            version=data.get("version"),
+            model=str(data["model"]),
+            latency_ms=float(data["latency_ms"]),
+            prompt_tokens=int(data["prompt_tokens"]),
+            completion_tokens=int(data["completion_tokens"]),
+            cost_micros=int(data["cost_micros"]),
+            trace_id=data.get("trace_id"),
+        )
+
+
+def run(
+    name: str,
+    *,
+    model: str,
+    label: str | None = None,
+    version: int | None = None,
+    variables: dict[str, Any] | None = None,
+    url: str | None = None,
+    api_key: str | None = None,
+    timeout: float = 600.0,
+) -> RunResult:
+    """Run a version (by label, number, or the latest) on a gateway model, as the playground does: through
+    the gateway as this key, traced and linked to the version, never from the response cache."""
+    if label is not None and version is not None:
+        raise InvalidInput("give a label or a version, not both")
+    from podium.core.client import Client
+    from podium.tracing.sdk_export import ExportConfig, resolve_endpoint
+
+    endpoint, key = resolve_endpoint(ExportConfig(url=url, api_key=api_key))
+    source = str(version) if version is not None else (label or "latest")
+    body = {"name": name, "source": source, "model": model, "variables": variables or {}}
+    with Client(endpoint, key or "", timeout=timeout) as c:
+        return RunResult.from_json(c.post("/api/playground/run", body))

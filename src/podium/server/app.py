@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     for d in domains():
         for ref in d.http:
-            app.router.routes.extend(load(ref))
+            app.router.routes.extend(load(ref)(runtime))
     for d in domains():
         for ref in d.api:
             app.include_router(load(ref))

@@ -30,7 +30,7 @@ def prepare(settings: Settings, *, register_builtins: bool = True) -> str | None
 
     Returns the new admin key if one was made (the caller prints it once).
     """
-    from podium.gateway.service import config_route_specs
+    from podium.gateway.admin import config_route_specs
 
     config_route_specs(settings)  # a bad [[routes]] table stops here, in one line, before any worker starts
     home = settings.home_dir

@@ -24,7 +24,7 @@ PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 def trace_writer(request: Request) -> TraceWriter:
     """The process's trace writer."""
-    writer: TraceWriter = request.app.state.trace_writer
+    writer: TraceWriter = request.app.state.runtime.get(TraceWriter)
     return writer
 
 

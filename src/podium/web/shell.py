@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from podium import __version__
 from podium.core.domains import nav_entries
 from podium.core.errors import Forbidden, PodiumError, Unauthorized
-from podium.core.http import get_authenticator, request_id
+from podium.core.http import bearer_token, current_actor, get_authenticator, request_id
 from podium.core.identity import Actor, Principal
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -105,6 +105,24 @@ def page_session(request: Request) -> PageSession:
     if session is None:
         raise LoginRequired(request.url.path)
     return session
+
+
+CSRF_HEADER = "x-csrf-token"
+
+
+def key_or_session_actor(request: Request) -> Actor:
+    """FastAPI dependency for `/api` endpoints the dashboard also calls: the API key if the request carries
+    one, else the dashboard session with its CSRF token in the `X-CSRF-Token` header (401 without either,
+    403 with a missing or stale token)."""
+    if bearer_token(request.headers):
+        return current_actor(request)
+    session = read_session(request)
+    if session is None:
+        raise Unauthorized(
+            "send an API key ('Authorization: Bearer pk-…') or sign in to the dashboard; its session has ended"
+        )
+    check_csrf(session, request.headers.get(CSRF_HEADER))
+    return session.actor
 
 
 def check_csrf(session: PageSession, token: str | None) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from podium.core import sse
 from podium.models.providers.base import (
     BAD_REQUEST,
     CONNECTION,
@@ -279,11 +280,10 @@ class AnthropicProvider(Provider):
                 if resp.status >= 400:
                     raise error_from_response(resp.status, await resp.read(), resp.headers)
                 stopped = False
-                async for raw in resp.content:
-                    line = raw.strip()
-                    if not line.startswith(b"data:"):
-                        continue
-                    event = orjson.loads(line[5:].strip())
+                async for item in sse.EventStream(resp.content):
+                    event = item.data
+                    if not isinstance(event, dict):
+                        raise UpstreamError(SERVER, "anthropic sent a stream event that is not an object", status=502)
                     kind = event.get("type")
                     if kind == "message_start":
                         msg = event.get("message") or {}
@@ -339,6 +339,8 @@ class AnthropicProvider(Provider):
                         )
                 if not stopped:
                     raise UpstreamError(CONNECTION, "anthropic closed the stream before it finished", status=502)
+        except sse.SSEError:
+            raise UpstreamError(SERVER, "anthropic sent a malformed stream event", status=502) from None
         except TimeoutError:
             raise UpstreamError(TIMEOUT, f"anthropic at {self.base_url} timed out", status=504) from None
         except aiohttp.ClientPayloadError:

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from podium.core import sse
 from podium.models.providers.base import (
     AUTH,
     BAD_REQUEST,
@@ -189,28 +190,18 @@ class OpenAIProvider(Provider):
             async with resp:
                 if resp.status >= 400:
                     raise error_from_response(resp.status, await resp.read(), resp.headers)
-                done = False
-                async for raw in resp.content:
-                    line = raw.strip()
-                    if not line or line.startswith(b":"):
-                        continue
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        done = True
-                        break
-                    try:
-                        chunk = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        raise UpstreamError(SERVER, "upstream sent a malformed stream event", status=502) from None
+                events = sse.EventStream(resp.content)
+                async for event in events:
+                    chunk = event.data
                     if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
                         err = chunk["error"]
                         msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
                         raise UpstreamError(SERVER, f"upstream failed mid-stream: {msg}", status=502)
                     yield chunk
-                if not done:
+                if not events.done:
                     raise UpstreamError(CONNECTION, "upstream closed the stream before it finished", status=502)
+        except sse.SSEError:
+            raise UpstreamError(SERVER, "upstream sent a malformed stream event", status=502) from None
         except TimeoutError:
             raise UpstreamError(TIMEOUT, f"upstream {self.base_url} timed out", status=504) from None
         except aiohttp.ClientPayloadError:

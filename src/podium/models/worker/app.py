@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from podium.core import sse
 from podium.models.worker.api import Event, Finished, QueueFull, SeqRequest, TokenOut
 from podium.models.worker.detok import TextStream
 from podium.models.worker.protocol import RequestError, SamplingParams, parse_messages, parse_sampling
@@ -295,7 +296,7 @@ def build_app(state: WorkerState) -> Starlette:
                 "choices": choices,
             }
             data.update(extra)
-            return b"data: " + orjson.dumps(data) + b"\n\n"
+            return sse.frame(data)
 
         completion = 0
         try:
@@ -331,7 +332,7 @@ def build_app(state: WorkerState) -> Starlette:
                 open_count -= 1
                 if ev.reason == "error":
                     err = {"message": f"generation failed: {ev.error}", "type": "server_error", "code": "engine_error"}
-                    yield b"data: " + orjson.dumps({"error": err}) + b"\n\n"
+                    yield sse.frame({"error": err})
                     return
                 if stream.stopped:
                     continue
@@ -343,7 +344,7 @@ def build_app(state: WorkerState) -> Starlette:
                 p.cancel()
             if params.include_usage:
                 yield frame([], usage=usage(prompt, completion))
-            yield b"data: [DONE]\n\n"
+            yield sse.DONE
         finally:
             cancel_all(seqs)
 
@@ -406,7 +407,7 @@ def build_app(state: WorkerState) -> Starlette:
         def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             data = {"id": cid, "object": "text_completion", "created": created, "model": model, "choices": choices}
             data.update(extra)
-            return b"data: " + orjson.dumps(data) + b"\n\n"
+            return sse.frame(data)
 
         completion = 0
         try:
@@ -428,7 +429,7 @@ def build_app(state: WorkerState) -> Starlette:
                         continue
                     if ev.reason == "error":
                         err = {"message": f"generation failed: {ev.error}", "type": "server_error"}
-                        yield b"data: " + orjson.dumps({"error": err}) + b"\n\n"
+                        yield sse.frame({"error": err})
                         return
                     rest = stream.finish()
                     reason = "length" if ev.reason == "length" else "stop"
@@ -436,7 +437,7 @@ def build_app(state: WorkerState) -> Starlette:
                     break
             if params.include_usage:
                 yield frame([], usage=usage(prompt, completion))
-            yield b"data: [DONE]\n\n"
+            yield sse.DONE
         finally:
             cancel_all(seqs)
 

@@ -391,7 +391,7 @@
       results.appendChild(col);
       var body = { name: data.isNew ? "" : name, source: c.source, model: c.model, variables: vars };
       if (c.source === "draft") body.draft = draftBody();
-      return post("/prompts/-/run", body).then(function (res) {
+      return post("/api/playground/run", body).then(function (res) {
         showResult(col, res);
       });
     });
