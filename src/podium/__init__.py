@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from podium.core.version import __version__
 
 _LAZY = {
     "trace": "podium.tracing.sdk",

@@ -19,7 +19,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from podium import __version__
 from podium.core.config import Settings, load_settings
 from podium.core.domains import domains, load, setup_all
 from podium.core.errors import PodiumError
@@ -35,6 +34,7 @@ from podium.core.identity import Authenticator
 from podium.core.migrate import schema_state
 from podium.core.platform import Platform
 from podium.core.runtime import Runtime
+from podium.core.version import __version__
 from podium.server import pages as server_pages
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
 from podium.web.shell import STATIC, LoginRequired

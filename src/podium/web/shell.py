@@ -17,11 +17,11 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from podium import __version__
 from podium.core.domains import nav_entries
 from podium.core.errors import Forbidden, PodiumError, Unauthorized
 from podium.core.http import bearer_token, current_actor, get_authenticator, request_id
 from podium.core.identity import Actor, Principal
+from podium.core.version import __version__
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"

@@ -34,9 +34,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as OtlpStatus
 from sqlalchemy import and_, or_, select
 
-from podium import __version__
 from podium.core.errors import PodiumError
 from podium.core.platform import Platform
+from podium.core.version import __version__
 from podium.tracing.ingest import ARTIFACT_KEY
 from podium.tracing.store import Span, Trace
 
