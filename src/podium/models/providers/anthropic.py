@@ -199,6 +199,7 @@ class AnthropicProvider(Provider):
         model: str,
         api_key: str | None,
         base_url: str | None = None,
+        headers: dict[str, str] | None = None,
         timeouts: Timeouts | None = None,
         max_connections: int = 1000,
     ):
@@ -207,7 +208,7 @@ class AnthropicProvider(Provider):
             self.base_url = self.base_url[:-3]
         self.model = model
         self.timeouts = timeouts or Timeouts()
-        self._headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
+        self._headers = {"content-type": "application/json", "anthropic-version": API_VERSION, **(headers or {})}
         if api_key:
             self._headers["x-api-key"] = api_key
         self.max_connections = max_connections
