@@ -69,7 +69,16 @@ class Settings(BaseSettings):
     job_workers: int = Field(2, ge=0, le=64, description="Background job threads per server process; 0 = none.")
     graceful_timeout: float = Field(30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests.")
     cache_dir: Path | None = Field(
-        None, description="Derived files (converted models, downloads); default <home>/cache."
+        None,
+        description="This home's derived files (model files laid out for loading, hub downloads, and converted"
+        " models when model_cache_dir cannot be written); default <home>/cache.",
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Per-user cache of files derived from model weights (GGUF files converted to safetensors,"
+        " calibrated int8 weights), keyed by the weights' sha256 and shared by every home, so a new home starts"
+        " its models in seconds; default $XDG_CACHE_HOME/podium/models or ~/.cache/podium/models. If it cannot"
+        " be written (read-only, full), workers use <home>/cache instead and log a warning.",
     )
     serve_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_SERVED_MODELS),
@@ -155,6 +164,16 @@ class Settings(BaseSettings):
     def effective_cache_dir(self) -> Path:
         """Where derived files go, defaulting to `<home>/cache`."""
         return (self.cache_dir or self.home_dir / "cache").expanduser().resolve()
+
+    @property
+    def effective_model_cache_dir(self) -> Path:
+        """The per-user cache of derived model files: `model_cache_dir`, else `$XDG_CACHE_HOME/podium/models`
+        (an absolute XDG_CACHE_HOME only, as the XDG spec says), else `~/.cache/podium/models`."""
+        if self.model_cache_dir is not None:
+            return self.model_cache_dir.expanduser().resolve()
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+        return base / "podium" / "models"
 
     @property
     def run_dir(self) -> Path:
@@ -282,6 +301,8 @@ def describe_settings(settings: Settings, **overrides: Any) -> dict[str, ValueSo
         "database_url": settings.effective_database_url,
         "artifacts_url": settings.effective_artifacts_url,
         "url": settings.effective_url,
+        "cache_dir": str(settings.effective_cache_dir),
+        "model_cache_dir": str(settings.effective_model_cache_dir),
     }
     for key, field in Settings.model_fields.items():
         raw = getattr(settings, key)

@@ -22,6 +22,9 @@ import torch.nn.functional as F  # noqa: N812
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 ATTN_BLOCK = 64
+INT8_ALPHA = 0.45  # SmoothQuant's migration strength
+INT8_PARTS = ("qweight", "scales", "inv_smooth")
+INT8_FORMAT = 1  # the meaning of an int8 state; cached states are keyed by it
 
 
 class QLinear:
@@ -46,22 +49,46 @@ class QLinear:
         a = x.detach().abs().amax(dim=0)
         self.amax = a if self.amax is None else torch.maximum(self.amax, a)
 
-    def quantize(self, alpha: float) -> None:
-        """Switch to int8, smoothing with the calibrated activation range (if any)."""
+    def int8_parts(self, alpha: float) -> dict[str, torch.Tensor]:
+        """This projection in int8: weights (per output channel) with their scales, and the input scaling
+        smoothed with the calibrated activation range (if any). `load_int8` switches to them."""
         assert self.weight is not None
         w = self.weight
+        parts: dict[str, torch.Tensor] = {}
         if self.amax is not None:
             wmax = w.abs().amax(dim=0).clamp_min(1e-5)
             smooth = (self.amax.clamp_min(1e-5) ** alpha / wmax ** (1 - alpha)).clamp_min(1e-5)
             w = w * smooth
-            self.inv_smooth = (1.0 / smooth).contiguous()
+            parts["inv_smooth"] = (1.0 / smooth).contiguous()
         scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             qw = torch.quantize_per_channel(w, scales, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+            parts["qweight"] = qw.int_repr()
+            parts["scales"] = qw.q_per_channel_scales()
+        return parts
+
+    def load_int8(self, parts: dict[str, torch.Tensor]) -> None:
+        """Switch to int8 weights made by `int8_parts` (here or in an earlier process: the result is the same)."""
+        qweight, scales = parts["qweight"], parts["scales"]
+        if tuple(qweight.shape) != (self.out_features, self.in_features) or qweight.dtype != torch.int8:
+            raise ValueError(
+                f"int8 weights of shape {tuple(qweight.shape)} do not fit a"
+                f" {self.in_features}→{self.out_features} projection"
+            )
+        zeros = torch.zeros(self.out_features, dtype=torch.long)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qw = torch._make_per_channel_quantized_tensor(qweight, scales.double(), zeros, 0)
             self.packed = torch.ops.quantized.linear_prepack(qw, None)
+        inv = parts.get("inv_smooth")
+        self.inv_smooth = inv.float().contiguous() if inv is not None else None
         self.weight = None
         self.int8 = True
+
+    def quantize(self, alpha: float) -> None:
+        """Switch to int8, smoothing with the calibrated activation range (if any)."""
+        self.load_int8(self.int8_parts(alpha))
 
     def fold_smoothing(self) -> torch.Tensor | None:
         """Hand the input scaling to the caller (to fold into a preceding norm weight); returns it."""
@@ -170,8 +197,11 @@ class FastLlama:
         """Every projection, the output head included."""
         return [lin for layer in self.layers for lin in layer.linears()] + [self.lm_head]
 
-    def quantize(self, calibration: list[list[int]], alpha: float = 0.45) -> None:
-        """Calibrate activation ranges on a few prompts in fp32, then switch every projection to int8."""
+    def quantize(self, calibration: list[list[int]], alpha: float = INT8_ALPHA) -> dict[str, torch.Tensor]:
+        """Calibrate activation ranges on a few prompts in fp32, then switch every projection to int8.
+
+        Returns the int8 state (`load_int8` rebuilds the same model from it without calibrating again).
+        """
         lins = self.linears()
         for lin in lins:
             lin.observing = True
@@ -181,8 +211,30 @@ class FastLlama:
         finally:
             for lin in lins:
                 lin.observing = False
-        for lin in lins:
-            lin.quantize(alpha)
+        state = {f"{i}.{name}": t for i, lin in enumerate(lins) for name, t in lin.int8_parts(alpha).items()}
+        self.load_int8(state)
+        return state
+
+    def load_int8(self, state: dict[str, torch.Tensor]) -> None:
+        """Switch every projection to the int8 weights of `state` (from `quantize`, here or cached)."""
+        lins = self.linears()
+        if any(lin.int8 for lin in lins):
+            raise ValueError("the model is int8 already")
+        if len({k.split(".", 1)[0] for k in state}) != len(lins):
+            raise ValueError(
+                f"the int8 state holds {len({k.split('.', 1)[0] for k in state})} projections, not {len(lins)}"
+            )
+        parts = [
+            {name: state[f"{i}.{name}"] for name in INT8_PARTS if f"{i}.{name}" in state} for i in range(len(lins))
+        ]
+        for lin, p in zip(lins, parts, strict=True):  # check all before changing any
+            q = p.get("qweight")
+            if q is None or tuple(q.shape) != (lin.out_features, lin.in_features) or q.dtype != torch.int8:
+                raise ValueError(
+                    f"the int8 state does not fit this model's {lin.in_features}→{lin.out_features} weights"
+                )
+        for lin, p in zip(lins, parts, strict=True):
+            lin.load_int8(p)
         for layer in self.layers:  # fold the input scaling of qkv and gate_up into the norms before them
             for lin, attr in ((layer.qkv, "norm1"), (layer.gate_up, "norm2")):
                 inv = lin.fold_smoothing()

@@ -1,8 +1,10 @@
 """Entry point of a model worker process: `python -m podium.models.worker.main --version mdv_… --socket PATH`.
 
-It resolves the version in the registry, materialises and verifies its files, loads the model, then
-serves the OpenAI protocol on a unix socket. It writes its state (loading, ready, failed) next to the
-socket so the gateway can say why a model is unavailable, and dies with its parent.
+It resolves the version in the registry, materialises and verifies its files, loads the model (files
+derived from the weights, such as a converted GGUF or int8 weights, come from the per-user cache of
+`derived` when an earlier start made them), then serves the OpenAI protocol on a unix socket. It writes
+its state (loading, ready, failed) next to the socket so the gateway can say why a model is unavailable,
+and dies with its parent.
 """
 
 from __future__ import annotations
@@ -99,13 +101,16 @@ def load(version_id: str, threads: int | None) -> tuple[WorkerState, Callable[[]
     from podium.core.platform import Platform
     from podium.models import service
     from podium.models.worker.app import WorkerState as State
+    from podium.models.worker.derived import DerivedCache
 
     started = time.monotonic()
     settings = load_settings()
     platform = Platform.from_settings(settings)
     version = service.get_version_by_id(platform.db, version_id)
-    cache = settings.effective_cache_dir
-    path = service.materialize(platform.blobs, version, cache / "materialized")
+    home_cache = settings.effective_cache_dir
+    derived = DerivedCache(settings.effective_model_cache_dir, fallback=home_cache)
+    path = service.materialize(platform.blobs, version, home_cache / "materialized")
+    log.info("materialised %s@%d in %.1fs", version.model, version.version, time.monotonic() - started)
     state = State(model_name=version.model, version_id=version.id, task=version.task, started=started)
     if version.task == "embedding":
         from podium.models.worker.embedder import EmbedBatcher
@@ -117,12 +122,12 @@ def load(version_id: str, threads: int | None) -> tuple[WorkerState, Callable[[]
     from podium.models.worker.engine import Engine
     from podium.models.worker.loader import load_causal_lm
 
-    adapter = None
+    adapter, adapter_sha = None, None
     if version.format == "peft":
         assert version.base_version_id
         base = service.get_version_by_id(platform.db, version.base_version_id)
-        adapter = path
-        path = service.materialize(platform.blobs, base, cache / "materialized")
+        adapter, adapter_sha = path, version.sha256
+        path = service.materialize(platform.blobs, base, home_cache / "materialized")
         fmt, sha = base.format, base.sha256
     else:
         fmt, sha = version.format, version.sha256
@@ -131,15 +136,17 @@ def load(version_id: str, threads: int | None) -> tuple[WorkerState, Callable[[]
         path,
         fmt=fmt,
         sha256=sha,
-        cache_root=cache / "converted",
+        cache_root=derived,
         dtype=str(options.get("dtype", settings.local_dtype)),
         adapter=adapter,
+        adapter_sha256=adapter_sha,
         threads=threads,
     )
     state.engine = Engine(
         state.lm,
         max_batch=int(options.get("max_batch", settings.local_max_batch)),
         max_queue=int(options.get("max_queue", settings.local_max_queue)),
+        cache=derived,
     )
     state.engine.start()
     return state, state.engine.stop
