@@ -212,3 +212,33 @@ def test_public_endpoints(module_server: LiveServer, path: str) -> None:
 
         names = {f.name for f in text_string_to_metric_families(r.text)}
         assert "podium_http_requests" in names
+
+
+def test_a_demoted_users_keys_lose_the_power_at_once(module_server: LiveServer) -> None:
+    """A key carries the role it was made with, but never more than its user holds now."""
+    user = _name("demoted")
+    with module_server.client() as c:
+        assert c.post("/api/users", json={"name": user, "role": "admin"}).status_code == 201
+        key = c.post("/api/keys", json={"name": "k", "user": user}).json()["key"]
+    with module_server.client(key) as c:
+        assert c.get("/api/whoami").json()["role"] == "admin"
+        assert c.get("/api/users").status_code == 200
+    with module_server.client() as c:
+        assert c.patch(f"/api/users/{user}", json={"role": "viewer"}).status_code == 200
+    with module_server.client(key) as c:
+        assert c.get("/api/whoami").json()["role"] == "viewer"
+        r = c.get("/api/users")
+        assert r.status_code == 403 and "role 'viewer'" in r.json()["error"]["message"]
+        r = c.post("/api/projects", json={"name": _name("p")})
+        assert r.status_code == 403
+
+
+def test_a_missing_project_error_names_no_other_project(module_server: LiveServer) -> None:
+    secret = _name("secret-project")
+    with module_server.client() as c:
+        assert c.post("/api/projects", json={"name": secret}).status_code == 201
+    key = _key(module_server, "member")
+    with module_server.client(key) as c:
+        r = c.get("/api/keys", params={"project": "no-such-project"})
+        assert r.status_code == 404, r.text
+        assert secret not in r.text and "default" not in r.json()["error"]["message"].replace("'", " ").split()

@@ -150,3 +150,24 @@ def test_artifacts_verify_job_and_cli(server: LiveServer, tmp_path: Path) -> Non
     followed = run_cli("jobs", "show", job["id"], "--follow", env=env)
     assert followed.returncode == 0
     assert "100%" in followed.stderr
+
+
+def test_a_member_runs_jobs_in_its_own_project_only(server: LiveServer) -> None:
+    with server.client() as c:
+        assert c.post("/api/projects", json={"name": "other-team"}).status_code == 201
+        assert c.post("/api/users", json={"name": "job-member", "role": "member"}).status_code == 201
+        key = c.post("/api/keys", json={"name": "k", "user": "job-member"}).json()["key"]
+    with server.client(key) as c:
+        r = c.post("/api/jobs", json={"kind": "test.count", "params": {"n": 1}, "project": "other-team"})
+        assert r.status_code == 403, r.text
+        assert "project" in r.json()["error"]["message"]
+        assert c.post("/api/jobs", json={"kind": "test.count", "params": {"n": 1}}).status_code == 201
+        assert (
+            c.post("/api/jobs", json={"kind": "test.count", "params": {"n": 1}, "project": "default"}).status_code
+            == 201
+        )
+    with server.client() as c:  # an admin may run them anywhere
+        assert (
+            c.post("/api/jobs", json={"kind": "test.count", "params": {"n": 1}, "project": "other-team"}).status_code
+            == 201
+        )

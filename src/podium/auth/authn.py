@@ -22,7 +22,7 @@ from sqlalchemy import or_, select, update
 from podium.auth.store import ApiKey, Project, User
 from podium.core.db import Database, utcnow
 from podium.core.errors import Unauthorized
-from podium.core.identity import Principal
+from podium.core.identity import Principal, lowest_role
 
 KEY_PREFIX = "pk-"
 
@@ -55,7 +55,7 @@ def _load_principal(db: Database, key_hash_value: str) -> tuple[Principal | None
         user_name=u.name,
         project_id=p.id,
         project_name=p.name,
-        role=k.role,
+        role=lowest_role(k.role, u.role),  # a key never does more than its user can do now
         expires_at=k.expires_at,
     )
     return principal, ""

@@ -14,11 +14,10 @@ from podium.core.errors import Conflict, NotFound
 
 
 def find_project(session: Session, ref: str) -> Project:
-    """A project by name or id, or `NotFound` listing the known names."""
+    """A project by name or id, or `NotFound` (which never lists other projects: their names are theirs)."""
     row = session.scalar(select(Project).where(or_(Project.name == ref, Project.id == ref)))
     if row is None:
-        names = session.scalars(select(Project.name).order_by(Project.name).limit(20)).all()
-        raise NotFound(f"project {ref!r} not found; known: {', '.join(names) or 'none'}")
+        raise NotFound(f"project {ref!r} not found; `podium projects ls` lists the projects you can see")
     return row
 
 

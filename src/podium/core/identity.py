@@ -15,6 +15,11 @@ from podium.core.errors import Forbidden
 ROLES = ("viewer", "member", "admin")
 
 
+def lowest_role(*roles: str) -> str:
+    """The least of some roles (an unknown role counts as none: `viewer`)."""
+    return min(roles, key=lambda r: ROLES.index(r) if r in ROLES else 0)
+
+
 @dataclass(frozen=True)
 class Principal:
     """The identity behind a valid API key."""

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from podium.auth.service import project_ref, record_audit
 from podium.core.db import Database, utcnow
 from podium.core.domains import import_job_kinds
-from podium.core.errors import Conflict, InvalidInput, NotFound, PodiumError
+from podium.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PodiumError
 from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.paging import Page
@@ -142,12 +142,18 @@ def submit(
     spec = _registered().get(kind)
     if spec is None:
         raise InvalidInput(
-            f"unknown job kind {kind!r}; known: {', '.join(sorted(_KINDS)) or 'none'}",
+            f"unknown job kind {kind!r}; known: {', '.join(sorted(_registered())) or 'none'}",
             details={"field": "kind"},
         )
     actor.require(spec.role, f"run {kind} jobs")
     with db.session() as s:
         project_id = project_ref(s, project).id if project else actor.project_id
+        p = actor.principal
+        if p is not None and not p.has_role("admin") and project_id != p.project_id:
+            raise Forbidden(
+                f"your key belongs to project {p.project_name!r}; it may run jobs there only",
+                details={"field": "project"},
+            )
         job = Job(
             id=new_id("job"),
             kind=kind,
