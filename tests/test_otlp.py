@@ -1,12 +1,15 @@
 """OTLP/HTTP at `/v1/traces` on SQLite and PostgreSQL: the real OpenTelemetry SDK and its OTLP/HTTP exporter
 (protobuf, gzip) and hand-written OTLP/JSON land as Podium traces, with the GenAI (`gen_ai.*`) and
 OpenInference attributes mapped to kinds, models, tokens, payloads, sessions and users; malformed bodies are
-refused with the reason; `export_traces` sends stored traces to another live Podium over real HTTP."""
+refused with the reason; `export_traces` sends stored traces to another live Podium over real HTTP, and retries
+a busy collector (a loopback server) as its `Retry-After` asks."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,18 +19,25 @@ import orjson
 import pytest
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import select
 
+from podium.core.retry import Backoff
 from podium.tracing.ingest import ARTIFACT_KEY
+from podium.tracing.otlp import export as otlp_export
 from podium.tracing.otlp.export import ExportFailed, export_traces
 from podium.tracing.store import Span, Trace
 from podium.tracing.writer import TraceWriter
 
-from .conftest import LiveServer, serve_for_module
+from .conftest import LiveServer, free_port, serve_for_module
+from .scripted import Answer, scripted_server
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 T0_NS = int(T0.timestamp()) * 1_000_000_000
@@ -524,3 +534,41 @@ def test_export_to_another_podium_keeps_ids_and_attributes(live: LiveServer, oth
     assert export_traces(live.platform, f"{other.url}/v1/traces", since=datetime.now(UTC) + timedelta(days=1)) == 0
     with pytest.raises(ExportFailed, match="401"):
         export_traces(live.platform, f"{other.url}/v1/traces", trace_ids=[sdk_tid], headers={"Authorization": "x"})
+
+
+def _ingest_one(live: LiveServer, tid: str) -> None:
+    span = {"id": f"{tid}-root", "trace_id": tid, "kind": "chain", "name": "retried", "start_time": T0.isoformat()}
+    with live.client() as c:
+        assert c.post("/api/traces/ingest", json={"spans": [span]}).status_code == 202
+    stored(live, tid)
+
+
+def test_export_retries_a_busy_collector_as_retry_after_asks(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    tid = "trc_retry_" + live.platform.db.backend
+    _ingest_one(live, tid)
+    ok = Answer(200, {"Content-Type": "application/x-protobuf"}, ExportTraceServiceResponse().SerializeToString())
+    with (
+        scripted_server(Answer(503, {"Retry-After": "1"}, b"busy"), then=ok) as collector,
+        caplog.at_level(logging.WARNING, logger="podium.tracing.export"),
+    ):
+        assert export_traces(live.platform, f"{collector.url}/v1/traces", trace_ids=[tid]) == 1
+    first, second = collector.received
+    assert first.body == second.body
+    request = ExportTraceServiceRequest.FromString(second.body)
+    assert [s.name for s in request.resource_spans[0].scope_spans[0].spans] == ["retried"]
+    waited = re.search(r"answered 503; retrying in ([\d.]+) s \(Retry-After 1\.00 s\)", caplog.text)
+    assert waited is not None and float(waited[1]) >= 1.0, caplog.text
+
+
+def test_export_gives_up_after_its_attempts(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    tid = "trc_giveup_" + live.platform.db.backend
+    _ingest_one(live, tid)
+    monkeypatch.setattr(otlp_export, "BACKOFF", Backoff(initial=0.01, cap=0.05))  # the same policy, faster
+    with scripted_server(then=Answer(429, {"Retry-After": "0"}, b"quota")) as collector:
+        with pytest.raises(ExportFailed, match="answered 429: quota"):
+            export_traces(live.platform, f"{collector.url}/v1/traces", trace_ids=[tid])
+        assert len(collector.received) == otlp_export.ATTEMPTS
+    with pytest.raises(ExportFailed, match="could not be reached"):
+        export_traces(live.platform, f"http://127.0.0.1:{free_port()}/v1/traces", trace_ids=[tid])

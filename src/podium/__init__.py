@@ -1,13 +1,19 @@
 """Podium: a self-hosted LLMOps platform.
 
-The tracing SDK is available from the top level (`podium.trace`, `podium.span`, `podium.update_trace`,
-`podium.instrument_openai`, `podium.configure`, `podium.flush`, `podium.propagate`); it is imported on
-first use, so `import podium` stays cheap for the server and the CLI. Prompts: `podium.prompts.get(...)`.
+The SDK, all imported on first use so that `import podium` stays cheap for the server, the CLI and scripts:
+
+- every domain by its name: `podium.models.get("name@alias").chat(...)`, `podium.prompts.get(...)`,
+  `podium.prompts.run(...)` (any package declared in the `podium.domains` entry points);
+- the tracing SDK: `podium.trace`, `podium.span`, `podium.update_trace`, `podium.instrument_openai`,
+  `podium.flush`, `podium.propagate`;
+- `podium.configure(url=..., api_key=...)`: the one client configuration every part above uses (plus the
+  tracing exporter's own options); see `podium.core.sdkconfig` for the resolution order.
 """
 
 from __future__ import annotations
 
 import importlib
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from podium.core.version import __version__
@@ -33,6 +39,7 @@ __all__ = [
     "current_trace_id",
     "flush",
     "instrument_openai",
+    "models",
     "prompts",
     "propagate",
     "span",
@@ -41,6 +48,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from podium import models, prompts
     from podium.tracing.sdk import (
         TracedThreadPoolExecutor,
         configure,
@@ -55,16 +63,34 @@ if TYPE_CHECKING:
     from podium.tracing.sdk_openai import instrument_openai
 
 
+@cache
+def _domains() -> dict[str, str]:
+    """Domain name → the package that holds it, from the `podium.domains` entry points (read on first use
+    only: `importlib.metadata` is not free)."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, str] = {}
+    for ep in entry_points(group="podium.domains"):
+        module = ep.value.partition(":")[0].strip()
+        package, _, leaf = module.rpartition(".")
+        found[ep.name] = package if leaf == "domain" and package else module
+    return found
+
+
 def __getattr__(name: str) -> Any:
-    if name == "prompts":  # the prompt registry's SDK: `podium.prompts.get(...)`
-        return importlib.import_module("podium.prompts")
     module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'podium' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("_"):
+        package = _domains().get(name)
+        if package is not None:  # `podium.models`, `podium.prompts`, …: the domain's package and its SDK
+            value = importlib.import_module(package)
+            globals()[name] = value
+            return value
+    raise AttributeError(f"module 'podium' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | {"prompts"})
+    return sorted(set(globals()) | set(_LAZY) | set(_domains()))

@@ -1,4 +1,5 @@
-"""HTTP client the CLI and SDK use to reach a Podium server (`PODIUM_URL`, `PODIUM_API_KEY`)."""
+"""HTTP client the CLI and SDK use to reach a Podium server; which server and key is `core.sdkconfig`'s
+resolution (`podium.configure()`, `PODIUM_URL`, `PODIUM_API_KEY`, podium.toml, `<home>/admin.key`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from typing import Any
 
 import httpx
 
-from podium.core import sse
-from podium.core.config import Settings, load_settings
+from podium.core import sdkconfig, sse
 from podium.core.errors import (
     Conflict,
     Forbidden,
@@ -33,23 +33,11 @@ _BY_STATUS: dict[int, type[PodiumError]] = {
 }
 
 
-def resolve_api_key(settings: Settings) -> str | None:
-    """`PODIUM_API_KEY` (or `api_key` in podium.toml), else the bootstrap key in `<home>/admin.key`."""
-    if settings.api_key is not None:
-        return settings.api_key.get_secret_value()
-    path = settings.admin_key_path
-    if path.exists():
-        return path.read_text().strip() or None
-    return None
-
-
 class Client:
     """A thin, synchronous client for the `/api` endpoints; errors come back as `PodiumError`s."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0):
-        settings = load_settings() if url is None or api_key is None else None
-        self.url = (url or (settings.effective_url if settings else "")).rstrip("/")
-        self.api_key = api_key if api_key is not None else (resolve_api_key(settings) if settings else None)
+        self.url, self.api_key = sdkconfig.resolve(url, api_key)
         headers = {"User-Agent": "podium-cli"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"

@@ -9,7 +9,8 @@ from typing import Any
 import typer
 
 from podium.core.client import Client
-from podium.core.console import fail, print_json, print_record, print_table, usd
+from podium.core.console import fail, print_json, print_record, print_table
+from podium.core.money import format_usd
 
 routes_app = typer.Typer(help="Gateway routes: public model names over one or more deployments.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print JSON.")
@@ -125,7 +126,7 @@ _LIMIT_COLUMNS = ["scope", "name", "allowed_models", "rpm", "tpm", "daily", "mon
 
 def _limit_row(d: dict[str, Any]) -> dict[str, Any]:
     def budget(limit: str | None, spent: str) -> str:
-        return "—" if limit is None else f"{usd(spent)} of {usd(limit)}"
+        return "—" if limit is None else f"{format_usd(spent)} of {format_usd(limit)}"
 
     return {
         **d,

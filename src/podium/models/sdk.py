@@ -1,8 +1,10 @@
 """Python SDK for models: `podium.models.get("name@alias")` returns a handle whose `.chat()`,
 `.complete()` and `.embed()` work the same whatever provider serves the model.
 
-Calls go through the server's `/v1` API (so keys, routing and recording apply), reached through
-`PODIUM_URL` / `PODIUM_API_KEY` or the local defaults.
+Calls go through the server's `/v1` API (so keys, routing and recording apply). The server and key are the
+SDK's one client configuration (`podium.configure(url=..., api_key=...)`, else `PODIUM_URL`,
+`PODIUM_API_KEY`, podium.toml, `<home>/admin.key`), read when the handle is made; `url` and `api_key`
+arguments override it.
 """
 
 from __future__ import annotations

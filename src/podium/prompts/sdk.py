@@ -6,6 +6,10 @@ last good copy is also written to disk (`PODIUM_PROMPT_CACHE_DIR`, default `~/.c
 a process that starts while the server is down still gets its prompts. A prompt that does not exist is
 an error, never a stale copy. Rendering happens here, in the same sandbox as the server's; inside a
 `podium.span`, rendering links the span to the prompt version.
+
+The server and key are the SDK's one client configuration (`podium.configure(url=..., api_key=...)`, else
+`PODIUM_URL`, `PODIUM_API_KEY`, podium.toml, `<home>/admin.key`); `url` and `api_key` arguments override it
+for one call.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import httpx
 import orjson
 
+from podium.core import sdkconfig
 from podium.core.errors import InvalidInput, NotFound, PodiumError, ServiceUnavailable
 from podium.prompts import template
 
@@ -250,9 +255,7 @@ def get(
     if label is not None and version is not None:
         raise InvalidInput("give a label or a version, not both")
     ref = str(version) if version is not None else (label or "latest")
-    from podium.tracing.sdk_export import ExportConfig, resolve_endpoint
-
-    endpoint, key = resolve_endpoint(ExportConfig(url=url, api_key=api_key))
+    endpoint, key = sdkconfig.resolve(url, api_key)
     return _cache.get(name, ref, ttl=ttl, url=endpoint, api_key=key, timeout=timeout)
 
 
@@ -306,9 +309,8 @@ def run(
     if label is not None and version is not None:
         raise InvalidInput("give a label or a version, not both")
     from podium.core.client import Client
-    from podium.tracing.sdk_export import ExportConfig, resolve_endpoint
 
-    endpoint, key = resolve_endpoint(ExportConfig(url=url, api_key=api_key))
+    endpoint, key = sdkconfig.resolve(url, api_key)
     source = str(version) if version is not None else (label or "latest")
     body = {"name": name, "source": source, "model": model, "variables": variables or {}}
     with Client(endpoint, key or "", timeout=timeout) as c:

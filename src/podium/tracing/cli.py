@@ -12,7 +12,8 @@ import orjson
 import typer
 
 from podium.core.client import Client
-from podium.core.console import console, err_console, fail, print_json, print_record, print_table, usd
+from podium.core.console import console, err_console, fail, print_json, print_record, print_table
+from podium.core.money import format_micros, format_usd
 
 traces_app = typer.Typer(help="Traces: list, show, export, purge, erase a user, retention.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print JSON.")
@@ -114,7 +115,7 @@ def traces_ls(
             **t,
             "latency": _ms(t["latency_ms"]),
             "tokens": t["prompt_tokens"] + t["completion_tokens"],
-            "cost": usd(t["cost_usd"]),
+            "cost": format_usd(t["cost_usd"]),
             "input": _one_line(t["input_preview"]),
         }
         for t in page["traces"]
@@ -132,7 +133,7 @@ def _span_line(span: dict[str, Any]) -> str:
     if tokens:
         parts.append(f"{span['prompt_tokens']}+{span['completion_tokens']} tokens")
     if span["cost_micros"]:
-        parts.append(usd(span["cost_usd"]))
+        parts.append(format_micros(span["cost_micros"]))
     if span["orphan"]:
         parts.append(f"(orphan: parent {span['parent_id']} missing)")
     return "  " * int(span["depth"]) + " ".join(parts)
@@ -146,7 +147,7 @@ def traces_show(trace_id: str, as_json: bool = JSON) -> None:
     if as_json:
         print_json(data)
         return
-    record = {**data, "latency": _ms(data["latency_ms"]), "cost": usd(data["cost_usd"])}
+    record = {**data, "latency": _ms(data["latency_ms"]), "cost": format_usd(data["cost_usd"])}
     record["input"] = _one_line(data["input_preview"], 200)
     record["output"] = _one_line(data["output_preview"], 200)
     keys = ["id", "name", "project_id", "source", "status", "start_time", "latency", "model", "route", "user_id"]

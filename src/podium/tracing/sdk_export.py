@@ -3,13 +3,15 @@
 
 The queue is bounded (`max_queue` spans, counting a batch held for retry). When it is full a producer
 waits briefly for room while the server is answering, and only then drops the span, counted and logged.
-Connection errors, timeouts, 429 and 5xx answers keep the batch and retry with exponential backoff; other
+Connection errors, timeouts, 408, 429 and 5xx answers keep the batch and retry with jittered exponential
+backoff (`core.retry`), waiting at least what a `Retry-After` header asks (up to `MAX_BACKOFF`); other
 refusals (a bad key, an invalid span) are logged and the batch is let go. `flush()` sends what is queued
 now; an `atexit` hook flushes once more, giving up quickly when the server cannot be reached.
 
-The server and key come from `configure()`, else the same settings the CLI reads (`PODIUM_URL`,
-`PODIUM_API_KEY`, `podium.toml`, `<home>/admin.key`); they are resolved, and httpx imported, in the
-exporter thread, so importing and using the SDK stays cheap.
+The server and key are the SDK's one client configuration (`core.sdkconfig`: `podium.configure()`, else
+`PODIUM_URL`, `PODIUM_API_KEY`, `podium.toml`, `<home>/admin.key`), shared with `podium.models` and
+`podium.prompts`; they are resolved, and httpx imported, in the exporter thread, so importing and using
+the SDK stays cheap.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import random
 import threading
 import time
 from collections import deque
@@ -27,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from podium.core import sdkconfig
+from podium.core.retry import Backoff, parse_retry_after
+
 if TYPE_CHECKING:
     import httpx
 
@@ -35,6 +39,7 @@ log = logging.getLogger("podium.sdk")
 INGEST_PATH = "/api/traces/ingest"
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # well under the server's default 10 MB body limit
 MAX_BACKOFF = 30.0
+BACKOFF = Backoff(initial=0.5, cap=MAX_BACKOFF)
 EXIT_TIMEOUT = 5.0
 WARN_EVERY = 60.0  # seconds between repeats of one kind of warning
 _FALSE = ("0", "false", "no", "off")
@@ -42,7 +47,8 @@ _FALSE = ("0", "false", "no", "off")
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Where and how spans are sent. `None` for url/api_key: resolve from the environment and settings."""
+    """Where and how spans are sent. `url`/`api_key` override the SDK's client configuration for this
+    exporter only; `None` (the default) uses it."""
 
     url: str | None = None
     api_key: str | None = None
@@ -59,22 +65,10 @@ def _env_enabled() -> bool:
 
 
 def resolve_endpoint(config: ExportConfig) -> tuple[str, str | None]:
-    """The server URL and API key: `configure()` values first, then the CLI's settings (environment,
-    `podium.toml`, `<home>/admin.key`)."""
-    url, key = config.url, config.api_key
-    if url is None or key is None:
-        try:
-            from podium.core.client import resolve_api_key
-            from podium.core.config import load_settings
-
-            settings = load_settings()
-            url = url or settings.effective_url
-            key = key if key is not None else resolve_api_key(settings)
-        except Exception as exc:  # a bad podium.toml must not break traced code
-            log.warning("podium tracing: cannot read settings (%s); using PODIUM_URL / PODIUM_API_KEY only", exc)
-            url = url or os.environ.get("PODIUM_URL") or "http://127.0.0.1:8800"
-            key = key if key is not None else os.environ.get("PODIUM_API_KEY")
-    return url.rstrip("/"), key
+    """The server URL and API key: this exporter's own values, else the SDK's client configuration
+    (`podium.configure()`, environment, `podium.toml`, `<home>/admin.key`); a bad podium.toml is logged, never
+    raised, so that traced code keeps running."""
+    return sdkconfig.resolve(config.url, config.api_key, lenient=True)
 
 
 class Exporter:
@@ -94,6 +88,7 @@ class Exporter:
         self._thread: threading.Thread | None = None
         self._http: httpx.Client | None = None
         self._endpoint: tuple[str, str | None] | None = None
+        self._resolved_from: sdkconfig.ClientConfig | None = None  # the client configuration _endpoint came from
         self._warned: dict[str, float] = {}
 
     # -- producers -----------------------------------------------------------------------------
@@ -173,6 +168,7 @@ class Exporter:
 
     def _run(self) -> None:
         backoff = 0.0
+        failures = 0  # failed attempts in a row
         try:
             while True:
                 with self._cond:
@@ -190,19 +186,22 @@ class Exporter:
                 if not batch:
                     backoff = 0.0
                     continue
-                outcome, count = self._send(batch)
+                outcome, count, retry_after = self._send(batch)
                 with self._cond:
                     if outcome == "retry":
                         self._healthy = False
                         if self._stopping:
                             return
-                        backoff = min(MAX_BACKOFF, backoff * 2 if backoff else 0.5) * random.uniform(0.8, 1.2)
+                        backoff = BACKOFF.delay(failures, retry_after)
+                        failures += 1
+                        log.debug("podium tracing: retrying %d spans in %.2f s", count, backoff)
                     else:
                         for _ in range(count):
                             self._queue.popleft()
                         self._done += count
                         self._healthy = True
                         backoff = 0.0
+                        failures = 0
                         if outcome == "sent":
                             self.sent += count
                         else:
@@ -219,7 +218,8 @@ class Exporter:
     def _client(self) -> tuple[httpx.Client, str, str | None]:
         import httpx
 
-        if self._endpoint is None:
+        if self._endpoint is None or self._resolved_from is not sdkconfig.configured():
+            self._resolved_from = sdkconfig.configured()
             self._endpoint = resolve_endpoint(self.config)
             if self._http is not None:
                 self._http.close()
@@ -228,8 +228,9 @@ class Exporter:
         url, key = self._endpoint
         return self._http, url, key
 
-    def _send(self, batch: list[dict[str, Any]]) -> tuple[str, int]:
-        """POST a prefix of `batch` (at most MAX_BATCH_BYTES); returns ("sent" | "refused" | "retry", count)."""
+    def _send(self, batch: list[dict[str, Any]]) -> tuple[str, int, float | None]:
+        """POST a prefix of `batch` (at most MAX_BATCH_BYTES); returns ("sent" | "refused" | "retry", how many
+        spans of `batch` it covered, and the seconds a `Retry-After` header asked for)."""
         import httpx
 
         parts: list[bytes] = []
@@ -247,7 +248,7 @@ class Exporter:
             size += len(data)
             taken += 1
         if not parts:
-            return "refused", taken
+            return "refused", taken, None
         body = b'{"spans":[' + b",".join(parts) + b"]}"
         http, url, key = self._client()
         headers = {"Content-Type": "application/json"}
@@ -257,15 +258,17 @@ class Exporter:
             response = http.post(url + INGEST_PATH, content=body, headers=headers)
         except httpx.HTTPError as exc:
             self._warn("down", "podium tracing: cannot reach %s (%s); spans kept for retry", url, exc)
-            return "retry", taken
+            return "retry", taken, None
         status = response.status_code
         if status < 300:
             if not self._healthy:
                 log.info("podium tracing: %s reachable again", url)
-            return "sent", taken
+            return "sent", taken, None
         if status in (408, 429) or status >= 500:
-            self._warn("down", "podium tracing: %s answered %d; spans kept for retry", url, status)
-            return "retry", taken
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            asked = f" (Retry-After {retry_after:.2f} s)" if retry_after is not None else ""
+            self._warn("down", "podium tracing: %s answered %d; spans kept for retry%s", url, status, asked)
+            return "retry", taken, retry_after
         self._warn(
             f"refused-{status}",
             "podium tracing: %s refused %d spans with %d: %s%s",
@@ -275,7 +278,7 @@ class Exporter:
             response.text[:300],
             " (set PODIUM_API_KEY or podium.configure(api_key=...))" if status in (401, 403) else "",
         )
-        return "refused", taken
+        return "refused", taken, None
 
     def _warn(self, kind: str, message: str, *args: Any) -> None:
         now = time.monotonic()
@@ -302,7 +305,12 @@ def exporter() -> Exporter:
 
 
 def configure(**changes: Any) -> ExportConfig:
-    """Change export settings (fields of `ExportConfig`; None leaves one as it is)."""
+    """Change export settings (fields of `ExportConfig`; None leaves one as it is). `url` and `api_key` go to
+    the SDK's one client configuration (`core.sdkconfig`), which `podium.models` and `podium.prompts` read
+    too."""
+    url, api_key = changes.pop("url", None), changes.pop("api_key", None)
+    if url is not None or api_key is not None:
+        sdkconfig.configure(url=url, api_key=api_key)
     current = exporter()
     config = replace(current.config, **{k: v for k, v in changes.items() if v is not None})
     current.reconfigure(config)

@@ -36,6 +36,7 @@ from sqlalchemy import and_, or_, select
 
 from podium.core.errors import PodiumError
 from podium.core.platform import Platform
+from podium.core.retry import Backoff, parse_retry_after
 from podium.core.version import __version__
 from podium.tracing.ingest import ARTIFACT_KEY
 from podium.tracing.store import Span, Trace
@@ -46,6 +47,7 @@ BATCH_SPANS = 512
 TRACE_PAGE = 200
 RETRY_STATUSES = (429, 502, 503, 504)
 ATTEMPTS = 4
+BACKOFF = Backoff(initial=1.0, cap=30.0)  # waits of about 1, 2 and 4 s between the 4 attempts
 _TRACE_HEX = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_HEX = re.compile(r"^[0-9a-f]{16}$")
 # Podium span kind → gen_ai.operation.name (kinds without a GenAI operation get only openinference.span.kind)
@@ -318,7 +320,8 @@ def _any(value: Any) -> AnyValue:
 
 
 def _post(client: httpx.Client, endpoint: str, request: ExportTraceServiceRequest) -> int:
-    """Send one request (gzipped protobuf), retrying what OTLP calls retryable; the spans accepted."""
+    """Send one request (gzipped protobuf), retrying what OTLP calls retryable (connection errors, 429, 502,
+    503, 504) with jittered exponential backoff that honours `Retry-After`; the spans accepted."""
     total = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
     body = gzip.compress(request.SerializeToString(), compresslevel=5)
     headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
@@ -329,10 +332,11 @@ def _post(client: httpx.Client, endpoint: str, request: ExportTraceServiceReques
         except httpx.HTTPError as exc:
             if last:
                 raise ExportFailed(f"the OTLP endpoint {endpoint} could not be reached: {exc}") from None
-            time.sleep(2**attempt)
+            _wait(endpoint, attempt, None, f"could not be reached ({type(exc).__name__})")
             continue
         if response.status_code in RETRY_STATUSES and not last:
-            time.sleep(_retry_after(response.headers.get("retry-after"), 2**attempt))
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            _wait(endpoint, attempt, retry_after, f"answered {response.status_code}")
             continue
         if not response.is_success:
             raise ExportFailed(
@@ -343,11 +347,11 @@ def _post(client: httpx.Client, endpoint: str, request: ExportTraceServiceReques
     raise AssertionError("unreachable")
 
 
-def _retry_after(value: str | None, default: float) -> float:
-    try:
-        return min(30.0, max(0.0, float(value))) if value else default
-    except ValueError:
-        return default
+def _wait(endpoint: str, attempt: int, retry_after: float | None, why: str) -> None:
+    delay = BACKOFF.delay(attempt, retry_after)
+    asked = f" (Retry-After {retry_after:.2f} s)" if retry_after is not None else ""
+    log.warning("the OTLP endpoint %s %s; retrying in %.2f s%s", endpoint, why, delay, asked)
+    time.sleep(delay)
 
 
 def _rejected(response: httpx.Response, endpoint: str) -> int:
