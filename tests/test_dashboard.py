@@ -103,3 +103,12 @@ def test_models_pages_show_versions_lineage_and_move_aliases(server: LiveServer,
     expect(page.locator("tr.alias-move").first).to_contain_text("admin (pk-")
     with server.client() as c:
         assert c.get("/api/models/tiny/versions/production").json()["version"] == 1
+
+
+def test_an_address_that_keeps_failing_to_sign_in_is_refused_for_a_while(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        statuses = [c.post("/login", data={"api_key": f"pk-wrong{i}", "next": "/"}).status_code for i in range(10)]
+        assert statuses == [401] * 10
+        r = c.post("/login", data={"api_key": server.admin_key, "next": "/"})  # even the right key, for now
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert "too many failed sign-ins" in r.text

@@ -8,12 +8,15 @@ from podium.core.runtime import Runtime
 
 
 def setup(runtime: Runtime) -> None:
-    """Provide the process's key cache as its `Authenticator`, and flush keys' last-used times."""
+    """Provide the process's key cache as its `Authenticator` (flushing keys' last-used times) and the count
+    of failed sign-ins per address."""
     from podium.auth.authn import key_cache
+    from podium.auth.pages import SignInFailures
 
     keys = key_cache(runtime.platform.db)
     runtime.provide(Authenticator, keys)  # type: ignore[type-abstract]
     runtime.flusher(keys.flush_usage)
+    runtime.provide(SignInFailures, SignInFailures())
 
 
 DOMAIN = Domain(

@@ -11,6 +11,7 @@ from podium.auth import service
 from podium.core.errors import PodiumError, Unauthorized
 from podium.core.http import get_platform
 from podium.core.identity import ROLES
+from podium.core.ratelimit import SlidingWindow
 from podium.web.shell import (
     PageSession,
     check_csrf,
@@ -139,14 +140,31 @@ def login_form(request: Request, next: str = "/") -> Response:
     return render(request, "shell/login.html", None, next=_safe_next(next), error=None)
 
 
+class SignInFailures(SlidingWindow):
+    """Failed sign-ins per client address in this server process: 10 in 5 minutes, then 429 until the
+    oldest of them is 5 minutes old."""
+
+    def __init__(self) -> None:
+        super().__init__(limit=10, seconds=300.0)
+
+
 @router.post("/login")
 def login(request: Request, api_key: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
-    """Check the key and start a session."""
+    """Check the key and start a session; an address that keeps failing is refused for a while (429)."""
     platform = get_platform(request)
     key = api_key.strip()
+    address = request.client.host if request.client else "unknown"
+    failures: SignInFailures = request.app.state.runtime.get(SignInFailures)
+    wait = failures.wait(address)
+    if wait > 0:
+        message = f"too many failed sign-ins from your address; try again in {wait} s"
+        refused = render(request, "shell/login.html", None, status_code=429, next=_safe_next(next), error=message)
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     try:
         service.key_cache(platform.db).authenticate(key)
     except Unauthorized as exc:
+        failures.hit(address)
         return render(request, "shell/login.html", None, status_code=401, next=_safe_next(next), error=exc.message)
     response = redirect(_safe_next(next))
     start_session(request, response, service.hash_key(key))
