@@ -24,4 +24,4 @@ def test_it_remembers_a_bounded_number_of_keys() -> None:
     for key in "abcd":
         window.hit(key)
     assert window.wait("a") == 0  # the oldest key was forgotten
-    assert window.wait("d") == 1
+    assert window.wait("d") > 1

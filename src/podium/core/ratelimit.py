@@ -41,6 +41,8 @@ class SlidingWindow:
         """Whole seconds until `key` may act again (0: now)."""
         now = time.monotonic()
         with self._lock:
+            if key not in self._events:  # asking costs no memory: only events are remembered
+                return 0
             events = self._recent(key, now)
             if len(events) < self.limit:
                 return 0
