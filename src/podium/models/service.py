@@ -2,7 +2,8 @@
 
 A version is immutable: its files are copied into the content-addressed artifact store and listed by
 sha256, so what was registered is what gets loaded, byte for byte. References are `name` (latest
-version), `name@3` / `name@v3` (a version number) or `name@alias`.
+version), `name@3` / `name@v3` (a version number) or `name@alias`. Names, references, version numbers,
+content hashes and aliases follow the registry kernel (`core.registry`, declared as `store.MODELS`).
 """
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from podium.auth.service import record_audit
@@ -28,13 +27,10 @@ from podium.core.errors import Conflict, InvalidInput, NotFound
 from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.platform import Platform
-from podium.models.formats import Inspected, inspect_source
+from podium.models.formats import inspect_source
 from podium.models.sources import locate
-from podium.models.store import PROVIDERS, TASKS, AliasMove, Model, ModelAlias, ModelVersion
+from podium.models.store import MODELS, PROVIDERS, TASKS, Model, ModelVersion
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,119}$")
-_ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,59}$")
-_REF_RE = re.compile(r"^(?P<name>[^@\s]+)(@(?P<tag>[^@\s]+))?$")
 SECRET_FIELDS = ("api_key",)
 
 
@@ -125,29 +121,8 @@ class ResolvedModel:
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """Split `name@tag` into its parts."""
-    m = _REF_RE.match(ref.strip())
-    if not m:
-        raise InvalidInput(f"model reference {ref!r} is not `name`, `name@version` or `name@alias`")
-    return m.group("name"), m.group("tag")
-
-
-def _check_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise InvalidInput(
-            f"model name {name!r} is not valid: 1-120 lowercase letters, digits, '.', '_' or '-'",
-            details={"field": "name"},
-        )
-    return name
-
-
-def _check_alias(alias: str) -> str:
-    if alias == "latest" or not _ALIAS_RE.match(alias):
-        raise InvalidInput(
-            f"alias {alias!r} is not valid: a lowercase word starting with a letter (and not `latest`,"
-            " which always means the newest version)",
-            details={"field": "alias"},
-        )
-    return alias
+    parsed = MODELS.parse_ref(ref)
+    return parsed.name, parsed.tag
 
 
 def _masked(config: dict[str, Any]) -> dict[str, Any]:
@@ -155,15 +130,6 @@ def _masked(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model_info(s: Session, m: Model) -> ModelInfo:
-    latest = s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == m.id))
-    aliases = {
-        a: v
-        for a, v in s.execute(
-            select(ModelAlias.alias, ModelVersion.version)
-            .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)
-            .where(ModelAlias.model_id == m.id)
-        )
-    }
     return ModelInfo(
         id=m.id,
         name=m.name,
@@ -173,15 +139,12 @@ def _model_info(s: Session, m: Model) -> ModelInfo:
         builtin=m.builtin,
         created_at=m.created_at,
         archived=m.archived_at is not None,
-        latest_version=latest,
-        aliases=aliases,
+        latest_version=MODELS.latest_number(s, m) or None,
+        aliases=MODELS.label_numbers(s, m),
     )
 
 
 def _version_info(s: Session, m: Model, v: ModelVersion) -> VersionInfo:
-    aliases = sorted(
-        s.scalars(select(ModelAlias.alias).where(ModelAlias.model_id == m.id, ModelAlias.version_id == v.id))
-    )
     base_ref = None
     if v.base_version_id:
         row = s.execute(
@@ -210,43 +173,8 @@ def _version_info(s: Session, m: Model, v: ModelVersion) -> VersionInfo:
         message=v.message,
         created_by=v.created_by,
         created_at=v.created_at,
-        aliases=aliases,
+        aliases=MODELS.labels_of(s, m, v),
     )
-
-
-def _find_model(s: Session, name: str, *, include_archived: bool = False) -> Model:
-    m = s.scalar(select(Model).where(Model.name == name))
-    if m is None or (m.archived_at is not None and not include_archived):
-        known = s.scalars(select(Model.name).where(Model.archived_at.is_(None)).order_by(Model.name).limit(30)).all()
-        raise NotFound(
-            f"model {name!r} not found; known models: {', '.join(known) or 'none'}",
-            details={"model": name, "known": list(known)},
-        )
-    return m
-
-
-def _find_version(s: Session, m: Model, tag: str | None) -> ModelVersion:
-    if tag is None or tag == "latest":
-        v = s.scalar(select(ModelVersion).where(ModelVersion.model_id == m.id).order_by(ModelVersion.version.desc()))
-        if v is None:
-            raise NotFound(f"model {m.name!r} has no versions yet")
-        return v
-    number = tag[1:] if tag.startswith("v") and tag[1:].isdigit() else tag
-    if number.isdigit():
-        v = s.scalar(select(ModelVersion).where(ModelVersion.model_id == m.id, ModelVersion.version == int(number)))
-        if v is None:
-            raise NotFound(f"model {m.name!r} has no version {number}")
-        return v
-    alias = s.get(ModelAlias, (m.id, tag))
-    if alias is None:
-        known = s.scalars(select(ModelAlias.alias).where(ModelAlias.model_id == m.id).order_by(ModelAlias.alias)).all()
-        raise NotFound(
-            f"model {m.name!r} has no alias {tag!r}; its aliases: {', '.join(known) or 'none'} (and `latest`)",
-            details={"model": m.name, "alias": tag, "known": list(known)},
-        )
-    v = s.get(ModelVersion, alias.version_id)
-    assert v is not None
-    return v
 
 
 def _file_sha256(path: Path) -> str:
@@ -289,7 +217,7 @@ def register_local(
     is recorded. Registering content identical to an existing version of the model returns that version.
     """
     actor.require("member", "register models")
-    _check_name(name)
+    name = MODELS.check_name(name)
     if task is not None and task not in TASKS:
         raise InvalidInput(f"task {task!r} is not one of {', '.join(TASKS)}", details={"field": "task"})
     located = locate(source, download_dir=platform.settings.home_dir / "cache" / "hub")
@@ -313,9 +241,8 @@ def register_local(
                 details={"field": "base"},
             )
         if base is not None:
-            bname, btag = parse_ref(base)
-            bm = _find_model(s, bname)
-            base_version_id = _find_version(s, bm, btag).id
+            ref = MODELS.parse_ref(base)
+            base_version_id = MODELS.resolve(s, MODELS.find(s, ref.name), ref.tag).id
     # content first (idempotent, content-addressed), then the rows in one transaction
     for f in files:
         stored = platform.blobs.put_file(local_paths[f["path"]])
@@ -369,7 +296,7 @@ def register_remote(
 ) -> VersionInfo:
     """Register a model served by an OpenAI-compatible or Anthropic endpoint; the key is stored encrypted."""
     actor.require("member", "register models")
-    _check_name(name)
+    name = MODELS.check_name(name)
     if provider not in PROVIDERS or provider == "local":
         raise InvalidInput(f"provider {provider!r} is not one of openai, anthropic", details={"field": "provider"})
     if task not in TASKS:
@@ -432,76 +359,64 @@ def _insert_version(
     base_version_id: str | None,
     message: str,
 ) -> VersionInfo:
-    for attempt in range(3):
-        try:
-            with db.session() as s:
-                m = s.scalar(select(Model).where(Model.name == name))
-                if m is None:
-                    m = Model(
-                        id=new_id("mdl"),
-                        name=name,
-                        task=task,
-                        provider=provider,
-                        description=description,
-                        builtin=builtin,
-                        project_id=actor.project_id,
-                        created_by=actor.label,
-                        created_at=utcnow(),
-                    )
-                    s.add(m)
-                    s.flush()
-                    record_audit(s, actor, "model.create", "model", m.id, details={"name": name})
-                else:
-                    if m.archived_at is not None:
-                        m.archived_at = None
-                    if m.task != task or m.provider != provider:
-                        raise Conflict(
-                            f"model {name!r} is a {m.provider} {m.task} model; a new version must be the same"
-                            f" (got {provider} {task}); register it under another name"
-                        )
-                    same = s.scalar(
-                        select(ModelVersion).where(ModelVersion.model_id == m.id, ModelVersion.sha256 == digest)
-                    )
-                    if same is not None and fmt != "remote":
-                        return _version_info(s, m, same)
-                    if description:
-                        m.description = description
-                number = (
-                    s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == m.id)) or 0
-                ) + 1
-                v = ModelVersion(
-                    id=new_id("mdv"),
-                    model_id=m.id,
-                    version=number,
-                    source_uri=source_uri,
-                    format=fmt,
-                    files=files,
-                    sha256=digest,
-                    parameters=parameters,
-                    context_length=context_length,
-                    license=license,
-                    config=config,
-                    lineage=lineage,
-                    base_version_id=base_version_id,
-                    message=message,
-                    created_by=actor.label,
-                    created_at=utcnow(),
+    def once(s: Session) -> VersionInfo:
+        m = MODELS.get(s, name)
+        if m is None:
+            m = Model(
+                id=new_id("mdl"),
+                name=name,
+                task=task,
+                provider=provider,
+                description=description,
+                builtin=builtin,
+                project_id=actor.project_id,
+                created_by=actor.label,
+                created_at=utcnow(),
+            )
+            s.add(m)
+            s.flush()
+            record_audit(s, actor, "model.create", "model", m.id, details={"name": name})
+        else:
+            if m.archived_at is not None:
+                m.archived_at = None
+            if m.task != task or m.provider != provider:
+                raise Conflict(
+                    f"model {name!r} is a {m.provider} {m.task} model; a new version must be the same"
+                    f" (got {provider} {task}); register it under another name"
                 )
-                s.add(v)
-                s.flush()
-                record_audit(
-                    s,
-                    actor,
-                    "model.version.create",
-                    "model_version",
-                    v.id,
-                    details={"model": name, "version": number, "sha256": digest, "source": source_uri},
-                )
-                return _version_info(s, m, v)
-        except IntegrityError:
-            if attempt == 2:
-                raise Conflict(f"model {name!r} changed concurrently; try again") from None
-    raise AssertionError("unreachable")
+            same = MODELS.by_hash(s, m, digest)
+            if same is not None and fmt != "remote":  # a remote version's key is not in its hash
+                return _version_info(s, m, same)
+            if description:
+                m.description = description
+        v = MODELS.add_version(
+            s,
+            m,
+            content_hash=digest,
+            source_uri=source_uri,
+            format=fmt,
+            files=files,
+            parameters=parameters,
+            context_length=context_length,
+            license=license,
+            config=config,
+            lineage=lineage,
+            base_version_id=base_version_id,
+            message=message,
+            created_by=actor.label,
+            created_at=utcnow(),
+        )
+        record_audit(
+            s,
+            actor,
+            "model.version.create",
+            "model_version",
+            v.id,
+            details={"model": name, "version": v.version, "sha256": digest, "source": source_uri},
+        )
+        return _version_info(s, m, v)
+
+    return MODELS.write(db, once, conflict=f"model {name!r} changed concurrently; try again")
 
 
 # --- queries ---------------------------------------------------------------------------------------
@@ -536,35 +451,25 @@ def referenced_blobs(s: Session, digests: set[str]) -> set[str]:
 def get_model(db: Database, name: str) -> ModelDetail:
     """A model with its versions (newest first) and alias history."""
     with db.read_session() as s:
-        m = _find_model(s, name, include_archived=True)
-        info = _model_info(s, m)
-        versions = s.scalars(
-            select(ModelVersion).where(ModelVersion.model_id == m.id).order_by(ModelVersion.version.desc())
-        ).all()
-        numbers = {v.id: v.version for v in versions}
-        moves = s.scalars(select(AliasMove).where(AliasMove.model_id == m.id).order_by(AliasMove.id.desc())).all()
+        m = MODELS.find(s, name, include_archived=True)
         return ModelDetail(
-            **info.model_dump(),
-            versions=[_version_info(s, m, v) for v in versions],
+            **_model_info(s, m).model_dump(),
+            versions=[_version_info(s, m, v) for v in MODELS.versions(s, m)],
             history=[
                 AliasMoveInfo(
-                    alias=mv.alias,
-                    from_version=numbers.get(mv.from_version_id or ""),
-                    to_version=numbers.get(mv.to_version_id or ""),
-                    actor=mv.actor,
-                    at=mv.at,
+                    alias=mv.label, from_version=mv.from_version, to_version=mv.to_version, actor=mv.actor, at=mv.at
                 )
-                for mv in moves
+                for mv in MODELS.history(s, m)
             ],
         )
 
 
 def resolve(platform: Platform, ref: str) -> ResolvedModel:
     """`name`, `name@3` or `name@alias` to a version, with secrets decrypted for the provider."""
-    name, tag = parse_ref(ref)
+    parsed = MODELS.parse_ref(ref)
     with platform.db.read_session() as s:
-        m = _find_model(s, name)
-        v = _find_version(s, m, tag)
+        m = MODELS.find(s, parsed.name)
+        v = MODELS.resolve(s, m, parsed.tag)
         config = dict(v.config)
         for key in SECRET_FIELDS:
             if config.get(key):
@@ -585,80 +490,37 @@ def get_version_by_id(db: Database, version_id: str) -> VersionInfo:
 
 def get_version(db: Database, ref: str) -> VersionInfo:
     """One version by reference."""
-    name, tag = parse_ref(ref)
+    parsed = MODELS.parse_ref(ref)
     with db.read_session() as s:
-        m = _find_model(s, name, include_archived=True)
-        return _version_info(s, m, _find_version(s, m, tag))
+        m = MODELS.find(s, parsed.name, include_archived=True)
+        return _version_info(s, m, MODELS.resolve(s, m, parsed.tag))
 
 
 # --- aliases ---------------------------------------------------------------------------------------
 
 
 def set_alias(db: Database, actor: Actor, name: str, alias: str, version: str | int) -> VersionInfo:
-    """Point `alias` at a version, atomically, recording the move (concurrent moves serialise)."""
+    """Point `alias` at a version (a number, `latest`, another alias or a version id of this model),
+    atomically, recording the move; concurrent moves serialise, and the history has each of them."""
     actor.require("member", "move model aliases")
-    _check_alias(alias)
-    for attempt in range(5):
-        try:
-            return _set_alias_once(db, actor, name, alias, version)
-        except IntegrityError:  # two first-time creations of the same alias raced; the loser retries
-            if attempt == 4:
-                raise Conflict(f"alias {alias!r} of {name!r} is being moved concurrently; try again") from None
-    raise AssertionError("unreachable")
+    MODELS.check_label(alias)
 
+    def once(s: Session) -> VersionInfo:
+        m = MODELS.find(s, name)
+        moved = MODELS.set_label(s, m, alias, version, actor.label)
+        details = {"alias": alias, "version": moved.version.version}
+        record_audit(s, actor, "model.alias.set", "model", m.id, details=details)
+        return _version_info(s, m, moved.version)
 
-def _set_alias_once(db: Database, actor: Actor, name: str, alias: str, version: str | int) -> VersionInfo:
-    with db.session() as s:
-        m = _find_model(s, name)
-        target = _find_version(s, m, str(version))
-        current = s.scalar(
-            select(ModelAlias).where(ModelAlias.model_id == m.id, ModelAlias.alias == alias).with_for_update()
-        )
-        previous = current.version_id if current else None
-        now = utcnow()
-        if current is None:
-            s.add(ModelAlias(model_id=m.id, alias=alias, version_id=target.id, updated_by=actor.label, updated_at=now))
-            s.flush()
-        else:
-            current.version_id = target.id
-            current.updated_by = actor.label
-            current.updated_at = now
-        s.add(
-            AliasMove(
-                id=new_id("amv"),
-                model_id=m.id,
-                alias=alias,
-                from_version_id=previous,
-                to_version_id=target.id,
-                actor=actor.label,
-                at=now,
-            )
-        )
-        record_audit(s, actor, "model.alias.set", "model", m.id, details={"alias": alias, "version": target.version})
-        s.flush()
-        return _version_info(s, m, target)
+    return MODELS.write(db, once, conflict=f"alias {alias!r} of {name!r} is being moved concurrently; try again")
 
 
 def remove_alias(db: Database, actor: Actor, name: str, alias: str) -> None:
     """Delete an alias (recorded in its history)."""
     actor.require("member", "move model aliases")
     with db.session() as s:
-        m = _find_model(s, name)
-        current = s.get(ModelAlias, (m.id, alias))
-        if current is None:
-            raise NotFound(f"model {name!r} has no alias {alias!r}")
-        s.add(
-            AliasMove(
-                id=new_id("amv"),
-                model_id=m.id,
-                alias=alias,
-                from_version_id=current.version_id,
-                to_version_id=None,
-                actor=actor.label,
-                at=utcnow(),
-            )
-        )
-        s.delete(current)
+        m = MODELS.find(s, name)
+        MODELS.remove_label(s, m, alias, actor.label)
         record_audit(s, actor, "model.alias.remove", "model", m.id, details={"alias": alias})
 
 
@@ -666,7 +528,7 @@ def archive_model(db: Database, actor: Actor, name: str) -> ModelInfo:
     """Hide a model from listings and routing; its versions stay for lineage. Re-registering restores it."""
     actor.require("member", "remove models")
     with db.session() as s:
-        m = _find_model(s, name)
+        m = MODELS.find(s, name)
         if m.builtin:
             actor.require("admin", "remove built-in models")
         m.archived_at = utcnow()
@@ -717,16 +579,3 @@ def materialize(blobs: BlobStore, version: VersionInfo, root: Path) -> Path:
     if version.format == "gguf":
         return folder / version.files[0].path
     return folder
-
-
-def describe_inspected(inspected: Inspected) -> dict[str, Any]:
-    """A short summary of what a source holds (for `podium models inspect`)."""
-    return {
-        "format": inspected.format,
-        "task": inspected.task,
-        "files": len(inspected.files),
-        "parameters": inspected.parameters,
-        "context_length": inspected.context_length,
-        "license": inspected.license,
-        "architecture": inspected.architecture,
-    }

@@ -11,7 +11,6 @@ from pathlib import Path
 from podium.core.errors import InvalidInput, NotFound
 
 _HUB_ID = re.compile(r"^(hf:|hf://)?[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-MODEL_SUFFIXES = (".gguf", ".safetensors")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Tables of the model registry: models, immutable versions, aliases and the history of alias moves."""
+"""Tables of the model registry: models, immutable versions, aliases and the history of alias moves, and
+`MODELS`, the registry kernel over them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstr
 from sqlalchemy.orm import Mapped, mapped_column
 
 from podium.core.db import Base, utcnow
+from podium.core.registry import Registry
 
 TASKS = ("chat", "completion", "embedding")
 PROVIDERS = ("local", "openai", "anthropic")
@@ -80,3 +82,19 @@ class AliasMove(Base):
     to_version_id: Mapped[str | None] = mapped_column(String(40), default=None)
     actor: Mapped[str] = mapped_column(String(140))
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+MODELS: Registry[Model, ModelVersion] = Registry(
+    kind="model",
+    entity=Model,
+    version=ModelVersion,
+    label=ModelAlias,
+    move=AliasMove,
+    entity_fk="model_id",
+    label_column="alias",
+    word="alias",
+    hash_column="sha256",
+    version_prefix="mdv",
+    move_prefix="amv",
+    archived_column="archived_at",
+)

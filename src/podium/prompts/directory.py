@@ -25,16 +25,14 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from podium.core.errors import NotFound
 from podium.core.periodic import run_every
 from podium.core.platform import Platform
+from podium.core.registry import KNOWN_LISTED
 from podium.prompts.experiments import assign
 from podium.prompts.service import Rendered, get_version, render_version
-from podium.prompts.store import Experiment, ExperimentArm, Prompt, PromptLabel, PromptVersion
+from podium.prompts.store import PROMPTS, Experiment, ExperimentArm, Prompt, PromptLabel, PromptVersion
 
 log = logging.getLogger("podium.prompts.directory")
-
-KNOWN_LISTED = 30  # names listed in a "not found" message, as the registry lists them
 
 
 @dataclass(frozen=True)
@@ -136,11 +134,7 @@ class PromptDirectory:
         snap = self._snap
         found = snap.entries.get(name)
         if found is None:
-            known = snap.names[:KNOWN_LISTED]
-            raise NotFound(
-                f"prompt {name!r} not found; known prompts: {', '.join(known) or 'none'}",
-                details={"prompt": name, "known": known, "field": "prompt.name"},
-            )
+            raise PROMPTS.not_found(name, snap.names[:KNOWN_LISTED], field="prompt.name")
         return found
 
     async def resolve(
@@ -158,16 +152,12 @@ class PromptDirectory:
             return Choice(await self._numbered(entry, number))
         if label is None or label == "latest":
             if entry.latest == 0:
-                raise NotFound(f"prompt {name!r} has no versions yet", details={"field": "prompt.name"})
+                raise PROMPTS.no_versions(name, field="prompt.name")
             version = entry.versions[entry.latest]
         else:
             at = entry.labels.get(label)
             if at is None:
-                known = sorted(entry.labels)
-                raise NotFound(
-                    f"prompt {name!r} has no label {label!r}; its labels: {', '.join(known) or 'none'} (and `latest`)",
-                    details={"prompt": name, "label": label, "known": known, "field": "prompt.label"},
-                )
+                raise PROMPTS.no_label(name, label, sorted(entry.labels), field="prompt.label")
             version = entry.versions[at]
         exp = entry.experiment
         if exp is None or (exp.label is not None and exp.label != (label or "latest")):
@@ -181,7 +171,7 @@ class PromptDirectory:
         if loaded is not None:
             return loaded
         if number < 1 or number > entry.latest:  # numbers run 1..latest without gaps
-            raise NotFound(f"prompt {entry.name!r} has no version {number}", details={"field": "prompt.version"})
+            raise PROMPTS.no_version(entry.name, number, field="prompt.version")
         key = (entry.id, number)
         cached = self._pinned.get(key)
         if cached is not None:

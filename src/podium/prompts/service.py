@@ -3,34 +3,33 @@
 A version's content (template or messages, variables, model parameters, tools, response schema) is
 hashed canonically; creating a version whose content equals the latest one returns that version, so
 pushing unchanged files creates nothing. `latest` always means the newest version and cannot be set.
+Names, references, numbering, content lookup and label moves are the registry kernel's (`core.registry`,
+declared as `store.PROMPTS`); this module adds what is particular to prompts: their content, owners and
+rendering.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from podium.auth.service import record_audit
 from podium.core.db import Database, utcnow
-from podium.core.errors import Conflict, Forbidden, InvalidInput, NotFound, validated
+from podium.core.errors import Forbidden, InvalidInput, NotFound, validated
 from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.prompts import template
-from podium.prompts.store import Prompt, PromptLabel, PromptLabelMove, PromptVersion
+from podium.prompts.store import PROMPTS, Prompt, PromptVersion
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,119}$")
-LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,59}$")
 ROLES = ("system", "developer", "user", "assistant", "tool")
 MODEL_PARAMS = (
     "name",
@@ -44,13 +43,6 @@ MODEL_PARAMS = (
     "n",
     "tool_choice",
 )
-
-
-def check_name(value: str) -> str:
-    """A prompt or experiment name (a pydantic validator's check)."""
-    if not NAME_RE.match(value):
-        raise ValueError("1-120 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit")
-    return value
 
 
 class Message(BaseModel):
@@ -76,11 +68,6 @@ class PromptSpec(BaseModel):
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
     message: str = Field("", description="Commit message of this version.")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return check_name(value)
 
 
 class VersionInfo(BaseModel):
@@ -170,7 +157,9 @@ def parse_spec(data: Any) -> PromptSpec:
     """Validate a pushed version; errors name the field."""
     if not isinstance(data, dict):
         raise InvalidInput("a prompt version must be a JSON object with `name` and `template` or `messages`")
-    return validated(PromptSpec, data, "prompt")
+    spec = validated(PromptSpec, data, "prompt")
+    spec.name = PROMPTS.check_name(spec.name)
+    return spec
 
 
 def check_spec(spec: PromptSpec) -> dict[str, Any]:
@@ -216,28 +205,14 @@ def content_hash(content: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def check_label(label: str) -> str:
-    """A label name: a lowercase word, and not `latest` (which always means the newest version)."""
-    if label == "latest" or not LABEL_RE.match(label):
-        raise InvalidInput(
-            f"label {label!r} is not valid: a lowercase word starting with a letter (and not `latest`,"
-            " which always means the newest version)",
-            details={"field": "label"},
-        )
-    return label
-
-
 # --- lookups --------------------------------------------------------------------------------------
 
 
-def _labels(s: Session, prompt_id: str) -> dict[str, str]:
-    rows = s.execute(select(PromptLabel.label, PromptLabel.version_id).where(PromptLabel.prompt_id == prompt_id))
-    return {label: vid for label, vid in rows}
-
-
-def _version_info(s: Session, p: Prompt, v: PromptVersion, labels: dict[str, str] | None = None) -> VersionInfo:
-    labels = _labels(s, p.id) if labels is None else labels
-    latest = s.scalar(select(func.max(PromptVersion.version)).where(PromptVersion.prompt_id == p.id))
+def _version_info(
+    s: Session, p: Prompt, v: PromptVersion, labels: dict[str, str] | None = None, latest: int | None = None
+) -> VersionInfo:
+    labels = PROMPTS.labels(s, p) if labels is None else labels
+    latest = PROMPTS.latest_number(s, p) if latest is None else latest
     names = sorted(label for label, vid in labels.items() if vid == v.id)
     if v.version == latest:
         names.insert(0, "latest")
@@ -273,53 +248,10 @@ def check_owner(s: Session, actor: Actor, prompt_id: str) -> None:
         )
 
 
-def _latest(s: Session, prompt_id: str) -> PromptVersion | None:
-    q = select(PromptVersion).where(PromptVersion.prompt_id == prompt_id).order_by(PromptVersion.version.desc())
-    return s.scalar(q.limit(1))
-
-
-def _find_prompt(s: Session, name: str) -> Prompt:
-    p = s.scalar(select(Prompt).where(Prompt.name == name))
-    if p is None:
-        known = s.scalars(select(Prompt.name).order_by(Prompt.name).limit(30)).all()
-        raise NotFound(
-            f"prompt {name!r} not found; known prompts: {', '.join(known) or 'none'}",
-            details={"prompt": name, "known": list(known)},
-        )
-    return p
-
-
-def _find_version(s: Session, p: Prompt, ref: str | int | None) -> PromptVersion:
-    tag = str(ref) if ref is not None else "latest"
-    if tag == "latest":
-        v = _latest(s, p.id)
-        if v is None:
-            raise NotFound(f"prompt {p.name!r} has no versions yet")
-        return v
-    number = tag[1:] if tag.startswith("v") and tag[1:].isdigit() else tag
-    if number.isdigit():
-        v = s.scalar(select(PromptVersion).where(PromptVersion.prompt_id == p.id, PromptVersion.version == int(number)))
-        if v is None:
-            raise NotFound(f"prompt {p.name!r} has no version {number}")
-        return v
-    label = s.get(PromptLabel, (p.id, tag))
-    if label is None:
-        known = sorted(_labels(s, p.id))
-        raise NotFound(
-            f"prompt {p.name!r} has no label {tag!r}; its labels: {', '.join(known) or 'none'} (and `latest`)",
-            details={"prompt": p.name, "label": tag, "known": known},
-        )
-    v = s.get(PromptVersion, label.version_id)
-    assert v is not None
-    return v
-
-
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """`name`, `name@3` or `name@label` split into name and tag."""
-    name, _, tag = ref.strip().partition("@")
-    if not name or "@" in tag:
-        raise InvalidInput(f"prompt reference {ref!r} is not `name`, `name@version` or `name@label`")
-    return name, tag or None
+    parsed = PROMPTS.parse_ref(ref)
+    return parsed.name, parsed.tag
 
 
 # --- versions -------------------------------------------------------------------------------------
@@ -334,70 +266,56 @@ def create_version(db: Database, actor: Actor, data: Any, *, dry_run: bool = Fal
     digest = content_hash(content)
     if dry_run:
         return _dry_run(db, actor, spec, content, digest)
-    for attempt in range(5):
-        try:
-            return _create_once(db, actor, spec, content, digest)
-        except IntegrityError:  # two pushes of a new version raced; the loser retries on top of the winner
-            if attempt == 4:
-                raise Conflict(f"prompt {spec.name!r} changed concurrently; try again") from None
-    raise AssertionError("unreachable")
+    return PROMPTS.write(
+        db,
+        lambda s: _create_in(s, actor, spec, content, digest),
+        conflict=f"prompt {spec.name!r} changed concurrently; try again",
+    )
 
 
-def _create_once(db: Database, actor: Actor, spec: PromptSpec, content: dict[str, Any], digest: str) -> Created:
-    with db.session() as s:
-        p = s.scalar(select(Prompt).where(Prompt.name == spec.name))
-        now = utcnow()
-        if p is None:
-            p = Prompt(
-                id=new_id("prm"),
-                name=spec.name,
-                description=spec.description,
-                project_id=actor.project_id,
-                created_by=actor.label,
-                created_at=now,
-            )
-            s.add(p)
-            s.flush()
-            record_audit(s, actor, "prompt.create", "prompt", p.id, details={"name": spec.name})
-        else:
-            check_owner(s, actor, p.id)
-        latest = _latest(s, p.id)
-        if latest is not None and latest.content_hash == digest:
-            if spec.description and spec.description != p.description:
-                p.description = spec.description
-            return Created(created=False, version=_version_info(s, p, latest))
-        if spec.description:
-            p.description = spec.description
-        v = PromptVersion(
-            id=new_id("prv"),
-            prompt_id=p.id,
-            version=(latest.version if latest else 0) + 1,
-            content_hash=digest,
-            message=spec.message,
+def _create_in(s: Session, actor: Actor, spec: PromptSpec, content: dict[str, Any], digest: str) -> Created:
+    p = PROMPTS.get(s, spec.name)
+    now = utcnow()
+    if p is None:
+        p = Prompt(
+            id=new_id("prm"),
+            name=spec.name,
+            description=spec.description,
+            project_id=actor.project_id,
             created_by=actor.label,
             created_at=now,
-            **content,
         )
-        s.add(v)
+        s.add(p)
         s.flush()
-        record_audit(
-            s, actor, "prompt.version.create", "prompt_version", v.id, details={"prompt": p.name, "version": v.version}
-        )
-        return Created(created=True, version=_version_info(s, p, v))
+        record_audit(s, actor, "prompt.create", "prompt", p.id, details={"name": spec.name})
+    else:
+        check_owner(s, actor, p.id)
+    if spec.description and spec.description != p.description:
+        p.description = spec.description
+    same = PROMPTS.by_hash(s, p, digest, latest_only=True)  # history is linear: older content is a new version
+    if same is not None:
+        return Created(created=False, version=_version_info(s, p, same))
+    v = PROMPTS.add_version(
+        s, p, content_hash=digest, message=spec.message, created_by=actor.label, created_at=now, **content
+    )
+    record_audit(
+        s, actor, "prompt.version.create", "prompt_version", v.id, details={"prompt": p.name, "version": v.version}
+    )
+    return Created(created=True, version=_version_info(s, p, v))
 
 
 def _dry_run(db: Database, actor: Actor, spec: PromptSpec, content: dict[str, Any], digest: str) -> Created:
     with db.read_session() as s:
-        p = s.scalar(select(Prompt).where(Prompt.name == spec.name))
-        latest = _latest(s, p.id) if p is not None else None
-        if p is not None and latest is not None and latest.content_hash == digest:
-            return Created(created=False, version=_version_info(s, p, latest))
+        p = PROMPTS.get(s, spec.name)
+        same = PROMPTS.by_hash(s, p, digest, latest_only=True) if p is not None else None
+        if p is not None and same is not None:
+            return Created(created=False, version=_version_info(s, p, same))
         return Created(
             created=True,
             version=VersionInfo(
                 id="",
                 prompt=spec.name,
-                version=(latest.version if latest else 0) + 1,
+                version=(PROMPTS.latest_number(s, p) if p is not None else 0) + 1,
                 content_hash=digest,
                 message=spec.message,
                 created_by=actor.label,
@@ -415,15 +333,13 @@ def list_prompts(db: Database) -> list[PromptInfo]:
 
 
 def _prompt_info(s: Session, p: Prompt) -> PromptInfo:
-    rows = s.execute(select(PromptVersion.id, PromptVersion.version).where(PromptVersion.prompt_id == p.id))
-    versions = {vid: number for vid, number in rows}
-    latest = _latest(s, p.id)
+    latest = PROMPTS.latest(s, p)
     return PromptInfo(
         name=p.name,
         description=p.description,
         latest_version=latest.version if latest else 0,
         kind=latest.kind if latest else "",
-        labels={label: versions[vid] for label, vid in sorted(_labels(s, p.id).items())},
+        labels=PROMPTS.label_numbers(s, p),
         updated_at=latest.created_at if latest else p.created_at,
     )
 
@@ -431,36 +347,27 @@ def _prompt_info(s: Session, p: Prompt) -> PromptInfo:
 def get_prompt(db: Database, name: str) -> PromptDetail:
     """A prompt with every version (newest first) and its label history (newest first)."""
     with db.read_session() as s:
-        p = _find_prompt(s, name)
-        labels = _labels(s, p.id)
-        versions = s.scalars(
-            select(PromptVersion).where(PromptVersion.prompt_id == p.id).order_by(PromptVersion.version.desc())
-        ).all()
-        numbers = {v.id: v.version for v in versions}
-        moves = s.scalars(
-            select(PromptLabelMove).where(PromptLabelMove.prompt_id == p.id).order_by(PromptLabelMove.id.desc())
-        ).all()
+        p = PROMPTS.find(s, name)
+        labels = PROMPTS.labels(s, p)
+        versions = PROMPTS.versions(s, p)
+        latest = versions[0].version if versions else 0
         return PromptDetail(
             **_prompt_info(s, p).model_dump(),
-            versions=[_version_info(s, p, v, labels) for v in versions],
+            versions=[_version_info(s, p, v, labels, latest) for v in versions],
             history=[
                 LabelMoveInfo(
-                    label=m.label,
-                    from_version=numbers.get(m.from_version_id or ""),
-                    to_version=numbers.get(m.to_version_id or ""),
-                    actor=m.actor,
-                    at=m.at,
+                    label=m.label, from_version=m.from_version, to_version=m.to_version, actor=m.actor, at=m.at
                 )
-                for m in moves
+                for m in PROMPTS.history(s, p)
             ],
         )
 
 
 def get_version(db: Database, name: str, ref: str | int | None = None) -> VersionInfo:
-    """One version by number (`3`, `v3`), label, or `latest` (the default)."""
+    """One version by number (`3`, `v3`), label, version id, or `latest` (the default)."""
     with db.read_session() as s:
-        p = _find_prompt(s, name)
-        return _version_info(s, p, _find_version(s, p, ref))
+        p = PROMPTS.find(s, name)
+        return _version_info(s, p, PROMPTS.resolve(s, p, ref))
 
 
 def get_version_by_id(db: Database, version_id: str) -> VersionInfo:
@@ -478,89 +385,30 @@ def get_version_by_id(db: Database, version_id: str) -> VersionInfo:
 
 
 def set_label(db: Database, actor: Actor, name: str, label: str, version: str | int) -> VersionInfo:
-    """Point `label` at a version (a number, or a version id that must belong to this prompt), atomically,
-    recording the move. Concurrent moves serialise: the last one wins and the history has both."""
+    """Point `label` at a version (a number, `latest`, another label, or a version id that must belong to this
+    prompt), atomically, recording the move. Concurrent moves serialise: the last one wins and the history has
+    both."""
     actor.require("member", "move prompt labels")
-    check_label(label)
-    for attempt in range(5):
-        try:
-            return _set_label_once(db, actor, name, label, version)
-        except IntegrityError:  # two first-time creations of the same label raced; the loser retries
-            if attempt == 4:
-                raise Conflict(f"label {label!r} of {name!r} is being moved concurrently; try again") from None
-    raise AssertionError("unreachable")
+    PROMPTS.check_label(label)
 
-
-def _set_label_once(db: Database, actor: Actor, name: str, label: str, version: str | int) -> VersionInfo:
-    with db.session() as s:
-        p = _find_prompt(s, name)
+    def once(s: Session) -> VersionInfo:
+        p = PROMPTS.find(s, name)
         check_owner(s, actor, p.id)
-        if isinstance(version, str) and version.startswith("prv_"):
-            target = s.get(PromptVersion, version)
-            if target is None:
-                raise NotFound(f"prompt version {version!r} not found")
-            if target.prompt_id != p.id:
-                owner = s.get(Prompt, target.prompt_id)
-                raise InvalidInput(
-                    f"version {version} belongs to prompt {owner.name if owner else '?'!r}, not {name!r};"
-                    " a label can only point at a version of its own prompt",
-                    details={"field": "version"},
-                )
-        else:
-            tag = str(version)
-            if not (tag.isdigit() or (tag.startswith("v") and tag[1:].isdigit()) or tag == "latest"):
-                raise InvalidInput(f"version {version!r} is not a version number, `latest` or a version id")
-            target = _find_version(s, p, tag)
-        current = s.scalar(
-            select(PromptLabel).where(PromptLabel.prompt_id == p.id, PromptLabel.label == label).with_for_update()
-        )
-        previous = current.version_id if current else None
-        now = utcnow()
-        if current is None:
-            row = PromptLabel(prompt_id=p.id, label=label, version_id=target.id, updated_by=actor.label, updated_at=now)
-            s.add(row)
-            s.flush()
-        else:
-            current.version_id = target.id
-            current.updated_by = actor.label
-            current.updated_at = now
-        s.add(
-            PromptLabelMove(
-                id=new_id("plm"),
-                prompt_id=p.id,
-                label=label,
-                from_version_id=previous,
-                to_version_id=target.id,
-                actor=actor.label,
-                at=now,
-            )
-        )
-        record_audit(s, actor, "prompt.label.set", "prompt", p.id, details={"label": label, "version": target.version})
-        s.flush()
-        return _version_info(s, p, target)
+        moved = PROMPTS.set_label(s, p, label, version, actor.label)
+        details = {"label": label, "version": moved.version.version}
+        record_audit(s, actor, "prompt.label.set", "prompt", p.id, details=details)
+        return _version_info(s, p, moved.version)
+
+    return PROMPTS.write(db, once, conflict=f"label {label!r} of {name!r} is being moved concurrently; try again")
 
 
 def remove_label(db: Database, actor: Actor, name: str, label: str) -> None:
     """Delete a label (recorded in its history)."""
     actor.require("member", "move prompt labels")
     with db.session() as s:
-        p = _find_prompt(s, name)
+        p = PROMPTS.find(s, name)
         check_owner(s, actor, p.id)
-        current = s.get(PromptLabel, (p.id, label))
-        if current is None:
-            raise NotFound(f"prompt {name!r} has no label {label!r}")
-        s.add(
-            PromptLabelMove(
-                id=new_id("plm"),
-                prompt_id=p.id,
-                label=label,
-                from_version_id=current.version_id,
-                to_version_id=None,
-                actor=actor.label,
-                at=utcnow(),
-            )
-        )
-        s.delete(current)
+        PROMPTS.remove_label(s, p, label, actor.label)
         record_audit(s, actor, "prompt.label.remove", "prompt", p.id, details={"label": label})
 
 

@@ -1,4 +1,5 @@
-"""Tables of the prompt registry: prompts, immutable versions, labels with their history, experiments."""
+"""Tables of the prompt registry: prompts, immutable versions, labels with their history, experiments; and
+`PROMPTS`, the registry kernel over them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from podium.core.db import Base, utcnow
+from podium.core.registry import Registry
 
 
 class Prompt(Base):
@@ -122,3 +124,18 @@ class ExperimentShift(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     actor: Mapped[str] = mapped_column(String(140))
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+PROMPTS: Registry[Prompt, PromptVersion] = Registry(
+    kind="prompt",
+    entity=Prompt,
+    version=PromptVersion,
+    label=PromptLabel,
+    move=PromptLabelMove,
+    entity_fk="prompt_id",
+    label_column="label",
+    word="label",
+    hash_column="content_hash",
+    version_prefix="prv",
+    move_prefix="plm",
+)
