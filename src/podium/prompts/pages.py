@@ -11,8 +11,7 @@ check and "save" endpoints take the same, and answer 401 (never a redirect) when
 from __future__ import annotations
 
 import asyncio
-import math
-from collections.abc import Sequence
+import functools
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -28,9 +27,10 @@ from podium.models import service as models
 from podium.prompts import playground as runs
 from podium.prompts import service
 from podium.prompts.experiments import service as experiments
-from podium.prompts.experiments.service import Estimate, ExperimentInfo, ExperimentResults
+from podium.prompts.experiments.service import ExperimentInfo, ExperimentResults
 from podium.prompts.playground import Draft
 from podium.prompts.service import PromptDetail, VersionInfo
+from podium.web.charts import CiChart, ci_chart
 from podium.web.shell import (
     CSRF_HEADER,
     PageSession,
@@ -298,44 +298,6 @@ def _experiments_of(request: Request, name: str) -> list[ExperimentInfo]:
     return experiments.list_experiments(get_platform(request).db, name)
 
 
-@dataclass(frozen=True)
-class CiRow:
-    """One arm in an interval chart: its mean and 95% interval in data units and in SVG x coordinates."""
-
-    label: str
-    n: int
-    mean: float | None
-    low: float | None
-    high: float | None
-    y: float
-    x_mean: float | None
-    x_low: float | None
-    x_high: float | None
-
-
-@dataclass(frozen=True)
-class CiChart:
-    """An SVG chart of means with 95% interval bars, one row per arm."""
-
-    key: str
-    title: str
-    unit: str
-    width: int
-    height: int
-    left: int
-    right: int
-    rows: list[CiRow]
-    ticks: list[tuple[float, str]]
-
-
-CHART_WIDTH = 560
-CHART_LEFT = 70  # room for the arm labels
-CHART_RIGHT = 36  # room for the last tick's label
-ROW_HEIGHT = 26
-CHART_TOP = 8
-CHART_AXIS = 22  # room for tick labels below the rows
-
-
 def fmt_value(value: float | None, unit: str = "") -> str:
     """A figure for a chart or table: three significant digits (dollars to the micro-dollar)."""
     if value is None:
@@ -348,58 +310,11 @@ def fmt_value(value: float | None, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
-def nice_step(span: float, parts: int = 4) -> float:
-    """A round tick step (1, 2, 2.5 or 5 times a power of ten) dividing `span` into about `parts`."""
-    raw = span / parts
-    power = 10 ** math.floor(math.log10(raw))
-    return float(next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw * 0.999))
-
-
-def ci_chart(
-    key: str, title: str, unit: str, arms: Sequence[tuple[str, Estimate]], *, non_negative: bool = False
-) -> CiChart:
-    """Lay out a mean-and-interval chart: a shared x scale with round ticks over every arm's interval (or
-    mean); a `non_negative` quantity's axis (and intervals) start at zero at most."""
-    points = [v for _, e in arms for v in (e.low, e.high, e.mean) if v is not None]
-    lo, hi = (min(points), max(points)) if points else (0.0, 1.0)
-    if non_negative:
-        lo = max(lo, 0.0)
-    if hi - lo < 1e-12:
-        pad = abs(hi) * 0.1 or 1.0
-        lo, hi = max(lo - pad, 0.0) if non_negative else lo - pad, hi + pad
-    step = nice_step(hi - lo)
-    lo, hi = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
-    clip = 0.0 if non_negative else -math.inf
-    inner = CHART_WIDTH - CHART_LEFT - CHART_RIGHT
-
-    def x(v: float | None) -> float | None:
-        return None if v is None else round(CHART_LEFT + (v - lo) / (hi - lo) * inner, 1)
-
-    rows = [
-        CiRow(
-            label,
-            e.n,
-            e.mean,
-            e.low,
-            e.high,
-            CHART_TOP + i * ROW_HEIGHT + ROW_HEIGHT / 2,
-            x(e.mean),
-            x(None if e.low is None else max(e.low, clip)),
-            x(e.high),
-        )
-        for i, (label, e) in enumerate(arms)
-    ]
-    count = round((hi - lo) / step)
-    ticks = [(float(x(lo + step * k) or 0), fmt_value(lo + step * k, unit)) for k in range(count + 1)]
-    height = CHART_TOP + len(arms) * ROW_HEIGHT + CHART_AXIS
-    return CiChart(key, title, unit, CHART_WIDTH, height, CHART_LEFT, CHART_RIGHT, rows, ticks)
-
-
 def _charts(res: ExperimentResults) -> list[CiChart]:
     charts = []
     for name in res.score_names:
         arms = [(f"v{a.version}", a.scores[name]) for a in res.arms if name in a.scores]
-        charts.append(ci_chart(f"score-{name}", f"Score: {name}", "", arms))
+        charts.append(ci_chart(f"score-{name}", f"Score: {name}", "", arms, fmt_value))
     for key, title, unit, field in (
         ("latency", "Latency (mean)", "ms", "latency_ms"),
         ("cost", "Cost per trace", "$", "cost_usd"),
@@ -407,7 +322,7 @@ def _charts(res: ExperimentResults) -> list[CiChart]:
         ("errors", "Error rate", "%", "error_rate"),
     ):
         arms = [(f"v{a.version}", getattr(a, field)) for a in res.arms]
-        charts.append(ci_chart(key, title, unit, arms, non_negative=True))
+        charts.append(ci_chart(key, title, unit, arms, functools.partial(fmt_value, unit=unit), non_negative=True))
     return charts
 
 

@@ -13,7 +13,7 @@ def setup(runtime: Runtime) -> None:
     import asyncio
     import logging
 
-    from podium.tracing.service import retention_loop
+    from podium.tracing.retention import retention_loop
     from podium.tracing.writer import TraceWriter
 
     settings, platform = runtime.settings, runtime.platform
@@ -49,7 +49,7 @@ DOMAIN = Domain(
     requires=("auth", "models"),
     tables=("podium.tracing.store", "podium.tracing.scores.store"),
     api=("podium.tracing.routes:router", "podium.tracing.otlp.routes:router", "podium.tracing.scores.routes:router"),
-    pages=("podium.tracing.pages:router",),
+    pages=("podium.tracing.pages:router", "podium.tracing.metrics_page:router"),
     nav=(NavEntry("Traces", "/traces"), NavEntry("Metrics", "/trace-metrics")),
     cli=(("traces", "podium.tracing.cli:traces_app"), ("scores", "podium.tracing.scores.cli:scores_app")),
     setup="podium.tracing.domain:setup",

@@ -24,11 +24,8 @@ from podium.core.blobs import BlobStore
 from podium.core.errors import InvalidInput
 from podium.core.ids import new_id
 from podium.models.prices import lookup_price
-from podium.tracing.store import SPAN_KINDS
+from podium.tracing.kinds import SpanKind
 from podium.tracing.writer import Record
-
-SpanKind = Literal["llm", "chain", "retriever", "embedding", "tool", "agent", "guardrail", "evaluator", "other"]
-assert set(SpanKind.__args__) == set(SPAN_KINDS)  # type: ignore[attr-defined]
 
 MAX_SPANS_PER_REQUEST = 10_000
 MAX_ATTRIBUTE_CHARS = 4_096

@@ -1,6 +1,6 @@
-"""Dashboard pages for traces: the list (filters, sortable columns, cursor pages, live tail), one trace (span
-tree beside its timeline, span details fetched on click, large payloads on demand) and the metrics page
-(SVG charts over time, per model). Every figure comes from `tracing.service`; this module only shapes it.
+"""Dashboard pages for traces: the list (filters, sortable columns, cursor pages, live tail) and one trace
+(span tree beside its timeline, span details fetched on click, large payloads on demand); the metrics page
+is `metrics_page`. Every figure comes from `tracing.service`; this module only shapes it.
 
 A huge trace never goes to the browser whole: the page renders the first rows of the span skeleton, more
 rows come as HTML fragments a page at a time, and a span's inputs, outputs and attributes are fetched only
@@ -10,31 +10,24 @@ can say so.
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, Response
 
-from podium.core.console import usd
-from podium.core.db import utcnow
-from podium.core.errors import InvalidInput, NotFound, PodiumError, Unauthorized
+from podium.core.durations import parse_time
+from podium.core.errors import NotFound, PodiumError, Unauthorized
 from podium.core.http import get_platform
 from podium.models import service as models
 from podium.tracing import service
+from podium.tracing.formats import FORMATS, filter_params, fmt_ms, query_string
 from podium.web.shell import PageSession, error_page, page_session, read_session, render
 
 router = APIRouter(include_in_schema=False)
 SessionDep = Annotated[PageSession, Depends(page_session)]
-
-METRICS_PATH = "/trace-metrics"  # /metrics is Prometheus'
 
 LIST_LIMIT = 50
 TAIL_LIMIT = 100
@@ -54,58 +47,6 @@ def fragment_session(request: Request) -> PageSession:
 
 
 FragmentDep = Annotated[PageSession, Depends(fragment_session)]
-
-
-# --- formatting ------------------------------------------------------------------------------------
-
-
-def fmt_ms(value: float | None) -> str:
-    """A duration for people: `0.42 ms`, `125 ms`, `1.35 s`, `2m 05s`."""
-    if value is None:
-        return "—"
-    if value < 10:
-        return f"{value:.2f} ms"
-    if value < 1000:
-        return f"{value:.0f} ms"
-    if value < 60_000:
-        return f"{value / 1000:.2f} s"
-    minutes, seconds = divmod(round(value / 1000), 60)
-    return f"{minutes}m {seconds:02d}s"
-
-
-def fmt_count(value: float | None) -> str:
-    """A count with thousands separators, or 12.3K / 4.5M when large."""
-    if value is None:
-        return "—"
-    if abs(value) >= 1e6:
-        return f"{value / 1e6:.1f}M"
-    if abs(value) >= 1e5:
-        return f"{value / 1e3:.0f}K"
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
-
-
-def fmt_usd(value: Decimal | float | None) -> str:
-    """Dollars to the micro-dollar (`$0.000161`), as the CLI prints them."""
-    return usd(Decimal(str(value))) if value is not None else "—"
-
-
-def fmt_pct(value: float | None) -> str:
-    """A rate as a percentage."""
-    return "—" if value is None else f"{value * 100:.1f}%"
-
-
-FORMATS: dict[str, Any] = {"fmt_ms": fmt_ms, "fmt_count": fmt_count, "fmt_usd": fmt_usd, "fmt_pct": fmt_pct}
-
-
-def _query(params: Mapping[str, str | None], **changes: str | None) -> str:
-    """A query string of the non-empty values of `params` with `changes` applied."""
-    merged = {**params, **changes}
-    return urlencode({k: v for k, v in merged.items() if v})
-
-
-def _filter_params(request: Request) -> dict[str, str]:
-    """The trace filters in the request's query string, as typed."""
-    return {p: request.query_params[p] for p in service.FILTER_PARAMS if request.query_params.get(p)}
 
 
 # --- payloads: chat messages, JSON, text -----------------------------------------------------------
@@ -218,8 +159,8 @@ def payload_view(text: str | None, *, full_url: str = "", raw_url: str = "") -> 
 def _payload_urls(trace_id: str, span_id: str | None, which: str) -> tuple[str, str]:
     params = {"span": span_id, "field": which}
     return (
-        f"/traces/{trace_id}/payload?{_query(params)}",
-        f"/traces/{trace_id}/payload?{_query(params, raw='1')}",
+        f"/traces/{trace_id}/payload?{query_string(params)}",
+        f"/traces/{trace_id}/payload?{query_string(params, raw='1')}",
     )
 
 
@@ -250,7 +191,7 @@ def _sort_links(params: dict[str, str], sort: str, order: str) -> dict[str, Sort
     for key, label in SORT_COLUMNS:
         active = order if key == sort else None
         flip = "asc" if active == "desc" else "desc"
-        links[key] = SortLink(label, "/traces?" + _query(params, sort=key, order=flip), active)
+        links[key] = SortLink(label, "/traces?" + query_string(params, sort=key, order=flip), active)
     return links
 
 
@@ -263,7 +204,7 @@ def _list_context(params: dict[str, str], sort: str, order: str, limit: str | No
         "sort_links": _sort_links({**params, "limit": limit or ""}, sort, order),
         "statuses": ("ok", "error"),
         "sources": ("gateway", "sdk", "otlp"),
-        "tail_query": _query(params),
+        "tail_query": query_string(params),
         "tail_ok": sort == "start_time" and order == "desc",
         **FORMATS,
     }
@@ -272,7 +213,7 @@ def _list_context(params: dict[str, str], sort: str, order: str, limit: str | No
 @router.get("/traces")
 def traces_page(request: Request, session: SessionDep) -> Response:
     """Traces matching the filter form, sorted by a column, a cursor page at a time; live tail optional."""
-    params = _filter_params(request)
+    params = filter_params(request)
     sort = request.query_params.get("sort") or "start_time"
     order = request.query_params.get("order") or "desc"
     cursor = request.query_params.get("cursor") or None
@@ -291,7 +232,7 @@ def traces_page(request: Request, session: SessionDep) -> Response:
         )
     next_href = None
     if page.next_cursor:
-        next_href = "/traces?" + _query(params, sort=sort, order=order, limit=limit_text, cursor=page.next_cursor)
+        next_href = "/traces?" + query_string(params, sort=sort, order=order, limit=limit_text, cursor=page.next_cursor)
     return render(
         request,
         "traces/list.html",
@@ -300,7 +241,7 @@ def traces_page(request: Request, session: SessionDep) -> Response:
         bad_field="",
         page=page,
         next_href=next_href,
-        first_href="/traces?" + _query(params, sort=sort, order=order, limit=limit_text) if cursor else None,
+        first_href="/traces?" + query_string(params, sort=sort, order=order, limit=limit_text) if cursor else None,
         **ctx,
     )
 
@@ -309,10 +250,10 @@ def traces_page(request: Request, session: SessionDep) -> Response:
 def traces_tail(request: Request, session: FragmentDep) -> Response:
     """Rows (HTML) of the newest traces matching the filters that started at most `TAIL_SLACK` before
     `after` (or the newest ones, without it); the page script skips or replaces the rows it already has."""
-    filters = service.parse_filters(_filter_params(request))
+    filters = service.parse_filters(filter_params(request))
     after = request.query_params.get("after")
     if after:
-        since = service.parse_time(after, "after") - TAIL_SLACK
+        since = parse_time(after, "after") - TAIL_SLACK
         if filters.end is not None and since >= filters.end:
             return HTMLResponse("")
         if filters.start is None or since > filters.start:
@@ -457,322 +398,3 @@ def trace_payload(request: Request, trace_id: str, session: FragmentDep) -> Resp
     _, raw = _payload_urls(trace_id, span_id, which)
     view = payload_view(payload.data.decode("utf-8", "replace"), raw_url=raw)
     return render(request, "traces/_payload.html", session, view=view, **FORMATS)
-
-
-# --- metrics ---------------------------------------------------------------------------------------
-
-RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
-MAX_POINTS = 200  # buckets a chart shows when the bucket is chosen automatically
-PALETTE = ("#3b5bdb", "#e8590c", "#2b8a3e", "#ae3ec9", "#1098ad", "#f08c00", "#c2255c", "#5c940d")
-MAX_SERIES = len(PALETTE)
-FIXED_COLORS = {"all": "#343a40", "other": "#adb5bd", "p50": "#1098ad", "p95": "#f08c00", "p99": "#c92a2a"}
-NO_MODEL = "(no model)"
-
-
-@dataclass(frozen=True)
-class Mark:
-    """A drawn value: a dot on a line (`h` 0), or a block of a stacked bar."""
-
-    x: float
-    y: float
-    h: float
-    value: float
-    when: str
-    lone: bool = False  # a dot with no neighbour to draw a line to: always drawn
-
-
-@dataclass
-class Series:
-    """One model (or percentile) in a chart: a value per bucket (None: no data there)."""
-
-    name: str
-    values: list[float | None]
-    color: str = ""
-    segments: list[str] = field(default_factory=list)  # SVG polyline points, one per run of values (lines)
-    marks: list[Mark] = field(default_factory=list)
-
-
-@dataclass
-class Chart:
-    """A chart as SVG geometry (computed here, drawn by a template): lines, or bars stacked per series for
-    figures that add up (requests, cost, tokens, errors)."""
-
-    key: str
-    title: str
-    unit: str  # count, ms, usd, rate
-    series: list[Series]
-    stacked: bool = False
-    width: int = 600
-    height: int = 200
-    left: int = 64
-    right: int = 12
-    top: int = 12
-    bottom: int = 26
-    slots: int = 0
-    bar_width: float = 0.0
-    y_ticks: list[tuple[float, str]] = field(default_factory=list)
-    x_ticks: list[tuple[float, str]] = field(default_factory=list)
-    empty: bool = True
-
-
-def _nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 times 10^k at or above `value` (an axis maximum)."""
-    if value <= 0:
-        return 1.0
-    power = 10.0 ** math.floor(math.log10(value))
-    return next(float(m * power) for m in (1, 2, 2.5, 5, 10) if value <= m * power * (1 + 1e-9))
-
-
-def _fmt_unit(unit: str, value: float) -> str:
-    if unit == "ms":
-        return fmt_ms(value)
-    if unit == "usd":
-        return fmt_usd(Decimal(str(round(value, 6))))
-    if unit == "rate":
-        return fmt_pct(value)
-    return fmt_count(value)
-
-
-def layout_chart(chart: Chart, slots: list[datetime], label_format: str) -> Chart:
-    """Fill in a chart's geometry: axis ticks, and per series its stacked blocks or its polylines and dots."""
-    n = chart.slots = len(slots)
-    plot_w = chart.width - chart.left - chart.right
-    plot_h = chart.height - chart.top - chart.bottom
-    step = plot_w / max(n, 1)
-    chart.bar_width = round(max(step * 0.8, 0.5), 2)
-    if chart.stacked:
-        heights = [sum(s.values[i] or 0.0 for s in chart.series) for i in range(n)]
-    else:
-        heights = [v for s in chart.series for v in s.values if v is not None]
-    chart.empty = not any(heights) if chart.stacked else not heights
-    top = _nice_ceiling(max(heights, default=0.0))
-
-    def x(i: int) -> float:
-        return chart.left + (i + 0.5) * step
-
-    def y(v: float) -> float:
-        return chart.top + plot_h - v / top * plot_h
-
-    chart.y_ticks = [(round(y(top * i / 4), 1), _fmt_unit(chart.unit, top * i / 4)) for i in range(5)]
-    picks = sorted({0, n // 2, n - 1}) if n > 2 else list(range(n))
-    chart.x_ticks = [(round(x(i), 1), slots[i].strftime(label_format)) for i in picks]
-    base = [0.0] * n
-    for k, s in enumerate(chart.series):
-        s.color = s.color or PALETTE[k % len(PALETTE)]
-        run: list[str] = []
-        for i, v in enumerate(s.values):
-            when = slots[i].strftime("%Y-%m-%d %H:%M UTC")
-            if chart.stacked:
-                if v:
-                    top_y = y(base[i] + v)
-                    s.marks.append(
-                        Mark(
-                            round(x(i) - chart.bar_width / 2, 2), round(top_y, 2), round(y(base[i]) - top_y, 2), v, when
-                        )
-                    )
-                    base[i] += v
-                continue
-            if v is None:
-                if run:
-                    s.segments.append(" ".join(run))
-                run = []
-                continue
-            px, py = round(x(i), 1), round(y(v), 1)
-            run.append(f"{px},{py}")
-            lone = (i == 0 or s.values[i - 1] is None) and (i == n - 1 or s.values[i + 1] is None)
-            s.marks.append(Mark(px, py, 0.0, v, when, lone))
-        if run:
-            s.segments.append(" ".join(run))
-    return chart
-
-
-@dataclass
-class ModelTotals:
-    """One model's totals over the range (sums of the aggregate's buckets)."""
-
-    model: str
-    count: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_micros: int = 0
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.count if self.count else 0.0
-
-    @property
-    def cost_usd(self) -> Decimal:
-        return service.usd(self.cost_micros)
-
-
-def _metrics_window(request: Request) -> tuple[str, dict[str, str]]:
-    """The range preset (or "custom") and the filter parameters with `from`/`to` filled in."""
-    params = _filter_params(request)
-    preset = request.query_params.get("range") or ("custom" if params.get("from") else "24h")
-    if preset == "custom" and not params.get("from"):
-        raise InvalidInput("a custom range needs 'from'", details={"field": "from"})
-    if preset != "custom":
-        if preset not in RANGES:
-            raise InvalidInput(f"range {preset!r} is not one of: {', '.join(RANGES)}", details={"field": "range"})
-        now = utcnow()
-        params["from"] = (now - timedelta(seconds=RANGES[preset])).isoformat()
-        params["to"] = now.isoformat()
-    return preset, params
-
-
-def _pick_bucket(wanted: str | None, start: datetime, end: datetime) -> str:
-    if wanted and wanted != "auto":
-        return wanted
-    span = (end - start).total_seconds()
-    return next((b for b, size in service.BUCKETS.items() if span / size <= MAX_POINTS), "day")
-
-
-def _metrics_charts(
-    totals: service.Aggregate, per_model: service.Aggregate, slots: list[datetime], models_shown: list[str]
-) -> list[Chart]:
-    """The metrics page's charts; models beyond those shown add up as "other" in the stacked ones."""
-    index = {slot: i for i, slot in enumerate(slots)}
-    n = len(slots)
-
-    def line(rows: list[service.AggregateRow], pick: Any, fill: float | None) -> list[float | None]:
-        out: list[float | None] = [fill] * n
-        for r in rows:
-            i = index.get(r.bucket)
-            if i is not None:
-                out[i] = pick(r)
-        return out
-
-    by_model: dict[str, list[service.AggregateRow]] = defaultdict(list)
-    for r in per_model.rows:
-        by_model[r.group or NO_MODEL].append(r)
-    shown = set(models_shown)
-    others = [r for r in per_model.rows if (r.group or NO_MODEL) not in shown]
-
-    def per(pick: Any, fill: float | None) -> list[Series]:
-        return [Series(m, line(by_model[m], pick, fill)) for m in models_shown]
-
-    def stack(pick: Any) -> list[Series]:
-        series = per(pick, 0)
-        if others:
-            rest: list[float | None] = [0.0] * n
-            for r in others:
-                i = index.get(r.bucket)
-                if i is not None:
-                    rest[i] = (rest[i] or 0.0) + pick(r)
-            series.append(Series("other", rest))
-        return series
-
-    all_rows = totals.rows
-    charts = [
-        Chart("volume", "Requests", "count", stack(lambda r: r.count), stacked=True),
-        Chart(
-            "latency",
-            "Latency percentiles (all models)",
-            "ms",
-            [
-                Series("p50", line(all_rows, lambda r: r.latency_p50_ms, None)),
-                Series("p95", line(all_rows, lambda r: r.latency_p95_ms, None)),
-                Series("p99", line(all_rows, lambda r: r.latency_p99_ms, None)),
-            ],
-        ),
-        Chart("latency_model", "Latency p95 by model", "ms", per(lambda r: r.latency_p95_ms, None)),
-        Chart("cost", "Cost", "usd", stack(lambda r: float(r.cost_usd)), stacked=True),
-        Chart(
-            "tokens",
-            "Tokens (prompt + completion)",
-            "count",
-            stack(lambda r: r.prompt_tokens + r.completion_tokens),
-            stacked=True,
-        ),
-        Chart("errors", "Errors", "count", stack(lambda r: r.errors), stacked=True),
-        Chart(
-            "error_rate",
-            "Error rate",
-            "rate",
-            [Series("all", line(all_rows, lambda r: r.error_rate, None)), *per(lambda r: r.error_rate, None)],
-        ),
-    ]
-    colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models_shown)} | FIXED_COLORS
-    for chart in charts:
-        for s in chart.series:
-            s.color = colors.get(s.name, "")
-    return charts
-
-
-@router.get(METRICS_PATH)
-def metrics_page(request: Request, session: SessionDep) -> Response:
-    """Charts of volume, latency percentiles, cost, tokens and errors over a time range, and per model."""
-    platform = get_platform(request)
-    preset = request.query_params.get("range") or ""
-    params: dict[str, str] = _filter_params(request)
-    wanted_bucket = request.query_params.get("bucket") or "auto"
-    ctx: dict[str, Any] = {"ranges": list(RANGES), "buckets": ["auto", *service.BUCKETS], **FORMATS}
-    try:
-        preset, params = _metrics_window(request)
-        filters = service.parse_filters(params)
-        start = filters.start
-        assert start is not None  # set by _metrics_window
-        end = filters.end or utcnow()
-        bucket = _pick_bucket(wanted_bucket, start, end)
-        totals = service.aggregate(platform, session.actor, filters, bucket=bucket, by="none")
-        per_model = service.aggregate(platform, session.actor, filters, bucket=bucket, by="model")
-    except PodiumError as exc:
-        shown = {**params, "range": preset}
-        return render(
-            request,
-            "traces/metrics.html",
-            session,
-            status_code=exc.status,
-            error=exc,
-            bad_field=str(exc.details.get("field", "")),
-            params=shown,
-            bucket=wanted_bucket,
-            charts=[],
-            models=[],
-            total=None,
-            **ctx,
-        )
-    size = service.BUCKETS[bucket]
-    first = int(start.timestamp()) // size * size
-    last = int(end.timestamp() - 1e-6) // size * size
-    slots = [datetime.fromtimestamp(t, UTC) for t in range(first, max(last, first) + 1, size)]
-
-    table: dict[str, ModelTotals] = {}
-    for r in per_model.rows:
-        name = r.group or NO_MODEL
-        t = table.setdefault(name, ModelTotals(name))
-        t.count += r.count
-        t.errors += r.errors
-        t.prompt_tokens += r.prompt_tokens
-        t.completion_tokens += r.completion_tokens
-        t.cost_micros += r.cost_micros
-    ranked = sorted(table.values(), key=lambda t: (-t.count, t.model))
-    grand = ModelTotals("all")
-    for t in ranked:
-        for attr in ("count", "errors", "prompt_tokens", "completion_tokens", "cost_micros"):
-            setattr(grand, attr, getattr(grand, attr) + getattr(t, attr))
-    label_format = "%m-%d" if bucket == "day" else ("%H:%M" if len(slots) * size <= 86400 else "%m-%d %H:%M")
-    charts = [
-        layout_chart(c, slots, label_format)
-        for c in _metrics_charts(totals, per_model, slots, [t.model for t in ranked[:MAX_SERIES]])
-    ]
-    return render(
-        request,
-        "traces/metrics.html",
-        session,
-        error=None,
-        bad_field="",
-        params={**params, "range": preset},
-        bucket=wanted_bucket,
-        bucket_used=bucket,
-        start=start,
-        end=end,
-        charts=charts,
-        draw_points=len(slots) <= MAX_POINTS,
-        models=ranked,
-        total=grand,
-        more_models=max(0, len(ranked) - MAX_SERIES),
-        traces_query={t.model: _query({**params, "model": t.model if t.model != NO_MODEL else None}) for t in ranked},
-        **ctx,
-    )

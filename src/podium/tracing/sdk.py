@@ -36,11 +36,11 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
 from podium.core.ids import new_id
 from podium.tracing import sdk_export
+from podium.tracing.kinds import SPAN_KINDS, SpanKind
 
 log = logging.getLogger("podium.sdk")
 
-SpanKind = Literal["llm", "chain", "retriever", "embedding", "tool", "agent", "guardrail", "evaluator", "other"]
-KINDS = frozenset(SpanKind.__args__)  # type: ignore[attr-defined]
+KINDS = frozenset(SPAN_KINDS)
 MAX_STRING = 100_000  # characters kept of one string in an input or output
 MAX_ITEMS = 1_000  # items kept of one list or mapping
 MAX_DEPTH = 12

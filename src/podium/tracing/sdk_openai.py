@@ -16,7 +16,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from podium.tracing.sdk import Span, SpanKind, current_span, to_json
+from podium.tracing.kinds import SpanKind
+from podium.tracing.sdk import Span, current_span, to_json
 
 C = TypeVar("C")
 _MARK = "__podium_traced__"

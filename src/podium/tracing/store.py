@@ -1,9 +1,10 @@
-"""Tables of traces and their spans.
+"""Tables of traces and their spans, and the rollup of trace totals that aggregates read.
 
 A trace is one unit of work (a gateway request, an SDK-traced function call) with its totals; spans are
 its steps. Links to prompt, model and dataset versions are columns, not free text, so lineage queries
 are joins. Gateway columns (route, deployment, cache status, attempts) live on the trace because the
-dashboards filter and group by them.
+dashboards filter and group by them. The rollup (`trace_rollup`) is kept by the trace writer and by
+deletions in the same transactions as the traces themselves; see `podium.tracing.rollup`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, String, Text, text
+from sqlalchemy import BigInteger, Column, Index, Integer, PrimaryKeyConstraint, String, Table, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from podium.core.db import Base
+from podium.tracing.kinds import SPAN_KINDS
+from podium.tracing.latency import BINS
 
-SPAN_KINDS = ("llm", "chain", "retriever", "embedding", "tool", "agent", "guardrail", "evaluator", "other")
+__all__ = ["SPAN_KINDS", "STATUSES", "Span", "Trace", "TraceRetention", "TraceRollup"]
+
 STATUSES = ("ok", "error")
 
 
@@ -109,3 +113,35 @@ class TraceRetention(Base):
     days: Mapped[int] = mapped_column()
     updated_by: Mapped[str] = mapped_column(String(140), default="")
     updated_at: Mapped[datetime] = mapped_column()
+
+
+# What the rollup groups traces by, besides time; an absent value is stored as "" (a key column has no NULL).
+ROLLUP_DIMENSIONS = ("project_id", "model", "route", "key_id", "source", "status")
+ROLLUP_SUMS = ("traces", "prompt_tokens", "completion_tokens", "cost_micros")
+HISTOGRAM = tuple(f"h{i}" for i in range(BINS))  # traces per latency bin (`podium.tracing.latency`)
+
+rollup_table = Table(
+    "trace_rollup",
+    Base.metadata,
+    Column("width", Integer, nullable=False),  # seconds a row covers: 60, 3600 or 86400
+    Column("slot", BigInteger, nullable=False),  # its start, in seconds since the epoch (UTC), a multiple of width
+    Column("project_id", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("route", String(200), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("source", String(20), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("traces", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost_micros", BigInteger, nullable=False),
+    *(Column(name, Integer, nullable=False) for name in HISTOGRAM),
+    PrimaryKeyConstraint("width", "slot", *ROLLUP_DIMENSIONS, name="pk_trace_rollup"),
+)
+
+
+class TraceRollup(Base):
+    """Totals of the traces that started in one minute, hour or day, per project, model, route, key, source
+    and status: counts, tokens, cost, and a latency histogram."""
+
+    __table__ = rollup_table

@@ -5,6 +5,8 @@ gateway's spend ledger) reach the database in batches, off the request path.
   (backpressure), so a burst slows requests down instead of dropping records.
 - The thread flushes every `batch_size` rows or `interval` seconds, whichever comes first; `close` drains
   everything (SIGTERM).
+- Each batch also updates the trace rollup (`podium.tracing.rollup`) in its transaction, whichever way it is
+  written (thread, child process, replay of a spill), so aggregates never count a trace that is not stored.
 - A batch the database refuses (it is down, the disk is full) is retried, then spilled to a JSON-lines
   file under `<home>/spill/`, replayed by `replay_spill` on the next start. A record is never dropped
   silently: the `podium_trace_rows_dropped_total` metric counts any that could be neither written nor
@@ -34,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from podium.core.db import Database
 from podium.core.ids import ulid
+from podium.tracing import rollup
 from podium.tracing.sink import ProcessSink, callable_name
 from podium.tracing.store import Span, Trace
 
@@ -531,8 +534,9 @@ def insert_rows(
     *,
     share_gil: bool = True,
 ) -> None:
-    """Insert trace and span rows and add counter deltas, in one transaction. With `share_gil` (in the
-    server's writer thread), building the parameters hands the GIL to the event loop now and then."""
+    """Insert trace and span rows, add them to the trace rollup and add counter deltas, in one transaction.
+    With `share_gil` (in the server's writer thread), building the parameters hands the GIL to the event
+    loop now and then."""
     sqlite = db.backend == "sqlite"
     pause = 32 if share_gil else 1 << 62
     trace_params: list[tuple[Any, ...]] = []
@@ -547,11 +551,20 @@ def insert_rows(
         if i % pause == pause - 1:
             time.sleep(0)
         (resent_params if row.get("_merge") else span_params).append(_SPANS.params(row, sqlite))
+    changes = rollup.new_deltas()
+    rollup.add_rows(changes, (row for row in traces if not row.get("_merge")))
+    merged = [row["id"] for row in traces if row.get("_merge")]
     with db.session() as s:
         if trace_params:
             _TRACES.run(s, db.backend, trace_params)
         if merge_params:
+            # a part may move its trace to other rollup rows: take the trace out as it was, add it as it is
+            rollup.lock_parts(s, db.backend, merged)
+            for row in rollup.read_contributions(s, merged, db.backend):
+                rollup.contribute(changes, row, -1)
             _TRACES.run(s, db.backend, merge_params, merge=True)
+            rollup.add_rows(changes, rollup.read_contributions(s, merged, db.backend))
+        rollup.apply(s, db.backend, changes)
         if span_params:
             _SPANS.run(s, db.backend, span_params)
         if resent_params:  # spans sent by clients: one sent twice (a retried request) is kept once

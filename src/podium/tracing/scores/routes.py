@@ -11,6 +11,7 @@ from podium.core.identity import Actor
 from podium.core.platform import Platform
 from podium.tracing.scores import service as scores
 from podium.tracing.scores.service import ScoreInfo, ScoreList
+from podium.tracing.scores.store import SCORE_SOURCES
 from podium.tracing.service import int_param
 
 router = APIRouter(prefix="/api/scores", tags=["scores"])
@@ -41,7 +42,7 @@ def list_scores(
     platform: PlatformDep,
     trace_id: Annotated[str | None, Query(description="Scores of this trace.")] = None,
     name: Annotated[str | None, Query(description="Scores of this name.")] = None,
-    source: Annotated[str | None, Query(description="user, evaluator or api.")] = None,
+    source: Annotated[str | None, Query(description=", ".join(SCORE_SOURCES) + ".")] = None,
     limit: Annotated[str | None, Query(description=f"1-{scores.MAX_LIST}, default {scores.DEFAULT_LIST}.")] = None,
 ) -> ScoreList:
     """Scores, newest first, filtered by trace, name and source (your project's, unless you are an admin)."""

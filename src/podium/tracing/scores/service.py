@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
@@ -28,7 +28,7 @@ from podium.core.db import Database, utcnow
 from podium.core.errors import InvalidInput, NotFound, validated
 from podium.core.identity import Actor
 from podium.core.ids import new_id
-from podium.tracing.scores.store import Score
+from podium.tracing.scores.store import SCORE_SOURCES, Score, ScoreSource
 from podium.tracing.service import started_before, started_from
 from podium.tracing.store import Span, Trace
 
@@ -52,7 +52,7 @@ class ScoreIn(BaseModel):
     span_id: str | None = None
     name: str = Field(description="What is scored: `thumbs`, `helpfulness`, `exact_match`…")
     value: float
-    source: Literal["user", "evaluator", "api"] = "api"
+    source: ScoreSource = "api"
     comment: str | None = Field(None, max_length=2000)
 
     @field_validator("trace_id", "span_id")
@@ -237,6 +237,10 @@ def list_scores(
     if name:
         q = q.where(Score.name == name)
     if source:
+        if source not in SCORE_SOURCES:
+            raise InvalidInput(
+                f"source {source!r} is not one of: {', '.join(SCORE_SOURCES)}", details={"field": "source"}
+            )
         q = q.where(Score.source == source)
     if not _is_admin(actor):
         q = q.where(Score.project_id == (actor.project_id or ""))

@@ -4,13 +4,15 @@ the API."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal, get_args
 
 from sqlalchemy import Float, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from podium.core.db import Base
 
-SCORE_SOURCES = ("user", "evaluator", "api")
+ScoreSource = Literal["user", "evaluator", "api"]  # who gave a score: a person, an evaluator, any API caller
+SCORE_SOURCES: tuple[ScoreSource, ...] = get_args(ScoreSource)
 
 
 class Score(Base):
