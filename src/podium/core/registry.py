@@ -9,11 +9,13 @@ Models and prompts (and next datasets, eval suites, chains, knowledge bases, fin
 - **References** are `name` or `name@latest` (the newest version), `name@3` or `name@v3` (a number),
   `name@label`; where a version is asked for, its id (`prv_…`) works too, if it is a version of that entity.
   A missing name lists the known names; a missing label lists the entity's labels.
-- **Versions** are numbered 1, 2, 3… per entity and never change. The next number is the highest plus one;
-  two writers racing for it collide on the table's unique (entity, version) key, and `Registry.write` runs
-  the loser again in a fresh transaction, on top of the winner.
+- **Versions** are numbered 1, 2, 3… per entity and never change. `push` takes the entity's row lock
+  before it reads the highest number (SQLite's write lock already serialises writers), so pushes to one
+  entity take turns; should two writers still collide (the first two pushes of a new name, or a writer
+  that skipped the lock), the table's unique keys refuse the second and `Registry.write` runs it again in
+  a fresh transaction, on top of the winner.
 - **Content**: each version carries a hash of its content, so pushing what is already there finds the
-  version it already is (`by_hash`) instead of making a copy.
+  version it already is (`by_hash`, checked by `push` under the same lock) instead of making a copy.
 - **Labels** move atomically, each move with a history row (from, to, who, when). Concurrent moves of one
   label serialise (a row lock on PostgreSQL; SQLite's write lock, taken when a write session begins), so
   the history is a chain in which every move starts where the previous one ended.
@@ -34,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
@@ -114,6 +116,14 @@ class Moved(Generic[V]):
 
     version: V
     previous_id: str | None
+
+
+@dataclass(frozen=True)
+class Pushed(Generic[V]):
+    """The result of a push: the version, and whether the push made it (False: the content was there)."""
+
+    version: V
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -292,9 +302,24 @@ class Registry(Generic[E, V]):
             )
         return found
 
-    def add_version(self, s: Session, entity: E, *, content_hash: str, **columns: Any) -> V:
-        """Add the next version (the highest number plus one) and flush, so a writer that took the same number
-        first makes this fail here with `IntegrityError`, which `write` retries."""
+    def lock(self, s: Session, entity: E) -> None:
+        """Hold the entity's row until the transaction ends, so writers to one entity take turns (PostgreSQL;
+        on SQLite a write session holds the database's write lock from its start)."""
+        key = self._column(self.entity, "id")
+        s.execute(select(key).where(key == _id(entity)).with_for_update())
+
+    def push(
+        self, s: Session, entity: E, *, content_hash: str, same: Literal["any", "latest"] | None = "any", **columns: Any
+    ) -> Pushed[V]:
+        """Add the next version (the highest number plus one) with `columns`, unless a version with this content
+        hash is there already (`same`: any version, only the latest for registries whose history is linear, or
+        None to always add one): then that version, `created` False. Takes the entity's lock first, so
+        concurrent pushes neither take one number twice nor add the same content twice."""
+        self.lock(s, entity)
+        if same is not None:
+            found = self.by_hash(s, entity, content_hash, latest_only=same == "latest")
+            if found is not None:
+                return Pushed(found, created=False)
         row = cast(Any, self.version)(
             id=new_id(self.version_prefix),
             version=self.latest_number(s, entity) + 1,
@@ -302,8 +327,8 @@ class Registry(Generic[E, V]):
             **columns,
         )
         s.add(row)
-        s.flush()
-        return cast(V, row)
+        s.flush()  # a number taken meanwhile fails here, with `IntegrityError`: `write` retries
+        return Pushed(cast(V, row), created=True)
 
     # --- labels -----------------------------------------------------------------------------------
 

@@ -384,15 +384,11 @@ def _insert_version(
                     f"model {name!r} is a {m.provider} {m.task} model; a new version must be the same"
                     f" (got {provider} {task}); register it under another name"
                 )
-            same = MODELS.by_hash(s, m, digest)
-            if same is not None and fmt != "remote":  # a remote version's key is not in its hash
-                return _version_info(s, m, same)
-            if description:
-                m.description = description
-        v = MODELS.add_version(
+        pushed = MODELS.push(
             s,
             m,
             content_hash=digest,
+            same=None if fmt == "remote" else "any",  # a remote version's key is not in its hash
             source_uri=source_uri,
             format=fmt,
             files=files,
@@ -406,6 +402,11 @@ def _insert_version(
             created_by=actor.label,
             created_at=utcnow(),
         )
+        v = pushed.version
+        if not pushed.created:
+            return _version_info(s, m, v)
+        if description:
+            m.description = description
         record_audit(
             s,
             actor,

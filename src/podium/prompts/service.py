@@ -292,12 +292,19 @@ def _create_in(s: Session, actor: Actor, spec: PromptSpec, content: dict[str, An
         check_owner(s, actor, p.id)
     if spec.description and spec.description != p.description:
         p.description = spec.description
-    same = PROMPTS.by_hash(s, p, digest, latest_only=True)  # history is linear: older content is a new version
-    if same is not None:
-        return Created(created=False, version=_version_info(s, p, same))
-    v = PROMPTS.add_version(
-        s, p, content_hash=digest, message=spec.message, created_by=actor.label, created_at=now, **content
+    pushed = PROMPTS.push(  # history is linear: going back to older content is a new version
+        s,
+        p,
+        content_hash=digest,
+        same="latest",
+        message=spec.message,
+        created_by=actor.label,
+        created_at=now,
+        **content,
     )
+    v = pushed.version
+    if not pushed.created:
+        return Created(created=False, version=_version_info(s, p, v))
     record_audit(
         s, actor, "prompt.version.create", "prompt_version", v.id, details={"prompt": p.name, "version": v.version}
     )
