@@ -42,13 +42,6 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def usd(amount: Any) -> str:
-    """Deprecated: use `core.money.format_usd`; kept only until `tracing/pages.py` stops importing it."""
-    from podium.core.money import format_usd
-
-    return format_usd(amount)
-
-
 def is_terminal() -> bool:
     """Whether stdout is a terminal (a person reading), not a pipe or a file."""
     try:
