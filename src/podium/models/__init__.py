@@ -1,6 +1,7 @@
 """Models: the registry (versions, aliases, lineage), providers, the local engine and model workers.
 
-SDK: `podium.models.get("name@alias").chat(...)`, `.complete(...)`, `.embed(...)`.
+SDK: `podium.models.get("name@alias").chat(...)`, `.complete(...)`, `.embed(...)`, on the server
+`podium.configure(url=..., api_key=...)` set (see `podium.core.sdkconfig`), or the one given to the call.
 """
 
 from __future__ import annotations

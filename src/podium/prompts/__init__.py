@@ -1,7 +1,8 @@
 """Prompt registry: versioned templates, labels, rendering, experiments.
 
 `podium.prompts.get(name, label=...)` and `podium.prompts.run(name, model=...)` are the SDK entry points
-(see `podium.prompts.sdk`); it is imported on first use so that the server's imports of this package stay light.
+(see `podium.prompts.sdk`), on the server `podium.configure(url=..., api_key=...)` set or the one given to
+the call; it is imported on first use so that the server's imports of this package stay light.
 """
 
 from __future__ import annotations
