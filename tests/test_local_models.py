@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import math
 import os
 import signal
@@ -22,17 +23,19 @@ import pytest
 import podium.models
 
 from .fakes import FakeServer, start_fake_anthropic, start_fake_openai
+from .models_fixtures import MODEL_CACHE, smollm_gguf
 from .serving import ServedPodium, start_serving
 
 pytestmark = pytest.mark.slow
 CHAT = "smollm2-135m-instruct"
 EMBED = "minilm-l6-v2"
+USER_CACHE = {"PODIUM_MODEL_CACHE_DIR": str(MODEL_CACHE)}  # the per-user model cache every home shares
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedPodium]:
     # two API worker processes share each model worker
-    s = start_serving(tmp_path_factory.mktemp("served"), env={"PODIUM_WORKERS": "2"})
+    s = start_serving(tmp_path_factory.mktemp("served"), env={"PODIUM_WORKERS": "2", **USER_CACHE})
     yield s
     s.stop()
 
@@ -313,6 +316,30 @@ def test_a_dead_worker_is_restarted(served: ServedPodium, client: openai.OpenAI)
     r = client.chat.completions.create(model=CHAT, messages=ask("Say hi."), max_tokens=3)
     assert r.choices[0].message.content is not None
     assert "restarting" in served.output()
+
+
+def test_a_second_home_reuses_the_users_converted_model(served: ServedPodium, tmp_path: Path) -> None:
+    # `served` started a first home with the same per-user model cache: the GGUF conversion and the int8
+    # weights made (or found) there are what a new home loads, without converting or calibrating again
+    digest = hashlib.sha256(smollm_gguf().read_bytes()).hexdigest()
+    converted = MODEL_CACHE / "converted" / digest
+    assert (converted / "podium-manifest.json").exists() and (converted / "model.safetensors").exists()
+    second = start_serving(tmp_path, models=CHAT, env=USER_CACHE)
+    try:
+        log = (second.home / "logs" / f"model-{CHAT}.log").read_text()
+        assert f"reusing converted {smollm_gguf().name} from {converted}" in log, log
+        assert "int8 weights loaded from the cache" in log, log
+        assert "converting" not in log and "quantised" not in log, log
+        assert not (second.home / "cache" / "converted").exists()
+        r = httpx.post(
+            second.url + "/v1/chat/completions",
+            json={"model": CHAT, "messages": ask("What is the capital of France?"), "max_tokens": 20, "temperature": 0},
+            headers={"Authorization": f"Bearer {second.key}"},
+            timeout=60,
+        )
+        assert r.status_code == 200 and "Paris" in r.json()["choices"][0]["message"]["content"], r.text
+    finally:
+        second.stop()
 
 
 def test_gateway_processes_never_import_torch(tmp_path: Path) -> None:
