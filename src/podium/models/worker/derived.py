@@ -34,6 +34,7 @@ MANIFEST = "podium-manifest.json"
 FORMAT = 1
 # errors while building that mean "this disk cannot take the files", not a failure of the work itself
 _UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+_NAME = re.compile(r"[A-Za-z0-9][\w-]*")  # kinds and keys: one plain path component each
 
 
 class CacheUnwritable(Exception):
@@ -100,6 +101,8 @@ def check(folder: Path, kind: str, key: str) -> str | None:
         return f"unreadable manifest ({exc})"
     refreshed = False
     for name, info in files.items():
+        if not isinstance(info, dict) or not {"size", "sha256", "mtime_ns"} <= info.keys():
+            return f"unreadable manifest (entry {name!r})"
         path = folder / name
         try:
             st = path.stat()
@@ -140,20 +143,15 @@ class DerivedCache:
     def __repr__(self) -> str:
         return f"DerivedCache({str(self.root)!r}, fallback={str(self.fallback) if self.fallback else None!r})"
 
-    def lookup(self, kind: str, key: str) -> Path | None:
-        """A complete entry, in the root or the fallback, without building anything."""
-        for root in self._roots():
-            folder = root / kind / key
-            if check(folder, kind, key) is None:
-                return folder
-        return None
-
     def get_or_build(self, kind: str, key: str, build: Callable[[Path], None], what: str = "") -> Entry:
         """The entry `<kind>/<key>`: reused if complete, else made by `build(empty_folder)` once.
 
         `build` fills the folder it is given; the folder is renamed into place only after it returns and
         its manifest is written. If the root cannot take it, the same happens in the fallback root.
         """
+        for part in (kind, key):
+            if not _NAME.fullmatch(part):
+                raise ValueError(f"not a cache entry name: {part!r}")
         what = what or f"{kind} {key[:12]}"
         roots = self._roots()
         for root in roots:  # a complete entry anywhere wins, before any lock or write
