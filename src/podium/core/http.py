@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -79,6 +80,52 @@ def current_actor(request: Request) -> Actor:
     return Actor(principal, request_id(request))
 
 
+# --- plain ASGI (the `/v1` hot path) -------------------------------------------------------------
+
+
+def openai_error(message: str, code: str, type_: str = "invalid_request_error", param: str | None = None) -> bytes:
+    """An error body in OpenAI's shape (`/v1`)."""
+    return orjson.dumps({"error": {"message": message, "type": type_, "code": code, "param": param}})
+
+
+async def send_json(send: Send, status: int, payload: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Send a whole JSON response (`payload` already serialised) with extra raw headers."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class ClientDisconnected(Exception):
+    """The client went away while its request was being read."""
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body from ASGI messages; `ClientDisconnected` if the client leaves first."""
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnected()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnected()
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
 # --- error rendering -------------------------------------------------------------------------
 
 
@@ -113,15 +160,12 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
-    """Render Starlette's HTTP errors (404 for unknown paths, 405) in the `/api` shape."""
+    """Render Starlette's HTTP errors (404 for unknown paths, 405) in the `/api` shape (`/v1` answers its own)."""
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     message = str(exc.detail)
     if exc.status_code in (404, 405):
         message = f"no such endpoint: {request.method} {request.url.path}"
-    if request.url.path.startswith("/v1"):
-        body = {"error": {"message": message, "type": "invalid_request_error", "code": code, "param": None}}
-        return ORJSONResponse(body, status_code=exc.status_code, headers=exc.headers)
     return ORJSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
@@ -129,10 +173,6 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
     """A bug: log it with the request id, answer 500 without internals."""
     rid = request_id(request)
     log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, rid)
-    if request.url.path.startswith("/v1"):
-        message = f"internal error; the server log has details (request id {rid})"
-        body = {"error": {"message": message, "type": "server_error", "code": "internal_error", "param": None}}
-        return ORJSONResponse(body, status_code=500)
     return ORJSONResponse(
         error_body("internal_error", f"internal error; the server log has details (request id {rid})"),
         status_code=500,
@@ -142,8 +182,14 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
 # --- middleware ----------------------------------------------------------------------------------
 
 
+def request_id_for(incoming: str | None) -> str:
+    """The id of a request: a sane incoming `X-Request-ID`, else a new one."""
+    return incoming if incoming and _REQUEST_ID_RE.match(incoming) else "req_" + ulid()
+
+
 class RequestContextMiddleware:
-    """Gives each request an id (honouring a sane incoming `X-Request-ID`), echoes it, caps body size."""
+    """Gives each request an id (honouring a sane incoming `X-Request-ID`), echoes it, caps body size.
+    (`/v1` never comes here: the server's front door does the same for it.)"""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int):
         self.app = app
@@ -160,12 +206,12 @@ class RequestContextMiddleware:
                 incoming = value.decode("latin-1")
             elif name == b"content-length":
                 length = value
-        rid = incoming if incoming and _REQUEST_ID_RE.match(incoming) else "req_" + ulid()
+        rid = request_id_for(incoming)
         scope["podium.request_id"] = rid
         rid_bytes = rid.encode()
 
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            await self._too_large(scope, send, rid_bytes)
+            await self._too_large(send, rid_bytes)
             return
 
         received = 0
@@ -192,36 +238,12 @@ class RequestContextMiddleware:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
             if too_large:
-                await self._too_large(scope, send, rid_bytes)
+                await self._too_large(send, rid_bytes)
 
-    async def _too_large(self, scope: Scope, send: Send, rid: bytes) -> None:
+    async def _too_large(self, send: Send, rid: bytes) -> None:
         message = f"request body is larger than the limit of {self.max_body} bytes (setting max_body_bytes)"
-        path = scope.get("path", "")
-        if path.startswith("/v1"):
-            body = {
-                "error": {
-                    "message": message,
-                    "type": "invalid_request_error",
-                    "code": "body_too_large",
-                    "param": None,
-                }
-            }
-        else:
-            body = error_body("body_too_large", message)
-        payload = orjson.dumps(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"x-request-id", rid),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        headers = [(b"x-request-id", rid), (b"connection", b"close")]
+        await send_json(send, 413, orjson.dumps(error_body("body_too_large", message)), headers)
 
 
 class _BodyTooLarge(Exception):

@@ -12,31 +12,48 @@ import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 10-bit value as two digits
+_RANDOM_MASK = (1 << 80) - 1
 _lock = threading.Lock()
 _last_ms = -1
+_last_time = ""  # `_last_ms` encoded
 _last_rand = 0
 
 
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+def _time_part(ms: int) -> str:
+    """48 bits of milliseconds as 10 digits."""
+    p = _PAIRS
+    return p[ms >> 40 & 1023] + p[ms >> 30 & 1023] + p[ms >> 20 & 1023] + p[ms >> 10 & 1023] + p[ms & 1023]
+
+
+def _random_part(r: int) -> str:
+    """80 random bits as 16 digits (two at a time from a table: ids are made on every request)."""
+    p = _PAIRS
+    return "".join(
+        (
+            p[r >> 70 & 1023],
+            p[r >> 60 & 1023],
+            p[r >> 50 & 1023],
+            p[r >> 40 & 1023],
+            p[r >> 30 & 1023],
+            p[r >> 20 & 1023],
+            p[r >> 10 & 1023],
+            p[r & 1023],
+        )
+    )
 
 
 def ulid() -> str:
     """A new 26-character ULID, monotonic within this process."""
-    global _last_ms, _last_rand
+    global _last_ms, _last_time, _last_rand
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms <= _last_ms:
-            ms = _last_ms
-            _last_rand = (_last_rand + 1) & ((1 << 80) - 1)
+            _last_rand = (_last_rand + 1) & _RANDOM_MASK
         else:
-            _last_ms = ms
+            _last_ms, _last_time = ms, _time_part(ms)
             _last_rand = int.from_bytes(os.urandom(10), "big") >> 1
-        return _encode(ms, 10) + _encode(_last_rand, 16)
+        return _last_time + _random_part(_last_rand)
 
 
 def new_id(prefix: str) -> str:

@@ -64,6 +64,8 @@ class Call:
     ticket: Ticket | None = None  # what the governor reserved for this call
     session_id: str | None = None
     prompt: PromptUse | None = None  # the prompt version the request referenced (or an experiment chose)
+    body_raw: bytes | None = None  # `body` as the client sent it (absent when a prompt reference changed it)
+    output_raw: bytes | None = None  # `output` serialised, when the answer was
 
     @property
     def user(self) -> str | None:
@@ -338,8 +340,8 @@ class Dispatcher:
         latency = (time.perf_counter() - call.t0) * 1000
         metrics.observe(call, latency / 1000)
         status = "ok" if call.error is None and call.status < 400 else "error"
-        inp = _clip(orjson.dumps(call.body).decode())
-        out = None if call.output is None else _clip(orjson.dumps(call.output).decode())
+        inp = _clip((call.body_raw or orjson.dumps(call.body)).decode())
+        out = None if call.output is None else _clip((call.output_raw or orjson.dumps(call.output)).decode())
         p = call.principal
         meta: dict[str, Any] = {"request_id": call.request_id, "podium_user": p.user_name, "stream": call.stream}
         if call.prompt is not None:

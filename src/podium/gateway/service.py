@@ -46,6 +46,7 @@ class Incoming:
     request_id: str | None = None
     session_id: str | None = None
     cache_control: str | None = None
+    raw: bytes | None = None  # the body as sent, when there is one: recorded as is, not serialised again
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Answer:
     body: Any = None
     stream: AsyncIterator[dict[str, Any] | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    raw: bytes | None = None  # `body` serialised (once, for the trace and the response alike)
 
 
 class ClientGone(Exception):
@@ -146,6 +148,7 @@ class Gateway:
             request_id=incoming.request_id,
             session_id=incoming.session_id,
             prompt=used,
+            body_raw=incoming.raw if body is incoming.body else None,
         )
         # a rendered prompt reference changed the body: its size is what goes upstream
         body_bytes = incoming.body_bytes if body is incoming.body else len(orjson.dumps(body))
@@ -164,7 +167,8 @@ class Gateway:
             result = await dispatcher.complete(call, route, _watching(gone) if gone is not None else None)
             if found.key is not None or found.vector is not None:
                 await dispatcher.cache.store(found, route.spec.cache.ttl, result)
-            answer = Answer(200, call.headers(), call, body=result)
+            call.output_raw = orjson.dumps(result)
+            answer = Answer(200, call.headers(), call, body=result, raw=call.output_raw)
         except (GatewayError, UpstreamError, GuardrailViolation) as exc:
             answer = self._failed(call, exc)
         except ClientGone:

@@ -1,4 +1,5 @@
-"""The app factory: one FastAPI app mounting every domain's API router and dashboard pages.
+"""The app factory: one FastAPI app mounting every domain's API router and dashboard pages, behind the front
+door that serves the domains' hot-path routes (`/v1`) directly.
 
 `podium serve` runs it under uvicorn (`factory=True`), once per worker process. Startup starts the
 job backend and the periodic flushers; shutdown (after uvicorn drained in-flight requests) stops
@@ -36,14 +37,16 @@ from podium.core.platform import Platform
 from podium.core.runtime import Runtime
 from podium.core.version import __version__
 from podium.server import pages as server_pages
+from podium.server.frontdoor import FrontDoor
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
 from podium.web.shell import STATIC, LoginRequired
 
 log = logging.getLogger("podium.server")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the Podium app for one process: every installed domain's setup, routes and pages."""
+def create_app(settings: Settings | None = None) -> FrontDoor:
+    """Build the Podium app for one process: every installed domain's setup, routes and pages. The result is
+    the ASGI app to serve; its `api` is the FastAPI app and its `state` that app's state."""
     settings = settings or load_settings()
     platform = Platform.from_settings(settings)
     runtime = Runtime(settings, platform)
@@ -101,9 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return ORJSONResponse(body, status_code=200 if ok else 503)
 
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
-    for d in domains():
-        for ref in d.http:
-            app.router.routes.extend(load(ref)(runtime))
+    hot = [route for d in domains() for ref in d.http for route in load(ref)(runtime)]
     for d in domains():
         for ref in d.api:
             app.include_router(load(ref))
@@ -115,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
-    return app
+    return FrontDoor(app, hot, settings.max_body_bytes)
 
 
 async def _login_redirect(request: Request, exc: Exception) -> Response:
