@@ -71,3 +71,20 @@ def test_the_span_exporter_waits_as_retry_after_asks(caplog: pytest.LogCaptureFi
     asked = float(re.search(r"answered 429; spans kept for retry \(Retry-After ([\d.]+) s\)", caplog.text)[1])
     waited = float(re.search(r"retrying 1 spans in ([\d.]+) s", caplog.text)[1])
     assert 1.0 < asked <= 3.0 and waited >= asked
+
+
+def test_a_flush_waits_out_retry_after_and_a_new_configuration_does_not() -> None:
+    span = {"id": "spn_hold", "trace_id": "trc_hold", "name": "held", "kind": "chain"}
+    with scripted_server(Answer(503, {"Retry-After": "25"}, b"maintenance")) as server:
+        config = ExportConfig(url=server.url, api_key="pk-test", flush_interval=0.05)
+        exporter = Exporter(config)
+        try:
+            assert exporter.submit(span)
+            assert not exporter.flush(1)  # sent once, refused
+            assert not exporter.flush(1)  # the server asked for 25 s: flushing again does not cut that short
+            assert len(server.received) == 1
+            exporter.reconfigure(config)  # new settings (podium.configure): try again at once
+            assert exporter.flush(20)
+        finally:
+            exporter.shutdown(5)
+        assert len(server.received) == 2 and server.received[0].body == server.received[1].body

@@ -4,9 +4,10 @@
 The queue is bounded (`max_queue` spans, counting a batch held for retry). When it is full a producer
 waits briefly for room while the server is answering, and only then drops the span, counted and logged.
 Connection errors, timeouts, 408, 429 and 5xx answers keep the batch and retry with jittered exponential
-backoff (`core.retry`), waiting at least what a `Retry-After` header asks (up to `MAX_BACKOFF`); other
-refusals (a bad key, an invalid span) are logged and the batch is let go. `flush()` sends what is queued
-now; an `atexit` hook flushes once more, giving up quickly when the server cannot be reached.
+backoff (`core.retry`), waiting at least what a `Retry-After` header asks (up to `MAX_BACKOFF`; a `flush()`
+meanwhile waits too, a new `configure()` does not); other refusals (a bad key, an invalid span) are logged
+and the batch is let go. `flush()` sends what is queued now; an `atexit` hook flushes once more, giving up
+quickly when the server cannot be reached.
 
 The server and key are the SDK's one client configuration (`core.sdkconfig`: `podium.configure()`, else
 `PODIUM_URL`, `PODIUM_API_KEY`, `podium.toml`, `<home>/admin.key`), shared with `podium.models` and
@@ -83,7 +84,8 @@ class Exporter:
         self.dropped = 0  # spans refused for lack of room, plus batches the server refused
         self.sent = 0
         self._healthy = True  # the last attempt reached the server
-        self._wake = False
+        self._wake = False  # send now: flush(), configure(), a full queue
+        self._hold_until = 0.0  # monotonic time a server's Retry-After asked us to wait until (flush waits too)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._http: httpx.Client | None = None
@@ -138,6 +140,7 @@ class Exporter:
             self._endpoint = None
             self._healthy = True
             self._warned.clear()
+            self._hold_until = 0.0
             self._wake = True
             self._cond.notify_all()
 
@@ -174,7 +177,9 @@ class Exporter:
                 with self._cond:
                     config = self.config
                     deadline = time.monotonic() + (backoff or config.flush_interval)
-                    while not (self._stopping or self._wake) and (backoff or len(self._queue) < config.batch_size):
+                    while not (self._stopping or (self._wake and time.monotonic() >= self._hold_until)) and (
+                        backoff or len(self._queue) < config.batch_size
+                    ):
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             break
@@ -194,6 +199,7 @@ class Exporter:
                             return
                         backoff = BACKOFF.delay(failures, retry_after)
                         failures += 1
+                        self._hold_until = time.monotonic() + backoff if retry_after is not None else 0.0
                         log.debug("podium tracing: retrying %d spans in %.2f s", count, backoff)
                     else:
                         for _ in range(count):
@@ -202,6 +208,7 @@ class Exporter:
                         self._healthy = True
                         backoff = 0.0
                         failures = 0
+                        self._hold_until = 0.0
                         if outcome == "sent":
                             self.sent += count
                         else:
