@@ -17,6 +17,10 @@
 
 Score direction: the declared score's `direction` (`higher` or `lower` is better) decides which arm is
 best; other scores are read as higher-is-better.
+
+This module is the experiments' interface (specs, create, stop, shares, results). The statistics live in
+`stats`, the bandit in `bandit`, the views and lookups both share in `reads`; their public names are
+re-exported here (`import x as x`), so pages, routes, the domain and tests import this one module.
 """
 
 from __future__ import annotations
@@ -37,55 +41,29 @@ from podium.core.errors import Conflict, InvalidInput, NotFound, validated
 from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.prompts.experiments import reads
-from podium.prompts.experiments.bandit import (
-    BANDIT,
-    MIN_MOVE,
-    RebalanceResult,
-    bandit_loop,
-    rebalance,
-    rebalance_all,
-    step_shares,
-    with_floor,
-)
-from podium.prompts.experiments.reads import ArmInfo, ExperimentInfo
-from podium.prompts.experiments.stats import (
-    DRAWS,
-    Z95,
-    Estimate,
-    is_binary,
-    mean_interval,
-    percentiles,
-    posterior_draws,
-    prob_best,
-    t95,
-    wilson,
-)
+from podium.prompts.experiments.bandit import BANDIT as BANDIT
+from podium.prompts.experiments.bandit import MIN_MOVE as MIN_MOVE
+from podium.prompts.experiments.bandit import RebalanceResult as RebalanceResult
+from podium.prompts.experiments.bandit import bandit_loop as bandit_loop
+from podium.prompts.experiments.bandit import rebalance as rebalance
+from podium.prompts.experiments.bandit import rebalance_all as rebalance_all
+from podium.prompts.experiments.bandit import step_shares as step_shares
+from podium.prompts.experiments.bandit import with_floor as with_floor
+from podium.prompts.experiments.reads import ArmInfo as ArmInfo
+from podium.prompts.experiments.reads import ExperimentInfo as ExperimentInfo
+from podium.prompts.experiments.stats import DRAWS as DRAWS
+from podium.prompts.experiments.stats import Z95 as Z95
+from podium.prompts.experiments.stats import Estimate as Estimate
+from podium.prompts.experiments.stats import is_binary as is_binary
+from podium.prompts.experiments.stats import mean_interval as mean_interval
+from podium.prompts.experiments.stats import percentiles as percentiles
+from podium.prompts.experiments.stats import posterior_draws as posterior_draws
+from podium.prompts.experiments.stats import prob_best as prob_best
+from podium.prompts.experiments.stats import t95 as t95
+from podium.prompts.experiments.stats import wilson as wilson
 from podium.prompts.service import check_owner
 from podium.prompts.store import PROMPTS, Experiment, ExperimentArm, ExperimentShift, Prompt, PromptVersion
 from podium.tracing.scores import service as score_store
-
-__all__ = [  # what moved to the stats, bandit and reads modules stays importable from here
-    "BANDIT",
-    "DRAWS",
-    "MIN_MOVE",
-    "Z95",
-    "ArmInfo",
-    "Estimate",
-    "ExperimentInfo",
-    "RebalanceResult",
-    "bandit_loop",
-    "is_binary",
-    "mean_interval",
-    "percentiles",
-    "posterior_draws",
-    "prob_best",
-    "rebalance",
-    "rebalance_all",
-    "step_shares",
-    "t95",
-    "wilson",
-    "with_floor",
-]
 
 MAX_ARMS = 10
 RESULTS_SEED = 0
