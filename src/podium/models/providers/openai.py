@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 
 from podium.core import sse
+from podium.core.retry import parse_retry_after
 from podium.models.providers.base import (
     AUTH,
     BAD_REQUEST,
@@ -38,25 +39,6 @@ _CONTEXT_HINTS = (
     "prompt is too long",
     "longer than the context",
 )
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a `Retry-After` header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        from datetime import UTC, datetime
-
-        when = parsedate_to_datetime(value)
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
 
 
 def error_from_response(status: int, payload: bytes, headers: Any) -> UpstreamError:
