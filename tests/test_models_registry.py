@@ -102,6 +102,14 @@ def test_aliases_move_with_history(module_server: LiveServer, tiny_models: dict[
         assert r.status_code == 404 and "no version 9" in r.json()["error"]["message"]
         r = c.get(f"/api/models/{name}/versions/canary")
         assert r.status_code == 404 and "its aliases: production" in r.json()["error"]["message"]
+        # an alias can follow another alias or name a version by id; `v3` is a version number, never an alias
+        v1_id = c.get(f"/api/models/{name}/versions/1").json()["id"]
+        assert c.put(f"/api/models/{name}/aliases/staging", json={"version": "production"}).json()["version"] == 2
+        assert c.put(f"/api/models/{name}/aliases/first", json={"version": v1_id}).json()["version"] == 1
+        r = c.put(f"/api/models/{name}/aliases/v3", json={"version": 1})
+        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "alias"
+        assert c.delete(f"/api/models/{name}/aliases/staging").status_code == 204
+        assert c.delete(f"/api/models/{name}/aliases/first").status_code == 204
         assert c.delete(f"/api/models/{name}/aliases/production").status_code == 204
         assert c.get(f"/api/models/{name}").json()["history"][0]["to_version"] is None
 

@@ -118,6 +118,13 @@ def test_labels_move_atomically_with_history(module_server: LiveServer) -> None:
         err = _error(c.put("/api/prompts/lbl/labels/production", json={"version": other}), 400)
         assert "belongs to prompt 'lbl-other'" in err["message"]
         assert c.get("/api/prompts/lbl").json()["labels"] == {"production": 2}
+        # a label can be pointed where another points (promotion); `v3` is a version number, never a label
+        assert c.put("/api/prompts/lbl/labels/staging", json={"version": "production"}).json()["version"] == 2
+        refused = _error(c.put("/api/prompts/lbl/labels/v3", json={"version": 1}), 400)
+        assert "'v3' means version 3" in refused["message"] and refused["details"]["field"] == "label"
+        v1_id = c.get("/api/prompts/lbl/versions/1").json()["id"]
+        assert c.get(f"/api/prompts/lbl/versions/{v1_id}").json()["version"] == 1  # a version id is a reference too
+        assert c.delete("/api/prompts/lbl/labels/staging").status_code == 204
         unknown = _error(c.get("/api/prompts/lbl/versions/canary"), 404)
         assert "production" in unknown["message"]
         assert c.delete("/api/prompts/lbl/labels/production").status_code == 204
