@@ -28,8 +28,10 @@ from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.platform import Platform
 from podium.models.formats import inspect_source
+from podium.models.providers.registry import kind as provider_kind
+from podium.models.providers.registry import kinds as provider_kinds
 from podium.models.sources import locate
-from podium.models.store import MODELS, PROVIDERS, TASKS, Model, ModelVersion
+from podium.models.store import MODELS, TASKS, Model, ModelVersion
 
 SECRET_FIELDS = ("api_key",)
 
@@ -297,12 +299,15 @@ def register_remote(
     """Register a model served by an OpenAI-compatible or Anthropic endpoint; the key is stored encrypted."""
     actor.require("member", "register models")
     name = MODELS.check_name(name)
-    if provider not in PROVIDERS or provider == "local":
-        raise InvalidInput(f"provider {provider!r} is not one of openai, anthropic", details={"field": "provider"})
+    remote = sorted(k for k in provider_kinds() if k != "local")
+    if provider not in remote:
+        raise InvalidInput(f"provider {provider!r} is not one of {', '.join(remote)}", details={"field": "provider"})
     if task not in TASKS:
         raise InvalidInput(f"task {task!r} is not one of {', '.join(TASKS)}", details={"field": "task"})
-    if provider == "openai" and not base_url:
-        raise InvalidInput("an openai-compatible model needs base_url (e.g. http://host:8000/v1)")
+    if provider_kind(provider).needs_base_url and not base_url:
+        raise InvalidInput(
+            f"an {provider} model needs base_url (e.g. http://host:8000/v1)", details={"field": "base_url"}
+        )
     if base_url and not base_url.startswith(("http://", "https://")):
         raise InvalidInput(f"base_url {base_url!r} must start with http:// or https://", details={"field": "base_url"})
     if not upstream_model:

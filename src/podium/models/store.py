@@ -13,7 +13,6 @@ from podium.core.db import Base, utcnow
 from podium.core.registry import Registry
 
 TASKS = ("chat", "completion", "embedding")
-PROVIDERS = ("local", "openai", "anthropic")
 
 
 class Model(Base):
