@@ -30,7 +30,7 @@ from podium.core.ids import new_id
 from podium.core.platform import Platform
 from podium.tracing import aggregates, latency, rollup, service
 from podium.tracing.ingest import SpanIn, to_records
-from podium.tracing.store import TraceRetention, rollup_table
+from podium.tracing.store import TraceLatency, TraceRetention, TraceRollup
 from podium.tracing.writer import Record, TraceWriter
 from podium.web.charts import nice_number, nice_step
 
@@ -99,25 +99,30 @@ def test_nice_axis_numbers() -> None:
 # --- the rollup stays in step with the traces --------------------------------------------------------
 
 
-def stored_rollup(db: Database) -> dict[tuple[Any, ...], tuple[int, ...]]:
+Rollup = tuple[dict[tuple[Any, ...], tuple[int, ...]], dict[tuple[Any, ...], int]]
+
+
+def stored_rollup(db: Database) -> Rollup:
     with db.read_session() as s:
-        rows = s.execute(select(rollup_table)).all()
-    return {tuple(r[:8]): tuple(int(v) for v in r[8:]) for r in rows}
+        totals = {tuple(r[:9]): tuple(int(v) for v in r[9:]) for r in s.execute(select(TraceRollup.__table__))}
+        latencies = {tuple(r[:5]): int(r[5]) for r in s.execute(select(TraceLatency.__table__))}
+    return totals, latencies
 
 
-def expected_rollup(db: Database) -> dict[tuple[Any, ...], tuple[int, ...]]:
+def expected_rollup(db: Database) -> Rollup:
     """The rollup as the stored traces say it should be, computed afresh."""
-    deltas = rollup.new_deltas()
+    changes = rollup.Changes()
     with db.read_session() as s:
         for row in s.execute(select(*rollup.CONTRIBUTING)):
-            rollup.contribute(deltas, dict(row._mapping))
-    return {key: tuple(values) for key, values in deltas.items() if any(values)}
+            rollup.contribute(changes, dict(row._mapping))
+    totals = {key: tuple(values) for key, values in changes.totals.items() if any(values)}
+    return totals, {key: n for key, n in changes.latency.items() if n}
 
 
 def assert_in_step(db: Database) -> None:
     stored, expected = stored_rollup(db), expected_rollup(db)
     assert stored == expected
-    assert all(values[0] > 0 for values in stored.values())
+    assert all(values[0] > 0 for values in stored[0].values()) and all(n > 0 for n in stored[1].values())
 
 
 def gateway_record(i: int, at: datetime, **extra: Any) -> Record:
@@ -200,7 +205,7 @@ def test_writes_in_parts_and_deletions_keep_the_rollup_in_step(
     assert writer.flush(30)
     assert_in_step(db)
     with db.read_session() as s:
-        moved = s.execute(select(rollup_table.c.model, rollup_table.c.status).where(rollup_table.c.width == 60))
+        moved = s.execute(select(TraceRollup.model, TraceRollup.status).where(TraceRollup.width == 60))
         assert ("m2", "error") in set(moved)  # the SDK traces ended up in the root's minute, as errors
 
     service.purge(platform, Actor.system(), T0 + timedelta(days=1, hours=3, seconds=17))
@@ -214,7 +219,7 @@ def test_writes_in_parts_and_deletions_keep_the_rollup_in_step(
     writer.close()
     assert writer.dropped == 0 and writer.spilled == 0
     with db.read_session() as s:
-        assert s.scalar(select(func.count()).select_from(rollup_table)) > 0  # the default project's traces are left
+        assert s.scalar(select(func.count()).select_from(TraceRollup)) > 0  # the default project's traces are left
 
 
 def test_concurrent_writers_merging_parts_of_the_same_new_traces(platform: Platform, tmp_path: Path) -> None:
@@ -244,7 +249,8 @@ def test_concurrent_writers_merging_parts_of_the_same_new_traces(platform: Platf
         assert w.dropped == 0 and w.spilled == 0
     assert_in_step(db)
     with db.read_session() as s:
-        assert s.scalar(select(func.sum(rollup_table.c.traces)).where(rollup_table.c.width == 86400)) == 40
+        day_rows = (TraceRollup.view == 1, TraceRollup.width == 86400)
+        assert s.scalar(select(func.sum(TraceRollup.traces)).where(*day_rows)) == 40
 
 
 def test_a_spilled_batch_reaches_the_rollup_when_it_is_replayed(platform: Platform, tmp_path: Path) -> None:
@@ -257,12 +263,12 @@ def test_a_spilled_batch_reaches_the_rollup_when_it_is_replayed(platform: Platfo
         writer.put(gateway_record(i, T0 + timedelta(minutes=i)))
     writer.close()
     assert writer.spilled == 20
-    assert stored_rollup(db) == {}  # rolled back with the traces
+    assert stored_rollup(db) == ({}, {})  # rolled back with the traces
     with db.session() as s:
         s.execute(text("ALTER TABLE spans_away RENAME TO spans"))
     assert TraceWriter(db, tmp_path / "spill").replay_spill() == 10
     assert_in_step(db)
-    assert sum(v[0] for k, v in stored_rollup(db).items() if k[0] == 60) == 10
+    assert sum(v[0] for k, v in stored_rollup(db)[0].items() if k[:2] == (1, 60)) == 10
 
 
 def test_the_migration_backfills_what_the_writer_keeps(platform: Platform, tmp_path: Path) -> None:
@@ -281,7 +287,8 @@ def test_the_migration_backfills_what_the_writer_keeps(platform: Platform, tmp_p
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     with db.engine.begin() as conn:
-        conn.execute(delete(rollup_table))
+        conn.execute(delete(TraceRollup))
+        conn.execute(delete(TraceLatency))
         module.backfill(conn)
     assert stored_rollup(db) == kept
 
@@ -381,6 +388,25 @@ def test_large_ranges_estimate_percentiles_within_the_bound(live: LiveServer, mo
     assert get(live, bucket="minute", **narrow)["percentiles"] == "exact"  # 9 traces: read exactly
 
 
+def test_percentiles_the_histograms_cannot_give_are_read_from_the_traces_or_left_out(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The histograms are per model: grouped by route (or filtered by status), percentiles come from the
+    traces while few enough match, and are left out (totals still given) when too many do."""
+    exact = get(live, bucket="day", by="route")
+    monkeypatch.setattr(aggregates, "EXACT_LIMIT", 100)
+    read = get(live, bucket="day", by="route")
+    assert (read["source"], read["percentiles"]) == ("rollup", "exact")
+    assert read["rows"] == exact["rows"]
+    monkeypatch.setattr(aggregates, "MAX_SCAN", 150)  # 604 traces
+    left_out = get(live, bucket="day", by="route")
+    assert (left_out["source"], left_out["percentiles"]) == ("rollup", "unavailable")
+    assert totals(left_out["rows"]) == totals(exact["rows"])
+    assert all(r["latency_p50_ms"] is None for r in left_out["rows"])
+    errors = get(live, bucket="day", status="error", model="model-0")  # 29 traces: read
+    assert errors["percentiles"] == "exact" and errors["rows"]
+
+
 def test_the_metrics_page_says_when_percentiles_are_estimated(
     live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -388,10 +414,13 @@ def test_the_metrics_page_says_when_percentiles_are_estimated(
     with httpx.Client(base_url=live.url, timeout=30) as c:
         r = c.post("/login", data={"api_key": live.admin_key, "next": "/"})
         assert r.status_code == 303, r.text
-        assert "percentiles-estimated" not in c.get("/trace-metrics", params=window).text
+        assert "percentiles-note" not in c.get("/trace-metrics", params=window).text
         monkeypatch.setattr(aggregates, "EXACT_LIMIT", 0)
         page = c.get("/trace-metrics", params=window).text
-    assert f"within {latency.ERROR:.1%} of the exact values" in page
+        assert 'data-percentiles="estimated"' in page and f"within {latency.ERROR:.1%} of the exact" in page
+        monkeypatch.setattr(aggregates, "MAX_SCAN", 10)
+        page = c.get("/trace-metrics", params={**window, "route": "route-x"}).text
+    assert 'data-percentiles="unavailable"' in page and "Latency percentiles are not shown" in page
 
 
 def test_scans_are_bounded_and_name_the_filter(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -401,6 +430,7 @@ def test_scans_are_bounded_and_name_the_filter(live: LiveServer, monkeypatch: py
             ({"q": "hello"}, "q"),
             ({"by": "user"}, "by"),
             ({"min_latency_ms": "5"}, "min_latency_ms"),
+            ({"by": "key", "model": "model-1"}, "by"),  # the rollup keeps keys apart from models and routes
         ):
             r = c.get("/api/traces/aggregate", params={"bucket": "day", **params})
             assert r.status_code == 400, r.text

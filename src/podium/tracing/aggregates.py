@@ -2,26 +2,33 @@
 count, errors, tokens, cost and latency p50/p95/p99, computed in the database.
 
 Where the figures come from:
-- From the trace rollup (`podium.tracing.rollup`) when every filter is one of its dimensions (time,
-  project, model, route, key, source, status) and the grouping is not by user: the whole minutes, hours
-  and days inside the range are read from its rows, and the partial minutes at either end from the traces,
-  so counts, tokens and cost are exact. Percentiles are exact too (read from the traces, `percentile_cont`
-  on PostgreSQL and window functions on SQLite) when the range holds at most `EXACT_LIMIT` traces of the
-  projects in view; beyond that they are estimated from the rollup's latency histograms, within
-  `latency.ERROR` (5.8%) of the exact value for latencies between 16 µs and 70 min.
-- From the traces themselves otherwise (a user, session, tag, name, latency or cost range, text, or
-  grouping by user): one SQL aggregate, exact, bounded to `MAX_SCAN` traces. The bound is checked first
-  from the rollup (the traces matching the filters it knows), or from the user's or session's index; a
-  larger range is refused with the filter that needs the scan named, rather than left to run for minutes.
+- Totals (count, errors, tokens, cost) from the trace rollup (`podium.tracing.rollup`) when every filter
+  is one of its dimensions (time, project, model, route, key, source, status), the grouping is not by
+  user, and a key is not asked for together with a model or route (the rollup keeps totals per model and
+  route, and per key): its whole minutes, hours and days inside the range, plus the partial minutes at
+  either end read from the traces, so totals are exact.
+- Percentiles, in that case: exact, read from the traces (`percentile_cont` on PostgreSQL, window
+  functions on SQLite), when the range holds at most `EXACT_LIMIT` traces of the projects in view; beyond
+  that, estimated from the rollup's latency histograms (per project and model) within `latency.ERROR`
+  (5.8%) of the exact value for latencies between 16 µs and 70 min, when nothing but the model narrows them
+  and they are grouped by model or not at all; otherwise exact from the traces again if at most `MAX_SCAN`
+  traces match, and left out (`percentiles: "unavailable"`) if more do.
+- Everything from the traces otherwise (a user, session, tag, name, latency or cost range, text, grouping
+  by user, or a key with a model or route): one SQL aggregate, exact, bounded to `MAX_SCAN` traces. The
+  bound is checked first from the rollup (the traces matching the filters it knows), or from the user's
+  or session's index; a larger range is refused with the filter that needs the scan named, rather than
+  left to run for minutes.
 
-`Aggregate.source` and `Aggregate.percentiles` say which way a given answer was computed. On PostgreSQL
-the reads run in one REPEATABLE READ transaction, on SQLite in one read transaction: the rollup and the
-traces are read at the same instant.
+`Aggregate.source` and `Aggregate.percentiles` say which way an answer was computed. On PostgreSQL the reads
+run in one REPEATABLE READ transaction, on SQLite in one read transaction: the rollup and the traces are
+read at the same instant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import itertools
+import operator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -32,14 +39,12 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Integer,
-    and_,
     case,
     cast,
     extract,
     func,
     literal,
     literal_column,
-    or_,
     select,
     text,
 )
@@ -53,7 +58,7 @@ from podium.core.money import usd
 from podium.core.platform import Platform
 from podium.tracing import latency, rollup
 from podium.tracing.filters import Scope, TraceFilters, conditions, resolve, started_before, started_from
-from podium.tracing.store import Trace
+from podium.tracing.store import VIEW_KEY, VIEW_MODEL_ROUTE, Trace
 
 BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 GROUPS = ("none", "model", "route", "key", "user")
@@ -111,9 +116,10 @@ class Aggregate(BaseModel):
     source: Literal["rollup", "traces"] = Field(
         "rollup", description="Where the totals were read: the trace rollup, or the traces themselves."
     )
-    percentiles: Literal["exact", "estimated"] = Field(
+    percentiles: Literal["exact", "estimated", "unavailable"] = Field(
         "exact",
-        description=f"Exact, or estimated from latency histograms within {latency.ERROR:.1%} of the exact value.",
+        description=f"Exact; estimated from latency histograms, within {latency.ERROR:.1%} of the exact value;"
+        " or unavailable (null): these filters over this range would read too many traces.",
     )
 
 
@@ -121,7 +127,13 @@ def trace_only_filter(filters: TraceFilters, by: str) -> str | None:
     """The first parameter that makes an aggregate read the traces rather than the rollup (None: none does)."""
     if by == "user":
         return "by"
-    return next((name for name in _TRACE_ONLY if getattr(filters, name) is not None), None)
+    found = next((name for name in _TRACE_ONLY if getattr(filters, name) is not None), None)
+    if found is not None:
+        return found
+    keyed = filters.key is not None or by == "key"
+    if keyed and (filters.model is not None or filters.route is not None or by in ("model", "route")):
+        return "key" if filters.key is not None else "by"
+    return None
 
 
 def aggregate(
@@ -155,19 +167,19 @@ def aggregate(
         scope = resolve(s, actor, filters)
         reason = trace_only_filter(filters, by)
         if reason is None:
-            cells, percentiles = _from_rollup(s, actor, filters, scope, size, by)
+            cells, percentiles, how = _from_rollup(s, actor, filters, scope, size, by)
         else:
             cells, percentiles = _from_traces(s, actor, filters, scope, size, by, reason)
+            how = "exact"
     rows = []
     for key in sorted(cells, key=lambda k: (k[0], k[1] or "")):
         c = cells[key]
         if c.traces <= 0:
             continue
-        p50, p95, p99 = (
-            percentiles.get(key, (None, None, None))
-            if percentiles is not None
-            else [latency.estimate(c.histogram, p) for p in latency.PERCENTILES]
-        )
+        if how == "estimated":
+            p50, p95, p99 = latency.estimates(c.histogram)
+        else:
+            p50, p95, p99 = percentiles.get(key, (None, None, None))
         rows.append(
             AggregateRow(
                 bucket=datetime.fromtimestamp(key[0], UTC),
@@ -189,7 +201,7 @@ def aggregate(
         by=by,
         rows=rows,
         source="rollup" if reason is None else "traces",
-        percentiles="exact" if percentiles is not None else "estimated",
+        percentiles=how,
     )
 
 
@@ -228,32 +240,45 @@ class _Range:
 # --- from the rollup ---------------------------------------------------------------------------------
 
 
-def _rollup_conditions(filters: TraceFilters, scope: Scope) -> list[ColumnElement[bool]]:
-    equal = {
+def _equal(filters: TraceFilters, scope: Scope) -> dict[str, str | None]:
+    """The filters on rollup dimensions."""
+    return {
         "model": filters.model,
         "route": filters.route,
         "key_id": scope.key_id,
         "source": filters.source,
         "status": filters.status,
     }
-    return rollup.conditions(scope.project_id, equal)
+
+
+Percentiles = dict[Key, tuple[float | None, ...]]
 
 
 def _from_rollup(
     s: Session, actor: Actor, filters: TraceFilters, scope: Scope, size: int, by: str
-) -> tuple[dict[Key, rollup.Cell], dict[Key, tuple[float | None, ...]] | None]:
-    """Cells from the rollup's whole minutes and the traces' partial ones; exact percentiles when the range
-    holds few enough traces (None: estimate them from the cells' histograms)."""
+) -> tuple[rollup.Cells, Percentiles, str]:
+    """Totals from the rollup's whole minutes and the traces' partial ones; percentiles exact, estimated
+    (`cells` then carry histograms) or unavailable, as the module docstring says."""
     window = _Range(filters.start, filters.end)
-    cells: dict[Key, rollup.Cell] = {}
+    equal = _equal(filters, scope)
+    view = VIEW_KEY if scope.key_id is not None or by == "key" else VIEW_MODEL_ROUTE
+    cells: rollup.Cells = {}
     if window.lo < window.hi:
-        rollup.read(s, _rollup_conditions(filters, scope), window.lo, window.hi, size, _DIMENSION[by], cells)
+        conds = rollup.conditions(view, scope.project_id, equal)
+        rollup.read_totals(s, conds, window.lo, window.hi, size, _DIMENSION[by], cells)
+    in_view = rollup.count(s, scope.project_id, {}, window.outer_lo, window.outer_hi)
+    narrowed = any(equal[d] is not None for d in ("route", "key_id", "source", "status"))
+    if in_view > EXACT_LIMIT and not narrowed and by in ("none", "model"):
+        for edge in window.edges:
+            _scan(s, conditions(s, actor, filters, scope=scope, window=edge), size, _GROUP_COLUMN[by], cells, True)
+        if window.lo < window.hi:
+            rollup.read_latency(s, scope.project_id, filters.model, window.lo, window.hi, size, by == "model", cells)
+        return cells, {}, "estimated"
     for edge in window.edges:
-        _scan(s, conditions(s, actor, filters, scope=scope, window=edge), size, _GROUP_COLUMN[by], cells, True)
-    in_view = rollup.count(s, rollup.conditions(scope.project_id, {}), window.outer_lo, window.outer_hi)
-    if in_view > EXACT_LIMIT:
-        return cells, None
-    return cells, _exact(s, conditions(s, actor, filters, scope=scope), size, _GROUP_COLUMN[by])
+        _scan(s, conditions(s, actor, filters, scope=scope, window=edge), size, _GROUP_COLUMN[by], cells, False)
+    if in_view > EXACT_LIMIT and rollup.count(s, scope.project_id, equal, window.outer_lo, window.outer_hi) > MAX_SCAN:
+        return cells, {}, "unavailable"
+    return cells, _exact(s, conditions(s, actor, filters, scope=scope), size, _GROUP_COLUMN[by]), "exact"
 
 
 # --- from the traces ---------------------------------------------------------------------------------
@@ -261,10 +286,10 @@ def _from_rollup(
 
 def _from_traces(
     s: Session, actor: Actor, filters: TraceFilters, scope: Scope, size: int, by: str, reason: str
-) -> tuple[dict[Key, rollup.Cell], dict[Key, tuple[float | None, ...]]]:
+) -> tuple[rollup.Cells, Percentiles]:
     """Cells and exact percentiles read from the traces, once the bound on how many that reads holds."""
     window = _Range(filters.start, filters.end)
-    bound = rollup.count(s, _rollup_conditions(filters, scope), window.outer_lo, window.outer_hi)
+    bound = rollup.count(s, scope.project_id, _equal(filters, scope), window.outer_lo, window.outer_hi)
     if bound > MAX_SCAN and (filters.user is not None or filters.session is not None):
         bound = min(bound, _indexed_count(s, filters, scope))
     if bound > MAX_SCAN:
@@ -276,7 +301,7 @@ def _from_traces(
             details={"field": reason},
         )
     conds = conditions(s, actor, filters, scope=scope)
-    cells: dict[Key, rollup.Cell] = {}
+    cells: rollup.Cells = {}
     _scan(s, conds, size, _GROUP_COLUMN[by], cells, False)
     return cells, _exact(s, conds, size, _GROUP_COLUMN[by])
 
@@ -322,12 +347,18 @@ def bin_expression(column: Any, lo: int = 0, hi: int = latency.BINS - 1) -> Any:
     )
 
 
+@functools.cache
+def _latency_bin() -> Any:
+    """A trace's latency bin in SQL (NULL without a latency), built once: it has some 340 nodes."""
+    return case((Trace.latency_ms.is_(None), None), else_=bin_expression(Trace.latency_ms))
+
+
 def _scan(
     s: Session,
     conds: list[ColumnElement[bool]],
     size: int,
     group: Any,
-    cells: dict[Key, rollup.Cell],
+    cells: rollup.Cells,
     histogram: bool,
 ) -> None:
     """Add the matching traces' totals to `cells` in one SQL aggregate; with `histogram`, their latency
@@ -337,8 +368,7 @@ def _scan(
     if group is not None:
         keys.append(group.label("k_group"))
     if histogram:
-        bins = case((Trace.latency_ms.is_(None), None), else_=bin_expression(Trace.latency_ms))
-        keys.append(bins.label("k_bin"))
+        keys.append(_latency_bin().label("k_bin"))
     figures = (
         func.count(),
         func.sum(case((Trace.status == "error", 1), else_=0)),
@@ -364,52 +394,26 @@ def _scan(
             cell.histogram[int(row[n - 1])] += count
 
 
-def _exact(s: Session, conds: list[ColumnElement[bool]], size: int, group: Any) -> dict[Key, tuple[float | None, ...]]:
-    """Exact latency percentiles per (bucket, group) of the matching traces, computed in the database:
-    `percentile_cont` on PostgreSQL; on SQLite, the values at the ranks each percentile interpolates between,
-    picked with window functions (so the sort runs in SQLite and only a few rows per group come back)."""
+def _exact(s: Session, conds: list[ColumnElement[bool]], size: int, group: Any) -> Percentiles:
+    """Exact latency percentiles per (bucket, group) of the matching traces: `percentile_cont` on PostgreSQL;
+    on SQLite the latencies come sorted per group and each group's percentiles are interpolated as it ends
+    (faster than picking the ranks with window functions, measured: SQLite sorts once per window)."""
     backend = s.get_bind().dialect.name
-    bucket = _bucket(backend, size)
-    keys: list[Any] = [bucket.label("k_bucket")] + ([group.label("k_group")] if group is not None else [])
-    fractions = [p / 100 for p in latency.PERCENTILES]
-    out: dict[Key, tuple[float | None, ...]] = {}
+    keys: list[Any] = [_bucket(backend, size).label("k_bucket")]
+    if group is not None:  # "" and NULL are one group, as in the rollup
+        keys.append(func.coalesce(group, "").label("k_group"))
     has_latency = Trace.latency_ms.is_not(None)
+    out: Percentiles = {}
     if backend == "postgresql":
+        fractions = [p / 100 for p in latency.PERCENTILES]
         pct = func.percentile_cont(array(fractions)).within_group(Trace.latency_ms)
-        q = select(*keys, pct).where(*conds, has_latency).group_by(*keys)
-        for row in s.execute(q):
-            out[_key(row, group)] = tuple(float(v) for v in row[-1])
+        for row in s.execute(select(*keys, pct).where(*conds, has_latency).group_by(*keys)):
+            out[(int(row[0]), (row[1] or None) if group is not None else None)] = tuple(float(v) for v in row[-1])
         return out
-    inner = select(*keys, Trace.latency_ms.label("v")).where(*conds, has_latency).subquery()
-    part = [inner.c.k_bucket] + ([inner.c.k_group] if group is not None else [])
-    ranked = select(
-        *part,
-        inner.c.v,
-        (func.row_number().over(partition_by=part, order_by=inner.c.v) - 1).label("i"),
-        func.count().over(partition_by=part).label("n"),
-    ).subquery()
-    near = []
-    for fraction in fractions:  # the two ranks each percentile interpolates between, with a rank to spare
-        rank = cast((ranked.c.n - 1) * fraction, Integer)
-        near.append(and_(ranked.c.i >= rank - 1, ranked.c.i <= rank + 2))
-    cols = [ranked.c.k_bucket] + ([ranked.c.k_group] if group is not None else [])
-    picked: dict[Key, tuple[int, dict[int, float]]] = {}
-    for row in s.execute(select(*cols, ranked.c.n, ranked.c.i, ranked.c.v).where(or_(*near))):
-        key = _key(row, group)
-        n, values = picked.setdefault(key, (int(row.n), {}))
-        values[int(row.i)] = float(row.v)
-    for key, (n, values) in picked.items():
-        out[key] = tuple(_interpolate(values, n, p) for p in latency.PERCENTILES)
+    q = select(*keys, Trace.latency_ms).where(*conds, has_latency).order_by(*keys, Trace.latency_ms)
+    width = len(keys)
+    for head, run in itertools.groupby(s.execute(q), key=operator.itemgetter(*range(width))):
+        values = [r[width] for r in run]
+        key = (int(head[0]), head[1] or None) if group is not None else (int(head), None)
+        out[key] = tuple(latency.exact_percentile(values, p) for p in latency.PERCENTILES)
     return out
-
-
-def _key(row: Any, group: Any) -> Key:
-    return (int(row.k_bucket), (row.k_group or None) if group is not None else None)
-
-
-def _interpolate(values: Mapping[int, float], n: int, p: float) -> float:
-    """`latency.exact_percentile` from the values at the ranks it needs."""
-    rank = (n - 1) * p / 100
-    low = int(rank)
-    high = min(low + 1, n - 1)
-    return values[low] + (values[high] - values[low]) * (rank - low)

@@ -16,6 +16,7 @@ estimated percentile is within `ERROR` of the exact one. Below `LOW` the estimat
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -58,28 +59,30 @@ def exact_percentile(values: Sequence[float], p: float) -> float | None:
     return values[low] + (values[high] - values[low]) * (rank - low)
 
 
-def _value_at(counts: Sequence[int], rank: int) -> float:
-    """The representative of the bin holding the value of 0-based `rank` in sorted order."""
-    seen = 0
-    for index, n in enumerate(counts):
-        seen += n
-        if rank < seen:
-            return representative(index)
-    return representative(len(counts) - 1)
+def estimates(counts: Sequence[int], ps: Sequence[float] = PERCENTILES) -> list[float | None]:
+    """The p-th percentiles (0-100) of the latencies counted per bin, as `exact_percentile` reads them from
+    the values themselves (within `ERROR`, see the module docstring); None when there are none."""
+    cumulative = list(itertools.accumulate(counts))
+    n = cumulative[-1] if cumulative else 0
+    if n <= 0:
+        return [None for _ in ps]
+
+    def value_at(rank: int) -> float:  # the representative of the bin holding the 0-based rank
+        return representative(bisect_right(cumulative, rank))
+
+    out: list[float | None] = []
+    for p in ps:
+        rank = (n - 1) * p / 100
+        low = math.floor(rank)
+        a = value_at(low)
+        b = value_at(min(low + 1, n - 1))
+        out.append(a + (b - a) * (rank - low))
+    return out
 
 
 def estimate(counts: Sequence[int], p: float) -> float | None:
-    """The p-th percentile (0-100) of the latencies counted per bin, as `exact_percentile` reads it from the
-    values themselves (within `ERROR` of it, see the module docstring); None when there are none."""
-    n = sum(counts)
-    if n <= 0:
-        return None
-    rank = (n - 1) * p / 100
-    low = math.floor(rank)
-    high = min(low + 1, n - 1)
-    a = _value_at(counts, low)
-    b = a if high == low else _value_at(counts, high)
-    return a + (b - a) * (rank - low)
+    """The p-th percentile (0-100) of the latencies counted per bin (see `estimates`)."""
+    return estimates(counts, (p,))[0]
 
 
 def histogram(values: Sequence[float]) -> list[int]:

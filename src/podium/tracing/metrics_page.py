@@ -18,6 +18,7 @@ from podium.core.db import utcnow
 from podium.core.errors import InvalidInput, PodiumError
 from podium.core.http import get_platform
 from podium.core.money import usd
+from podium.tracing import aggregates as aggregates_module
 from podium.tracing import latency, service
 from podium.tracing.formats import FORMATS, filter_params, fmt_count, fmt_ms, fmt_pct, fmt_usd, query_string
 from podium.web.charts import Chart, Series, layout_chart
@@ -160,6 +161,22 @@ def _metrics_charts(
     return charts
 
 
+def _percentiles_note(*aggregates: service.Aggregate) -> tuple[str, str] | None:
+    """What to say about the latency percentiles when they are not exact: (how, sentence)."""
+    how = {a.percentiles for a in aggregates}
+    if "unavailable" in how:
+        return "unavailable", (
+            "Latency percentiles are not shown: with these filters they would read more than"
+            f" {aggregates_module.MAX_SCAN:,} traces; narrow the range or drop the route filter."
+        )
+    if "estimated" in how:
+        return "estimated", (
+            f"Latency percentiles are estimated from latency histograms, within {latency.ERROR:.1%} of the exact"
+            " values."
+        )
+    return None
+
+
 @router.get(METRICS_PATH)
 def metrics_page(request: Request, session: SessionDep) -> Response:
     """Charts of volume, latency percentiles, cost, tokens and errors over a time range, and per model."""
@@ -230,7 +247,7 @@ def metrics_page(request: Request, session: SessionDep) -> Response:
         end=end,
         charts=charts,
         draw_points=len(slots) <= MAX_POINTS,
-        estimated=f"{latency.ERROR:.1%}" if "estimated" in (totals.percentiles, per_model.percentiles) else None,
+        percentiles_note=_percentiles_note(totals, per_model),
         models=ranked,
         total=grand,
         more_models=max(0, len(ranked) - MAX_SERIES),

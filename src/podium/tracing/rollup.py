@@ -1,25 +1,30 @@
-"""The trace rollup: per minute, hour and day, per project, model, route, key, source and status, the count
-of traces that started then, their tokens and cost, and a histogram of their latencies
-(`podium.tracing.latency`). Aggregates over long ranges read it instead of the traces.
+"""The trace rollup: per minute, hour and day, the count of traces that started then, their tokens and cost
+(`trace_rollup`), and a histogram of their latencies (`trace_latency`, bins of `podium.tracing.latency`).
+Aggregates over long ranges read it instead of the traces.
+
+What it keys on:
+- totals, per project, source and status, in two views: per model and route, and per key (`view`). Each
+  trace is in both, once per row width. A view per grouping, not one row per combination of every
+  dimension: keys, models and routes multiply (25 keys x 8 models x 4 routes are 800 rows a day per
+  project and status where each view has at most 40 and 25), and the page reads totals per model;
+- latencies, per project and model only (the metrics page's percentiles: in total and per model);
+- not the end user: user ids are unbounded (an application's users), so a per-user row would hold about
+  one trace and save nothing. Aggregates by user, and every filter that is not a rollup dimension, read
+  the traces (`podium.tracing.aggregates`). An absent model, route, key or project is stored as "" (key
+  columns hold no NULL) and reads back as None.
 
 Kept in step with the traces, in the same transactions:
-- the trace writer adds each new trace to its minute, hour and day rows (`add_rows`); a trace that arrives
-  in parts (SDK, OTLP) is read before and after its part is merged, and the difference is applied
-  (`merge_contributions`), so a part that moves it (an earlier start, an error, a model, its latency)
-  takes it out of its old rows and into its new ones. Spilled batches replay through the same code, and
-  the writer's child process runs it too: the rollup never sees a batch that was not committed.
-- purges, retention and a user's erasure subtract what they delete (`subtract`); rows that fall to zero
-  traces are deleted, so the rollup keeps nothing of a trace that is gone.
+- the trace writer adds each new trace to its rows (`add_rows`); a trace that arrives in parts (SDK,
+  OTLP) is read before and after its part is merged and the difference is applied, so a part that moves it
+  (an earlier start, an error, a model, its latency) takes it out of its old rows and into its new ones.
+  Spilled batches replay through the same code, and the writer's child process runs it too: the rollup
+  never holds a batch that was not committed.
+- purges, retention and a user's erasure subtract what they delete (`subtract`); rows left with no traces
+  are deleted, so the rollup keeps nothing of a trace that is gone.
 
-On PostgreSQL the rows a transaction reads to compute a difference are locked (`FOR UPDATE`) and rollup
-rows are updated in key order, so concurrent writers and deletions neither lose an update nor deadlock;
-SQLite's writes are serialised by its write lock.
-
-What the rollup keys on, and why not the end user: user ids are unbounded (an application's users), so a
-per-user minute row would hold about one trace and save nothing; aggregates by user, and every filter
-that is not a rollup dimension (user, session, tag, name, latency or cost range, text), read the traces
-(`podium.tracing.aggregates`). An absent model, route, key or project is stored as "" (key columns hold
-no NULL) and reads back as None.
+On PostgreSQL the traces a transaction reads to compute a difference are locked (`FOR UPDATE`, and for parts
+of a trace that may not exist yet an advisory lock on its id), and rollup rows are updated in key order, so
+concurrent writers and deletions neither lose an update nor deadlock; SQLite serialises writes itself.
 """
 
 from __future__ import annotations
@@ -34,14 +39,19 @@ from sqlalchemy import BigInteger, ColumnElement, and_, case, func, literal_colu
 from sqlalchemy.orm import Session
 
 from podium.tracing.latency import BINS, bin_of
-from podium.tracing.store import HISTOGRAM, ROLLUP_DIMENSIONS, ROLLUP_SUMS, Trace, rollup_table
+from podium.tracing.store import (
+    ROLLUP_DIMENSIONS,
+    ROLLUP_SUMS,
+    VIEW_KEY,
+    VIEW_MODEL_ROUTE,
+    Trace,
+    TraceLatency,
+    TraceRollup,
+)
 
 WIDTHS = (86_400, 3_600, 60)  # the row sizes, largest first
-MINUTE = 60
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 END_OF_TIME = 86_400 * 12_000_000  # a slot beyond any trace, a multiple of every width
-_VALUES = (*ROLLUP_SUMS, *HISTOGRAM)
-_SIZE = len(_VALUES)
 _DEFAULTS = {"project_id": None, "model": None, "route": None, "key_id": None, "source": "sdk", "status": "ok"}
 
 # what a trace contributes from: the columns read before and after a merge, and before a deletion
@@ -59,9 +69,6 @@ CONTRIBUTING = (
     Trace.latency_ms,
 )
 
-Key = tuple[Any, ...]  # (width, slot, project_id, model, route, key_id, source, status)
-Deltas = dict[Key, list[int]]
-
 
 def seconds(when: datetime) -> int:
     """Whole seconds since the epoch (floor), of an aware time (a naive one is taken as the writer stores it)."""
@@ -72,82 +79,97 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def new_deltas() -> Deltas:
-    """An empty set of row changes."""
-    return defaultdict(lambda: [0] * _SIZE)
+class Changes:
+    """Row changes to apply to the rollup: sums per totals row, traces per latency row."""
+
+    __slots__ = ("latency", "totals")
+
+    def __init__(self) -> None:
+        self.totals: defaultdict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        self.latency: defaultdict[tuple[Any, ...], int] = defaultdict(int)
 
 
-def contribute(deltas: Deltas, trace: Mapping[str, Any], sign: int = 1) -> None:
-    """Add (`sign` 1) or take away (-1) one trace's share of its minute, hour and day rows. `trace` maps the
-    column names of `CONTRIBUTING` to the trace's values; missing ones take the table's defaults."""
+def contribute(changes: Changes, trace: Mapping[str, Any], sign: int = 1) -> None:
+    """Add (`sign` 1) or take away (-1) one trace's share of its rows. `trace` maps the column names of
+    `CONTRIBUTING` to the trace's values; missing ones take the table's defaults."""
     start = trace.get("start_time")
     if start is None:
         return
     at = seconds(start)
-    dims = tuple(_text(trace[d] if d in trace else _DEFAULTS[d]) for d in ROLLUP_DIMENSIONS)
-    latency = trace.get("latency_ms")
-    histogram_index = 4 + bin_of(latency) if latency is not None else None
-    tokens_in = int(trace.get("prompt_tokens") or 0)
-    tokens_out = int(trace.get("completion_tokens") or 0)
-    cost = int(trace.get("cost_micros") or 0)
-    for width in WIDTHS:
-        values = deltas[(width, at - at % width, *dims)]
-        values[0] += sign
-        values[1] += sign * tokens_in
-        values[2] += sign * tokens_out
-        values[3] += sign * cost
-        if histogram_index is not None:
-            values[histogram_index] += sign
-
-
-def _names() -> tuple[str, ...]:
-    return ("width", "slot", *ROLLUP_DIMENSIONS, *_VALUES)
-
-
-def _upsert_sql(backend: str) -> str:
-    names = _names()
-    mark = "?" if backend == "sqlite" else "%s"
-    sets = ", ".join(f'"{c}" = trace_rollup."{c}" + excluded."{c}"' for c in _VALUES)
-    key = ", ".join(f'"{c}"' for c in ("width", "slot", *ROLLUP_DIMENSIONS))
-    return (
-        f"INSERT INTO trace_rollup ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in names)})"
-        f" VALUES ({', '.join(mark for _ in names)}) ON CONFLICT ({key}) DO UPDATE SET {sets}"
+    project, model, route, key, source, status = (
+        _text(trace[d] if d in trace else _DEFAULTS[d]) for d in ROLLUP_DIMENSIONS
     )
+    latency = trace.get("latency_ms")
+    bin_index = bin_of(latency) if latency is not None else None
+    tokens_in = sign * int(trace.get("prompt_tokens") or 0)
+    tokens_out = sign * int(trace.get("completion_tokens") or 0)
+    cost = sign * int(trace.get("cost_micros") or 0)
+    totals, latencies = changes.totals, changes.latency
+    for width in WIDTHS:
+        slot = at - at % width
+        for key_ in (
+            (VIEW_MODEL_ROUTE, width, slot, project, model, route, "", source, status),
+            (VIEW_KEY, width, slot, project, "", "", key, source, status),
+        ):
+            values = totals[key_]
+            values[0] += sign
+            values[1] += tokens_in
+            values[2] += tokens_out
+            values[3] += cost
+        if bin_index is not None:
+            latencies[(width, slot, project, model, bin_index)] += sign
 
 
-def _delete_sql(backend: str) -> str:
-    mark = "?" if backend == "sqlite" else "%s"
-    where = " AND ".join(f'"{c}" = {mark}' for c in ("width", "slot", *ROLLUP_DIMENSIONS))
-    return f"DELETE FROM trace_rollup WHERE {where} AND traces <= 0"
-
-
-_SQL: dict[tuple[str, str], str] = {}
-
-
-def _sql(kind: str, backend: str) -> str:
-    sql = _SQL.get((kind, backend))
-    if sql is None:
-        sql = _SQL[(kind, backend)] = _upsert_sql(backend) if kind == "upsert" else _delete_sql(backend)
-    return sql
-
-
-def apply(s: Session, backend: str, deltas: Deltas) -> None:
-    """Add row changes to the rollup in the session's transaction, in key order; rows left with no traces are
-    deleted."""
-    changed = sorted((key, values) for key, values in deltas.items() if any(values))
-    if not changed:
-        return
-    conn = s.connection()
-    conn.exec_driver_sql(_sql("upsert", backend), [(*key, *values) for key, values in changed])
-    emptied = [key for key, values in changed if values[0] < 0]
-    if emptied:
-        conn.exec_driver_sql(_sql("delete", backend), emptied)
-
-
-def add_rows(deltas: Deltas, rows: Iterable[Mapping[str, Any]]) -> None:
+def add_rows(changes: Changes, rows: Iterable[Mapping[str, Any]]) -> None:
     """Add new traces (rows as the writer inserts them)."""
     for row in rows:
-        contribute(deltas, row)
+        contribute(changes, row)
+
+
+_TOTALS_KEY = ("view", "width", "slot", *ROLLUP_DIMENSIONS)
+_LATENCY_KEY = ("width", "slot", "project_id", "model", "bin")
+
+
+def _upsert(table: str, key: tuple[str, ...], values: tuple[str, ...], mark: str) -> str:
+    names = ", ".join(f'"{c}"' for c in (*key, *values))
+    sets = ", ".join(f'"{c}" = {table}."{c}" + excluded."{c}"' for c in values)
+    conflict = ", ".join(f'"{c}"' for c in key)
+    marks = ", ".join(mark for _ in (*key, *values))
+    return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
+
+
+def _delete(table: str, key: tuple[str, ...], mark: str) -> str:
+    where = " AND ".join(f'"{c}" = {mark}' for c in key)
+    return f"DELETE FROM {table} WHERE {where} AND traces <= 0"
+
+
+_SQL = {
+    backend: {
+        "totals": _upsert("trace_rollup", _TOTALS_KEY, ROLLUP_SUMS, mark),
+        "totals-empty": _delete("trace_rollup", _TOTALS_KEY, mark),
+        "latency": _upsert("trace_latency", _LATENCY_KEY, ("traces",), mark),
+        "latency-empty": _delete("trace_latency", _LATENCY_KEY, mark),
+    }
+    for backend, mark in (("sqlite", "?"), ("postgresql", "%s"))
+}
+
+
+def apply(s: Session, backend: str, changes: Changes) -> None:
+    """Apply row changes in the session's transaction, rows in key order; rows left with no traces go."""
+    sql = _SQL[backend]
+    conn = s.connection()
+    totals = sorted((k, v) for k, v in changes.totals.items() if any(v))
+    if totals:
+        conn.exec_driver_sql(sql["totals"], [(*k, *v) for k, v in totals])
+        emptied = [k for k, v in totals if v[0] < 0]
+        if emptied:
+            conn.exec_driver_sql(sql["totals-empty"], emptied)
+    latency = sorted((k, n) for k, n in changes.latency.items() if n)
+    if latency:
+        conn.exec_driver_sql(sql["latency"], [(*k, n) for k, n in latency])
+        emptied = [k for k, n in latency if n < 0]
+        if emptied:
+            conn.exec_driver_sql(sql["latency-empty"], emptied)
 
 
 def read_contributions(s: Session, trace_ids: Sequence[str], backend: str) -> list[dict[str, Any]]:
@@ -178,10 +200,10 @@ def lock_parts(s: Session, backend: str, trace_ids: Sequence[str]) -> None:
 
 def subtract(s: Session, backend: str, trace_ids: Sequence[str]) -> None:
     """Take traces about to be deleted (in this transaction) out of the rollup."""
-    deltas = new_deltas()
+    changes = Changes()
     for row in read_contributions(s, trace_ids, backend):
-        contribute(deltas, row, -1)
-    apply(s, backend, deltas)
+        contribute(changes, row, -1)
+    apply(s, backend, changes)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -201,29 +223,36 @@ def plan(lo: int, hi: int, widths: Sequence[int] = WIDTHS) -> list[tuple[int, in
     return [*plan(lo, a, rest), (width, a, b), *plan(b, hi, rest)]
 
 
-def _ranges(ranges: list[tuple[int, int, int]]) -> ColumnElement[bool]:
-    t = rollup_table.c
-    return or_(*(and_(t.width == w, t.slot >= a, t.slot < b) for w, a, b in ranges))
+def _ranges(table: Any, ranges: list[tuple[int, int, int]]) -> ColumnElement[bool]:
+    return or_(*(and_(table.width == w, table.slot >= a, table.slot < b) for w, a, b in ranges))
 
 
-def conditions(project_id: str | None, equal: Mapping[str, str | None]) -> list[ColumnElement[bool]]:
-    """Rollup conditions: one project (None: every project) and exact values of its dimensions."""
-    t = rollup_table.c
-    conds: list[ColumnElement[bool]] = []
+def _bucket(table: Any, size: int) -> Any:
+    width = literal_column(str(int(size)), BigInteger)  # inline: PostgreSQL matches GROUP BY expressions by text
+    return (table.slot // width) * width
+
+
+def conditions(view: int, project_id: str | None, equal: Mapping[str, str | None]) -> list[ColumnElement[bool]]:
+    """Totals conditions: a view, one project (None: every project) and exact values of its dimensions."""
+    conds: list[ColumnElement[bool]] = [TraceRollup.view == view]
     if project_id is not None:
-        conds.append(t.project_id == project_id)
+        conds.append(TraceRollup.project_id == project_id)
     for name, value in equal.items():
         if value is not None:
-            conds.append(t[name] == value)
+            conds.append(getattr(TraceRollup, name) == value)
     return conds
 
 
-def count(s: Session, conds: list[ColumnElement[bool]], lo: int, hi: int) -> int:
-    """Traces in `[lo, hi)` (minute-aligned seconds) matching the rollup conditions."""
+def count(s: Session, project_id: str | None, equal: Mapping[str, str | None], lo: int, hi: int) -> int:
+    """Traces in `[lo, hi)` (minute-aligned seconds) of a project (None: all) with these dimension values (at
+    most: with a key and a model or route, the key's)."""
     ranges = plan(lo, hi)
     if not ranges:
         return 0
-    total = s.scalar(select(func.sum(rollup_table.c.traces)).where(_ranges(ranges), *conds))
+    view = VIEW_KEY if equal.get("key_id") is not None else VIEW_MODEL_ROUTE
+    kept = ("key_id", "source", "status") if view == VIEW_KEY else ("model", "route", "source", "status")
+    conds = conditions(view, project_id, {d: v for d, v in equal.items() if d in kept})
+    total = s.scalar(select(func.sum(TraceRollup.traces)).where(_ranges(TraceRollup, ranges), *conds))
     return int(total or 0)
 
 
@@ -241,47 +270,60 @@ class Cell:
         self.histogram = [0] * BINS
 
 
-def read(
-    s: Session,
-    conds: list[ColumnElement[bool]],
-    lo: int,
-    hi: int,
-    size: int,
-    group: str | None,
-    cells: dict[tuple[int, str | None], Cell],
+Cells = dict[tuple[int, str | None], Cell]
+
+
+def _cell(cells: Cells, key: tuple[int, str | None]) -> Cell:
+    cell = cells.get(key)
+    if cell is None:
+        cell = cells[key] = Cell()
+    return cell
+
+
+def read_totals(
+    s: Session, conds: list[ColumnElement[bool]], lo: int, hi: int, size: int, group: str | None, cells: Cells
 ) -> None:
-    """Add the rollup's totals of `[lo, hi)` (minute-aligned seconds) to `cells`, per bucket of `size`
-    seconds and per value of the `group` dimension (None: one group)."""
+    """Add the totals of `[lo, hi)` (minute-aligned seconds) to `cells`, per bucket of `size` seconds and per
+    value of the `group` dimension (None: one group)."""
     ranges = plan(lo, hi, [w for w in WIDTHS if w <= size])
     if not ranges:
         return
-    t = rollup_table.c
-    width = literal_column(str(int(size)), BigInteger)  # inline: PostgreSQL matches GROUP BY expressions by text
-    bucket = (t.slot // width) * width
-    columns: list[Any] = [
-        bucket.label("b"),
-        t[group].label("g") if group else None,
+    t = TraceRollup
+    bucket = _bucket(t, size)
+    keys: list[Any] = [bucket] if group is None else [bucket, getattr(t, group)]
+    figures = (
         func.sum(t.traces),
         func.sum(case((t.status == "error", t.traces), else_=0)),
         func.sum(t.prompt_tokens),
         func.sum(t.completion_tokens),
         func.sum(t.cost_micros),
-        *(func.sum(t[h]) for h in HISTOGRAM),
-    ]
-    keys: list[Any] = [bucket] if group is None else [bucket, t[group]]
-    q = select(*(c for c in columns if c is not None)).where(_ranges(ranges), *conds).group_by(*keys)
-    offset = 1 if group is None else 2
+    )
+    q = select(*keys, *figures).where(_ranges(t, ranges), *conds).group_by(*keys)
+    n = len(keys)
     for row in s.execute(q):
-        key = (int(row[0]), (row[1] or None) if group else None)
-        cell = cells.get(key)
-        if cell is None:
-            cell = cells[key] = Cell()
-        cell.traces += int(row[offset])
-        cell.errors += int(row[offset + 1])
-        cell.prompt_tokens += int(row[offset + 2])
-        cell.completion_tokens += int(row[offset + 3])
-        cell.cost_micros += int(row[offset + 4])
-        histogram = cell.histogram
-        for i, n in enumerate(row[offset + 5 :]):
-            if n:
-                histogram[i] += int(n)
+        cell = _cell(cells, (int(row[0]), (row[1] or None) if group else None))
+        cell.traces += int(row[n])
+        cell.errors += int(row[n + 1])
+        cell.prompt_tokens += int(row[n + 2])
+        cell.completion_tokens += int(row[n + 3])
+        cell.cost_micros += int(row[n + 4])
+
+
+def read_latency(
+    s: Session, project_id: str | None, model: str | None, lo: int, hi: int, size: int, by_model: bool, cells: Cells
+) -> None:
+    """Add the latency histograms of `[lo, hi)` to `cells` (per bucket, and per model with `by_model`)."""
+    ranges = plan(lo, hi, [w for w in WIDTHS if w <= size])
+    if not ranges:
+        return
+    t = TraceLatency
+    bucket = _bucket(t, size)
+    keys: list[Any] = [bucket, t.model, t.bin] if by_model else [bucket, t.bin]
+    conds: list[ColumnElement[bool]] = [_ranges(t, ranges)]
+    if project_id is not None:
+        conds.append(t.project_id == project_id)
+    if model is not None:
+        conds.append(t.model == model)
+    for row in s.execute(select(*keys, func.sum(t.traces)).where(*conds).group_by(*keys)):
+        cell = _cell(cells, (int(row[0]), (row[1] or None) if by_model else None))
+        cell.histogram[int(row[-2])] += int(row[-1])

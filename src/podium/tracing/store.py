@@ -3,8 +3,8 @@
 A trace is one unit of work (a gateway request, an SDK-traced function call) with its totals; spans are
 its steps. Links to prompt, model and dataset versions are columns, not free text, so lineage queries
 are joins. Gateway columns (route, deployment, cache status, attempts) live on the trace because the
-dashboards filter and group by them. The rollup (`trace_rollup`) is kept by the trace writer and by
-deletions in the same transactions as the traces themselves; see `podium.tracing.rollup`.
+dashboards filter and group by them. The rollup (`trace_rollup`, `trace_latency`) is kept by the trace
+writer and by deletions in the same transactions as the traces themselves; see `podium.tracing.rollup`.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, Integer, PrimaryKeyConstraint, String, Table, Text, text
+from sqlalchemy import BigInteger, Index, Integer, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from podium.core.db import Base
 from podium.tracing.kinds import SPAN_KINDS
-from podium.tracing.latency import BINS
 
-__all__ = ["SPAN_KINDS", "STATUSES", "Span", "Trace", "TraceRetention", "TraceRollup"]
+__all__ = ["SPAN_KINDS", "STATUSES", "Span", "Trace", "TraceLatency", "TraceRetention", "TraceRollup"]
 
 STATUSES = ("ok", "error")
 
@@ -115,33 +114,43 @@ class TraceRetention(Base):
     updated_at: Mapped[datetime] = mapped_column()
 
 
-# What the rollup groups traces by, besides time; an absent value is stored as "" (a key column has no NULL).
+# What the rollup groups traces by, besides time; an absent value is stored as "" (key columns hold no NULL).
 ROLLUP_DIMENSIONS = ("project_id", "model", "route", "key_id", "source", "status")
 ROLLUP_SUMS = ("traces", "prompt_tokens", "completion_tokens", "cost_micros")
-HISTOGRAM = tuple(f"h{i}" for i in range(BINS))  # traces per latency bin (`podium.tracing.latency`)
-
-rollup_table = Table(
-    "trace_rollup",
-    Base.metadata,
-    Column("width", Integer, nullable=False),  # seconds a row covers: 60, 3600 or 86400
-    Column("slot", BigInteger, nullable=False),  # its start, in seconds since the epoch (UTC), a multiple of width
-    Column("project_id", String(40), nullable=False),
-    Column("model", String(200), nullable=False),
-    Column("route", String(200), nullable=False),
-    Column("key_id", String(40), nullable=False),
-    Column("source", String(20), nullable=False),
-    Column("status", String(10), nullable=False),
-    Column("traces", BigInteger, nullable=False),
-    Column("prompt_tokens", BigInteger, nullable=False),
-    Column("completion_tokens", BigInteger, nullable=False),
-    Column("cost_micros", BigInteger, nullable=False),
-    *(Column(name, Integer, nullable=False) for name in HISTOGRAM),
-    PrimaryKeyConstraint("width", "slot", *ROLLUP_DIMENSIONS, name="pk_trace_rollup"),
-)
+VIEW_MODEL_ROUTE = 1  # rows per model and route (key_id "")
+VIEW_KEY = 2  # rows per key (model and route "")
 
 
 class TraceRollup(Base):
-    """Totals of the traces that started in one minute, hour or day, per project, model, route, key, source
-    and status: counts, tokens, cost, and a latency histogram."""
+    """Totals of the traces that started in one minute, hour or day (`width` seconds from `slot`, seconds
+    since the epoch), per project, source and status, and per model and route or per key (`view`)."""
 
-    __table__ = rollup_table
+    __tablename__ = "trace_rollup"
+
+    view: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    width: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    slot: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    project_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    route: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    source: Mapped[str] = mapped_column(String(20), primary_key=True)
+    status: Mapped[str] = mapped_column(String(10), primary_key=True)
+    traces: Mapped[int] = mapped_column(BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_micros: Mapped[int] = mapped_column(BigInteger)
+
+
+class TraceLatency(Base):
+    """How many traces of a project and model that started in one minute, hour or day had a latency in one
+    bin of `podium.tracing.latency` (only bins with traces have a row)."""
+
+    __tablename__ = "trace_latency"
+
+    width: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    slot: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    project_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    bin: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    traces: Mapped[int] = mapped_column(BigInteger)

@@ -551,7 +551,7 @@ def insert_rows(
         if i % pause == pause - 1:
             time.sleep(0)
         (resent_params if row.get("_merge") else span_params).append(_SPANS.params(row, sqlite))
-    changes = rollup.new_deltas()
+    changes = rollup.Changes()
     rollup.add_rows(changes, (row for row in traces if not row.get("_merge")))
     merged = [row["id"] for row in traces if row.get("_merge")]
     with db.session() as s:
