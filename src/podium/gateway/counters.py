@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 log = logging.getLogger("podium.gateway.counters")
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     """One limit a reservation must fit under: `base + counter + amount <= limit`.
 
     `base` is what the counter does not hold itself (spend other processes already committed to the
     database, for in-process counters); a shared counter starts from `seed` the first time it is used
-    (the ledger total) and expires `ttl` seconds later.
+    (the ledger total) and expires `ttl` seconds later. (A tuple: several are made for every request.)
     """
 
     key: str
@@ -62,9 +60,10 @@ class MemoryCounters:
             if total + c.amount > c.limit:
                 return i, total
         now = time.monotonic()
+        expires = self._expires
         for c in checks:
             values[c.key] = values.get(c.key, 0) + c.amount
-            self._expires[c.key] = now + c.ttl
+            expires[c.key] = now + c.ttl
         if now > self._next_prune:
             self._prune(now)
         return None
@@ -76,10 +75,12 @@ class MemoryCounters:
     def add(self, deltas: list[tuple[str, int]], ttl: int = 0) -> None:
         """Add deltas now (no await: callable from a `finally` that may be cancelled)."""
         values = self.values
+        expires = self._expires
+        until = time.monotonic() + ttl if ttl else 0.0
         for key, delta in deltas:
             values[key] = values.get(key, 0) + delta
-            if ttl:
-                self._expires[key] = max(self._expires.get(key, 0.0), time.monotonic() + ttl)
+            if ttl and expires.get(key, 0.0) < until:
+                expires[key] = until
 
     def _prune(self, now: float) -> None:
         for key in [k for k, t in self._expires.items() if t < now]:

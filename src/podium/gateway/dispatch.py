@@ -33,7 +33,7 @@ FALLBACK_KINDS = RETRYABLE | {CONTEXT_WINDOW, "unavailable"}
 BREAKER_KINDS = RETRYABLE  # a local model that is loading or restarting says so itself; no need to cool it
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """What the gateway knows about one request while it runs; becomes its trace."""
 
@@ -124,6 +124,8 @@ class Dispatcher:
         self.default_max_tokens = default_max_tokens
         self.cache = ResponseCache(self.embed, redis)
         self._pending: set[asyncio.Future[None]] = set()  # records waiting for room in the writer's queue
+        self._prices: dict[str, tuple[Route, Price]] = {}  # max_price by route, for `_prices_of`
+        self._prices_of: dict[str, Route] | None = None
 
     # --- resolving -----------------------------------------------------------------------------
 
@@ -171,7 +173,16 @@ class Dispatcher:
             return dep.price
 
     def max_price(self, route: Route) -> Price:
-        """The dearest input and output prices among the deployments a call on `route` may reach."""
+        """The dearest input and output prices among the deployments a call on `route` may reach (worked out
+        once per route and table snapshot)."""
+        if self._prices_of is not self.table.routes:
+            self._prices, self._prices_of = {}, self.table.routes
+        price = self._prices.get(route.name)
+        if price is None or price[0] is not route:
+            price = self._prices[route.name] = (route, self._max_price(route))
+        return price[1]
+
+    def _max_price(self, route: Route) -> Price:
         deps = list(route.deployments)
         for name in route.spec.fallbacks:
             try:

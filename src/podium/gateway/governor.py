@@ -18,13 +18,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from podium.core.db import Database, utcnow
 from podium.core.identity import Principal
+from podium.core.money import format_micros
 from podium.core.periodic import run_every
 from podium.gateway.counters import Check, Counters, MemoryCounters
 from podium.gateway.errors import GatewayError
-from podium.gateway.limits import day_period, load_limits, load_spend, model_allowed, month_period
+from podium.gateway.limits import load_limits, load_spend, model_allowed, periods
 from podium.gateway.store import SPEND_COUNTER
 from podium.tracing.writer import CounterKey, TraceWriter
 
@@ -58,16 +60,35 @@ class Ticket:
     settled: bool = False
 
 
+class _Step(NamedTuple):
+    """One counter a caller's request checks: its scope and kind, key and limit (and, for a budget, the
+    spend the counter does not hold itself, the ledger total and the key's lifetime)."""
+
+    scope: ScopeLimits
+    kind: str  # rpm, tpm, daily or monthly
+    key: str
+    limit: int
+    base: int = 0
+    seed: int = 0
+    ttl: int = 120
+
+
+class _Plan(NamedTuple):
+    """A caller's checks for one minute of one limits snapshot."""
+
+    limits: dict[tuple[str, str], ScopeLimits]  # the snapshot it was made from
+    minute: int
+    scopes: tuple[ScopeLimits, ...]
+    steps: tuple[_Step, ...]
+    needs_estimate: bool  # a token or budget limit: the request's largest use must be worked out
+
+
 def _label(principal: Principal, scope: str) -> str:
     if scope == "key":
         return f"key {principal.key_prefix}"
     if scope == "project":
         return f"project {principal.project_name!r}"
     return f"user {principal.user_name!r}"
-
-
-def _money(micros: int) -> str:
-    return f"${micros / 1_000_000:,.6f}".rstrip("0").rstrip(".") if micros % 10_000 else f"${micros / 1_000_000:,.2f}"
 
 
 def _period_end(now: datetime, monthly: bool) -> datetime:
@@ -89,6 +110,7 @@ class Governor:
         self._spent: dict[CounterKey, int] = {}  # ledger totals in the database, as last read
         self._mine: dict[CounterKey, int] = {}  # this process's committed part of them, read just before
         self._pending: set[asyncio.Future[None]] = set()
+        self._plans: dict[tuple[str, str, str], _Plan] = {}  # by caller (key, project, user)
 
     # --- snapshot (background thread) ----------------------------------------------------------
 
@@ -129,13 +151,49 @@ class Governor:
         )
         return [s for s in found if s is not None]
 
+    def _plan(self, principal: Principal, minute: int, now: datetime) -> _Plan:
+        """What a caller's requests check this minute (scopes, counter keys, limits, ledger bases), worked
+        out once per snapshot and minute rather than on every request."""
+        key = (principal.key_id, principal.project_id, principal.user_id)
+        cached = self._plans.get(key)
+        if cached is not None and cached.minute == minute and cached.limits is self.limits:
+            return cached
+        if len(self._plans) > 10_000 or (self._plans and next(iter(self._plans.values())).limits is not self.limits):
+            self._plans.clear()
+        scopes = self.scopes(principal)
+        day, month = periods(now)
+        shared = self.counters.shared
+        steps: list[_Step] = []
+        for s in scopes:
+            if s.rpm is not None:
+                steps.append(_Step(s, "rpm", f"rpm:{s.scope}:{s.scope_id}:{minute}", s.rpm))
+            if s.tpm is not None:
+                steps.append(_Step(s, "tpm", f"tpm:{s.scope}:{s.scope_id}:{minute}", s.tpm))
+            for limit, period, ttl, kind in (
+                (s.daily, day, DAY_TTL, "daily"),
+                (s.monthly, month, MONTH_TTL, "monthly"),
+            ):
+                if limit is None:
+                    continue
+                ledger = (s.scope, s.scope_id, period)
+                total = self._spent.get(ledger, 0)
+                base = 0 if shared else max(0, total - self._mine.get(ledger, 0))
+                steps.append(_Step(s, kind, f"spend:{s.scope}:{s.scope_id}:{period}", limit, base, total, ttl))
+        plan = _Plan(self.limits, minute, tuple(scopes), tuple(steps), any(st.kind != "rpm" for st in steps))
+        self._plans[key] = plan
+        return plan
+
     async def admit(self, principal: Principal, model: str, estimate: Callable[[], tuple[int, int]]) -> Ticket | None:
         """Check the caller's limits and reserve this request's share, or raise the 403/429 that says which
         limit it hit and when that resets. `estimate` gives (max tokens, max cost in micro-dollars)."""
-        scopes = self.scopes(principal)
-        if not scopes:
+        if not self.limits:
             return None
-        for s in scopes:
+        now_s = time.time()
+        minute = int(now_s // 60)
+        plan = self._plan(principal, minute, datetime.fromtimestamp(now_s, UTC))
+        if not plan.scopes:
+            return None
+        for s in plan.scopes:
             if s.allowed_models is not None and not model_allowed(s.allowed_models, model):
                 allowed = ", ".join(s.allowed_models) or "none"
                 raise GatewayError(
@@ -144,39 +202,20 @@ class Governor:
                     code="model_not_allowed",
                     param="model",
                 )
-        now_s = time.time()
-        now = datetime.fromtimestamp(now_s, UTC)
-        minute = int(now_s // 60)
-        needs_estimate = any(s.tpm is not None or s.daily is not None or s.monthly is not None for s in scopes)
-        tokens, cost = estimate() if needs_estimate else (0, 0)
-        shared = self.counters.shared
-        checks: list[Check] = []
-        kinds: list[tuple[ScopeLimits, str]] = []
-        ticket = Ticket(tokens=tokens, cost=cost)
-        for s in scopes:
-            if s.rpm is not None:
-                checks.append(Check(f"rpm:{s.scope}:{s.scope_id}:{minute}", 1, s.rpm))
-                kinds.append((s, "rpm"))
-            if s.tpm is not None:
-                key = f"tpm:{s.scope}:{s.scope_id}:{minute}"
-                checks.append(Check(key, tokens, s.tpm))
-                kinds.append((s, "tpm"))
-                ticket.tpm_keys.append(key)
-            for limit, period, ttl, kind in (
-                (s.daily, day_period(now), DAY_TTL, "daily"),
-                (s.monthly, month_period(now), MONTH_TTL, "monthly"),
-            ):
-                if limit is None:
-                    continue
-                ledger = (s.scope, s.scope_id, period)
-                total = self._spent.get(ledger, 0)
-                base = 0 if shared else max(0, total - self._mine.get(ledger, 0))
-                key = f"spend:{s.scope}:{s.scope_id}:{period}"
-                checks.append(Check(key, cost, limit, base=base, seed=total, ttl=ttl))
-                kinds.append((s, kind))
-                ticket.spend_keys.append(key)
-        if not checks:
+        if not plan.steps:
             return None
+        tokens, cost = estimate() if plan.needs_estimate else (0, 0)
+        ticket = Ticket(tokens=tokens, cost=cost)
+        checks: list[Check] = []
+        for st in plan.steps:
+            if st.kind == "rpm":
+                checks.append(Check(st.key, 1, st.limit))
+            elif st.kind == "tpm":
+                checks.append(Check(st.key, tokens, st.limit))
+                ticket.tpm_keys.append(st.key)
+            else:
+                checks.append(Check(st.key, cost, st.limit, st.base, st.seed, st.ttl))
+                ticket.spend_keys.append(st.key)
         try:
             refused = await self.counters.reserve(checks)
         except Exception as exc:
@@ -190,8 +229,10 @@ class Governor:
         if refused is None:
             return ticket
         index, current = refused
-        scope, kind = kinds[index]
-        raise self._refusal(principal, scope, kind, checks[index], current, now_s, now)
+        step = plan.steps[index]
+        raise self._refusal(
+            principal, step.scope, step.kind, checks[index], current, now_s, datetime.fromtimestamp(now_s, UTC)
+        )
 
     def _refusal(
         self, principal: Principal, s: ScopeLimits, kind: str, check: Check, current: int, now_s: float, now: datetime
@@ -219,8 +260,9 @@ class Governor:
         spent = current + check.base
         return GatewayError(
             429,
-            f"{who} is over its {kind} budget of {_money(check.limit)} (spent or reserved {_money(spent)}; this "
-            f"request may cost up to {_money(check.amount)}); it resets at {end:%Y-%m-%dT%H:%M:%SZ}",
+            f"{who} is over its {kind} budget of {format_micros(check.limit)} (spent or reserved"
+            f" {format_micros(spent)}; this request may cost up to {format_micros(check.amount)}); it resets at"
+            f" {end:%Y-%m-%dT%H:%M:%SZ}",
             code="budget_exceeded",
             type_="insufficient_quota",
             headers={"Retry-After": str(wait), "x-podium-limit": f"{s.scope}:{kind}_budget"},
@@ -242,10 +284,7 @@ class Governor:
         if isinstance(self.counters, MemoryCounters):
             # this process's spend, until the ledger snapshot shows it committed
             if cost:
-                day, month = day_period(when), month_period(when)
-                for scope, scope_id in _owners(principal):
-                    deltas.append((f"spend:{scope}:{scope_id}:{day}", cost))
-                    deltas.append((f"spend:{scope}:{scope_id}:{month}", cost))
+                deltas += [(k, cost) for k in _spend_keys(principal, when)[0]]
             self.counters.add(deltas, ttl=MONTH_TTL if cost else 0)
         elif deltas:
             task = asyncio.ensure_future(self._adjust(deltas))
@@ -263,18 +302,33 @@ class Governor:
         """The spend-ledger deltas of one call (key, project and user; day and month), for the writer."""
         if not cost:
             return []
-        day, month = day_period(when), month_period(when)
-        out: list[tuple[str, CounterKey, int]] = []
-        for scope, scope_id in _owners(principal):
-            out.append((SPEND_COUNTER, (scope, scope_id, day), cost))
-            out.append((SPEND_COUNTER, (scope, scope_id, month), cost))
-        return out
+        return [(SPEND_COUNTER, k, cost) for k in _spend_keys(principal, when)[1]]
 
     async def aclose(self) -> None:
         """Let pending settlements finish, then close the counters."""
         if self._pending:
             await asyncio.wait(set(self._pending), timeout=5)
         await self.counters.aclose()
+
+
+_SpendKeys = tuple[tuple[str, ...], tuple[CounterKey, ...]]
+_spend_key_cache: dict[tuple[str, str, str, str, str], _SpendKeys] = {}
+
+
+def _spend_keys(principal: Principal, when: datetime) -> _SpendKeys:
+    """The in-process counter keys and the ledger keys a caller's spend goes to (key, project and user; day
+    and month), made once per caller and day: every call that costs anything adds to all of them."""
+    day, month = periods(when)
+    cache_key = (principal.key_id, principal.project_id, principal.user_id, day, month)
+    found = _spend_key_cache.get(cache_key)
+    if found is None:
+        if len(_spend_key_cache) > 10_000:
+            _spend_key_cache.clear()
+        owners = _owners(principal)
+        counters = tuple(f"spend:{scope}:{scope_id}:{period}" for scope, scope_id in owners for period in (day, month))
+        ledger = tuple((scope, scope_id, period) for scope, scope_id in owners for period in (day, month))
+        found = _spend_key_cache[cache_key] = (counters, ledger)
+    return found
 
 
 def _owners(principal: Principal) -> tuple[tuple[str, str], ...]:

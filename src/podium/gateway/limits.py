@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -21,12 +21,12 @@ from podium.auth.service import key_ref, names_of, project_ref, record_audit, us
 from podium.core.db import Database, utcnow
 from podium.core.errors import InvalidInput, NotFound, validated
 from podium.core.identity import Actor
+from podium.core.money import micros, usd
 from podium.core.platform import Platform
 from podium.gateway.store import GatewayLimit, Spend
 
 Scope = Literal["key", "project", "user"]
 SCOPES: tuple[Scope, ...] = ("key", "project", "user")
-MICROS = Decimal(1_000_000)
 
 
 class LimitSpec(BaseModel):
@@ -60,14 +60,13 @@ class LimitInfo(BaseModel):
     updated_at: datetime
 
 
-def usd(micros: int | None) -> Decimal | None:
-    """Micro-dollars as a USD decimal."""
-    return None if micros is None else Decimal(micros) / MICROS
-
-
 def to_micros(amount: Decimal | None) -> int | None:
     """A USD decimal (at most six places) as micro-dollars."""
-    return None if amount is None else int(amount * MICROS)
+    return None if amount is None else micros(amount)
+
+
+def _usd(amount: int | None) -> Decimal | None:
+    return None if amount is None else usd(amount)
 
 
 def day_period(now: datetime) -> str:
@@ -80,6 +79,21 @@ def month_period(now: datetime) -> str:
     """The spend ledger's period key for `now`'s UTC month."""
     d = now if now.tzinfo is UTC else now.astimezone(UTC)
     return f"m:{d.year:04d}-{d.month:02d}"
+
+
+_last_periods: tuple[date, str, str] = (date.min, "", "")
+
+
+def periods(now: datetime) -> tuple[str, str]:
+    """`day_period(now)` and `month_period(now)`, remembered for the current day (every governed request
+    asks, several times)."""
+    global _last_periods
+    d = now if now.tzinfo is UTC else now.astimezone(UTC)
+    day = d.date()
+    last = _last_periods
+    if last[0] != day:
+        last = _last_periods = (day, day_period(d), month_period(d))
+    return last[1], last[2]
 
 
 def parse_limits(data: Any) -> LimitSpec:
@@ -134,10 +148,10 @@ def _info(row: GatewayLimit, name: str, spent: dict[tuple[str, str, str], int], 
         allowed_models=row.allowed_models,
         rpm=row.rpm,
         tpm=row.tpm,
-        daily_budget_usd=usd(row.daily_budget_micros),
-        monthly_budget_usd=usd(row.monthly_budget_micros),
-        spent_today_usd=usd(spent.get((row.scope, row.scope_id, day_period(now)), 0)) or Decimal(0),
-        spent_this_month_usd=usd(spent.get((row.scope, row.scope_id, month_period(now)), 0)) or Decimal(0),
+        daily_budget_usd=_usd(row.daily_budget_micros),
+        monthly_budget_usd=_usd(row.monthly_budget_micros),
+        spent_today_usd=usd(spent.get((row.scope, row.scope_id, day_period(now)), 0)),
+        spent_this_month_usd=usd(spent.get((row.scope, row.scope_id, month_period(now)), 0)),
         updated_by=row.updated_by,
         updated_at=row.updated_at,
     )

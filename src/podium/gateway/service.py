@@ -36,9 +36,9 @@ KEEPALIVE = None  # an item of `Answer.stream` that means "still waiting": a com
 Gone = Callable[[], Awaitable[None]]  # completes when the client has gone away
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Incoming:
-    """A parsed `/v1` request: what the caller sent, and how it came."""
+    """A parsed `/v1` request: what the caller sent, and how it came (read, never changed)."""
 
     kind: str  # chat, completion or embedding
     body: dict[str, Any]
@@ -258,23 +258,43 @@ async def _replay(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any] 
         yield chunk
 
 
-def _watching(gone: Gone) -> Callable[[Awaitable[Any]], Awaitable[Any]]:
-    """A wrapper that runs an awaitable until it finishes or the client goes away (`ClientGone`)."""
+WATCH_AFTER = 0.05  # seconds a non-streamed call runs before the client's connection is watched
+
+
+def _watching(gone: Gone, after: float = WATCH_AFTER) -> Callable[[Awaitable[Any]], Awaitable[Any]]:
+    """A wrapper that runs an awaitable until it finishes or the client goes away (`ClientGone`). The
+    awaitable runs in the caller's task; the client is watched (one more task) only once it has run for
+    `after` seconds, so the many calls that take less cost a timer, not a task."""
 
     async def wait(running: Awaitable[Any]) -> Any:
-        task = asyncio.ensure_future(running)
-        watcher = asyncio.ensure_future(gone())
+        me = asyncio.current_task()
+        assert me is not None
+        active, left = True, False
+        watcher: asyncio.Future[None] | None = None
+
+        def on_gone(task: asyncio.Future[None]) -> None:
+            nonlocal left
+            if active and not task.cancelled() and task.exception() is None:
+                left = True
+                me.cancel()
+
+        def watch() -> None:
+            nonlocal watcher
+            watcher = asyncio.ensure_future(gone())
+            watcher.add_done_callback(on_gone)
+
+        timer = asyncio.get_running_loop().call_later(after, watch)
         try:
-            done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                return task.result()
-            raise ClientGone()
+            return await running
+        except asyncio.CancelledError:
+            if left and me.uncancel() == 0:  # cancelled by the watcher alone: the client went away
+                raise ClientGone() from None
+            raise
         finally:
-            watcher.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+            active = False
+            timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
     return wait
 

@@ -7,7 +7,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-STRATEGIES = ("weighted", "round-robin", "least-busy", "lowest-latency", "lowest-cost")
 PROVIDERS = ("openai", "anthropic", "model")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
 
