@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from podium.core.errors import InvalidInput
+from podium.models.gguf_header import GGUFError, read_header
 
 GGUF_MAGIC = b"GGUF"
 _SKIP_NAMES = {".gitattributes", ".gitignore"}
@@ -79,41 +80,28 @@ def _inspect_gguf(path: Path, root: Path) -> Inspected:
     if magic != GGUF_MAGIC:
         raise InvalidInput(f"{path} is named .gguf but is not a GGUF file (bad magic bytes {magic!r})")
     try:
-        from gguf import GGUFReader
-    except ImportError:  # pragma: no cover - the `local` extra is missing
-        raise InvalidInput("reading GGUF needs the `gguf` package: pip install 'podium[local]'") from None
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as exc:
+        header = read_header(path)
+    except GGUFError as exc:
         raise InvalidInput(f"{path} is not a readable GGUF file: {exc}") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path} cannot be read: {exc.strerror}") from None
+    fields = header.fields
 
-    def field_value(name: str) -> Any:
-        f = reader.fields.get(name)
-        if f is None:
-            return None
-        try:
-            return f.contents()
-        except Exception:
-            return None
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return value if isinstance(value, str) else None
 
-    arch = field_value("general.architecture")
-    params = 0
-    for tensor in reader.tensors:
-        n = 1
-        for dim in tensor.shape:
-            n *= int(dim)
-        params += n
-    has_template = reader.fields.get("tokenizer.chat_template") is not None
+    arch = text("general.architecture")
     return Inspected(
         format="gguf",
         root=root,
         files=[path],
-        task="chat" if has_template else "completion",
-        parameters=params,
-        context_length=_int(field_value(f"{arch}.context_length")) if arch else None,
-        license=field_value("general.license"),
+        task="chat" if "tokenizer.chat_template" in fields else "completion",
+        parameters=header.parameters,
+        context_length=_int(fields.get(f"{arch}.context_length")) if arch else None,
+        license=text("general.license"),
         architecture=arch,
-        extra={"name": field_value("general.name"), "file_type": field_value("general.file_type")},
+        extra={"name": text("general.name"), "file_type": _int(fields.get("general.file_type"))},
     )
 
 
