@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from podium.models.worker.api import Finished, SeqRequest, TokenOut
+from podium.models.worker.derived import DerivedCache
 from podium.models.worker.engine import Engine
 from podium.models.worker.loader import convert_gguf, load_causal_lm
 
@@ -207,7 +208,7 @@ def main() -> None:
     import hashlib
 
     sha = hashlib.sha256(gguf.read_bytes()).hexdigest()
-    folder = convert_gguf(gguf, cache / "converted", sha)
+    folder = convert_gguf(gguf, DerivedCache(cache), sha)
     rows: dict[str, dict[int, dict]] = {}
 
     for dtype in ("int8", "float32"):
