@@ -7,12 +7,13 @@ Where the figures come from:
   user, and a key is not asked for together with a model or route (the rollup keeps totals per model and
   route, and per key): its whole minutes, hours and days inside the range, plus the partial minutes at
   either end read from the traces, so totals are exact.
-- Percentiles, in that case: exact, read from the traces (`percentile_cont` on PostgreSQL, window
-  functions on SQLite), when the range holds at most `EXACT_LIMIT` traces of the projects in view; beyond
-  that, estimated from the rollup's latency histograms (per project and model) within `latency.ERROR`
-  (5.8%) of the exact value for latencies between 16 µs and 70 min, when nothing but the model narrows them
-  and they are grouped by model or not at all; otherwise exact from the traces again if at most `MAX_SCAN`
-  traces match, and left out (`percentiles: "unavailable"`) if more do.
+- Percentiles, in that case: exact, read from the traces (`percentile_cont` on PostgreSQL; on SQLite the
+  latencies sorted in the database, interpolated as they are read), when the range holds at most
+  `EXACT_LIMIT` traces of the projects in view; beyond that, estimated from the rollup's latency
+  histograms (per project and model) within `latency.ERROR` (5.8%) of the exact value for latencies
+  between 16 µs and 70 min, when nothing but the model narrows them and they are grouped by model or not
+  at all; otherwise exact from the traces again if at most `MAX_SCAN` traces match, and left out
+  (`percentiles: "unavailable"`) if more do.
 - Everything from the traces otherwise (a user, session, tag, name, latency or cost range, text, grouping
   by user, or a key with a model or route): one SQL aggregate, exact, bounded to `MAX_SCAN` traces. The
   bound is checked first from the rollup (the traces matching the filters it knows), or from the user's
@@ -146,6 +147,22 @@ def aggregate(
 ) -> Aggregate:
     """Count, errors, tokens, cost and latency p50/p95/p99 per time bucket (`minute`, `hour`, `day`, UTC)
     and group (`model`, `route`, `key`, `user` or `none`) of the filtered traces."""
+    return _aggregate(platform, actor, filters, bucket, by, total=False)[0]
+
+
+def aggregate_with_total(
+    platform: Platform, actor: Actor, filters: TraceFilters | None = None, *, bucket: str = "hour", by: str = "model"
+) -> tuple[Aggregate, Aggregate]:
+    """`aggregate` by a group and in total (`by="none"`), from one read: what the metrics page shows. The
+    totals and histograms of the groups add up to the total's; exact percentiles are read for both."""
+    grouped, total = _aggregate(platform, actor, filters, bucket, by, total=True)
+    assert total is not None
+    return grouped, total
+
+
+def _aggregate(
+    platform: Platform, actor: Actor, filters: TraceFilters | None, bucket: str, by: str, *, total: bool
+) -> tuple[Aggregate, Aggregate | None]:
     actor.require("viewer", "read traces")
     filters = filters or TraceFilters()
     if bucket not in BUCKETS:
@@ -161,6 +178,8 @@ def aggregate(
                 f" (at most {MAX_BUCKETS})",
                 details={"field": "bucket"},
             )
+    summed: rollup.Cells = {}
+    summed_percentiles: Percentiles = {}
     with platform.db.read_session() as s:
         if platform.db.backend == "postgresql":  # one snapshot for every query below
             s.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
@@ -171,6 +190,36 @@ def aggregate(
         else:
             cells, percentiles = _from_traces(s, actor, filters, scope, size, by, reason)
             how = "exact"
+        if total:
+            summed = _sum_groups(cells, how == "estimated")
+            if how == "exact":
+                summed_percentiles = _exact(s, conditions(s, actor, filters, scope=scope), size, None)
+    source: Literal["rollup", "traces"] = "rollup" if reason is None else "traces"
+    grouped = Aggregate(bucket=bucket, by=by, rows=_rows(cells, percentiles, how), source=source, percentiles=how)
+    if not total:
+        return grouped, None
+    rows = _rows(summed, summed_percentiles, how)
+    return grouped, Aggregate(bucket=bucket, by="none", rows=rows, source=source, percentiles=how)
+
+
+def _sum_groups(cells: rollup.Cells, histograms: bool) -> rollup.Cells:
+    """The cells of every group of a bucket added up (their latency histograms too, if asked)."""
+    out: rollup.Cells = {}
+    for (slot, _), c in cells.items():
+        t = out.get((slot, None))
+        if t is None:
+            t = out[(slot, None)] = rollup.Cell()
+        t.traces += c.traces
+        t.errors += c.errors
+        t.prompt_tokens += c.prompt_tokens
+        t.completion_tokens += c.completion_tokens
+        t.cost_micros += c.cost_micros
+        if histograms:
+            t.histogram = [a + b for a, b in zip(t.histogram, c.histogram, strict=True)]
+    return out
+
+
+def _rows(cells: rollup.Cells, percentiles: Percentiles, how: str) -> list[AggregateRow]:
     rows = []
     for key in sorted(cells, key=lambda k: (k[0], k[1] or "")):
         c = cells[key]
@@ -196,13 +245,7 @@ def aggregate(
                 latency_p99_ms=p99,
             )
         )
-    return Aggregate(
-        bucket=bucket,
-        by=by,
-        rows=rows,
-        source="rollup" if reason is None else "traces",
-        percentiles=how,
-    )
+    return rows
 
 
 # --- the time range ----------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ one page's links to the next."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -39,17 +38,13 @@ def fmt_count(value: float | None) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
 
 
-def fmt_usd(value: Decimal | float | None) -> str:
-    """Dollars to the micro-dollar (`$0.000161`), as the CLI prints them."""
-    return format_usd(value)
-
-
 def fmt_pct(value: float | None) -> str:
     """A rate as a percentage."""
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-FORMATS: dict[str, Any] = {"fmt_ms": fmt_ms, "fmt_count": fmt_count, "fmt_usd": fmt_usd, "fmt_pct": fmt_pct}
+# what templates call them; dollars are written by `core.money.format_usd`, as everywhere else
+FORMATS: dict[str, Any] = {"fmt_ms": fmt_ms, "fmt_count": fmt_count, "fmt_usd": format_usd, "fmt_pct": fmt_pct}
 
 
 def query_string(params: Mapping[str, str | None], **changes: str | None) -> str:

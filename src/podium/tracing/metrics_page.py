@@ -17,10 +17,10 @@ from starlette.responses import Response
 from podium.core.db import utcnow
 from podium.core.errors import InvalidInput, PodiumError
 from podium.core.http import get_platform
-from podium.core.money import usd
+from podium.core.money import format_usd, usd
 from podium.tracing import aggregates as aggregates_module
 from podium.tracing import latency, service
-from podium.tracing.formats import FORMATS, filter_params, fmt_count, fmt_ms, fmt_pct, fmt_usd, query_string
+from podium.tracing.formats import FORMATS, filter_params, fmt_count, fmt_ms, fmt_pct, query_string
 from podium.web.charts import Chart, Series, layout_chart
 from podium.web.shell import PageSession, page_session, render
 
@@ -41,7 +41,7 @@ def _fmt_unit(unit: str, value: float) -> str:
     if unit == "ms":
         return fmt_ms(value)
     if unit == "usd":
-        return fmt_usd(Decimal(str(round(value, 6))))
+        return format_usd(round(value, 6))
     if unit == "rate":
         return fmt_pct(value)
     return fmt_count(value)
@@ -192,8 +192,7 @@ def metrics_page(request: Request, session: SessionDep) -> Response:
         assert start is not None  # set by _metrics_window
         end = filters.end or utcnow()
         bucket = _pick_bucket(wanted_bucket, start, end)
-        totals = service.aggregate(platform, session.actor, filters, bucket=bucket, by="none")
-        per_model = service.aggregate(platform, session.actor, filters, bucket=bucket, by="model")
+        per_model, totals = service.aggregate_with_total(platform, session.actor, filters, bucket=bucket, by="model")
     except PodiumError as exc:
         shown = {**params, "range": preset}
         return render(

@@ -15,7 +15,15 @@ Scope: a key that is not an admin's sees its own project's traces only; admins s
 
 from __future__ import annotations
 
-from podium.tracing.aggregates import BUCKETS, GROUPS, MAX_BUCKETS, Aggregate, AggregateRow, aggregate
+from podium.tracing.aggregates import (
+    BUCKETS,
+    GROUPS,
+    MAX_BUCKETS,
+    Aggregate,
+    AggregateRow,
+    aggregate,
+    aggregate_with_total,
+)
 from podium.tracing.filters import (
     FILTER_PARAMS,
     TraceFilters,
@@ -93,6 +101,7 @@ __all__ = [
     "TraceRecord",
     "TraceSummary",
     "aggregate",
+    "aggregate_with_total",
     "apply_retention",
     "artifact_ref",
     "clear_retention",
