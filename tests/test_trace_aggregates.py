@@ -388,6 +388,23 @@ def test_large_ranges_estimate_percentiles_within_the_bound(live: LiveServer, mo
     assert get(live, bucket="minute", **narrow)["percentiles"] == "exact"  # 9 traces: read exactly
 
 
+@pytest.mark.parametrize("exact_limit", [10_000, 100])
+def test_the_pages_single_read_gives_what_two_aggregates_do(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch, exact_limit: int
+) -> None:
+    monkeypatch.setattr(aggregates, "EXACT_LIMIT", exact_limit)
+    window = service.TraceFilters(start=DAY + timedelta(hours=1, seconds=30), end=DAY + timedelta(days=2, hours=5))
+    grouped, total = service.aggregate_with_total(live.platform, Actor.system(), window, bucket="hour", by="model")
+    assert grouped == service.aggregate(live.platform, Actor.system(), window, bucket="hour", by="model")
+    alone = service.aggregate(live.platform, Actor.system(), window, bucket="hour", by="none")
+    assert total.percentiles == alone.percentiles == ("exact" if exact_limit > 1000 else "estimated")
+    assert totals([r.model_dump(mode="json") for r in total.rows]) == totals(
+        [r.model_dump(mode="json") for r in alone.rows]
+    )
+    for a, b in zip(total.rows, alone.rows, strict=True):
+        assert (a.latency_p50_ms, a.latency_p99_ms) == pytest.approx((b.latency_p50_ms, b.latency_p99_ms))
+
+
 def test_percentiles_the_histograms_cannot_give_are_read_from_the_traces_or_left_out(
     live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
