@@ -422,7 +422,9 @@ class Dispatcher:
     async def finish(self, call: Call) -> None:
         """Settle the call's reservation and hand its record to the writer (waits only if its queue is full)."""
         self._settle(call)
-        await self.writer.submit(self.record(call))
+        record = self.record(call)
+        if not self.writer.put_nowait(record):  # the common case needs no coroutine
+            await self.writer.submit(record)
 
     def finish_soon(self, call: Call) -> None:
         """Settle and hand the record over without awaiting (for the end of a stream, which may be being
