@@ -160,23 +160,30 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
-    """Render Starlette's HTTP errors (404 for unknown paths, 405) in the `/api` shape (`/v1` answers its own)."""
+    """Render Starlette's HTTP errors (404 for unknown paths, 405) in the `/api` shape, or OpenAI's under `/v1`."""
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     message = str(exc.detail)
     if exc.status_code in (404, 405):
         message = f"no such endpoint: {request.method} {request.url.path}"
+    if _is_v1(request):
+        return Response(openai_error(message, code), exc.status_code, exc.headers, "application/json")
     return ORJSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+def _is_v1(request: Request) -> bool:
+    path = request.url.path
+    return path == "/v1" or path.startswith("/v1/")
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
     """A bug: log it with the request id, answer 500 without internals."""
     rid = request_id(request)
     log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, rid)
-    return ORJSONResponse(
-        error_body("internal_error", f"internal error; the server log has details (request id {rid})"),
-        status_code=500,
-    )
+    message = f"internal error; the server log has details (request id {rid})"
+    if _is_v1(request):
+        return Response(openai_error(message, "internal_error", "server_error"), 500, media_type="application/json")
+    return ORJSONResponse(error_body("internal_error", message), status_code=500)
 
 
 # --- middleware ----------------------------------------------------------------------------------

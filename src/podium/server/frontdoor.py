@@ -3,9 +3,10 @@
 `/v1` is the request path of every LLM call, so it skips FastAPI's middleware stack (seven ASGI layers and
 an OpenTelemetry lookup per request, about a quarter of a call's CPU when profiled) and gets what it needs
 here, once per request: the request id (a sane incoming `X-Request-ID`, else a new one, echoed back), the
-body-size limit, answers in OpenAI's error shape for an unknown path (404), a wrong method (405), a body over
-the limit (413) and a bug (500, logged with the request id), and the Prometheus request metrics. Everything
-else (the management API, the dashboard, `/metrics`, health checks, lifespan) goes to the FastAPI app.
+body-size limit, answers in OpenAI's error shape for a wrong method (405), a body over the limit (413) and
+a bug (500, logged with the request id), and the Prometheus request metrics. Everything else (other `/v1`
+routes such as the OTLP receiver, unknown paths, the management API, the dashboard, `/metrics`, health
+checks, lifespan) goes to the FastAPI app, whose error handlers answer `/v1` paths in OpenAI's shape too.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from podium.server.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger("podium.http")
 
-PREFIX = "/v1"  # every path under it is answered here, in OpenAI's shape, even one no route serves
 _MAX_CHILDREN = 1_000  # metric children cached by (method, route, status)
 
 
@@ -74,8 +74,8 @@ class FrontDoor:
                     break
                 if match is Match.PARTIAL and allowed is None:
                     allowed = candidate.methods or set()
-        if route is None and allowed is None and not (path.startswith(PREFIX + "/") or path == PREFIX):
-            await self.app(scope, receive, send)
+        if route is None and allowed is None:  # not a hot-path route: FastAPI serves it (its /v1 answers, such as
+            await self.app(scope, receive, send)  # the OTLP receiver, and a 404 in OpenAI's shape for the rest)
             return
         await self._serve(scope, receive, send, route, allowed)
 
