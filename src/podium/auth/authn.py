@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import or_, select, update
 
 from podium.auth.store import ApiKey, Project, User
-from podium.core.db import Database, utcnow
+from podium.core.db import Database
 from podium.core.errors import Unauthorized
 from podium.core.identity import Principal, lowest_role
 
@@ -68,8 +69,9 @@ class KeyCache:
     db: Database
     ttl: float = 5.0
     max_entries: int = 10_000
-    _entries: OrderedDict[str, tuple[float, Principal | None, str]] = field(default_factory=OrderedDict)
-    _used: dict[str, datetime] = field(default_factory=dict)
+    # digest -> (when loaded (monotonic), principal or None, why not, expiry as epoch seconds or inf)
+    _entries: OrderedDict[str, tuple[float, Principal | None, str, float]] = field(default_factory=OrderedDict)
+    _used: dict[str, float] = field(default_factory=dict)  # key id -> last use (epoch seconds)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def authenticate(self, raw: str | None) -> Principal:
@@ -83,24 +85,30 @@ class KeyCache:
     def authenticate_hash(self, digest: str) -> Principal:
         """The principal for a key's stored hash (dashboard sessions carry the hash, not the key)."""
         now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(digest)
+        hit = self._entries.get(digest)
         if hit is None or now - hit[0] > self.ttl:
             principal, reason = _load_principal(self.db, digest)
+            expiry = principal.expires_at.timestamp() if principal and principal.expires_at else math.inf
+            hit = (now, principal, reason, expiry)
             with self._lock:
-                self._entries[digest] = (now, principal, reason)
+                self._entries[digest] = hit
                 self._entries.move_to_end(digest)
                 while len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)
-        else:
-            _, principal, reason = hit
+        return self._admit(hit)
+
+    def _admit(self, hit: tuple[float, Principal | None, str, float]) -> Principal:
+        """The cached principal if it may act now (not refused, not expired); notes its use."""
+        _, principal, reason, expiry = hit
         if principal is None:
             raise Unauthorized(reason)
-        wall = utcnow()
-        if principal.expires_at is not None and principal.expires_at <= wall:
+        wall = time.time()
+        if wall >= expiry:
+            assert principal.expires_at is not None
             raise Unauthorized(f"API key {principal.key_prefix}… expired at {principal.expires_at.isoformat()}")
-        with self._lock:
-            self._used[principal.key_id] = wall
+        # no lock: a dict store is atomic, and a use noted in a dict that a flush has just swapped out is a
+        # lost "last used" time, corrected by the key's next call
+        self._used[principal.key_id] = wall
         return principal
 
     async def authenticate_async(self, raw: str | None) -> Principal:
@@ -114,7 +122,7 @@ class KeyCache:
         hit = self._entries.get(digest)
         if hit is None or time.monotonic() - hit[0] > self.ttl:
             return await asyncio.to_thread(self.authenticate_hash, digest)
-        return self.authenticate_hash(digest)
+        return self._admit(hit)
 
     def clear(self) -> None:
         """Forget every cached lookup (after a revocation or role change)."""
@@ -128,7 +136,8 @@ class KeyCache:
         if not used:
             return 0
         with self.db.session() as s:
-            for key_id, at in used.items():
+            for key_id, epoch in used.items():
+                at = datetime.fromtimestamp(epoch, UTC)
                 s.execute(
                     update(ApiKey)
                     .where(ApiKey.id == key_id)
