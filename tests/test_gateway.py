@@ -625,3 +625,37 @@ def test_moving_an_alias_reroutes_without_a_restart(gw: LiveServer, upstreams: t
         chat(sdk(gw), "movable@production")
         time.sleep(0.2)
     assert b.requests and b.requests[-1]["model"] == "up"
+
+
+def test_an_anthropic_deployments_headers_reach_the_upstream(gw: LiveServer) -> None:
+    """Every provider kind takes a deployment's extra headers (Anthropic's were accepted and dropped)."""
+    from .fakes import serving, start_fake_anthropic
+
+    for anthropic in serving(start_fake_anthropic):
+        put_route(
+            gw,
+            {
+                "name": "claude-team",
+                "deployments": [
+                    {
+                        "provider": "anthropic",
+                        "base_url": anthropic.url,
+                        "model": "claude-haiku",
+                        "api_key": "ant-key",
+                        "headers": {"X-Team": "search"},
+                    }
+                ],
+            },
+        )
+        reply = chat(sdk(gw), "claude-team").parse()
+        assert reply.choices[0].message.content
+        sent = {k.lower(): v for k, v in anthropic.headers[-1].items()}
+        assert sent["x-team"] == "search" and sent["x-api-key"] == "ant-key"
+
+
+def test_an_unknown_provider_kind_is_refused_naming_the_known_ones(gw: LiveServer) -> None:
+    with gw.client() as c:
+        r = c.post("/api/routes", json={"name": "odd", "deployments": [{"provider": "azure", "model": "m"}]})
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert "unknown provider 'azure'" in message and "anthropic" in message and "'model'" in message

@@ -16,9 +16,9 @@ from podium.core.errors import NotFound, PodiumError
 from podium.core.platform import Platform
 from podium.gateway.errors import GatewayError
 from podium.models import service
-from podium.models.providers.anthropic import AnthropicProvider
+from podium.models.providers import registry
 from podium.models.providers.base import Provider
-from podium.models.providers.openai import OpenAIProvider
+from podium.models.providers.registry import Connection
 from podium.models.service import ResolvedModel
 from podium.models.supervisor import socket_path, worker_state
 
@@ -130,13 +130,10 @@ def make_provider(platform: Platform, r: ResolvedModel) -> Provider:
     """The adapter for a resolved model."""
     cfg = r.config
     if r.model.provider == "local":
-        return OpenAIProvider(
-            "http://podium-worker/v1",
-            model=r.model.name,
-            unix_socket=str(socket_path(platform.settings, r.version.id)),
-        )
-    if r.model.provider == "openai":
-        return OpenAIProvider(str(cfg["base_url"]), model=str(cfg["model"]), api_key=cfg.get("api_key"))
-    if r.model.provider == "anthropic":
-        return AnthropicProvider(model=str(cfg["model"]), api_key=cfg.get("api_key"), base_url=cfg.get("base_url"))
-    raise GatewayError(500, f"unknown provider {r.model.provider!r}")
+        connection = Connection(r.model.name, unix_socket=str(socket_path(platform.settings, r.version.id)))
+    else:
+        connection = Connection(str(cfg["model"]), cfg.get("base_url"), cfg.get("api_key"), cfg.get("headers") or {})
+    try:
+        return registry.create(r.model.provider, connection)
+    except ValueError as exc:
+        raise GatewayError(500, f"model {r.ref} cannot be reached: {exc}") from None

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-PROVIDERS = ("openai", "anthropic", "model")
+from podium.models.providers import registry
+
+MODEL = "model"  # a deployment that sends to a model registered in Podium
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
 
 
@@ -39,7 +41,7 @@ class DeploymentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, description="Shown in headers and traces; default provider/model.")
-    provider: Literal["openai", "anthropic", "model"]
+    provider: str = Field(description="A provider kind (openai, anthropic, …) or `model` (a registered model).")
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key: SecretStr | None = Field(None, description="Write-only; stored encrypted.")
@@ -51,8 +53,17 @@ class DeploymentSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DeploymentSpec:
-        if self.provider == "openai" and not self.base_url:
-            raise ValueError("an openai deployment needs 'base_url' (for example https://api.openai.com/v1)")
+        if self.provider != MODEL:
+            try:
+                kind = registry.kind(self.provider)
+            except ValueError as exc:
+                raise ValueError(f"{exc}, or '{MODEL}' for a model registered in Podium") from None
+            if kind.name == "local":
+                raise ValueError("a route reaches a local model through `provider: model` and the model's name")
+            if kind.needs_base_url and not self.base_url:
+                raise ValueError(
+                    f"an {self.provider} deployment needs 'base_url' (for example https://api.openai.com/v1)"
+                )
         if self.base_url and not re.match(r"^https?://", self.base_url):
             raise ValueError(f"base_url {self.base_url!r} must start with http:// or https://")
         if self.name is None:

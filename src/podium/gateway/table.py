@@ -21,11 +21,11 @@ from podium.gateway.directory import ModelDirectory, Target
 from podium.gateway.errors import GatewayError
 from podium.gateway.guardrails import Guardrail, build_guardrails
 from podium.gateway.resilience import Breaker, Health
-from podium.gateway.spec import DeploymentSpec, RouteSpec
+from podium.gateway.spec import MODEL, DeploymentSpec, RouteSpec
 from podium.models.prices import FREE, Price, lookup_price
-from podium.models.providers.anthropic import AnthropicProvider
+from podium.models.providers import registry
 from podium.models.providers.base import Provider, Timeouts
-from podium.models.providers.openai import OpenAIProvider
+from podium.models.providers.registry import Connection
 
 log = logging.getLogger("podium.gateway.table")
 
@@ -145,7 +145,7 @@ class RouteTable:
         else:
             upstream = str(cfg.get("model") or m.name)
             price = lookup_price(upstream) or FREE
-        spec = DeploymentSpec(provider="model", model=name, name=f"{m.provider}/{upstream}")
+        spec = DeploymentSpec(provider=MODEL, model=name, name=f"{m.provider}/{upstream}")
         dep = Deployment(
             name=spec.name or name,
             spec=spec,
@@ -210,14 +210,12 @@ class RouteTable:
         timeouts = Timeouts(connect=d.timeouts.connect, first_token=d.timeouts.first_token, total=d.timeouts.total)
         api_key = d.api_key.get_secret_value() if d.api_key else None
         provider: Provider | None = None
-        if d.provider == "openai":
-            assert d.base_url
-            provider = OpenAIProvider(d.base_url, model=d.model, api_key=api_key, headers=d.headers, timeouts=timeouts)
-        elif d.provider == "anthropic":
-            provider = AnthropicProvider(model=d.model, api_key=api_key, base_url=d.base_url)
+        if d.provider != MODEL:  # a registered model is reached through the model directory instead
+            connection = Connection(d.model, d.base_url, api_key, d.headers, timeouts)
+            provider = registry.create(d.provider, connection)
         if d.price is not None:
             price = Price(d.price.input, d.price.output)
-        elif d.provider == "model":
+        elif d.provider == MODEL:
             price = FREE  # priced by the registered model's own route when it is called
         else:
             price = lookup_price(d.model) or FREE
