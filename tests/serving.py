@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from .conftest import VENV_BIN, free_port
-from .models_fixtures import TEST_CACHE
+from .models_fixtures import MODEL_CACHE, TEST_CACHE
 
 
 @dataclass
@@ -50,7 +50,14 @@ def start_serving(
     """Start `podium serve` in `folder` and wait until every model worker is ready."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_") or k.startswith("PODIUM_TEST_")}
-    full_env.update({"PODIUM_SERVE_MODELS": models, "PODIUM_CACHE_DIR": str(TEST_CACHE), "PODIUM_JOB_WORKERS": "1"})
+    full_env.update(
+        {
+            "PODIUM_SERVE_MODELS": models,
+            "PODIUM_CACHE_DIR": str(TEST_CACHE),
+            "PODIUM_MODEL_CACHE_DIR": str(MODEL_CACHE),  # the suite's servers share one model cache
+            "PODIUM_JOB_WORKERS": "1",
+        }
+    )
     full_env.update(env or {})
     log = folder / "serve.log"
     out = open(log, "w")  # noqa: SIM115
