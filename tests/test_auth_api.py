@@ -51,12 +51,12 @@ def test_viewer_cannot_write_member_cannot_administer(module_server: LiveServer)
         assert r.status_code == 403
         r = c.post("/api/projects", json={"name": _name("p")})
         assert r.status_code == 403
-        assert "role 'viewer' may not create projects" in r.json()["error"]["message"]
+        assert "only a server admin may create projects" in r.json()["error"]["message"]
     with module_server.client(member) as c:
         for method, path, body in [
             ("POST", "/api/projects", {"name": _name("p")}),
             ("POST", "/api/users", {"name": _name("u"), "role": "viewer"}),
-            ("POST", "/api/keys", {"name": "k"}),
+            ("POST", "/api/keys", {"name": "k", "user": "admin"}),
             ("GET", "/api/users", None),
             ("GET", "/api/audit", None),
         ]:
@@ -66,6 +66,10 @@ def test_viewer_cannot_write_member_cannot_administer(module_server: LiveServer)
         # members only see their own keys and project
         keys = c.get("/api/keys").json()
         assert len(keys) == 1 and keys[0]["role"] == "member"
+        # and make keys for themselves, never stronger than their own
+        assert c.post("/api/keys", json={"name": "mine", "role": "viewer"}).status_code == 201
+        r = c.post("/api/keys", json={"name": "k", "role": "admin"})
+        assert r.status_code == 400 and "a key cannot carry more" in r.json()["error"]["message"]
         assert [p["name"] for p in c.get("/api/projects").json()] == ["default"]
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from podium.jobs.service import JobContext, job_kind
+from podium.jobs.service import SERVER_ADMIN, JobContext, job_kind
 
 
-@job_kind("artifacts.verify", role="admin", description="Re-hash every stored artifact and list corrupt ones.")
+@job_kind("artifacts.verify", role=SERVER_ADMIN, description="Re-hash every stored artifact and list corrupt ones.")
 def verify_artifacts(ctx: JobContext) -> dict[str, Any]:
     """Re-hash every blob; the result lists the hashes whose content no longer matches."""
     store = ctx.platform.blobs

@@ -76,7 +76,8 @@ def list_audit(
     cursor: str | None = None,
     limit: int = 100,
 ) -> Page[AuditInfo]:
-    """Audit rows, newest first, with cursor pagination (admin)."""
+    """Audit rows, newest first, with cursor pagination: every row for a server admin, its project's for a
+    project admin."""
     actor.require("admin", "read the audit log")
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000", details={"field": "limit"})
@@ -90,6 +91,8 @@ def list_audit(
             q = q.where(AuditRow.object_id == object_id)
         if project:
             q = q.where(AuditRow.project_id == find_project(s, project).id)
+        if not actor.is_admin:
+            q = q.where(AuditRow.project_id == actor.project_id)
         if since:
             q = q.where(AuditRow.at >= since)
         if until:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import or_, select, update
 
-from podium.auth.store import ApiKey, Project, User
+from podium.auth.store import ApiKey, Membership, Project, User
 from podium.core.db import Database
 from podium.core.errors import Unauthorized
 from podium.core.identity import Principal, lowest_role
@@ -37,18 +37,30 @@ def _load_principal(db: Database, key_hash_value: str) -> tuple[Principal | None
     """Look a key up; returns the principal or None with the reason."""
     with db.read_session() as s:
         row = s.execute(
-            select(ApiKey, User, Project)
+            select(ApiKey, User, Project, Membership.role)
             .join(User, User.id == ApiKey.user_id)
             .join(Project, Project.id == ApiKey.project_id)
+            .outerjoin(
+                Membership, (Membership.project_id == ApiKey.project_id) & (Membership.user_id == ApiKey.user_id)
+            )
             .where(ApiKey.key_hash == key_hash_value)
         ).first()
     if row is None:
         return None, "invalid API key"
-    k, u, p = row
+    k, u, p, member_role = row
     if k.revoked_at is not None:
         return None, f"API key {k.prefix}… was revoked"
     if u.disabled:
         return None, f"user {u.name!r} is disabled"
+    if u.is_admin:  # a server admin's key acts with its own role, in every project if it is an admin key
+        role, admin = k.role, k.role == "admin"
+    elif member_role is None:
+        return (
+            None,
+            f"user {u.name!r} is no longer a member of project {p.name!r}, which API key {k.prefix}… belongs to",
+        )
+    else:
+        role, admin = lowest_role(k.role, member_role), False  # a key never does more than its user can now
     principal = Principal(
         key_id=k.id,
         key_prefix=k.prefix,
@@ -56,8 +68,9 @@ def _load_principal(db: Database, key_hash_value: str) -> tuple[Principal | None
         user_name=u.name,
         project_id=p.id,
         project_name=p.name,
-        role=lowest_role(k.role, u.role),  # a key never does more than its user can do now
+        role=role,
         expires_at=k.expires_at,
+        admin=admin,
     )
     return principal, ""
 

@@ -37,7 +37,7 @@ def projects_ls(as_json: bool = JSON) -> None:
 def projects_create(
     name: str, description: str = typer.Option("", "--description", "-d"), as_json: bool = JSON
 ) -> None:
-    """Create a project (admin)."""
+    """Create a project (server admin)."""
     with Client() as c:
         _out(c.post("/api/projects", {"name": name, "description": description}), as_json, [])
 
@@ -49,30 +49,74 @@ def projects_show(name: str, as_json: bool = JSON) -> None:
         _out(c.get(f"/api/projects/{name}"), as_json, [])
 
 
+@projects_app.command("members")
+def projects_members(name: str, as_json: bool = JSON) -> None:
+    """A project's members and their roles."""
+    with Client() as c:
+        _out(c.get(f"/api/projects/{name}/members"), as_json, ["user", "role", "admin", "disabled", "since"])
+
+
+@projects_app.command("add-member")
+def projects_add_member(
+    name: str,
+    user: str,
+    role: str = typer.Option("member", help="admin, member or viewer in this project."),
+    as_json: bool = JSON,
+) -> None:
+    """Add a user to a project (server admin), or change their role there (its admins)."""
+    with Client() as c:
+        _out(c.put(f"/api/projects/{name}/members/{user}", {"role": role}), as_json, [])
+
+
+@projects_app.command("remove-member")
+def projects_remove_member(name: str, user: str) -> None:
+    """Take a user out of a project: their keys there stop working (its admins)."""
+    with Client() as c:
+        c.delete(f"/api/projects/{name}/members/{user}")
+    console.print(f"{user} is no longer a member of {name}")
+
+
+def _projects(roles: dict[str, str]) -> str:
+    return ", ".join(f"{p}:{r}" for p, r in sorted(roles.items()))
+
+
 @users_app.command("ls")
 def users_ls(as_json: bool = JSON) -> None:
-    """List users (admin)."""
+    """List users (server admin), or the members of your project (its admins)."""
     with Client() as c:
-        _out(c.get("/api/users"), as_json, ["name", "role", "email", "disabled", "created_at"])
+        users = c.get("/api/users")
+    if as_json:
+        print_json(users)
+        return
+    rows = [{**u, "projects": _projects(u["projects"])} for u in users]
+    print_table(rows, ["name", "admin", "role", "projects", "email", "disabled", "created_at"])
 
 
 @users_app.command("create")
 def users_create(
     name: str,
-    role: str = typer.Option("member", help="admin, member or viewer."),
+    role: str | None = typer.Option("member", help="admin, member or viewer in the project (none: no project)."),
+    project: str | None = typer.Option(None, help="The project to join (default: your key's)."),
+    admin: bool = typer.Option(False, "--admin", help="Make a server admin (manages every project)."),
     email: str | None = typer.Option(None),
     as_json: bool = JSON,
 ) -> None:
-    """Create a user (admin)."""
+    """Create a user (server admin)."""
+    body = {"name": name, "role": role, "project": project, "admin": admin, "email": email}
     with Client() as c:
-        _out(c.post("/api/users", {"name": name, "role": role, "email": email}), as_json, [])
+        _out(c.post("/api/users", body), as_json, [])
 
 
 @users_app.command("set-role")
-def users_set_role(name: str, role: str, as_json: bool = JSON) -> None:
-    """Change a user's role (admin)."""
+def users_set_role(
+    name: str,
+    role: str,
+    project: str | None = typer.Option(None, help="The project (default: your key's)."),
+    as_json: bool = JSON,
+) -> None:
+    """Change a user's role in a project (its admins)."""
     with Client() as c:
-        _out(c.patch(f"/api/users/{name}", {"role": role}), as_json, [])
+        _out(c.patch(f"/api/users/{name}", {"role": role, "project": project}), as_json, [])
 
 
 @users_app.command("disable")

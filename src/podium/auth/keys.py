@@ -13,18 +13,18 @@ import string
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from podium.auth.audit import record_audit
 from podium.auth.authn import KEY_PREFIX, hash_key, key_cache
-from podium.auth.lookup import find_key, find_project, find_user
+from podium.auth.lookup import find_key, find_membership, find_project, find_user
 from podium.auth.projects import DEFAULT_PROJECT
-from podium.auth.store import ApiKey, Project, User
+from podium.auth.store import ApiKey, Membership, Project, User
 from podium.auth.users import ADMIN_USER, check_role
 from podium.core.db import Database, utcnow
 from podium.core.durations import parse_expiry
 from podium.core.errors import Forbidden, InvalidInput
-from podium.core.identity import ROLES, Actor
+from podium.core.identity import ROLES, Actor, lowest_role
 from podium.core.ids import new_id
 
 _KEY_ALPHABET = string.ascii_letters + string.digits
@@ -90,28 +90,53 @@ def create_key(
     user: str | None = None,
     expires: str | None = None,
 ) -> NewKey:
-    """Create an API key (admin) and return it, with the secret shown this once."""
-    actor.require("admin", "create API keys")
+    """Create an API key and return it, with the secret shown this once. Anyone creates keys for themselves
+    in their key's project, never with more than their key's role; a project's admins create keys for its
+    members; a server admin for anyone in any project. A key never carries more than its user's role in
+    its project (a server admin's keys any role)."""
     now = utcnow()
     expires_at = parse_expiry(expires, now)
     if not name.strip():
         raise InvalidInput("key name must not be empty", details={"field": "name"})
+    p = actor.principal
     with db.session() as s:
         if user is not None:
             owner = find_user(s, user)
-        elif actor.principal is not None:
-            owner = find_user(s, actor.principal.user_id)
+        elif p is not None:
+            owner = find_user(s, p.user_id)
         else:
             owner = find_user(s, ADMIN_USER)
-        role = check_role(role or owner.role)
-        if ROLES.index(role) > ROLES.index(owner.role):
-            raise InvalidInput(
-                f"user {owner.name!r} has role {owner.role!r}; a key cannot carry more ({role!r})",
-                details={"field": "role"},
-            )
+        proj = find_project(s, project) if project else find_project(s, actor.project_id or DEFAULT_PROJECT)
+        if p is not None and not actor.is_admin:
+            if proj.id != p.project_id:
+                raise Forbidden(
+                    f"your key belongs to project {p.project_name!r}; it creates keys there only",
+                    details={"field": "project"},
+                )
+            if owner.id != p.user_id:
+                actor.require("admin", "create keys for other users")
         if owner.disabled:
             raise InvalidInput(f"user {owner.name!r} is disabled", details={"field": "user"})
-        proj = find_project(s, project) if project else find_project(s, actor.project_id or DEFAULT_PROJECT)
+        if owner.is_admin:
+            ceiling = "admin"
+        else:
+            membership = find_membership(s, proj.id, owner.id)
+            if membership is None:
+                raise InvalidInput(
+                    f"user {owner.name!r} is not a member of project {proj.name!r}; add them first"
+                    " (`podium projects members set`)",
+                    details={"field": "user"},
+                )
+            ceiling = membership.role
+        if p is not None and not actor.is_admin and owner.id == p.user_id:
+            ceiling = lowest_role(ceiling, p.role)  # a key makes no key stronger than itself
+        role = check_role(role or ceiling)
+        if ROLES.index(role) > ROLES.index(ceiling):
+            raise InvalidInput(
+                f"user {owner.name!r} may act as {ceiling!r} in project {proj.name!r}; a key cannot carry more"
+                f" ({role!r})",
+                details={"field": "role"},
+            )
         secret = _new_secret()
         row = ApiKey(
             id=new_id("key"),
@@ -142,8 +167,10 @@ def create_key(
 def list_keys(
     db: Database, actor: Actor, *, project: str | None = None, include_revoked: bool = False
 ) -> list[KeyInfo]:
-    """Keys: all of them (filtered by project) for admins, the actor's own for others."""
+    """Keys: every key for a server admin (filtered by project), the keys of its project for a project
+    admin, the actor's own for others."""
     now = utcnow()
+    p = actor.principal
     with db.read_session() as s:
         q = (
             select(ApiKey, User.name, Project.name)
@@ -151,23 +178,29 @@ def list_keys(
             .join(Project, Project.id == ApiKey.project_id)
             .order_by(ApiKey.created_at.desc())
         )
-        if actor.principal is not None and not actor.principal.has_role("admin"):
-            q = q.where(ApiKey.user_id == actor.principal.user_id)
+        if p is not None and not actor.is_admin:
+            if p.has_role("admin"):
+                q = q.where(or_(ApiKey.project_id == p.project_id, ApiKey.user_id == p.user_id))
+            else:
+                q = q.where(ApiKey.user_id == p.user_id)
         if project:
             q = q.where(ApiKey.project_id == find_project(s, project).id)
         if not include_revoked:
             q = q.where(ApiKey.revoked_at.is_(None))
-        return [_key_info(k, u, p, now) for k, u, p in s.execute(q)]
+        return [_key_info(k, u, pn, now) for k, u, pn in s.execute(q)]
 
 
 def revoke_key(db: Database, actor: Actor, ref: str) -> KeyInfo:
-    """Revoke a key (admins any key, others their own). Takes effect at once in this process."""
+    """Revoke a key (a server admin any key, a project admin its project's, others their own). Takes effect
+    at once in this process."""
     now = utcnow()
+    p = actor.principal
     with db.session() as s:
         k = find_key(s, ref)
-        p = actor.principal
-        if p is not None and not p.has_role("admin") and k.user_id != p.user_id:
-            raise Forbidden(f"role '{p.role}' may only revoke its own keys")
+        own = p is not None and k.user_id == p.user_id
+        project_admin = p is not None and p.has_role("admin") and k.project_id == p.project_id
+        if p is not None and not (actor.is_admin or own or project_admin):
+            raise Forbidden(f"role '{p.role}' may only revoke its own keys (a project admin: its project's too)")
         if k.revoked_at is None:
             k.revoked_at = now
             record_audit(s, actor, "key.revoke", "api_key", k.id, project_id=k.project_id, details={"prefix": k.prefix})
@@ -192,9 +225,10 @@ def bootstrap(db: Database) -> str | None:
         if proj is None:
             proj = Project(id=new_id("prj"), name=DEFAULT_PROJECT, description="Default project", created_at=now)
             s.add(proj)
-        user = User(id=new_id("usr"), name=ADMIN_USER, email=None, role="admin", disabled=False, created_at=now)
+        user = User(id=new_id("usr"), name=ADMIN_USER, email=None, is_admin=True, disabled=False, created_at=now)
         s.add(user)
         s.flush()
+        s.add(Membership(project_id=proj.id, user_id=user.id, role="admin", created_at=now, created_by="system"))
         secret = _new_secret()
         key = ApiKey(
             id=new_id("key"),

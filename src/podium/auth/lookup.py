@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from podium.auth.store import ApiKey, Project, User
+from podium.auth.store import ApiKey, Membership, Project, User
 from podium.core.errors import Conflict, NotFound
 
 
@@ -97,3 +97,8 @@ def names_of(session: Session, wanted: Mapping[str, Iterable[str]]) -> dict[tupl
             for id_, name in session.execute(select(model.id, column).where(model.id.in_(ids))):
                 names[(scope, id_)] = name
     return names
+
+
+def find_membership(session: Session, project_id: str, user_id: str) -> Membership | None:
+    """A user's membership of a project, if any."""
+    return session.get(Membership, (project_id, user_id))

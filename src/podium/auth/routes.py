@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from podium.auth import service
-from podium.auth.service import AuditInfo, KeyInfo, NewKey, Page, ProjectInfo, UserInfo
+from podium.auth.service import AuditInfo, KeyInfo, MemberInfo, NewKey, Page, ProjectInfo, UserInfo
 from podium.core.http import current_actor, get_platform
 from podium.core.identity import Actor
 from podium.core.platform import Platform
@@ -37,18 +37,29 @@ class ProjectUpdate(_Strict):
 
 
 class UserCreate(_Strict):
-    """Body of `POST /api/users`."""
+    """Body of `POST /api/users`: `role` makes the user a member of `project` (the caller's by default);
+    `admin` makes a server admin."""
 
     name: str = Field(min_length=1, max_length=100)
-    role: str
+    role: str | None = None
+    project: str | None = None
+    admin: bool = False
     email: str | None = None
 
 
 class UserUpdate(_Strict):
-    """Body of `PATCH /api/users/{ref}`."""
+    """Body of `PATCH /api/users/{ref}`: `role` in `project` (the caller's by default), `disabled`, `admin`."""
 
     role: str | None = None
+    project: str | None = None
     disabled: bool | None = None
+    admin: bool | None = None
+
+
+class MemberSet(_Strict):
+    """Body of `PUT /api/projects/{ref}/members/{user}`."""
+
+    role: str
 
 
 class KeyCreate(_Strict):
@@ -67,6 +78,7 @@ class WhoAmI(BaseModel):
     user: str
     user_id: str
     role: str
+    admin: bool
     project: str
     project_id: str
     key_id: str
@@ -83,6 +95,7 @@ def whoami(actor: ActorDep) -> WhoAmI:
         user=p.user_name,
         user_id=p.user_id,
         role=p.role,
+        admin=p.admin,
         project=p.project_name,
         project_id=p.project_id,
         key_id=p.key_id,
@@ -99,7 +112,7 @@ def list_projects(actor: ActorDep, platform: PlatformDep) -> list[ProjectInfo]:
 
 @router.post("/projects", status_code=status.HTTP_201_CREATED)
 def create_project(body: ProjectCreate, actor: ActorDep, platform: PlatformDep) -> ProjectInfo:
-    """Create a project (admin)."""
+    """Create a project (server admin)."""
     return service.create_project(platform.db, actor, body.name, body.description)
 
 
@@ -111,26 +124,48 @@ def get_project(ref: str, actor: ActorDep, platform: PlatformDep) -> ProjectInfo
 
 @router.patch("/projects/{ref}")
 def update_project(ref: str, body: ProjectUpdate, actor: ActorDep, platform: PlatformDep) -> ProjectInfo:
-    """Change a project's description (admin)."""
+    """Change a project's description (its admins)."""
     return service.update_project(platform.db, actor, ref, body.description)
+
+
+@router.get("/projects/{ref}/members")
+def list_members(ref: str, actor: ActorDep, platform: PlatformDep) -> list[MemberInfo]:
+    """A project's members and their roles."""
+    return service.list_members(platform.db, actor, ref)
+
+
+@router.put("/projects/{ref}/members/{user}")
+def set_member(ref: str, user: str, body: MemberSet, actor: ActorDep, platform: PlatformDep) -> MemberInfo:
+    """Add a user to a project (server admin) or change their role there (its admins)."""
+    return service.set_member(platform.db, actor, ref, user, body.role)
+
+
+@router.delete("/projects/{ref}/members/{user}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_member(ref: str, user: str, actor: ActorDep, platform: PlatformDep) -> None:
+    """Take a user out of a project; their keys there stop working (its admins)."""
+    service.remove_member(platform.db, actor, ref, user)
 
 
 @router.get("/users")
 def list_users(actor: ActorDep, platform: PlatformDep) -> list[UserInfo]:
-    """Every user (admin)."""
+    """Every user (server admin), or the members of the caller's project (its admins)."""
     return service.list_users(platform.db, actor)
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
 def create_user(body: UserCreate, actor: ActorDep, platform: PlatformDep) -> UserInfo:
-    """Create a user (admin)."""
-    return service.create_user(platform.db, actor, body.name, body.role, body.email)
+    """Create a user (server admin)."""
+    return service.create_user(
+        platform.db, actor, body.name, body.role, body.email, admin=body.admin, project=body.project
+    )
 
 
 @router.patch("/users/{ref}")
 def update_user(ref: str, body: UserUpdate, actor: ActorDep, platform: PlatformDep) -> UserInfo:
-    """Change a user's role or disable them (admin)."""
-    return service.update_user(platform.db, actor, ref, role=body.role, disabled=body.disabled)
+    """Change a user's role in a project (its admins), disable them or make them a server admin (server admin)."""
+    return service.update_user(
+        platform.db, actor, ref, role=body.role, disabled=body.disabled, admin=body.admin, project=body.project
+    )
 
 
 @router.get("/keys")

@@ -23,16 +23,30 @@ class Project(Base):
 
 
 class User(Base):
-    """A person (or service account) holding a role."""
+    """A person (or service account). A server admin manages every project; others act in the projects
+    they are members of, with their role there."""
 
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     email: Mapped[str | None] = mapped_column(String(255), default=None)
-    role: Mapped[str] = mapped_column(String(16))
+    is_admin: Mapped[bool] = mapped_column(default=False)
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Membership(Base):
+    """A user's role in one project: `viewer` reads, `member` also writes and calls models, `admin` also
+    manages the project (its members, keys, limits)."""
+
+    __tablename__ = "memberships"
+
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(140), default="system")
 
 
 class ApiKey(Base):

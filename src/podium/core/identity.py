@@ -30,11 +30,12 @@ class Principal:
     user_name: str
     project_id: str
     project_name: str
-    role: str
+    role: str  # its role in its project: the lower of the key's role and its user's membership role
     expires_at: datetime | None
+    admin: bool = False  # a server admin's admin key: manages every project and the global objects
 
     def has_role(self, needed: str) -> bool:
-        """True if this principal's role is at least `needed`."""
+        """True if this principal's role in its project is at least `needed`."""
         return ROLES.index(self.role) >= ROLES.index(needed)
 
 
@@ -62,13 +63,47 @@ class Actor:
         """The project the actor's key is scoped to."""
         return self.principal.project_id if self.principal else None
 
+    @property
+    def is_admin(self) -> bool:
+        """A server admin (or the system): may act on every project and on global objects."""
+        return self.principal is None or self.principal.admin
+
     def require(self, role: str, action: str) -> None:
-        """Raise `Forbidden` unless the actor holds `role` (the system holds every role)."""
+        """Raise `Forbidden` unless the actor holds `role` in its project (the system holds every role)."""
         if self.principal is not None and not self.principal.has_role(role):
             raise Forbidden(
                 f"role '{self.principal.role}' may not {action}; it needs role '{role}'",
                 details={"role": self.principal.role, "needed": role},
             )
+
+    def require_admin(self, action: str) -> None:
+        """Raise `Forbidden` unless the actor is a server admin (with an admin key)."""
+        if not self.is_admin:
+            raise Forbidden(f"only a server admin may {action}", details={"needed": "server admin"})
+
+    def sees(self, project_id: str | None) -> bool:
+        """Whether objects of `project_id` are visible to the actor: its own project's, global ones
+        (`None`), and every project's for a server admin."""
+        return (
+            project_id is None
+            or self.is_admin
+            or (self.principal is not None and project_id == self.principal.project_id)
+        )
+
+    def require_in(self, project_id: str | None, role: str, action: str) -> None:
+        """Raise unless the actor may `action` objects of `project_id` with `role`: a server admin may
+        anywhere; others only in their own project (global objects, `None`, take a server admin)."""
+        if self.is_admin:
+            return
+        if project_id is None:
+            self.require_admin(action)
+        assert self.principal is not None
+        if project_id != self.principal.project_id:
+            raise Forbidden(
+                f"your key belongs to project {self.principal.project_name!r}; it may not {action} elsewhere",
+                details={"needed": "a key of that project"},
+            )
+        self.require(role, action)
 
 
 class Authenticator(Protocol):

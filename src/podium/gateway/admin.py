@@ -110,7 +110,7 @@ def _check_name(platform: Platform, name: str) -> None:
 
 def create_route(platform: Platform, actor: Actor, data: Any) -> RouteInfo:
     """Add a route (admin). Fails whole on a bad field or an existing name."""
-    actor.require("admin", "manage gateway routes")
+    actor.require_admin("manage gateway routes")
     spec = parse_spec(data)
     _check_name(platform, spec.name)
     try:
@@ -140,7 +140,7 @@ def create_route(platform: Platform, actor: Actor, data: Any) -> RouteInfo:
 
 def replace_route(platform: Platform, actor: Actor, name: str, data: Any) -> RouteInfo:
     """Replace a route's definition (admin); a deployment given without `api_key` keeps its stored one."""
-    actor.require("admin", "manage gateway routes")
+    actor.require_admin("manage gateway routes")
     if isinstance(data, dict):
         data = {**data, "name": data.get("name", name)}
     spec = parse_spec(data)
@@ -187,7 +187,7 @@ def get_route(platform: Platform, actor: Actor, name: str) -> RouteInfo:
 
 def delete_route(platform: Platform, actor: Actor, name: str) -> None:
     """Remove a route (admin)."""
-    actor.require("admin", "manage gateway routes")
+    actor.require_admin("manage gateway routes")
     with platform.db.session() as s:
         row = _row(s, name)
         record_audit(s, actor, "route.delete", "route", row.id, details={"name": name})

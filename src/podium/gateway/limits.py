@@ -159,7 +159,7 @@ def _info(row: GatewayLimit, name: str, spent: dict[tuple[str, str, str], int], 
 
 def set_limits(platform: Platform, actor: Actor, scope: str, ref: str, data: Any) -> LimitInfo:
     """Set (replace) the limits of one key, project or user (admin); audited."""
-    actor.require("admin", "set gateway limits")
+    actor.require_admin("set gateway limits")
     scope = _check_scope(scope)
     spec = parse_limits(data)
     now = utcnow()
@@ -215,7 +215,7 @@ def list_limits(platform: Platform, actor: Actor) -> list[LimitInfo]:
 
 def delete_limits(platform: Platform, actor: Actor, scope: str, ref: str) -> None:
     """Remove one scope's limits (admin); audited."""
-    actor.require("admin", "remove gateway limits")
+    actor.require_admin("remove gateway limits")
     scope = _check_scope(scope)
     with platform.db.session() as s:
         scope_id, _, project_id = _resolve(s, scope, ref)

@@ -59,6 +59,9 @@ def _registered() -> dict[str, JobKind]:
     return _KINDS
 
 
+SERVER_ADMIN = "server-admin"  # the role of job kinds that act on the whole server (not one project)
+
+
 def job_kind(name: str, *, role: str = "member", description: str = "") -> Callable[[Handler], Handler]:
     """Register a handler for jobs of kind `name`; `role` is the least role that may submit it."""
 
@@ -145,11 +148,14 @@ def submit(
             f"unknown job kind {kind!r}; known: {', '.join(sorted(_registered())) or 'none'}",
             details={"field": "kind"},
         )
-    actor.require(spec.role, f"run {kind} jobs")
+    if spec.role == SERVER_ADMIN:
+        actor.require_admin(f"run {kind} jobs")
+    else:
+        actor.require(spec.role, f"run {kind} jobs")
     with db.session() as s:
         project_id = project_ref(s, project).id if project else actor.project_id
         p = actor.principal
-        if p is not None and not p.has_role("admin") and project_id != p.project_id:
+        if p is not None and not actor.is_admin and project_id != p.project_id:
             raise Forbidden(
                 f"your key belongs to project {p.project_name!r}; it may run jobs there only",
                 details={"field": "project"},
@@ -189,7 +195,7 @@ def get_job(db: Database, actor: Actor, job_id: str, *, with_logs: bool = True, 
 
 def _visible(actor: Actor, job: Job) -> bool:
     p = actor.principal
-    return p is None or p.has_role("admin") or job.project_id == p.project_id
+    return actor.is_admin or (p is not None and job.project_id == p.project_id)
 
 
 def list_jobs(
@@ -215,7 +221,7 @@ def list_jobs(
         if cursor:
             q = q.where(Job.id < cursor)
         p = actor.principal
-        if p is not None and not p.has_role("admin"):
+        if p is not None and not actor.is_admin:
             q = q.where(Job.project_id == p.project_id)
         rows = list(s.scalars(q))
     more = len(rows) > limit

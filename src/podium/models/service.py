@@ -536,7 +536,7 @@ def archive_model(db: Database, actor: Actor, name: str) -> ModelInfo:
     with db.session() as s:
         m = MODELS.find(s, name)
         if m.builtin:
-            actor.require("admin", "remove built-in models")
+            actor.require_admin("remove built-in models")
         m.archived_at = utcnow()
         record_audit(s, actor, "model.archive", "model", m.id, details={"name": name})
         return _model_info(s, m)

@@ -238,7 +238,7 @@ def _version_info(
 def check_owner(s: Session, actor: Actor, prompt_id: str) -> None:
     """Writes to a prompt (versions, labels, experiments) belong to its project's members and to admins:
     a member of another project cannot move the label that serves this project's traffic."""
-    if actor.principal is None or actor.principal.has_role("admin"):
+    if actor.is_admin:
         return
     p = s.get(Prompt, prompt_id)
     if p is not None and p.project_id is not None and p.project_id != actor.project_id:

@@ -154,8 +154,8 @@ def int_param(name: str, value: str | int | None, default: int, low: int, high: 
 
 
 def is_admin(actor: Actor) -> bool:
-    """Whether the actor sees every project's traces."""
-    return actor.principal is None or actor.principal.has_role("admin")
+    """Whether the actor sees every project's traces (a server admin)."""
+    return actor.is_admin
 
 
 def project_scope(s: Session, actor: Actor, project: str | None) -> str | None:

@@ -105,7 +105,7 @@ def parse_purge(data: Any) -> tuple[datetime, str | None]:
 def purge(platform: Platform, actor: Actor, before: datetime, project: str | None = None) -> Deleted:
     """Delete every trace (of one project, by name or id, or of all) that started before a time, with its
     spans (admin); audited."""
-    actor.require("admin", "purge traces")
+    actor.require_admin("purge traces")
     if before.tzinfo is None:
         raise InvalidInput("before must be timezone-aware", details={"field": "before"})
     conds: list[ColumnElement[bool]] = [started_before(platform.db.backend, before)]
@@ -128,7 +128,7 @@ def erase_user(platform: Platform, actor: Actor, user_id: str) -> Deleted:
 
     Spans of that user's traces still in flight (sent after this call) would recreate a trace: erase once
     the user's traffic has stopped."""
-    actor.require("admin", "erase a user's traces")
+    actor.require_admin("erase a user's traces")
     if not user_id or len(user_id) > 200:
         raise InvalidInput("user_id must be 1-200 characters", details={"field": "user_id"})
 
@@ -163,11 +163,11 @@ def _retention_info(project_id: str, name: str, row: TraceRetention | None) -> R
 
 
 def set_retention(platform: Platform, actor: Actor, project: str, data: Any) -> RetentionInfo:
-    """Keep a project's traces `{"days": N}` days (admin); audited. The retention job deletes older ones."""
-    actor.require("admin", "set trace retention")
+    """Keep a project's traces `{"days": N}` days (its admins); audited. The retention job deletes older ones."""
     spec = validated(_RetentionSpec, data, "retention", default="days")
     with platform.db.session() as s:
         p = project_ref(s, project)
+        actor.require_in(p.id, "admin", "set trace retention")
         row = s.get(TraceRetention, p.id)
         if row is None:
             row = TraceRetention(project_id=p.id)
@@ -193,10 +193,10 @@ def get_retention(platform: Platform, actor: Actor, project: str) -> RetentionIn
 
 
 def clear_retention(platform: Platform, actor: Actor, project: str) -> RetentionInfo:
-    """Keep a project's traces forever again (admin); audited."""
-    actor.require("admin", "set trace retention")
+    """Keep a project's traces forever again (its admins); audited."""
     with platform.db.session() as s:
         p = project_ref(s, project)
+        actor.require_in(p.id, "admin", "set trace retention")
         row = s.get(TraceRetention, p.id)
         if row is not None:
             s.delete(row)

@@ -126,7 +126,7 @@ def _parse_one(item: Any, prefix: str) -> ScoreIn:
 
 
 def _is_admin(actor: Actor) -> bool:
-    return actor.principal is None or actor.principal.has_role("admin")
+    return actor.is_admin
 
 
 def _info(row: Score) -> ScoreInfo:
