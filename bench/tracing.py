@@ -5,7 +5,8 @@
 Measures, per database:
 - writer: spans/s sustained when records (one trace of 10 spans, ~1 KB input and output each, as the SDK
   sends them) are queued as fast as one producer can, until everything is committed; with the writer
-  inserting in its child process (the server's default) and in its thread;
+  inserting in its child process (the server's default) and in its thread; and gateway-shaped records (one
+  trace and one span each, inserted rather than merged) through the child process;
 - http: spans/s end to end through `POST /api/traces/ingest` of a live `podium serve` (one worker),
   two client threads posting batches of 500 spans;
 - queries (`--stored`, default 1,000,000 spans): with that many spans stored, p50/p95 of the trace list's
@@ -40,7 +41,7 @@ from podium.core.blobs import BlobStore  # noqa: E402
 from podium.core.config import load_settings  # noqa: E402
 from podium.server.serve import prepare  # noqa: E402
 from podium.tracing.ingest import SpanIn, to_records  # noqa: E402
-from podium.tracing.writer import TraceWriter  # noqa: E402
+from podium.tracing.writer import Record, TraceWriter  # noqa: E402
 
 TEXT = ("The quick brown fox jumps over the lazy dog. " * 23)[:1000]  # ~1 KB
 SPANS_PER_TRACE = 10
@@ -76,17 +77,53 @@ def span_dicts(n_traces: int, offset: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-def bench_writer(url: str, spans: int, process: bool, blobs: BlobStore) -> float:
+def gateway_records(n: int) -> list[Record]:
+    """Gateway-shaped records (a trace and its one span, inserted, not merged), 1 ms apart as at 1,000
+    requests a second, over 8 models, 4 routes and 25 keys, ~1 KB input and output on the trace."""
+    out = []
+    for t in range(n):
+        tid = f"trc_{uuid.uuid4().hex[:24]}"
+        start = T0 + timedelta(milliseconds=t)
+        trace = {
+            "id": tid,
+            "project_id": "prj_bench",
+            "name": "chat.completions",
+            "source": "gateway",
+            "status": "error" if t % 50 == 0 else "ok",
+            "start_time": start,
+            "end_time": start + timedelta(milliseconds=300),
+            "latency_ms": 300.0 + t % 700,
+            "model": f"model-{t % 8}",
+            "route": f"route-{t % 4}",
+            "key_id": f"key_{t % 25:02d}",
+            "user_id": f"user-{t % 1000}",
+            "attempts": 1,
+            "span_count": 1,
+            "prompt_tokens": 250,
+            "completion_tokens": 120,
+            "cost_micros": 1700,
+            "input": TEXT,
+            "output": TEXT,
+        }
+        span = {"id": f"spn_{tid[4:]}", "trace_id": tid, "kind": "llm", "name": "upstream", "start_time": start}
+        out.append(Record(trace=trace, spans=[span]))
+    return out
+
+
+def bench_writer(url: str, spans: int, process: bool, blobs: BlobStore, gateway: bool = False) -> float:
     from podium.core.db import get_database
 
     db = get_database(url)
     writer = TraceWriter(db, Path(tempfile.mkdtemp()) / "spill", process=process)
     writer.start()
-    n_traces = spans // SPANS_PER_TRACE
+    per_trace = 1 if gateway else SPANS_PER_TRACE
+    n_traces = spans // per_trace
     # build the records first: the measurement is the writer's, not pydantic's
     records = []
     chunk = 1000
-    for off in range(0, n_traces, chunk):
+    if gateway:
+        records = gateway_records(n_traces)
+    for off in range(0, 0 if gateway else n_traces, chunk):
         parsed = [SpanIn.model_validate(d) for d in span_dicts(min(chunk, n_traces - off), off)]
         records += to_records(parsed, project_id="prj_bench", key_id=None, blobs=blobs)
     writer.put(records[0])  # warm up: the writer (and its child process) is running and connected
@@ -97,7 +134,7 @@ def bench_writer(url: str, spans: int, process: bool, blobs: BlobStore) -> float
     writer.close(600)
     elapsed = time.perf_counter() - start
     assert writer.dropped == 0 and writer.spilled == 0
-    return (n_traces - 1) * SPANS_PER_TRACE / elapsed
+    return (n_traces - 1) * per_trace / elapsed
 
 
 def serve(home: Path, url: str, log: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -248,7 +285,7 @@ def main() -> None:
             (home / "admin.key").write_text(keys[url])
 
     for label, pg in backends:
-        for mode in ("process", "thread", "http"):
+        for mode in ("process", "thread", "gateway", "http"):
             home = work / f"{label}-{mode}"
             home.mkdir()
             url = pg or f"sqlite:///{home / 'podium.db'}"
@@ -257,7 +294,7 @@ def main() -> None:
             if mode == "http":
                 rate = bench_http(home, url, args.spans)
             else:
-                rate = bench_writer(url, args.spans, mode == "process", blobs)
+                rate = bench_writer(url, args.spans, mode != "thread", blobs, gateway=mode == "gateway")
             rows.append((label, mode, rate))
             print(label, mode, f"{rate:,.0f} spans/s", file=sys.stderr)
         if args.stored:
@@ -279,6 +316,7 @@ def main() -> None:
     names = {
         "process": "writer, inserts in its child process",
         "thread": "writer, inserts in its thread",
+        "gateway": "writer, gateway-shaped records (1 span each, 1 ms apart), child process",
         "http": "POST /api/traces/ingest, end to end",
     }
     lines = [

@@ -167,7 +167,7 @@ def _percentiles_note(*aggregates: service.Aggregate) -> tuple[str, str] | None:
     if "unavailable" in how:
         return "unavailable", (
             "Latency percentiles are not shown: with these filters they would read more than"
-            f" {aggregates_module.MAX_SCAN:,} traces; narrow the range or drop the route filter."
+            f" {aggregates_module.MAX_SCAN:,} traces; narrow the range, or filter by model only."
         )
     if "estimated" in how:
         return "estimated", (
