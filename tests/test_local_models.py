@@ -352,3 +352,16 @@ def test_gateway_processes_never_import_torch(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.strip() == "False False", out.stderr
+
+
+def test_a_deep_home_keeps_its_worker_sockets_in_a_short_private_folder(tmp_path: Path) -> None:
+    from podium.core.config import load_settings
+    from podium.models.supervisor import socket_path, state_path
+
+    short = load_settings(home=tmp_path / "h")
+    assert socket_path(short, "mdv_x") == short.run_dir / "models" / "mdv_x.sock"
+    deep = load_settings(home=tmp_path / ("d" * 120))
+    sock = socket_path(deep, "mdv_01M8PCVXE56FK9J3MB3AW4T69P")
+    assert len(str(sock)) <= 100 and sock.parent.name.startswith(f"podium-{os.getuid()}-")
+    assert socket_path(deep, "mdv_01M8PCVXE56FK9J3MB3AW4T69P") == sock  # stable: the gateway finds it again
+    assert state_path(deep, "mdv_x") == deep.run_dir / "models" / "mdv_x.state"  # states stay in the home

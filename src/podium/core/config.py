@@ -101,6 +101,16 @@ class Settings(BaseSettings):
         description="Where trace batches are inserted: a child process (keeps the database work off the request"
         " path's GIL) or the writer thread.",
     )
+    upstream_allow_private: bool = Field(
+        True,
+        description="Remote models and routes may point at private networks (loopback, 10/8, 172.16/12, "
+        "192.168/16); false refuses them. Link-local and cloud metadata addresses are always refused.",
+    )
+    model_source_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders under which server admins may register model files by path (comma-separated); "
+        "empty: any path. Members register only pip packages and hub ids.",
+    )
     experiment_rebalance_seconds: float = Field(
         60.0, ge=1, le=86_400, description="How often auto prompt experiments move their shares (one bandit step)."
     )
@@ -121,7 +131,7 @@ class Settings(BaseSettings):
     url: str | None = Field(None, description="Server the CLI and SDK talk to; default http://<host>:<port>.")
     api_key: SecretStr | None = Field(None, description="Key the CLI and SDK send; default <home>/admin.key.")
 
-    @field_validator("serve_models", mode="before")
+    @field_validator("serve_models", "model_source_roots", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):

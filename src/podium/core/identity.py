@@ -81,6 +81,14 @@ class Actor:
         if not self.is_admin:
             raise Forbidden(f"only a server admin may {action}", details={"needed": "server admin"})
 
+    def scope(self) -> frozenset[str | None] | None:
+        """The projects whose objects the actor sees: None for all (a server admin), else its own and the
+        global ones (`None`)."""
+        if self.is_admin:
+            return None
+        assert self.principal is not None
+        return frozenset({None, self.principal.project_id})
+
     def sees(self, project_id: str | None) -> bool:
         """Whether objects of `project_id` are visible to the actor: its own project's, global ones
         (`None`), and every project's for a server admin."""

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar, cast
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, false, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session
 
@@ -52,6 +52,7 @@ KNOWN_LISTED = 30  # names listed when a name is not found
 ATTEMPTS = 5  # transactions `write` runs before it gives up on a race
 
 
+Scope = frozenset[str | None] | None  # the projects an actor sees (None: all of them; None in it: global)
 E = TypeVar("E", bound=DeclarativeBase)  # the entity's mapped class (columns `id`, `name`)
 V = TypeVar("V", bound=DeclarativeBase)  # the version's mapped class (columns `id`, `version`)
 T = TypeVar("T")
@@ -146,6 +147,7 @@ class Registry(Generic[E, V]):
     word: str = "label"
     hash_column: str = "content_hash"
     archived_column: str | None = None
+    project_column: str | None = None  # the owning project's id (None in it: a global entity)
 
     # --- names and references ---------------------------------------------------------------------
 
@@ -209,15 +211,43 @@ class Registry(Generic[E, V]):
         """Whether the entity is archived (hidden from listings and lookups by default)."""
         return self.archived_column is not None and getattr(entity, self.archived_column) is not None
 
-    def find(self, s: Session, name: str, *, include_archived: bool = False, lock: bool = False) -> E:
-        """The entity named `name`, or `NotFound` listing the known (unarchived) names."""
+    def visible(self, entity: E, projects: Scope) -> bool:
+        """Whether an entity is in `projects` (None: every project; a project set includes `None` for the
+        global entities when they are visible)."""
+        if projects is None or self.project_column is None:
+            return True
+        return getattr(entity, self.project_column) in projects
+
+    def in_scope(self, q: Select[Any], projects: Scope) -> Select[Any]:
+        """`q` restricted to the entities in `projects`."""
+        if projects is None or self.project_column is None:
+            return q
+        column = self._column(self.entity, self.project_column)
+        owned = [p for p in projects if p is not None]
+        conds = [column.in_(owned)] if owned else []
+        if None in projects:
+            conds.append(column.is_(None))
+        return q.where(or_(*conds) if conds else false())
+
+    def find(
+        self,
+        s: Session,
+        name: str,
+        *,
+        include_archived: bool = False,
+        lock: bool = False,
+        projects: Scope = None,
+    ) -> E:
+        """The entity named `name`, or `NotFound` listing the known (unarchived) names. With `projects`, an
+        entity outside them is not found either, and only their names are listed: another project's names
+        are its own."""
         found = self.get(s, name, lock=lock)
-        if found is None or (self.is_archived(found) and not include_archived):
+        if found is None or (self.is_archived(found) and not include_archived) or not self.visible(found, projects):
             column = self._column(self.entity, "name")
             q = select(column).order_by(column).limit(KNOWN_LISTED)
             if self.archived_column is not None:
                 q = q.where(self._column(self.entity, self.archived_column).is_(None))
-            raise self.not_found(name, list(s.scalars(q)))
+            raise self.not_found(name, list(s.scalars(self.in_scope(q, projects))))
         return found
 
     # --- versions ---------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def _info(r: GatewayRoute) -> RouteInfo:
 
 
 def _check_name(platform: Platform, name: str) -> None:
-    if models.is_registered(platform.db, name):
+    if models.is_registered(platform, name):
         raise Conflict(
             f"{name!r} is a registered model, which is a route already; pick another name for the route",
             details={"field": "name"},

@@ -8,11 +8,14 @@ connection session, is kept per model version.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass
 
 from podium.core.errors import NotFound, PodiumError
+from podium.core.identity import Principal
+from podium.core.netguard import NetGuard
 from podium.core.platform import Platform
 from podium.gateway.errors import GatewayError
 from podium.models import service
@@ -47,9 +50,73 @@ class ModelDirectory:
         self._used: dict[str, float] = {}
         self._providers: dict[str, Provider] = {}
         self._lock = threading.Lock()
+        self.names: dict[str, str | None] | None = None  # registered model name -> its project (None: global)
+        self._names_at = 0.0  # when `names` was read (monotonic)
+        self._names_lock: asyncio.Lock | None = None
+
+    def visible_names(self, principal: Principal | None) -> list[str]:
+        """The registered model names a caller may use (its project's and the global ones), sorted."""
+        return sorted(n for n, project in (self.names or {}).items() if _sees(principal, project))
+
+    def not_found(self, ref: str, principal: Principal | None) -> GatewayError:
+        """The 404 for a reference the caller cannot use, naming only the models it may use."""
+        known = self.visible_names(principal)
+        shown = ", ".join(known[:KNOWN_LISTED]) + (", …" if len(known) > KNOWN_LISTED else "")
+        return GatewayError(
+            404, f"model {ref!r} not found; known models: {shown or 'none'}", code="model_not_found", param="model"
+        )
+
+    async def lookup_for(self, ref: str, principal: Principal | None) -> Target:
+        """`lookup` for a caller, on the event loop: a name no model has is refused from the snapshot (no
+        database read, nothing cached), another project's model is as unknown as a missing one, and a first
+        sight of a reference is read in a worker thread."""
+        ref = canonical(ref)
+        value = self._cache.get(ref)
+        if value is None:
+            name = ref.partition("@")[0]
+            if self.names is None or name not in self.names:
+                await self._reread_names()  # a model registered since the last refresh, in any process
+                if self.names is not None and name not in self.names:
+                    raise self.not_found(ref, principal)
+            value = await asyncio.to_thread(self._lookup_value, ref)
+        self._used[ref] = time.monotonic()
+        if isinstance(value, GatewayError):
+            name = ref.partition("@")[0]
+            known = self.names is not None and name in self.names and _sees(principal, self.names[name])
+            if value.status == 404 and not known:  # say nothing of a model the caller may not use
+                raise self.not_found(ref, principal)
+            raise value
+        if not _sees(principal, value.resolved.model.project_id):
+            raise self.not_found(ref, principal)
+        return value
+
+    async def _reread_names(self) -> None:
+        """Read the names again, at most twice a second whatever the traffic (a flood of unknown names costs
+        the database nothing more), and off the event loop."""
+        if self._names_lock is None:
+            self._names_lock = asyncio.Lock()
+        async with self._names_lock:
+            if time.monotonic() - self._names_at < NAMES_FRESH:
+                return
+            names = await asyncio.to_thread(service.model_names, self.platform)
+            self.names, self._names_at = names, time.monotonic()
+
+    def _lookup_value(self, ref: str) -> Target | GatewayError:
+        value = self._cache.get(ref)
+        if value is None:
+            value = self._resolve(ref)
+            with self._lock:
+                if len(self._cache) >= self.max_refs:
+                    oldest = next(iter(self._cache))
+                    self._cache.pop(oldest, None)
+                    self._used.pop(oldest, None)
+                self._cache[ref] = value
+        return value
 
     def lookup(self, ref: str) -> Target:
-        """The target for a model reference, or a `GatewayError` (404 naming the known models)."""
+        """The target for a model reference, or a `GatewayError` (404). For the platform's own lookups (a
+        route's `provider: model` deployment, a fallback): callers acting for a client use `lookup_for`."""
+        ref = canonical(ref)
         value = self._cache.get(ref)
         if value is None:  # first sight of this reference in this process: one database read
             value = self._resolve(ref)
@@ -64,7 +131,9 @@ class ModelDirectory:
         return value
 
     def refresh(self) -> None:
-        """Re-resolve every known reference (blocking: the route table calls it from its refresh thread)."""
+        """Re-read the model names and re-resolve every known reference (blocking: the route table calls it
+        from its refresh thread)."""
+        self.names, self._names_at = service.model_names(self.platform), time.monotonic()
         now = time.monotonic()
         for ref in list(self._cache):
             if now - self._used.get(ref, 0.0) > self.idle:
@@ -126,13 +195,38 @@ class ModelDirectory:
             await provider.aclose()
 
 
+KNOWN_LISTED = 30  # model names a 404 lists
+NAMES_FRESH = 0.5  # seconds a re-read of the model names stays good for unknown names
+
+
+def _sees(principal: Principal | None, project_id: str | None) -> bool:
+    return project_id is None or principal is None or principal.admin or principal.project_id == project_id
+
+
+def canonical(ref: str) -> str:
+    """One spelling per reference: `m@0003` and `m@v3` are `m@3` (so padded numbers cost no extra lookups)."""
+    name, at, tag = ref.partition("@")
+    if not at:
+        return ref
+    digits = tag[1:] if tag[:1] in ("v", "V") else tag
+    if digits.isascii() and digits.isdigit():
+        return f"{name}@{int(digits)}"
+    return ref
+
+
 def make_provider(platform: Platform, r: ResolvedModel) -> Provider:
     """The adapter for a resolved model."""
     cfg = r.config
     if r.model.provider == "local":
         connection = Connection(r.model.name, unix_socket=str(socket_path(platform.settings, r.version.id)))
     else:
-        connection = Connection(str(cfg["model"]), cfg.get("base_url"), cfg.get("api_key"), cfg.get("headers") or {})
+        connection = Connection(
+            str(cfg["model"]),
+            cfg.get("base_url"),
+            cfg.get("api_key"),
+            cfg.get("headers") or {},
+            guard=NetGuard(allow_private=platform.settings.upstream_allow_private),
+        )
     try:
         return registry.create(r.model.provider, connection)
     except ValueError as exc:

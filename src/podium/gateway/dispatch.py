@@ -129,9 +129,9 @@ class Dispatcher:
 
     # --- resolving -----------------------------------------------------------------------------
 
-    def route(self, call: Call, tasks: tuple[str, ...]) -> Route:
-        """The route for the call's model, checked against the endpoint's task."""
-        route = self.table.get(call.model)
+    async def route(self, call: Call, tasks: tuple[str, ...]) -> Route:
+        """The route for the call's model (one the caller may use), checked against the endpoint's task."""
+        route = await self.table.get_for(call.model, call.principal)
         if route.target is not None and route.target.task not in tasks:
             m = route.target.resolved.model
             raise GatewayError(
@@ -247,7 +247,7 @@ class Dispatcher:
     async def prepare(self, call: Call, tasks: tuple[str, ...], body_bytes: int) -> Route:
         """Route a call, run the route's request guardrails and admit it under the limits; raises
         `GatewayError` or `GuardrailViolation`."""
-        route = self.route(call, tasks)
+        route = await self.route(call, tasks)
         if route.guards:
             text = request_text(call.body)
             for guard in route.guards:

@@ -15,9 +15,11 @@ from typing import Any
 
 import orjson
 
+from podium.core.identity import Principal
+from podium.core.netguard import NetGuard
 from podium.core.periodic import run_every
 from podium.core.platform import Platform
-from podium.gateway.directory import ModelDirectory, Target
+from podium.gateway.directory import ModelDirectory, Target, canonical
 from podium.gateway.errors import GatewayError
 from podium.gateway.guardrails import Guardrail, build_guardrails
 from podium.gateway.resilience import Breaker, Health
@@ -28,6 +30,7 @@ from podium.models.providers.base import Provider, Timeouts
 from podium.models.providers.registry import Connection
 
 log = logging.getLogger("podium.gateway.table")
+MAX_MODEL_ROUTES = 10_000  # registered-model routes kept (one per reference and version)
 
 
 @dataclass
@@ -130,10 +133,32 @@ class RouteTable:
                     404, f"{exc.message.rstrip('.')}; routes: {known}", code="model_not_found", param="model"
                 ) from None
             raise
-        key = f"{name}\0{target.resolved.version.id}"
+        return self._route_of(name, target)
+
+    async def get_for(self, name: str, principal: Principal | None) -> Route:
+        """`get` for a client's call: a defined route, else a registered model the caller may use (another
+        project's model is as unknown as a missing one); nothing blocks the event loop."""
+        route = self.routes.get(name)
+        if route is not None:
+            return route
+        try:
+            target = await self.directory.lookup_for(name, principal)
+        except GatewayError as exc:
+            if exc.status == 404 and self.routes:
+                known = ", ".join(sorted(self.routes))
+                raise GatewayError(
+                    404, f"{exc.message.rstrip('.')}; routes: {known}", code="model_not_found", param="model"
+                ) from None
+            raise
+        return self._route_of(name, target)
+
+    def _route_of(self, name: str, target: Target) -> Route:
+        key = f"{canonical(name)}\0{target.resolved.version.id}"
         route = self._model_routes.get(key)
         if route is None:
-            route = self._model_routes[key] = self._model_route(name, target)
+            if len(self._model_routes) >= MAX_MODEL_ROUTES:  # bounded: old entries are rebuilt on demand
+                self._model_routes.pop(next(iter(self._model_routes)))
+            route = self._model_routes[key] = self._model_route(canonical(name), target)
         return route
 
     def _model_route(self, name: str, target: Target) -> Route:
@@ -211,7 +236,8 @@ class RouteTable:
         api_key = d.api_key.get_secret_value() if d.api_key else None
         provider: Provider | None = None
         if d.provider != MODEL:  # a registered model is reached through the model directory instead
-            connection = Connection(d.model, d.base_url, api_key, d.headers, timeouts)
+            guard = NetGuard(allow_private=self.platform.settings.upstream_allow_private)
+            connection = Connection(d.model, d.base_url, api_key, d.headers, timeouts, guard=guard)
             provider = registry.create(d.provider, connection)
         if d.price is not None:
             price = Price(d.price.input, d.price.output)

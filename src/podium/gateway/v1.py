@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from podium.core import sse
 from podium.core.http import ClientDisconnected, bearer_token, read_body, send_json
+from podium.core.identity import Actor
 from podium.core.runtime import Runtime
 from podium.gateway.errors import GatewayError
 from podium.gateway.prompting import session_id
@@ -142,11 +143,11 @@ class ModelList:
         from podium.models import service as models
 
         try:
-            await self.gateway.authenticate(bearer_token(request_headers(scope)))
+            principal = await self.gateway.authenticate(bearer_token(request_headers(scope)))
         except GatewayError as exc:
             await send_error(send, exc)
             return
-        rows = await asyncio.to_thread(models.list_models, self.runtime.platform.db)
+        rows = await asyncio.to_thread(models.list_models, self.runtime.platform, Actor(principal))
         data = [
             {
                 "id": m.name,
@@ -172,8 +173,8 @@ class ModelDetail:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await self.gateway.authenticate(bearer_token(request_headers(scope)))
-            route = self.gateway.dispatcher.table.get(scope["path_params"]["model"])
+            principal = await self.gateway.authenticate(bearer_token(request_headers(scope)))
+            route = await self.gateway.dispatcher.table.get_for(scope["path_params"]["model"], principal)
         except GatewayError as exc:
             await send_error(send, exc)
             return

@@ -29,7 +29,7 @@ def _params(n: int | None) -> str:
 def models_page(request: Request, session: SessionDep) -> Response:
     """Every registered model with its latest version and aliases."""
     platform = get_platform(request)
-    models = service.list_models(platform.db)
+    models = service.list_models(platform, session.actor)
     return render(request, "models/list.html", session, models=models)
 
 
@@ -38,7 +38,7 @@ def model_page(request: Request, name: str, session: SessionDep) -> Response:
     """A model: versions (format, size, hashes, lineage), aliases and their history, serving state."""
     platform = get_platform(request)
     try:
-        detail = service.get_model(platform.db, name)
+        detail = service.get_model(platform, session.actor, name)
     except PodiumError as exc:
         return error_page(request, session, exc)
     states = {v.id: worker_state(platform.settings, v.id)[0] for v in detail.versions}
@@ -57,7 +57,7 @@ def model_alias(
     """Move an alias from the model page."""
     try:
         check_csrf(session, csrf)
-        service.set_alias(get_platform(request).db, session.actor, name, alias.strip(), version.strip())
+        service.set_alias(get_platform(request), session.actor, name, alias.strip(), version.strip())
     except PodiumError as exc:
         return error_page(request, session, exc)
     return redirect(f"/models/{name}")

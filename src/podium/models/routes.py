@@ -64,7 +64,7 @@ def list_models(
     actor: ActorDep, platform: PlatformDep, include_archived: bool = False, task: str | None = None
 ) -> list[ModelInfo]:
     """Registered models."""
-    return service.list_models(platform.db, include_archived=include_archived, task=task)
+    return service.list_models(platform, actor, include_archived=include_archived, task=task)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -114,28 +114,28 @@ def register_remote(body: RegisterRemote, actor: ActorDep, platform: PlatformDep
 @router.get("/{name}")
 def get_model(name: str, actor: ActorDep, platform: PlatformDep) -> ModelDetail:
     """A model with its versions and alias history."""
-    return service.get_model(platform.db, name)
+    return service.get_model(platform, actor, name)
 
 
 @router.get("/{name}/versions/{version}")
 def get_version(name: str, version: str, actor: ActorDep, platform: PlatformDep) -> VersionInfo:
     """One version, by number or alias."""
-    return service.get_version(platform.db, f"{name}@{version}")
+    return service.get_version(platform, actor, f"{name}@{version}")
 
 
 @router.put("/{name}/aliases/{alias}")
 def set_alias(name: str, alias: str, body: AliasBody, actor: ActorDep, platform: PlatformDep) -> VersionInfo:
     """Point an alias at a version (atomic; the move is recorded)."""
-    return service.set_alias(platform.db, actor, name, alias, body.version)
+    return service.set_alias(platform, actor, name, alias, body.version)
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)
 def remove_alias(name: str, alias: str, actor: ActorDep, platform: PlatformDep) -> None:
     """Delete an alias."""
-    service.remove_alias(platform.db, actor, name, alias)
+    service.remove_alias(platform, actor, name, alias)
 
 
 @router.delete("/{name}")
 def archive(name: str, actor: ActorDep, platform: PlatformDep) -> ModelInfo:
     """Archive a model: hidden from lists and routing, versions kept for lineage."""
-    return service.archive_model(platform.db, actor, name)
+    return service.archive_model(platform, actor, name)

@@ -23,9 +23,10 @@ from sqlalchemy.orm import Session
 from podium.auth.service import record_audit
 from podium.core.blobs import BlobStore
 from podium.core.db import Database, utcnow
-from podium.core.errors import Conflict, InvalidInput, NotFound
+from podium.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from podium.core.identity import Actor
 from podium.core.ids import new_id
+from podium.core.netguard import NetGuard
 from podium.core.platform import Platform
 from podium.models.formats import inspect_source
 from podium.models.providers.registry import kind as provider_kind
@@ -81,6 +82,7 @@ class ModelInfo(BaseModel):
     provider: str
     description: str
     builtin: bool
+    project_id: str | None  # the owning project; None for a global model (the built-in ones)
     created_at: datetime
     archived: bool
     latest_version: int | None
@@ -139,6 +141,7 @@ def _model_info(s: Session, m: Model) -> ModelInfo:
         provider=m.provider,
         description=m.description,
         builtin=m.builtin,
+        project_id=m.project_id,
         created_at=m.created_at,
         archived=m.archived_at is not None,
         latest_version=MODELS.latest_number(s, m) or None,
@@ -198,6 +201,26 @@ def manifest_sha256(files: list[dict[str, Any]]) -> str:
 # --- registration ----------------------------------------------------------------------------------
 
 
+def upstream_guard(platform: Platform) -> NetGuard:
+    """Where this server may send requests for registered upstreams (settings `upstream_allow_private`)."""
+    return NetGuard(allow_private=platform.settings.upstream_allow_private)
+
+
+def check_local_source(platform: Platform, path: Path) -> None:
+    """A path on the server (server admins only, see `register_local`) must be inside `model_source_roots`
+    when that setting names folders."""
+    roots = [Path(r).expanduser().resolve() for r in platform.settings.model_source_roots]
+    if not roots:
+        return
+    resolved = path.expanduser().resolve()
+    if not any(resolved == r or resolved.is_relative_to(r) for r in roots):
+        raise Forbidden(
+            f"{path} is outside the folders models may be registered from (setting model_source_roots:"
+            f" {', '.join(str(r) for r in roots)})",
+            details={"field": "source"},
+        )
+
+
 def register_local(
     platform: Platform,
     actor: Actor,
@@ -222,7 +245,11 @@ def register_local(
     name = MODELS.check_name(name)
     if task is not None and task not in TASKS:
         raise InvalidInput(f"task {task!r} is not one of {', '.join(TASKS)}", details={"field": "task"})
-    located = locate(source, download_dir=platform.settings.home_dir / "cache" / "hub")
+    located = locate(
+        source,
+        download_dir=platform.settings.home_dir / "cache" / "hub",
+        paths=(lambda path: check_local_source(platform, path)) if actor.is_admin else None,
+    )
     inspected = inspect_source(located.path)
     local_paths = {inspected.relpath(p): p for p in inspected.files}
     files: list[dict[str, Any]] = [
@@ -296,8 +323,9 @@ def register_remote(
     lineage: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> VersionInfo:
-    """Register a model served by an OpenAI-compatible or Anthropic endpoint; the key is stored encrypted."""
-    actor.require("member", "register models")
+    """Register a model served by an OpenAI-compatible or Anthropic endpoint (a project admin; the URL must be
+    one this server may reach); the key is stored encrypted."""
+    actor.require("admin", "register remote models (they make this server connect where they say)")
     name = MODELS.check_name(name)
     remote = sorted(k for k in provider_kinds() if k != "local")
     if provider not in remote:
@@ -310,6 +338,8 @@ def register_remote(
         )
     if base_url and not base_url.startswith(("http://", "https://")):
         raise InvalidInput(f"base_url {base_url!r} must start with http:// or https://", details={"field": "base_url"})
+    if base_url:
+        upstream_guard(platform).check_url(base_url)
     if not upstream_model:
         raise InvalidInput("upstream_model must name the model at the provider", details={"field": "upstream_model"})
     public = {
@@ -366,6 +396,10 @@ def _insert_version(
 ) -> VersionInfo:
     def once(s: Session) -> VersionInfo:
         m = MODELS.get(s, name)
+        if m is not None and not actor.sees(m.project_id):
+            raise Conflict(f"model name {name!r} is taken; pick another name", details={"field": "name"})
+        if m is not None:
+            actor.require_in(m.project_id, "member", f"add versions to model {name!r}")
         if m is None:
             m = Model(
                 id=new_id("mdl"),
@@ -428,20 +462,22 @@ def _insert_version(
 # --- queries ---------------------------------------------------------------------------------------
 
 
-def list_models(db: Database, *, include_archived: bool = False, task: str | None = None) -> list[ModelInfo]:
-    """Every model, by name."""
-    with db.read_session() as s:
+def list_models(
+    platform: Platform, actor: Actor, *, include_archived: bool = False, task: str | None = None
+) -> list[ModelInfo]:
+    """The models the actor sees (its project's and the global ones; every one for a server admin), by name."""
+    with platform.db.read_session() as s:
         q = select(Model).order_by(Model.name)
         if not include_archived:
             q = q.where(Model.archived_at.is_(None))
         if task:
             q = q.where(Model.task == task)
-        return [_model_info(s, m) for m in s.scalars(q)]
+        return [_model_info(s, m) for m in s.scalars(MODELS.in_scope(q, actor.scope()))]
 
 
-def is_registered(db: Database, name: str) -> bool:
-    """True if a model (archived or not) has this name; routes may not take it."""
-    with db.read_session() as s:
+def is_registered(platform: Platform, name: str) -> bool:
+    """True if a model (archived or not, of any project) has this name; routes may not take it."""
+    with platform.db.read_session() as s:
         return s.scalar(select(Model.id).where(Model.name == name)) is not None
 
 
@@ -454,10 +490,10 @@ def referenced_blobs(s: Session, digests: set[str]) -> set[str]:
     return found
 
 
-def get_model(db: Database, name: str) -> ModelDetail:
-    """A model with its versions (newest first) and alias history."""
-    with db.read_session() as s:
-        m = MODELS.find(s, name, include_archived=True)
+def get_model(platform: Platform, actor: Actor, name: str) -> ModelDetail:
+    """A model the actor sees, with its versions (newest first) and alias history."""
+    with platform.db.read_session() as s:
+        m = MODELS.find(s, name, include_archived=True, projects=actor.scope())
         return ModelDetail(
             **_model_info(s, m).model_dump(),
             versions=[_version_info(s, m, v) for v in MODELS.versions(s, m)],
@@ -471,7 +507,9 @@ def get_model(db: Database, name: str) -> ModelDetail:
 
 
 def resolve(platform: Platform, ref: str) -> ResolvedModel:
-    """`name`, `name@3` or `name@alias` to a version, with secrets decrypted for the provider."""
+    """`name`, `name@3` or `name@alias` to a version, with secrets decrypted for the provider. For the
+    platform itself (the gateway's model directory, the model workers): the caller checks that the
+    model's `project_id` is one its requester sees."""
     parsed = MODELS.parse_ref(ref)
     with platform.db.read_session() as s:
         m = MODELS.find(s, parsed.name)
@@ -483,58 +521,66 @@ def resolve(platform: Platform, ref: str) -> ResolvedModel:
         return ResolvedModel(_model_info(s, m), _version_info(s, m, v), config)
 
 
-def get_version_by_id(db: Database, version_id: str) -> VersionInfo:
-    """One version by its id (`mdv_…`)."""
-    with db.read_session() as s:
+def get_version_by_id(platform: Platform, actor: Actor, version_id: str) -> VersionInfo:
+    """One version by its id (`mdv_…`), if the actor sees its model."""
+    with platform.db.read_session() as s:
         v = s.get(ModelVersion, version_id)
-        if v is None:
+        m = s.get(Model, v.model_id) if v is not None else None
+        if v is None or m is None or not actor.sees(m.project_id):
             raise NotFound(f"model version {version_id!r} not found")
-        m = s.get(Model, v.model_id)
-        assert m is not None
         return _version_info(s, m, v)
 
 
-def get_version(db: Database, ref: str) -> VersionInfo:
-    """One version by reference."""
+def get_version(platform: Platform, actor: Actor, ref: str) -> VersionInfo:
+    """One version by reference, of a model the actor sees."""
     parsed = MODELS.parse_ref(ref)
-    with db.read_session() as s:
-        m = MODELS.find(s, parsed.name, include_archived=True)
+    with platform.db.read_session() as s:
+        m = MODELS.find(s, parsed.name, include_archived=True, projects=actor.scope())
         return _version_info(s, m, MODELS.resolve(s, m, parsed.tag))
 
 
 # --- aliases ---------------------------------------------------------------------------------------
 
 
-def set_alias(db: Database, actor: Actor, name: str, alias: str, version: str | int) -> VersionInfo:
+def _writable(s: Session, actor: Actor, name: str, action: str, *, include_archived: bool = False) -> Model:
+    """A model the actor may change: one it sees, in its own project (a global one: server admins)."""
+    m = MODELS.find(s, name, include_archived=include_archived, projects=actor.scope())
+    actor.require_in(m.project_id, "member", f"{action} of model {name!r}")
+    return m
+
+
+def set_alias(platform: Platform, actor: Actor, name: str, alias: str, version: str | int) -> VersionInfo:
     """Point `alias` at a version (a number, `latest`, another alias or a version id of this model),
     atomically, recording the move; concurrent moves serialise, and the history has each of them."""
     actor.require("member", "move model aliases")
     MODELS.check_label(alias)
 
     def once(s: Session) -> VersionInfo:
-        m = MODELS.find(s, name)
+        m = _writable(s, actor, name, "move the aliases")
         moved = MODELS.set_label(s, m, alias, version, actor.label)
         details = {"alias": alias, "version": moved.version.version}
         record_audit(s, actor, "model.alias.set", "model", m.id, details=details)
         return _version_info(s, m, moved.version)
 
-    return MODELS.write(db, once, conflict=f"alias {alias!r} of {name!r} is being moved concurrently; try again")
+    return MODELS.write(
+        platform.db, once, conflict=f"alias {alias!r} of {name!r} is being moved concurrently; try again"
+    )
 
 
-def remove_alias(db: Database, actor: Actor, name: str, alias: str) -> None:
+def remove_alias(platform: Platform, actor: Actor, name: str, alias: str) -> None:
     """Delete an alias (recorded in its history)."""
     actor.require("member", "move model aliases")
-    with db.session() as s:
-        m = MODELS.find(s, name)
+    with platform.db.session() as s:
+        m = _writable(s, actor, name, "move the aliases")
         MODELS.remove_label(s, m, alias, actor.label)
         record_audit(s, actor, "model.alias.remove", "model", m.id, details={"alias": alias})
 
 
-def archive_model(db: Database, actor: Actor, name: str) -> ModelInfo:
+def archive_model(platform: Platform, actor: Actor, name: str) -> ModelInfo:
     """Hide a model from listings and routing; its versions stay for lineage. Re-registering restores it."""
     actor.require("member", "remove models")
-    with db.session() as s:
-        m = MODELS.find(s, name)
+    with platform.db.session() as s:
+        m = _writable(s, actor, name, "remove")
         if m.builtin:
             actor.require_admin("remove built-in models")
         m.archived_at = utcnow()
@@ -585,3 +631,11 @@ def materialize(blobs: BlobStore, version: VersionInfo, root: Path) -> Path:
     if version.format == "gguf":
         return folder / version.files[0].path
     return folder
+
+
+def model_names(platform: Platform) -> dict[str, str | None]:
+    """Every registered, unarchived model's name and owning project (None: global), for the gateway's
+    snapshot: it answers unknown names without a database read and lists only what a caller may use."""
+    with platform.db.read_session() as s:
+        rows = s.execute(select(Model.name, Model.project_id).where(Model.archived_at.is_(None)))
+        return {name: project for name, project in rows}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +22,28 @@ class LocatedSource:
     uri: str
 
 
-def locate(source: str, *, download_dir: Path | None = None) -> LocatedSource:
-    """Resolve `source`: `pip:PACKAGE[#path]`, an existing path, or a hub id (`org/name[@revision]`)."""
+def locate(
+    source: str, *, download_dir: Path | None = None, paths: Callable[[Path], None] | None = None
+) -> LocatedSource:
+    """Resolve `source`: `pip:PACKAGE[#path]`, a path on this machine, or a hub id (`org/name[@revision]`).
+
+    Paths are taken only with `paths`, which is called with the path before anything looks at it (it
+    raises if the caller may not use it): without it, nothing about the server's files is revealed."""
     source = source.strip()
     if source.startswith("pip:"):
         return locate_pip(source[4:])
+    if paths is None:
+        if _HUB_ID.match(source) and not source.startswith(("/", ".", "~", "file:")):
+            return download_from_hub(source, download_dir)
+        raise InvalidInput(
+            f"model source {source!r} is neither `pip:PACKAGE` nor a Hugging Face id (org/name); paths on the"
+            " server are for server admins",
+            details={"field": "source"},
+        )
     if source.startswith("file://"):
         source = source[7:]
     path = Path(source).expanduser()
+    paths(path)
     if path.exists():
         return LocatedSource(path.resolve(), f"file://{path.resolve()}")
     if _HUB_ID.match(source):

@@ -96,4 +96,5 @@ MODELS: Registry[Model, ModelVersion] = Registry(
     version_prefix="mdv",
     move_prefix="amv",
     archived_column="archived_at",
+    project_column="project_id",
 )

@@ -1,13 +1,16 @@
 """Model workers under `podium serve`: one process per served local model, restarted if it dies,
-stopped on shutdown. Sockets and state files live in `<home>/run/models/`, logs in `<home>/logs/`."""
+stopped on shutdown. State files and sockets live in `<home>/run/models/` (sockets of a deep home in a
+short per-user temp folder), logs in `<home>/logs/`."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,14 +21,29 @@ from podium.core.config import Settings
 log = logging.getLogger("podium.supervisor")
 
 
+# A Unix socket path holds at most 107 bytes on Linux (103 on macOS): a deep home would make the worker
+# fail to bind ("AF_UNIX path too long"), so such homes keep their sockets in a short per-user directory
+# named after the home instead.
+_MAX_SOCKET_PATH = 100
+
+
 def socket_path(settings: Settings, version_id: str) -> Path:
     """Where the worker of a model version listens."""
-    return settings.run_dir / "models" / f"{version_id}.sock"
+    path = settings.run_dir / "models" / f"{version_id}.sock"
+    if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
+        return path
+    tag = hashlib.sha256(os.fsencode(settings.run_dir)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"podium-{os.getuid()}-{tag}" / f"{version_id}.sock"
+
+
+def state_path(settings: Settings, version_id: str) -> Path:
+    """Where the worker of a model version records its state (always under the home)."""
+    return settings.run_dir / "models" / f"{version_id}.state"
 
 
 def worker_state(settings: Settings, version_id: str) -> tuple[str, str]:
     """(state, detail) written by the worker: loading, ready, failed, stopped; or `absent`."""
-    path = socket_path(settings, version_id).with_suffix(".state")
+    path = state_path(settings, version_id)
     try:
         lines = path.read_text().splitlines()
     except OSError:
@@ -33,8 +51,7 @@ def worker_state(settings: Settings, version_id: str) -> tuple[str, str]:
     return (lines[0] if lines else "unknown"), (lines[1] if len(lines) > 1 else "")
 
 
-def _write_state(socket: Path, state: str, detail: str) -> None:
-    path = socket.with_suffix(".state")
+def _write_state(path: Path, state: str, detail: str) -> None:
     tmp = path.with_suffix(".state.tmp")
     try:
         tmp.write_text(f"{state}\n{detail}\n")
@@ -50,6 +67,7 @@ class WorkerSpec:
     name: str
     version_id: str
     socket: Path
+    state: Path
     log_file: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
@@ -77,7 +95,7 @@ class ModelSupervisor:
         self._thread.start()
 
     def _launch(self, spec: WorkerSpec) -> None:
-        spec.socket.parent.mkdir(parents=True, exist_ok=True)
+        spec.state.parent.mkdir(parents=True, exist_ok=True)
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable,
@@ -87,6 +105,8 @@ class ModelSupervisor:
             spec.version_id,
             "--socket",
             str(spec.socket),
+            "--state",
+            str(spec.state),
         ]
         if self.settings.worker_threads:
             cmd += ["--threads", str(self.settings.worker_threads)]
@@ -123,9 +143,7 @@ class ModelSupervisor:
                     spec.restarts += 1
                     delay = min(self.BACKOFF_MAX, 2 ** min(spec.restarts - 1, 6))
                     spec.next_start = time.monotonic() + delay
-                    _write_state(
-                        spec.socket, "restarting", f"the worker exited with {code}; restarting in {delay:.0f}s"
-                    )
+                    _write_state(spec.state, "restarting", f"the worker exited with {code}; restarting in {delay:.0f}s")
                     log.warning(
                         "model worker for %s exited with %s; restarting in %.0fs (see %s)",
                         spec.name,

@@ -202,10 +202,10 @@ def drop_label(
 # --- the playground --------------------------------------------------------------------------------
 
 
-def _chat_models(request: Request) -> list[str]:
+def _chat_models(request: Request, session: PageSession) -> list[str]:
     """Names the gateway answers chat requests for: registered chat models and routes."""
     table: RouteTable = request.app.state.runtime.get(RouteTable)
-    names = {m.name for m in models.list_models(get_platform(request).db, task="chat")}
+    names = {m.name for m in models.list_models(get_platform(request), session.actor, task="chat")}
     names |= set(table.routes)
     return sorted(names)
 
@@ -243,7 +243,7 @@ def _playground(request: Request, session: PageSession, detail: PromptDetail | N
             "model": {},
         },
         "versions": [_version_data(x) for x in versions],
-        "models": _chat_models(request),
+        "models": _chat_models(request, session),
         "maxCombos": runs.MAX_COMBOS,
     }
     return render(

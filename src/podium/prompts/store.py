@@ -138,4 +138,5 @@ PROMPTS: Registry[Prompt, PromptVersion] = Registry(
     hash_column="content_hash",
     version_prefix="prv",
     move_prefix="plm",
+    project_column="project_id",
 )

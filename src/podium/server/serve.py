@@ -61,7 +61,7 @@ def model_workers(settings: Settings) -> list[WorkerSpec]:
     """The local models to serve (`serve_models`), each resolved to the version its worker loads."""
     from podium.core.platform import Platform
     from podium.models import service
-    from podium.models.supervisor import WorkerSpec, socket_path
+    from podium.models.supervisor import WorkerSpec, socket_path, state_path
 
     platform = Platform.from_settings(settings)
     specs: list[WorkerSpec] = []
@@ -80,6 +80,7 @@ def model_workers(settings: Settings) -> list[WorkerSpec]:
                 name=resolved.ref,
                 version_id=vid,
                 socket=socket_path(settings, vid),
+                state=state_path(settings, vid),
                 log_file=settings.home_dir / "logs" / f"model-{resolved.model.name}.log",
             )
         )

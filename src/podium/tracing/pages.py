@@ -301,8 +301,8 @@ class Timeline:
         return SpanRow(span, index, offset, round(left, 3), round(width, 3), min(span.depth, MAX_INDENT))
 
 
-def _registered_models(request: Request) -> set[str]:
-    return {m.name for m in models.list_models(get_platform(request).db, include_archived=True)}
+def _registered_models(request: Request, session: PageSession) -> set[str]:
+    return {m.name for m in models.list_models(get_platform(request), session.actor, include_archived=True)}
 
 
 @router.get("/traces/{trace_id}")
@@ -327,7 +327,7 @@ def trace_page(request: Request, trace_id: str, session: SessionDep) -> Response
         kinds=kinds,
         views=_views(trace_id, None, detail.input, detail.output),
         metadata=_pretty(detail.metadata) if detail.metadata else "",
-        model_registered=detail.model in _registered_models(request) if detail.model else False,
+        model_registered=detail.model in _registered_models(request, session) if detail.model else False,
         **FORMATS,
     )
 
@@ -352,13 +352,13 @@ class Link:
     href: str | None
 
 
-def _span_links(request: Request, span: service.SpanFull) -> list[Link]:
+def _span_links(request: Request, session: PageSession, span: service.SpanFull) -> list[Link]:
     links = []
     if span.prompt_version_id:
         links.append(Link("Prompt version", span.prompt_version_id, f"/prompts/versions/{span.prompt_version_id}"))
     if span.model_version_id:
         try:
-            v = models.get_version_by_id(get_platform(request).db, span.model_version_id)
+            v = models.get_version_by_id(get_platform(request), session.actor, span.model_version_id)
             links.append(Link("Model version", f"{v.model} v{v.version}", f"/models/{v.model}"))
         except NotFound:
             links.append(Link("Model version", span.model_version_id, None))
@@ -378,8 +378,8 @@ def span_detail(request: Request, trace_id: str, span_id: str, session: Fragment
         session,
         trace_id=trace_id,
         span=span,
-        links=_span_links(request, span),
-        model_registered=span.model in _registered_models(request) if span.model else False,
+        links=_span_links(request, session, span),
+        model_registered=span.model in _registered_models(request, session) if span.model else False,
         attributes=_pretty(span.attributes) if span.attributes else "",
         views=_views(trace_id, span.id, span.input, span.output),
         **FORMATS,

@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 
 from podium.core import sse
+from podium.core.netguard import GuardedResolver, NetGuard
 from podium.models.providers.base import (
     BAD_REQUEST,
     CONNECTION,
@@ -202,7 +203,9 @@ class AnthropicProvider(Provider):
         headers: dict[str, str] | None = None,
         timeouts: Timeouts | None = None,
         max_connections: int = 1000,
+        guard: NetGuard | None = None,
     ):
+        self.guard = guard  # checked on every connection's resolved addresses
         self.base_url = (base_url or "https://api.anthropic.com").rstrip("/")
         if self.base_url.endswith("/v1"):
             self.base_url = self.base_url[:-3]
@@ -219,8 +222,9 @@ class AnthropicProvider(Provider):
         """The pooled session of the running event loop."""
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
+            resolver = GuardedResolver(self.guard) if self.guard is not None else None
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections), headers=self._headers
+                connector=aiohttp.TCPConnector(limit=self.max_connections, resolver=resolver), headers=self._headers
             )
             self._loop = loop
         return self._session

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 
 from podium.core import sse
+from podium.core.netguard import GuardedResolver, NetGuard
 from podium.core.retry import parse_retry_after
 from podium.models.providers.base import (
     AUTH,
@@ -90,8 +91,10 @@ class OpenAIProvider(Provider):
         headers: dict[str, str] | None = None,
         timeouts: Timeouts | None = None,
         max_connections: int = 1000,
+        guard: NetGuard | None = None,
     ):
         self.base_url = base_url.rstrip("/")
+        self.guard = guard  # checked on every connection's resolved addresses
         self.model = model
         self.api_key = api_key
         self.unix_socket = unix_socket
@@ -111,7 +114,12 @@ class OpenAIProvider(Provider):
             if self.unix_socket:
                 connector = aiohttp.UnixConnector(path=self.unix_socket, limit=self.max_connections)
             else:
-                connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300, keepalive_timeout=30)
+                connector = aiohttp.TCPConnector(
+                    limit=self.max_connections,
+                    ttl_dns_cache=300,
+                    keepalive_timeout=30,
+                    resolver=GuardedResolver(self.guard) if self.guard is not None else None,
+                )
             self._session = aiohttp.ClientSession(
                 connector=connector, headers=self._headers, json_serialize=lambda o: orjson.dumps(o).decode()
             )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 
+from podium.core.netguard import NetGuard
 from podium.models.providers.base import Provider, Timeouts
 
 GROUP = "podium.providers"
@@ -29,6 +30,7 @@ class Connection:
     headers: Mapping[str, str] = field(default_factory=dict)
     timeouts: Timeouts = field(default_factory=Timeouts)
     unix_socket: str | None = None
+    guard: NetGuard | None = None  # where connections may go (checked on resolved addresses)
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,21 @@ def _openai(c: Connection) -> Provider:
 
     if not c.base_url:
         raise ValueError("an openai provider needs a base_url (for example https://api.openai.com/v1)")
-    return OpenAIProvider(c.base_url, model=c.model, api_key=c.api_key, headers=dict(c.headers), timeouts=c.timeouts)
+    return OpenAIProvider(
+        c.base_url, model=c.model, api_key=c.api_key, headers=dict(c.headers), timeouts=c.timeouts, guard=c.guard
+    )
 
 
 def _anthropic(c: Connection) -> Provider:
     from podium.models.providers.anthropic import AnthropicProvider
 
     return AnthropicProvider(
-        model=c.model, api_key=c.api_key, base_url=c.base_url, headers=dict(c.headers), timeouts=c.timeouts
+        model=c.model,
+        api_key=c.api_key,
+        base_url=c.base_url,
+        headers=dict(c.headers),
+        timeouts=c.timeouts,
+        guard=c.guard,
     )
 
 

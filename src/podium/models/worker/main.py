@@ -36,11 +36,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def write_state(socket_path: Path, state: str, detail: str = "") -> None:
-    """Record the worker's state beside its socket (`<socket>.state`)."""
-    tmp = socket_path.with_suffix(".state.tmp")
+def write_state(path: Path, state: str, detail: str = "") -> None:
+    """Record the worker's state (`loading`, `ready`, `failed`, `stopped`) and a detail line."""
+    tmp = path.with_suffix(".state.tmp")
     tmp.write_text(f"{state}\n{detail}\n")
-    os.replace(tmp, socket_path.with_suffix(".state"))
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="podium-model-worker")
     parser.add_argument("--version", required=True, help="Model version id (mdv_…).")
     parser.add_argument("--socket", required=True, help="Unix socket to serve on.")
+    parser.add_argument("--state", default=None, help="State file (default: beside the socket).")
     parser.add_argument("--threads", type=int, default=0, help="Torch threads (0: all cores).")
     args = parser.parse_args(argv)
     _die_with_parent()
@@ -57,13 +58,17 @@ def main(argv: list[str] | None = None) -> None:
         stream=sys.stderr,
     )
     socket_path = Path(args.socket)
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
-    write_state(socket_path, "loading")
+    socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if socket_path.parent.stat().st_uid != os.getuid():  # a shared temp dir: never bind in another user's folder
+        raise SystemExit(f"{socket_path.parent} belongs to another user; remove it or use a shorter PODIUM_HOME")
+    state_file = Path(args.state) if args.state else socket_path.with_suffix(".state")
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    write_state(state_file, "loading")
     try:
         state, stop = load(args.version, args.threads or None)
     except Exception as exc:
         log.exception("loading %s failed", args.version)
-        write_state(socket_path, "failed", f"{type(exc).__name__}: {exc}")
+        write_state(state_file, "failed", f"{type(exc).__name__}: {exc}")
         sys.exit(3)
 
     import uvicorn
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
 
     async def startup(sockets: object = None) -> None:
         await orig_startup(sockets=sockets)  # type: ignore[arg-type]
-        write_state(socket_path, "ready", f"loaded in {time.monotonic() - state.started:.1f}s")
+        write_state(state_file, "ready", f"loaded in {time.monotonic() - state.started:.1f}s")
         log.info("%s ready on %s", state.model_name, socket_path)
 
     server.startup = startup  # type: ignore[method-assign]
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         server.run()
     finally:
         stop()
-        write_state(socket_path, "stopped")
+        write_state(state_file, "stopped")
         if socket_path.exists():
             socket_path.unlink()
 
@@ -98,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
 def load(version_id: str, threads: int | None) -> tuple[WorkerState, Callable[[], None]]:
     """Resolve, materialise and load a version; returns the worker state and a stop function."""
     from podium.core.config import load_settings
+    from podium.core.identity import Actor
     from podium.core.platform import Platform
     from podium.models import service
     from podium.models.worker.app import WorkerState as State
@@ -106,7 +112,7 @@ def load(version_id: str, threads: int | None) -> tuple[WorkerState, Callable[[]
     started = time.monotonic()
     settings = load_settings()
     platform = Platform.from_settings(settings)
-    version = service.get_version_by_id(platform.db, version_id)
+    version = service.get_version_by_id(platform, Actor.system(), version_id)
     home_cache = settings.effective_cache_dir
     derived = DerivedCache(settings.effective_model_cache_dir, fallback=home_cache)
     path = service.materialize(platform.blobs, version, home_cache / "materialized")
@@ -125,7 +131,7 @@ def load(version_id: str, threads: int | None) -> tuple[WorkerState, Callable[[]
     adapter, adapter_sha = None, None
     if version.format == "peft":
         assert version.base_version_id
-        base = service.get_version_by_id(platform.db, version.base_version_id)
+        base = service.get_version_by_id(platform, Actor.system(), version.base_version_id)
         adapter, adapter_sha = path, version.sha256
         path = service.materialize(platform.blobs, base, home_cache / "materialized")
         fmt, sha = base.format, base.sha256
