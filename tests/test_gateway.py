@@ -360,6 +360,14 @@ def test_client_disconnect_cancels_the_upstream_call(gw: LiveServer, upstreams: 
         (b'{"model": "x", "messages": "hi"}', 400, "messages", "non-empty array"),
         (b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', 400, "stream", "boolean"),
         (b'{"model": "nope", "messages": [{"role": "user", "content": "hi"}]}', 404, "model", "nope"),
+        # once written as they came into traces, where PostgreSQL refused the whole batch around them
+        (
+            b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], "user": "' + b"u" * 201 + b'"}',
+            400,
+            "user",
+            "at most 200 characters",
+        ),
+        (b'{"model": "x\\u0000", "messages": [{"role": "user", "content": "hi"}]}', 400, "model", "without NUL"),
     ],
 )
 def test_bad_requests_get_openai_errors(
@@ -370,6 +378,16 @@ def test_bad_requests_get_openai_errors(
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert words in err["message"] and err["param"] == param and err["type"]
+
+
+def test_nul_in_a_message_is_answered_and_traced(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
+    a, _ = upstreams
+    put_route(gw, {"name": "nul-route", "deployments": [dep(a, "a1")]})
+    r = chat(sdk(gw), "nul-route", "before\x00after", user="someone")
+    assert r.http_response.status_code == 200
+    (trace,) = traces(gw, r.headers["x-podium-trace-id"])
+    assert trace.input is not None and "before" in trace.input and "\x00" not in trace.input
+    assert gw.app.state.runtime.get(TraceWriter).dead_lettered == 0
 
 
 def test_body_over_the_limit_is_refused(gw: LiveServer) -> None:

@@ -4,6 +4,7 @@ the artifact store; oversized attributes are truncated; bad spans are refused na
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -159,6 +160,63 @@ def test_bad_spans_are_refused_naming_the_field(live: LiveServer, body: bytes, w
     with live.client() as c:
         r = c.post("/api/traces/ingest", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400 and words in r.json()["error"]["message"], r.text
+
+
+def nested(depth: int) -> Any:
+    value: Any = "deep"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+SPAN0 = '{"trace_id": "t", "start_time": "2026-11-24T00:00:00Z", '
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("cost_usd", 1e300, "spans[0].cost_usd"),
+        ("prompt_tokens", 2**40, "spans[0].prompt_tokens"),
+        ("ttft_ms", "NaN", "spans[0].ttft_ms"),
+        ("attributes", nested(300), "nested deeper than 32 levels"),
+        ("input", [nested(40)], "nested deeper than 32 levels"),
+        ("user_id", "u" * 300, "spans[0].user_id"),
+        ("model", "m" * 201, "spans[0].model"),
+        ("tags", ["t" * 201], "200 characters"),
+    ],
+)
+def test_out_of_bounds_fields_are_refused_at_the_edge(live: LiveServer, field: str, value: Any, words: str) -> None:
+    # each of these once reached the writer and failed its batch (or killed it)
+    body = {"spans": [span("trc_bounds", "spn_bounds", **{field: value})]}
+    with live.client() as c:
+        r = c.post("/api/traces/ingest", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert r.status_code == 400 and words in r.json()["error"]["message"], r.text
+
+
+def test_nul_characters_are_cleaned_not_refused(live: LiveServer) -> None:
+    # PostgreSQL stores no NUL: a span carrying one in any text lands with U+FFFD in its place
+    tid = "trc_nul"
+    send(
+        live,
+        [
+            span(
+                tid,
+                "spn_nul",
+                user_id="bad\x00user",
+                model="m\x00",
+                error="e\x00",
+                status="error",
+                input="in\x00put",
+                attributes={"k\x00": ["v\x00"]},
+                metadata={"note": "a\x00b"},
+                tags=["t\x00"],
+            )
+        ],
+    )
+    trace, spans = stored(live, tid)
+    assert trace.user_id == "bad\ufffduser" and trace.model == "m\ufffd" and trace.tags == ["t\ufffd"]
+    assert spans[0].input == "in\ufffdput" and spans[0].attributes == {"k\ufffd": ["v\ufffd"]}
+    assert trace.meta == {"note": "a\ufffdb"} and spans[0].error == "e\ufffd"
 
 
 def test_viewers_may_not_send_spans(live: LiveServer) -> None:

@@ -32,6 +32,7 @@ from podium.gateway.table import Route
 from podium.models.providers.base import UpstreamError
 
 TASKS = {"chat": ("chat",), "completion": ("chat", "completion"), "embedding": ("embedding",)}
+MAX_NAME = 200  # the width of the traces table's `model` and `user_id`: longer ones would be refused there
 KEEPALIVE = None  # an item of `Answer.stream` that means "still waiting": a comment line on the wire
 Gone = Callable[[], Awaitable[None]]  # completes when the client has gone away
 
@@ -92,11 +93,19 @@ def check_fields(kind: str, body: dict[str, Any]) -> str:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise GatewayError(400, "'user' must be a string", code="invalid_type", param="user")
+    if user is not None and (len(user) > MAX_NAME or "\x00" in user):
+        raise GatewayError(
+            400, f"'user' must be at most {MAX_NAME} characters, without NUL", code="invalid_value", param="user"
+        )
     model = body.get("model")
     if model is None:
         raise GatewayError(400, "'model' is required", code="missing_field", param="model")
     if not isinstance(model, str) or not model.strip():
         raise GatewayError(400, "'model' must be a non-empty string", code="invalid_type", param="model")
+    if len(model) > MAX_NAME or "\x00" in model:
+        raise GatewayError(
+            400, f"'model' must be at most {MAX_NAME} characters, without NUL", code="invalid_value", param="model"
+        )
     return model.strip()
 
 

@@ -13,6 +13,7 @@ attribute value over `MAX_ATTRIBUTE_CHARS` is truncated with a marker, never rej
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -29,6 +30,11 @@ from podium.tracing.writer import Record
 
 MAX_SPANS_PER_REQUEST = 10_000
 MAX_ATTRIBUTE_CHARS = 4_096
+MAX_DEPTH = 32  # nesting of inputs, outputs, attributes and metadata (JSON encoders stop at 255)
+MAX_TOKENS = 100_000_000  # per span
+MAX_COST_USD = 1_000_000.0  # per span
+MAX_ERROR_CHARS = 10_000
+MAX_TAGS = 100
 INLINE_BYTES = 32_768
 PREVIEW_CHARS = 1_000
 ARTIFACT_KEY = "podium_artifact"
@@ -41,7 +47,7 @@ class SpanIn(BaseModel):
     Trace-level fields (`trace_name`, `session_id`, `user_id`, `tags`, `metadata`) may ride on any span of
     the trace; the root span's win."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str | None = Field(None, description="Span id (generated if absent); unique within the platform.")
     trace_id: str = Field(description="Trace id; every span of a trace carries the same one.")
@@ -55,10 +61,12 @@ class SpanIn(BaseModel):
     input: Any = None
     output: Any = None
     model: str | None = Field(None, max_length=200)
-    prompt_tokens: int = Field(0, ge=0)
-    completion_tokens: int = Field(0, ge=0)
-    cost_usd: float | None = Field(None, ge=0, description="Cost; computed from the price table if absent.")
-    ttft_ms: float | None = Field(None, ge=0)
+    prompt_tokens: int = Field(0, ge=0, le=MAX_TOKENS)
+    completion_tokens: int = Field(0, ge=0, le=MAX_TOKENS)
+    cost_usd: float | None = Field(
+        None, ge=0, le=MAX_COST_USD, description="Cost; computed from the price table if absent."
+    )
+    ttft_ms: float | None = Field(None, ge=0, le=86_400_000)
     prompt_version_id: str | None = Field(None, max_length=40)
     model_version_id: str | None = Field(None, max_length=40)
     dataset_version_id: str | None = Field(None, max_length=40)
@@ -66,8 +74,31 @@ class SpanIn(BaseModel):
     trace_name: str | None = Field(None, max_length=200)
     session_id: str | None = Field(None, max_length=200)
     user_id: str | None = Field(None, max_length=200)
-    tags: list[str] | None = None
+    tags: list[str] | None = Field(None, max_length=MAX_TAGS)
     metadata: dict[str, Any] | None = None
+
+    @field_validator("name", "error", "model", "trace_name", "session_id", "user_id", "prompt_version_id",
+                     "model_version_id", "dataset_version_id")  # fmt: skip
+    @classmethod
+    def _clean_text(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = _no_nul(value)
+        return value[:MAX_ERROR_CHARS] if len(value) > MAX_ERROR_CHARS else value
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if any(len(tag) > 200 for tag in value):
+            raise ValueError("a tag is at most 200 characters")
+        return [_no_nul(tag) for tag in value]
+
+    @field_validator("input", "output", "attributes", "metadata")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        return _clean(value, 0)
 
     @field_validator("id", "trace_id", "parent_id")
     @classmethod
@@ -82,6 +113,28 @@ class SpanIn(BaseModel):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+def _no_nul(text: str) -> str:
+    """Text without NUL characters (PostgreSQL stores none; they become U+FFFD)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _clean(value: Any, depth: int) -> Any:
+    """A JSON value with its strings (keys too) cleaned of NUL; raises past `MAX_DEPTH` levels."""
+    if isinstance(value, str):
+        return _no_nul(value)
+    if isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels; flatten it or send it as a string")
+        if isinstance(value, dict):
+            return {_no_nul(str(k)): _clean(v, depth + 1) for k, v in value.items()}
+        return [_clean(v, depth + 1) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:  # beyond what JSON encoders write
+        return str(value)
+    return value
 
 
 def parse_spans(data: Any) -> list[SpanIn]:

@@ -7,10 +7,16 @@ gateway's spend ledger) reach the database in batches, off the request path.
   everything (SIGTERM).
 - Each batch also updates the trace rollup (`podium.tracing.rollup`) in its transaction, whichever way it is
   written (thread, child process, replay of a spill), so aggregates never count a trace that is not stored.
-- A batch the database refuses (it is down, the disk is full) is retried, then spilled to a JSON-lines
-  file under `<home>/spill/`, replayed by `replay_spill` on the next start. A record is never dropped
-  silently: the `podium_trace_rows_dropped_total` metric counts any that could be neither written nor
-  spilled, and its target is zero.
+- A batch the database refuses is retried. If the database still does not take the tables' rows (it is
+  down, the disk is full, a table is missing), the batch is spilled to a JSON-lines file under
+  `<home>/spill/`, replayed by `replay_spill` on the next start. If the database works, the batch holds
+  poison: it is halved until the records it refuses are alone; those go to a dead-letter file
+  (`<home>/spill/dead-letters/`, one JSON line per record with the database's reason) and the rest land.
+  Replays isolate poison the same way, so one bad record never blocks a spill file.
+- The thread survives anything: an unexpected error is logged, the records in hand are dead-lettered and
+  the loop goes on. A record is never dropped silently: `podium_trace_rows_dead_lettered_total` counts the
+  dead letters, and `podium_trace_rows_dropped_total` any row that could be neither written, spilled nor
+  dead-lettered (target: zero).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import operator
 import os
 import queue
@@ -32,6 +39,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from podium.core.db import Database
@@ -47,6 +55,10 @@ BATCHES = Counter("podium_trace_batches_total", "Batches the trace writer commit
 ROWS_WRITTEN = Counter("podium_trace_rows_written_total", "Rows the trace writer committed.", ["table"])
 ROWS_SPILLED = Counter("podium_trace_rows_spilled_total", "Rows spilled to a local file because the database failed.")
 ROWS_DROPPED = Counter("podium_trace_rows_dropped_total", "Rows lost: neither written nor spilled (target: 0).")
+DEAD_LETTERED = Counter(
+    "podium_trace_rows_dead_lettered_total", "Rows the database refused for their content, kept in a dead-letter file."
+)
+WRITER_ERRORS = Counter("podium_trace_writer_errors_total", "Unexpected errors the trace writer's thread survived.")
 BACKPRESSURE = Counter("podium_trace_backpressure_total", "Times a request waited for room in the trace queue.")
 
 _TIME_FIELDS = ("start_time", "end_time")
@@ -115,6 +127,9 @@ class TraceWriter:
         self.written = 0
         self.spilled = 0
         self.dropped = 0
+        self.dead_lettered = 0
+        self._inflight: deque[_Sent] = deque()  # sent to the writer process, answers not read yet
+        self._hand: list[Record] = []  # taken from the queue, not yet sent, written or spilled
         self._sinks: dict[str, CounterSink] = {}
         # per counter, what this process has committed so far (readers use it to tell their own
         # committed deltas from other processes' in the table)
@@ -218,7 +233,21 @@ class TraceWriter:
                 self._process.ensure_started()  # now, rather than in the first request's batch
             except Exception:
                 log.exception("starting the trace writer process failed; the first batch retries")
-        inflight: deque[_Sent] = deque()  # sent to the writer process, answers not read yet
+        while True:
+            try:
+                self._loop()
+                return
+            except Exception as exc:  # the thread must outlive any bug: a dead writer stalls every request
+                WRITER_ERRORS.inc()
+                log.exception("the trace writer hit an unexpected error; going on")
+                hand, self._hand = self._hand, []
+                if hand:
+                    self._dead_letter([(r, f"writer error: {type(exc).__name__}: {exc}") for r in hand])
+                    self._finish(hand)
+                time.sleep(0.05)
+
+    def _loop(self) -> None:
+        inflight = self._inflight
         stop = False
         while not stop:
             batch: list[Record] = []
@@ -238,6 +267,7 @@ class TraceWriter:
                     stop = True
                 else:
                     batch.append(item)
+                    self._hand = batch
                     rows += item.size()
                 if stop or rows >= self.batch_size:
                     break
@@ -250,9 +280,11 @@ class TraceWriter:
             sent = self._send(batch) if batch else None
             if sent is not None:
                 inflight.append(sent)
+                self._hand = []
             if len(inflight) > 1 or (inflight and sent is None):
                 self._resolve(inflight)  # the older batch: the child already has the new one to work on
             if batch and sent is None:
+                self._hand = []
                 self._commit(batch)
         while inflight:
             self._resolve(inflight)
@@ -328,21 +360,91 @@ class TraceWriter:
         self.written += sum(r.size() for r in batch)
 
     def _write_or_spill(self, batch: list[Record]) -> None:
-        traces, spans, counters = _rows(batch)
+        try:
+            traces, spans, counters = _rows(batch)
+        except Exception as exc:  # a record that is not even rows (a bug of its producer)
+            self._isolate(batch, exc)
+            return
         delay = 0.05
         for attempt in range(self.retries + 1):
             try:
                 self.write_rows(traces, spans, counters)
             except Exception as exc:
                 if attempt == self.retries:
-                    log.error("trace batch of %d records failed %d times (%s); spilling", len(batch), attempt + 1, exc)
-                    self._spill(batch)
+                    log.error("trace batch of %d records failed %d times (%s)", len(batch), attempt + 1, exc)
+                    if not self._isolate(batch, exc):
+                        self._spill(batch)
                     return
                 time.sleep(delay)
                 delay *= 4
             else:
                 self._written(batch, traces, spans, counters)
                 return
+
+    def _database_takes_rows(self) -> bool:
+        """Whether the database answers and its trace tables are there: if so, a batch it refused holds
+        records it refuses for what they are (poison), not a database that is away."""
+        try:
+            with self.db.session() as s:
+                for table in ("traces", "spans", "trace_rollup", "trace_latency"):
+                    s.execute(text(f"SELECT 1 FROM {table} LIMIT 1"))  # nosec B608 - fixed table names
+        except Exception as exc:
+            log.warning("the database does not take trace rows now (%s)", exc)
+            return False
+        return True
+
+    def _isolate(self, batch: list[Record], exc: BaseException) -> bool:
+        """A batch the database refused while it works: write every record it takes (halving the batch
+        around failures, in order) and dead-letter the ones it refuses with its reason. False, touching
+        nothing, when the database itself is the problem (the caller spills or keeps the batch)."""
+        if not self._database_takes_rows():
+            return False
+        failed: list[tuple[Record, str]] = []
+        if len(batch) == 1:
+            failed.append((batch[0], _reason(exc)))
+        else:
+            middle = len(batch) // 2
+            self._halves(batch[:middle], failed)
+            self._halves(batch[middle:], failed)
+        if failed:
+            log.error("%d of %d trace records refused by the database; dead-lettered", len(failed), len(batch))
+            self._dead_letter(failed)
+        return True
+
+    def _halves(self, batch: list[Record], failed: list[tuple[Record, str]]) -> None:
+        try:
+            traces, spans, counters = _rows(batch)
+            self.write_rows(traces, spans, counters)
+        except Exception as exc:
+            if len(batch) == 1:
+                failed.append((batch[0], _reason(exc)))
+                return
+            middle = len(batch) // 2
+            self._halves(batch[:middle], failed)
+            self._halves(batch[middle:], failed)
+        else:
+            self._written(batch, traces, spans, counters)
+
+    def _dead_letter(self, failed: list[tuple[Record, str]]) -> None:
+        """Keep refused records with their reason, one JSON line each, in `<spill>/dead-letters/`."""
+        rows = sum(_size(r) for r, _ in failed)
+        folder = self.spill_dir / "dead-letters"
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = folder / f"traces-{os.getpid()}-{ulid()}.jsonl"
+            with open(path, "wb") as f:
+                os.chmod(path, 0o600)
+                for record, reason in failed:
+                    f.write(_dead_line(record, reason) + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except Exception:
+            log.exception("writing %d dead-lettered trace rows failed; they are lost", rows)
+            ROWS_DROPPED.inc(rows)
+            self.dropped += rows
+            return
+        DEAD_LETTERED.inc(rows)
+        self.dead_lettered += rows
 
     def write_rows(
         self,
@@ -362,17 +464,27 @@ class TraceWriter:
     # --- spill ---------------------------------------------------------------------------------
 
     def _spill(self, batch: list[Record]) -> None:
+        lines: list[bytes] = []
+        unwritable: list[tuple[Record, str]] = []
+        for r in batch:
+            try:
+                lines.append(_spill_line(r))
+            except Exception as exc:  # not even JSON (nested too deep, say): it could never be replayed
+                unwritable.append((r, _reason(exc)))
+        if unwritable:
+            self._dead_letter(unwritable)
+            batch = [r for r in batch if not any(r is u for u, _ in unwritable)]
+        if not batch:
+            return
         rows = sum(r.size() for r in batch)
         try:
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            self.spill_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = self.spill_dir / f"traces-{os.getpid()}-{ulid()}.jsonl"
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as f:
-                for r in batch:
-                    f.write(
-                        orjson.dumps({"trace": r.trace, "spans": r.spans, "counters": r.counters, "merge": r.merge})
-                        + b"\n"
-                    )
+                os.chmod(tmp, 0o600)
+                for line in lines:
+                    f.write(line + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -407,9 +519,10 @@ class TraceWriter:
                     )
             try:
                 self.write_rows(*_rows(batch))
-            except Exception:
-                log.exception("replaying %s failed; it stays for the next start", path.name)
-                continue
+            except Exception as exc:
+                if not self._isolate(batch, exc):
+                    log.exception("replaying %s failed; it stays for the next start", path.name)
+                    continue
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             count += len(batch)
@@ -454,6 +567,13 @@ MERGE_RULES: dict[str, str] = {
 }
 
 
+_INT_RANGES = {
+    "SmallInteger": (-(2**15), 2**15 - 1),
+    "Integer": (-(2**31), 2**31 - 1),
+    "BigInteger": (-(2**63), 2**63 - 1),
+}
+
+
 class _BulkInsert:
     """A plain DBAPI `executemany` for one table: the rows are tuples built here, without SQLAlchemy's
     per-value type processing, because the writer thread shares the GIL with the event loop (measured: a
@@ -464,6 +584,9 @@ class _BulkInsert:
         self.keys: list[str] = []
         self.defaults: list[Any] = []
         self.kinds: list[str] = []
+        self._strings: list[tuple[int, int]] = []
+        self._ints: list[tuple[int, int, int]] = []
+        self._floats: list[int] = []
         names = []
         for attr in model.__mapper__.column_attrs:
             column = attr.columns[0]
@@ -478,6 +601,13 @@ class _BulkInsert:
                 self.defaults.append(default.arg)
             type_name = type(column.type).__name__
             self.kinds.append("time" if type_name == "UTCDateTime" else "json" if type_name == "JSON" else "plain")
+            index = len(self.keys) - 1
+            if type_name in ("String", "Text"):  # PostgreSQL refuses NUL and text over a column's width
+                self._strings.append((index, getattr(column.type, "length", None) or 0))
+            elif type_name in _INT_RANGES:  # and integers out of the column's range
+                self._ints.append((index, *_INT_RANGES[type_name]))
+            elif type_name == "Float":  # not a number, or infinite: no value rather than a refused batch
+                self._floats.append(index)
         table = model.__tablename__
         self.names = names
         cols = ", ".join(f'"{n}"' for n in names)
@@ -495,7 +625,22 @@ class _BulkInsert:
         values = list(self._getter({**self._defaults, **row}))  # C-level: defaults, then the row's values
         for i in self._json:
             if values[i] is not None:
-                values[i] = orjson.dumps(values[i]).decode()
+                encoded = orjson.dumps(values[i]).decode()
+                values[i] = encoded.replace("\\u0000", "\\ufffd") if "\\u0000" in encoded else encoded
+        for i, width in self._strings:
+            value = values[i]
+            if value.__class__ is str:
+                if "\x00" in value:
+                    value = value.replace("\x00", "\ufffd")
+                values[i] = value[:width] if width and len(value) > width else value
+        for i, low, high in self._ints:
+            value = values[i]
+            if value.__class__ is int and not low <= value <= high:
+                values[i] = low if value < low else high
+        for i in self._floats:
+            value = values[i]
+            if value.__class__ is float and not math.isfinite(value):
+                values[i] = None
         if sqlite:
             for i in self._times:
                 value = values[i]
@@ -585,6 +730,35 @@ def _rows(
         for name, key, delta in r.counters:
             counters[name][key] += delta
     return traces, spans, counters
+
+
+def _size(record: Any) -> int:
+    try:
+        return int(record.size())
+    except Exception:
+        return 1
+
+
+def _reason(exc: BaseException) -> str:
+    """The database's reason, on one bounded line."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text[:2000]
+
+
+def _spill_line(r: Record) -> bytes:
+    return orjson.dumps({"trace": r.trace, "spans": r.spans, "counters": r.counters, "merge": r.merge})
+
+
+def _dead_line(record: Any, reason: str) -> bytes:
+    """A dead letter as one JSON line; a record that is not JSON (too deep, odd types) is kept as its repr."""
+    at = datetime.now(UTC).isoformat()
+    try:
+        return orjson.dumps(
+            {"at": at, "reason": reason, "record": _spill_line(record).decode()},
+            option=orjson.OPT_NON_STR_KEYS,
+        )
+    except Exception:
+        return orjson.dumps({"at": at, "reason": reason, "record_repr": repr(record)[:1_000_000]})
 
 
 def _parse_times(row: dict[str, Any] | None) -> dict[str, Any] | None:
