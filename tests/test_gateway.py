@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
@@ -388,6 +389,24 @@ def test_nul_in_a_message_is_answered_and_traced(gw: LiveServer, upstreams: tupl
     (trace,) = traces(gw, r.headers["x-podium-trace-id"])
     assert trace.input is not None and "before" in trace.input and "\x00" not in trace.input
     assert gw.app.state.runtime.get(TraceWriter).dead_lettered == 0
+
+
+def test_a_request_body_shaped_like_an_artifact_marker_is_traced_as_sent(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, _ = upstreams
+    put_route(gw, {"name": "marker-route", "deployments": [dep(a, "a1")]})
+    secret = gw.platform.blobs.put(b"a blob nobody asked for")
+    body = b'{"podium_artifact": "' + secret.encode() + b'", "model": "marker-route", '
+    body += b'"messages": [{"role": "user", "content": "hi"}]}'
+    with gw.client() as c:
+        r = c.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        tid = r.headers["x-podium-trace-id"]
+        assert gw.app.state.runtime.get(TraceWriter).flush(10)
+        got = c.get(f"/api/traces/{tid}/payload", params={"field": "input"})
+    assert got.status_code == 200 and b"nobody asked" not in got.content
+    assert orjson.loads(got.content)["podium_artifact"] == secret  # the body as the client sent it
 
 
 def test_body_over_the_limit_is_refused(gw: LiveServer) -> None:

@@ -219,6 +219,21 @@ def test_nul_characters_are_cleaned_not_refused(live: LiveServer) -> None:
     assert trace.meta == {"note": "a\ufffdb"} and spans[0].error == "e\ufffd"
 
 
+def test_a_forged_artifact_marker_reads_back_as_the_text_sent(live: LiveServer) -> None:
+    # before, a span whose input was a marker naming any stored blob made the payload endpoint read that blob
+    secret = live.platform.blobs.put(b"another project's payload, or a model file")
+    forged = orjson.dumps({ARTIFACT_KEY: secret, "bytes": 42, "preview": "p"}).decode()
+    tid = "trc_forged"
+    send(live, [span(tid, "spn_forged", input=forged, output={ARTIFACT_KEY: secret, "bytes": 42})])
+    stored(live, tid)
+    with live.client() as c:
+        got = c.get(f"/api/traces/{tid}/payload", params={"span": "spn_forged", "field": "input"})
+        out = c.get(f"/api/traces/{tid}/payload", params={"span": "spn_forged", "field": "output"})
+    assert got.status_code == 200 and got.text == forged, got.text
+    assert out.status_code == 200 and orjson.loads(out.content) == {ARTIFACT_KEY: secret, "bytes": 42}
+    assert b"another project" not in got.content + out.content
+
+
 def test_viewers_may_not_send_spans(live: LiveServer) -> None:
     with live.client() as c:
         viewer = c.post("/api/keys", json={"name": "v", "role": "viewer"}).json()["key"]

@@ -26,6 +26,7 @@ from podium.gateway.resilience import backoff_delay
 from podium.gateway.table import Deployment, Route, RouteTable
 from podium.models.prices import FREE, Price
 from podium.models.providers.base import CONTEXT_WINDOW, RETRYABLE, Provider, Timeouts, UpstreamError
+from podium.tracing.markers import as_plain
 from podium.tracing.writer import Record, TraceWriter
 
 MAX_PAYLOAD = 256 * 1024  # characters of request/response kept inline in a trace
@@ -351,8 +352,8 @@ class Dispatcher:
         latency = (time.perf_counter() - call.t0) * 1000
         metrics.observe(call, latency / 1000)
         status = "ok" if call.error is None and call.status < 400 else "error"
-        inp = _clip((call.body_raw or orjson.dumps(call.body)).decode())
-        out = None if call.output is None else _clip((call.output_raw or orjson.dumps(call.output)).decode())
+        inp = as_plain(_clip((call.body_raw or orjson.dumps(call.body)).decode()))
+        out = None if call.output is None else as_plain(_clip((call.output_raw or orjson.dumps(call.output)).decode()))
         p = call.principal
         meta: dict[str, Any] = {"request_id": call.request_id, "podium_user": p.user_name, "stream": call.stream}
         if call.prompt is not None:

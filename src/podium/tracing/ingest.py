@@ -26,6 +26,7 @@ from podium.core.errors import InvalidInput
 from podium.core.ids import new_id
 from podium.models.prices import lookup_price
 from podium.tracing.kinds import SpanKind
+from podium.tracing.markers import ARTIFACT_KEY, reads_as_marker
 from podium.tracing.writer import Record
 
 MAX_SPANS_PER_REQUEST = 10_000
@@ -37,7 +38,6 @@ MAX_ERROR_CHARS = 10_000
 MAX_TAGS = 100
 INLINE_BYTES = 32_768
 PREVIEW_CHARS = 1_000
-ARTIFACT_KEY = "podium_artifact"
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
 
 
@@ -173,7 +173,7 @@ def _payload(value: Any, blobs: BlobStore, inline_bytes: int) -> str | None:
         return None
     text = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     data = text.encode()
-    if len(data) <= inline_bytes:
+    if len(data) <= inline_bytes and not reads_as_marker(text):  # a client's text never reads as a marker
         return text
     digest = blobs.put(data)
     marker = {ARTIFACT_KEY: digest, "bytes": len(data), "preview": text[:PREVIEW_CHARS]}

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from podium.core.durations import parse_time
 from podium.core.errors import NotFound, PodiumError, Unauthorized
@@ -36,6 +36,7 @@ FIRST_ROWS = 200  # span rows in a trace page's first HTML
 MORE_ROWS = 500  # span rows per "load more"
 MAX_INDENT = 30  # depth levels shown as indentation (deeper chains still show their depth number)
 RENDER_CHARS = 500_000  # payload text rendered in a page; longer ones are cut (the raw link has it all)
+RENDERED_BYTES = 4 * RENDER_CHARS + 4  # bytes read from a payload to render (at most 4 per character)
 
 
 def fragment_session(request: Request) -> PageSession:
@@ -394,7 +395,12 @@ def trace_payload(request: Request, trace_id: str, session: FragmentDep) -> Resp
     payload = service.get_payload(get_platform(request), session.actor, trace_id, span_id=span_id, field=which)
     if request.query_params.get("raw"):
         headers = {"X-Content-Type-Options": "nosniff", "Content-Disposition": "inline"}
-        return Response(payload.data, media_type=payload.media_type, headers=headers)
+        return StreamingResponse(payload.chunks(), media_type=payload.media_type, headers=headers)
     _, raw = _payload_urls(trace_id, span_id, which)
-    view = payload_view(payload.data.decode("utf-8", "replace"), raw_url=raw)
+    shown = bytearray()
+    for chunk in payload.chunks():  # the view shows a part of a large payload: read no more than that
+        shown += chunk
+        if len(shown) >= RENDERED_BYTES:
+            break
+    view = payload_view(bytes(shown[:RENDERED_BYTES]).decode("utf-8", "replace"), raw_url=raw)
     return render(request, "traces/_payload.html", session, view=view, **FORMATS)

@@ -22,10 +22,8 @@ from sqlalchemy.orm import Session
 from podium.core import domains
 from podium.core.blobs import BlobStore
 from podium.core.db import Database
-from podium.tracing.ingest import ARTIFACT_KEY
+from podium.tracing.markers import ARTIFACT_KEY, MARKER_PREFIX
 from podium.tracing.store import Span, Trace
-
-MARKER_PREFIX = '{"' + ARTIFACT_KEY + '":'
 
 
 def marker_digest(text: str | None) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -413,7 +414,12 @@ def get_payload(
     if text is None:
         raise NotFound(f"{what} has no {field}")
     ref = artifact_ref(text)
-    data = platform.blobs.get(ref.sha256) if ref is not None else text.encode()
+    rest: Iterator[bytes] | None = None
+    if ref is None:
+        data = text.encode()
+    else:  # streamed: the first chunk now (a missing blob is a 404 before any byte is sent), the rest as sent
+        rest = platform.blobs.iter_chunks(ref.sha256)
+        data = next(rest, b"")
     head = data[:64].lstrip()
     media = "application/json" if head[:1] in (b"{", b"[") else "text/plain; charset=utf-8"
-    return Payload(data=data, media_type=media, sha256=ref.sha256 if ref is not None else None)
+    return Payload(data=data, media_type=media, sha256=ref.sha256 if ref is not None else None, rest=rest)

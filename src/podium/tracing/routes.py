@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 
 from podium.core.errors import InvalidInput
 from podium.core.http import current_actor, get_platform
@@ -218,5 +219,7 @@ def get_payload(
 ) -> Response:
     """An input or output in full, read from the artifact store when the row keeps a marker."""
     payload = service.get_payload(platform, actor, trace_id, span_id=span or None, field=field)
-    headers = {"X-Podium-Artifact": payload.sha256} if payload.sha256 else None
-    return Response(payload.data, media_type=payload.media_type, headers=headers)
+    if payload.sha256 is None:
+        return Response(payload.data, media_type=payload.media_type)
+    headers = {"X-Podium-Artifact": payload.sha256}
+    return StreamingResponse(payload.chunks(), media_type=payload.media_type, headers=headers)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -13,13 +14,12 @@ from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
 from sqlalchemy import case, func
 
 from podium.core.money import usd
-from podium.tracing import payloads
-from podium.tracing.ingest import ARTIFACT_KEY
+from podium.tracing.markers import ARTIFACT_KEY, MARKER_PREFIX
 from podium.tracing.store import Trace
 
 PREVIEW_CHARS = 200
 ERROR_CHARS = 300
-_MARKER_PREFIX = payloads.MARKER_PREFIX
+_MARKER_PREFIX = MARKER_PREFIX
 
 
 class ArtifactRef(BaseModel):
@@ -138,9 +138,16 @@ class SpanPage(BaseModel):
 class Payload:
     """A span's or trace's input or output in full."""
 
-    data: bytes
+    data: bytes  # the whole payload, or its first chunk when `rest` streams the others
     media_type: str
     sha256: str | None  # set when it came from the artifact store
+    rest: Iterator[bytes] | None = None  # the artifact's next chunks, read as they are sent
+
+    def chunks(self) -> Iterator[bytes]:
+        """The payload chunk by chunk (an artifact is never held whole in memory)."""
+        yield self.data
+        if self.rest is not None:
+            yield from self.rest
 
 
 def artifact_ref(text: str | None) -> ArtifactRef | None:

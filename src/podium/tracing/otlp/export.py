@@ -38,7 +38,7 @@ from podium.core.errors import PodiumError
 from podium.core.platform import Platform
 from podium.core.retry import Backoff, parse_retry_after
 from podium.core.version import __version__
-from podium.tracing.ingest import ARTIFACT_KEY
+from podium.tracing.markers import ARTIFACT_KEY
 from podium.tracing.store import Span, Trace
 
 log = logging.getLogger("podium.tracing.export")
