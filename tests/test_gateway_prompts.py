@@ -4,6 +4,7 @@ moves, bad references, streaming, the cache, and sticky experiment assignment.""
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -277,6 +278,30 @@ def test_missing_variables_are_all_listed(gw: LiveServer, upstream: FakeServer) 
     assert "days" in str(err.value) and "question" in str(err.value)
     r = post(gw, {"prompt": {"name": "support-reply", "variables": {**VARS, "days": "many"}}})
     assert r.status_code == 400 and "days" in r.json()["error"]["message"]
+    assert upstream.chats == 0
+
+
+def test_a_template_that_loops_too_long_is_stopped_off_the_event_loop(gw: LiveServer, upstream: FakeServer) -> None:
+    push(
+        gw,
+        {
+            "name": "looper",
+            "template": "{% for i in range(n) %}{% for j in range(n) %}{% endfor %}{% endfor %}hi",
+            "variables": {"n": {"type": "integer"}},
+            "model": {"name": "pr-route"},
+        },
+    )
+    refresh(gw)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(post, gw, {"prompt": {"name": "looper", "variables": {"n": 100_000}}})
+        # while it renders, the server answers others: the render runs off the event loop
+        with gw.client() as c:
+            while not slow.done():
+                assert c.get("/v1/models").status_code == 200
+                if not slow.done():
+                    break
+        r = slow.result()
+    assert r.status_code == 400 and r.json()["error"]["code"] == "render_timeout", r.text
     assert upstream.chats == 0
 
 

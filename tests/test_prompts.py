@@ -274,6 +274,16 @@ def test_sandbox_refuses_escapes_at_render_time() -> None:
         ("{{ (['x' * 1000000] * 1000) | join }}", {}),
         ("{{ ('x' * 1000000) | replace('x', 'y' * 1000000) }}", {}),
         ("{% for a in items %}{{ 'y' * 1000 }}{% endfor %}", {"items": list(range(6000))}),
+        # each of these passed the sandbox before (issue 14): doubling through a namespace, list `+`, a `*`
+        # width, a nested format field, chained powers, a million groups
+        ("{% set ns = namespace(s='x') %}{% for i in range(n) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", {"n": 64}),
+        ("{% set ns = namespace(l=[1]) %}{% for i in range(n) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", {"n": 64}),
+        ("{{ '%*d' % (n, 1) }}", {"n": 999999999}),
+        ("{{ '%(a)*d' % {'a': 1} }}", {}),
+        ("{{ '{:{w}}'.format(1, w=n) }}", {"n": 999999999}),
+        ("{{ (9 ** 1000) ** n }}", {"n": 1000}),
+        ("{{ [1] | slice(n) | list | length }}", {"n": 1000000}),
+        ("{{ [1] | batch(n) | list | length }}", {"n": 1000000}),
     ],
 )
 def test_a_request_cannot_make_a_template_build_something_huge(source: str, values: dict[str, Any]) -> None:
@@ -283,6 +293,22 @@ def test_a_request_cannot_make_a_template_build_something_huge(source: str, valu
     template.check(source, "template")  # fine at push: the sizes come from the variables
     with pytest.raises(InvalidInput, match=r"unsafe operation refused|Range too big"):
         template.render(source, values)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in range(n) %}{% for j in range(n) %}{% endfor %}{% endfor %}",
+        "{% for a in xs %}{% for b in xs %}{% for c in xs %}{% endfor %}{% endfor %}{% endfor %}",
+    ],
+)
+def test_a_template_that_loops_too_long_is_stopped_at_its_time_budget(source: str) -> None:
+    from podium.prompts import template
+
+    with pytest.raises(InvalidInput, match="took more than") as info:
+        template.render(source, {"n": 100_000, "xs": list(range(5_000))})
+    assert info.value.code == "render_timeout"
+    assert template.render("{{ 1 + 1 }}", {}) == "2"  # the thread renders normally afterwards
 
 
 def test_ordinary_arithmetic_and_formatting_still_work() -> None:
@@ -298,6 +324,9 @@ def test_ordinary_arithmetic_and_formatting_still_work() -> None:
         {"users": [{"name": "ada"}, {"name": "bo"}], "s": "banana"},
     )
     assert joined == "ada, bo bonono"
+    assert template.render(
+        "{{ a ~ '-' ~ b }} {{ xs + [3] }} {{ '%-6s|' % s }}", {"a": 1, "b": 2, "xs": [1, 2], "s": "x"}
+    ) == ("1-2 [1, 2, 3] x     |")
 
 
 def test_diff_between_versions(module_server: LiveServer) -> None:

@@ -9,6 +9,7 @@ request leaves unset (the request wins). A `model` that is absent, null or empty
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +88,8 @@ async def apply_prompt(
     except PodiumError as exc:
         raise GatewayError.from_podium(exc) from None
     try:
-        rendered = choice.version.render(variables)
+        # off the event loop: a template may take up to its render budget
+        rendered = await asyncio.to_thread(choice.version.render, variables)
     except PodiumError as exc:  # missing or mistyped variables, a refused template operation
         raise GatewayError(exc.status, exc.message, code=exc.code, param="prompt.variables") from None
     out = {k: v for k, v in body.items() if k != "prompt"}

@@ -8,13 +8,18 @@ only Jinja2, so the SDK renders prompts locally without a server round trip.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import re
+import string
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes, pass_environment
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.filters import make_attrgetter
 from jinja2.lexer import TokenStream
@@ -28,16 +33,99 @@ MAX_OUTPUT = 1_000_000  # characters (or items) one operation in a template may 
 
 MAX_WIDTH = 10_000  # largest field width in a format string
 MAX_RENDERED = 5_000_000  # characters one rendered template may have
-_BRACE_SPEC = re.compile(r"\{[^{}]*?:([^{}]*)\}")
-_PERCENT_SPEC = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d+))?[a-zA-Z%]")
+MAX_GROUPS = 10_000  # groups `slice` and `batch` may make
+MAX_DIGITS = 10_000  # digits of the largest integer `**` may build
+RENDER_SECONDS = 2.0  # CPU a template may take to render, whatever it loops over
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[a-zA-Z%]")
 
 
 def _check_widths(fmt: str) -> None:
-    """Refuse format strings whose widths or precisions would build huge strings (`'%999999999d'`)."""
-    numbers = [n for spec in _BRACE_SPEC.findall(fmt) for n in re.findall(r"\d+", spec)]
-    numbers += [n for pair in _PERCENT_SPEC.findall(fmt) for n in pair if n]
+    """Refuse format strings whose widths or precisions would build huge strings: `'%999999999d'`,
+    `'%*d' % (999999999, 1)`, `'{:{w}}'.format(x, w=999999999)`."""
+    numbers: list[str] = []
+    for width, precision in _PERCENT_SPEC.findall(fmt):
+        if "*" in (width, precision):
+            raise SecurityError("a '*' width or precision is not allowed in a format string")
+        numbers += [n for n in (width, precision) if n]
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        fields = []  # not a str.format string; `%` formatting was checked above
+    for _, _, spec, _ in fields:
+        if spec and "{" in spec:
+            raise SecurityError("a nested replacement field in a format spec is not allowed")
+        numbers += re.findall(r"\d+", spec or "")
     if any(int(n) > MAX_WIDTH for n in numbers):
         raise SecurityError(f"a format width over {MAX_WIDTH:,} is not allowed")
+
+
+def _check_size_of(size: int) -> None:
+    """A string or list an operator would build: refused past `MAX_OUTPUT` characters or items."""
+    if size > MAX_OUTPUT:
+        raise SecurityError(f"an expression built more than {MAX_OUTPUT:,} characters or items")
+
+
+class RenderTimeout(Exception):
+    """Raised inside a render that ran past its time budget (see `_Watchdog`)."""
+
+
+class _Watchdog:
+    """Stops renders that run past their budget: one thread wakes every 50 ms and raises `RenderTimeout`
+    inside any rendering thread past its deadline (`PyThreadState_SetAsyncExc`, delivered between two
+    bytecodes: a template compiles to Python, so every loop it runs is interruptible; the operations that
+    run long in C, such as building huge strings, are bounded by size instead). A render that ends
+    clears a timeout still pending for it, so the exception never escapes into the caller's code."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._deadlines: dict[int, float] = {}
+        self._fired: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, seconds: float) -> int:
+        thread = threading.get_ident()
+        with self._lock:
+            self._deadlines[thread] = time.monotonic() + seconds
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="podium-render-watchdog", daemon=True)
+                self._thread.start()
+        return thread
+
+    def unwatch(self, thread: int) -> None:
+        with self._lock:
+            self._deadlines.pop(thread, None)
+            fired = thread in self._fired
+            self._fired.discard(thread)
+            if fired:  # clear a timeout raised too late to land in the render
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), None)
+        if fired:
+            raise RenderTimeout
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.05)
+            now = time.monotonic()
+            with self._lock:
+                for thread, deadline in self._deadlines.items():
+                    if deadline <= now and thread not in self._fired:
+                        self._fired.add(thread)
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                            ctypes.c_ulong(thread), ctypes.py_object(RenderTimeout)
+                        )
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _Generator(CodeGenerator):
+    """Compiles `a ~ b` to a bounded concatenation (`ns.s = ns.s ~ ns.s` in a loop doubles a string)."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802 - Jinja's visitor name
+        self.write("environment.bounded_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
 
 @pass_environment
@@ -62,14 +150,14 @@ def _safe_replace(s: Any, old: str, new: str, count: int | None = None) -> str:
     return text.replace(old, new, -1 if count is None else count)
 
 
-def _bounded(fn: Any) -> Any:
-    """A filter whose integer arguments (widths) and format string are bounded."""
+def _bounded(fn: Any, limit: int = MAX_OUTPUT) -> Any:
+    """A filter whose integer arguments (widths, counts) and format string are bounded."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         for value in (*args, *kwargs.values()):
-            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_OUTPUT:
-                raise SecurityError(f"a filter argument over {MAX_OUTPUT:,} is not allowed")
+            if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+                raise SecurityError(f"a filter argument over {limit:,} is not allowed")
         if fn.__name__ == "do_format" and args and isinstance(args[0], str):
             _check_widths(args[0])
         return fn(*args, **kwargs)
@@ -82,12 +170,15 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     `{{ '%999999999d' % n }}`, `{{ s | center(n) }}` with a huge `n` from a request's variables would
     otherwise let one request exhaust the server's memory or CPU."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _Generator
 
     def __init__(self, **options: Any):
         super().__init__(**options)
         for name in ("center", "indent", "wordwrap", "format", "truncate"):
             self.filters[name] = _bounded(self.filters[name])
+        for name in ("slice", "batch"):  # each group is a list: a million of them is a million lists
+            self.filters[name] = _bounded(self.filters[name], MAX_GROUPS)
         self.filters["join"] = _safe_join
         self.filters["replace"] = _safe_replace
         self.globals.pop("lipsum", None)  # generates text of any size; no use in a prompt
@@ -106,9 +197,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_OUTPUT:
                     raise SecurityError(f"repeating a sequence {times} times exceeds {MAX_OUTPUT:,} items")
-        if operator == "**" and isinstance(right, int) and isinstance(left, int) and abs(right) > 1000:
-            raise SecurityError(f"exponent {right} is too large (at most 1000)")
+        if operator == "**" and isinstance(right, int) and isinstance(left, int | float):
+            if abs(right) > 1000:
+                raise SecurityError(f"exponent {right} is too large (at most 1000)")
+            if isinstance(left, int) and abs(left) > 1 and abs(right) * math.log10(abs(left)) > MAX_DIGITS:
+                raise SecurityError(f"a power with more than {MAX_DIGITS:,} digits is not allowed")
+        if operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            _check_size_of(len(left) + len(right))
         return super().call_binop(context, operator, left, right)
+
+    def bounded_concat(self, parts: tuple[Any, ...]) -> str:
+        """`a ~ b ~ …`, refused past `MAX_OUTPUT` characters."""
+        texts = [str(p) for p in parts]
+        _check_size_of(sum(map(len, texts)))
+        return "".join(texts)
 
 
 ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -271,17 +373,31 @@ def _compiled(source: str) -> Any:
     return ENV.from_string(source)
 
 
-def render(source: str, values: Mapping[str, Any], where: str = "template") -> str:
-    """Render one template with bound values, in the sandbox; the output may not exceed `MAX_RENDERED`."""
+def _generate(source: str, values: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    size = 0
+    thread = _WATCHDOG.watch(RENDER_SECONDS)
     try:
-        parts: list[str] = []
-        size = 0
         for chunk in _compiled(source).generate(**values):
             size += len(chunk)
             if size > MAX_RENDERED:
                 raise SecurityError(f"the rendered text exceeds {MAX_RENDERED:,} characters")
             parts.append(chunk)
-        return "".join(parts)
+    finally:
+        _WATCHDOG.unwatch(thread)
+    return "".join(parts)
+
+
+def render(source: str, values: Mapping[str, Any], where: str = "template") -> str:
+    """Render one template with bound values, in the sandbox: the output may not exceed `MAX_RENDERED`
+    characters nor the work `RENDER_SECONDS` seconds."""
+    try:
+        return _generate(source, values)
+    except RenderTimeout:
+        raise InvalidInput(
+            f"rendering {where} took more than {RENDER_SECONDS:g} s; it loops too much for a prompt",
+            code="render_timeout",
+        ) from None
     except SecurityError as exc:
         raise InvalidInput(f"unsafe operation refused in {where}: {exc}") from None
     except UndefinedError as exc:
