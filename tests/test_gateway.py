@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -105,9 +106,52 @@ def test_route_crud_keeps_credentials_secret(gw: LiveServer, upstreams: tuple[Fa
     # the key reaches the upstream, decrypted
     chat(sdk(gw), "crud-route")
     assert a.headers[-1]["Authorization"] == "Bearer sk-secret-123"
+    # the stored key is never sent to another host: moving the deployment needs the key again
+    _, b = upstreams
+    with gw.client() as c:
+        r = c.put("/api/routes/crud-route", json={"deployments": [dep(b, "a")]})
+        assert r.status_code == 400 and "give its api_key again" in r.json()["error"]["message"], r.text
+        r = c.put("/api/routes/crud-route", json={"deployments": [dep(b, "a", api_key="sk-for-b")]})
+        assert r.status_code == 200, r.text
     with gw.client() as c:
         assert c.delete("/api/routes/crud-route").status_code == 204
         assert c.get("/api/routes/crud-route").status_code == 404
+
+
+def test_deployment_headers_are_stored_encrypted_and_a_rotated_secret_key_still_reads_them(
+    backend_url: str, tmp_path: Path, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    from podium.core.config import load_settings
+    from podium.core.identity import Actor
+    from podium.core.platform import Platform
+    from podium.gateway.admin import create_route, load_route_specs
+    from podium.gateway.store import GatewayRoute
+    from podium.server.serve import prepare
+
+    from .conftest import prepared_platform
+
+    a, _ = upstreams
+    settings = make_settings(tmp_path / "home", backend_url, secret_key="first-secret-key-0123456789")
+    platform, _ = prepared_platform(settings)
+    body = {"name": "hdr", "deployments": [dep(a, "a", api_key="sk-1", headers={"x-tenant-token": "tok-42"})]}
+    create_route(platform, Actor.system(), body)
+    with platform.db.read_session() as s:
+        stored = str(s.scalar(select(GatewayRoute.deployments).where(GatewayRoute.name == "hdr")))
+    assert "tok-42" not in stored and "sk-1" not in stored
+    # the server secret is rotated: the old one is given as previous, and `podium serve` re-encrypts
+    rotated = load_settings(
+        home=str(tmp_path / "home"),
+        database_url=backend_url,
+        secret_key="second-secret-key-0123456789",
+        secret_key_previous=["first-secret-key-0123456789"],
+    )
+    prepare(rotated, register_builtins=False)
+    only_new = Platform.from_settings(load_settings(home=str(tmp_path / "home"), database_url=backend_url,
+                                                    secret_key="second-secret-key-0123456789"))  # fmt: skip
+    (spec,) = [r for r in load_route_specs(only_new) if r.name == "hdr"]
+    deployment = spec.deployments[0]
+    assert deployment.headers == {"x-tenant-token": "tok-42"} and deployment.api_key is not None
+    assert deployment.api_key.get_secret_value() == "sk-1"
 
 
 def test_route_validation_errors_name_the_field(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
@@ -595,6 +639,46 @@ def test_bad_guardrails_are_refused_when_the_route_is_saved(
         r = c.post("/api/routes", json={"name": "g", "deployments": [dep(a, "a")], "guardrails": [bad]})
         assert r.status_code == 400 and "guardrails.0" in r.json()["error"]["message"]
         assert c.get("/api/routes/g").status_code == 404
+
+
+def other_project_key(gw: LiveServer, project: str) -> str:
+    with gw.client() as c:
+        assert c.post("/api/projects", json={"name": project}).status_code == 201
+        r = c.post("/api/users", json={"name": f"{project}-dev", "role": "member", "project": project})
+        assert r.status_code == 201, r.text
+        r = c.post("/api/keys", json={"name": "dev", "user": f"{project}-dev", "project": project})
+        assert r.status_code == 201, r.text
+        return str(r.json()["key"])
+
+
+def test_cached_answers_stay_in_their_project_unless_the_route_shares_them(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    # before, the caches were keyed by route only: project B got project A's cached answers
+    a, _ = upstreams
+    other = openai.OpenAI(base_url=gw.url + "/v1", api_key=other_project_key(gw, "cache-b"), max_retries=0)
+    for shared in (False, True):
+        name = f"cached-{'shared' if shared else 'own'}"
+        put_route(gw, {"name": name, "deployments": [dep(a, "a")], "cache": {"exact": True, "shared": shared}})
+        assert chat(sdk(gw), name, "a secret question", temperature=0).headers["x-podium-cache"] == "miss"
+        assert chat(sdk(gw), name, "a secret question", temperature=0).headers["x-podium-cache"] == "hit"
+        theirs = chat(other, name, "a secret question", temperature=0).headers["x-podium-cache"]
+        assert theirs == ("hit" if shared else "miss")
+
+
+def test_a_viewer_key_lists_models_but_cannot_call_them(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, _ = upstreams
+    put_route(gw, {"name": "paid", "deployments": [dep(a, "a")]})
+    with gw.client() as c:
+        viewer = c.post("/api/keys", json={"name": "reader", "role": "viewer"}).json()["key"]
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=viewer, max_retries=0)
+    assert "paid" in [m.id for m in client.models.list()]
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        chat(client, "paid")
+    assert "viewer" in err.value.message
+    assert a.chats == 0
 
 
 def test_exact_cache(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:

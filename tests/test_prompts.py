@@ -441,11 +441,12 @@ def test_sdk_get_render_cache_and_fallback(tmp_path: Path, db_url: str) -> None:
         with live.client() as c:
             _push(c, {**SUPPORT, "name": "sdk-support", "model": {**SUPPORT["model"], "temperature": 0.9}})
             c.put("/api/prompts/sdk-support/labels/production", json={"version": 2})
-        assert podium.prompts.get("sdk-support", label="production", ttl=0.5, **opts).version == 1
-        time.sleep(0.6)
-        assert podium.prompts.get("sdk-support", label="production", ttl=0.5, **opts).version == 1  # stale
+        # (ttls chosen so that a slow machine cannot expire the copy early or refresh it before it is read)
+        assert podium.prompts.get("sdk-support", label="production", ttl=60, **opts).version == 1
+        time.sleep(0.01)
+        assert podium.prompts.get("sdk-support", label="production", ttl=0.001, **opts).version == 1  # stale
         deadline = time.monotonic() + 10
-        while podium.prompts.get("sdk-support", label="production", ttl=0.5, **opts).version != 2:
+        while podium.prompts.get("sdk-support", label="production", ttl=0.001, **opts).version != 2:
             assert time.monotonic() < deadline, "background refresh never arrived"
             time.sleep(0.05)
     finally:

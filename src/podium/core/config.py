@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         None,
         description="Signs sessions and encrypts provider secrets; default: <home>/secret.key, made once.",
     )
+    secret_key_previous: list[SecretStr] = Field(
+        default_factory=list,
+        description="Earlier secret keys, after a rotation: provider secrets saved under them still decrypt"
+        " and are re-encrypted under secret_key when the server starts.",
+    )
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
     job_workers: int = Field(2, ge=0, le=64, description="Background job threads per server process; 0 = none.")
     graceful_timeout: float = Field(30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests.")

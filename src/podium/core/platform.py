@@ -47,5 +47,5 @@ class Platform:
             db=db,
             blobs=BlobStore(settings.effective_artifacts_url),
             secret_key=secret,
-            box=SecretBox(secret),
+            box=SecretBox(secret, [p.get_secret_value() for p in settings.secret_key_previous]),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -63,12 +64,36 @@ def _options(spec: RouteSpec) -> dict[str, Any]:
 
 
 def _stored_deployments(platform: Platform, spec: RouteSpec) -> list[dict[str, Any]]:
+    """Deployments as stored: the API key and the extra headers (which often carry credentials too)
+    encrypted."""
     rows = []
     for d in spec.deployments:
-        row = d.model_dump(mode="json", exclude={"api_key"})
+        row = d.model_dump(mode="json", exclude={"api_key", "headers"})
         row["api_key_enc"] = platform.box.encrypt(d.api_key.get_secret_value()) if d.api_key else None
+        row["headers_enc"] = platform.box.encrypt(orjson.dumps(d.headers).decode()) if d.headers else None
         rows.append(row)
     return rows
+
+
+def rotate_secrets(platform: Platform) -> int:
+    """Re-encrypt every route's stored credentials under the current secret key (after a rotation;
+    `podium serve` calls it when `secret_key_previous` is set). Returns how many routes changed."""
+    changed = 0
+    with platform.db.session() as s:
+        for row in s.scalars(select(GatewayRoute)):
+            deployments = []
+            for d in row.deployments:
+                d = dict(d)
+                if d.get("headers"):  # saved in clear by an earlier version
+                    d["headers_enc"] = platform.box.encrypt(orjson.dumps(d.pop("headers")).decode())
+                for key in ("api_key_enc", "headers_enc"):
+                    if d.get(key):
+                        d[key] = platform.box.rotate(d[key])
+                deployments.append(d)
+            if deployments != row.deployments:
+                row.deployments = deployments
+                changed += 1
+    return changed
 
 
 def _info(r: GatewayRoute) -> RouteInfo:
@@ -148,11 +173,20 @@ def replace_route(platform: Platform, actor: Actor, name: str, data: Any) -> Rou
         raise InvalidInput(f"the body names route {spec.name!r} but the path names {name!r}", details={"field": "name"})
     with platform.db.session() as s:
         row = _row(s, name)
-        kept = {d["name"]: d.get("api_key_enc") for d in row.deployments}
+        before = {d["name"]: d for d in row.deployments}
         stored = _stored_deployments(platform, spec)
         for d in stored:
-            if d["api_key_enc"] is None:
-                d["api_key_enc"] = kept.get(d["name"])
+            old = before.get(d["name"])
+            if d["api_key_enc"] is not None or old is None or not old.get("api_key_enc"):
+                continue
+            # a stored key is kept only for the upstream it was given for: never sent to another host
+            if (old.get("provider"), old.get("base_url")) != (d.get("provider"), d.get("base_url")):
+                raise InvalidInput(
+                    f"deployment {d['name']!r} moves to another upstream ({d.get('provider')}"
+                    f" {d.get('base_url') or 'default URL'}): give its api_key again",
+                    details={"field": "deployments.api_key"},
+                )
+            d["api_key_enc"] = old["api_key_enc"]
         row.description = spec.description
         row.strategy = spec.strategy
         row.deployments = stored
@@ -205,6 +239,9 @@ def load_route_specs(platform: Platform) -> list[RouteSpec]:
             d = dict(d)
             enc = d.pop("api_key_enc", None)
             d["api_key"] = platform.box.decrypt(enc) if enc else None
+            headers = d.pop("headers_enc", None)
+            if headers:
+                d["headers"] = orjson.loads(platform.box.decrypt(headers))
             deps.append(d)
         data = {
             **r.options,

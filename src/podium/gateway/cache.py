@@ -29,17 +29,19 @@ _IGNORED = frozenset({"stream", "stream_options", "user", "metadata"})
 _PROMPT_FIELDS = frozenset({"messages", "prompt", "input"})
 
 
-def cache_key(route: str, kind: str, body: dict[str, Any]) -> str:
-    """A stable hash of what determines the answer (key order and delivery fields do not matter)."""
+def cache_key(route: str, kind: str, body: dict[str, Any], project: str | None = None) -> str:
+    """A stable hash of what determines the answer (key order and delivery fields do not matter), within
+    one project's answers (`project`; None: shared by every project)."""
     canonical = {k: v for k, v in body.items() if k not in _IGNORED}
-    raw = orjson.dumps([route, kind, canonical], option=orjson.OPT_SORT_KEYS)
+    raw = orjson.dumps([route, kind, canonical, project], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(raw).hexdigest()
 
 
-def semantic_scope(route: str, kind: str, body: dict[str, Any]) -> str:
-    """A hash of everything but the prompt: semantic matches never cross routes, endpoints or parameters."""
+def semantic_scope(route: str, kind: str, body: dict[str, Any], project: str | None = None) -> str:
+    """A hash of everything but the prompt: semantic matches never cross routes, endpoints, parameters or
+    projects (unless the route shares its cache: `project` None)."""
     rest = {k: v for k, v in body.items() if k not in _IGNORED and k not in _PROMPT_FIELDS}
-    return hashlib.sha256(orjson.dumps([route, kind, rest], option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(orjson.dumps([route, kind, rest, project], option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def prompt_text(body: dict[str, Any]) -> str | None:
@@ -149,15 +151,19 @@ class ResponseCache:
         self.exact: ExactStore = RedisExactCache(redis) if redis is not None else ExactCache()
         self.semantic: SemanticStore = RedisSemanticStore(redis) if redis is not None else MemorySemanticStore()
 
-    async def lookup(self, spec: CacheSpec, route: str, kind: str, body: dict[str, Any], control: str | None) -> Lookup:
-        """Look the request up (exact first, then semantic) unless caching is off for it."""
+    async def lookup(
+        self, spec: CacheSpec, route: str, kind: str, body: dict[str, Any], control: str | None, project: str
+    ) -> Lookup:
+        """Look the request up (exact first, then semantic) unless caching is off for it: among the answers
+        given to the caller's project, or to every project when the route shares its cache."""
+        partition = None if spec.shared else project
         decision = cache_decision(spec, body, control)
         if decision == "off":
             return Lookup("none")
         found = Lookup("bypass" if decision == "bypass" else "miss")
         try:
             if spec.exact:
-                found.key = cache_key(route, kind, body)
+                found.key = cache_key(route, kind, body, partition)
                 if decision == "lookup":
                     found.answer = await self.exact.get(found.key)
                     if found.answer is not None:
@@ -165,7 +171,7 @@ class ResponseCache:
                         return found
             text = prompt_text(body) if spec.semantic_threshold is not None and kind != "embedding" else None
             if text is not None:
-                found.scope = semantic_scope(route, kind, body)
+                found.scope = semantic_scope(route, kind, body, partition)
                 found.vector = unit(await self.embed(spec.embedding_model, text))
                 if decision == "lookup":
                     near = await self.semantic.nearest(found.scope, found.vector, spec.semantic_threshold or 1.0)

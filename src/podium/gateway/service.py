@@ -139,6 +139,11 @@ class Gateway:
         `prompt` links the call to the prompt version the caller rendered itself (the playground)."""
         dispatcher = self.dispatcher
         kind, body = incoming.kind, incoming.body
+        if principal.role == "viewer":  # calls cost money: reading is not enough
+            exc = GatewayError(
+                403, "a viewer key may list models but not call them; use a member key", code="permission_denied"
+            )
+            return Answer(exc.status, exc.headers, None, body=exc.body())
         try:
             used = prompt
             if kind == "chat" and "prompt" in body:  # a prompt reference: render it into the request
@@ -165,7 +170,9 @@ class Gateway:
             route = await dispatcher.prepare(call, TASKS[kind], body_bytes)
             found = Lookup("none")
             if use_cache:
-                found = await dispatcher.cache.lookup(route.spec.cache, route.name, kind, body, incoming.cache_control)
+                found = await dispatcher.cache.lookup(
+                    route.spec.cache, route.name, kind, body, incoming.cache_control, principal.project_id
+                )
                 call.cache = found.status
                 if found.answer is not None:
                     answer = self._from_cache(call, found)

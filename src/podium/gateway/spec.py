@@ -92,6 +92,9 @@ class CacheSpec(BaseModel):
     embedding_model: str = Field("minilm-l6-v2", min_length=1, description="Model that embeds prompts.")
     ttl: float = Field(3600.0, gt=0)
     allow_temperature: bool = Field(False, description="Also cache requests with temperature > 0.")
+    shared: bool = Field(
+        False, description="Serve one project's cached answers to every project (off: each project its own)."
+    )
 
 
 class GuardrailSpec(BaseModel):

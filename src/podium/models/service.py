@@ -521,6 +521,22 @@ def resolve(platform: Platform, ref: str) -> ResolvedModel:
         return ResolvedModel(_model_info(s, m), _version_info(s, m, v), config)
 
 
+def rotate_secrets(platform: Platform) -> int:
+    """Re-encrypt the stored secrets of remote model versions under the current secret key (after a
+    rotation; `podium serve` calls it when `secret_key_previous` is set). Returns how many changed."""
+    changed = 0
+    with platform.db.session() as s:
+        for v in s.scalars(select(ModelVersion)):
+            config = dict(v.config or {})
+            for key in SECRET_FIELDS:
+                if config.get(key):
+                    config[key] = platform.box.rotate(config[key])
+            if config != v.config:
+                v.config = config
+                changed += 1
+    return changed
+
+
 def get_version_by_id(platform: Platform, actor: Actor, version_id: str) -> VersionInfo:
     """One version by its id (`mdv_…`), if the actor sees its model."""
     with platform.db.read_session() as s:

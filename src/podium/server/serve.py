@@ -25,6 +25,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("podium.serve")
 
 
+def _rotate_secrets(settings: Settings) -> None:
+    """After a secret key rotation: stored provider secrets re-encrypted under the new key."""
+    from podium.core.platform import Platform
+    from podium.gateway.admin import rotate_secrets as rotate_routes
+    from podium.models.service import rotate_secrets as rotate_models
+
+    platform = Platform.from_settings(settings)
+    routes, models = rotate_routes(platform), rotate_models(platform)
+    log.info("re-encrypted the secrets of %d routes and %d model versions under the current key", routes, models)
+
+
 def prepare(settings: Settings, *, register_builtins: bool = True) -> str | None:
     """Create the home, migrate the database as allowed, create the first admin key.
 
@@ -46,6 +57,8 @@ def prepare(settings: Settings, *, register_builtins: bool = True) -> str | None
     elif state.status == "behind":
         raise DatabaseError(f"database is {state.describe}; auto_upgrade is off, so run `podium db upgrade` first")
     load_secret_key(settings)
+    if settings.secret_key_previous:
+        _rotate_secrets(settings)
     secret = bootstrap(db)
     if secret is not None:
         write_admin_key(settings, secret)
