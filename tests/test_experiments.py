@@ -25,7 +25,7 @@ from podium.core.db import utcnow
 from podium.prompts.experiments import assign
 from podium.prompts.experiments import service as experiments
 from podium.prompts.experiments.cli import experiment_app
-from podium.tracing.writer import TraceWriter
+from podium.tracing.writer import Record, TraceWriter
 
 from .conftest import LiveServer, serve_for_module
 
@@ -142,9 +142,49 @@ def project_key(live: LiveServer, role: str) -> str:
 
 
 def send_traces(live: LiveServer, traces: list[dict[str, Any]], experiment: str | None = None) -> None:
-    """Ingest traces: each {id, version_id, latency_ms, error?, cost_usd?, tokens?, start?} becomes a root span
-    and a child llm span carrying the prompt version; with `experiment`, the trace records that the experiment
-    assigned it (as the gateway does)."""
+    """Traces of prompt versions: each {id, version_id, latency_ms, error?, cost_usd?, tokens?, start?}. With
+    `experiment`, written as the gateway writes a call that experiment assigned (source `gateway`, the
+    experiment in the trace's metadata, one llm span with the version); without, ingested as an application's
+    own traces (a root span and an llm span carrying the version), which pin the version themselves."""
+    if experiment is None:
+        ingest_traces(live, traces)
+        return
+    writer = live.app.state.runtime.get(TraceWriter)
+    with live.client() as c:
+        project_id = c.get("/api/whoami").json().get("project_id")
+    for t in traces:
+        start = t.get("start") or utcnow()
+        latency = t.get("latency_ms", 10)
+        trace = {
+            "id": t["id"],
+            "project_id": project_id,
+            "name": "chat.completions",
+            "source": "gateway",
+            "status": "error" if t.get("error") else "ok",
+            "start_time": start,
+            "end_time": start + timedelta(milliseconds=latency),
+            "latency_ms": float(latency),
+            "user_id": t.get("user"),
+            "span_count": 1,
+            "prompt_tokens": t.get("tokens", 0),
+            "cost_micros": round(t.get("cost_usd", 0) * 1_000_000),
+            "meta": {"experiment": experiment},
+        }
+        span = {
+            "id": f"{t['id']}-llm",
+            "trace_id": t["id"],
+            "kind": "llm",
+            "name": "upstream",
+            "start_time": start,
+            "end_time": start + timedelta(milliseconds=latency),
+            "prompt_version_id": t["version_id"],
+        }
+        writer.put(Record(trace=trace, spans=[span]))
+    assert writer.flush(10)
+
+
+def ingest_traces(live: LiveServer, traces: list[dict[str, Any]], metadata: dict[str, Any] | None = None) -> None:
+    """Traces sent by an application through `POST /api/traces/ingest` (see `send_traces`)."""
     spans = []
     for t in traces:
         start = t.get("start") or utcnow()
@@ -157,7 +197,7 @@ def send_traces(live: LiveServer, traces: list[dict[str, Any]], experiment: str 
                 "start_time": start.isoformat(),
                 "end_time": end.isoformat(),
                 "user_id": t.get("user"),
-                "metadata": {"experiment": experiment} if experiment else None,
+                "metadata": metadata,
             }
         )
         spans.append(
@@ -324,6 +364,8 @@ def test_results_match_a_hand_computation(live: LiveServer) -> None:
     traces.append({"id": f"c-{tag}", "version_id": v3, "latency_ms": 1})  # not an arm
     send_traces(live, traces, exp["id"])
     send_traces(live, [{"id": f"pinned-{tag}", "version_id": v1, "latency_ms": 7777}])  # not assigned by it
+    # nor is an application's trace that claims the experiment in its metadata (before, it was counted)
+    ingest_traces(live, [{"id": f"forged-{tag}", "version_id": v1, "latency_ms": 1}], {"experiment": exp["id"]})
     send_scores(
         live,
         [(a[0], "thumbs", True), (a[1], "thumbs", True), (a[2], "thumbs", True), (a[3], "thumbs", True)]

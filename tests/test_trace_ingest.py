@@ -234,6 +234,26 @@ def test_a_forged_artifact_marker_reads_back_as_the_text_sent(live: LiveServer) 
     assert b"another project" not in got.content + out.content
 
 
+def test_a_trace_id_of_another_project_is_refused(live: LiveServer) -> None:
+    # before, a part sent with another project's trace id merged into that project's trace
+    tid = "trc_theirs"
+    send(live, [span(tid, "spn_theirs_root", prompt_tokens=5)])
+    stored(live, tid)
+    with live.client() as c:
+        assert c.post("/api/projects", json={"name": "intruders"}).status_code == 201
+        assert (
+            c.post("/api/users", json={"name": "mallory", "role": "member", "project": "intruders"}).status_code == 201
+        )
+        key = c.post("/api/keys", json={"name": "m", "user": "mallory", "project": "intruders"}).json()["key"]
+    with live.client(key) as c:
+        r = c.post(
+            "/api/traces/ingest", json={"spans": [span(tid, "spn_intruder", "spn_theirs_root", prompt_tokens=999)]}
+        )
+    assert r.status_code == 409 and "another project" in r.json()["error"]["message"], r.text
+    trace, spans = stored(live, tid)
+    assert trace.prompt_tokens == 5 and [s.id for s in spans] == ["spn_theirs_root"]
+
+
 def test_viewers_may_not_send_spans(live: LiveServer) -> None:
     with live.client() as c:
         viewer = c.post("/api/keys", json={"name": "v", "role": "viewer"}).json()["key"]

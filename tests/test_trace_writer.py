@@ -296,3 +296,22 @@ def test_a_replayed_spill_file_with_poison_lands_the_rest(backend_url: str, tmp_
     assert counts(platform) == (9, 9)  # the stored one and the eight good ones
     assert again.dead_lettered == 2 and len(dead_letters(tmp_path / "spill")) == 1
     assert not list((tmp_path / "spill").glob("traces-*.jsonl"))  # nothing left to fail at the next start
+
+
+def test_a_part_never_merges_into_another_projects_trace(backend_url: str, tmp_path: Path) -> None:
+    # the ingest refuses such parts; this is the writer's own guard for a race between two projects
+    platform = make_platform(backend_url, tmp_path)
+    writer = TraceWriter(platform.db, tmp_path / "spill")
+    now = utcnow()
+
+    def part(project: str, tokens: int) -> Record:
+        trace = {"id": "trc_shared", "project_id": project, "name": "t", "start_time": now, "prompt_tokens": tokens}
+        return Record(trace=trace, merge=True)
+
+    writer.put(part("prj_a", 5))
+    writer.put(part("prj_b", 999))
+    writer.put(part("prj_a", 1))
+    writer.close()
+    with platform.db.read_session() as s:
+        trace = s.get(Trace, "trc_shared")
+        assert trace is not None and trace.project_id == "prj_a" and trace.prompt_tokens == 6

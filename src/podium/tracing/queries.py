@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from podium.core.errors import InvalidInput, NotFound
+from podium.core.errors import Conflict, InvalidInput, NotFound
 from podium.core.identity import Actor
 from podium.core.money import usd
 from podium.core.platform import Platform
@@ -423,3 +423,20 @@ def get_payload(
     head = data[:64].lstrip()
     media = "application/json" if head[:1] in (b"{", b"[") else "text/plain; charset=utf-8"
     return Payload(data=data, media_type=media, sha256=ref.sha256 if ref is not None else None, rest=rest)
+
+
+def check_trace_ids(platform: Platform, project_id: str, trace_ids: list[str]) -> None:
+    """Refuse spans for traces another project holds: a trace id is the client's choice, so without this a
+    part sent with another project's id would merge into that project's trace."""
+    ordered = sorted(set(trace_ids))
+    with platform.db.read_session() as s:
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i : i + 500]
+            taken = s.scalar(
+                select(Trace.id).where(Trace.id.in_(chunk), func.coalesce(Trace.project_id, "") != project_id).limit(1)
+            )
+            if taken is not None:
+                raise Conflict(
+                    f"trace id {taken!r} is taken by another project; give each trace a fresh id (the SDK does)",
+                    details={"field": "trace_id"},
+                )

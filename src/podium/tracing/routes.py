@@ -35,6 +35,7 @@ async def submit_spans(request: Request, actor: Actor, platform: Platform, data:
     spans = parse_spans(data)
     project_id = actor.project_id or ""
     key_id = actor.principal.key_id if actor.principal is not None else None
+    await asyncio.to_thread(service.check_trace_ids, platform, project_id, [s.trace_id for s in spans])
     records = await asyncio.to_thread(
         to_records, spans, project_id=project_id, key_id=key_id, blobs=platform.blobs, source=source
     )

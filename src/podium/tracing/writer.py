@@ -609,6 +609,7 @@ class _BulkInsert:
             elif type_name == "Float":  # not a number, or infinite: no value rather than a refused batch
                 self._floats.append(index)
         table = model.__tablename__
+        self.table = table
         self.names = names
         cols = ", ".join(f'"{n}"' for n in names)
         self.sql = {
@@ -663,6 +664,8 @@ class _BulkInsert:
             rules = self.merge_rules or {}
             sets = ", ".join(f'"{c}" = {rules.get(c, "excluded.{c}").format(c=c)}' for c in self.names[1:])
             sql += f' ON CONFLICT ("{self.names[0]}") DO UPDATE SET {sets}'
+            if "project_id" in self.names:  # a part never merges into another project's trace
+                sql += f" WHERE COALESCE({self.table}.project_id, '') = COALESCE(excluded.project_id, '')"
         session.connection().exec_driver_sql(sql, params)
 
 

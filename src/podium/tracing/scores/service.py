@@ -275,15 +275,15 @@ def version_traces(
     """The traces having a span of this prompt version that started in `[start, end)`, newest first, at most
     `limit` of them (found through the partial index on `spans.prompt_version_id`); and whether there were more.
     With `experiment_id`, only the traces that experiment assigned (the gateway records it in the trace's
-    metadata), not those that pinned the version, the SDK's or the playground's."""
+    metadata), not those that pinned the version, the playground's, or ingested ones claiming the experiment."""
     with db.read_session() as s:
         backend = s.get_bind().dialect.name
         spans_of = select(Span.trace_id).where(Span.prompt_version_id == version_id)
         q = select(
             Trace.id, Trace.status, Trace.latency_ms, Trace.cost_micros, Trace.prompt_tokens, Trace.completion_tokens
         ).where(Trace.id.in_(spans_of), started_from(backend, start))
-        if experiment_id is not None:
-            q = q.where(Trace.meta["experiment"].as_string() == experiment_id)
+        if experiment_id is not None:  # the gateway's own traces: clients cannot send a trace as the gateway
+            q = q.where(Trace.source == "gateway", Trace.meta["experiment"].as_string() == experiment_id)
         if end is not None:
             q = q.where(started_before(backend, end))
         rows = s.execute(q.order_by(Trace.start_time.desc(), Trace.id.desc()).limit(limit + 1)).all()
