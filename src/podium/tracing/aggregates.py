@@ -27,6 +27,7 @@ read at the same instant.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import operator
@@ -170,6 +171,10 @@ def _aggregate(
     if by not in GROUPS:
         raise InvalidInput(f"by {by!r} is not one of: {', '.join(GROUPS)}", details={"field": "by"})
     size = BUCKETS[bucket]
+    if filters.start is None:  # no range: the last MAX_BUCKETS buckets, never the whole table
+        filters = dataclasses.replace(
+            filters, start=(filters.end or utcnow()) - timedelta(seconds=size * (MAX_BUCKETS - 1))
+        )
     if filters.start is not None:
         buckets = ((filters.end or utcnow()) - filters.start).total_seconds() / size
         if buckets > MAX_BUCKETS:

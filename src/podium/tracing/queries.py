@@ -118,6 +118,9 @@ def _check_visible(s: Session, actor: Actor, trace_id: str) -> None:
 # --- lists -----------------------------------------------------------------------------------------
 
 
+MAX_BODIES_BYTES = 16 * 1024 * 1024  # characters of stored bodies in one page of `list_traces(bodies=True)`
+
+
 def list_traces(
     platform: Platform,
     actor: Actor,
@@ -131,7 +134,8 @@ def list_traces(
 ) -> TracePage:
     """A page of traces, newest (or slowest, or costliest) first, and the cursor of the next page.
 
-    With `bodies`, each trace carries its stored input, output and metadata (`TraceRecord`), for exports."""
+    With `bodies`, each trace carries its stored input, output and metadata (`TraceRecord`), for exports; such
+    a page ends early once it holds `MAX_BODIES_BYTES` of them (follow `next_cursor`)."""
     actor.require("viewer", "read traces")
     filters = filters or TraceFilters()
     if sort not in SORTS:
@@ -162,8 +166,18 @@ def list_traces(
                 conds.append(or_(key > value, and_(key == value, Trace.id > after)))
         ordering = (key.desc(), Trace.id.desc()) if order == "desc" else (key.asc(), Trace.id.asc())
         q: Select[Any] = select(*columns, key.label("sort_key")).where(*conds).order_by(*ordering).limit(limit + 1)
-        rows = s.execute(q).all()
-    more = len(rows) > limit
+        if not bodies:
+            rows = s.execute(q).all()
+            cut = False
+        else:  # stored bodies are up to 256 KB each: a page stops at MAX_BODIES_BYTES, the cursor goes on
+            rows, size, cut = [], 0, False
+            for row in s.execute(q.execution_options(yield_per=50)):
+                if rows and size >= MAX_BODIES_BYTES and len(rows) < limit + 1:
+                    cut = True
+                    break
+                rows.append(row)
+                size += len(row.input or "") + len(row.output or "") + len(orjson.dumps(row.meta or {}))
+    more = cut or len(rows) > limit
     rows = rows[:limit]
     traces: list[TraceSummary] = []
     for row in rows:
