@@ -4,6 +4,7 @@ for), project scoping and roles, listing, and the `podium scores` commands."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 import uuid
 from collections.abc import Iterator
@@ -151,6 +152,22 @@ def test_unknown_trace_is_404_after_a_short_wait(live: LiveServer) -> None:
     assert "no-such-trace" in err["message"] and "retry" in err["message"]
     assert err["details"]["field"] == "trace_id"
     assert waited >= 0.45  # it waited for the writer before giving up
+
+
+def test_scores_waiting_for_unknown_traces_hold_no_worker_thread(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # before, each waited in one of the server's 40 worker threads: 60 of them stalled every other route
+    monkeypatch.setattr(score_service, "TRACE_WAIT_SECONDS", 5.0)
+    body = {"trace_id": "still-unknown", "name": "thumbs", "value": True}
+    with concurrent.futures.ThreadPoolExecutor(60) as pool:
+        waiting = [pool.submit(post, live, body) for _ in range(60)]
+        time.sleep(0.5)
+        with live.client() as c:  # a route served from the worker threads answers meanwhile
+            assert c.get("/api/scores", params={"limit": "1"}).status_code == 200
+        # it answered before any score stopped waiting (before, it waited for a thread a score gave back)
+        assert not any(f.done() for f in waiting)
+        assert all(f.result().status_code == 404 for f in waiting)
 
 
 def test_score_right_after_ingest_waits_for_the_writer(live: LiveServer) -> None:

@@ -25,14 +25,14 @@ _EXAMPLES = [
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def post_scores(
+async def post_scores(
     actor: ActorDep, platform: PlatformDep, body: Annotated[Any, Body(examples=_EXAMPLES)] = None
 ) -> ScoreInfo | ScoreList:
     """Score a trace: `{trace_id, span_id?, name, value, source?, comment?}` (value a number, or a boolean
     stored as 1/0), or a batch `{"scores": [...]}` stored all or none. An unknown trace is waited for briefly
     (traces are written asynchronously), then 404."""
     items, batch = scores.parse_scores(body)
-    created = scores.add_scores(platform.db, actor, items, batch=batch)
+    created = await scores.add_scores_async(platform.db, actor, items, batch=batch)
     return ScoreList(scores=created) if batch else created[0]
 
 

@@ -13,6 +13,7 @@ experiment statistics count the latest of them per trace.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -170,6 +171,19 @@ def _missing(scores: list[ScoreIn], traces: dict[str, str | None], spans: set[tu
         if sc.trace_id not in traces or (sc.span_id is not None and (sc.trace_id, sc.span_id) not in spans):
             return i
     return None
+
+
+async def add_scores_async(db: Database, actor: Actor, scores: list[ScoreIn], *, batch: bool = True) -> list[ScoreInfo]:
+    """`add_scores` for the server: a trace not written yet is waited for on the event loop (each try is a
+    short read off it), so scores for unknown traces hold no worker thread while they wait."""
+    deadline = time.monotonic() + TRACE_WAIT_SECONDS
+    while True:
+        try:
+            return await asyncio.to_thread(add_scores, db, actor, scores, wait=0, batch=batch)
+        except NotFound:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(_POLL_SECONDS)
 
 
 def add_scores(
