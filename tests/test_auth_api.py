@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -216,6 +217,26 @@ def test_public_endpoints(module_server: LiveServer, path: str) -> None:
 
         names = {f.name for f in text_string_to_metric_families(r.text)}
         assert "podium_http_requests" in names
+
+
+def test_metrics_can_require_a_key_and_readyz_never_shows_the_database_url(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from podium.core.config import load_settings
+    from podium.server.app import create_app
+    from podium.server.serve import prepare
+
+    settings = load_settings(home=str(tmp_path / "h"), metrics_require_key=True)
+    key = prepare(settings, register_builtins=False)
+    client = TestClient(create_app(settings))
+    r = client.get("/metrics")
+    assert r.status_code == 401 and "/metrics needs an API key" in r.json()["error"]["message"]
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    # a database that cannot be reached: the readiness answer names no host, user or password
+    away = "postgresql://dbuser-secret:pw-secret@127.0.0.1:1/podium"
+    down = TestClient(create_app(load_settings(home=str(tmp_path / "h"), database_url=away)))
+    r = down.get("/readyz")
+    assert r.status_code == 503 and r.json() == {"status": "unavailable", "database": "unreachable"}
 
 
 def test_a_demoted_users_keys_lose_the_power_at_once(module_server: LiveServer) -> None:

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
         description="Folders under which server admins may register model files by path (comma-separated); "
         "empty: any path. Members register only pip packages and hub ids.",
     )
+    metrics_require_key: bool = Field(
+        False, description="/metrics answers only requests with a valid API key (Authorization: Bearer)."
+    )
     experiment_rebalance_seconds: float = Field(
         60.0, ge=1, le=86_400, description="How often auto prompt experiments move their shares (one bandit step)."
     )

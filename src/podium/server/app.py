@@ -97,8 +97,9 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
         """The database is reachable and at the code's migration head."""
         try:
             state = schema_state(platform.db)
-        except PodiumError as exc:
-            return ORJSONResponse({"status": "unavailable", "database": exc.message}, status_code=503)
+        except PodiumError as exc:  # the reason goes to the log: it may name the database's host and user
+            log.warning("readiness: the database is unreachable (%s)", exc.message)
+            return ORJSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
         ok = state.status == "current"
         body = {"status": "ready" if ok else "unavailable", "database": "ok", "schema": state.describe}
         return ORJSONResponse(body, status_code=200 if ok else 503)

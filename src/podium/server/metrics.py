@@ -15,8 +15,10 @@ from prometheus_client import (
 )
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from podium.core.errors import PodiumError
 
 HTTP_REQUESTS = Counter("podium_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -37,7 +39,17 @@ def render_metrics() -> tuple[bytes, str]:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """`GET /metrics`."""
+    """`GET /metrics` (with `metrics_require_key`, for callers with a valid API key only)."""
+    if request.app.state.settings.metrics_require_key:
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else None
+        try:
+            await request.app.state.keys.authenticate_async(token)
+        except PodiumError as exc:
+            return JSONResponse(
+                {"error": {"code": exc.code, "message": f"/metrics needs an API key: {exc.message}"}},
+                status_code=exc.status,
+            )
     body, content_type = render_metrics()
     return Response(body, media_type=content_type)
 
