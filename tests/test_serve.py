@@ -85,6 +85,15 @@ def test_first_start_creates_admin_key_once(serve_factory, tmp_path: Path) -> No
     assert key in srv.output()
     r = httpx.get(srv.url + "/api/projects", headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 200 and r.json()[0]["name"] == "default"
+    # the home and what the server keeps in it are its user's alone (traces are other people's data)
+    home = tmp_path / ".podium"
+    big = {"spans": [{"trace_id": "trc_modes", "start_time": "2026-11-30T00:00:00Z", "input": "x" * 40_000}]}
+    r = httpx.post(srv.url + "/api/traces/ingest", json=big, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 202, r.text
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in [home, *home.rglob("*")] if not p.is_symlink()}
+    loose = {str(p): oct(m) for p, m in modes.items() if m & 0o077}
+    assert not loose, loose
+    assert (home / "artifacts") in modes and (home / "podium.db") in modes
     assert srv.stop()
     again = serve_factory()
     again.wait_ready()

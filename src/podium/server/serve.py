@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -36,6 +37,16 @@ def _rotate_secrets(settings: Settings) -> None:
     log.info("re-encrypted the secrets of %d routes and %d model versions under the current key", routes, models)
 
 
+def _private(path: Path, mode: int) -> None:
+    """Restrict a file or folder Podium made to its owner (one made by an earlier version, or under
+    another umask); left alone if it is not ours."""
+    try:
+        if path.stat().st_uid == os.getuid():
+            path.chmod(mode)
+    except OSError:
+        pass
+
+
 def prepare(settings: Settings, *, register_builtins: bool = True) -> str | None:
     """Create the home, migrate the database as allowed, create the first admin key.
 
@@ -45,7 +56,8 @@ def prepare(settings: Settings, *, register_builtins: bool = True) -> str | None
 
     config_route_specs(settings)  # a bad [[routes]] table stops here, in one line, before any worker starts
     home = settings.home_dir
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _private(home, 0o700)
     db = get_database(settings.effective_database_url)
     state = schema_state(db)
     if state.status == "ahead":
@@ -56,6 +68,9 @@ def prepare(settings: Settings, *, register_builtins: bool = True) -> str | None
         upgrade(db)
     elif state.status == "behind":
         raise DatabaseError(f"database is {state.describe}; auto_upgrade is off, so run `podium db upgrade` first")
+    if db.backend == "sqlite" and db.engine.url.database:
+        for suffix in ("", "-wal", "-shm"):
+            _private(Path(db.engine.url.database + suffix), 0o600)
     load_secret_key(settings)
     if settings.secret_key_previous:
         _rotate_secrets(settings)
@@ -152,6 +167,9 @@ def run(settings: Settings) -> None:
         stream=sys.stderr,
     )
     check_port(settings.host, settings.port)
+    # what the server creates (database, write-ahead log, artifacts, spill files, sockets, logs) is its
+    # user's alone: traces and payloads are other people's data
+    os.umask(0o077)
     secret = prepare(settings)
     if secret is not None:
         print(
