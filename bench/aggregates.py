@@ -261,7 +261,9 @@ def bench_page(settings: Any, key: str, repeats: int, end: datetime) -> Timing:
     from podium.server.app import create_app
 
     with TestClient(create_app(settings)) as client:
-        r = client.post("/login", data={"api_key": key, "next": "/"}, follow_redirects=False)
+        client.get("/login")  # the sign-in form's CSRF cookie
+        form = {"api_key": key, "next": "/", "csrf": client.cookies.get("podium_login_csrf")}
+        r = client.post("/login", data=form, follow_redirects=False)
         assert r.status_code == 303, r.text
 
         window = {"range": "custom", "from": (end - timedelta(days=DAYS)).isoformat(), "to": end.isoformat()}

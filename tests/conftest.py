@@ -256,3 +256,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)
+
+
+def sign_in_http(client: Any, key: str, next_path: str = "/") -> Any:
+    """Sign a dashboard client in as a browser does: fetch the form (its CSRF cookie), then post it."""
+    assert client.get("/login").status_code == 200
+    token = client.cookies.get("podium_login_csrf")
+    return client.post("/login", data={"api_key": key, "next": next_path, "csrf": token}, follow_redirects=False)

@@ -30,6 +30,8 @@ class FakeServer:
     disconnected: int = 0  # hanging requests whose client went away
     fail_every: int = 0  # every n-th chat request answers 500
     chats: int = 0
+    usage: dict[str, Any] | None = None  # the usage chat answers report (default 11 + 7 tokens)
+    word_delay: float = 0.0  # seconds between the words of a streamed answer
 
     def stop(self) -> None:
         assert self.loop is not None and self.runner is not None
@@ -115,7 +117,7 @@ def start_fake_openai() -> FakeServer:
             server.disconnected += 1
             return web.Response(status=499)
         text = reply_text(body)
-        usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        usage = server.usage or {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         message: dict[str, Any] = {"role": "assistant", "content": text}
         finish = "stop"
         if body.get("tools"):
@@ -158,6 +160,8 @@ def start_fake_openai() -> FakeServer:
 
         await resp.write(frame({"role": "assistant", "content": ""}))
         for i, word in enumerate(text.split(" ")):
+            if server.word_delay:
+                await asyncio.sleep(server.word_delay)
             await resp.write(frame({"content": (" " if i else "") + word}))
             if cue == "drop-mid-stream" and i == 1:
                 request.transport.close()  # type: ignore[union-attr]

@@ -239,6 +239,25 @@ def test_metrics_can_require_a_key_and_readyz_never_shows_the_database_url(tmp_p
     assert r.status_code == 503 and r.json() == {"status": "unavailable", "database": "unreachable"}
 
 
+def test_sign_in_needs_the_forms_token_and_sign_out_ends_the_session_everywhere(module_server: LiveServer) -> None:
+    from .conftest import sign_in_http
+
+    with httpx.Client(base_url=module_server.url, timeout=30) as c:
+        # a form posted from another site has no token: no session (login CSRF)
+        r = c.post("/login", data={"api_key": module_server.admin_key, "next": "/"}, follow_redirects=False)
+        assert r.status_code == 400 and "podium_session" not in c.cookies and "expired" in r.text
+        assert sign_in_http(c, module_server.admin_key).status_code == 303
+        cookie = c.cookies["podium_session"]
+        page = c.get("/")
+        assert page.status_code == 200
+        csrf = page.text.split('action="/logout"')[1].split('name="csrf" value="')[1].split('"')[0]
+        assert c.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    # a copy of the cookie (kept by an attacker, or another tab) no longer signs anyone in
+    with httpx.Client(base_url=module_server.url, timeout=30, cookies={"podium_session": cookie}) as c:
+        r = c.get("/", follow_redirects=False)
+        assert r.status_code in (302, 303, 307) and "/login" in r.headers["location"]
+
+
 def test_a_demoted_users_keys_lose_the_power_at_once(module_server: LiveServer) -> None:
     """A key carries the role it was made with, but never more than its user holds now."""
     user = _name("demoted")

@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from .browser import sign_in
-from .conftest import LiveServer
+from .conftest import LiveServer, sign_in_http
 
 pytestmark = pytest.mark.browser
 
@@ -107,8 +107,8 @@ def test_models_pages_show_versions_lineage_and_move_aliases(server: LiveServer,
 
 def test_an_address_that_keeps_failing_to_sign_in_is_refused_for_a_while(server: LiveServer) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as c:
-        statuses = [c.post("/login", data={"api_key": f"pk-wrong{i}", "next": "/"}).status_code for i in range(10)]
+        statuses = [sign_in_http(c, f"pk-wrong{i}").status_code for i in range(10)]
         assert statuses == [401] * 10
-        r = c.post("/login", data={"api_key": server.admin_key, "next": "/"})  # even the right key, for now
+        r = sign_in_http(c, server.admin_key)  # even the right key, for now
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
         assert "too many failed sign-ins" in r.text

@@ -50,6 +50,7 @@ def gw(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveS
 def _reset(upstreams: tuple[FakeServer, FakeServer]) -> None:
     for u in upstreams:
         u.forced, u.forced_times, u.fail_every, u.chats = None, -1, 0, 0
+        u.usage, u.word_delay = None, 0.0
         u.requests.clear()
         u.headers.clear()
 
@@ -451,6 +452,74 @@ def test_a_request_body_shaped_like_an_artifact_marker_is_traced_as_sent(
         got = c.get(f"/api/traces/{tid}/payload", params={"field": "input"})
     assert got.status_code == 200 and b"nobody asked" not in got.content
     assert orjson.loads(got.content)["podium_artifact"] == secret  # the body as the client sent it
+
+
+def test_negative_or_absurd_usage_from_an_upstream_is_not_believed(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    a, _ = upstreams
+    put_route(gw, {"name": "liar", "deployments": [dep(a, "a", price={"input": 1.0, "output": 1.0})]})
+    for usage, expected in (({"prompt_tokens": -5_000_000, "completion_tokens": -1}, (0, 0)),
+                            ({"prompt_tokens": 10**30, "completion_tokens": "x"}, (100_000_000, 0))):  # fmt: skip
+        a.usage = usage
+        r = chat(sdk(gw), "liar")
+        (trace,) = traces(gw, r.headers["x-podium-trace-id"])
+        assert (trace.prompt_tokens, trace.completion_tokens) == expected  # never a credit to the budgets
+        assert trace.cost_micros >= 0
+
+
+def test_a_stream_the_client_leaves_is_charged_what_ran(
+    gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]
+) -> None:
+    # before, a client leaving before the usage chunk made the call free
+    a, _ = upstreams
+    put_route(gw, {"name": "metered", "deployments": [dep(a, "a", price={"input": 1.0, "output": 2.0})]})
+    a.word_delay = 0.3
+    body = {
+        "model": "metered",
+        "messages": [{"role": "user", "content": "one two three four five six"}],
+        "stream": True,
+    }
+    with gw.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+        trace_id = r.headers["x-podium-trace-id"]
+        for line in r.iter_lines():
+            if line.startswith("data: {") and any(
+                (ch.get("delta") or {}).get("content") for ch in orjson.loads(line[6:]).get("choices") or []
+            ):
+                break  # one word arrived: leave
+    deadline = time.monotonic() + 10
+    while not traces(gw, trace_id):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    (trace,) = traces(gw, trace_id)
+    assert trace.http_status == 499 and trace.prompt_tokens > 0 and trace.completion_tokens > 0
+    assert trace.cost_micros > 0
+    with gw.platform.db.read_session() as s:
+        span = s.scalar(select(Span).where(Span.trace_id == trace_id))
+    assert span is not None and span.attributes.get("usage_estimated") is True
+
+
+def test_rates_and_budgets_need_redis_with_several_workers(tmp_path: Path) -> None:
+    from podium.core.config import load_settings
+    from podium.core.errors import ConfigError, InvalidInput
+    from podium.core.identity import Actor
+    from podium.core.platform import Platform
+    from podium.gateway.limits import check_stored_limits, set_limits
+    from podium.server.serve import prepare
+
+    one = load_settings(home=str(tmp_path / "h"))
+    prepare(one, register_builtins=False)
+    set_limits(Platform.from_settings(one), Actor.system(), "project", "default", {"rpm": 10})
+    two = load_settings(home=str(tmp_path / "h"), workers=2)
+    with pytest.raises(InvalidInput, match="need redis_url"):
+        set_limits(Platform.from_settings(two), Actor.system(), "project", "default", {"daily_budget_usd": 5})
+    set_limits(Platform.from_settings(two), Actor.system(), "project", "default", {"allowed_models": ["x*"]})
+    check_stored_limits(two, Platform.from_settings(two).db)  # nothing counted: one worker or many alike
+    set_limits(Platform.from_settings(one), Actor.system(), "project", "default", {"allowed_models": ["x*"], "tpm": 9})
+    with pytest.raises(ConfigError, match="set redis_url, or run one worker"):
+        check_stored_limits(two, Platform.from_settings(two).db)
+    check_stored_limits(load_settings(home=str(tmp_path / "h"), workers=2, redis_url="redis://127.0.0.1:1/0"),
+                        Platform.from_settings(one).db)  # fmt: skip
 
 
 def test_body_over_the_limit_is_refused(gw: LiveServer) -> None:

@@ -18,10 +18,10 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from podium.tracing.store import Span
-from podium.tracing.writer import TraceWriter
+from podium.tracing.writer import Record, TraceWriter
 
 from .browser import sign_in
-from .conftest import LiveServer
+from .conftest import LiveServer, sign_in_http
 from .fakes import FakeServer, start_fake_openai
 
 pytestmark = pytest.mark.browser
@@ -346,7 +346,7 @@ def test_playground_calls_need_the_session_and_its_csrf_token(live: LiveServer, 
     body = {"source": "draft", "model": "pg-cheap", "draft": {"kind": "text", "template": "hi"}}
     with httpx.Client(base_url=live.url, timeout=30) as c:
         assert c.post("/api/playground/run", json=body).status_code == 401
-        r = c.post("/login", data={"api_key": live.admin_key, "next": "/"})
+        r = sign_in_http(c, live.admin_key)
         assert r.status_code == 303
         r = c.post("/api/playground/run", json=body)
         assert r.status_code == 403 and "CSRF" in r.json()["error"]["message"]
@@ -379,29 +379,33 @@ def test_experiment_page_shows_arms_intervals_probabilities_and_controls(live: L
         json={"name": "tone", "arms": [{"version": 2, "share": 0.5}, {"version": 3, "share": 0.5}]},
     )
     t0 = datetime.fromisoformat(exp["created_at"]) + timedelta(milliseconds=10)  # while it runs
-    spans = []
     thumbs: dict[str, list[int]] = {"2": [1, 0, 0, 1, 0, 0], "3": [1, 1, 1, 0, 1, 1]}
+    writer = live.app.state.runtime.get(TraceWriter)
+    project_id = api(live, "GET", "/api/whoami")["project_id"]
     for arm, v in (("2", versions[1]), ("3", versions[2])):
         for i, _ in enumerate(thumbs[arm]):
+            # the traces of calls the experiment assigned, as the gateway writes them
             start = t0 + timedelta(milliseconds=10 * i)
-            spans.append(
-                {
-                    "id": f"exp-{arm}-{i}",
-                    "trace_id": f"exp-trace-{arm}-{i}",
-                    "name": "llm",
-                    "kind": "llm",
-                    "start_time": start.isoformat(),
-                    "end_time": (start + timedelta(milliseconds=100 * (i + 1) * int(arm))).isoformat(),
-                    "prompt_version_id": v["id"],
-                    "metadata": {"experiment": exp["id"]},  # as the gateway records its assignments
-                    "prompt_tokens": 10,
-                    "completion_tokens": 5,
-                    "cost_usd": 0.0001 * int(arm),
-                    "status": "error" if (arm, i) == ("2", 0) else "ok",
-                }
-            )
-    r = api(live, "POST", "/api/traces/ingest", json={"spans": spans})
-    assert live.app.state.runtime.get(TraceWriter).flush(30), r
+            end = start + timedelta(milliseconds=100 * (i + 1) * int(arm))
+            trace = {
+                "id": f"exp-trace-{arm}-{i}",
+                "project_id": project_id,
+                "name": "chat.completions",
+                "source": "gateway",
+                "status": "error" if (arm, i) == ("2", 0) else "ok",
+                "start_time": start,
+                "end_time": end,
+                "latency_ms": (end - start).total_seconds() * 1000,
+                "span_count": 1,
+                "prompt_tokens": 10,
+                "completion_tokens": 5,
+                "cost_micros": 100 * int(arm),
+                "meta": {"experiment": exp["id"]},
+            }
+            span = {"id": f"exp-{arm}-{i}", "trace_id": trace["id"], "name": "llm", "kind": "llm",
+                    "start_time": start, "end_time": end, "prompt_version_id": v["id"]}  # fmt: skip
+            writer.put(Record(trace=trace, spans=[span]))
+    assert writer.flush(30)
     scores = [
         {"trace_id": f"exp-trace-{arm}-{i}", "name": "thumbs", "value": value, "source": "user"}
         for arm, values in thumbs.items()

@@ -34,7 +34,7 @@ from podium.tracing.store import TraceLatency, TraceRetention, TraceRollup
 from podium.tracing.writer import Record, TraceWriter
 from podium.web.charts import nice_number, nice_step
 
-from .conftest import LiveServer, make_settings, prepared_platform, serve_for_module
+from .conftest import LiveServer, make_settings, prepared_platform, serve_for_module, sign_in_http
 
 T0 = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
 MIGRATION = Path(__file__).parent.parent / "src/podium/core/migrations/versions/0006_trace_rollup.py"
@@ -429,7 +429,7 @@ def test_the_metrics_page_says_when_percentiles_are_estimated(
 ) -> None:
     window = {"range": "custom", "from": DAY.isoformat(), "to": (DAY + timedelta(days=3)).isoformat()}
     with httpx.Client(base_url=live.url, timeout=30) as c:
-        r = c.post("/login", data={"api_key": live.admin_key, "next": "/"})
+        r = sign_in_http(c, live.admin_key)
         assert r.status_code == 303, r.text
         assert "percentiles-note" not in c.get("/trace-metrics", params=window).text
         monkeypatch.setattr(aggregates, "EXACT_LIMIT", 0)

@@ -22,7 +22,7 @@ from podium.core.db import utcnow
 from podium.tracing.writer import TraceWriter
 
 from .browser import sign_in
-from .conftest import LiveServer
+from .conftest import LiveServer, sign_in_http
 
 pytestmark = pytest.mark.browser
 
@@ -201,7 +201,7 @@ def shown_ids(page: Page) -> list[str]:
 def session_client(live: LiveServer) -> Iterator[httpx.Client]:
     """An HTTP client signed in to the dashboard (session cookie, no API key)."""
     with httpx.Client(base_url=live.url, timeout=30) as c:
-        r = c.post("/login", data={"api_key": live.admin_key, "next": "/"})
+        r = sign_in_http(c, live.admin_key)
         assert r.status_code == 303 and "podium_session" in c.cookies
         yield c
 

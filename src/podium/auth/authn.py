@@ -18,9 +18,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 
-from podium.auth.store import ApiKey, Membership, Project, User
+from podium.auth.store import ApiKey, EndedSession, Membership, Project, User
 from podium.core.db import Database
 from podium.core.errors import Unauthorized
 from podium.core.identity import Principal, lowest_role
@@ -94,6 +94,18 @@ class KeyCache:
         if not raw.startswith(KEY_PREFIX):
             raise Unauthorized("invalid API key: Podium keys start with 'pk-'")
         return self.authenticate_hash(hash_key(raw))
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether a dashboard session was signed out (read from the database: every process sees it at once)."""
+        with self.db.read_session() as s:
+            return s.get(EndedSession, session_id) is not None
+
+    def end_session(self, session_id: str, until: datetime) -> None:
+        """Sign a dashboard session out everywhere until its cookie would expire (and forget expired ones)."""
+        with self.db.session() as s:
+            s.execute(delete(EndedSession).where(EndedSession.expires_at < datetime.now(UTC)))
+            if s.get(EndedSession, session_id) is None:
+                s.add(EndedSession(session_id=session_id, expires_at=until))
 
     def authenticate_hash(self, digest: str) -> Principal:
         """The principal for a key's stored hash (dashboard sessions carry the hash, not the key)."""

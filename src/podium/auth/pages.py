@@ -17,10 +17,13 @@ from podium.web.shell import (
     check_csrf,
     end_session,
     error_page,
+    login_csrf_ok,
+    login_token,
     page_session,
     read_session,
     redirect,
     render,
+    set_login_token,
     start_session,
 )
 
@@ -132,12 +135,21 @@ def _safe_next(value: str | None) -> str:
     return "/"
 
 
+def _login_page(request: Request, next: str, error: str | None = None, status_code: int = 200) -> Response:
+    token = login_token(request)
+    page = render(
+        request, "shell/login.html", None, status_code=status_code, next=_safe_next(next), error=error, login_csrf=token
+    )
+    set_login_token(request, page, token)
+    return page
+
+
 @router.get("/login")
 def login_form(request: Request, next: str = "/") -> Response:
     """The sign-in form."""
     if read_session(request) is not None:
         return redirect(_safe_next(next))
-    return render(request, "shell/login.html", None, next=_safe_next(next), error=None)
+    return _login_page(request, next)
 
 
 class SignInFailures(SlidingWindow):
@@ -149,8 +161,15 @@ class SignInFailures(SlidingWindow):
 
 
 @router.post("/login")
-def login(request: Request, api_key: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
+def login(
+    request: Request,
+    api_key: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
     """Check the key and start a session; an address that keeps failing is refused for a while (429)."""
+    if not login_csrf_ok(request, csrf):
+        return _login_page(request, next, "the sign-in form had expired; sign in again", 400)
     platform = get_platform(request)
     key = api_key.strip()
     address = request.client.host if request.client else "unknown"
@@ -158,14 +177,14 @@ def login(request: Request, api_key: Annotated[str, Form()] = "", next: Annotate
     wait = failures.wait(address)
     if wait > 0:
         message = f"too many failed sign-ins from your address; try again in {wait} s"
-        refused = render(request, "shell/login.html", None, status_code=429, next=_safe_next(next), error=message)
+        refused = _login_page(request, next, message, 429)
         refused.headers["Retry-After"] = str(wait)
         return refused
     try:
         service.key_cache(platform.db).authenticate(key)
     except Unauthorized as exc:
         failures.hit(address)
-        return render(request, "shell/login.html", None, status_code=401, next=_safe_next(next), error=exc.message)
+        return _login_page(request, next, exc.message, 401)
     response = redirect(_safe_next(next))
     start_session(request, response, service.hash_key(key))
     return response
@@ -176,5 +195,5 @@ def logout(request: Request, session: SessionDep, csrf: Annotated[str, Form()] =
     """End the session."""
     check_csrf(session, csrf)
     response = redirect("/login")
-    end_session(response)
+    end_session(request, session, response)
     return response

@@ -1,4 +1,4 @@
-"""Tables for projects, users, API keys and audit rows."""
+"""Tables for projects, users, memberships, API keys, audit rows and signed-out dashboard sessions."""
 
 from __future__ import annotations
 
@@ -84,3 +84,13 @@ class AuditRow(Base):
     project_id: Mapped[str | None] = mapped_column(String(40), default=None)
     request_id: Mapped[str | None] = mapped_column(String(64), default=None)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class EndedSession(Base):
+    """A dashboard session signed out before its cookie expired: the cookie is refused until `expires_at`
+    (then the row may go)."""
+
+    __tablename__ = "ended_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

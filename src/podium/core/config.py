@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         description="Folders under which server admins may register model files by path (comma-separated); "
         "empty: any path. Members register only pip packages and hub ids.",
     )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses of the reverse proxies in front of the server (comma-separated): their"
+        " X-Forwarded-For/-Proto are believed (client address for sign-in limits; https makes the session"
+        " cookie Secure). Empty: no header is believed.",
+    )
     metrics_require_key: bool = Field(
         False, description="/metrics answers only requests with a valid API key (Authorization: Bearer)."
     )
@@ -139,7 +145,7 @@ class Settings(BaseSettings):
     url: str | None = Field(None, description="Server the CLI and SDK talk to; default http://<host>:<port>.")
     api_key: SecretStr | None = Field(None, description="Key the CLI and SDK send; default <home>/admin.key.")
 
-    @field_validator("serve_models", "model_source_roots", mode="before")
+    @field_validator("serve_models", "model_source_roots", "trusted_proxies", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -125,3 +125,9 @@ class Authenticator(Protocol):
 
     def authenticate_hash(self, digest: str) -> Principal:
         """The principal for a key's stored hash (dashboard sessions carry the hash, not the key)."""
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether a dashboard session was signed out (on any server process)."""
+
+    def end_session(self, session_id: str, until: datetime) -> None:
+        """Record that a dashboard session was signed out; its cookie is refused until it would expire."""

@@ -56,6 +56,7 @@ class Call:
     ttft_ms: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usage_estimated: bool = False  # the upstream's usage never came: `estimate_usage` counted it
     cost_micros: int = 0
     status: int = 200
     error: str | None = None
@@ -89,9 +90,31 @@ class Call:
         """Take token counts from an OpenAI `usage` object and price them."""
         if not isinstance(usage, dict):
             return
-        self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        self.completion_tokens = int(usage.get("completion_tokens") or 0)
+        self.prompt_tokens = _tokens(usage.get("prompt_tokens"))
+        self.completion_tokens = _tokens(usage.get("completion_tokens"))
         self.cost_micros = self.price.cost_micros(self.prompt_tokens, self.completion_tokens)
+
+    def estimate_usage(self, completion_text: str) -> None:
+        """Usage when the upstream's never came (the client left mid-stream): about four characters a token
+        for the request and what was streamed, so a call that ran is never free."""
+        if self.prompt_tokens or self.completion_tokens:
+            return
+        request = len(self.body_raw) if self.body_raw is not None else len(orjson.dumps(self.body))
+        self.set_usage({"prompt_tokens": -(-request // 4), "completion_tokens": -(-len(completion_text) // 4)})
+        self.usage_estimated = True
+
+
+MAX_TOKENS_REPORTED = 100_000_000  # an upstream's usage beyond this (or below 0) is not believed
+
+
+def _tokens(value: Any) -> int:
+    """A token count from an upstream's usage: an integer in [0, MAX_TOKENS_REPORTED] (a negative count would
+    credit the budgets, a huge one overflow the ledger)."""
+    try:
+        n = int(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return min(max(n, 0), MAX_TOKENS_REPORTED)
 
 
 _METHODS = {"chat": "chat", "completion": "complete", "embedding": "embed"}  # call kind → provider method
@@ -410,6 +433,7 @@ class Dispatcher:
                 "attempts": call.attempts,
                 "cache": call.cache,
                 "cache_similarity": call.cache_similarity,
+                **({"usage_estimated": True} if call.usage_estimated else {}),
             },
             "input": inp,
             "output": out,

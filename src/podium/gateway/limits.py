@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, tuple_
 
 from podium.auth.service import key_ref, names_of, project_ref, record_audit, user_ref
+from podium.core.config import Settings
 from podium.core.db import Database, utcnow
-from podium.core.errors import InvalidInput, NotFound, validated
+from podium.core.errors import ConfigError, InvalidInput, NotFound, validated
 from podium.core.identity import Actor
 from podium.core.money import micros, usd
 from podium.core.platform import Platform
@@ -157,11 +158,42 @@ def _info(row: GatewayLimit, name: str, spent: dict[tuple[str, str, str], int], 
     )
 
 
+def check_shared_counters(settings: Settings, spec: LimitSpec | None = None) -> None:
+    """Rates and budgets are counted in memory by each server process unless Redis is shared: with several
+    workers and no Redis, each would let through the whole limit. Refuse rather than over-spend."""
+    counted = spec is None or any(
+        v is not None for v in (spec.rpm, spec.tpm, spec.daily_budget_usd, spec.monthly_budget_usd)
+    )
+    if counted and settings.workers > 1 and not settings.redis_url:
+        raise InvalidInput(
+            f"rate limits and budgets need redis_url when the server runs {settings.workers} workers (each would"
+            " count on its own and let the whole limit through); set redis_url or run one worker",
+            details={"field": "redis_url"},
+        )
+
+
+def check_stored_limits(settings: Settings, db: Database) -> None:
+    """At start: the stored rates and budgets can be enforced by this server's shape (`check_shared_counters`)."""
+    if settings.workers <= 1 or settings.redis_url:
+        return
+    counted = [
+        f"{row.scope} {row.scope_id}"
+        for row in load_limits(db)
+        if any(v is not None for v in (row.rpm, row.tpm, row.daily_budget_micros, row.monthly_budget_micros))
+    ]
+    if counted:
+        raise ConfigError(
+            f"{len(counted)} rate limits or budgets are set ({', '.join(counted[:3])}…) but {settings.workers} workers"
+            " without redis_url would each let the whole limit through: set redis_url, or run one worker"
+        )
+
+
 def set_limits(platform: Platform, actor: Actor, scope: str, ref: str, data: Any) -> LimitInfo:
     """Set (replace) the limits of one key, project or user (admin); audited."""
     actor.require_admin("set gateway limits")
     scope = _check_scope(scope)
     spec = parse_limits(data)
+    check_shared_counters(platform.settings, spec)
     now = utcnow()
     with platform.db.session() as s:
         scope_id, name, project_id = _resolve(s, scope, ref)

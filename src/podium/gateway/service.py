@@ -326,6 +326,22 @@ def _assembled(kind: str, meta: dict[str, Any], text: str, finish_reason: str, u
     return {**meta, "object": obj, "choices": [choice], "usage": usage}
 
 
+GUARD_WINDOW = 2_000  # characters before a chunk that streaming guardrails see again with it
+
+
+def _tail(pieces: list[str], n: int) -> str:
+    """The last `n` characters of the streamed text (read from its last pieces only)."""
+    taken: list[str] = []
+    size = 0
+    for piece in reversed(pieces):
+        taken.append(piece)
+        size += len(piece)
+        if size >= n:
+            break
+    text = "".join(reversed(taken))
+    return text[-n:]
+
+
 @dataclass
 class _StreamRelay:
     """Relays an upstream stream to the client: usage rides on the final chunk (or its own, if the client
@@ -387,10 +403,10 @@ class _StreamRelay:
                             text = c.get("text")
                         if isinstance(text, str):
                             pieces.append(text)
-                            if self.guards and text:
-                                so_far = "".join(pieces)
+                            if self.guards and text:  # the new text and what came just before it, not it all
+                                window = _tail(pieces, len(text) + GUARD_WINDOW)
                                 for guard in self.guards:
-                                    await guard.check_response(so_far)
+                                    await guard.check_response(window)
                         if c.get("finish_reason"):
                             finish_reason = c["finish_reason"]
                     if choices and choices[-1].get("finish_reason"):
@@ -413,6 +429,7 @@ class _StreamRelay:
         except (asyncio.CancelledError, GeneratorExit):
             call.status = 499
             call.error = "the client disconnected during the stream"
+            call.estimate_usage("".join(pieces))  # the upstream worked (and bills) until then
             if not self.opening.done():
                 self.opening.cancel()
             raise

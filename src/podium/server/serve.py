@@ -71,6 +71,9 @@ def prepare(settings: Settings, *, register_builtins: bool = True) -> str | None
     if db.backend == "sqlite" and db.engine.url.database:
         for suffix in ("", "-wal", "-shm"):
             _private(Path(db.engine.url.database + suffix), 0o600)
+    from podium.gateway.limits import check_stored_limits
+
+    check_stored_limits(settings, db)  # several workers count limits apart unless Redis is shared
     load_secret_key(settings)
     if settings.secret_key_previous:
         _rotate_secrets(settings)
@@ -207,5 +210,7 @@ def _run_uvicorn(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=int(settings.graceful_timeout) or None,
-        proxy_headers=False,
+        # X-Forwarded-* are believed from the configured proxies only (else a client could choose its address)
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ class PageSession:
     principal: Principal
     csrf: str
     actor: Actor
+    session_id: str
 
 
 def read_session(request: Request) -> PageSession | None:
@@ -61,8 +63,11 @@ def read_session(request: Request) -> PageSession | None:
         data = _serializer(request).loads(raw, max_age=SESSION_MAX_AGE)
     except BadSignature:
         return None
+    keys = get_authenticator(request)
     try:
-        principal = get_authenticator(request).authenticate_hash(str(data["h"]))
+        principal = keys.authenticate_hash(str(data["h"]))
+        if keys.session_ended(str(data["s"])):  # signed out, on this process or another
+            return None
     except (Unauthorized, KeyError):
         return None
     if principal.expires_at is not None:
@@ -70,12 +75,13 @@ def read_session(request: Request) -> PageSession | None:
 
         if principal.expires_at <= utcnow():
             return None
-    return PageSession(principal, str(data["c"]), Actor(principal, request_id(request)))
+    return PageSession(principal, str(data["c"]), Actor(principal, request_id(request)), str(data["s"]))
 
 
 def start_session(request: Request, response: Response, key_hash: str) -> None:
     """Set the session cookie: HttpOnly, SameSite=Lax, Secure when served over HTTPS."""
-    token = _serializer(request).dumps({"h": key_hash, "c": secrets.token_urlsafe(24)})
+    data = {"h": key_hash, "c": secrets.token_urlsafe(24), "s": secrets.token_urlsafe(24)}
+    token = _serializer(request).dumps(data)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -87,9 +93,33 @@ def start_session(request: Request, response: Response, key_hash: str) -> None:
     )
 
 
-def end_session(response: Response) -> None:
-    """Clear the session cookie."""
+def end_session(request: Request, session: PageSession, response: Response) -> None:
+    """Sign the session out on the server (a copy of its cookie no longer works) and clear the cookie."""
+    until = datetime.now(UTC) + timedelta(seconds=SESSION_MAX_AGE)
+    get_authenticator(request).end_session(session.session_id, until)
     response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+LOGIN_CSRF_COOKIE = "podium_login_csrf"
+
+
+def login_token(request: Request) -> str:
+    """The sign-in form's CSRF token (double submit: the same random value in a cookie and in the form,
+    so another site cannot sign a visitor in with its own key): the visitor's, or a new one."""
+    return request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+
+
+def set_login_token(request: Request, response: Response, token: str) -> None:
+    """Give the visitor the sign-in form's CSRF cookie."""
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="lax", secure=request.url.scheme == "https"
+    )
+
+
+def login_csrf_ok(request: Request, token: str) -> bool:
+    """Whether the sign-in form's token matches its cookie."""
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
+    return bool(token) and hmac.compare_digest(token, cookie)
 
 
 class LoginRequired(Exception):
