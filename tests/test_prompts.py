@@ -142,21 +142,35 @@ def test_only_the_prompts_project_or_an_admin_may_change_it(module_server: LiveS
 
     owner, stranger = member_of("prompt-owner"), member_of("prompt-stranger")
     with module_server.client(owner) as c:
-        _push(c, {"name": "owned", "template": "one"})
-        _push(c, {"name": "owned", "template": "two"})
+        _push(c, {"name": "owned", "template": "secret one"})
+        _push(c, {"name": "owned", "template": "secret two"})
         assert c.put("/api/prompts/owned/labels/production", json={"version": 1}).status_code == 200
         exp = c.post("/api/prompts/owned/experiments", json={"name": "e", "arms": [{"version": 1}, {"version": 2}]})
         assert exp.status_code == 201, exp.text
     with module_server.client(stranger) as c:
+        # another project's prompt does not exist for a stranger: not to change, not to read (404), and its
+        # name, unique on the server, is taken (409)
+        r = c.post("/api/prompts", json={"name": "owned", "template": "hijacked"})
+        assert r.status_code == 409 and "taken by another project" in r.json()["error"]["message"], r.text
+        exp_id = exp.json()["id"]
         for r in (
-            c.post("/api/prompts", json={"name": "owned", "template": "hijacked"}),
             c.put("/api/prompts/owned/labels/production", json={"version": 2}),
             c.delete("/api/prompts/owned/labels/production"),
-            c.post(f"/api/experiments/{exp.json()['id']}/stop"),
+            c.post(f"/api/experiments/{exp_id}/stop"),
             c.post("/api/prompts/owned/experiments", json={"name": "x", "arms": [{"version": 1}, {"version": 2}]}),
+            c.get("/api/prompts/owned"),
+            c.get("/api/prompts/owned/versions/production"),
+            c.get("/api/prompts/owned/diff", params={"a": 1, "b": 2}),
+            c.post("/api/prompts/owned/render", json={}),
+            c.get("/api/prompts/owned/experiments"),
+            c.get(f"/api/experiments/{exp_id}"),
+            c.get(f"/api/experiments/{exp_id}/results"),
         ):
-            assert r.status_code == 403 and "belongs to another project" in r.json()["error"]["message"], r.text
-        assert c.get("/api/prompts/owned/versions/production").json()["version"] == 1  # reading is allowed
+            assert r.status_code == 404 and "secret" not in r.text, r.text
+        assert "owned" not in [p["name"] for p in c.get("/api/prompts").json()]
+        # and a reference through the gateway finds nothing either
+        r = c.post("/v1/chat/completions", json={"prompt": {"name": "owned"}})
+        assert r.status_code == 404 and r.json()["error"]["param"] == "prompt.name", r.text
     with module_server.client() as c:  # an admin may
         assert c.put("/api/prompts/owned/labels/production", json={"version": 2}).status_code == 200
         assert c.get("/api/prompts/owned").json()["latest_version"] == 2

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from podium.core.identity import Principal
+
 SESSION_HEADER = b"x-podium-session-id"  # ASGI header names are lowercase bytes
 MAX_SESSION = 200  # the traces table's session_id width
 
@@ -58,6 +60,8 @@ def session_id(raw_headers: Iterable[tuple[bytes, bytes]], body: dict[str, Any])
 class PromptResolver(Protocol):
     """Renders a chat request's prompt reference into the request to send upstream."""
 
-    async def apply(self, body: dict[str, Any], session: str | None) -> tuple[dict[str, Any], PromptUse]:
+    async def apply(
+        self, body: dict[str, Any], session: str | None, principal: Principal | None = None
+    ) -> tuple[dict[str, Any], PromptUse]:
         """The request with the reference rendered in, and which version (and experiment arm) it used; a
         `GatewayError` (400/404) says what was wrong with the reference."""

@@ -149,7 +149,7 @@ class Gateway:
             if kind == "chat" and "prompt" in body:  # a prompt reference: render it into the request
                 if self.prompts is None:
                     raise GatewayError(400, "prompt references are not served by this gateway", code="invalid_prompt")
-                body, used = await self.prompts.apply(body, incoming.session_id)
+                body, used = await self.prompts.apply(body, incoming.session_id, principal)
             model = check_fields(kind, body)
         except GatewayError as exc:
             return Answer(exc.status, exc.headers, None, body=exc.body())

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from podium.core.identity import Actor, Principal
 from podium.core.periodic import run_every
 from podium.core.platform import Platform
 from podium.core.registry import KNOWN_LISTED
@@ -98,6 +99,7 @@ class Entry:
     versions: dict[int, Version]  # the versions labels, `latest` and experiment arms point at
     by_id: dict[str, Version]
     experiment: RunningExperiment | None = None
+    project_id: str | None = None  # the owning project (None: global)
 
 
 @dataclass(frozen=True)
@@ -129,12 +131,15 @@ class PromptDirectory:
 
     # --- lookups (event loop) ------------------------------------------------------------------
 
-    def entry(self, name: str) -> Entry:
-        """The prompt's snapshot entry, or `NotFound` naming the known prompts (the registry's wording)."""
+    def entry(self, name: str, principal: Principal | None = None) -> Entry:
+        """The prompt's snapshot entry, or `NotFound` naming the known prompts (the registry's wording). With
+        `principal`, only prompts it sees exist: its project's and global ones (every one for a server admin),
+        and only their names are listed."""
         snap = self._snap
         found = snap.entries.get(name)
-        if found is None:
-            raise PROMPTS.not_found(name, snap.names[:KNOWN_LISTED], field="prompt.name")
+        if found is None or not _sees(principal, found.project_id):
+            visible = [n for n in snap.names if _sees(principal, snap.entries[n].project_id)]
+            raise PROMPTS.not_found(name, visible[:KNOWN_LISTED], field="prompt.name")
         return found
 
     async def resolve(
@@ -144,10 +149,12 @@ class PromptDirectory:
         number: int | None = None,
         user: str | None = None,
         session: str | None = None,
+        principal: Principal | None = None,
     ) -> Choice:
-        """The version for a reference. An explicit `number` is used as is; otherwise the label (`latest` by
-        default) must exist, and a running experiment on the prompt picks the arm, sticky by its key."""
-        entry = self.entry(name)
+        """The version for a reference (among the prompts `principal` sees). An explicit `number` is used as
+        is; otherwise the label (`latest` by default) must exist, and a running experiment on the prompt picks
+        the arm, sticky by its key."""
+        entry = self.entry(name, principal)
         if number is not None:
             return Choice(await self._numbered(entry, number))
         if label is None or label == "latest":
@@ -189,7 +196,7 @@ class PromptDirectory:
         return version
 
     def _fetch(self, name: str, number: int) -> Version:
-        v = get_version(self.platform.db, name, number)
+        v = get_version(self.platform.db, Actor.system(), name, number)  # the caller was checked on its entry
         return Version.of(v, v.prompt)
 
     # --- reloading (worker thread) ---------------------------------------------------------------
@@ -201,6 +208,7 @@ class PromptDirectory:
 
     def _load(self, s: Session, old: _Snapshot) -> _Snapshot:
         prompts: dict[str, str] = {pid: name for pid, name in s.execute(select(Prompt.id, Prompt.name))}
+        owners: dict[str, str | None] = {pid: owner for pid, owner in s.execute(select(Prompt.id, Prompt.project_id))}
         labels: dict[str, dict[str, str]] = {}
         for pid, label, vid in s.execute(select(PromptLabel.prompt_id, PromptLabel.label, PromptLabel.version_id)):
             labels.setdefault(pid, {})[label] = vid
@@ -258,6 +266,7 @@ class PromptDirectory:
                 versions={v.version: v for v in by_id.values()},
                 by_id=by_id,
                 experiment=experiment,
+                project_id=owners.get(pid),
             )
         return _Snapshot(entries, sorted(entries))
 
@@ -271,3 +280,8 @@ class PromptDirectory:
     async def run_refresher(self) -> None:
         """Rebuild the snapshot every `every` seconds until cancelled."""
         await run_every(self.every, self.refresh, "reloading prompts failed; keeping the previous snapshot")
+
+
+def _sees(principal: Principal | None, project_id: str | None) -> bool:
+    """Whether a caller sees a prompt of `project_id` (no caller: the platform itself, which sees all)."""
+    return principal is None or project_id is None or principal.admin or project_id == principal.project_id

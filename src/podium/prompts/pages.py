@@ -91,7 +91,7 @@ def diff_lines(unified: str) -> list[DiffLine]:
 @router.get("/prompts")
 def prompts_page(request: Request, session: SessionDep) -> Response:
     """Every prompt with its kind, latest version, labels and last update."""
-    prompts = service.list_prompts(get_platform(request).db)
+    prompts = service.list_prompts(get_platform(request).db, session.actor)
     return render(request, "prompts/list.html", session, prompts=prompts)
 
 
@@ -105,7 +105,7 @@ def new_playground(request: Request, session: SessionDep) -> Response:
 def playground(request: Request, name: str, session: SessionDep, start: str | None = None) -> Response:
     """The playground for a prompt, starting from version `start` (the latest by default)."""
     try:
-        detail = service.get_prompt(get_platform(request).db, name)
+        detail = service.get_prompt(get_platform(request).db, session.actor, name)
     except PodiumError as exc:
         return error_page(request, session, exc)
     return _playground(request, session, detail, start)
@@ -115,7 +115,7 @@ def playground(request: Request, name: str, session: SessionDep, start: str | No
 def version_by_id(request: Request, version_id: str, session: SessionDep) -> Response:
     """A version by id (as traces link to it): its prompt's page with that version selected."""
     try:
-        v = service.get_version_by_id(get_platform(request).db, version_id)
+        v = service.get_version_by_id(get_platform(request).db, session.actor, version_id)
     except PodiumError as exc:
         return error_page(request, session, exc)
     return redirect(f"/prompts/{v.prompt}?v={v.version}")
@@ -133,17 +133,17 @@ def prompt_page(
     """A prompt: version history, the selected version's content, a diff of any two versions, labels."""
     db = get_platform(request).db
     try:
-        detail = service.get_prompt(db, name)
+        detail = service.get_prompt(db, session.actor, name)
         numbers = [x.version for x in detail.versions]
         selected = _pick(detail, v) if detail.versions else None
         diff = None
         if len(numbers) >= 2 or (a and b):
             a_ref = a or str(numbers[1])
             b_ref = b or str(numbers[0])
-            diff = service.diff(db, name, a_ref, b_ref)
+            diff = service.diff(db, session.actor, name, a_ref, b_ref)
     except PodiumError as exc:
         return error_page(request, session, exc)
-    experiments = _experiments_of(request, name)
+    experiments = _experiments_of(request, session, name)
     return render(
         request,
         "prompts/detail.html",
@@ -279,7 +279,7 @@ class SaveBody(BaseModel):
 @router.post("/prompts/-/variables")
 def variables(request: Request, body: VariablesBody, session: JsonSessionDep) -> dict[str, Any]:
     """The variables the draft and the compared versions use, and the draft's template errors."""
-    return runs.variables_report(get_platform(request).db, body.name, body.draft, body.versions)
+    return runs.variables_report(get_platform(request).db, session.actor, body.name, body.draft, body.versions)
 
 
 @router.post("/prompts/-/save")
@@ -293,9 +293,9 @@ def save(request: Request, body: SaveBody, session: JsonSessionDep) -> dict[str,
 # --- experiments ---------------------------------------------------------------------------------
 
 
-def _experiments_of(request: Request, name: str) -> list[ExperimentInfo]:
+def _experiments_of(request: Request, session: PageSession, name: str) -> list[ExperimentInfo]:
     """The prompt's experiments, newest first."""
-    return experiments.list_experiments(get_platform(request).db, name)
+    return experiments.list_experiments(get_platform(request).db, session.actor, name)
 
 
 def fmt_value(value: float | None, unit: str = "") -> str:
@@ -332,10 +332,10 @@ def experiment_page(request: Request, name: str, experiment_id: str, session: Se
     (while it runs) the stop button and the shares form."""
     db = get_platform(request).db
     try:
-        detail = experiments.get_experiment(db, experiment_id)
+        detail = experiments.get_experiment(db, session.actor, experiment_id)
         if detail.prompt != name:
             return redirect(f"/prompts/{detail.prompt}/experiments/{experiment_id}")
-        res = experiments.results(db, experiment_id)
+        res = experiments.results(db, session.actor, experiment_id)
     except PodiumError as exc:
         return error_page(request, session, exc)
     return render(

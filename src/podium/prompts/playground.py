@@ -77,10 +77,10 @@ class RunResult(BaseModel):
 # --- drafts ----------------------------------------------------------------------------------------
 
 
-def draft_spec(db: Database, name: str, draft: Draft) -> dict[str, Any]:
+def draft_spec(db: Database, actor: Actor, name: str, draft: Draft) -> dict[str, Any]:
     """The draft as a version spec: the base version's declared variables (those still used), model
     parameters, tools and response format, with the edited template or messages."""
-    base = service.get_version(db, name, draft.base) if name and draft.base is not None else None
+    base = service.get_version(db, actor, name, draft.base) if name and draft.base is not None else None
     spec: dict[str, Any] = {"name": name or "draft"}
     if draft.kind == "text":
         spec["template"] = draft.template or ""
@@ -119,7 +119,7 @@ def used_variables(draft: Draft) -> set[str]:
     return used
 
 
-def variables_report(db: Database, name: str, draft: Draft, versions: list[int]) -> dict[str, Any]:
+def variables_report(db: Database, actor: Actor, name: str, draft: Draft, versions: list[int]) -> dict[str, Any]:
     """The variables the draft and the compared versions use (declared types and defaults where known),
     and every template error of the draft with its line and column."""
     errors = []
@@ -129,12 +129,12 @@ def variables_report(db: Database, name: str, draft: Draft, versions: list[int])
         except InvalidInput as exc:
             errors.append({"where": where, "message": exc.message, **exc.details})
     found: dict[str, dict[str, Any]] = {}
-    spec = draft_spec(db, name, draft)
+    spec = draft_spec(db, actor, name, draft)
     for var in sorted(used_variables(draft)):
         found[var] = {"name": var, **spec.get("variables", {}).get(var, {"type": "string"}), "used_by": ["draft"]}
     if name:
         for number in versions[:MAX_COMBOS]:
-            v = service.get_version(db, name, number)
+            v = service.get_version(db, actor, name, number)
             for var, declared in v.variables.items():
                 entry = found.setdefault(var, {"name": var, **declared, "used_by": []})
                 entry["used_by"].append(f"v{number}")
@@ -145,7 +145,7 @@ def save_draft(db: Database, actor: Actor, name: str, draft: Draft, message: str
     """Save the draft as a new version of `name` (or the first version of a new prompt)."""
     if not name.strip():
         raise InvalidInput("give the prompt a name before saving", details={"field": "name"})
-    spec = draft_spec(db, name.strip(), draft)
+    spec = draft_spec(db, actor, name.strip(), draft)
     spec["message"] = message
     return service.create_version(db, actor, spec)
 
@@ -182,7 +182,7 @@ async def _rendered(db: Database, actor: Actor, req: RunRequest) -> tuple[dict[s
         actor.require("member", "run draft prompts")
         if req.draft is None:
             raise InvalidInput("a draft run needs the draft", details={"field": "draft"})
-        spec = await asyncio.to_thread(draft_spec, db, req.name, req.draft)
+        spec = await asyncio.to_thread(draft_spec, db, actor, req.name, req.draft)
         content = service.check_spec(service.parse_spec(spec))
         text, messages, _ = await asyncio.to_thread(
             template.render_content,
@@ -197,7 +197,7 @@ async def _rendered(db: Database, actor: Actor, req: RunRequest) -> tuple[dict[s
         ), None
     if not req.name:
         raise InvalidInput("running a saved version needs the prompt's name", details={"field": "name"})
-    v = await asyncio.to_thread(service.get_version, db, req.name, req.source)
+    v = await asyncio.to_thread(service.get_version, db, actor, req.name, req.source)
     rendered = await asyncio.to_thread(service.render_version, v, req.variables)
     body = chat_body(
         req.model, rendered.text, rendered.messages, rendered.model, rendered.tools, rendered.response_format

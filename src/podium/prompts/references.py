@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from podium.core.errors import NotFound, PodiumError
+from podium.core.identity import Principal
 from podium.gateway.errors import GatewayError
 from podium.gateway.prompting import PromptUse
 from podium.prompts.directory import PromptDirectory
@@ -27,9 +28,11 @@ class PromptReferences:
 
     directory: PromptDirectory
 
-    async def apply(self, body: dict[str, Any], session: str | None) -> tuple[dict[str, Any], PromptUse]:
+    async def apply(
+        self, body: dict[str, Any], session: str | None, principal: Principal | None = None
+    ) -> tuple[dict[str, Any], PromptUse]:
         """See `PromptResolver.apply`."""
-        return await apply_prompt(self.directory, body, session)
+        return await apply_prompt(self.directory, body, session, principal)
 
 
 def _bad(message: str, param: str) -> GatewayError:
@@ -73,14 +76,19 @@ def parse_reference(ref: Any) -> tuple[str, str | None, int | None, dict[str, An
 
 
 async def apply_prompt(
-    directory: PromptDirectory, body: dict[str, Any], session: str | None
+    directory: PromptDirectory, body: dict[str, Any], session: str | None, principal: Principal | None = None
 ) -> tuple[dict[str, Any], PromptUse]:
     """The request to send upstream, rendered from the body's prompt reference, and what was used."""
     name, label, number, variables = parse_reference(body["prompt"])
     user = body.get("user")
     try:
         choice = await directory.resolve(
-            name, label, number, user=user if isinstance(user, str) and user else None, session=session
+            name,
+            label,
+            number,
+            user=user if isinstance(user, str) and user else None,
+            session=session,
+            principal=principal,
         )
     except NotFound as exc:
         field = str(exc.details.get("field") or "prompt.name")

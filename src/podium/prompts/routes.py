@@ -44,8 +44,8 @@ class RenderBody(BaseModel):
 
 @router.get("")
 def list_prompts(actor: ActorDep, platform: PlatformDep) -> list[PromptInfo]:
-    """Every prompt with its latest version and labels."""
-    return service.list_prompts(platform.db)
+    """The prompts you see (your project's and global ones) with their latest version and labels."""
+    return service.list_prompts(platform.db, actor)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -68,25 +68,25 @@ def create_version(
 @router.get("/versions/{version_id}")
 def get_version_by_id(version_id: str, actor: ActorDep, platform: PlatformDep) -> VersionInfo:
     """One version by id (`prv_…`), as traces link to it."""
-    return service.get_version_by_id(platform.db, version_id)
+    return service.get_version_by_id(platform.db, actor, version_id)
 
 
 @router.get("/{name}")
 def get_prompt(name: str, actor: ActorDep, platform: PlatformDep) -> PromptDetail:
     """A prompt with its versions and label history."""
-    return service.get_prompt(platform.db, name)
+    return service.get_prompt(platform.db, actor, name)
 
 
 @router.get("/{name}/versions/{ref}")
 def get_version(name: str, ref: str, actor: ActorDep, platform: PlatformDep) -> VersionInfo:
     """One version, by number, label or `latest`."""
-    return service.get_version(platform.db, name, ref)
+    return service.get_version(platform.db, actor, name, ref)
 
 
 @router.get("/{name}/diff")
 def diff(name: str, a: str, b: str, actor: ActorDep, platform: PlatformDep) -> Diff:
     """Compare two versions (numbers or labels)."""
-    return service.diff(platform.db, name, a, b)
+    return service.diff(platform.db, actor, name, a, b)
 
 
 @router.put("/{name}/labels/{label}")
@@ -105,7 +105,7 @@ def remove_label(name: str, label: str, actor: ActorDep, platform: PlatformDep) 
 def render(name: str, body: RenderBody, actor: ActorDep, platform: PlatformDep) -> Rendered:
     """Render a version (by `version` or `label`; latest by default) with variables."""
     ref = body.version if body.version is not None else body.label
-    return service.render(platform.db, name, ref, body.variables)
+    return service.render(platform.db, actor, name, ref, body.variables)
 
 
 playground_router = APIRouter(prefix="/api/playground", tags=["prompts"])

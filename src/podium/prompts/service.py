@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from podium.auth.service import record_audit
 from podium.core.db import Database, utcnow
-from podium.core.errors import Forbidden, InvalidInput, NotFound, validated
+from podium.core.errors import Conflict, InvalidInput, NotFound, validated
 from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.prompts import template
@@ -236,16 +236,13 @@ def _version_info(
 
 
 def check_owner(s: Session, actor: Actor, prompt_id: str) -> None:
-    """Writes to a prompt (versions, labels, experiments) belong to its project's members and to admins:
-    a member of another project cannot move the label that serves this project's traffic."""
-    if actor.is_admin:
-        return
+    """Writes to a prompt (versions, labels, experiments) belong to its project's members and to server
+    admins. For anyone else another project's prompt does not exist: `NotFound`, as for a missing one."""
     p = s.get(Prompt, prompt_id)
-    if p is not None and p.project_id is not None and p.project_id != actor.project_id:
-        raise Forbidden(
-            f"prompt {p.name!r} belongs to another project; only its project's members or an admin may change it",
-            details={"prompt": p.name},
-        )
+    if p is not None and not actor.sees(p.project_id):
+        raise NotFound(f"prompt {p.name!r} not found", details={"field": "name"})
+    if p is not None and p.project_id is None:
+        actor.require_admin("change global prompts")
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -288,6 +285,11 @@ def _create_in(s: Session, actor: Actor, spec: PromptSpec, content: dict[str, An
         s.add(p)
         s.flush()
         record_audit(s, actor, "prompt.create", "prompt", p.id, details={"name": spec.name})
+    elif not actor.sees(p.project_id):  # names are unique on the server: say so, without showing the prompt
+        raise Conflict(
+            f"the prompt name {spec.name!r} is taken by another project; choose another name",
+            details={"field": "name"},
+        )
     else:
         check_owner(s, actor, p.id)
     if spec.description and spec.description != p.description:
@@ -333,10 +335,13 @@ def _dry_run(db: Database, actor: Actor, spec: PromptSpec, content: dict[str, An
         )
 
 
-def list_prompts(db: Database) -> list[PromptInfo]:
-    """Every prompt, by name, with its latest version and labels."""
+def list_prompts(db: Database, actor: Actor) -> list[PromptInfo]:
+    """The prompts the actor sees (its project's and global ones; every one for a server admin), by name,
+    with their latest version and labels."""
+    actor.require("viewer", "read prompts")
     with db.read_session() as s:
-        return [_prompt_info(s, p) for p in s.scalars(select(Prompt).order_by(Prompt.name))]
+        q = PROMPTS.in_scope(select(Prompt).order_by(Prompt.name), actor.scope())
+        return [_prompt_info(s, p) for p in s.scalars(q)]
 
 
 def _prompt_info(s: Session, p: Prompt) -> PromptInfo:
@@ -351,10 +356,11 @@ def _prompt_info(s: Session, p: Prompt) -> PromptInfo:
     )
 
 
-def get_prompt(db: Database, name: str) -> PromptDetail:
+def get_prompt(db: Database, actor: Actor, name: str) -> PromptDetail:
     """A prompt with every version (newest first) and its label history (newest first)."""
+    actor.require("viewer", "read prompts")
     with db.read_session() as s:
-        p = PROMPTS.find(s, name)
+        p = PROMPTS.find(s, name, projects=actor.scope())
         labels = PROMPTS.labels(s, p)
         versions = PROMPTS.versions(s, p)
         latest = versions[0].version if versions else 0
@@ -370,21 +376,23 @@ def get_prompt(db: Database, name: str) -> PromptDetail:
         )
 
 
-def get_version(db: Database, name: str, ref: str | int | None = None) -> VersionInfo:
-    """One version by number (`3`, `v3`), label, version id, or `latest` (the default)."""
+def get_version(db: Database, actor: Actor, name: str, ref: str | int | None = None) -> VersionInfo:
+    """One version by number (`3`, `v3`), label, version id, or `latest` (the default), of a prompt the
+    actor sees."""
+    actor.require("viewer", "read prompts")
     with db.read_session() as s:
-        p = PROMPTS.find(s, name)
+        p = PROMPTS.find(s, name, projects=actor.scope())
         return _version_info(s, p, PROMPTS.resolve(s, p, ref))
 
 
-def get_version_by_id(db: Database, version_id: str) -> VersionInfo:
-    """One version by its id (`prv_…`), as traces link to it."""
+def get_version_by_id(db: Database, actor: Actor, version_id: str) -> VersionInfo:
+    """One version by its id (`prv_…`), as traces link to it, if the actor sees its prompt."""
+    actor.require("viewer", "read prompts")
     with db.read_session() as s:
         v = s.get(PromptVersion, version_id)
-        if v is None:
+        p = s.get(Prompt, v.prompt_id) if v is not None else None
+        if v is None or p is None or not actor.sees(p.project_id):
             raise NotFound(f"prompt version {version_id!r} not found")
-        p = s.get(Prompt, v.prompt_id)
-        assert p is not None
         return _version_info(s, p, v)
 
 
@@ -464,9 +472,9 @@ def to_yaml(data: dict[str, Any]) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
 
 
-def diff(db: Database, name: str, a: str | int, b: str | int) -> Diff:
+def diff(db: Database, actor: Actor, name: str, a: str | int, b: str | int) -> Diff:
     """Compare two versions (numbers or labels)."""
-    va, vb = get_version(db, name, a), get_version(db, name, b)
+    va, vb = get_version(db, actor, name, a), get_version(db, actor, name, b)
     fields = ("kind", "template", "messages", "variables", "model", "tools", "response_format")
     changed = [f for f in fields if getattr(va, f) != getattr(vb, f)]
     lines = difflib.unified_diff(
@@ -520,6 +528,6 @@ def render_version(v: RenderableVersion, values: Mapping[str, Any] | None) -> Re
     )
 
 
-def render(db: Database, name: str, ref: str | int | None, values: dict[str, Any] | None) -> Rendered:
+def render(db: Database, actor: Actor, name: str, ref: str | int | None, values: dict[str, Any] | None) -> Rendered:
     """Render a prompt by name and version/label."""
-    return render_version(get_version(db, name, ref), values)
+    return render_version(get_version(db, actor, name, ref), values)

@@ -40,19 +40,19 @@ def create_experiment(
 @router.get("/api/prompts/{name}/experiments")
 def list_experiments(name: str, actor: ActorDep, platform: PlatformDep) -> list[ExperimentInfo]:
     """A prompt's experiments, newest first."""
-    return experiments.list_experiments(platform.db, name)
+    return experiments.list_experiments(platform.db, actor, name)
 
 
 @router.get("/api/experiments/{experiment_id}")
 def get_experiment(experiment_id: str, actor: ActorDep, platform: PlatformDep) -> ExperimentDetail:
     """An experiment with its arms, shares and log of share changes."""
-    return experiments.get_experiment(platform.db, experiment_id)
+    return experiments.get_experiment(platform.db, actor, experiment_id)
 
 
 @router.get("/api/experiments/{experiment_id}/results")
 def get_results(experiment_id: str, actor: ActorDep, platform: PlatformDep) -> ExperimentResults:
     """Each arm's traces and scores with 95% intervals and the probability that it is best."""
-    return experiments.results(platform.db, experiment_id)
+    return experiments.results(platform.db, actor, experiment_id)
 
 
 @router.post("/api/experiments/{experiment_id}/stop")

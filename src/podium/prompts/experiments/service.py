@@ -311,20 +311,31 @@ def _detail(s: Session, e: Experiment, prompt_name: str | None = None) -> Experi
     return ExperimentDetail(**reads.info(s, e, prompt_name).model_dump(), shifts=shifts)
 
 
-def list_experiments(db: Database, prompt: str) -> list[ExperimentInfo]:
-    """A prompt's experiments, newest first."""
+def list_experiments(db: Database, actor: Actor, prompt: str) -> list[ExperimentInfo]:
+    """A prompt's experiments, newest first (of a prompt the actor sees)."""
+    actor.require("viewer", "read experiments")
     with db.read_session() as s:
-        p = PROMPTS.find(s, prompt)
+        p = PROMPTS.find(s, prompt, projects=actor.scope())
         rows = s.scalars(
             select(Experiment).where(Experiment.prompt_id == p.id).order_by(Experiment.created_at.desc())
         ).all()
         return [reads.info(s, e, p.name) for e in rows]
 
 
-def get_experiment(db: Database, experiment_id: str) -> ExperimentDetail:
-    """An experiment with its arms and its log of share changes."""
+def get_experiment(db: Database, actor: Actor, experiment_id: str) -> ExperimentDetail:
+    """An experiment with its arms and its log of share changes (of a prompt the actor sees)."""
     with db.read_session() as s:
-        return _detail(s, reads.find(s, experiment_id))
+        return _detail(s, _visible(s, actor, experiment_id))
+
+
+def _visible(s: Session, actor: Actor, experiment_id: str) -> Experiment:
+    """The experiment, if the actor sees its prompt; else `NotFound`, as if it did not exist."""
+    actor.require("viewer", "read experiments")
+    e = reads.find(s, experiment_id)
+    p = s.get(Prompt, e.prompt_id)
+    if p is None or not actor.sees(p.project_id):
+        raise NotFound(f"experiment {experiment_id!r} not found", details={"experiment": experiment_id})
+    return e
 
 
 def stop_experiment(db: Database, actor: Actor, experiment_id: str) -> ExperimentDetail:
@@ -407,6 +418,7 @@ def set_shares(db: Database, actor: Actor, experiment_id: str, data: Any) -> Exp
 
 def results(
     db: Database,
+    actor: Actor,
     experiment_id: str,
     *,
     seed: int = RESULTS_SEED,
@@ -414,6 +426,8 @@ def results(
     limit: int = score_store.MAX_VERSION_TRACES,
 ) -> ExperimentResults:
     """Each arm's traces and scores summarised with 95% intervals and the probability of being best."""
+    with db.read_session() as s:
+        _visible(s, actor, experiment_id)
     info, arms, truncated = reads.load(db, experiment_id, limit)
     counts: dict[str, int] = {}
     for a in arms:
