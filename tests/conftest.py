@@ -35,7 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("PODIUM_TEST_REQUIRE_POSTGRES=1 but PODIUM_TEST_DATABASE_URL is not set")
 
 
-MODULE_SCOPED = {"module_server", "gw", "live"}  # module-scoped fixtures that take the backend
+MODULE_SCOPED = {"module_server", "gw", "live", "world"}  # module-scoped fixtures that take the backend
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

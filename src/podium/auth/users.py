@@ -151,6 +151,8 @@ def update_user(
 ) -> UserInfo:
     """Change a user: their `role` in `project` (the caller's by default; its admins may), whether they are
     disabled or a server admin (server admins only). Disabling stops all their keys at once."""
+    if role is None and disabled is None and admin is None:  # else anyone could read any user through it
+        raise InvalidInput("nothing to change: give role (with project), disabled or admin", details={"field": "role"})
     with db.session() as s:
         u = find_user(s, ref)
         changes: dict[str, Any] = {}

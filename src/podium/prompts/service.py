@@ -235,12 +235,13 @@ def _version_info(
     )
 
 
-def check_owner(s: Session, actor: Actor, prompt_id: str) -> None:
+def check_owner(s: Session, actor: Actor, prompt_id: str, not_found: str | None = None) -> None:
     """Writes to a prompt (versions, labels, experiments) belong to its project's members and to server
-    admins. For anyone else another project's prompt does not exist: `NotFound`, as for a missing one."""
+    admins. For anyone else another project's prompt does not exist: `NotFound` (`not_found` names what the
+    caller asked for, as for a missing one; never the prompt, if the caller did not name it)."""
     p = s.get(Prompt, prompt_id)
     if p is not None and not actor.sees(p.project_id):
-        raise NotFound(f"prompt {p.name!r} not found", details={"field": "name"})
+        raise NotFound(not_found or f"prompt {p.name!r} not found", details={"field": "name"})
     if p is not None and p.project_id is None:
         actor.require_admin("change global prompts")
 

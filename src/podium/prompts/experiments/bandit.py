@@ -95,7 +95,7 @@ def rebalance(
         found = reads.find(s, experiment_id)
         score_name = found.score_name
         if actor is not None:
-            check_owner(s, actor, found.prompt_id)
+            check_owner(s, actor, found.prompt_id, f"experiment {experiment_id!r} not found")
     info, arms, _ = reads.load(db, experiment_id, score_store.MAX_VERSION_TRACES, [score_name or ""])
     if info.status != "running":
         raise Conflict(f"experiment {info.name!r} is stopped", details={"experiment": info.id})

@@ -343,7 +343,7 @@ def stop_experiment(db: Database, actor: Actor, experiment_id: str) -> Experimen
     actor.require("member", "stop prompt experiments")
     with db.session() as s:
         e = reads.find(s, experiment_id, lock=True)
-        check_owner(s, actor, e.prompt_id)
+        check_owner(s, actor, e.prompt_id, f"experiment {experiment_id!r} not found")
         if e.status != "running":
             raise Conflict(f"experiment {e.name!r} ({e.id}) is already stopped", details={"experiment": e.id})
         e.status = "stopped"
@@ -373,7 +373,7 @@ def set_shares(db: Database, actor: Actor, experiment_id: str, data: Any) -> Exp
         wanted[str(key).removeprefix("v")] = float(value)
     with db.session() as s:
         e = reads.find(s, experiment_id, lock=True)
-        check_owner(s, actor, e.prompt_id)
+        check_owner(s, actor, e.prompt_id, f"experiment {experiment_id!r} not found")
         if e.status != "running":
             raise Conflict(
                 f"experiment {e.name!r} is stopped; its shares no longer change", details={"experiment": e.id}
