@@ -52,6 +52,7 @@ class ModelDirectory:
         self._lock = threading.Lock()
         self.names: dict[str, str | None] | None = None  # registered model name -> its project (None: global)
         self._names_at = 0.0  # when `names` was read (monotonic)
+        self._names_started = 0.0  # when the latest read of `names` began (monotonic)
         self._names_lock: asyncio.Lock | None = None
 
     def visible_names(self, principal: Principal | None) -> list[str]:
@@ -92,12 +93,18 @@ class ModelDirectory:
 
     async def _reread_names(self) -> None:
         """Read the names again, at most twice a second whatever the traffic (a flood of unknown names costs
-        the database nothing more), and off the event loop."""
+        the database nothing more), and off the event loop. A caller waits for a read that starts after it
+        arrived (up to `NAMES_FRESH`), so a model registered just before its request is always found."""
+        arrived = time.monotonic()
         if self._names_lock is None:
             self._names_lock = asyncio.Lock()
         async with self._names_lock:
-            if time.monotonic() - self._names_at < NAMES_FRESH:
+            if self._names_started >= arrived:  # a read began after this caller came: its answer will do
                 return
+            due = self._names_at + NAMES_FRESH - time.monotonic()
+            if due > 0:
+                await asyncio.sleep(due)
+            self._names_started = time.monotonic()
             names = await asyncio.to_thread(service.model_names, self.platform)
             self.names, self._names_at = names, time.monotonic()
 
@@ -133,7 +140,9 @@ class ModelDirectory:
     def refresh(self) -> None:
         """Re-read the model names and re-resolve every known reference (blocking: the route table calls it
         from its refresh thread)."""
+        started = time.monotonic()
         self.names, self._names_at = service.model_names(self.platform), time.monotonic()
+        self._names_started = max(self._names_started, started)
         now = time.monotonic()
         for ref in list(self._cache):
             if now - self._used.get(ref, 0.0) > self.idle:
