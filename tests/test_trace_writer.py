@@ -315,3 +315,40 @@ def test_a_part_never_merges_into_another_projects_trace(backend_url: str, tmp_p
     with platform.db.read_session() as s:
         trace = s.get(Trace, "trc_shared")
         assert trace is not None and trace.project_id == "prj_a" and trace.prompt_tokens == 6
+
+
+def test_soak_mixed_good_and_poisonous_records(backend_url: str, tmp_path: Path) -> None:
+    """10,000 records through the writer process, one in twenty poisonous (nested past what JSON encoders
+    write, or a trace id already stored), in batches of every size: afterwards the writer is alive, every good
+    record and its spend landed once, and the dead letters are exactly the poison sent."""
+    platform = make_platform(backend_url, tmp_path)
+    writer = TraceWriter(platform.db, tmp_path / "spill", batch_size=300, interval=0.01, retries=0, process=True)
+    writer.add_counter(SPEND_COUNTER, add_spend)
+    stored_one = record(-1)
+    writer.start()
+    writer.put(stored_one)
+    assert writer.flush(30)
+    assert stored_one.trace is not None
+    good = poison = 0
+    for i in range(10_000):
+        r = record(i, spend=1)
+        if i % 20 == 7:
+            r.spans[0]["attributes"] = deep(300)
+            poison += 1
+        elif i % 20 == 13:
+            assert r.trace is not None
+            r.trace["id"] = stored_one.trace["id"]
+            poison += 1
+        else:
+            good += 1
+        writer.put(r)
+        if i % 997 == 0:
+            assert writer.flush(60)  # batches of every size, not only full ones
+    assert writer.flush(120)
+    writer.put(record(10_000))  # alive
+    writer.close()
+    assert counts(platform) == (1 + good + 1, 1 + good + 1)
+    with platform.db.read_session() as s:
+        assert s.scalar(select(Spend.spent_micros)) == good
+    assert len(dead_letters(tmp_path / "spill")) == poison == 1_000
+    assert writer.dropped == 0 and writer.spilled == 0
