@@ -151,6 +151,23 @@ def test_only_admins_set_limits(gw: LiveServer) -> None:
         assert c.get("/api/limits").status_code == 200
 
 
+def test_limits_and_spend_of_other_projects_are_not_shown(gw: LiveServer) -> None:
+    # before, any key listed every scope's limits and spend
+    with gw.client() as c:
+        assert c.post("/api/projects", json={"name": "limits-other"}).status_code == 201
+        assert c.put("/api/limits/project/limits-other", json={"daily_budget_usd": 7}).status_code == 200
+        assert c.put("/api/limits/project/default", json={"rpm": 100000}).status_code == 200
+        mine = c.post("/api/keys", json={"name": "looker", "role": "member"}).json()["key"]
+    with gw.client(mine) as c:
+        listed = c.get("/api/limits").json()
+        assert "limits-other" not in str(listed) and any(row["name"] == "default" for row in listed)
+        assert c.get("/api/limits/project/limits-other").status_code == 404
+        assert c.get("/api/limits/project/default").status_code == 200
+    with gw.client() as c:  # a server admin sees them all
+        assert "limits-other" in str(c.get("/api/limits").json())
+        c.delete("/api/limits/project/default")
+
+
 def test_limits_cli(gw: LiveServer) -> None:
     key = new_key(gw)
     env = {"PODIUM_URL": gw.url, "PODIUM_API_KEY": gw.admin_key}

@@ -133,3 +133,27 @@ def test_a_broken_embedding_model_means_no_cache_not_an_error(gw: LiveServer, up
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.admin_key, max_retries=0)
     r = ask(client, "faq-broken", QUESTION)
     assert r.headers["x-podium-cache"] == "error" and r.parse().choices[0].message.content == f"echo: {QUESTION}"
+
+
+def test_the_in_process_store_keeps_a_bounded_number_of_scopes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # every set of request parameters is a scope: before, clients could make them without end
+    import asyncio
+
+    import numpy as np
+
+    from podium.gateway import semantic
+
+    monkeypatch.setattr(semantic, "MAX_SCOPES", 50)
+    store = semantic.MemorySemanticStore()
+    vector = np.ones(4, dtype=np.float32) / 2
+
+    async def fill() -> None:
+        for i in range(500):
+            await store.add(f"scope-{i}", vector, {"i": i}, ttl=60)
+        await store.add("scope-460", vector, {"i": "again"}, ttl=60)  # recently used: kept
+        await store.add("scope-new", vector, {"i": "new"}, ttl=60)
+
+    asyncio.run(fill())
+    assert len(store._scopes) == 50
+    assert asyncio.run(store.nearest("scope-460", vector, 0.9)) is not None
+    assert asyncio.run(store.nearest("scope-0", vector, 0.9)) is None

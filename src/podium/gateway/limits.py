@@ -227,19 +227,36 @@ def get_limits(platform: Platform, actor: Actor, scope: str, ref: str) -> LimitI
     scope = _check_scope(scope)
     now = utcnow()
     with platform.db.read_session() as s:
-        scope_id, name, _ = _resolve(s, scope, ref)
+        scope_id, name, project_id = _resolve(s, scope, ref)
+        if not _visible(actor, scope, scope_id, project_id):
+            raise NotFound(f"{scope} {ref!r} not found")
         row = s.get(GatewayLimit, (scope, scope_id))
         if row is None:
             raise NotFound(f"{scope} {ref!r} has no limits; set them with `podium limits set {scope} {ref} …`")
         return _info(row, name, _spent(s, [(scope, scope_id)], now), now)
 
 
+def _visible(actor: Actor, scope: str, scope_id: str, project_id: str | None) -> bool:
+    """Limits and spend a caller may read: a server admin all; others their project's, its keys', and their own."""
+    if actor.is_admin:
+        return True
+    principal = actor.principal
+    if principal is None:
+        return False
+    if scope == "project":
+        return scope_id == principal.project_id
+    if scope == "key":
+        return project_id == principal.project_id
+    return scope_id == principal.user_id
+
+
 def list_limits(platform: Platform, actor: Actor) -> list[LimitInfo]:
-    """Every scope with limits, with current spend."""
+    """The scopes with limits the caller may read (see `_visible`), with current spend."""
     actor.require("viewer", "read gateway limits")
     now = utcnow()
     with platform.db.read_session() as s:
         rows = list(s.scalars(select(GatewayLimit).order_by(GatewayLimit.scope, GatewayLimit.scope_id)))
+        rows = [r for r in rows if _visible(actor, r.scope, r.scope_id, _key_project(s, r))]
         names = _names(s, rows)
         spent = _spent(s, [(r.scope, r.scope_id) for r in rows], now)
         return [_info(r, names.get((r.scope, r.scope_id), r.scope_id), spent, now) for r in rows]
@@ -278,3 +295,13 @@ def load_spend(db: Database, keys: list[tuple[str, str]], now: datetime) -> dict
 def model_allowed(patterns: Iterable[str], model: str) -> bool:
     """True if `model` matches one of the names or glob patterns."""
     return any(p == model or fnmatch.fnmatchcase(model, p) for p in patterns)
+
+
+def _key_project(session: Any, row: GatewayLimit) -> str | None:
+    """The project of a key-scoped limit's key (None for other scopes)."""
+    if row.scope != "key":
+        return None
+    try:
+        return str(key_ref(session, row.scope_id).project_id)
+    except NotFound:
+        return None

@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 
 MAX_PER_SCOPE = 1_000  # in-process entries per scope; the oldest go first
+MAX_SCOPES = 10_000  # in-process scopes (route, endpoint, parameters, project); the least recently used go
 MAX_PER_SCOPE_REDIS = 256  # Redis entries per scope (each lookup reads the scope's vectors)
 
 
@@ -70,8 +71,12 @@ class MemorySemanticStore:
         return (score, s.answers[best]) if score >= threshold else None
 
     async def add(self, scope: str, vector: np.ndarray, answer: dict[str, Any], ttl: float) -> None:
-        """See `SemanticStore.add`."""
-        s = self._scopes.setdefault(scope, _Scope())
+        """See `SemanticStore.add`. At most `MAX_SCOPES` scopes are kept: a new one pushes out the least
+        recently added to (each parameter set is a scope, so clients could otherwise make them without end)."""
+        s = self._scopes.pop(scope, None) or _Scope()
+        self._scopes[scope] = s  # to the end: the dict's order is the order of last use
+        while len(self._scopes) > MAX_SCOPES:
+            del self._scopes[next(iter(self._scopes))]
         s.vectors.append(vector)
         s.answers.append(answer)
         s.expires.append(time.monotonic() + ttl)
