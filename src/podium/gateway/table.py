@@ -7,9 +7,12 @@ without a restart); deployments whose definition did not change keep their conne
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import random
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +34,7 @@ from podium.models.providers.registry import Connection
 
 log = logging.getLogger("podium.gateway.table")
 MAX_MODEL_ROUTES = 10_000  # registered-model routes kept (one per reference and version)
+MISS_RELOAD = 0.5  # seconds between reloads of the table caused by calls naming an unknown model
 
 
 @dataclass
@@ -116,6 +120,9 @@ class RouteTable:
         self.config_routes = config_routes or []
         self.routes: dict[str, Route] = {}
         self._model_routes: dict[str, Route] = {}
+        self._refresh_lock = threading.Lock()
+        self._refresh_started = 0.0  # when the latest reload began (monotonic)
+        self._miss_lock: asyncio.Lock | None = None
 
     # --- lookups (event loop) ------------------------------------------------------------------
 
@@ -137,13 +144,20 @@ class RouteTable:
 
     async def get_for(self, name: str, principal: Principal | None) -> Route:
         """`get` for a client's call: a defined route, else a registered model the caller may use (another
-        project's model is as unknown as a missing one); nothing blocks the event loop."""
+        project's model is as unknown as a missing one); nothing blocks the event loop. A name found neither
+        way waits for a reload of the table that starts after the call arrived (at most two a second), so a
+        route created on another worker just before is found."""
+        arrived = time.monotonic()
         route = self.routes.get(name)
         if route is not None:
             return route
         try:
             target = await self.directory.lookup_for(name, principal)
         except GatewayError as exc:
+            if exc.status == 404 and await self._reloaded_since(arrived):
+                route = self.routes.get(name)
+                if route is not None:
+                    return route
             if exc.status == 404 and self.routes:
                 known = ", ".join(sorted(self.routes))
                 raise GatewayError(
@@ -184,9 +198,33 @@ class RouteTable:
 
     # --- reloading (worker thread) ---------------------------------------------------------------
 
+    async def _reloaded_since(self, arrived: float) -> bool:
+        """Make sure the table was read after `arrived` (waiting for the next slot: reads on misses happen at
+        most twice a second); False if the read failed."""
+        if self._miss_lock is None:
+            self._miss_lock = asyncio.Lock()
+        async with self._miss_lock:
+            if self._refresh_started >= arrived:
+                return True
+            due = self._refresh_started + MISS_RELOAD - time.monotonic()
+            if due > 0:
+                await asyncio.sleep(due)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:
+                log.warning("reloading gateway routes on a miss failed", exc_info=True)
+                return False
+            return True
+
     def refresh(self) -> None:
         """Rebuild the table from the database and the configuration; unchanged routes and deployments are kept
-        as they are (connections, health, compiled guardrails)."""
+        as they are (connections, health, compiled guardrails). One at a time (the background refresher and
+        reloads on a miss)."""
+        with self._refresh_lock:
+            self._refresh_started = time.monotonic()
+            self._refresh()
+
+    def _refresh(self) -> None:
         from podium.gateway import admin
 
         self.directory.refresh()
