@@ -5,6 +5,7 @@ Callers: no key, a revoked key, a viewer, a member and an admin of project A, a 
 server admin. Project A owns a prompt (with an experiment), a remote model, a trace and a score. For each
 operation, path parameters name A's objects where the path has them. What must hold:
 - no key and a revoked key: 401 on every operation;
+- every refusal has the documented error body (`{"error": {"message", "code"}}`);
 - nobody gets a 5xx, whatever the operation and however empty the body;
 - a viewer never changes anything (no 2xx on POST/PUT/PATCH/DELETE, but for its own keys);
 - project B's member never reaches A's objects (no 2xx on an operation whose path names one), and A's
@@ -137,6 +138,19 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
     return filled, any(v in filled for v in names_a)
 
 
+def _error_shaped(r: httpx.Response) -> bool:
+    """The documented error body: `{"error": {"message": …, "code" or "type": …}}` (the `/v1` one is OpenAI's)."""
+    try:
+        error = r.json().get("error")
+    except ValueError:
+        return False
+    return (
+        isinstance(error, dict)
+        and isinstance(error.get("message"), str)
+        and bool(error.get("code") or error.get("type"))
+    )
+
+
 def _call(live: LiveServer, key: str | None, method: str, path: str) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {} if method in MUTATING else None
@@ -159,6 +173,8 @@ def test_every_operation_answers_each_caller_as_the_tenancy_model_says(world: di
             where = f"{caller} {method} {path} -> {r.status_code}"
             if r.status_code >= 500:
                 problems.append(f"{where}: a server error {r.text[:200]}")
+            if r.status_code >= 400 and not _error_shaped(r):
+                problems.append(f"{where}: not the documented error shape: {r.text[:200]}")
             if caller in ("none", "revoked") and (method, template) not in PUBLIC and r.status_code != 401:
                 problems.append(f"{where}: expected 401")
             viewer_write = (
