@@ -254,6 +254,35 @@ def test_a_trace_id_of_another_project_is_refused(live: LiveServer) -> None:
     assert trace.prompt_tokens == 5 and [s.id for s in spans] == ["spn_theirs_root"]
 
 
+def test_soak_mixed_good_and_poisonous_requests(live: LiveServer) -> None:
+    """200 ingest requests of 50 spans, one in ten carrying a poisonous span (nested too deep, a cost of
+    1e300, a NUL-laden name over its width): those are refused whole (400) at the edge, every other span lands,
+    and the writer is alive with no dead letter and nothing spilled."""
+    writer = live.app.state.runtime.get(TraceWriter)
+    before = (writer.dead_lettered, writer.spilled, writer.dropped)
+    poisons = [{"attributes": nested(300)}, {"cost_usd": 1e300}, {"name": "\x00" * 300}]
+    sent: list[str] = []
+    refused = 0
+    with live.client() as c:
+        for i in range(200):
+            spans = [span(f"trc_soak_{i}_{j}", f"spn_soak_{i}_{j}", user_id="u\x00ser") for j in range(50)]
+            if i % 10 == 3:
+                spans[25] = {**spans[25], **poisons[i % 3]}
+            r = c.post("/api/traces/ingest", content=json.dumps({"spans": spans}),
+                       headers={"content-type": "application/json"})  # fmt: skip
+            if i % 10 == 3:
+                assert r.status_code == 400, r.text
+                refused += 1
+            else:
+                assert r.status_code == 202, r.text
+                sent += [sp["trace_id"] for sp in spans]
+    assert writer.flush(60) and refused == 20
+    with live.platform.db.read_session() as s:
+        stored_ids = set(s.scalars(select(Trace.id).where(Trace.id.like("trc_soak_%"))))
+    assert stored_ids == set(sent)  # every good span's trace, none of a refused request's
+    assert (writer.dead_lettered, writer.spilled, writer.dropped) == before
+
+
 def test_viewers_may_not_send_spans(live: LiveServer) -> None:
     with live.client() as c:
         viewer = c.post("/api/keys", json={"name": "v", "role": "viewer"}).json()["key"]
