@@ -134,12 +134,7 @@ class RouteTable:
         try:
             target = self.directory.lookup(name)
         except GatewayError as exc:
-            if exc.status == 404 and self.routes:
-                known = ", ".join(sorted(self.routes))
-                raise GatewayError(
-                    404, f"{exc.message.rstrip('.')}; routes: {known}", code="model_not_found", param="model"
-                ) from None
-            raise
+            raise self._with_routes(exc) from None
         return self._route_of(name, target)
 
     async def get_for(self, name: str, principal: Principal | None) -> Route:
@@ -158,13 +153,15 @@ class RouteTable:
                 route = self.routes.get(name)
                 if route is not None:
                     return route
-            if exc.status == 404 and self.routes:
-                known = ", ".join(sorted(self.routes))
-                raise GatewayError(
-                    404, f"{exc.message.rstrip('.')}; routes: {known}", code="model_not_found", param="model"
-                ) from None
-            raise
+            raise self._with_routes(exc) from None
         return self._route_of(name, target)
+
+    def _with_routes(self, exc: GatewayError) -> GatewayError:
+        """A model lookup's 404 naming the routes too (any other error as it is)."""
+        if exc.status != 404 or not self.routes:
+            return exc
+        known = ", ".join(sorted(self.routes))
+        return GatewayError(404, f"{exc.message.rstrip('.')}; routes: {known}", code="model_not_found", param="model")
 
     def _route_of(self, name: str, target: Target) -> Route:
         key = f"{canonical(name)}\0{target.resolved.version.id}"

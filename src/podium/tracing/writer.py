@@ -431,13 +431,7 @@ class TraceWriter:
         folder = self.spill_dir / "dead-letters"
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            path = folder / f"traces-{os.getpid()}-{ulid()}.jsonl"
-            with open(path, "wb") as f:
-                os.chmod(path, 0o600)
-                for record, reason in failed:
-                    f.write(_dead_line(record, reason) + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
+            _write_lines(folder / f"traces-{os.getpid()}-{ulid()}.jsonl", [_dead_line(r, why) for r, why in failed])
         except Exception:
             log.exception("writing %d dead-lettered trace rows failed; they are lost", rows)
             ROWS_DROPPED.inc(rows)
@@ -479,15 +473,7 @@ class TraceWriter:
         rows = sum(r.size() for r in batch)
         try:
             self.spill_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            path = self.spill_dir / f"traces-{os.getpid()}-{ulid()}.jsonl"
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "wb") as f:
-                os.chmod(tmp, 0o600)
-                for line in lines:
-                    f.write(line + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            _write_lines(self.spill_dir / f"traces-{os.getpid()}-{ulid()}.jsonl", lines)
         except OSError:
             log.exception("spilling %d rows failed; they are lost", rows)
             ROWS_DROPPED.inc(rows)
@@ -733,6 +719,18 @@ def _rows(
         for name, key, delta in r.counters:
             counters[name][key] += delta
     return traces, spans, counters
+
+
+def _write_lines(path: Path, lines: list[bytes]) -> None:
+    """A new JSON-lines file only its owner reads, synced, and in place only once whole."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        os.chmod(tmp, 0o600)
+        for line in lines:
+            f.write(line + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _size(record: Any) -> int:
