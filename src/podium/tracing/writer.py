@@ -363,7 +363,8 @@ class TraceWriter:
         try:
             traces, spans, counters = _rows(batch)
         except Exception as exc:  # a record that is not even rows (a bug of its producer)
-            self._isolate(batch, exc)
+            if not self._isolate(batch, exc):
+                self._spill(batch)
             return
         delay = 0.05
         for attempt in range(self.retries + 1):
