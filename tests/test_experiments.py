@@ -435,19 +435,22 @@ def test_bandit_shifts_toward_the_better_arm(live: LiveServer) -> None:
     exp = ok(create(live, prompt, spec), 201)
     eid = exp["id"]
     rate = {v1: 0.3, v2: 0.6}
-    rnd = random.Random(42)
+    seen = {v1: 0, v2: 0}
     db = live.platform.db
 
     def traffic(n: int) -> None:
-        """n users: assigned as the gateway would (sticky on the user), converting at their arm's rate."""
+        """n users: assigned as the gateway would (sticky on the user), converting at exactly their arm's rate
+        (the k-th trace of an arm converts when k x rate passes a whole number: which users land on which arm
+        depends on the experiment's random id, so random conversions made this test fail now and then)."""
         shares = [(a["version_id"], a["share"]) for a in ok(call(live, "GET", f"/api/experiments/{eid}"))["arms"]]
         traces, scores = [], []
         for _ in range(n):
             user = uuid.uuid4().hex
             version = assign.pick(eid, shares, user)
             tid = "bt-" + uuid.uuid4().hex[:16]
+            k = seen[version] = seen[version] + 1
             traces.append({"id": tid, "version_id": version, "user": user})
-            scores.append((tid, "converted", rnd.random() < rate[version]))
+            scores.append((tid, "converted", math.floor(k * rate[version]) > math.floor((k - 1) * rate[version])))
         send_traces(live, traces, eid)
         send_scores(live, scores)
 
