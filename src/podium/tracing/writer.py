@@ -434,12 +434,16 @@ class TraceWriter:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             _write_lines(folder / f"traces-{os.getpid()}-{ulid()}.jsonl", [_dead_line(r, why) for r, why in failed])
         except Exception:
-            log.exception("writing %d dead-lettered trace rows failed; they are lost", rows)
-            ROWS_DROPPED.inc(rows)
-            self.dropped += rows
+            self._lost(rows, "writing dead-lettered")
             return
         DEAD_LETTERED.inc(rows)
         self.dead_lettered += rows
+
+    def _lost(self, rows: int, doing: str) -> None:
+        """Count rows neither written, spilled nor dead-lettered (the metric's target is zero)."""
+        log.exception("%s %d trace rows failed; they are lost", doing, rows)
+        ROWS_DROPPED.inc(rows)
+        self.dropped += rows
 
     def write_rows(
         self,
@@ -468,7 +472,8 @@ class TraceWriter:
                 unwritable.append((r, _reason(exc)))
         if unwritable:
             self._dead_letter(unwritable)
-            batch = [r for r in batch if not any(r is u for u, _ in unwritable)]
+            gone = {id(r) for r, _ in unwritable}
+            batch = [r for r in batch if id(r) not in gone]
         if not batch:
             return
         rows = sum(r.size() for r in batch)
@@ -476,9 +481,7 @@ class TraceWriter:
             self.spill_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             _write_lines(self.spill_dir / f"traces-{os.getpid()}-{ulid()}.jsonl", lines)
         except OSError:
-            log.exception("spilling %d rows failed; they are lost", rows)
-            ROWS_DROPPED.inc(rows)
-            self.dropped += rows
+            self._lost(rows, "spilling")
             return
         ROWS_SPILLED.inc(rows)
         self.spilled += rows
