@@ -3,7 +3,6 @@ retention, purge and erasure; the logic is in `service`."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import orjson
@@ -15,7 +14,6 @@ from podium.core.http import current_actor, get_platform
 from podium.core.identity import Actor
 from podium.core.platform import Platform
 from podium.tracing import service
-from podium.tracing.ingest import parse_spans, to_records
 from podium.tracing.writer import TraceWriter
 
 router = APIRouter(prefix="/api/traces", tags=["tracing"])
@@ -30,19 +28,8 @@ def trace_writer(request: Request) -> TraceWriter:
 
 
 async def submit_spans(request: Request, actor: Actor, platform: Platform, data: Any, source: str) -> dict[str, int]:
-    """Validate spans, hand them to the writer (waiting for room if its queue is full), and count them."""
-    actor.require("member", "send traces")
-    spans = parse_spans(data)
-    project_id = actor.project_id or ""
-    key_id = actor.principal.key_id if actor.principal is not None else None
-    await asyncio.to_thread(service.check_trace_ids, platform, project_id, [s.trace_id for s in spans])
-    records = await asyncio.to_thread(
-        to_records, spans, project_id=project_id, key_id=key_id, blobs=platform.blobs, source=source
-    )
-    writer = trace_writer(request)
-    for record in records:
-        await writer.submit(record)
-    return {"spans": len(spans), "traces": len(records)}
+    """Hand a body of spans to the tracing service with this process's writer."""
+    return await service.accept_spans(platform, actor, trace_writer(request), data, source)
 
 
 @router.post("/ingest", status_code=status.HTTP_202_ACCEPTED)

@@ -15,6 +15,11 @@ Scope: a key that is not an admin's sees its own project's traces only; admins s
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+from podium.core.identity import Actor
+from podium.core.platform import Platform
 from podium.tracing.aggregates import (
     BUCKETS,
     GROUPS,
@@ -32,6 +37,7 @@ from podium.tracing.filters import (
     started_before,
     started_from,
 )
+from podium.tracing.ingest import parse_spans, to_records
 from podium.tracing.queries import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -73,6 +79,7 @@ from podium.tracing.views import (
     TraceSummary,
     artifact_ref,
 )
+from podium.tracing.writer import TraceWriter
 
 __all__ = [
     "BUCKETS",
@@ -101,6 +108,7 @@ __all__ = [
     "TracePage",
     "TraceRecord",
     "TraceSummary",
+    "accept_spans",
     "aggregate",
     "aggregate_with_total",
     "apply_retention",
@@ -124,3 +132,19 @@ __all__ = [
     "started_before",
     "started_from",
 ]
+
+
+async def accept_spans(platform: Platform, actor: Actor, writer: TraceWriter, data: Any, source: str) -> dict[str, int]:
+    """Validate a body of spans (`{"spans": [...]}`), refuse trace ids another project holds, and hand the
+    records to the writer (waiting for room if its queue is full); the counts accepted."""
+    actor.require("member", "send traces")
+    spans = parse_spans(data)
+    project_id = actor.project_id or ""
+    key_id = actor.principal.key_id if actor.principal is not None else None
+    await asyncio.to_thread(check_trace_ids, platform, project_id, [s.trace_id for s in spans])
+    records = await asyncio.to_thread(
+        to_records, spans, project_id=project_id, key_id=key_id, blobs=platform.blobs, source=source
+    )
+    for record in records:
+        await writer.submit(record)
+    return {"spans": len(spans), "traces": len(records)}
