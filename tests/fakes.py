@@ -45,7 +45,9 @@ def _last_user(body: dict[str, Any]) -> str:
     for m in reversed(body.get("messages") or []):
         if m.get("role") == "user":
             c = m.get("content")
-            return c if isinstance(c, str) else " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+            if isinstance(c, list):
+                return " ".join(str(p.get("text", "")) for p in c if isinstance(p, dict))
+            return c if isinstance(c, str) else ""
     prompt = body.get("prompt")
     return prompt if isinstance(prompt, str) else ""
 
@@ -180,9 +182,18 @@ def start_fake_openai() -> FakeServer:
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
-    async def completions(request: web.Request) -> web.Response:
+    async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         server.requests.append(body)
+        if body.get("stream"):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            chunk = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": body.get("model")}
+            for text, finish in ((" completed", None), ("", "stop")):
+                data = {**chunk, "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+                await resp.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
         return web.json_response(
             {
                 "id": "cmpl-fake",
@@ -198,6 +209,8 @@ def start_fake_openai() -> FakeServer:
         body = await request.json()
         server.requests.append(body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and isinstance(inputs[0], int):  # one text as token ids
+            inputs = [inputs]
         data = [
             {"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, 0.0]} for i, t in enumerate(inputs)
         ]

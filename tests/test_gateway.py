@@ -426,6 +426,37 @@ def test_bad_requests_get_openai_errors(
     assert words in err["message"] and err["param"] == param and err["type"]
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/embeddings", {"model": "x", "input": 5}, "input"),
+        ("/v1/embeddings", {"model": "x", "input": []}, "input"),
+        ("/v1/embeddings", {"model": "x", "input": ["a", 1]}, "input"),
+        ("/v1/completions", {"model": "x", "prompt": {"text": "hi"}}, "prompt"),
+        ("/v1/completions", {"model": "x", "prompt": [[1, 2], "a"]}, "prompt"),
+    ],
+)
+def test_texts_that_are_not_text_or_tokens_are_refused_before_any_upstream_call(
+    gw: LiveServer, path: str, body: dict[str, object], param: str
+) -> None:
+    """Found by schemathesis: `input: -8156` reached the upstream, whose failure came back as a 502."""
+    with gw.client() as c:
+        r = c.post(path, json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["code"] == "invalid_type" and "token ids" in err["message"]
+
+
+def test_the_v1_openapi_document_is_public_and_names_every_endpoint(gw: LiveServer) -> None:
+    r = httpx.get(gw.url + "/v1/openapi.json")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["openapi"].startswith("3.1")
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/models/{model}"):
+        assert path in doc["paths"], path
+    assert doc["components"]["schemas"]["Error"]["properties"]["error"]["required"] == ["message", "type"]
+
+
 def test_nul_in_a_message_is_answered_and_traced(gw: LiveServer, upstreams: tuple[FakeServer, FakeServer]) -> None:
     a, _ = upstreams
     put_route(gw, {"name": "nul-route", "deployments": [dep(a, "a1")]})

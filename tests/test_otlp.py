@@ -406,6 +406,7 @@ def test_malformed_otlp_is_refused_with_the_reason(
 def test_a_bad_gzip_body_and_an_unknown_encoding_are_refused(live: LiveServer) -> None:
     r = post_json(live, b"not gzip at all", **{"content-encoding": "gzip"})
     assert r.status_code == 400 and "not valid gzip" in r.json()["error"]["message"]
+    assert r.json()["error"]["type"] == "invalid_request_error", "a /v1 error is in OpenAI's shape"
     r = post_json(live, gzip.compress(b"{}")[:-6], **{"content-encoding": "gzip"})
     assert r.status_code == 400 and "truncated" in r.json()["error"]["message"]
     r = post_json(live, b"{}", **{"content-encoding": "br"})

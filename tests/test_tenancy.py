@@ -93,6 +93,30 @@ def test_a_removed_member_and_a_lowered_role_take_effect_at_once(module_server: 
     assert r.status_code == 401 and "no longer a member" in r.json()["error"]["message"]
 
 
+def test_a_change_made_by_another_process_reaches_this_one_at_its_next_epoch_read(module_server: LiveServer) -> None:
+    """Another server process (its own database engine and key cache) revokes a key and removes a member; this
+    server forgets its cached principals at its next read of the access epoch (each second), not after their
+    five-second lifetime."""
+    from podium.auth.service import key_cache, remove_member, revoke_key
+    from podium.core.identity import Actor
+
+    t = setup_team(module_server)
+    member, viewer = t["keys"]["member"], t["keys"]["viewer"]
+    for key in (member, viewer):
+        assert call(module_server, key, "GET", "/api/whoami").status_code == 200  # cached here now
+    other = Database(module_server.settings.effective_database_url)
+    try:
+        revoke_key(other, Actor.system(), viewer[:11])
+        remove_member(other, Actor.system(), t["a"], t["names"]["member"])
+    finally:
+        other.dispose()
+    key_cache(module_server.platform.db).watch()  # what the server's watcher does every second
+    r = call(module_server, viewer, "GET", "/api/whoami")
+    assert r.status_code == 401 and "revoked" in r.json()["error"]["message"], r.text
+    r = call(module_server, member, "GET", "/api/whoami")
+    assert r.status_code == 401 and "no longer a member" in r.json()["error"]["message"], r.text
+
+
 def test_a_key_acts_in_its_own_project_only(module_server: LiveServer) -> None:
     t = setup_team(module_server)
     other = t["keys"]["other"]

@@ -1,9 +1,10 @@
 """Authentication: the per-process cache that turns an API key into a `Principal`.
 
 The hot path never touches the database: principals are cached per process for a few seconds (positive
-and negative), a change made through this process's services (revocation, role change, disabling) clears
-the cache at once, and other processes see it within the TTL. "Last used" times are buffered and written
-in one statement per flush.
+and negative). A change that takes access away (revocation, role change, removal, disabling) clears this
+process's cache at once and moves the access epoch in the same transaction; every other process reads the
+epoch each second (`watch`, off the event loop) and clears its cache when it moved. "Last used" times are
+buffered and written in one statement per flush.
 """
 
 from __future__ import annotations
@@ -18,14 +19,23 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.orm import Session
 
-from podium.auth.store import ApiKey, EndedSession, Membership, Project, User
+from podium.auth.store import AccessEpoch, ApiKey, EndedSession, Membership, Project, User
 from podium.core.db import Database
 from podium.core.errors import Unauthorized
 from podium.core.identity import Principal, lowest_role
 
 KEY_PREFIX = "pk-"
+WATCH_EVERY = 1.0  # seconds between reads of the access epoch: how late another process may honour a revocation
+
+
+def access_changed(session: Session) -> None:
+    """Move the access epoch in the caller's transaction (so other processes drop their cached keys)."""
+    moved = session.execute(update(AccessEpoch).where(AccessEpoch.id == 1).values(value=AccessEpoch.value + 1))
+    if not moved.rowcount:  # type: ignore[attr-defined]
+        session.execute(insert(AccessEpoch).values(id=1, value=1))
 
 
 def hash_key(raw: str) -> str:
@@ -86,6 +96,7 @@ class KeyCache:
     _entries: OrderedDict[str, tuple[float, Principal | None, str, float]] = field(default_factory=OrderedDict)
     _used: dict[str, float] = field(default_factory=dict)  # key id -> last use (epoch seconds)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _epoch: int | None = None  # the access epoch last read by `watch`
 
     def authenticate(self, raw: str | None) -> Principal:
         """The principal for a raw key, or `Unauthorized` saying why."""
@@ -153,6 +164,17 @@ class KeyCache:
         """Forget every cached lookup (after a revocation or role change)."""
         with self._lock:
             self._entries.clear()
+
+    def watch(self) -> bool:
+        """Read the access epoch (blocking: call it off the event loop); when another process moved it since
+        the last read, forget every cached lookup. Returns whether it did."""
+        with self.db.read_session() as s:
+            epoch = s.scalar(select(AccessEpoch.value).where(AccessEpoch.id == 1)) or 0
+        moved = self._epoch is not None and epoch != self._epoch
+        self._epoch = epoch
+        if moved:
+            self.clear()
+        return moved
 
     def flush_usage(self) -> int:
         """Write buffered last-used times; returns how many keys were updated."""

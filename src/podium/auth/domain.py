@@ -8,14 +8,16 @@ from podium.core.runtime import Runtime
 
 
 def setup(runtime: Runtime) -> None:
-    """Provide the process's key cache as its `Authenticator` (flushing keys' last-used times) and the count
-    of failed sign-ins per address."""
-    from podium.auth.authn import key_cache
+    """Provide the process's key cache as its `Authenticator` (flushing keys' last-used times, watching the
+    access epoch) and the count of failed sign-ins per address."""
+    from podium.auth.authn import WATCH_EVERY, key_cache
     from podium.auth.pages import SignInFailures
+    from podium.core.periodic import run_every
 
     keys = key_cache(runtime.platform.db)
     runtime.provide(Authenticator, keys)  # type: ignore[type-abstract]
     runtime.flusher(keys.flush_usage)
+    runtime.loop("access epoch watcher", lambda: run_every(WATCH_EVERY, keys.watch, "reading the access epoch failed"))
     runtime.provide(SignInFailures, SignInFailures())
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, or_, select
 
 from podium.auth.audit import record_audit
-from podium.auth.authn import KEY_PREFIX, hash_key, key_cache
+from podium.auth.authn import KEY_PREFIX, access_changed, hash_key, key_cache
 from podium.auth.lookup import find_key, find_membership, find_project, find_user
 from podium.auth.projects import DEFAULT_PROJECT
 from podium.auth.store import ApiKey, Membership, Project, User
@@ -207,6 +207,7 @@ def revoke_key(db: Database, actor: Actor, ref: str) -> KeyInfo:
         user = s.get(User, k.user_id)
         proj = s.get(Project, k.project_id)
         info = _key_info(k, user.name if user else "?", proj.name if proj else "?", now)
+        access_changed(s)
     key_cache(db).clear()
     return info
 

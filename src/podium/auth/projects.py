@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from podium.auth.audit import record_audit
-from podium.auth.authn import key_cache
+from podium.auth.authn import access_changed, key_cache
 from podium.auth.lookup import find_membership, find_project, find_user
 from podium.auth.store import Membership, Project, User
 from podium.auth.users import set_membership
@@ -133,6 +133,7 @@ def set_member(db: Database, actor: Actor, ref: str, user: str, role: str) -> Me
                 details={"field": "user"},
             )
         set_membership(s, actor, p, u, role)
+        access_changed(s)
         s.flush()
         m = find_membership(s, p.id, u.id)
         assert m is not None
@@ -155,6 +156,7 @@ def remove_member(db: Database, actor: Actor, ref: str, user: str) -> None:
         if actor.principal is not None and u.id == actor.principal.user_id and not actor.is_admin:
             raise InvalidInput("you cannot remove yourself from a project; ask another of its admins")
         s.delete(m)
+        access_changed(s)
         record_audit(
             s, actor, "member.remove", "membership", f"{p.id}:{u.id}", project_id=p.id, details={"user": u.name}
         )

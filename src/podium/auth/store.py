@@ -1,11 +1,12 @@
-"""Tables for projects, users, memberships, API keys, audit rows and signed-out dashboard sessions."""
+"""Tables for projects, users, memberships, API keys, audit rows, signed-out dashboard sessions and the access
+epoch."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from podium.core.db import Base, utcnow
@@ -94,3 +95,13 @@ class EndedSession(Base):
 
     session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AccessEpoch(Base):
+    """One row counting changes that take access away (a revoked key, a removed member, a lowered role, a
+    disabled user): every server process watches it and forgets its cached keys when it moves."""
+
+    __tablename__ = "access_epoch"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from podium.auth.audit import record_audit
-from podium.auth.authn import key_cache
+from podium.auth.authn import access_changed, key_cache
 from podium.auth.lookup import find_membership, find_project, find_user
 from podium.auth.store import Membership, Project, User
 from podium.core.db import Database, utcnow
@@ -181,5 +181,6 @@ def update_user(
             record_audit(s, actor, "user.update", "user", u.id, details=changes)
         s.flush()
         info = _infos(s, actor, [u])[0]
+        access_changed(s)
     key_cache(db).clear()  # the user's keys now act with the new roles (or not at all)
     return info

@@ -83,6 +83,23 @@ def current_actor(request: Request) -> Actor:
 # --- plain ASGI (the `/v1` hot path) -------------------------------------------------------------
 
 
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_type(status: int) -> str:
+    """OpenAI's error `type` for an HTTP status."""
+    return _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
 def openai_error(message: str, code: str, type_: str = "invalid_request_error", param: str | None = None) -> bytes:
     """An error body in OpenAI's shape (`/v1`)."""
     return orjson.dumps({"error": {"message": message, "type": type_, "code": code, "param": param}})
@@ -138,6 +155,9 @@ async def podium_error_handler(request: Request, exc: Exception) -> Response:
     """Render a `PodiumError` with its status."""
     assert isinstance(exc, PodiumError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if _is_v1(request):
+        body = openai_error(exc.message, exc.code, openai_type(exc.status), exc.details.get("field"))
+        return Response(body, exc.status, headers, "application/json")
     return ORJSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
@@ -156,6 +176,8 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
     message = f"invalid request: {first['field']}: {first['message']}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
+    if _is_v1(request):
+        return Response(openai_error(message, "invalid_input", param=first["field"]), 400, None, "application/json")
     return ORJSONResponse(error_body("invalid_input", message, {"errors": errors}), status_code=400)
 
 

@@ -8,20 +8,9 @@ import orjson
 from starlette.responses import Response
 
 from podium.core.errors import PodiumError
+from podium.core.http import openai_type
 from podium.gateway.guardrails import GuardrailViolation
 from podium.models.providers.base import UpstreamError
-
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
 
 _OPENAI_CODES = {
     "context_window": "context_length_exceeded",
@@ -71,7 +60,7 @@ class GatewayError(Exception):
 
     def body(self) -> dict[str, Any]:
         """The error body."""
-        kind = self.type or _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+        kind = self.type or openai_type(self.status)
         return {"error": {"message": self.message, "type": kind, "code": self.code, "param": self.param}}
 
     def response(self, extra_headers: dict[str, str] | None = None) -> Response:

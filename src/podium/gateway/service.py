@@ -68,6 +68,26 @@ class ClientGone(Exception):
     """The client disconnected before the answer was ready."""
 
 
+def _is_tokens(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _check_texts(value: Any, field: str) -> None:
+    """`prompt` and `input` as OpenAI takes them: a string, or a non-empty array of strings, of token ids, or of
+    token-id arrays."""
+    if isinstance(value, str):
+        return
+    many = isinstance(value, list) and bool(value)
+    if many and (all(isinstance(v, str) for v in value) or _is_tokens(value) or all(map(_is_tokens, value))):
+        return
+    raise GatewayError(
+        400,
+        f"'{field}' must be a string, or a non-empty array of strings, of token ids or of token-id arrays",
+        code="invalid_type",
+        param=field,
+    )
+
+
 def check_fields(kind: str, body: dict[str, Any]) -> str:
     """The checks every upstream would make anyway, done here so bad input never costs an upstream call;
     returns the requested model name."""
@@ -85,8 +105,11 @@ def check_fields(kind: str, body: dict[str, Any]) -> str:
     elif kind == "completion":
         if "prompt" not in body:
             raise GatewayError(400, "'prompt' is required", code="missing_field", param="prompt")
+        _check_texts(body["prompt"], "prompt")
     elif "input" not in body:
         raise GatewayError(400, "'input' is required", code="missing_field", param="input")
+    else:
+        _check_texts(body["input"], "input")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise GatewayError(400, "'stream' must be a boolean", code="invalid_type", param="stream")

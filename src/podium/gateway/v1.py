@@ -21,6 +21,7 @@ from podium.core import sse
 from podium.core.http import ClientDisconnected, bearer_token, read_body, send_json
 from podium.core.identity import Actor
 from podium.core.runtime import Runtime
+from podium.gateway import openapi
 from podium.gateway.errors import GatewayError
 from podium.gateway.prompting import session_id
 from podium.gateway.service import KEEPALIVE, Answer, Gateway, Incoming
@@ -187,6 +188,16 @@ class ModelDetail:
         await send_json(send, 200, orjson.dumps(body))
 
 
+class OpenAPIDocument:
+    """`GET /v1/openapi.json`: the `/v1` OpenAPI document (public, like `/api/openapi.json`)."""
+
+    def __init__(self) -> None:
+        self.raw = orjson.dumps(openapi.document())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, self.raw)
+
+
 def routes(runtime: Runtime) -> list[BaseRoute]:
     """The `/v1` routes, bound to the process's gateway (plain ASGI endpoints, served by the front door)."""
     gateway = runtime.get(Gateway)
@@ -194,6 +205,7 @@ def routes(runtime: Runtime) -> list[BaseRoute]:
         Route("/v1/chat/completions", Generate(gateway, "chat"), methods=["POST"]),
         Route("/v1/completions", Generate(gateway, "completion"), methods=["POST"]),
         Route("/v1/embeddings", Generate(gateway, "embedding"), methods=["POST"]),
+        Route("/v1/openapi.json", OpenAPIDocument(), methods=["GET"]),
         Route("/v1/models", ModelList(gateway, runtime), methods=["GET"]),
         Route("/v1/models/{model:path}", ModelDetail(gateway), methods=["GET"]),
     ]
