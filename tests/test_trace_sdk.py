@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import select
 
 import podium
+from podium.core import sdkconfig
 from podium.models.prices import lookup_price
 from podium.tracing import sdk, sdk_export
 from podium.tracing.store import SPAN_KINDS, Span, Trace
@@ -47,6 +48,7 @@ def _send_to_live(live: LiveServer) -> Iterator[None]:
     podium.configure(url=live.url, api_key=live.admin_key, enabled=True, flush_interval=0.2)
     yield
     podium.flush(10)
+    sdkconfig.reset()  # later modules' clients resolve their server from the environment again
 
 
 @pytest.fixture(scope="module")
