@@ -1,0 +1,199 @@
+"""The lean HTTP/1.1 client behind whole JSON answers from plain-HTTP upstreams (`OpenAIProvider` uses it),
+against real loopback servers that misbehave in the ways upstreams do: a keep-alive connection closed while
+idle, no answer, an answer that trickles past the deadline, garbage, an answer too large, a 429."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from podium.core.netguard import NetGuard
+from podium.models.providers import http1
+from podium.models.providers.base import CONNECTION, RATE_LIMIT, TIMEOUT, Timeouts, UpstreamError
+from podium.models.providers.openai import OpenAIProvider
+
+OK = orjson.dumps({"object": "chat.completion", "choices": [{"message": {"content": "hi"}}]})
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    return await reader.readexactly(length)
+
+
+def answer(body: bytes, status: str = "200 OK", extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s" % (
+        status.encode(),
+        extra,
+        len(body),
+        body,
+    )
+
+
+def served(handler: Handler, test: Callable[[str, dict[str, int]], Awaitable[Any]]) -> Any:
+    """Run `test(base_url, stats)` against a loopback server whose connections `handler` serves."""
+    stats = {"connections": 0}
+
+    async def main() -> Any:
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            stats["connections"] += 1
+            try:
+                await handler(reader, writer, stats["connections"])
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await test(f"http://127.0.0.1:{port}/v1", stats)
+        finally:
+            server.close()
+
+    return asyncio.run(main())
+
+
+def chat(url: str, timeouts: Timeouts | None = None) -> Awaitable[dict[str, Any]]:
+    return OpenAIProvider(url, model="m", timeouts=timeouts).chat({"messages": [{"role": "user", "content": "x"}]})
+
+
+def test_a_keep_alive_connection_closed_by_the_upstream_is_retried_once_on_a_new_one() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(answer(OK))
+        await writer.drain()
+        if n == 1:  # the first connection takes a second request, then closes without answering it
+            await read_request(reader)
+            return
+        while True:
+            await read_request(reader)
+            writer.write(answer(OK))
+            await writer.drain()
+
+    async def test(url: str, stats: dict[str, int]) -> list[Any]:
+        provider = OpenAIProvider(url, model="m")
+        body = {"messages": [{"role": "user", "content": "x"}]}
+        results = [await provider.chat(body) for _ in range(3)]
+        await provider.aclose()
+        return [results, stats["connections"]]
+
+    results, connections = served(handler, test)
+    assert [r["choices"][0]["message"]["content"] for r in results] == ["hi"] * 3
+    assert connections == 2
+
+
+def test_no_answer_times_out_at_the_first_byte_timeout() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        await asyncio.sleep(30)
+
+    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
+        with pytest.raises(UpstreamError) as caught:
+            await chat(url, Timeouts(connect=1, first_token=0.3, total=30))
+        return caught.value
+
+    err = served(handler, test)
+    assert err.kind == TIMEOUT and err.status == 504
+
+
+def test_an_answer_trickling_past_the_deadline_times_out() -> None:
+    """Bytes keep coming (so the first-byte timeout never passes), but the whole call has a deadline."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(100):
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
+        with pytest.raises(UpstreamError) as caught:
+            await chat(url, Timeouts(connect=1, first_token=0.5, total=0.6))
+        return caught.value
+
+    assert served(handler, test).kind == TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("reply", "words"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", "malformed HTTP answer"),
+        (answer(b"{not json"), "invalid JSON"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", "in the middle of its answer"),
+    ],
+)
+def test_garbage_and_cut_answers_are_upstream_errors(reply: bytes, words: str) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+
+    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
+        with pytest.raises(UpstreamError) as caught:
+            await chat(url)
+        return caught.value
+
+    err = served(handler, test)
+    assert err.status == 502 and words in err.message, err.message
+
+
+def test_an_answer_over_the_size_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "MAX_ANSWER", 1000)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(answer(b'"' + b"x" * 5000 + b'"'))
+        await writer.drain()
+
+    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
+        with pytest.raises(UpstreamError) as caught:
+            await chat(url)
+        return caught.value
+
+    err = served(handler, test)
+    assert err.kind == CONNECTION and "larger than 1000 bytes" in err.message
+
+
+def test_an_error_answer_keeps_its_status_message_and_retry_after() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        body = await read_request(reader)
+        assert orjson.loads(body)["model"] == "m"  # the upstream's model name is what goes out
+        error = orjson.dumps({"error": {"message": "slow down", "type": "rate_limit"}})
+        writer.write(answer(error, "429 Too Many Requests", b"retry-after: 7\r\n"))
+        await writer.drain()
+
+    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
+        with pytest.raises(UpstreamError) as caught:
+            await chat(url)
+        return caught.value
+
+    err = served(handler, test)
+    assert (err.kind, err.status, err.message, err.retry_after) == (RATE_LIMIT, 429, "slow down", 7)
+
+
+def test_the_network_guard_is_checked_when_a_connection_opens() -> None:
+    """A refused address is refused at connect time too (a name may start resolving elsewhere after
+    registration): the lean client asks the guard on every new connection."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(answer(OK))
+        await writer.drain()
+
+    async def test(url: str, stats: dict[str, int]) -> tuple[UpstreamError, int]:
+        provider = OpenAIProvider(url, model="m", guard=NetGuard(allow_private=False))
+        with pytest.raises(UpstreamError) as caught:
+            await provider.chat({"messages": [{"role": "user", "content": "x"}]})
+        return caught.value, stats["connections"]
+
+    err, connections = served(handler, test)
+    assert err.kind == CONNECTION and connections == 0
