@@ -4,9 +4,10 @@ gateway's spend ledger) reach the database in batches, off the request path.
 - `submit` (event loop) never waits while the queue has room; when it is full the caller waits for room
   (backpressure), so a burst slows requests down instead of dropping records.
 - The queue is a `deque` that producers append to without waking the thread (no lock, no notify: those cost
-  about a tenth of a gateway call's CPU with `queue.Queue`). The thread looks every `interval` seconds, or at
-  once when `batch_size` records are waiting, and writes what it finds in batches of at most `batch_size`
-  rows; `flush` and `close` wake it, and `close` drains everything (SIGTERM).
+  about a tenth of a gateway call's CPU with `queue.Queue`). The thread takes a batch (at most `batch_size`
+  rows) every `interval` seconds, or at once when `batch_size` records are waiting: a batch has a fixed cost
+  (a transaction, counter upserts, a round trip to the writer process), so fewer, fuller batches cost the
+  database side less per record. `flush` and `close` wake it; `close` drains everything (SIGTERM).
 - Each batch also updates the trace rollup (`podium.tracing.rollup`) in its transaction, whichever way it is
   written (thread, child process, replay of a spill), so aggregates never count a trace that is not stored.
 - A batch the database refuses is retried. If the database still does not take the tables' rows (it is
@@ -278,15 +279,21 @@ class TraceWriter:
     def _loop(self) -> None:
         inflight = self._inflight
         stop = False
+        taken_at = 0.0  # when the latest batch was taken (monotonic)
         while not stop:
-            if not self._queue:
-                if inflight:  # with a batch in flight, do not wait for more: read its answer first
+            waiting = len(self._queue)
+            # a batch every `interval` at most, unless a full one waits: each batch costs a transaction, a
+            # counter upsert and a round trip to the writer process, whatever its size
+            left = taken_at + self.interval - time.monotonic() if waiting < self.batch_size else 0.0
+            if not waiting or left > 0:
+                if inflight:  # read the answer of the batch in flight while the next one fills
                     self._resolve(inflight)
                     continue
-                QUEUE_DEPTH.set(0)
-                self._wake.wait(self.interval)
+                QUEUE_DEPTH.set(waiting)
+                self._wake.wait(left if waiting else self.interval)
                 self._wake.clear()
                 continue
+            taken_at = time.monotonic()
             batch, stop = self._take()
             QUEUE_DEPTH.set(len(self._queue))
             sent = self._send(batch) if batch else None
