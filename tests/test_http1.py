@@ -197,3 +197,34 @@ def test_the_network_guard_is_checked_when_a_connection_opens() -> None:
 
     err, connections = served(handler, test)
     assert err.kind == CONNECTION and connections == 0
+
+
+def test_a_reused_connection_keeps_no_timer_of_the_request_before() -> None:
+    """The first answer trickles (so its timeout check re-arms itself); the second, on the same connection,
+    comes after the first request's deadline but well within its own: it must not inherit the first's timer."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        body = b" " * 5 + OK
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for i in range(5):  # 1.5 s in all, never 1 s without a byte
+            writer.write(body[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(0.3)
+        writer.write(body[5:])
+        await writer.drain()
+        await read_request(reader)
+        await asyncio.sleep(0.7)  # the first request's deadline (2 s after it began) passes meanwhile
+        writer.write(answer(OK))
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def test(url: str, stats: dict[str, int]) -> list[Any]:
+        provider = OpenAIProvider(url, model="m", timeouts=Timeouts(connect=1, first_token=1.0, total=2.0))
+        body = {"messages": [{"role": "user", "content": "x"}]}
+        results = [await provider.chat(body), await provider.chat(body)]
+        await provider.aclose()
+        return [results, stats["connections"]]
+
+    results, connections = served(handler, test)
+    assert [r["object"] for r in results] == ["chat.completion"] * 2 and connections == 1

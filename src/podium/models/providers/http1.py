@@ -65,6 +65,7 @@ class _Connection(asyncio.Protocol):
         self.received = False  # any byte of the current answer
         self.last_read = 0.0  # loop time of the latest bytes
         self.idle_since = 0.0
+        self.timer: asyncio.TimerHandle | None = None  # the current request's timeout check
         self.closed = False
         self.reusable = True
 
@@ -188,7 +189,8 @@ class Http1Pool:
         conn.start(waiter)
         assert conn.transport is not None
         conn.transport.write(request)
-        timer = loop.call_later(min(first_byte, deadline - time.monotonic()), self._check, conn, first_byte, deadline)
+        delay = min(first_byte, deadline - time.monotonic())
+        conn.timer = loop.call_later(delay, self._check, conn, waiter, first_byte, deadline)
         try:
             data = await waiter
         except BaseException:
@@ -196,7 +198,9 @@ class Http1Pool:
             self._open.discard(conn)
             raise
         finally:
-            timer.cancel()
+            if conn.timer is not None:
+                conn.timer.cancel()
+                conn.timer = None
         answer = Answer(conn.parser.get_status_code(), Headers(conn.headers), data)
         if conn.reusable and not conn.closed:
             conn.idle_since = time.monotonic()
@@ -206,11 +210,10 @@ class Http1Pool:
             self._open.discard(conn)
         return answer
 
-    def _check(self, conn: _Connection, first_byte: float, deadline: float) -> None:
+    def _check(self, conn: _Connection, waiter: asyncio.Future[bytes], first_byte: float, deadline: float) -> None:
         """The request's one timer: time out when no byte came for `first_byte` seconds or the deadline
         passed; otherwise look again when the earlier of the two could pass."""
-        waiter = conn.waiter
-        if waiter is None or waiter.done():
+        if conn.waiter is not waiter or waiter.done():  # answered (the connection may serve another request)
             return
         now = time.monotonic()
         quiet_until = conn.last_read + first_byte
@@ -218,7 +221,8 @@ class Http1Pool:
             conn._fail(TimeoutError("the upstream did not answer in time"))
             self._open.discard(conn)
             return
-        asyncio.get_running_loop().call_later(min(quiet_until, deadline) - now, self._check, conn, first_byte, deadline)
+        delay = min(quiet_until, deadline) - now
+        conn.timer = asyncio.get_running_loop().call_later(delay, self._check, conn, waiter, first_byte, deadline)
 
     async def _checkout(self, connect_timeout: float, fresh: bool = False) -> tuple[_Connection, bool]:
         """An idle live connection (reused) or a new one."""
