@@ -146,6 +146,25 @@ def test_garbage_and_cut_answers_are_upstream_errors(reply: bytes, words: str) -
     assert err.status == 502 and words in err.message, err.message
 
 
+def test_an_answer_whose_body_ends_with_the_connection_is_read_whole() -> None:
+    """No Content-Length and no chunks (an HTTP/1.0-style server): the body is whatever came before the close."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + OK)
+        await writer.drain()
+
+    async def test(url: str, stats: dict[str, int]) -> list[Any]:
+        provider = OpenAIProvider(url, model="m")
+        body = {"messages": [{"role": "user", "content": "x"}]}
+        results = [await provider.chat(body), await provider.chat(body)]
+        await provider.aclose()
+        return [results, stats["connections"]]
+
+    results, connections = served(handler, test)
+    assert [r["choices"][0]["message"]["content"] for r in results] == ["hi", "hi"] and connections == 2
+
+
 def test_an_answer_over_the_size_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http1, "MAX_ANSWER", 1000)
 

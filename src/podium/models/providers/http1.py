@@ -63,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self.size = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.received = False  # any byte of the current answer
+        self.until_close = False  # the answer has neither a length nor chunks: its body ends when the socket does
         self.last_read = 0.0  # loop time of the latest bytes
         self.idle_since = 0.0
         self.timer: asyncio.TimerHandle | None = None  # the current request's timeout check
@@ -84,7 +85,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
-            if self.received:
+            if self.until_close:
+                self.on_message_complete()
+            elif self.received:
                 self._fail(ConnectionResetError("the upstream closed the connection in the middle of its answer"))
             else:
                 self._fail(ServerDisconnected("the upstream closed the connection before answering"))
@@ -92,6 +95,10 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks ---
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        framed = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in self.headers)
+        self.until_close = not framed and self.parser.get_status_code() not in (204, 304)
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -101,7 +108,7 @@ class _Connection(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        self.reusable = self.parser.should_keep_alive()
+        self.reusable = self.parser.should_keep_alive() and not self.until_close
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(b"".join(self.chunks))
@@ -122,6 +129,7 @@ class _Connection(asyncio.Protocol):
         self.size = 0
         self.headers = []
         self.received = False
+        self.until_close = False
         self.last_read = time.monotonic()
 
     def close(self) -> None:
