@@ -247,3 +247,30 @@ def test_a_reused_connection_keeps_no_timer_of_the_request_before() -> None:
 
     results, connections = served(handler, test)
     assert [r["object"] for r in results] == ["chat.completion"] * 2 and connections == 1
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_the_host_header_names_the_upstream(host: str) -> None:
+    seen: list[bytes] = []
+
+    async def main() -> None:
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            seen.extend(line for line in head.split(b"\r\n") if line.lower().startswith(b"host:"))
+            writer.write(answer(OK))
+            await writer.drain()
+            writer.close()
+
+        try:
+            server = await asyncio.start_server(on_connect, host, 0)
+        except OSError:
+            pytest.skip(f"{host} is not available here")
+        port = server.sockets[0].getsockname()[1]
+        literal = f"[{host}]" if ":" in host else host
+        provider = OpenAIProvider(f"http://{literal}:{port}/v1", model="m")
+        await provider.chat({"messages": [{"role": "user", "content": "x"}]})
+        await provider.aclose()
+        server.close()
+        assert seen == [f"Host: {literal}:{port}".encode()]
+
+    asyncio.run(main())

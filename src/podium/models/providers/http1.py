@@ -170,7 +170,8 @@ class Http1Pool:
         self._slots = asyncio.Semaphore(limit)
         self._idle: deque[_Connection] = deque()
         self._open: set[_Connection] = set()
-        host_header = host if port == 80 else f"{host}:{port}"
+        literal = f"[{host}]" if ":" in host else host  # an IPv6 address goes in brackets
+        host_header = literal if port == 80 else f"{literal}:{port}"
         lines = [f"Host: {host_header}", "Content-Type: application/json", "Accept: application/json"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items() if k.lower() not in ("host", "content-type")]
         self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
