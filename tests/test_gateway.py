@@ -432,6 +432,7 @@ def test_bad_requests_get_openai_errors(
         ("/v1/embeddings", {"model": "x", "input": 5}, "input"),
         ("/v1/embeddings", {"model": "x", "input": []}, "input"),
         ("/v1/embeddings", {"model": "x", "input": ["a", 1]}, "input"),
+        ("/v1/embeddings", {"model": "x", "input": [[1], []]}, "input"),
         ("/v1/completions", {"model": "x", "prompt": {"text": "hi"}}, "prompt"),
         ("/v1/completions", {"model": "x", "prompt": [[1, 2], "a"]}, "prompt"),
     ],

@@ -274,3 +274,90 @@ def test_the_host_header_names_the_upstream(host: str) -> None:
         assert seen == [f"Host: {literal}:{port}".encode()]
 
     asyncio.run(main())
+
+
+def test_configured_headers_cannot_smuggle_a_second_request() -> None:
+    """A key or header with a line break would end the request early and start another one chosen by whoever
+    set it: the lean client refuses such headers, and the provider leaves them to aiohttp, which refuses them
+    at call time. Either way the upstream sees no smuggled request."""
+    with pytest.raises(ValueError, match="does not allow"):
+        http1.header_block({"Authorization": "Bearer x\r\n\r\nGET /admin HTTP/1.1"})
+    with pytest.raises(ValueError, match="does not allow"):
+        http1.header_block({"X Bad Name": "v"})
+    requests: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            requests.append(head.split(b"\r\n", 1)[0])
+            writer.write(answer(OK))
+            await writer.drain()
+
+    async def test(url: str, stats: dict[str, int]) -> Exception | None:
+        smuggler = "sk\r\n\r\nGET /admin HTTP/1.1\r\nHost: internal"
+        provider = OpenAIProvider(url, model="m", api_key=smuggler)
+        try:
+            await provider.chat({"messages": [{"role": "user", "content": "x"}]})
+        except Exception as exc:
+            return exc
+        finally:
+            await provider.aclose()
+        return None
+
+    assert served(handler, test) is not None
+    assert not any(b"/admin" in r for r in requests), requests
+
+
+def test_endless_headers_are_cut_off() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(100_000):
+            writer.write(b"X-Filler-%d: %s\r\n" % (i, b"y" * 100))
+            await writer.drain()
+
+    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
+        with pytest.raises(UpstreamError) as caught:
+            await chat(url)
+        return caught.value
+
+    err = served(handler, test)
+    assert err.status == 502 and "bytes of headers" in err.message
+
+
+def test_an_interim_answer_is_skipped_for_the_real_one() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+        await writer.drain()
+        writer.write(answer(OK))
+        await writer.drain()
+
+    async def test(url: str, stats: dict[str, int]) -> dict[str, Any]:
+        return await chat(url)
+
+    assert served(handler, test)["choices"][0]["message"]["content"] == "hi"
+
+
+def test_a_request_the_upstream_may_have_worked_on_is_never_sent_twice() -> None:
+    """A reused connection that closes without answering long after the request went out (a crash mid-
+    generation) is an error, not a retry: the retry is only for a close that crossed the request."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(answer(OK))
+        await writer.drain()
+        await read_request(reader)
+        await asyncio.sleep(0.6)  # works on it, then dies
+
+    async def test(url: str, stats: dict[str, int]) -> list[Any]:
+        provider = OpenAIProvider(url, model="m")
+        body = {"messages": [{"role": "user", "content": "x"}]}
+        await provider.chat(body)
+        with pytest.raises(UpstreamError) as caught:
+            await provider.chat(body)
+        await provider.aclose()
+        return [caught.value, stats["connections"]]
+
+    err, connections = served(handler, test)
+    assert err.kind == CONNECTION and "without answering" in err.message and connections == 1

@@ -97,6 +97,7 @@ class KeyCache:
     _used: dict[str, float] = field(default_factory=dict)  # key id -> last use (epoch seconds)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _epoch: int | None = None  # the access epoch last read by `watch`
+    _generation: int = 0  # moved by `clear`: a lookup that began before a clear is not kept
 
     def authenticate(self, raw: str | None) -> Principal:
         """The principal for a raw key, or `Unauthorized` saying why."""
@@ -123,14 +124,16 @@ class KeyCache:
         now = time.monotonic()
         hit = self._entries.get(digest)
         if hit is None or now - hit[0] > self.ttl:
+            generation = self._generation
             principal, reason = _load_principal(self.db, digest)
             expiry = principal.expires_at.timestamp() if principal and principal.expires_at else math.inf
             hit = (now, principal, reason, expiry)
             with self._lock:
-                self._entries[digest] = hit
-                self._entries.move_to_end(digest)
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
+                if self._generation == generation:  # else a change landed meanwhile: answer, but do not keep
+                    self._entries[digest] = hit
+                    self._entries.move_to_end(digest)
+                    while len(self._entries) > self.max_entries:
+                        self._entries.popitem(last=False)
         return self._admit(hit)
 
     def _admit(self, hit: tuple[float, Principal | None, str, float]) -> Principal:
@@ -164,6 +167,7 @@ class KeyCache:
         """Forget every cached lookup (after a revocation or role change)."""
         with self._lock:
             self._entries.clear()
+            self._generation += 1
 
     def watch(self) -> bool:
         """Read the access epoch (blocking: call it off the event loop); when another process moved it since

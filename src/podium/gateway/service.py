@@ -78,7 +78,8 @@ def _check_texts(value: Any, field: str) -> None:
     if isinstance(value, str):
         return
     many = isinstance(value, list) and bool(value)
-    if many and (all(isinstance(v, str) for v in value) or _is_tokens(value) or all(map(_is_tokens, value))):
+    nested = many and all(isinstance(v, list) and v and _is_tokens(v) for v in value)
+    if many and (all(isinstance(v, str) for v in value) or _is_tokens(value) or nested):
         return
     raise GatewayError(
         400,

@@ -204,7 +204,7 @@ class TraceWriter:
         """Wait until everything queued so far is committed (or spilled); False on timeout."""
         deadline = time.monotonic() + timeout
         with self._idle:  # the thread takes records under this lock, so the two counts agree
-            target = self._taken + len(self._queue)
+            target = self._taken + len(self._queue) - self._queue.count(_STOP)
         self._wake.set()
         with self._idle:
             while self._finished < target:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import re
 import socket
 import time
 from collections import deque
@@ -23,7 +24,23 @@ import httptools
 from podium.core.netguard import Blocked, NetGuard
 
 MAX_ANSWER = 64 * 1024 * 1024  # bytes: an answer larger than this is an upstream fault, not a reply
+MAX_HEAD = 64 * 1024  # bytes of status line and headers (aiohttp allows 8,190 per field)
 KEEPALIVE = 30.0  # seconds an idle connection is kept
+STALE_WINDOW = 0.25  # seconds: a reused connection closed this soon after the write was closed while idle
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name
+_FRAMING = {"host", "content-type", "content-length", "transfer-encoding", "connection"}  # set by the client
+
+
+def header_block(headers: dict[str, str]) -> bytes:
+    """Configured headers as request lines; `ValueError` for a name that is not an HTTP token or a value
+    with a line break, NUL or a character outside latin-1 (it could smuggle a second request)."""
+    lines = []
+    for name, value in headers.items():
+        if not _TOKEN.match(name) or any(c in value for c in "\r\n\x00"):
+            raise ValueError(f"header {name!r} has a character HTTP does not allow")
+        if name.lower() not in _FRAMING:
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))  # UnicodeEncodeError is a ValueError
+    return b"".join(lines)
 
 
 class ServerDisconnected(ConnectionError):
@@ -63,6 +80,9 @@ class _Connection(asyncio.Protocol):
         self.size = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.received = False  # any byte of the current answer
+        self.head = 0  # bytes of the current answer's status line and headers
+        self.written_at = 0.0  # when the current request was written (monotonic)
+        self.reused = False  # the current request went out on a connection that served one before
         self.until_close = False  # the answer has neither a length nor chunks: its body ends when the socket does
         self.last_read = 0.0  # loop time of the latest bytes
         self.idle_since = 0.0
@@ -89,14 +109,28 @@ class _Connection(asyncio.Protocol):
                 self.on_message_complete()
             elif self.received:
                 self._fail(ConnectionResetError("the upstream closed the connection in the middle of its answer"))
-            else:
+            elif self.reused and time.monotonic() - self.written_at < STALE_WINDOW:
+                # closed while idle, crossing our request: the upstream never saw it, a retry is safe
                 self._fail(ServerDisconnected("the upstream closed the connection before answering"))
+            else:  # it may have worked on the request: never sent twice
+                self._fail(ConnectionResetError("the upstream closed the connection without answering"))
 
     # --- httptools callbacks ---
+    def on_status(self, status: bytes) -> None:
+        self._count_head(len(status) + 16)
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
         self.headers.append((name, value))
 
+    def _count_head(self, n: int) -> None:
+        self.head += n
+        if self.head > MAX_HEAD:
+            self._fail(AnswerTooLarge(f"the upstream's answer has more than {MAX_HEAD} bytes of headers"))
+
     def on_headers_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:  # an interim answer (102, 103): the real one follows
+            return
         framed = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in self.headers)
         self.until_close = not framed and self.parser.get_status_code() not in (204, 304)
 
@@ -108,6 +142,9 @@ class _Connection(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:
+            self.headers, self.head = [], 0
+            return
         self.reusable = self.parser.should_keep_alive() and not self.until_close
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
@@ -128,9 +165,10 @@ class _Connection(asyncio.Protocol):
         self.chunks = []
         self.size = 0
         self.headers = []
+        self.head = 0
         self.received = False
         self.until_close = False
-        self.last_read = time.monotonic()
+        self.last_read = self.written_at = time.monotonic()
 
     def close(self) -> None:
         self.closed = True
@@ -170,27 +208,36 @@ class Http1Pool:
         self._slots = asyncio.Semaphore(limit)
         self._idle: deque[_Connection] = deque()
         self._open: set[_Connection] = set()
-        literal = f"[{host}]" if ":" in host else host  # an IPv6 address goes in brackets
+        self.closed = False
+        name = host if host.isascii() else host.encode("idna").decode("ascii")  # an international name
+        literal = f"[{name}]" if ":" in name else name  # an IPv6 address goes in brackets
         host_header = literal if port == 80 else f"{literal}:{port}"
-        lines = [f"Host: {host_header}", "Content-Type: application/json", "Accept: application/json"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items() if k.lower() not in ("host", "content-type")]
-        self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+        fixed = f"Host: {host_header}\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+        self._head = fixed.encode("latin-1") + header_block(headers or {}) + b"Content-Length: "
 
     async def post(self, path: str, body: bytes, *, connect: float, first_byte: float, total: float) -> Answer:
         """POST `body` (JSON) to `path` and read the whole answer. A stale pooled connection (closed by the
         upstream while idle) is retried once on a new one; other failures raise `ConnectionError` (or
         `OSError`), `TimeoutError` when a timeout passes."""
+        if any(c in path for c in "\r\n\x00 "):
+            raise ValueError(f"path {path!r} has a character HTTP does not allow")
         request = b"POST %s HTTP/1.1\r\n%s%d\r\n\r\n%s" % (path.encode("latin-1"), self._head, len(body), body)
-        async with self._slots:
-            deadline = time.monotonic() + total
-            conn, reused = await self._checkout(min(connect, total))
+        deadline = time.monotonic() + total
+        if self._slots.locked():  # every connection busy: the wait counts against the call's deadline
+            async with asyncio.timeout(total):
+                await self._slots.acquire()
+        else:
+            await self._slots.acquire()
+        try:
+            conn = await self._checkout(min(connect, total))
             try:
                 return await self._exchange(conn, request, first_byte, deadline)
             except ServerDisconnected:
-                if not reused:
-                    raise
-            conn, _ = await self._checkout(min(connect, max(deadline - time.monotonic(), 0.001)), fresh=True)
+                pass  # a reused connection the upstream had closed while idle: once more on a new one
+            conn = await self._checkout(min(connect, max(deadline - time.monotonic(), 0.001)), fresh=True)
             return await self._exchange(conn, request, first_byte, deadline)
+        finally:
+            self._slots.release()
 
     async def _exchange(self, conn: _Connection, request: bytes, first_byte: float, deadline: float) -> Answer:
         loop = asyncio.get_running_loop()
@@ -233,13 +280,18 @@ class Http1Pool:
         delay = min(quiet_until, deadline) - now
         conn.timer = asyncio.get_running_loop().call_later(delay, self._check, conn, waiter, first_byte, deadline)
 
-    async def _checkout(self, connect_timeout: float, fresh: bool = False) -> tuple[_Connection, bool]:
-        """An idle live connection (reused) or a new one."""
+    async def _checkout(self, connect_timeout: float, fresh: bool = False) -> _Connection:
+        """An idle live connection (marked reused) or a new one."""
+        if self.closed:
+            raise ConnectionError("the upstream client was closed")
         now = time.monotonic()
         while self._idle and not fresh:
             conn = self._idle.pop()
-            if not conn.closed and now - conn.idle_since < KEEPALIVE:
-                return conn, True
+            transport = conn.transport
+            live = not conn.closed and transport is not None and not transport.is_closing()
+            if live and now - conn.idle_since < KEEPALIVE:
+                conn.reused = True
+                return conn
             conn.close()
             self._open.discard(conn)
         loop = asyncio.get_running_loop()
@@ -247,17 +299,18 @@ class Http1Pool:
             if self.unix_socket:
                 _, conn = await loop.create_unix_connection(_Connection, self.unix_socket)
             else:
-                address = await self._address()
-                _, conn = await loop.create_connection(_Connection, address, self.port)
+                conn = await self._connect(loop)
+        conn.reused = False
         self._open.add(conn)
-        return conn, False
+        return conn
 
-    async def _address(self) -> str:
-        """The address to connect to; with a guard, every address of the host must be allowed (checked on
-        each new connection, so a name that starts resolving to a refused address is refused)."""
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        """A TCP connection to the first address that answers. With a guard, every address of the host must
+        be allowed (checked on each new connection, so a name that starts resolving to a refused address is
+        refused) and the connection goes to a checked address, never to a second lookup's answer."""
         if self.guard is None:
-            return self.host
-        loop = asyncio.get_running_loop()
+            _, conn = await loop.create_connection(_Connection, self.host, self.port)
+            return conn
         try:
             self.guard.check_host(self.host)
             found = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
@@ -267,10 +320,19 @@ class Http1Pool:
             raise OSError(errno.EACCES, exc.message) from None
         if not found:
             raise OSError(errno.EHOSTUNREACH, f"{self.host} has no address")
-        return str(found[0][4][0])
+        failure: OSError | None = None
+        for *_, sockaddr in found:  # as aiohttp does: each address in turn (a dual-stack name, one stack served)
+            try:
+                _, conn = await loop.create_connection(_Connection, str(sockaddr[0]), self.port)
+                return conn
+            except OSError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
 
     def close(self) -> None:
-        """Close every connection."""
+        """Close every connection; later calls are refused."""
+        self.closed = True
         for conn in list(self._open):
             conn.close()
         self._open.clear()

@@ -110,8 +110,13 @@ class OpenAIProvider(Provider):
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         parts = urlsplit(self.base_url)
-        # whole answers from plain-HTTP upstreams take the lean client
-        self._plain = parts.scheme == "http" and bool(parts.hostname)
+        # whole answers from plain-HTTP upstreams take the lean client; headers it cannot send safely (a line
+        # break, NUL, non-latin-1) go the aiohttp way, which refuses them when a call is made
+        self._plain = parts.scheme == "http" and bool(parts.hostname) and not parts.username
+        try:
+            http1.header_block(self._headers)
+        except ValueError:
+            self._plain = False
         self._prefix = parts.path.rstrip("/")
         self._pool: http1.Http1Pool | None = None
         self._pool_loop: asyncio.AbstractEventLoop | None = None
@@ -119,19 +124,21 @@ class OpenAIProvider(Provider):
     def pool(self) -> http1.Http1Pool:
         """The lean client's connections, for the running event loop."""
         loop = asyncio.get_running_loop()
-        if self._pool is None or self._pool_loop is not loop:
+        pool = self._pool
+        if pool is None or self._pool_loop is not loop:
+            if pool is not None:
+                pool.close()  # another event loop's connections: unusable from this one
             parts = urlsplit(self.base_url)
-            extra = {k: v for k, v in self._headers.items() if k.lower() != "content-type"}
-            self._pool = http1.Http1Pool(
+            pool = http1.Http1Pool(
                 parts.hostname or "localhost",
                 parts.port or 80,
                 unix_socket=self.unix_socket,
                 guard=None if self.unix_socket else self.guard,
                 limit=self.max_connections,
-                headers=extra,
+                headers=self._headers,
             )
-            self._pool_loop = loop
-        return self._pool
+            self._pool, self._pool_loop = pool, loop
+        return pool
 
     def session(self) -> aiohttp.ClientSession:
         """The pooled session of the running event loop."""
@@ -203,7 +210,7 @@ class OpenAIProvider(Provider):
             )
         except TimeoutError:
             raise UpstreamError(TIMEOUT, f"upstream {self.base_url} timed out", status=504) from None
-        except OSError as exc:  # ConnectionError included
+        except (OSError, ValueError) as exc:  # ConnectionError included; ValueError: a path HTTP cannot carry
             raise UpstreamError(CONNECTION, f"cannot reach upstream {self.base_url}: {exc}", status=502) from None
         if answer.status >= 400:
             raise error_from_response(answer.status, answer.body, answer.headers)
