@@ -209,7 +209,7 @@ class Settings(BaseSettings):
         """The server URL clients use."""
         if self.url:
             return self.url.rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # nosec B104 - compares with the wildcard address, binds nothing
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # nosec B104  # compares with the wildcard address, binds nothing
         return f"http://{host}:{self.port}"
 
     @property

@@ -47,7 +47,7 @@ class Backoff:
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `attempt` (0 for the first retry)."""
         ceiling = min(self.cap, self.initial * 2.0 ** min(attempt, 64))
-        wait = ceiling * random.uniform(0.5, 1.0)  # nosec B311 - not security: load spreading, jitter and experiment arms
+        wait = ceiling * random.uniform(0.5, 1.0)  # nosec B311  # not security: load spreading, jitter and experiment arms
         if retry_after is not None:
             wait = max(wait, retry_after)
         return min(wait, self.cap)

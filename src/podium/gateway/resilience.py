@@ -70,7 +70,7 @@ def backoff_delay(attempt: int, base: float, retry_after: float | None, cap: flo
     jitter, at least the upstream's Retry-After; None when Retry-After asks for longer than `cap`."""
     if retry_after is not None and retry_after > cap:
         return None
-    delay = random.uniform(0.5, 1.0) * base * (2**attempt)  # nosec B311 - not security: load spreading, jitter and experiment arms
+    delay = random.uniform(0.5, 1.0) * base * (2**attempt)  # nosec B311  # not security: load spreading, jitter and experiment arms
     if retry_after is not None:
         delay = max(delay, retry_after)
     return float(min(delay, cap))

@@ -96,7 +96,7 @@ def _weighted_pick(deps: list[Deployment], sticky: str | None) -> Deployment:
     """A deployment drawn by weight; the same sticky key (route and user) always draws the same point."""
     total = sum(d.spec.weight for d in deps)
     if sticky is None:
-        point = random.random() * total  # nosec B311 - not security: load spreading, jitter and experiment arms
+        point = random.random() * total  # nosec B311  # not security: load spreading, jitter and experiment arms
     else:
         digest = hashlib.blake2b(sticky.encode(), digest_size=8).digest()
         point = int.from_bytes(digest, "big") / 2**64 * total

@@ -8,7 +8,7 @@ import hashlib
 import logging
 import os
 import signal
-import subprocess  # nosec B404 - runs our own modules with a fixed argv
+import subprocess  # nosec B404  # runs our own modules with a fixed argv
 import sys
 import tempfile
 import threading
@@ -114,7 +114,7 @@ class ModelSupervisor:
         env = dict(os.environ)
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        spec.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # nosec B603 - our own module, fixed argv, no shell
+        spec.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # nosec B603  # our own module, fixed argv, no shell
         out.close()
         spec.started_at = time.monotonic()
         log.info(

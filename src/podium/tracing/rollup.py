@@ -135,12 +135,12 @@ def _upsert(table: str, key: tuple[str, ...], values: tuple[str, ...], mark: str
     sets = ", ".join(f'"{c}" = {table}."{c}" + excluded."{c}"' for c in values)
     conflict = ", ".join(f'"{c}"' for c in key)
     marks = ", ".join(mark for _ in (*key, *values))
-    return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT ({conflict}) DO UPDATE SET {sets}"  # nosec B608 - identifiers are fixed table/column names; values are bound parameters
+    return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT ({conflict}) DO UPDATE SET {sets}"  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
 
 
 def _delete(table: str, key: tuple[str, ...], mark: str) -> str:
     where = " AND ".join(f'"{c}" = {mark}' for c in key)
-    return f"DELETE FROM {table} WHERE {where} AND traces <= 0"  # nosec B608 - identifiers are fixed table/column names; values are bound parameters
+    return f"DELETE FROM {table} WHERE {where} AND traces <= 0"  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
 
 
 _SQLITE = {
@@ -165,7 +165,7 @@ def _pg_upsert(table: str, key: tuple[str, ...], values: tuple[str, ...]) -> str
     sets = ", ".join(f'"{c}" = {table}."{c}" + excluded."{c}"' for c in values)
     conflict = ", ".join(f'"{c}"' for c in key)
     return (
-        f"INSERT INTO {table} ({names}) SELECT * FROM unnest({_arrays((*key, *values))})"  # nosec B608 - identifiers are fixed table/column names; values are bound parameters
+        f"INSERT INTO {table} ({names}) SELECT * FROM unnest({_arrays((*key, *values))})"  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
         f" ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
     )
 
@@ -173,7 +173,7 @@ def _pg_upsert(table: str, key: tuple[str, ...], values: tuple[str, ...]) -> str
 def _pg_delete(table: str, key: tuple[str, ...]) -> str:
     names = ", ".join(f'"{c}"' for c in key)
     match = " AND ".join(f't."{c}" = k."{c}"' for c in key)
-    return f"DELETE FROM {table} AS t USING unnest({_arrays(key)}) AS k({names}) WHERE {match} AND t.traces <= 0"  # nosec B608 - identifiers are fixed table/column names; values are bound parameters
+    return f"DELETE FROM {table} AS t USING unnest({_arrays(key)}) AS k({names}) WHERE {match} AND t.traces <= 0"  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
 
 
 _POSTGRES = {
@@ -224,9 +224,9 @@ def read_contributions(s: Session, trace_ids: Sequence[str], backend: str) -> li
     for i in range(0, len(ordered), 500):
         chunk = ordered[i : i + 500]
         if backend == "sqlite":
-            sql = f"SELECT {columns} FROM traces WHERE id IN ({', '.join('?' for _ in chunk)})"  # nosec B608 - identifiers are fixed table/column names; values are bound parameters
+            sql = f"SELECT {columns} FROM traces WHERE id IN ({', '.join('?' for _ in chunk)})"  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
         else:
-            sql = f"SELECT {columns} FROM traces WHERE id = ANY(%s) ORDER BY id FOR UPDATE"  # nosec B608 - identifiers are fixed table/column names; values are bound parameters
+            sql = f"SELECT {columns} FROM traces WHERE id = ANY(%s) ORDER BY id FOR UPDATE"  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
         rows = conn.exec_driver_sql(sql, tuple(chunk) if backend == "sqlite" else (chunk,))
         for values in rows:
             row = dict(zip(_READ_COLUMNS, values, strict=True))

@@ -15,11 +15,11 @@ import contextlib
 import importlib
 import logging
 import os
-import pickle  # nosec B403 - our own child process over a private pipe
+import pickle  # nosec B403  # our own child process over a private pipe
 import queue
 import signal
 import struct
-import subprocess  # nosec B404 - runs our own modules with a fixed argv
+import subprocess  # nosec B404  # runs our own modules with a fixed argv
 import sys
 import threading
 from collections.abc import Callable
@@ -44,7 +44,7 @@ def _recv(stream: IO[bytes]) -> Any:
     data = stream.read(size)
     if len(data) < size:
         raise EOFError("trace writer process closed its pipe mid-message")
-    return pickle.loads(data)  # noqa: S301  # nosec B301 - our own child process, over a private pipe
+    return pickle.loads(data)  # noqa: S301  # nosec B301  # our own child process, over a private pipe
 
 
 def callable_name(fn: Callable[..., Any]) -> str:
@@ -73,7 +73,7 @@ class ProcessSink:
         self._lock = threading.RLock()
 
     def _start(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(  # nosec B603 - our own module, fixed argv, no shell
+        proc = subprocess.Popen(  # nosec B603  # our own module, fixed argv, no shell
             [sys.executable, "-m", "podium.tracing.sink"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -407,7 +407,7 @@ class TraceWriter:
         try:
             with self.db.session() as s:
                 for table in ("traces", "spans", "trace_rollup", "trace_latency"):
-                    s.execute(text(f"SELECT 1 FROM {table} LIMIT 1"))  # nosec B608 - fixed table names
+                    s.execute(text(f"SELECT 1 FROM {table} LIMIT 1"))  # nosec B608  # fixed table names
         except Exception as exc:
             log.warning("the database does not take trace rows now (%s)", exc)
             return False
@@ -622,8 +622,8 @@ class _BulkInsert:
         self.names = names
         cols = ", ".join(f'"{n}"' for n in names)
         self.sql = {
-            "sqlite": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in names)})",  # nosec B608 - identifiers are fixed table/column names; values are bound parameters
-            "postgresql": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('%s' for _ in names)})",  # nosec B608 - identifiers are fixed table/column names; values are bound parameters
+            "sqlite": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in names)})",  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
+            "postgresql": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('%s' for _ in names)})",  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
         }
         self._getter = operator.itemgetter(*self.keys)
         self._defaults = dict(zip(self.keys, self.defaults, strict=True))
@@ -672,7 +672,7 @@ class _BulkInsert:
         elif merge:
             rules = self.merge_rules or {}
             sets = ", ".join(f'"{c}" = {rules.get(c, "excluded.{c}").format(c=c)}' for c in self.names[1:])
-            sql += f' ON CONFLICT ("{self.names[0]}") DO UPDATE SET {sets}'  # nosec B608 - identifiers are fixed table/column names; values are bound parameters
+            sql += f' ON CONFLICT ("{self.names[0]}") DO UPDATE SET {sets}'  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
             if "project_id" in self.names:  # a part never merges into another project's trace
                 sql += f" WHERE COALESCE({self.table}.project_id, '') = COALESCE(excluded.project_id, '')"
         session.connection().exec_driver_sql(sql, params)

@@ -70,10 +70,10 @@ def _dequantize(gguf_path: Path) -> tuple[Any, Any, Any]:
     folder, name = str(gguf_path.parent), gguf_path.name
     log.info("converting %s to safetensors (once per user; about half a minute for a small model)", name)
     started = time.monotonic()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)  # nosec B615 - a local folder (no hub download)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)  # nosec B615  # a local folder (no hub download)
     gguf_model = AutoModelForCausalLM.from_pretrained(
         folder, gguf_file=name, dtype=torch.float32, local_files_only=True
-    )  # nosec B615 - a local folder (no hub download)
+    )  # nosec B615  # a local folder (no hub download)
     config = copy.deepcopy(gguf_model.config)  # the file's config, without parsing the GGUF a third time
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
@@ -111,8 +111,8 @@ def load_causal_lm(
         torch.set_num_threads(threads)
     folder = convert_gguf(path, cache_root, sha256) if fmt == "gguf" else path
     loading = time.monotonic()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)  # nosec B615 - a local folder (no hub download)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_torch_dtype(dtype), local_files_only=True)  # nosec B615 - a local folder (no hub download)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)  # nosec B615  # a local folder (no hub download)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_torch_dtype(dtype), local_files_only=True)  # nosec B615  # a local folder (no hub download)
     weights_key = sha256
     if adapter is not None:
         from peft import PeftModel

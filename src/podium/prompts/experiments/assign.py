@@ -26,7 +26,7 @@ def pick(experiment_id: str, arms: Sequence[tuple[str, float]], key: str | None)
     total = sum(max(share, 0.0) for _, share in arms)
     if total <= 0:
         return arms[0][0]
-    at = (point(experiment_id, key) if key else random.random()) * total  # nosec B311 - not security: load spreading, jitter and experiment arms
+    at = (point(experiment_id, key) if key else random.random()) * total  # nosec B311  # not security: load spreading, jitter and experiment arms
     for version_id, share in arms:
         at -= max(share, 0.0)
         if at < 0:

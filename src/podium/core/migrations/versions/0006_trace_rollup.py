@@ -89,14 +89,14 @@ def backfill(conn: sa.Connection) -> None:
         for view, columns in VIEWS.items():
             conn.execute(
                 sa.text(
-                    f"INSERT INTO trace_rollup (view, width, slot, {dims}, traces, prompt_tokens, completion_tokens,"  # nosec B608 - identifiers are fixed table/column names; values are bound parameters
+                    f"INSERT INTO trace_rollup (view, width, slot, {dims}, traces, prompt_tokens, completion_tokens,"  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
                     f" cost_micros) SELECT {view}, {width}, slot, {dims}, COUNT(*), SUM(prompt_tokens),"
                     f" SUM(completion_tokens), SUM(cost_micros) FROM (SELECT {slot}, {columns}, source, status,"
                     f" prompt_tokens, completion_tokens, cost_micros FROM traces) AS t GROUP BY slot, {dims}"
                 )
             )
         latency = sa.text(
-            f"INSERT INTO trace_latency (width, slot, project_id, model, bin, traces)"  # nosec B608 - identifiers are fixed table/column names; values are bound parameters
+            f"INSERT INTO trace_latency (width, slot, project_id, model, bin, traces)"  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
             f" SELECT {width}, slot, project_id, model, bin, COUNT(*) FROM (SELECT {slot},"
             f" COALESCE(model, '') AS model, {_bin()} AS bin FROM traces WHERE latency_ms IS NOT NULL) AS t"
             " GROUP BY slot, project_id, model, bin"
