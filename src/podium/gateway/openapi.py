@@ -20,7 +20,6 @@ _ERROR_STATUSES = {
     "403": "The key's role may not call models (a viewer), or a guardrail refused the call.",
     "404": "No model or route of that name in the key's project.",
     "405": "The method is not served on this path.",
-    "409": "The request conflicts with the project's state (for example a trace id of another project).",
     "413": "The body is larger than the server's limit.",
     "429": "A rate limit or budget of the key, user, project or route is spent; see `Retry-After`.",
     "502": "The upstream failed or answered something that is not a valid answer.",
@@ -80,7 +79,7 @@ def _responses(ok: dict[str, Any], statuses: list[str]) -> dict[str, Any]:
     return out
 
 
-_CALL_ERRORS = ["400", "401", "403", "404", "409", "413", "429", "502", "503", "504"]
+_CALL_ERRORS = ["400", "401", "403", "404", "413", "429", "502", "503", "504"]
 
 
 def _generation(summary: str, request: str, answer: str, streams: bool) -> dict[str, Any]:
