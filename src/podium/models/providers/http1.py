@@ -17,7 +17,6 @@ import re
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator
 
 import httptools
 
@@ -64,9 +63,6 @@ class Headers:
             if key.lower() == wanted:
                 return value.decode("latin-1")
         return default
-
-    def __iter__(self) -> Iterator[str]:
-        return (k.decode("latin-1") for k, _ in self._raw)
 
 
 class _Connection(asyncio.Protocol):

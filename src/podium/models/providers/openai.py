@@ -80,6 +80,17 @@ def error_from_response(status: int, payload: bytes, headers: Any) -> UpstreamEr
     return UpstreamError(kind, message, status=status, retry_after=retry_after, body=body, param=param)
 
 
+def _decode(status: int, payload: bytes, headers: Any) -> dict[str, Any]:
+    """A whole answer's JSON body, or the `UpstreamError` its status or a body that is not JSON means."""
+    if status >= 400:
+        raise error_from_response(status, payload, headers)
+    try:
+        result: dict[str, Any] = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(SERVER, "upstream answered with invalid JSON", status=502) from None
+    return result
+
+
 class OpenAIProvider(Provider):
     """An OpenAI-compatible HTTP upstream (over TCP, or a unix socket for local model workers)."""
 
@@ -186,14 +197,7 @@ class OpenAIProvider(Provider):
         timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.first_token)
         try:
             async with self.session().post(self.base_url + path, data=self._body(body), timeout=timeout) as resp:
-                payload = await resp.read()
-                if resp.status >= 400:
-                    raise error_from_response(resp.status, payload, resp.headers)
-                try:
-                    result: dict[str, Any] = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError(SERVER, "upstream answered with invalid JSON", status=502) from None
-                return result
+                return _decode(resp.status, await resp.read(), resp.headers)
         except TimeoutError:
             raise UpstreamError(TIMEOUT, f"upstream {self.base_url} timed out", status=504) from None
         except aiohttp.ServerDisconnectedError:
@@ -212,13 +216,7 @@ class OpenAIProvider(Provider):
             raise UpstreamError(TIMEOUT, f"upstream {self.base_url} timed out", status=504) from None
         except (OSError, ValueError) as exc:  # ConnectionError included; ValueError: a path HTTP cannot carry
             raise UpstreamError(CONNECTION, f"cannot reach upstream {self.base_url}: {exc}", status=502) from None
-        if answer.status >= 400:
-            raise error_from_response(answer.status, answer.body, answer.headers)
-        try:
-            result: dict[str, Any] = orjson.loads(answer.body)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(SERVER, "upstream answered with invalid JSON", status=502) from None
-        return result
+        return _decode(answer.status, answer.body, answer.headers)
 
     async def _stream(
         self, path: str, body: dict[str, Any], timeouts: Timeouts | None
