@@ -65,6 +65,17 @@ def chat(url: str, timeouts: Timeouts | None = None) -> Awaitable[dict[str, Any]
     return OpenAIProvider(url, model="m", timeouts=timeouts).chat({"messages": [{"role": "user", "content": "x"}]})
 
 
+def refusal(timeouts: Timeouts | None = None) -> Callable[[str, dict[str, int]], Awaitable[UpstreamError]]:
+    """A `served` test: one chat call, which must fail; returns its `UpstreamError`."""
+
+    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
+        with pytest.raises(UpstreamError) as caught:
+            await chat(url, timeouts)
+        return caught.value
+
+    return test
+
+
 def test_a_keep_alive_connection_closed_by_the_upstream_is_retried_once_on_a_new_one() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await read_request(reader)
@@ -95,12 +106,7 @@ def test_no_answer_times_out_at_the_first_byte_timeout() -> None:
         await read_request(reader)
         await asyncio.sleep(30)
 
-    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
-        with pytest.raises(UpstreamError) as caught:
-            await chat(url, Timeouts(connect=1, first_token=0.3, total=30))
-        return caught.value
-
-    err = served(handler, test)
+    err = served(handler, refusal(Timeouts(connect=1, first_token=0.3, total=30)))
     assert err.kind == TIMEOUT and err.status == 504
 
 
@@ -115,12 +121,7 @@ def test_an_answer_trickling_past_the_deadline_times_out() -> None:
             await writer.drain()
             await asyncio.sleep(0.05)
 
-    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
-        with pytest.raises(UpstreamError) as caught:
-            await chat(url, Timeouts(connect=1, first_token=0.5, total=0.6))
-        return caught.value
-
-    assert served(handler, test).kind == TIMEOUT
+    assert served(handler, refusal(Timeouts(connect=1, first_token=0.5, total=0.6))).kind == TIMEOUT
 
 
 @pytest.mark.parametrize(
@@ -137,12 +138,7 @@ def test_garbage_and_cut_answers_are_upstream_errors(reply: bytes, words: str) -
         writer.write(reply)
         await writer.drain()
 
-    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
-        with pytest.raises(UpstreamError) as caught:
-            await chat(url)
-        return caught.value
-
-    err = served(handler, test)
+    err = served(handler, refusal())
     assert err.status == 502 and words in err.message, err.message
 
 
@@ -173,12 +169,7 @@ def test_an_answer_over_the_size_bound_is_refused(monkeypatch: pytest.MonkeyPatc
         writer.write(answer(b'"' + b"x" * 5000 + b'"'))
         await writer.drain()
 
-    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
-        with pytest.raises(UpstreamError) as caught:
-            await chat(url)
-        return caught.value
-
-    err = served(handler, test)
+    err = served(handler, refusal())
     assert err.kind == CONNECTION and "larger than 1000 bytes" in err.message
 
 
@@ -190,12 +181,7 @@ def test_an_error_answer_keeps_its_status_message_and_retry_after() -> None:
         writer.write(answer(error, "429 Too Many Requests", b"retry-after: 7\r\n"))
         await writer.drain()
 
-    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
-        with pytest.raises(UpstreamError) as caught:
-            await chat(url)
-        return caught.value
-
-    err = served(handler, test)
+    err = served(handler, refusal())
     assert (err.kind, err.status, err.message, err.retry_after) == (RATE_LIMIT, 429, "slow down", 7)
 
 
@@ -316,12 +302,7 @@ def test_endless_headers_are_cut_off() -> None:
             writer.write(b"X-Filler-%d: %s\r\n" % (i, b"y" * 100))
             await writer.drain()
 
-    async def test(url: str, stats: dict[str, int]) -> UpstreamError:
-        with pytest.raises(UpstreamError) as caught:
-            await chat(url)
-        return caught.value
-
-    err = served(handler, test)
+    err = served(handler, refusal())
     assert err.status == 502 and "bytes of headers" in err.message
 
 
