@@ -80,6 +80,20 @@ class Client:
             return None
         return response.json()
 
+    def download(self, path: str, target: Any, **params: Any) -> dict[str, str]:
+        """GET a file into the binary stream `target`, chunk by chunk; returns the answer's headers."""
+        self._check_key(path)
+        try:
+            with self._http.stream("GET", path, params={k: v for k, v in params.items() if v is not None}) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise self._error(r)
+                for chunk in r.iter_bytes(1024 * 1024):
+                    target.write(chunk)
+                return dict(r.headers)
+        except (httpx.ConnectError, httpx.TimeoutException) as exc:
+            raise self._unreachable(exc) from None
+
     def stream(self, path: str, json: Any = None) -> Iterator[sse.Event]:
         """POST a JSON body and read the answer's server-sent events as they come."""
         self._check_key(path)

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         " and are re-encrypted under secret_key when the server starts.",
     )
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    max_upload_bytes: int = Field(
+        8 * 1024 * 1024 * 1024,
+        ge=1024,
+        description="Largest upload accepted by the routes that take files (dataset imports); spooled to disk.",
+    )
     job_workers: int = Field(2, ge=0, le=64, description="Background job threads per server process; 0 = none.")
     graceful_timeout: float = Field(30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests.")
     cache_dir: Path | None = Field(

@@ -54,6 +54,7 @@ class Domain:
     jobs: tuple[str, ...] = ()  # modules that register job kinds when imported
     setup: str | None = None  # a function(runtime) building its process objects, hooks and loops
     blobs: tuple[str, ...] = ()  # functions(session, digests) -> the digests among them it still refers to
+    uploads: tuple[str, ...] = ()  # regexes of `/api` paths taking files: bodies up to max_upload_bytes
 
 
 def load(ref: str) -> Any:
@@ -112,6 +113,11 @@ def setup_all(runtime: Runtime) -> None:
         if d.setup is not None:
             fn: Callable[[Runtime], None] = load(d.setup)
             fn(runtime)
+
+
+def upload_paths() -> tuple[str, ...]:
+    """Regexes of the paths whose bodies may be as large as the upload limit (every domain's `uploads`)."""
+    return tuple(p for d in domains() for p in d.uploads)
 
 
 def nav_entries() -> list[NavEntry]:

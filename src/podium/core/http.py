@@ -217,12 +217,17 @@ def request_id_for(incoming: str | None) -> str:
 
 
 class RequestContextMiddleware:
-    """Gives each request an id (honouring a sane incoming `X-Request-ID`), echoes it, caps body size.
-    (`/v1` never comes here: the server's front door does the same for it.)"""
+    """Gives each request an id (honouring a sane incoming `X-Request-ID`), echoes it, caps body size: at
+    `max_body_bytes`, or `max_upload_bytes` on the paths matching one of `uploads` (routes that take files
+    and spool them to disk). (`/v1` never comes here: the server's front door does the same for it.)"""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int | None = None, uploads: tuple[str, ...] = ()
+    ):
         self.app = app
         self.max_body = max_body_bytes
+        self.max_upload = max_upload_bytes or max_body_bytes
+        self.uploads = re.compile("|".join(f"(?:{p})" for p in uploads)) if uploads else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -238,9 +243,10 @@ class RequestContextMiddleware:
         rid = request_id_for(incoming)
         scope["podium.request_id"] = rid
         rid_bytes = rid.encode()
+        limit = self.max_upload if self.uploads is not None and self.uploads.fullmatch(scope["path"]) else self.max_body
 
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            await self._too_large(send, rid_bytes)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._too_large(send, rid_bytes, limit)
             return
 
         received = 0
@@ -251,7 +257,7 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > limit:
                     too_large = True
                     raise _BodyTooLarge()
             return message
@@ -267,10 +273,11 @@ class RequestContextMiddleware:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
             if too_large:
-                await self._too_large(send, rid_bytes)
+                await self._too_large(send, rid_bytes, limit)
 
-    async def _too_large(self, send: Send, rid: bytes) -> None:
-        message = f"request body is larger than the limit of {self.max_body} bytes (setting max_body_bytes)"
+    async def _too_large(self, send: Send, rid: bytes, limit: int) -> None:
+        setting = "max_body_bytes" if limit == self.max_body else "max_upload_bytes"
+        message = f"request body is larger than the limit of {limit} bytes (setting {setting})"
         headers = [(b"x-request-id", rid), (b"connection", b"close")]
         await send_json(send, 413, orjson.dumps(error_body("body_too_large", message)), headers)
 

@@ -339,11 +339,19 @@ class Registry(Generic[E, V]):
         s.execute(select(key).where(key == _id(entity)).with_for_update())
 
     def push(
-        self, s: Session, entity: E, *, content_hash: str, same: Literal["any", "latest"] | None = "any", **columns: Any
+        self,
+        s: Session,
+        entity: E,
+        *,
+        content_hash: str,
+        same: Literal["any", "latest"] | None = "any",
+        version_id: str | None = None,
+        **columns: Any,
     ) -> Pushed[V]:
         """Add the next version (the highest number plus one) with `columns`, unless a version with this content
         hash is there already (`same`: any version, only the latest for registries whose history is linear, or
-        None to always add one): then that version, `created` False. Takes the entity's lock first, so
+        None to always add one): then that version, `created` False. `version_id` gives the new version its id
+        (datasets derive it from the content), else a new sortable one. Takes the entity's lock first, so
         concurrent pushes neither take one number twice nor add the same content twice."""
         self.lock(s, entity)
         if same is not None:
@@ -351,7 +359,7 @@ class Registry(Generic[E, V]):
             if found is not None:
                 return Pushed(found, created=False)
         row = cast(Any, self.version)(
-            id=new_id(self.version_prefix),
+            id=version_id or new_id(self.version_prefix),
             version=self.latest_number(s, entity) + 1,
             **{self.entity_fk: _id(entity), self.hash_column: content_hash},
             **columns,

@@ -263,6 +263,7 @@ class JobContext:
         self.kind = job.kind
         self.params: dict[str, Any] = dict(job.params)
         self.project_id = job.project_id
+        self.created_by = job.created_by
         self._stopping = stopping
         self._last_write = 0.0
         self._last_check = 0.0

@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from podium.core.config import Settings, load_settings
-from podium.core.domains import domains, load, setup_all
+from podium.core.domains import domains, load, setup_all, upload_paths
 from podium.core.errors import PodiumError
 from podium.core.http import (
     ORJSONResponse,
@@ -115,7 +115,12 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
             app.include_router(load(ref))
     app.mount("/static", StaticFiles(directory=Path(STATIC)), name="static")
 
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        uploads=upload_paths(),
+    )
     app.add_middleware(MetricsMiddleware)
     return FrontDoor(app, hot, settings.max_body_bytes)
 

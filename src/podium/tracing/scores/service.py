@@ -327,3 +327,19 @@ def latest_scores(
             for tid, name, value in s.execute(q.order_by(Score.created_at, Score.id)):
                 out.setdefault(name, {})[tid] = value
     return out
+
+
+def trace_scores(db: Database, actor: Actor, trace_ids: Sequence[str]) -> dict[str, list[ScoreInfo]]:
+    """Every score of each of `trace_ids` (oldest first) that the actor may read, by trace: what a dataset
+    made from traces carries beside each row (human feedback is a score whose source is `user`, with its
+    comment)."""
+    actor.require("viewer", "read scores")
+    out: dict[str, list[ScoreInfo]] = {}
+    with db.read_session() as s:
+        for chunk in _chunks(list(trace_ids)):
+            q = select(Score).where(Score.trace_id.in_(chunk))
+            if not _is_admin(actor):
+                q = q.where(Score.project_id == (actor.project_id or ""))
+            for row in s.scalars(q.order_by(Score.created_at, Score.id)):
+                out.setdefault(row.trace_id, []).append(_info(row))
+    return out

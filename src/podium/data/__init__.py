@@ -1,0 +1,27 @@
+"""Datasets: versioned rows in the artifact store, imports and exports, preparation pipelines with lineage.
+
+`podium.data.get("support-tickets@train-v3").to_pandas()` and `podium.data.push(name, rows)` are the SDK
+entry points (`podium.data.sdk`), imported on first use so that the server's imports of this package stay
+light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from podium.data.sdk import DatasetVersion
+
+
+def get(ref: str, **options: Any) -> DatasetVersion:
+    """A dataset version by reference, its rows cached locally (see `podium.data.sdk.get`)."""
+    from podium.data.sdk import get as _get
+
+    return _get(ref, **options)
+
+
+def push(name: str, data: Any, **options: Any) -> dict[str, Any]:
+    """Import rows (a DataFrame, a table, dicts or a file) as a new version (see `podium.data.sdk.push`)."""
+    from podium.data.sdk import push as _push
+
+    return _push(name, data, **options)

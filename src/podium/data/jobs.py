@@ -1,0 +1,57 @@
+"""Dataset work that runs as background jobs: preparation pipelines (they read and write every row)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from podium.core.identity import Actor, Principal
+from podium.core.platform import Platform
+from podium.data import prep
+from podium.jobs.service import JobContext, JobInfo, job_kind
+from podium.jobs.service import submit as submit_job
+
+
+def _acting(ctx: JobContext) -> Actor:
+    """Who a job acts as: a member of the project it was submitted in (the submitter's rights there were
+    checked when it was queued; a server admin's job, too, acts inside the admin key's project)."""
+    if ctx.project_id is None:
+        return Actor.system(request_id=f"job:{ctx.job_id}")
+    principal = Principal(
+        key_id=f"job:{ctx.job_id}",
+        key_prefix="job",
+        user_id="",
+        user_name=f"{ctx.created_by} via {ctx.job_id}",
+        project_id=ctx.project_id,
+        project_name="",
+        role="member",
+        expires_at=None,
+    )
+    return Actor(principal, request_id=f"job:{ctx.job_id}")
+
+
+@job_kind("data.prep", description="Run a preparation pipeline over a dataset version into a new version.")
+def run_prep(ctx: JobContext) -> dict[str, Any]:
+    """Run the pipeline; the result names the version made."""
+    p = ctx.params
+    ctx.progress(0.0, f"preparing {p['source']}", force=True)
+    version = prep.prepare(
+        ctx.platform,
+        _acting(ctx),
+        p["source"],
+        p["pipeline"],
+        into=p.get("into"),
+        message=p.get("message", ""),
+        progress=lambda fraction, message: ctx.progress(fraction, message),
+    )
+    ctx.log(f"made {version.dataset}@{version.version} ({version.row_count} rows) from {p['source']}")
+    return {"dataset": version.dataset, "version": version.version, "id": version.id, "rows": version.row_count}
+
+
+def submit(
+    platform: Platform, actor: Actor, source: str, spec: Any, *, into: str | None = None, message: str = ""
+) -> JobInfo:
+    """Check a pipeline whole (its steps and settings, the source, the right to write the target) before
+    queueing it as a job, so a bad one fails at once and naming the field."""
+    canonical = prep.check(platform, actor, source, spec, into=into)
+    params = {"source": source, "pipeline": canonical, "into": into, "message": message}
+    return submit_job(platform.db, actor, "data.prep", params)
