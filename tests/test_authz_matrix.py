@@ -2,7 +2,7 @@
 which live outside FastAPI) called by every kind of caller, on SQLite and PostgreSQL.
 
 Callers: no key, a revoked key, a viewer, a member and an admin of project A, a member of project B, and a
-server admin. Project A owns a prompt (with an experiment), a remote model, a trace and a score. For each
+server admin. Project A owns a prompt (with an experiment), a remote model, a trace, a score and a dataset. For each
 operation, path parameters name A's objects where the path has them. What must hold:
 - no key and a revoked key: 401 on every operation;
 - every refusal has the documented error body (`{"error": {"message", "code"}}`);
@@ -90,7 +90,13 @@ def world(backend: str, tmp_path_factory: pytest.TempPathFactory, upstream: Fake
         assert c.post("/api/traces/ingest", json={"spans": [span]}).status_code == 202
         assert c.post("/api/scores", json={"trace_id": trace, "name": "thumbs", "value": 1}).status_code == 201
         assert c.put(f"/api/models/{model}/aliases/prod", json={"version": 1}).status_code == 200
+        dataset = f"dataset-a-{tag}"
+        rows = b'{"text": "secret-a row"}\n'
+        r = c.post(f"/api/datasets/{dataset}/import", params={"format": "jsonl"}, content=rows)
+        assert r.status_code == 201, r.text
+        assert c.put(f"/api/datasets/{dataset}/labels/prod", json={"version": 1}).status_code == 200
     objects |= {"model": model, "prompt": prompt, "version_id": version_id, "experiment": exp.json()["id"]}
+    objects["dataset"] = dataset
     objects["trace"] = trace
     spec = httpx.get(live.url + "/api/openapi.json").json()
     yield {"live": live, "keys": keys, "objects": objects, "spec": spec}
@@ -124,6 +130,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/prompts/versions/{version_id}": {"version_id": objects["version_id"]},
         "/api/prompts/{name}": {"name": objects["prompt"], "ref": "1", "label": "prod"},
         "/api/experiments/{experiment_id}": {"experiment_id": objects["experiment"]},
+        "/api/datasets/{name}": {"name": objects["dataset"], "ref": "1", "label": "prod"},
     }
     if "{" not in path:
         return path, False
@@ -134,7 +141,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
     for name, value in values[prefix].items():
         filled = filled.replace("{" + name + "}", value)
     assert "{" not in filled, f"the matrix does not know a parameter of {path}: add it to _fill"
-    names_a = {objects[k] for k in ("project", "model", "prompt", "version_id", "experiment", "trace")}
+    names_a = {objects[k] for k in ("project", "model", "prompt", "version_id", "experiment", "trace", "dataset")}
     return filled, any(v in filled for v in names_a)
 
 
@@ -160,7 +167,8 @@ def _call(live: LiveServer, key: str | None, method: str, path: str) -> httpx.Re
 
 def test_every_operation_answers_each_caller_as_the_tenancy_model_says(world: dict[str, Any]) -> None:
     live, keys, objects = world["live"], world["keys"], world["objects"]
-    secrets_a = [objects["prompt"], objects["model"], objects["trace"], objects["experiment"], "secret-a"]
+    secrets_a = [objects["prompt"], objects["model"], objects["trace"], objects["experiment"], objects["dataset"]]
+    secrets_a.append("secret-a")
     ops = _operations(world["spec"])
     assert len(ops) > 50  # the schema was read
     problems: list[str] = []

@@ -410,3 +410,33 @@ def test_a_large_import_streams_in_bounded_memory(tmp_path: Path, backend: str) 
     grown_mb = (out["after_kb"] - out["before_kb"]) / 1024
     # the file is ~60 MB and its rows as Python objects several times that: growth stays a fraction of it
     assert size_mb > 50 and grown_mb < 0.75 * size_mb, (size_mb, grown_mb)
+
+
+# --- tokenizers of registered models ---------------------------------------------------------------
+
+
+def test_token_steps_use_a_registered_models_tokenizer(live: LiveServer) -> None:
+    from .models_fixtures import minilm_dir
+
+    model = _name("tok")
+    with live.client() as c:
+        r = c.post("/api/models", json={"name": model, "source": str(minilm_dir())})
+        assert r.status_code in (200, 201, 202), r.text
+        if r.status_code == 202:  # registered by a job
+            assert wait_job(live, r.json()["id"])["status"] == "succeeded"
+    name = _name("docs")
+    text = "# Setup\n\nInstall the package.\n\n## Run\n\n" + " ".join(f"word{i}" for i in range(300))
+    assert upload(live, name, jsonl([{"text": text}, {"text": "short one"}]), "jsonl").status_code == 201
+    pipeline = {"steps": [{"tokenize": {"tokenizer": model, "max_tokens": 5}}]}
+    job = prep(live, name, pipeline, into=_name("short"))
+    assert job["status"] == "succeeded", job
+    with live.client() as c:
+        short = c.get(f"/api/datasets/{job['result']['dataset']}/versions/latest/rows").json()["rows"]
+        assert [r["text"] for r in short] == ["short one"] and short[0]["n_tokens"] == 2
+        chunks = prep(live, name, {"steps": [{"chunk": {"unit": "tokens", "tokenizer": model, "size": 64, "overlap": 8}}]})
+        assert chunks["status"] == "succeeded", chunks
+        rows = c.get(f"/api/datasets/{name}/versions/latest/rows", params={"limit": 100}).json()["rows"]
+        assert len(rows) > 3 and {r["source_row"] for r in rows} == {0, 1}
+        assert all(text[r["start"] : r["end"]] == r["text"] for r in rows if r["source_row"] == 0)
+        bad = c.post(f"/api/datasets/{name}/prep", json={"pipeline": {"steps": [{"tokenize": {"tokenizer": "nope"}}]}})
+        assert bad.status_code == 404 and "nope" in bad.json()["error"]["message"]

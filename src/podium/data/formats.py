@@ -23,6 +23,7 @@ from typing import IO, Any, Literal
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from podium.core.errors import InvalidInput
@@ -116,31 +117,70 @@ def _rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns)
 
 
-def read_jsonl(path: Path, problems: Problems, name: str | None = None) -> Iterator[pa.Table]:
-    """JSON Lines: one object per line; blank lines are skipped."""
-    label = name or path.name
+JSONL_BLOCK = 8 * 1024 * 1024  # bytes of lines parsed at once by pyarrow's reader
+
+
+def _fast_jsonl(block: bytes) -> pa.Table | None:
+    """A block of lines parsed by pyarrow's JSON reader, or None when any line needs a closer look (not UTF-8,
+    not JSON, not an object, types that change between rows): then the lines are read one by one. Strings
+    that look like times stay strings, as the line-by-line reader keeps them."""
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    options = pj.ReadOptions(block_size=len(block) + 1, use_threads=False)
+    try:
+        table = pj.read_json(io.BytesIO(block), read_options=options)
+        times = [f.name for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
+        if times:
+            schema = pa.schema([(name, pa.string()) for name in times])
+            parse = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+            table = pj.read_json(io.BytesIO(block), read_options=options, parse_options=parse)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return table
+
+
+def _slow_jsonl(lines: list[bytes], first: int, label: str, problems: Problems) -> Iterator[pa.Table]:
     rows: list[dict[str, Any]] = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            text = _decode(raw, label, number, problems)
-            if text is None:
-                continue
-            try:
-                value = orjson.loads(text)
-            except orjson.JSONDecodeError as exc:
-                problems.add(label, number, f"not valid JSON ({exc.args[0]})")
-                continue
-            if not isinstance(value, dict):
-                problems.add(label, number, f"a JSON {type(value).__name__}, not an object")
-                continue
-            rows.append(value)
-            if len(rows) >= BATCH_ROWS:
-                yield _rows_to_table(rows)
-                rows = []
+    for number, raw in enumerate(lines, first):
+        if not raw.strip():
+            continue
+        text = _decode(raw, label, number, problems)
+        if text is None:
+            continue
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            problems.add(label, number, f"not valid JSON ({exc.args[0]})")
+            continue
+        if not isinstance(value, dict):
+            problems.add(label, number, f"a JSON {type(value).__name__}, not an object")
+            continue
+        rows.append(value)
+        if len(rows) >= BATCH_ROWS:
+            yield _rows_to_table(rows)
+            rows = []
     if rows:
         yield _rows_to_table(rows)
+
+
+def read_jsonl(path: Path, problems: Problems, name: str | None = None) -> Iterator[pa.Table]:
+    """JSON Lines: one object per line; blank lines are skipped. Blocks of whole lines go through pyarrow's
+    reader; a block with a malformed line is read line by line, so each bad line is reported by number."""
+    label = name or path.name
+    first = 1
+    with open(path, "rb") as f:
+        while block := f.read(JSONL_BLOCK):
+            if not block.endswith(b"\n"):
+                block += f.readline()
+            table = _fast_jsonl(block)
+            if table is None:
+                yield from _slow_jsonl(block.split(b"\n"), first, label, problems)
+            else:
+                for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+                    yield pa.Table.from_batches([batch])
+            first += block.count(b"\n")
 
 
 def _typed(column: pa.Array) -> pa.Array:
