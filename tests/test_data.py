@@ -433,10 +433,56 @@ def test_token_steps_use_a_registered_models_tokenizer(live: LiveServer) -> None
     with live.client() as c:
         short = c.get(f"/api/datasets/{job['result']['dataset']}/versions/latest/rows").json()["rows"]
         assert [r["text"] for r in short] == ["short one"] and short[0]["n_tokens"] == 2
-        chunks = prep(live, name, {"steps": [{"chunk": {"unit": "tokens", "tokenizer": model, "size": 64, "overlap": 8}}]})
+        chunks = prep(
+            live, name, {"steps": [{"chunk": {"unit": "tokens", "tokenizer": model, "size": 64, "overlap": 8}}]}
+        )
         assert chunks["status"] == "succeeded", chunks
         rows = c.get(f"/api/datasets/{name}/versions/latest/rows", params={"limit": 100}).json()["rows"]
         assert len(rows) > 3 and {r["source_row"] for r in rows} == {0, 1}
         assert all(text[r["start"] : r["end"]] == r["text"] for r in rows if r["source_row"] == 0)
         bad = c.post(f"/api/datasets/{name}/prep", json={"pipeline": {"steps": [{"tokenize": {"tokenizer": "nope"}}]}})
         assert bad.status_code == 404 and "nope" in bad.json()["error"]["message"]
+
+
+def test_the_cli_reads_like_the_api(live: LiveServer, tmp_path: Path, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("the CLI calls the same API on every database")
+    env = {"PODIUM_URL": live.url, "PODIUM_API_KEY": live.admin_key}
+    source = tmp_path / "tickets.jsonl"
+    source.write_bytes(jsonl(TICKETS))
+    name = _name("cli")
+    assert run_cli("data", "import", str(source), "--name", name, env=env).returncode == 0
+    (tmp_path / "clean.yaml").write_text("steps:\n  - normalize: {}\n  - dedup: {field: text}\n")
+    done = run_cli("data", "prep", f"{name}@1", "--pipeline", str(tmp_path / "clean.yaml"), "-m", "clean", env=env)
+    assert done.returncode == 0, done.stderr
+    assert run_cli("data", "tag", f"{name}@2", "train-v1", env=env).returncode == 0
+    listed = json.loads(run_cli("data", "ls", "--json", env=env).stdout)
+    mine = next(d for d in listed if d["name"] == name)
+    assert (mine["latest_version"], mine["rows"], mine["labels"]) == (2, 4, {"train-v1": 2})
+    shown = run_cli("data", "show", f"{name}@train-v1", env=env)
+    assert shown.returncode == 0 and "dedup" in shown.stdout and "rows: 4" in shown.stdout
+    head = run_cli("data", "head", f"{name}@train-v1", "-n", "2", "--grep", "invoice", env=env)
+    assert [json.loads(line)["id"] for line in head.stdout.splitlines()] == [5]
+    diff = run_cli("data", "diff", f"{name}@1", "train-v1", env=env)
+    assert diff.returncode == 0 and "-1" in diff.stdout and "~1" in diff.stdout
+    bad = run_cli("data", "head", f"{name}@nope", env=env)
+    assert bad.returncode != 0 and "train-v1" in bad.stderr and "Traceback" not in bad.stderr
+    missing = run_cli("data", "import", str(tmp_path / "none.jsonl"), "--name", name, env=env)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+
+def test_the_sdk_pushes_prepares_and_reads_back(live: LiveServer, tmp_path: Path) -> None:
+    import pandas as pd
+
+    opts = {"url": live.url, "api_key": live.admin_key}
+    name = _name("sdk")
+    frame = pd.DataFrame({"id": [1, 2, 3], "text": ["Same text", "same   TEXT", "other"]})
+    pushed = podium.data.push(name, frame, message="from pandas", **opts)
+    assert pushed["created"] and pushed["version"]["row_count"] == 3
+    job = podium.data.prep(f"{name}@1", [{"dedup": {"field": "text"}}], **opts)
+    assert job["result"]["rows"] == 2
+    v = podium.data.get(f"{name}@latest", cache_dir=tmp_path / "cache", **opts)
+    assert len(v) == 2 and list(v.to_pandas()["id"]) == [1, 3] and v.ref == f"{name}@2"
+    assert (tmp_path / "cache" / f"{v.info['content_hash']}.parquet").exists()
+    with pytest.raises(podium.core.errors.InvalidInput, match=r"steps\[0\]"):
+        podium.data.prep(f"{name}@1", [{"dedupe": {}}], **opts)

@@ -1,8 +1,8 @@
 """Datasets: versioned rows in the artifact store, imports and exports, preparation pipelines with lineage.
 
-`podium.data.get("support-tickets@train-v3").to_pandas()` and `podium.data.push(name, rows)` are the SDK
-entry points (`podium.data.sdk`), imported on first use so that the server's imports of this package stay
-light.
+`podium.data.get("support-tickets@train-v3").to_pandas()`, `podium.data.push(name, rows)` and
+`podium.data.prep(ref, steps)` are the SDK entry points (`podium.data.sdk`), imported on first use so that
+the server's imports of this package stay light.
 """
 
 from __future__ import annotations
@@ -25,3 +25,10 @@ def push(name: str, data: Any, **options: Any) -> dict[str, Any]:
     from podium.data.sdk import push as _push
 
     return _push(name, data, **options)
+
+
+def prep(ref: str, pipeline: Any, **options: Any) -> dict[str, Any]:
+    """Run a preparation pipeline over a version on the server (see `podium.data.sdk.prep`)."""
+    from podium.data.sdk import prep as _prep
+
+    return _prep(ref, pipeline, **options)

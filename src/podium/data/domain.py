@@ -11,7 +11,6 @@ DOMAIN = Domain(
     tables=("podium.data.store",),
     api=("podium.data.routes:router",),
     # pages: added with podium.data.pages
-
     cli=(("data", "podium.data.cli:data_app"),),
     jobs=("podium.data.jobs",),
     blobs=("podium.data.service:referenced_blobs",),

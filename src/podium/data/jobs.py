@@ -6,7 +6,7 @@ from typing import Any
 
 from podium.core.identity import Actor, Principal
 from podium.core.platform import Platform
-from podium.data import prep
+from podium.data import preparation
 from podium.jobs.service import JobContext, JobInfo, job_kind
 from podium.jobs.service import submit as submit_job
 
@@ -34,7 +34,7 @@ def run_prep(ctx: JobContext) -> dict[str, Any]:
     """Run the pipeline; the result names the version made."""
     p = ctx.params
     ctx.progress(0.0, f"preparing {p['source']}", force=True)
-    version = prep.prepare(
+    version = preparation.prepare(
         ctx.platform,
         _acting(ctx),
         p["source"],
@@ -52,6 +52,6 @@ def submit(
 ) -> JobInfo:
     """Check a pipeline whole (its steps and settings, the source, the right to write the target) before
     queueing it as a job, so a bad one fails at once and naming the field."""
-    canonical = prep.check(platform, actor, source, spec, into=into)
+    canonical = preparation.check(platform, actor, source, spec, into=into)
     params = {"source": source, "pipeline": canonical, "into": into, "message": message}
     return submit_job(platform.db, actor, "data.prep", params)

@@ -137,3 +137,40 @@ def push(
                 content=body,
             )
     return result
+
+
+def prep(
+    ref: str,
+    pipeline: Any,
+    *,
+    into: str | None = None,
+    message: str = "",
+    wait: float | None = 3600.0,
+    url: str | None = None,
+    api_key: str | None = None,
+) -> dict[str, Any]:
+    """Run a preparation pipeline (YAML text, `{"seed": …, "steps": […]}` or a list of steps, e.g.
+    `[{"normalize": {}}, {"near_dedup": {"threshold": 0.8}}]`) over a version on the server. Returns the job;
+    with `wait` (seconds), the finished job, whose `result` names the new version. A bad pipeline fails at
+    once, naming the field."""
+    import time
+
+    from podium.core.errors import PodiumError
+
+    name, tag = _split(ref)
+    with Client(url, api_key) as c:
+        job: dict[str, Any] = c.post(
+            f"/api/datasets/{name}/prep", {"pipeline": pipeline, "version": tag, "into": into, "message": message}
+        )
+        deadline = time.monotonic() + (wait or 0)
+        while wait and job["status"] not in ("succeeded", "failed", "cancelled"):
+            if time.monotonic() > deadline:
+                raise PodiumError(
+                    f"job {job['id']} is still {job['status']} after {wait} s; follow it with "
+                    f"`podium jobs show {job['id']} -f`"
+                )
+            time.sleep(0.2)
+            job = c.get(f"/api/jobs/{job['id']}", log_tail=20)
+    if job["status"] == "failed":
+        raise PodiumError(f"the pipeline failed: {job.get('error')}", details={"job": job["id"]})
+    return job

@@ -58,6 +58,10 @@ _SECRET_ASSIGNED = re.compile(
 _BEARER = re.compile(r"(?i)\bbearer[ \t]{1,5}([A-Za-z0-9._~+/=-]{20,2048})")
 
 # RE2 pre-filters (pyarrow.compute, linear time): a row that fails one cannot hold that entity.
+_KEY_SHAPES = (
+    r"sk-|pk-|[spr]k_(?:live|test)_|AKIA|ASIA|gh[pousr]_|github_pat_|xox[abeoprs]-|AIza"
+    r"|(?i:bearer|key|token|secret|passw|pwd)"
+)
 _HINTS: dict[str, str] = {
     "EMAIL": "@",
     "PHONE": r"\+\d|\d{3}[ .\-)]{1,2}\d{3}",
@@ -65,8 +69,7 @@ _HINTS: dict[str, str] = {
     "IBAN": r"[A-Z]{2}\d{2} ?[A-Z0-9]",
     "IP_ADDRESS": r"\d\.\d{1,3}\.\d{1,3}\.\d|:[0-9A-Fa-f]{0,4}:",
     "US_SSN": r"\d{3}[ \-]\d{2}[ \-]\d{4}",
-    "SECRET": r"sk-|pk-|[spr]k_(?:live|test)_|AKIA|ASIA|gh[pousr]_|github_pat_|xox[abeoprs]-|AIza"
-    r"|(?i:bearer|key|token|secret|passw|pwd)",
+    "SECRET": _KEY_SHAPES,
 }
 
 

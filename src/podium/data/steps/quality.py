@@ -92,7 +92,7 @@ class _Measures:
         """Occurrences of the stop words (case-folded, punctuation stripped from word ends)."""
         words, parents = self._words()
         bare = pc.utf8_trim(pc.utf8_lower(words), characters=_PUNCTUATION)
-        found = pc.is_in(bare, value_set=pa.array(vocabulary, pa.string())).to_numpy(zero_copy_only=False)
+        found = pc.is_in(bare, value_set=pa.array(vocabulary, bare.type)).to_numpy(zero_copy_only=False)
         return self._per_row(parents, found)
 
     def symbol_word_ratio(self) -> Floats:
@@ -307,6 +307,6 @@ def _punctuated_lines(texts: pa.Array) -> pa.Array:
     counts = np.bincount(parents[keep], minlength=len(texts))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     kept = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), lines.filter(pa.array(keep, pa.bool_())))
-    joined = pc.binary_join(kept, "\n")
+    joined = pc.binary_join(kept, pa.scalar("\n", lines.type))
     joined = pc.replace_substring_regex(joined, pattern=r"\n\s*\n(?:\s*\n)*", replacement="\n\n")
     return pc.utf8_trim_whitespace(joined)
