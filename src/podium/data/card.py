@@ -74,7 +74,7 @@ def card(platform: Platform, actor: Actor, ref: str) -> Card:
                 for entity, n in (report.get("counts") or report.get("entities") or {}).items():
                     pii[entity] += int(n)
             elif name == "quality":
-                for rule, n in (report.get("drops") or {}).items():
+                for rule, n in (report.get("dropped") or {}).items():
                     drops[rule] += int(n)
             if tokens is None and name == "tokenize" and report.get("histogram"):
                 tokens = {"histogram_from_step": report["histogram"], **report}

@@ -36,6 +36,7 @@ _SENTENCE = re.compile(  # a cut after sentence ends (closing quotes and bracket
 )
 _LINE = re.compile(r"\n\s*")  # a cut after each line break
 _WORD = re.compile(r"\s+")  # a cut after each whitespace run
+_ATOM_LEVELS = 4  # token sizes are counted once per span between cuts of the first four levels
 _LEVELS = (
     (_HEADING, False),  # (pattern, cut after the match rather than before)
     (_PARAGRAPH, True),
@@ -125,9 +126,47 @@ class Chunk(Step):
             return [len(t) for t in texts]
         return [len(ids) for ids in self.tokenizer.encode_batch(texts)] if texts else []
 
+    def _atom_sizes(self, values: list[str]) -> list[dict[int, int] | None]:
+        """For token sizes: each text cut at every heading, paragraph, sentence and line boundary into
+        atoms, all of a batch's atoms encoded in one call, and the running token count at each boundary.
+        Any span between two boundaries is then sized by a subtraction, not by encoding it again."""
+        if self.tokenizer is None:
+            return [None] * len(values)
+        bounds = []
+        atoms: list[str] = []
+        for text in values:
+            cuts = sorted(
+                {0, len(text), *(c for level in range(_ATOM_LEVELS) for c in _cuts(text, 0, len(text), level))}
+            )
+            bounds.append(cuts)
+            atoms.extend(text[a:b] for a, b in itertools.pairwise(cuts))
+        sizes = iter(self._measure(atoms))
+        out: list[dict[int, int] | None] = []
+        for cuts in bounds:
+            running = {cuts[0]: 0}
+            total = 0
+            for b in cuts[1:]:
+                total += next(sizes)
+                running[b] = total
+            out.append(running)
+        return out
+
+    def _sizes(self, text: str, spans: list[tuple[int, int]], running: dict[int, int] | None) -> list[int]:
+        """Sizes of spans of a text: from the running counts where both ends are atom boundaries, else measured."""
+        if running is None:
+            return [e - s for s, e in spans]
+        sizes = [running[e] - running[s] if s in running and e in running else -1 for s, e in spans]
+        missing = [i for i, n in enumerate(sizes) if n < 0]
+        if missing:
+            for i, n in zip(missing, self._measure([text[slice(*spans[i])] for i in missing]), strict=True):
+                sizes[i] = n
+        return sizes
+
     # --- splitting ------------------------------------------------------------------------------------
 
-    def _split(self, text: str, start: int, end: int, size: int, level: int = 0) -> list[Piece]:
+    def _split(
+        self, text: str, start: int, end: int, size: int, running: dict[int, int] | None, level: int = 0
+    ) -> list[Piece]:
         """Pieces that tile `[start, end)`, each within the size limit (but single characters)."""
         limit = self.config.size
         if size <= limit:
@@ -135,12 +174,10 @@ class Chunk(Step):
         for lv in range(level, len(_LEVELS)):
             cuts = _cuts(text, start, end, lv)
             if cuts:
-                bounds = [start, *cuts, end]
-                spans = list(itertools.pairwise(bounds))
-                sizes = self._measure([text[s:e] for s, e in spans])
+                spans = list(itertools.pairwise([start, *cuts, end]))
                 pieces: list[Piece] = []
-                for (s, e), n in zip(spans, sizes, strict=True):
-                    pieces.extend([Piece(s, e, n)] if n <= limit else self._split(text, s, e, n, lv + 1))
+                for (s, e), n in zip(spans, self._sizes(text, spans, running), strict=True):
+                    pieces.extend([Piece(s, e, n)] if n <= limit else self._split(text, s, e, n, running, lv + 1))
                 return pieces
         return self._hard(text, start, end, size)
 
@@ -210,10 +247,10 @@ class Chunk(Step):
         return self._chunks_of([text])[0]
 
     def _chunks_of(self, values: list[str]) -> list[list[tuple[int, int, int]]]:
-        totals = self._measure(values)
         out = []
-        for text, total in zip(values, totals, strict=True):
-            raw = self._pack(text, self._split(text, 0, len(text), total))
+        for text, running in zip(values, self._atom_sizes(values), strict=True):
+            total = len(text) if running is None else running[len(text)]
+            raw = self._pack(text, self._split(text, 0, len(text), total, running))
             trimmed = []
             for start, end, size in raw:
                 s, e = _trim(text, start, end)

