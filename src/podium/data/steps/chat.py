@@ -107,11 +107,15 @@ class ChatValidate(Step):
             return schema
         ok = (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_struct(kind.value_type)
         if ok:
-            names = {kind.value_type.field(i).name for i in range(kind.value_type.num_fields)}
-            ok = {"role", "content"} <= names
+            message = kind.value_type
+            types = {message.field(i).name: message.field(i).type for i in range(message.num_fields)}
+            ok = all(
+                name in types and (pa.types.is_string(types[name]) or pa.types.is_large_string(types[name]))
+                for name in ("role", "content")
+            )
         if not ok:
             raise self.field_error(
-                f"column {self.config.field!r} holds {kind}, not a list of {{role, content}} messages "
+                f"column {self.config.field!r} holds {kind}, not a list of {{role, content}} messages of text "
                 "(or their JSON text)",
                 "field",
             )

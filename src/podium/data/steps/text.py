@@ -19,7 +19,7 @@ from podium.data.steps.base import Step, StepConfig, StepContext, register
 
 # RE2 patterns (pyarrow.compute): linear time whatever the input.
 _CONTROL = r"[^\P{Cc}\n\t]|\p{Cf}"  # control characters but newline and tab; format (zero-width, bidi) characters
-_NEWLINES = r"\r\n?|[\x{2028}\x{2029}\x{85}]"  # CRLF, lone CR, Unicode line and paragraph separators
+_NEWLINES = r"\r\n?|[\x0b\x0c\x{85}\x{2028}\x{2029}]"  # CRLF, CR, vertical tab, form feed, Unicode line breaks
 _HSPACE = r"[\t\x0b\x0c\p{Zs}]+"  # runs of horizontal whitespace (tabs, Unicode spaces)
 _LOOKS_HTML = r"<(?:[A-Za-z][A-Za-z0-9-]{0,20}|/[A-Za-z]|!)"  # a tag, end tag, comment or doctype
 _BLOCK_TAGS = (

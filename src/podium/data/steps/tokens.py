@@ -44,12 +44,14 @@ def summary(counts: Counter[int]) -> dict[str, Any]:
 
 
 def load_tokenizer(step: Step, ref: str) -> Tokenizer:
-    """The tokenizer of model `ref`, or an `InvalidInput` naming this step's `tokenizer` setting."""
+    """The tokenizer of model `ref`; the error when it cannot load (`InvalidInput`, or `NotFound` for an
+    unknown model) names this step's `tokenizer` setting."""
     where = f"{step.prefix}.tokenizer" if step.prefix else "tokenizer"
     try:
         return step.ctx.load_tokenizer(ref, where)
     except (InvalidInput, NotFound) as exc:
-        raise step.field_error(f"cannot load the tokenizer of {ref!r}: {exc.message}", "tokenizer") from None
+        message = f"{where}: cannot load the tokenizer of {ref!r}: {exc.message}"
+        raise type(exc)(message, details={**exc.details, "field": where}, code=exc.code) from None
 
 
 @register
