@@ -55,7 +55,7 @@ def card(platform: Platform, actor: Actor, ref: str) -> Card:
     """The card of a version."""
     v = service.get_version(platform, actor, ref)
     columns = v.stats.get("columns", {})
-    lengths = {name: st for name, st in columns.items() if "histogram" in st and name != "n_tokens"}
+    lengths = {n: st for n, st in columns.items() if "histogram" in st and n != "n_tokens" and "values" not in st}
     tokens = None
     if "n_tokens" in columns and "histogram" in columns["n_tokens"]:
         tokens = {**columns["n_tokens"], "edges": v.stats.get("token_edges", [])}
@@ -72,7 +72,8 @@ def card(platform: Platform, actor: Actor, ref: str) -> Card:
                 dupes[name] += int(report.get("duplicates", 0))
             elif name == "pii":
                 for entity, n in (report.get("counts") or report.get("entities") or {}).items():
-                    pii[entity] += int(n)
+                    if n:
+                        pii[entity] += int(n)
             elif name == "quality":
                 for rule, n in (report.get("dropped") or {}).items():
                     drops[rule] += int(n)
