@@ -10,18 +10,20 @@ The pass streams: a row is removed when it is similar to a row kept earlier in t
 signatures and band keys of kept rows are held (about 0.7 KB per kept row at 128 permutations), never
 the rows themselves. The result does not depend on how the input is cut into batches.
 
-Speed comes from doing per batch, with numpy over the whole column's bytes, what is usually done per
-document in Python: words are hashed from the UTF-8 buffer, shingle hashes are built arithmetically from
-word hashes, and `rensa` computes all signatures of the batch from that flat array in one call
-(`RMinHash.digest_matrix_from_flat_token_hashes`). Band keys, the index of kept rows (sorted runs searched
-with `numpy.searchsorted`) and the verification are numpy too; Python loops only over the rows that share
-a band key with another row of their own batch.
+Speed comes from doing with numpy, over the bytes of a few hundred rows at a time, what is usually done
+per document in Python: the texts are normalized by one `bytes.translate`, words are hashed straight from
+the UTF-8 buffer, shingle hashes are built arithmetically from word hashes, and `rensa` computes the
+signatures of all those rows from that flat array in one call
+(`RMinHash.digest_matrix_from_flat_token_hashes`). Band keys, the index of kept rows (sorted runs behind a
+bit filter) and the verification are numpy too; Python loops only over the rows that share a band key with
+another row of their own batch.
 """
 
 from __future__ import annotations
 
 import array
 import gc
+import importlib.util
 import itertools
 import math
 from typing import Any
@@ -32,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from podium.core.errors import ConfigError
 from podium.data.steps.base import Step, StepConfig, StepContext, register
 
 U64 = npt.NDArray[np.uint64]
@@ -39,12 +42,13 @@ U32 = npt.NDArray[np.uint32]
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
 
+_SLICE_BYTES = 512 << 10  # text hashed at a time: the numpy temporaries stay small enough to be reused
+_GROUP_ROWS = 16384  # rows decided together at most (their signatures are held at once: 8 MB at 128)
 _MEMBERS_LISTED = 1000  # removed rows listed per reported cluster (the count is always exact)
 
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_STEP = np.uint64(0x94D049BB133111EB)
 _S33 = np.uint64(33)
 _BYTE_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 _SPACE = 0x20
@@ -109,8 +113,11 @@ def normalized_bytes(column: pa.ChunkedArray | pa.Array, normalize: bool) -> tup
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     rows = len(column)
     if pa.types.is_null(column.type):
-        return b" " * (rows + 8), np.arange(1, rows + 2, dtype=np.int64)
-    column = pc.fill_null(column, "")
+        starts = np.arange(1, rows + 2, dtype=np.int64)
+        starts[-1] = rows + 8
+        return b" " * (rows + 8), starts
+    if column.null_count:
+        column = pc.fill_null(column, "")
     not_ascii = pc.invert(pc.string_is_ascii(column))
     if pc.any(not_ascii).as_py():
         other = column.filter(not_ascii)
@@ -151,20 +158,21 @@ def word_hashes(text: bytes, starts: I64) -> tuple[U64, I64]:
     counts = np.diff(np.searchsorted(word_starts, starts)).astype(np.int64)
     # 8 bytes at any byte position as one little-endian integer (the buffer ends with 8 spaces).
     words8 = np.ndarray(shape=(len(text) - 7,), dtype="<u8", buffer=buffer, strides=(1,))
+    # A word of up to 8 bytes is its own hash (no byte of a word is 0, so the value also tells the length);
+    # the shingle hash mixes. A longer word sums its 8-byte pieces, each mixed with its place.
     hashes = words8[word_starts]
     hashes &= _BYTE_MASKS[np.minimum(lengths, 8)]
-    hashes ^= lengths.astype(np.uint64) * _GOLDEN
-    _fmix(hashes)
     longer = np.flatnonzero(lengths > 8)
-    chunk = 1
-    while longer.size:
-        rest = lengths[longer] - 8 * chunk
-        part = words8[word_starts[longer] + 8 * chunk] & _BYTE_MASKS[np.minimum(rest, 8)]
-        mixed = hashes[longer] * _STEP
-        mixed ^= part
-        hashes[longer] = _fmix(mixed)
-        longer = longer[rest > 8]
-        chunk += 1
+    if longer.size:
+        pieces = (lengths[longer] + 7) // 8
+        first = np.zeros(len(longer), dtype=np.int64)
+        np.cumsum(pieces[:-1], out=first[1:])
+        place = np.arange(int(pieces.sum()), dtype=np.int64) - np.repeat(first, pieces)
+        at = np.repeat(word_starts[longer], pieces) + 8 * place
+        rest = np.repeat(lengths[longer], pieces) - 8 * place
+        part = words8[at] & _BYTE_MASKS[np.minimum(rest, 8)]
+        part ^= (place.astype(np.uint64) + np.uint64(1)) * _GOLDEN
+        hashes[longer] = np.add.reduceat(_fmix(part), first)
     return hashes, counts
 
 
@@ -222,12 +230,12 @@ def signatures(flat: U64, row_offsets: U64, num_perm: int, seed: int) -> U32:
     # rensa hands the matrix out only as lists of ints; `array.fromlist` is the fastest way from there to
     # numpy, and pausing the cyclic GC saves its passes over the many short-lived lists (about 20%).
     values = array.array("I")
-    paused = gc.isenabled()
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
         values.fromlist(list(itertools.chain.from_iterable(matrix.to_rows())))
     finally:
-        if paused:
+        if was_enabled:
             gc.enable()
     return np.frombuffer(values, dtype=np.uint32).reshape(rows, num_perm)
 
@@ -272,34 +280,75 @@ def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def _slices(column: pa.ChunkedArray) -> list[tuple[int, int]]:
+    """Row ranges of about `_SLICE_BYTES` of text each (at least one row each). Small slices keep the
+    temporaries in cache and below the size for which numpy asks for huge pages; the result of the step
+    does not depend on the slicing."""
+    n = len(column)
+    if pa.types.is_null(column.type):
+        return [(0, n)]
+    sizes = np.nan_to_num(pc.binary_length(column).to_numpy(zero_copy_only=False)).astype(np.int64)
+    ends = np.cumsum(sizes)
+    cuts = [0]
+    while cuts[-1] < n:
+        done = int(ends[cuts[-1] - 1]) if cuts[-1] else 0
+        cut = int(np.searchsorted(ends, done + _SLICE_BYTES, side="right"))
+        cuts.append(min(n, max(cut, cuts[-1] + 1)))
+    return list(itertools.pairwise(cuts))
+
+
 class _BandIndex:
-    """Band keys of kept rows with their signature numbers, as sorted runs (a small log-structured merge:
-    a run is merged into the one before it while that one is less than twice its size, so there are
-    O(log n) runs and each key is copied O(log n) times)."""
+    """Band keys of kept rows with their signature numbers.
+
+    The keys live in sorted runs (a small log-structured merge: a run is merged into the one before it
+    while that one is less than four times its size, so there are O(log n) runs and each key is copied
+    O(log n) times). In front of them a bit array with 16 bits per key, set at each key's top bits, answers
+    "certainly absent" for about 94% of the keys that are not indexed, which are nearly all the keys a
+    batch asks about; only the others are searched for in the runs."""
+
+    BITS_PER_KEY = 16
+    MERGE_RATIO = 4
 
     def __init__(self) -> None:
         self.runs: list[tuple[U64, npt.NDArray[np.uint32]]] = []
+        self.size = 0
+        self.shift = np.uint64(64 - 16)
+        self.filter = np.zeros(1 << (16 - 3), dtype=np.uint8)
+
+    def _mark(self, keys: U64) -> None:
+        """Set the filter's bits of `keys` (sorted, so that the bits of one byte are neighbours)."""
+        slots = keys >> self.shift
+        at = slots >> np.uint64(3)
+        bits = np.left_shift(1, slots & np.uint64(7)).astype(np.uint8)
+        first = np.flatnonzero(np.r_[True, at[1:] != at[:-1]])
+        self.filter[at[first]] |= np.bitwise_or.reduceat(bits, first)
+
+    def maybe(self, keys: U64) -> Bool:
+        """False for keys that are certainly not indexed."""
+        slots = keys >> self.shift
+        bits = self.filter[slots >> np.uint64(3)] >> (slots & np.uint64(7)).astype(np.uint8)
+        found: Bool = (bits & 1).astype(bool)
+        return found
 
     def query(self, keys: U64) -> tuple[I64, npt.NDArray[np.uint32]]:
         """All `(position in keys, value)` pairs whose key is indexed. `keys` must be sorted."""
         found_at: list[I64] = []
         found: list[npt.NDArray[np.uint32]] = []
+        asked = np.flatnonzero(self.maybe(keys)) if self.runs else np.zeros(0, dtype=np.int64)
+        wanted = keys[asked]
         for run_keys, run_values in self.runs:
-            low = np.searchsorted(run_keys, keys, side="left")
-            inside = low < len(run_keys)
-            hit = np.flatnonzero(inside)
-            hit = hit[run_keys[low[hit]] == keys[hit]]
+            if not asked.size:
+                break
+            low = np.searchsorted(run_keys, wanted, side="left")
+            hit = np.flatnonzero(low < len(run_keys))
+            hit = hit[run_keys[low[hit]] == wanted[hit]]
             if not hit.size:
                 continue
-            high = np.searchsorted(run_keys, keys[hit], side="right")
+            high = np.searchsorted(run_keys, wanted[hit], side="right")
             many = high - low[hit]
-            if int(many.max()) == 1:
-                found_at.append(hit.astype(np.int64))
-                found.append(run_values[low[hit]])
-                continue
             first = np.repeat(low[hit], many)
             rank = np.arange(int(many.sum())) - np.repeat(np.cumsum(many) - many, many)
-            found_at.append(np.repeat(hit, many).astype(np.int64))
+            found_at.append(np.repeat(asked[hit], many).astype(np.int64))
             found.append(run_values[first + rank])
         if not found:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint32)
@@ -310,42 +359,77 @@ class _BandIndex:
         if not keys.size:
             return
         self.runs.append((keys, values))
-        while len(self.runs) > 1 and len(self.runs[-2][0]) < 2 * len(self.runs[-1][0]):
+        self.size += len(keys)
+        bits = max(16, (self.size * self.BITS_PER_KEY - 1).bit_length())
+        if bits > 64 - int(self.shift):  # grown: a larger filter, set again from every key
+            self.shift = np.uint64(64 - bits)
+            self.filter = np.zeros(1 << (bits - 3), dtype=np.uint8)
+            for run_keys, _ in self.runs:
+                self._mark(run_keys)
+        else:
+            self._mark(keys)
+        while len(self.runs) > 1 and len(self.runs[-2][0]) < self.MERGE_RATIO * len(self.runs[-1][0]):
             (old_keys, old_values), (new_keys, new_values) = self.runs[-2], self.runs[-1]
             at = np.searchsorted(old_keys, new_keys, side="right")
             self.runs[-2:] = [(np.insert(old_keys, at, new_keys), np.insert(old_values, at, new_values))]
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the runs."""
-        return sum(k.nbytes + v.nbytes for k, v in self.runs)
+        """Bytes held by the runs and the filter."""
+        return sum(k.nbytes + v.nbytes for k, v in self.runs) + self.filter.nbytes
 
 
 class _Signatures:
-    """Signatures of kept rows, numbered in the order they were kept, and the row each came from."""
+    """Signatures of kept rows, numbered in the order they were kept, and the row each came from.
+
+    They live in blocks of under 4 MB that are filled and never moved. A growing array would copy all it
+    holds at each growth; and numpy asks the kernel for huge pages for arrays of 4 MB or more, which costs
+    milliseconds per fresh megabyte where the kernel compacts memory to find them (transparent huge pages
+    with `defrag=madvise`, a common setting, as on the machines of bench/dedup.py)."""
 
     def __init__(self, num_perm: int) -> None:
-        self.sigs: U32 = np.empty((0, num_perm), dtype=np.uint32)
-        self.rows: I64 = np.empty(0, dtype=np.int64)
+        self.num_perm = num_perm
+        self.block_rows = max(64, (2 << 20) // (4 * num_perm))
+        self.blocks: list[U32] = []
+        self.block_origins: list[I64] = []
         self.count = 0
 
-    def append(self, sigs: U32, rows: I64) -> npt.NDArray[np.uint32]:
-        """Store signatures of newly kept rows; their numbers."""
-        need = self.count + len(sigs)
-        if need > len(self.sigs):
-            capacity = max(need, int(len(self.sigs) * 1.5), 1024)
-            if capacity > np.iinfo(np.uint32).max:
-                raise OverflowError("near_dedup holds at most 2**32 kept rows")
-            grown = np.empty((capacity, self.sigs.shape[1]), dtype=np.uint32)
-            grown[: self.count] = self.sigs[: self.count]
-            grown_rows = np.empty(capacity, dtype=np.int64)
-            grown_rows[: self.count] = self.rows[: self.count]
-            self.sigs, self.rows = grown, grown_rows
-        self.sigs[self.count : need] = sigs
-        self.rows[self.count : need] = rows
-        numbers = np.arange(self.count, need, dtype=np.uint32)
-        self.count = need
-        return numbers
+    def append(self, sigs: U32, which: I64, offset: int) -> npt.NDArray[np.uint32]:
+        """Store the signatures `sigs[which]` of newly kept rows (input rows `offset + which`); their
+        numbers."""
+        if self.count + len(which) > np.iinfo(np.uint32).max:
+            raise OverflowError("near_dedup holds at most 2**32 kept rows")
+        done = 0
+        while done < len(which):
+            used = self.count % self.block_rows
+            if used == 0:
+                self.blocks.append(np.empty((self.block_rows, self.num_perm), dtype=np.uint32))
+                self.block_origins.append(np.empty(self.block_rows, dtype=np.int64))
+            take = min(self.block_rows - used, len(which) - done)
+            part = which[done : done + take]
+            self.blocks[-1][used : used + take] = sigs[part]
+            self.block_origins[-1][used : used + take] = part + offset
+            done += take
+            self.count += take
+        return np.arange(self.count - len(which), self.count, dtype=np.uint32)
+
+    def get(self, numbers: npt.NDArray[np.uint32]) -> U32:
+        """The signatures with these numbers."""
+        block, within = np.divmod(numbers.astype(np.int64), self.block_rows)
+        out = np.empty((len(numbers), self.num_perm), dtype=np.uint32)
+        for b in np.unique(block).tolist():
+            here = block == b
+            out[here] = self.blocks[b][within[here]]
+        return out
+
+    def origin(self, number: int) -> int:
+        """The input row of signature `number`."""
+        return int(self.block_origins[number // self.block_rows][number % self.block_rows])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        return sum(b.nbytes for b in self.blocks) + sum(b.nbytes for b in self.block_origins)
 
 
 @register
@@ -373,6 +457,8 @@ class NearDedup(Step):
     def __init__(self, config: StepConfig, ctx: StepContext, prefix: str = ""):
         super().__init__(config, ctx, prefix)
         c = self.config
+        if importlib.util.find_spec("rensa") is None:
+            raise ConfigError("step 'near_dedup' needs the Python package `rensa` (pip install rensa)")
         if not 0.0 < c.threshold < 1.0:
             raise self.field_error(f"threshold must lie strictly between 0 and 1, not {c.threshold}", "threshold")
         if c.bands is not None and c.rows is not None:
@@ -395,6 +481,7 @@ class NearDedup(Step):
         self.need = math.ceil(c.threshold * c.num_perm - 1e-9)  # equal positions for estimated J >= threshold
         self.index = _BandIndex()
         self.kept = _Signatures(c.num_perm)
+        self.sig_buffer: U32 = np.empty((0, c.num_perm), dtype=np.uint32)
         self.rows_in = 0
         self.removed = 0
         self.cluster_count = 0
@@ -411,26 +498,45 @@ class NearDedup(Step):
         n = batch.num_rows
         if n == 0:
             return batch
-        c = self.config
-        text, offsets = normalized_bytes(batch.column(c.field), c.normalize)
-        words, counts = word_hashes(text, offsets)
-        flat, row_offsets = shingle_hashes(words, counts, c.shingle)
-        sigs = signatures(flat, row_offsets, c.num_perm, c.seed)
-        keep = self._decide(sigs, counts > 0, offset)
+        column = batch.column(self.config.field)
+        keep = np.empty(n, dtype=bool)
+        for start in range(0, n, _GROUP_ROWS):
+            part = column.slice(start, _GROUP_ROWS)
+            keep[start : start + len(part)] = self._keep(part, offset + start)
         self.rows_in += n
         dropped = n - int(keep.sum())
         self.removed += dropped
         return batch if dropped == 0 else batch.filter(pa.array(keep))
 
-    def _decide(self, sigs: U32, has_words: Bool, offset: int) -> Bool:
+    def _keep(self, column: pa.ChunkedArray, offset: int) -> Bool:
+        """Which rows of (part of) a batch to keep: signatures and band keys slice by slice, then the
+        decisions for all of them."""
+        c = self.config
+        n = len(column)
+        if len(self.sig_buffer) < n:  # reused from batch to batch: fresh large arrays are slow to fault in
+            self.sig_buffer = np.empty((n, c.num_perm), dtype=np.uint32)
+        sigs = self.sig_buffer[:n]
+        keys = np.empty((n, self.bands), dtype=np.uint64)
+        has_words = np.empty(n, dtype=bool)
+        for start, stop in _slices(column):
+            text, offsets = normalized_bytes(column.slice(start, stop - start), c.normalize)
+            words, counts = word_hashes(text, offsets)
+            del text
+            flat, row_offsets = shingle_hashes(words, counts, c.shingle)
+            del words
+            sigs[start:stop] = signatures(flat, row_offsets, c.num_perm, c.seed)
+            keys[start:stop] = band_keys(sigs[start:stop], self.bands, self.rows)
+            has_words[start:stop] = counts > 0
+        return self._decide(sigs, keys, has_words, offset)
+
+    def _decide(self, sigs: U32, keys: U64, has_words: Bool, offset: int) -> Bool:
         """Which rows of a batch to keep; updates the index, the kept signatures and the clusters."""
         n = len(sigs)
         keep = np.ones(n, dtype=bool)
         live = np.flatnonzero(has_words)  # empty texts are never duplicates and never indexed
         if not live.size:
             return keep
-        keys = band_keys(sigs[live], self.bands, self.rows)
-        flat_keys = keys.ravel()
+        flat_keys = keys[live].ravel()
         owner = np.repeat(live, self.bands)
         order = np.argsort(flat_keys, kind="stable")
         sorted_keys, sorted_owner = flat_keys[order], owner[order]
@@ -449,7 +555,7 @@ class NearDedup(Step):
             code = np.unique((pair_rows.astype(np.uint64) << np.uint64(32)) | numbers.astype(np.uint64))
             pair_rows = (code >> np.uint64(32)).astype(np.int64)
             numbers = (code & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-            equal = np.count_nonzero(sigs[pair_rows] == self.kept.sigs[numbers], axis=1)
+            equal = np.count_nonzero(sigs[pair_rows] == self.kept.get(numbers), axis=1)
             if self.config.verify:
                 passed = equal >= self.need
                 pair_rows, numbers, equal = pair_rows[passed], numbers[passed], equal[passed]
@@ -465,35 +571,26 @@ class NearDedup(Step):
         for row, (equal_count, number) in best.items():
             if not in_batch[row]:
                 keep[row] = False
-                self._record(int(self.kept.rows[number]), offset + row, equal_count)
+                self._record(self.kept.origin(number), offset + row, equal_count)
         if in_batch.any():
-            self._decide_within(sigs, keys, live, in_batch, best, keep, offset)
+            self._decide_within(sigs, keys, in_batch, best, keep, offset)
         kept_live = live[keep[live]]
         number_of = np.zeros(n, dtype=np.uint32)
-        number_of[kept_live] = self.kept.append(sigs[kept_live], kept_live + offset)
+        number_of[kept_live] = self.kept.append(sigs, kept_live, offset)
         indexed = keep[sorted_owner]
         self.index.add(sorted_keys[indexed], number_of[sorted_owner[indexed]])
         return keep
 
     def _decide_within(
-        self,
-        sigs: U32,
-        keys: U64,
-        live: I64,
-        in_batch: Bool,
-        best: dict[int, tuple[int, int]],
-        keep: Bool,
-        offset: int,
+        self, sigs: U32, keys: U64, in_batch: Bool, best: dict[int, tuple[int, int]], keep: Bool, offset: int
     ) -> None:
         """The sequential part: rows that share a band key with another row of the batch, in order."""
-        position = np.full(len(sigs), -1, dtype=np.int64)
-        position[live] = np.arange(len(live))
         local: dict[int, list[int]] = {}  # band key -> rows of this batch kept so far
         verify, need = self.config.verify, self.need
         for row in np.flatnonzero(in_batch).tolist():
-            row_keys = keys[position[row]].tolist()
+            row_keys = keys[row].tolist()
             choice = best.get(row)  # (equal positions, signature number) of the best earlier-batch match
-            chosen_row = int(self.kept.rows[choice[1]]) if choice is not None else -1
+            chosen_row = self.kept.origin(choice[1]) if choice is not None else -1
             chosen_equal = choice[0] if choice is not None else -1
             seen: set[int] = set()
             for key in row_keys:
@@ -550,5 +647,5 @@ class NearDedup(Step):
                 "seed": c.seed,
                 "verify": c.verify,
             },
-            "index_bytes": self.index.nbytes + self.kept.sigs.nbytes + self.kept.rows.nbytes,
+            "index_bytes": self.index.nbytes + self.kept.nbytes,
         }
