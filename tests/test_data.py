@@ -486,3 +486,24 @@ def test_the_sdk_pushes_prepares_and_reads_back(live: LiveServer, tmp_path: Path
     assert (tmp_path / "cache" / f"{v.info['content_hash']}.parquet").exists()
     with pytest.raises(podium.core.errors.InvalidInput, match=r"steps\[0\]"):
         podium.data.prep(f"{name}@1", [{"dedupe": {}}], **opts)
+
+
+def test_near_duplicates_are_removed_through_a_pipeline_and_counted_on_the_card(live: LiveServer) -> None:
+    import random
+
+    rng = random.Random(5)
+    vocab = [f"w{i}" for i in range(2000)]
+    docs = [" ".join(rng.choice(vocab) for _ in range(120)) for _ in range(20)]
+    words = docs[3].split()
+    words[50:56] = ["edited"] * 6  # a 5% edit in one span
+    rows = [{"id": i, "text": t} for i, t in enumerate([*docs, " ".join(words)])]
+    name = _name("near")
+    assert upload(live, name, jsonl(rows), "jsonl").status_code == 201
+    job = prep(live, name, {"steps": [{"near_dedup": {"threshold": 0.7}}]})
+    assert job["status"] == "succeeded" and job["result"]["rows"] == 20, job
+    with live.client() as c:
+        v = c.get(f"/api/datasets/{name}/versions/2").json()
+        report = v["lineage"]["steps"][0]["report"]
+        assert report["clusters"][0]["kept"] == 3 and report["clusters"][0]["removed"] == [20]
+        card = c.get(f"/api/datasets/{name}/versions/2/card").json()
+        assert card["duplicates_removed"] == {"near_dedup": 1}
