@@ -507,3 +507,23 @@ def test_near_duplicates_are_removed_through_a_pipeline_and_counted_on_the_card(
         assert report["clusters"][0]["kept"] == 3 and report["clusters"][0]["removed"] == [20]
         card = c.get(f"/api/datasets/{name}/versions/2/card").json()
         assert card["duplicates_removed"] == {"near_dedup": 1}
+
+
+def test_a_gguf_models_tokenizer_counts_tokens(live: LiveServer, tiny_gguf: Path, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("tokenizers load the same on every database")
+    model = _name("gguf")
+    with live.client() as c:
+        r = c.post("/api/models", json={"name": model, "source": str(tiny_gguf)})
+        assert r.status_code in (200, 201, 202), r.text
+        if r.status_code == 202:
+            assert wait_job(live, r.json()["id"])["status"] == "succeeded"
+    name = _name("tok")
+    assert upload(live, name, jsonl([{"text": "hello world"}, {"text": ""}]), "jsonl").status_code == 201
+    job = prep(live, name, {"steps": [{"tokenize": {"tokenizer": model}}]})
+    assert job["status"] == "succeeded", job
+    with live.client() as c:
+        rows = c.get(f"/api/datasets/{name}/versions/latest/rows").json()["rows"]
+        card = c.get(f"/api/datasets/{name}/versions/latest/card").json()
+    assert rows[0]["n_tokens"] > 0 and rows[1]["n_tokens"] == 0
+    assert sum(card["tokens"]["histogram"]) == 2

@@ -74,9 +74,11 @@ def loader(platform: Platform, actor: Actor) -> Callable[[str], Tokenizer]:
             from transformers import AutoTokenizer
 
             if path.is_file():
-                tok = HFTokenizer(AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name))
+                folder, gguf = str(path.parent), path.name
+                loaded = AutoTokenizer.from_pretrained(folder, gguf_file=gguf, local_files_only=True)  # nosec B615  # a local folder (no hub download)
             else:
-                tok = HFTokenizer(AutoTokenizer.from_pretrained(str(path)))
+                loaded = AutoTokenizer.from_pretrained(str(path), local_files_only=True)  # nosec B615  # a local folder (no hub download)
+            tok = HFTokenizer(loaded)
         cache[ref] = tok
         return tok
 
