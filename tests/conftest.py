@@ -209,6 +209,15 @@ def module_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     yield from serve_for_module(backend, tmp_path_factory.mktemp(f"srv-{backend}"))
 
 
+def project_key(live: LiveServer, project: str, role: str = "member") -> str:
+    """A key of `role` in `project` (made if missing), from the server admin."""
+    with live.client() as c:
+        c.post("/api/projects", json={"name": project})
+        r = c.post("/api/keys", json={"name": "k-" + uuid.uuid4().hex[:6], "project": project, "role": role})
+    assert r.status_code == 201, r.text
+    return str(r.json()["key"])
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ import podium
 from podium.core.db import utcnow
 from podium.tracing.writer import TraceWriter
 
-from .conftest import LiveServer, run_cli, serve_for_module
+from .conftest import LiveServer, project_key, run_cli, serve_for_module
 
 
 @pytest.fixture(scope="module")
@@ -343,14 +343,6 @@ def test_traces_with_their_scores_and_feedback_become_rows_linked_to_them(live: 
 
 
 # --- tenancy -------------------------------------------------------------------------------------
-
-
-def project_key(live: LiveServer, project: str, role: str = "member") -> str:
-    with live.client() as c:
-        c.post("/api/projects", json={"name": project})
-        r = c.post("/api/keys", json={"name": "k-" + uuid.uuid4().hex[:6], "project": project, "role": role})
-    assert r.status_code == 201, r.text
-    return str(r.json()["key"])
 
 
 def test_a_dataset_belongs_to_its_project(live: LiveServer) -> None:

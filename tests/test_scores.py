@@ -19,7 +19,7 @@ from podium.tracing.scores import service as score_service
 from podium.tracing.scores.cli import scores_app
 from podium.tracing.writer import TraceWriter
 
-from .conftest import LiveServer, serve_for_module
+from .conftest import LiveServer, project_key, serve_for_module
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +58,6 @@ def new_trace(live: LiveServer, key: str | None = None, flush: bool = True) -> s
 def post(live: LiveServer, body: Any, key: str | None = None) -> Any:
     with live.client(key) as c:
         return c.post("/api/scores", json=body)
-
-
-def project_key(live: LiveServer, project: str, role: str = "member") -> str:
-    with live.client() as c:
-        c.post("/api/projects", json={"name": project})
-        r = c.post("/api/keys", json={"name": "k-" + uuid.uuid4().hex[:6], "project": project, "role": role})
-    assert r.status_code == 201, r.text
-    return str(r.json()["key"])
 
 
 def scores_of(live: LiveServer, key: str | None = None, **params: Any) -> list[dict[str, Any]]:

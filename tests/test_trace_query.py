@@ -6,7 +6,6 @@ filters named in the 400, and exports to JSON lines and Parquet read back."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,7 +18,7 @@ from podium.core.db import utcnow
 from podium.tracing import service
 from podium.tracing.writer import TraceWriter
 
-from .conftest import LiveServer, run_cli, serve_for_module
+from .conftest import LiveServer, project_key, run_cli, serve_for_module
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 WINDOW = {"from": T0.isoformat(), "to": (T0 + timedelta(hours=1)).isoformat()}
@@ -119,14 +118,6 @@ def listed(live: LiveServer, as_key: str | None = None, **params: Any) -> list[s
     page = get(live, "/api/traces", as_key, limit=500, **params)
     assert page["next_cursor"] is None
     return [t["id"] for t in page["traces"]]
-
-
-def project_key(live: LiveServer, project: str, role: str = "member") -> str:
-    with live.client() as c:
-        c.post("/api/projects", json={"name": project})
-        r = c.post("/api/keys", json={"name": "k-" + uuid.uuid4().hex[:6], "project": project, "role": role})
-    assert r.status_code == 201, r.text
-    return str(r.json()["key"])
 
 
 def cli_env(live: LiveServer, key: str | None = None) -> dict[str, str]:

@@ -30,6 +30,15 @@ def _check_hash(digest: str) -> str:
     return digest
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's content, read in chunks (the name a blob of it has in the store)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class BlobStore:
     """Blobs under `root` (a path or fsspec URL), laid out as `ab/cd/abcd…`."""
 

@@ -12,22 +12,10 @@ from podium.core.platform import Platform
 from podium.data import formats, pipeline, service
 from podium.data.service import VersionInfo
 from podium.data.steps.base import StepContext
-from podium.data.store import DATASETS
 from podium.data.tokenizers import loader
 from podium.data.writer import write_all
 
 Progress = Callable[[float, str], None]
-
-
-def check_writable(platform: Platform, actor: Actor, name: str) -> str:
-    """The name, valid, if the actor may add versions to that dataset (or create it); raises otherwise."""
-    actor.require("member", "write datasets")
-    name = DATASETS.check_name(name)
-    with platform.db.read_session() as s:
-        existing = DATASETS.get(s, name)
-        if existing is not None:
-            service._check_writable(actor, existing)
-    return name
 
 
 def check(platform: Platform, actor: Actor, ref: str, spec: Any, *, into: str | None = None) -> dict[str, Any]:
@@ -35,7 +23,7 @@ def check(platform: Platform, actor: Actor, ref: str, spec: Any, *, into: str | 
     write the target), without running it; returns the pipeline in its canonical form."""
     parsed = pipeline.parse(spec)
     source = service.get_version(platform, actor, ref)
-    check_writable(platform, actor, into or source.dataset)
+    service.check_writable(platform, actor, into or source.dataset)
     with service.open_rows(platform, actor, f"{source.dataset}@{source.id}") as (_, pf):
         schema = pf.schema_arrow
     pipeline.Pipeline(parsed, StepContext(tokenizer=loader(platform, actor), seed=parsed.seed), schema)
@@ -58,7 +46,7 @@ def prepare(
     read; a failure leaves no version."""
     parsed = pipeline.parse(spec)
     source = service.get_version(platform, actor, ref)
-    target = check_writable(platform, actor, into or source.dataset)
+    target = service.check_writable(platform, actor, into or source.dataset)
     ctx = StepContext(tokenizer=loader(platform, actor), seed=parsed.seed)
     with (
         service.open_rows(platform, actor, f"{source.dataset}@{source.id}") as (info, pf),

@@ -13,7 +13,7 @@ from starlette.responses import StreamingResponse
 from podium.core.http import current_actor, get_platform
 from podium.core.identity import Actor
 from podium.core.platform import Platform
-from podium.data import card, jobs, preparation, service, traces, uploads
+from podium.data import card, jobs, service, traces, uploads
 from podium.data.card import Card, VersionDiff
 from podium.data.service import DatasetDetail, DatasetInfo, ImportResult, RowsPage, VersionInfo
 from podium.data.traces import TraceSelection
@@ -80,7 +80,7 @@ async def import_file(
     """Import the request body (a file's bytes; a tar archive for `folder` and `hf`) as the next version.
     Malformed rows are reported with file and line; under `on_error=fail` nothing is committed. The same rows
     as an existing version make no new one: 200 with `created: false`."""
-    await run_in_threadpool(preparation.check_writable, platform, actor, name)  # refuse before receiving the body
+    await run_in_threadpool(service.check_writable, platform, actor, name)  # refuse before receiving the body
     with service.workspace(platform) as folder:
         body = folder / "upload"
         await uploads.receive(request.stream(), body)

@@ -6,7 +6,6 @@ hash (checked on arrival) and read from there afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podium.core.blobs import file_sha256
 from podium.core.client import Client
 from podium.core.errors import CorruptArtifact, InvalidInput
 
@@ -85,21 +85,13 @@ def get(
             try:
                 with os.fdopen(fd, "wb") as out:
                     c.download(f"/api/datasets/{name}/versions/{info['id']}/download", out, format="parquet")
-                if _sha256(Path(tmp)) != info["content_hash"]:
+                if file_sha256(Path(tmp)) != info["content_hash"]:
                     raise CorruptArtifact(f"the download of {ref} does not match its content hash; try again")
                 os.replace(tmp, path)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
     return DatasetVersion(info, path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def push(

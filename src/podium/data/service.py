@@ -216,12 +216,7 @@ def commit(
 ) -> tuple[VersionInfo, bool]:
     """Store a complete Parquet file and make it the dataset's next version (creating the dataset in the
     actor's project on first use); the same content as an existing version is that version."""
-    actor.require("member", "write datasets")
-    name = DATASETS.check_name(name)
-    with platform.db.read_session() as s:  # fail before storing anything when the name is another's
-        existing = DATASETS.get(s, name)
-        if existing is not None:
-            _check_writable(actor, existing)
+    name = check_writable(platform, actor, name)  # before storing anything
     digest = platform.blobs.put_file(written.path)
     size = written.path.stat().st_size
 
@@ -267,6 +262,17 @@ def commit(
         return _version_info(s, d, v), pushed.created
 
     return DATASETS.write(platform.db, once, conflict=f"dataset {name!r} changed concurrently; try again")
+
+
+def check_writable(platform: Platform, actor: Actor, name: str) -> str:
+    """The name, valid, if the actor may add versions to that dataset (or create it); raises otherwise."""
+    actor.require("member", "write datasets")
+    name = DATASETS.check_name(name)
+    with platform.db.read_session() as s:
+        existing = DATASETS.get(s, name)
+        if existing is not None:
+            _check_writable(actor, existing)
+    return name
 
 
 def _check_writable(actor: Actor, d: Dataset) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from podium.auth.service import record_audit
-from podium.core.blobs import BlobStore
+from podium.core.blobs import BlobStore, file_sha256
 from podium.core.db import Database, utcnow
 from podium.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from podium.core.identity import Actor
@@ -182,14 +182,6 @@ def _version_info(s: Session, m: Model, v: ModelVersion) -> VersionInfo:
     )
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def manifest_sha256(files: list[dict[str, Any]]) -> str:
     """A folder version's hash: sha256 over its sorted `path sha256` lines (one file: that file's hash)."""
     if len(files) == 1:
@@ -253,7 +245,7 @@ def register_local(
     inspected = inspect_source(located.path)
     local_paths = {inspected.relpath(p): p for p in inspected.files}
     files: list[dict[str, Any]] = [
-        {"path": rel, "sha256": _file_sha256(p), "size": p.stat().st_size} for rel, p in local_paths.items()
+        {"path": rel, "sha256": file_sha256(p), "size": p.stat().st_size} for rel, p in local_paths.items()
     ]
     digest = manifest_sha256(files)
     if sha256 is not None and sha256.removeprefix("sha256:").lower() != digest:

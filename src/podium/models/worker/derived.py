@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+
+from podium.core.blobs import file_sha256
 
 log = logging.getLogger("podium.worker.derived")
 
@@ -51,14 +52,6 @@ class Entry:
     waited: bool = False
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
@@ -70,7 +63,11 @@ def write_manifest(folder: Path, kind: str, key: str) -> None:
         with open(path, "rb") as f:
             os.fsync(f.fileno())
         st = path.stat()
-        files[str(path.relative_to(folder))] = {"size": st.st_size, "sha256": _sha256(path), "mtime_ns": st.st_mtime_ns}
+        files[str(path.relative_to(folder))] = {
+            "size": st.st_size,
+            "sha256": file_sha256(path),
+            "mtime_ns": st.st_mtime_ns,
+        }
     body = {"format": FORMAT, "kind": kind, "key": key, "created": datetime.now(UTC).isoformat(), "files": files}
     _write_json(folder / MANIFEST, body)
 
@@ -111,7 +108,7 @@ def check(folder: Path, kind: str, key: str) -> str | None:
         if st.st_size != info["size"]:
             return f"{name} has {st.st_size} bytes, {info['size']} were written"
         if st.st_mtime_ns != info["mtime_ns"]:  # touched since it was written: trust only its hash
-            if _sha256(path) != info["sha256"]:
+            if file_sha256(path) != info["sha256"]:
                 return f"{name} does not match its sha256"
             info["mtime_ns"] = st.st_mtime_ns
             refreshed = True
