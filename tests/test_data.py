@@ -519,3 +519,12 @@ def test_a_gguf_models_tokenizer_counts_tokens(live: LiveServer, tiny_gguf: Path
         card = c.get(f"/api/datasets/{name}/versions/latest/card").json()
     assert rows[0]["n_tokens"] > 0 and rows[1]["n_tokens"] == 0
     assert sum(card["tokens"]["histogram"]) == 2
+
+
+def test_an_upload_with_a_bad_format_or_policy_is_refused_naming_it(live: LiveServer) -> None:
+    assert upload(live, _name(), b"x", "xlsx").json()["error"]["details"]["field"] == "format"
+    assert upload(live, _name(), b"x", "jsonl", on_error="ignore").json()["error"]["details"]["field"] == "on_error"
+    empty = upload(live, _name(), b"", "jsonl")
+    assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
+    bad_tar = upload(live, _name(), b"not a tar archive", "folder")
+    assert bad_tar.status_code == 400 and "tar" in bad_tar.json()["error"]["message"]

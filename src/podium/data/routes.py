@@ -80,7 +80,8 @@ async def import_file(
     """Import the request body (a file's bytes; a tar archive for `folder` and `hf`) as the next version.
     Malformed rows are reported with file and line; under `on_error=fail` nothing is committed. The same rows
     as an existing version make no new one: 200 with `created: false`."""
-    await run_in_threadpool(service.check_writable, platform, actor, name)  # refuse before receiving the body
+    service.check_import(format, on_error)  # refuse before receiving the body
+    await run_in_threadpool(service.check_writable, platform, actor, name)
     with service.workspace(platform) as folder:
         body = folder / "upload"
         await uploads.receive(request.stream(), body)

@@ -331,6 +331,18 @@ def import_batches(
     )
 
 
+def check_import(fmt: str, on_error: str) -> str:
+    """The import format, if it is one, and the malformed-row policy, if it is one (checked before an upload
+    is received)."""
+    if on_error not in ("skip", "fail"):
+        raise InvalidInput(f"on_error {on_error!r} is not skip or fail", details={"field": "on_error"})
+    if fmt not in formats.IMPORT_FORMATS:
+        raise InvalidInput(
+            f"unknown import format {fmt!r}; known: {', '.join(formats.IMPORT_FORMATS)}", details={"field": "format"}
+        )
+    return fmt
+
+
 def import_file(
     platform: Platform,
     actor: Actor,
@@ -346,13 +358,7 @@ def import_file(
     """Import a JSONL, CSV or Parquet file, a folder of documents, or a saved Hugging Face dataset. Malformed
     rows are skipped or fail the import (`on_error`), reported with their file and line either way."""
     actor.require("member", "import datasets")
-    if on_error not in ("skip", "fail"):
-        raise InvalidInput(f"on_error {on_error!r} is not skip or fail", details={"field": "on_error"})
-    fmt = fmt or formats.guess_format(path)
-    if fmt not in formats.IMPORT_FORMATS:
-        raise InvalidInput(
-            f"unknown import format {fmt!r}; known: {', '.join(formats.IMPORT_FORMATS)}", details={"field": "format"}
-        )
+    fmt = check_import(fmt or formats.guess_format(path), on_error)
     problems = formats.Problems(policy="skip" if on_error == "skip" else "fail")
     label = source or path.name
     batches = formats.read(path, fmt, problems, label)
