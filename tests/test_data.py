@@ -528,3 +528,109 @@ def test_an_upload_with_a_bad_format_or_policy_is_refused_naming_it(live: LiveSe
     assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
     bad_tar = upload(live, _name(), b"not a tar archive", "folder")
     assert bad_tar.status_code == 400 and "tar" in bad_tar.json()["error"]["message"]
+
+
+def test_hostile_uploads_are_refused_before_they_cost_anything(live: LiveServer, tmp_path: Path, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("uploads are checked the same way on every database")
+    import tarfile
+
+    import datasets
+
+    from podium.data import uploads
+
+    # a saved dataset whose state.json names a file outside its folder
+    secret = tmp_path / "secret"
+    datasets.Dataset.from_dict({"q": ["server-side secret"]}).save_to_disk(str(secret))
+    evil = tmp_path / "evil"
+    datasets.Dataset.from_dict({"q": ["x"]}).save_to_disk(str(evil))
+    state = json.loads((evil / "state.json").read_text())
+    state["_data_files"] = [{"filename": str(next(secret.glob("*.arrow")))}]
+    (evil / "state.json").write_text(json.dumps(state))
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(evil, arcname="evil")
+    r = upload(live, _name(), archive.read_bytes(), "hf")
+    assert r.status_code == 400 and "outside its folder" in r.json()["error"]["message"], r.text
+    # an archive of many empty entries stops at the entry limit, while being read
+    many = tmp_path / "many.tar"
+    with tarfile.open(many, "w") as tar:
+        for i in range(60):
+            tar.addfile(tarfile.TarInfo(f"f{i}.txt"), io.BytesIO(b""))
+    saved = uploads.MAX_ARCHIVE_MEMBERS
+    uploads.MAX_ARCHIVE_MEMBERS = 50
+    try:
+        r = upload(live, _name(), many.read_bytes(), "folder")
+    finally:
+        uploads.MAX_ARCHIVE_MEMBERS = saved
+    assert r.status_code == 400 and "over 50 entries" in r.json()["error"]["message"]
+
+
+def test_edge_cases_of_search_diff_and_types_answer_clearly(live: LiveServer) -> None:
+    name = _name()
+    rows = [
+        {"id": 1, "text": "a", "tags": ["x"]},
+        {"id": 1, "text": "b", "tags": []},
+        {"id": 2, "text": "c", "tags": []},
+    ]
+    assert upload(live, name, jsonl(rows), "jsonl").status_code == 201
+    assert upload(live, name, jsonl([rows[0], rows[2]]), "jsonl").status_code == 201
+    with live.client() as c:
+        r = c.get(f"/api/datasets/{name}/versions/1/rows", params={"q": "1", "column": "id"})
+        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "column"
+        d = c.get(f"/api/datasets/{name}/diff", params={"a": "1", "b": "2"}).json()
+        assert d["key"] is None and (d["rows_removed"], d["rows_unchanged"]) == (1, 2)  # `id` repeats: by content
+        assert c.get(f"/api/datasets/{name}/diff", params={"a": "1", "b": "2", "key": "tags"}).status_code == 400
+        other = _name()
+        assert upload(live, other, jsonl(rows[:1]), "jsonl").status_code == 201
+        foreign = c.get(f"/api/datasets/{other}/versions/1").json()["id"]
+        r = c.get(f"/api/datasets/{name}/versions/{foreign}")
+        assert r.status_code == 404 and other not in r.text
+    # nulls first, numbers later: the column is a number column, not text
+    late = [{"n": None}] * 6000 + [{"n": 5}]
+    v = upload(live, _name(), jsonl(late), "jsonl").json()["version"]
+    assert {c["name"]: c["type"] for c in v["columns"]} == {"n": "int64"}
+    # CSV types are chosen over every row: zip codes stay text when one value later is not a number
+    text = "zip\n" + "".join(f"00{i % 10}\n" for i in range(6000)) + "N1 4AA\n"
+    v = upload(live, _name(), ("\ufeff" + text).encode(), "csv").json()["version"]
+    assert {c["name"]: c["type"] for c in v["columns"]} == {"zip": "string"}
+    unterminated = upload(live, _name(), b'a,b\n0,1\n1,"open\n2,3\n', "csv", on_error="skip").json()
+    assert (unterminated["rows"], unterminated["bad_rows"], unterminated["problems"][0]["line"]) == (1, 1, 3)
+
+
+def test_a_pipeline_job_acts_with_the_rights_its_submitter_has_when_it_runs(
+    tmp_path_factory: pytest.TempPathFactory, backend: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("rights are read the same way on every database")
+    from podium.jobs.service import LocalBackend
+
+    served = serve_for_module("sqlite", tmp_path_factory.mktemp("held-jobs"), job_workers=0)  # jobs wait
+    live = next(served)
+    try:
+        project, user = _name("pj"), _name("u")
+        with live.client() as c:
+            assert c.post("/api/projects", json={"name": project}).status_code == 201
+            assert c.post("/api/users", json={"name": user, "role": "member", "project": project}).status_code == 201
+            key = c.post("/api/keys", json={"name": "k", "user": user, "project": project}).json()["key"]
+            # jobs of this kind are queued by the datasets API only, which records who queued them
+            forged = {"kind": "data.prep", "params": {"source": "x", "pipeline": {}, "key_id": "key_x"}}
+            r = c.post("/api/jobs", json=forged)
+            assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "kind"
+        name = _name()
+        assert upload(live, name, jsonl(TICKETS), "jsonl", key=key).status_code == 201
+        with live.client(key) as c:
+            kept = c.post(f"/api/datasets/{name}/prep", json={"pipeline": {"steps": ["dedup"]}}).json()
+        with live.client() as c:
+            assert c.delete(f"/api/projects/{project}/members/{user}").status_code in (200, 204)
+        runner = LocalBackend(live.platform, workers=1)
+        runner.start()
+        try:
+            done = wait_job(live, kept["id"])
+        finally:
+            runner.stop(5)
+        assert done["status"] == "failed" and "no longer a member" in done["error"], done
+        with live.client() as c:
+            assert c.get(f"/api/datasets/{name}").json()["latest_version"] == 1
+    finally:
+        next(served, None)

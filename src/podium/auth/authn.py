@@ -43,6 +43,19 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def principal_of_key(db: Database, key_id: str) -> Principal:
+    """The principal of a key by its id, with the rights its user has now (for work done later on a key's
+    behalf, such as a job); `Unauthorized` saying why when the key may no longer act."""
+    with db.read_session() as s:
+        digest = s.scalar(select(ApiKey.key_hash).where(ApiKey.id == key_id))
+    principal, reason = _load_principal(db, digest) if digest is not None else (None, "the API key no longer exists")
+    if principal is None:
+        raise Unauthorized(reason)
+    if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+        raise Unauthorized(f"API key {principal.key_prefix}… expired at {principal.expires_at.isoformat()}")
+    return principal
+
+
 def _load_principal(db: Database, key_hash_value: str) -> tuple[Principal | None, str]:
     """Look a key up; returns the principal or None with the reason."""
     with db.read_session() as s:

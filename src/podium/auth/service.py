@@ -7,7 +7,7 @@ seam (`projects`, `users`, `keys`, `audit`).
 from __future__ import annotations
 
 from podium.auth.audit import AuditInfo, list_audit, record_audit
-from podium.auth.authn import KEY_PREFIX, KeyCache, hash_key, key_cache
+from podium.auth.authn import KEY_PREFIX, KeyCache, hash_key, key_cache, principal_of_key
 from podium.auth.keys import (
     KeyInfo,
     NewKey,
@@ -63,6 +63,7 @@ __all__ = [
     "list_users",
     "names_of",
     "parse_expiry",
+    "principal_of_key",
     "project_ref",
     "record_audit",
     "remove_member",

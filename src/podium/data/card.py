@@ -106,6 +106,11 @@ def card(platform: Platform, actor: Actor, ref: str) -> Card:
     )
 
 
+def _scalar(kind: str) -> bool:
+    """Whether an Arrow type (as its name) holds single values that can key rows."""
+    return not kind.startswith(("list", "large_list", "struct", "map", "binary", "large_binary", "fixed_size"))
+
+
 class VersionDiff(BaseModel):
     """Two versions compared: columns added and removed, and rows added, removed and changed (by `key`; by
     whole-row content when there is no key, where a change shows as one removal and one addition)."""
@@ -129,18 +134,24 @@ def _row_hash(row: dict[str, Any]) -> bytes:
     return hashlib.blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str), digest_size=12).digest()
 
 
-def _index(platform: Platform, actor: Actor, ref: str, key: str | None) -> tuple[dict[Any, bytes], Counter[bytes]]:
-    """Key → row hash (with a key), or a multiset of row hashes (without)."""
-    by_key: dict[Any, bytes] = {}
+def _index(
+    platform: Platform, actor: Actor, ref: str, key: str | None
+) -> tuple[dict[Any, bytes] | None, Counter[bytes]]:
+    """Key → row hash (with a key; None when the key repeats or is missing in some row, so rows cannot be
+    matched by it), and the multiset of row hashes."""
+    by_key: dict[Any, bytes] | None = {} if key else None
     multiset: Counter[bytes] = Counter()
     for batch in service.iter_batches(platform, actor, ref):
         keys = batch.column(key).to_pylist() if key else None
         for i, row in enumerate(batch.to_pylist()):
             h = _row_hash(row)
-            if keys is not None:
-                by_key[keys[i]] = h
-            else:
-                multiset[h] += 1
+            multiset[h] += 1
+            if by_key is not None and keys is not None:
+                k = keys[i]
+                if k is None or k in by_key:
+                    by_key = None
+                else:
+                    by_key[k] = h
     return by_key, multiset
 
 
@@ -168,12 +179,18 @@ def diff(platform: Platform, actor: Actor, a_ref: str, b_ref: str, *, key: str |
     b_cols = {c.name: c.type for c in b.columns}
     if key is not None and (key not in a_cols or key not in b_cols):
         raise InvalidInput(f"key column {key!r} is not in both versions", details={"field": "key"})
-    if key is None and "id" in a_cols and "id" in b_cols:
+    if key is not None and not _scalar(a_cols[key]):
+        raise InvalidInput(
+            f"key column {key!r} holds {a_cols[key]}: a key is a text or number column", details={"field": "key"}
+        )
+    if key is None and "id" in a_cols and "id" in b_cols and _scalar(a_cols["id"]) and _scalar(b_cols["id"]):
         key = "id"
     a_ref_id, b_ref_id = f"{a.dataset}@{a.id}", f"{b.dataset}@{b.id}"
     a_keys, a_set = _index(platform, actor, a_ref_id, key)
     b_keys, b_set = _index(platform, actor, b_ref_id, key)
-    if key is not None:
+    if a_keys is None or b_keys is None:
+        key = None  # a repeated or missing key cannot match rows: compare whole rows
+    if key is not None and a_keys is not None and b_keys is not None:
         added_k = [k for k in b_keys if k not in a_keys]
         removed_k = [k for k in a_keys if k not in b_keys]
         changed_k = [k for k in b_keys if k in a_keys and a_keys[k] != b_keys[k]]

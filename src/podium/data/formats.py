@@ -120,6 +120,19 @@ def _rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
 JSONL_BLOCK = 8 * 1024 * 1024  # bytes of lines parsed at once by pyarrow's reader
 
 
+def _nested_time(kind: pa.DataType) -> bool:
+    """Whether a nested type holds a time pyarrow inferred from a string."""
+    if pa.types.is_struct(kind):
+        return any(_is_time(kind.field(i).type) or _nested_time(kind.field(i).type) for i in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _is_time(kind.value_type) or _nested_time(kind.value_type)
+    return False
+
+
+def _is_time(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_timestamp(kind) or pa.types.is_date(kind))
+
+
 def _fast_jsonl(block: bytes) -> pa.Table | None:
     """A block of lines parsed by pyarrow's JSON reader, or None when any line needs a closer look (not UTF-8,
     not JSON, not an object, types that change between rows): then the lines are read one by one. Strings
@@ -131,6 +144,8 @@ def _fast_jsonl(block: bytes) -> pa.Table | None:
     options = pj.ReadOptions(block_size=len(block) + 1, use_threads=False)
     try:
         table = pj.read_json(io.BytesIO(block), read_options=options)
+        if any(_nested_time(f.type) for f in table.schema):
+            return None  # read line by line, as strings: the same types whichever path a block takes
         times = [f.name for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
         if times:
             schema = pa.schema([(name, pa.string()) for name in times])
@@ -183,32 +198,33 @@ def read_jsonl(path: Path, problems: Problems, name: str | None = None) -> Itera
             first += block.count(b"\n")
 
 
-def _typed(column: pa.Array) -> pa.Array:
-    """A CSV column of text as integers or floats when every non-empty value is one, else as it is."""
-    empty = pc.equal(column, "")
-    cleaned = pc.if_else(empty, pa.scalar(None, pa.string()), column)
-    for kind in (pa.int64(), pa.float64()):
-        try:
-            return pc.cast(cleaned, kind)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-    return column
+def numbers_of(column: pa.Array | pa.ChunkedArray, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """A CSV column of text cast to `kind` (empty values become nulls); raises if a value is not one."""
+    cleaned = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+    return pc.cast(cleaned, kind)
 
 
-def _decoded_lines(f: IO[bytes], label: str, problems: Problems) -> Iterator[str]:
+def _decoded_lines(f: IO[bytes], label: str, problems: Problems, bad: list[int]) -> Iterator[str]:
     for number, raw in enumerate(f, 1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a byte-order mark is not part of the first column's name
         text = _decode(raw, label, number, problems)
-        # a line that is not UTF-8 is replaced by an empty record the reader skips, keeping line numbers
-        yield "\n" if text is None else text
+        if text is None:  # reported; the record holding this line is left out
+            bad.append(number)
+            yield "\n"
+        else:
+            yield text
 
 
 def read_csv(path: Path, problems: Problems, name: str | None = None) -> Iterator[pa.Table]:
-    """CSV with a header row; a record with the wrong number of fields is malformed. Columns whose values
-    are all numbers become numbers."""
+    """CSV with a header row; a record with the wrong number of fields, an unterminated quote or a line that
+    is not UTF-8 is malformed (reported at the record's first line). Columns stay text here: the import
+    decides which are numbers over all rows (`numbers_of`)."""
     label = name or path.name
     csv.field_size_limit(MAX_FIELD_CHARS)
+    bad: list[int] = []
     with open(path, "rb") as f:
-        reader = csv.reader(_decoded_lines(f, label, problems))
+        reader = csv.reader(_decoded_lines(f, label, problems, bad), strict=True)
         try:
             header = next(reader)
         except StopIteration:
@@ -224,28 +240,33 @@ def read_csv(path: Path, problems: Problems, name: str | None = None) -> Iterato
                 details={"field": "file"},
             )
         columns: list[list[str]] = [[] for _ in header]
-        start = 1
+        last = reader.line_num
         while True:
+            first = last + 1
             try:
                 record = next(reader)
             except StopIteration:
                 break
             except csv.Error as exc:
-                problems.add(label, reader.line_num, f"not valid CSV ({exc})")
+                problems.add(label, first, f"not valid CSV ({exc})")
+                last = reader.line_num
                 continue
-            line = start if reader.line_num == 0 else reader.line_num
+            last = reader.line_num
+            if any(first <= n <= last for n in bad):
+                bad[:] = [n for n in bad if n > last]
+                continue
             if not record:
                 continue
             if len(record) != len(header):
-                problems.add(label, line, f"{len(record)} fields where the header has {len(header)}")
+                problems.add(label, first, f"{len(record)} fields where the header has {len(header)}")
                 continue
             for i, value in enumerate(record):
                 columns[i].append(value)
             if len(columns[0]) >= BATCH_ROWS:
-                yield pa.table({h: _typed(pa.array(c, pa.string())) for h, c in zip(header, columns, strict=True)})
+                yield pa.table({h: pa.array(c, pa.string()) for h, c in zip(header, columns, strict=True)})
                 columns = [[] for _ in header]
         if columns[0]:
-            yield pa.table({h: _typed(pa.array(c, pa.string())) for h, c in zip(header, columns, strict=True)})
+            yield pa.table({h: pa.array(c, pa.string()) for h, c in zip(header, columns, strict=True)})
 
 
 def read_parquet(path: Path, name: str | None = None) -> Iterator[pa.Table]:
@@ -284,16 +305,47 @@ def read_folder(root: Path, problems: Problems) -> Iterator[pa.Table]:
         yield pa.Table.from_pylist(rows)
 
 
+def _inside(root: Path, name: Any, what: str) -> Path:
+    """`root / name` if `name` is a plain relative path that stays inside `root`; else `InvalidInput`."""
+    if not isinstance(name, str) or not name or name.startswith(("/", "\\")) or "\x00" in name:
+        raise InvalidInput(f"the saved dataset names a {what} outside its folder: {name!r}", details={"field": "file"})
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise InvalidInput(f"the saved dataset names a {what} outside its folder: {name!r}", details={"field": "file"})
+    return path
+
+
+def _check_hf_folder(root: Path) -> None:
+    """Every split folder and data file a saved dataset names stays inside it (its JSON files are the
+    uploader's: an absolute or `..` name must not make the server read its own files)."""
+    try:
+        splits = [root]
+        if (root / "dataset_dict.json").exists():
+            names = orjson.loads((root / "dataset_dict.json").read_bytes()).get("splits", [])
+            splits = [_inside(root, name, "split") for name in names]
+        for folder in splits:
+            state = orjson.loads((folder / "state.json").read_bytes())
+            for item in state.get("_data_files", []):
+                _inside(folder, item.get("filename") if isinstance(item, dict) else None, "data file")
+    except (OSError, orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+        raise InvalidInput(
+            f"{root.name} is not a Hugging Face dataset saved with save_to_disk ({type(exc).__name__})",
+            details={"field": "file"},
+        ) from None
+
+
 def read_hf(root: Path) -> Iterator[pa.Table]:
     """A dataset saved by Hugging Face `datasets.save_to_disk`; each split of a `DatasetDict` adds a `split`
     column."""
     import datasets
 
+    _check_hf_folder(root)
     try:
         loaded = datasets.load_from_disk(str(root))
-    except (FileNotFoundError, ValueError, OSError) as exc:
+    except (FileNotFoundError, ValueError, OSError, KeyError, TypeError) as exc:
         raise InvalidInput(
-            f"{root.name} is not a Hugging Face dataset saved with save_to_disk ({exc})", details={"field": "file"}
+            f"{root.name} is not a Hugging Face dataset saved with save_to_disk ({type(exc).__name__})",
+            details={"field": "file"},
         ) from None
     parts = list(loaded.items()) if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
     for split, ds in parts:
@@ -329,14 +381,25 @@ def read(path: Path, fmt: str, problems: Problems, name: str | None = None) -> I
 # --- writing -----------------------------------------------------------------------------------------
 
 
+def _default(value: Any) -> Any:
+    """What orjson cannot write itself: bytes as base64 text, anything else (decimals, …) as its text."""
+    if isinstance(value, bytes):
+        import base64
+
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
 def _json_cell(value: Any) -> Any:
-    return value if value is None or isinstance(value, str | int | float | bool) else orjson.dumps(value).decode()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return orjson.dumps(value, default=_default).decode()
 
 
 def jsonl_chunks(batches: Iterable[pa.Table]) -> Iterator[bytes]:
     """Rows as JSON Lines, one chunk per batch."""
     for batch in batches:
-        yield b"".join(orjson.dumps(row, default=str) + b"\n" for row in batch.to_pylist())
+        yield b"".join(orjson.dumps(row, default=_default) + b"\n" for row in batch.to_pylist())
 
 
 def csv_chunks(batches: Iterable[pa.Table]) -> Iterator[bytes]:

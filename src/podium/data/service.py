@@ -10,11 +10,13 @@ the file is stored whole: a failed import or pipeline leaves no version behind. 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,13 @@ from sqlalchemy.orm import Session
 
 from podium.auth.service import record_audit
 from podium.core.db import utcnow
-from podium.core.errors import Conflict, InvalidInput, NotFound
+from podium.core.errors import Conflict, CorruptArtifact, InvalidInput, NotFound
 from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.platform import Platform
 from podium.data import formats
 from podium.data.store import DATASETS, Dataset, DatasetVersion
-from podium.data.writer import Spool, Written, write_all
+from podium.data.writer import Spool, Written, is_text, write_all
 
 MAX_HEAD_ROWS = 1000
 MAX_QUERY_CHARS = 1000
@@ -177,6 +179,10 @@ def check_owner(actor: Actor, d: Dataset, action: str) -> None:
 def _find(s: Session, actor: Actor, ref: str) -> tuple[Dataset, DatasetVersion]:
     parsed = DATASETS.parse_ref(ref)
     d = DATASETS.find(s, parsed.name, projects=actor.scope())
+    if parsed.tag is not None and parsed.tag.startswith("dsv_"):
+        v = s.get(DatasetVersion, parsed.tag)
+        if v is None or v.dataset_id != d.id:  # never say which dataset another version id belongs to
+            raise NotFound(f"dataset {d.name!r} has no version {parsed.tag!r}", details={"field": "ref"})
     return d, DATASETS.resolve(s, d, parsed.tag)
 
 
@@ -294,15 +300,17 @@ def import_batches(
     parents: list[str] | None = None,
     message: str = "",
     description: str = "",
+    numbers_from_text: bool = False,
 ) -> ImportResult:
-    """Rows of any schema (widened as they come) into a new version; nothing is written if reading fails."""
+    """Rows of any schema (widened as they come) into a new version; nothing is written if reading fails.
+    With `numbers_from_text` (CSV), text columns whose every value is a number are stored as numbers."""
     actor.require("member", "import datasets")
     name = DATASETS.check_name(name)
     problems = problems or formats.Problems()
     with workspace(platform) as folder:
         spool_dir = folder / "spool"
         spool_dir.mkdir()
-        spool = Spool(spool_dir)
+        spool = Spool(spool_dir, numbers_from_text=numbers_from_text)
         for batch in batches:
             spool.add(batch)
         if spool.rows == 0:
@@ -310,7 +318,7 @@ def import_batches(
                 f"no rows to import{f' ({problems.count} malformed rows were left out)' if problems.count else ''}",
                 details={"field": "file"},
             )
-        written = write_all(folder, spool.schema, spool)
+        written = write_all(folder, spool.final_schema, spool)
         lineage = {**lineage, "problems": problems.as_report()}
         version, created = commit(
             platform,
@@ -371,6 +379,7 @@ def import_file(
         problems=problems,
         message=message,
         description=description,
+        numbers_from_text=fmt == "csv",
     )
 
 
@@ -440,23 +449,51 @@ def open_rows(platform: Platform, actor: Actor, ref: str) -> Iterator[tuple[Vers
         yield info, pq.ParquetFile(path)
 
 
+_VERIFIED: dict[str, tuple[int, int]] = {}  # path -> (size, mtime ns) when its content last matched its hash
+MAX_VERIFIED = 4096
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _verified_recently(path: str) -> bool:
+    """Whether this local blob was re-hashed in this process and has not changed since (by size and mtime):
+    paging through rows must not re-read a whole Parquet file for every page."""
+    stamp = _stamp(path)
+    return stamp is not None and _VERIFIED.get(path) == stamp
+
+
+def _remember_verified(path: str) -> None:
+    stamp = _stamp(path)
+    if stamp is not None:
+        if len(_VERIFIED) >= MAX_VERIFIED:
+            _VERIFIED.clear()
+        _VERIFIED[path] = stamp
+
+
 @contextmanager
 def parquet_path(platform: Platform, digest: str) -> Iterator[Path]:
     """A local path to a stored Parquet blob, verified (a copy when the store is remote)."""
     blobs = platform.blobs
     if blobs.local:
-        if not blobs.verify(digest):
-            from podium.core.errors import CorruptArtifact
-
-            raise CorruptArtifact(f"artifact sha256:{digest} is corrupt", details={"sha256": digest})
-        yield Path(blobs.path(digest))
+        path = blobs.path(digest)
+        if not _verified_recently(path):
+            if not blobs.verify(digest):
+                raise CorruptArtifact(f"artifact sha256:{digest} is corrupt", details={"sha256": digest})
+            _remember_verified(path)
+        yield Path(path)
         return
     with workspace(platform) as folder:
-        path = folder / "rows.parquet"
-        with open(path, "wb") as out:
+        copy = folder / "rows.parquet"
+        with open(copy, "wb") as out:
             for chunk in blobs.iter_chunks(digest):
                 out.write(chunk)
-        yield path
+        yield copy
 
 
 def version_chunks(platform: Platform, actor: Actor, ref: str, fmt: str) -> tuple[VersionInfo, Iterator[bytes]]:
@@ -505,11 +542,12 @@ def head(
                 f"column {column!r} is not in {info.ref}; columns: {', '.join(schema.names)}",
                 details={"field": "column"},
             )
-        searched = (
-            [column]
-            if column
-            else [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-        )
+        if column is not None and not is_text(schema.field(column).type):
+            raise InvalidInput(
+                f"column {column!r} holds {schema.field(column).type}, not text; search a text column",
+                details={"field": "column"},
+            )
+        searched = [column] if column else [f.name for f in schema if is_text(f.type)]
         if q is not None and not searched:
             raise InvalidInput(f"{info.ref} has no text column to search", details={"field": "q"})
         rows: list[dict[str, Any]] = []
@@ -547,17 +585,20 @@ def _matches(table: pa.Table, columns: list[str], q: str) -> pa.ChunkedArray:
     return mask
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    """A row whose values JSON can carry (times as ISO text, bytes as a note)."""
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        if isinstance(v, datetime):
-            out[k] = v.isoformat()
-        elif isinstance(v, bytes):
-            out[k] = f"<{len(v)} bytes>"
-        else:
-            out[k] = v
-    return out
+def _jsonable(value: Any) -> Any:
+    """A value JSON can carry, at any depth: times as ISO text, bytes as a note of their size, decimals as
+    text."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, Decimal | timedelta):
+        return str(value)
+    return value
 
 
 def iter_batches(

@@ -26,21 +26,29 @@ async def receive(chunks: AsyncIterator[bytes], target: Path) -> int:
 
 
 def unpack(archive: Path, folder: Path) -> Path:
-    """Extract a tar archive (plain or compressed) into `folder`, refusing links, device files, paths out of
-    the folder and archives over the size limits; returns the root of its content (the single top folder, if
-    it has one)."""
+    """Extract a tar archive (plain or compressed) into `folder` entry by entry, refusing links out, device
+    files, paths out of the folder (the `data` filter) and archives over the entry or size limits (counted as
+    they are read, so a small archive of a million empty entries stops early); returns the root of its
+    content (the single top folder, if it has one)."""
+    entries = size = 0
     try:
         with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            if len(members) > MAX_ARCHIVE_MEMBERS:
-                raise InvalidInput(f"the archive has over {MAX_ARCHIVE_MEMBERS} entries", details={"field": "file"})
-            if sum(m.size for m in members) > MAX_UNPACKED_BYTES:
-                raise InvalidInput(f"the archive unpacks to over {MAX_UNPACKED_BYTES} bytes", details={"field": "file"})
-            tar.extractall(folder, filter="data")  # nosec B202  # the `data` filter refuses links out, devices, absolute paths
-    except (tarfile.TarError, OSError) as exc:
+            for member in tar:
+                entries += 1
+                size += member.size
+                if entries > MAX_ARCHIVE_MEMBERS:
+                    raise InvalidInput(f"the archive has over {MAX_ARCHIVE_MEMBERS} entries", details={"field": "file"})
+                if size > MAX_UNPACKED_BYTES:
+                    raise InvalidInput(
+                        f"the archive unpacks to over {MAX_UNPACKED_BYTES} bytes", details={"field": "file"}
+                    )
+                tar.extract(member, folder, filter="data")  # nosec B202  # the `data` filter refuses links out, devices, absolute paths
+                tar.members.clear()  # type: ignore[attr-defined]  # keep no list of every entry read
+    except (tarfile.TarError, OSError, ValueError) as exc:
         raise InvalidInput(
-            f"a folder import takes a tar archive of the folder (tar -czf - DIR); this body is not one ({exc})",
+            f"a folder import takes a tar archive of the folder (tar -czf - DIR); this body is not one "
+            f"({type(exc).__name__})",
             details={"field": "file"},
         ) from None
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
+    tops = [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.exists() else []
+    return tops[0] if len(tops) == 1 and tops[0].is_dir() else folder

@@ -28,9 +28,11 @@ LENGTH_EDGES = (0, 16, 64, 256, 1024, 4096, 16384, 65536)  # histogram buckets o
 TOKEN_EDGES = (0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 COUNTED = ("lang", "split", "label", "format", "source", "model", "status")  # columns whose values are counted
 MAX_COUNTED_VALUES = 50
+MAX_DISTINCT_COUNTED = 10_000  # a counted column with more distinct values stops being counted (memory)
 
 
-def _is_text(kind: pa.DataType) -> bool:
+def is_text(kind: pa.DataType) -> bool:
+    """Whether a column of this type holds text."""
     return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
@@ -52,7 +54,12 @@ def merge_schemas(a: pa.Schema, b: pa.Schema) -> pa.Schema:
     fields = {f.name: f.type for f in a}
     for f in b:
         fields[f.name] = _merge_type(fields[f.name], f.type) if f.name in fields else f.type
-    return pa.schema([(n, pa.string() if pa.types.is_null(t) else t) for n, t in fields.items()])
+    return pa.schema(list(fields.items()))
+
+
+def settled(schema: pa.Schema) -> pa.Schema:
+    """A schema ready to write: columns that held only nulls become text."""
+    return pa.schema([(f.name, pa.string() if pa.types.is_null(f.type) else f.type) for f in schema])
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -70,7 +77,7 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         try:
             columns.append(pc.cast(column, f.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            if not _is_text(f.type):
+            if not is_text(f.type):
                 raise
             values = column.to_pylist()
             columns.append(
@@ -82,8 +89,9 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 class Spool:
     """Batches of unknown, widening schema kept in temporary files, replayed cast to the final schema."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, numbers_from_text: bool = False):
         self.folder = folder
+        self.numbers_from_text = numbers_from_text  # CSV: text columns whose every value is a number become one
         self.schema = pa.schema([])
         self.rows = 0
         self._files: list[Path] = []
@@ -99,11 +107,51 @@ class Spool:
         self._files.append(path)
         self.rows += table.num_rows
 
-    def __iter__(self) -> Iterator[pa.Table]:
+    def _pieces(self) -> Iterator[tuple[Path, pa.Table]]:
         for path in self._files:
             with pa.memory_map(str(path), "r") as source:
-                table = pa.ipc.open_file(source).read_all()
-            yield conform(table, self.schema)
+                yield path, pa.ipc.open_file(source).read_all()
+
+    def _numbers(self) -> dict[str, pa.DataType]:
+        """The text columns every value of which (over all batches) is an integer, or else a number."""
+        from podium.data.formats import numbers_of
+
+        candidates = {f.name: [pa.int64(), pa.float64()] for f in self.schema if is_text(f.type)}
+        for _, table in self._pieces():
+            for name, kinds in candidates.items():
+                if name not in table.column_names:
+                    continue
+                for kind in list(kinds):
+                    try:
+                        numbers_of(table.column(name), kind)
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                        kinds.remove(kind)
+        found = {}
+        for name, kinds in candidates.items():
+            if kinds:
+                found[name] = kinds[0]
+        return found
+
+    @property
+    def final_schema(self) -> pa.Schema:
+        """The schema rows are written with (computed once: it reads every batch when numbers are inferred)."""
+        if not hasattr(self, "_final"):
+            numbers = self._numbers() if self.numbers_from_text else {}
+            self._casts = numbers
+            schema = settled(self.schema)
+            self._final = pa.schema([(f.name, numbers.get(f.name, f.type)) for f in schema])
+        return self._final
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        from podium.data.formats import numbers_of
+
+        schema = self.final_schema
+        for path, table in self._pieces():
+            for name, kind in self._casts.items():
+                if name in table.column_names:
+                    i = table.column_names.index(name)
+                    table = table.set_column(i, name, numbers_of(table.column(name), kind))
+            yield conform(table, schema)
             path.unlink()
 
 
@@ -132,7 +180,9 @@ class _ColumnStats:
             out.update(min=self.minimum, max=self.maximum, mean=round(self.total / self.count, 3))
         if self.histogram is not None:
             out["histogram"] = self.histogram
-        if self.values:
+        if len(self.values) > MAX_DISTINCT_COUNTED:  # counting stopped: the counts would mislead
+            out["distinct_values_over"] = MAX_DISTINCT_COUNTED
+        elif self.values:
             out["values"] = dict(self.values.most_common(MAX_COUNTED_VALUES))
         return out
 
@@ -170,9 +220,9 @@ class Stats:
                 continue
             numbers: pa.ChunkedArray | None = None
             edges: tuple[int, ...] | None = None
-            if _is_text(f.type):
+            if is_text(f.type):
                 numbers, edges = pc.utf8_length(valid), LENGTH_EDGES
-                if f.name in COUNTED:
+                if f.name in COUNTED and len(st.values) <= MAX_DISTINCT_COUNTED:
                     st.values.update({str(d["values"]): int(d["counts"]) for d in pc.value_counts(valid).to_pylist()})
             elif pa.types.is_integer(f.type) or pa.types.is_floating(f.type):
                 numbers = valid

@@ -48,6 +48,7 @@ class JobKind:
     handler: Handler
     role: str
     description: str
+    api: bool = True  # may be submitted through `POST /api/jobs`; else only by its domain's service
 
 
 _KINDS: dict[str, JobKind] = {}
@@ -62,11 +63,14 @@ def _registered() -> dict[str, JobKind]:
 SERVER_ADMIN = "server-admin"  # the role of job kinds that act on the whole server (not one project)
 
 
-def job_kind(name: str, *, role: str = "member", description: str = "") -> Callable[[Handler], Handler]:
-    """Register a handler for jobs of kind `name`; `role` is the least role that may submit it."""
+def job_kind(
+    name: str, *, role: str = "member", description: str = "", api: bool = True
+) -> Callable[[Handler], Handler]:
+    """Register a handler for jobs of kind `name`; `role` is the least role that may submit it. A kind with
+    `api=False` is queued only by its domain's service (its parameters are trusted: they name who acts)."""
 
     def deco(fn: Handler) -> Handler:
-        _KINDS[name] = JobKind(name, fn, role, description or (fn.__doc__ or "").strip().split("\n")[0])
+        _KINDS[name] = JobKind(name, fn, role, description or (fn.__doc__ or "").strip().split("\n")[0], api)
         return fn
 
     return deco
@@ -139,10 +143,20 @@ _backends: list[JobBackend] = []
 
 
 def submit(
-    db: Database, actor: Actor, kind: str, params: dict[str, Any] | None = None, *, project: str | None = None
+    db: Database,
+    actor: Actor,
+    kind: str,
+    params: dict[str, Any] | None = None,
+    *,
+    project: str | None = None,
+    internal: bool = False,
 ) -> JobInfo:
-    """Queue a job of a registered kind."""
+    """Queue a job of a registered kind (`internal`: by its domain's service, which checked its parameters)."""
     spec = _registered().get(kind)
+    if spec is not None and not spec.api and not internal:
+        raise InvalidInput(
+            f"jobs of kind {kind!r} are queued through their own API, not /api/jobs", details={"field": "kind"}
+        )
     if spec is None:
         raise InvalidInput(
             f"unknown job kind {kind!r}; known: {', '.join(sorted(_registered())) or 'none'}",
