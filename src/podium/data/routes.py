@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
+from podium.core.errors import PodiumError
 from podium.core.http import current_actor, get_platform
 from podium.core.identity import Actor
 from podium.core.platform import Platform
@@ -80,8 +81,13 @@ async def import_file(
     """Import the request body (a file's bytes; a tar archive for `folder` and `hf`) as the next version.
     Malformed rows are reported with file and line; under `on_error=fail` nothing is committed. The same rows
     as an existing version make no new one: 200 with `created: false`."""
-    service.check_import(format, on_error)  # refuse before receiving the body
-    await run_in_threadpool(service.check_writable, platform, actor, name)
+    try:  # refuse before receiving the body
+        service.check_import(format, on_error)
+        await run_in_threadpool(service.check_writable, platform, actor, name)
+    except PodiumError:
+        # read what is left of a small body: the server must not parse its unread bytes as the next request
+        await uploads.drain(request.stream(), platform.settings.max_body_bytes)
+        raise
     with service.workspace(platform) as folder:
         body = folder / "upload"
         await uploads.receive(request.stream(), body)
