@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
-from podium.core.errors import PodiumError
+from podium.core.errors import InvalidInput, PodiumError
 from podium.core.http import current_actor, get_platform
 from podium.core.identity import Actor
 from podium.core.platform import Platform
@@ -72,16 +72,26 @@ async def import_file(
     response: Response,
     actor: ActorDep,
     platform: PlatformDep,
-    format: Annotated[str, Query(description="jsonl, csv, parquet, folder or hf (a tar archive of the folder).")],
+    format: Annotated[
+        str | None, Query(description="Required: jsonl, csv, parquet, folder or hf (a tar archive of the folder).")
+    ] = None,
     on_error: Annotated[str, Query(description="skip: leave malformed rows out; fail: import nothing.")] = "fail",
-    filename: Annotated[str | None, Query(max_length=500, description="The file's name, for reports.")] = None,
-    message: Annotated[str, Query(max_length=10_000)] = "",
-    description: Annotated[str, Query(max_length=10_000)] = "",
+    filename: Annotated[str | None, Query(description="The file's name, for reports (500 characters at most).")] = None,
+    message: Annotated[str, Query(description="10,000 characters at most.")] = "",
+    description: Annotated[str, Query(description="10,000 characters at most.")] = "",
 ) -> ImportResult:
     """Import the request body (a file's bytes; a tar archive for `folder` and `hf`) as the next version.
     Malformed rows are reported with file and line; under `on_error=fail` nothing is committed. The same rows
     as an existing version make no new one: 200 with `created: false`."""
-    try:  # refuse before receiving the body
+    try:  # refuse before receiving the body; parameters are checked here, not by FastAPI, for the same reason
+        if not format:
+            raise InvalidInput(
+                "say the file's format: format=jsonl, csv, parquet, folder or hf", details={"field": "format"}
+            )
+        for field, value, most in (("filename", filename or "", 500), ("message", message, 10_000),
+                                   ("description", description, 10_000)):  # fmt: skip
+            if len(value) > most:
+                raise InvalidInput(f"{field} is longer than {most} characters", details={"field": field})
         service.check_import(format, on_error)
         await run_in_threadpool(service.check_writable, platform, actor, name)
     except PodiumError:
