@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
-from podium.core.errors import InvalidInput, PodiumError
+from podium.core.errors import PodiumError
 from podium.core.http import current_actor, get_platform
 from podium.core.identity import Actor
 from podium.core.platform import Platform
@@ -84,15 +84,7 @@ async def import_file(
     Malformed rows are reported with file and line; under `on_error=fail` nothing is committed. The same rows
     as an existing version make no new one: 200 with `created: false`."""
     try:  # refuse before receiving the body; parameters are checked here, not by FastAPI, for the same reason
-        if not format:
-            raise InvalidInput(
-                "say the file's format: format=jsonl, csv, parquet, folder or hf", details={"field": "format"}
-            )
-        for field, value, most in (("filename", filename or "", 500), ("message", message, 10_000),
-                                   ("description", description, 10_000)):  # fmt: skip
-            if len(value) > most:
-                raise InvalidInput(f"{field} is longer than {most} characters", details={"field": field})
-        service.check_import(format, on_error)
+        format = service.check_import(format, on_error, filename=filename, message=message, description=description)
         await run_in_threadpool(service.check_writable, platform, actor, name)
     except PodiumError:
         # read what is left of a small body: the server must not parse its unread bytes as the next request

@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -339,9 +339,18 @@ def import_batches(
     )
 
 
-def check_import(fmt: str, on_error: str) -> str:
-    """The import format, if it is one, and the malformed-row policy, if it is one (checked before an upload
-    is received)."""
+def check_import(fmt: str | None, on_error: str, **texts: str | None) -> str:
+    """The import format, if it is one; the malformed-row policy, if it is one; and the import's texts
+    (`filename` up to 500 characters, `message` and `description` up to 10,000). Checked before an upload is
+    received."""
+    if not fmt:
+        raise InvalidInput(
+            "say the file's format: format=jsonl, csv, parquet, folder or hf", details={"field": "format"}
+        )
+    for field, value in texts.items():
+        most = 500 if field == "filename" else 10_000
+        if value is not None and len(value) > most:
+            raise InvalidInput(f"{field} is longer than {most} characters", details={"field": field})
     if on_error not in ("skip", "fail"):
         raise InvalidInput(f"on_error {on_error!r} is not skip or fail", details={"field": "on_error"})
     if fmt not in formats.IMPORT_FORMATS:
@@ -653,6 +662,3 @@ def referenced_blobs(s: Session, digests: set[str]) -> set[str]:
     for i in range(0, len(items), 500):
         found |= set(s.scalars(select(DatasetVersion.blob).where(DatasetVersion.blob.in_(items[i : i + 500]))))
     return found
-
-
-ProgressFn = Callable[[float, str], None]
