@@ -136,13 +136,71 @@ def test_text_completions(client: openai.OpenAI) -> None:
     )
     text = r.choices[0].text
     assert text.startswith("The first three planets are Mercury,")
-    assert r.choices[0].logprobs and len(r.choices[0].logprobs.tokens or []) == r.usage.completion_tokens  # type: ignore[union-attr]
+    lp = r.choices[0].logprobs  # with echo, OpenAI's legacy shape: the prompt's tokens, then the generated ones
+    assert lp and r.usage and len(lp.tokens or []) == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert lp.token_logprobs and lp.token_logprobs[0] is None
     streamed = "".join(
         c.choices[0].text
         for c in client.completions.create(model=CHAT, prompt="One, two,", max_tokens=6, temperature=0, stream=True)
         if c.choices
     )
     assert streamed
+
+
+def test_echo_with_logprobs_scores_the_prompt(client: openai.OpenAI, served: ServedPodium) -> None:
+    def score(text: str) -> tuple[list[str], list[float]]:
+        r = client.completions.create(model=CHAT, prompt=text, max_tokens=0, echo=True, logprobs=0)
+        choice = r.choices[0]
+        assert choice.text == text and choice.finish_reason == "length"
+        lp = choice.logprobs
+        assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs is not None
+        assert "".join(lp.tokens) == text
+        assert r.usage is not None and r.usage.prompt_tokens == len(lp.tokens) and r.usage.completion_tokens == 0
+        assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+        first, *rest = lp.token_logprobs
+        assert first is None and lp.top_logprobs[0] is None
+        assert rest and all(isinstance(v, float) and math.isfinite(v) and v < 0 for v in rest), rest
+        return lp.tokens, rest
+
+    natural = "The capital of France is Paris."
+    _, sensible = score(natural)
+    _, nonsense = score("Paris of is capital France The.")  # the same words, shuffled
+    mean = sum(sensible) / len(sensible)
+    assert mean > sum(nonsense) / len(nonsense) + 1.0  # a lower perplexity by far
+
+    # echo with generation: the prompt's scores, then the generated tokens; scoring the prompt plus what
+    # was generated gives the generated tokens the same log-probabilities (the prompt's positions line up)
+    r = client.completions.create(model=CHAT, prompt=natural, max_tokens=3, temperature=0, echo=True, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and r.usage is not None
+    n = r.usage.prompt_tokens
+    assert len(lp.tokens) == n + r.usage.completion_tokens and r.usage.completion_tokens == 3
+    assert lp.token_logprobs[1:n] == pytest.approx(sensible, abs=1e-4)
+    assert all(len(top) == 2 for top in lp.top_logprobs[1:])
+    assert lp.text_offset and lp.text_offset[n] == len(natural)
+    tokens, again = score(r.choices[0].text)
+    assert tokens == lp.tokens  # the echoed text re-tokenizes to the same tokens
+    assert again[n - 1 :] == pytest.approx(lp.token_logprobs[n:], abs=0.05)
+    for top, generated in zip(lp.top_logprobs[n:], lp.token_logprobs[n:], strict=True):
+        assert max(top.values()) == pytest.approx(generated, abs=0.05)  # greedy: the likeliest token
+
+    def post(body: dict[str, object]) -> httpx.Response:
+        return httpx.post(
+            served.url + "/v1/completions",
+            json={"model": CHAT} | body,
+            headers={"Authorization": f"Bearer {served.key}"},
+            timeout=60,
+        )
+
+    bad = post({"prompt": natural, "max_tokens": 0})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "max_tokens", bad.text
+    bad = post({"prompt": natural, "max_tokens": 0, "echo": True, "logprobs": 0, "stream": True})
+    assert bad.status_code == 400 and "not supported when streaming" in bad.json()["error"]["message"], bad.text
+    bad = post({"prompt": "word " * 9000, "max_tokens": 0, "echo": True, "logprobs": 0})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "prompt", bad.text
+    assert "longer than the model's context window of 8192 tokens" in bad.json()["error"]["message"]
+    echoed = post({"prompt": natural, "max_tokens": 0, "echo": True})  # no logprobs: the text back, nothing run
+    assert echoed.status_code == 200 and echoed.json()["choices"][0]["text"] == natural, echoed.text
 
 
 def test_embeddings(client: openai.OpenAI) -> None:

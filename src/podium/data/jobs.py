@@ -4,25 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from podium.auth.service import principal_of_key
-from podium.core.errors import Forbidden
 from podium.core.identity import Actor
 from podium.core.platform import Platform
 from podium.data import preparation
 from podium.jobs.service import JobContext, JobInfo, job_kind
 from podium.jobs.service import submit as submit_job
-
-
-def _acting(ctx: JobContext) -> Actor:
-    """Who a job acts as: the key that queued it, with the rights its user has now (a key revoked or a member
-    removed since then stops the job), in the project it was queued in."""
-    key_id = ctx.params.get("key_id")
-    if key_id is None:
-        return Actor.system(request_id=f"job:{ctx.job_id}")
-    principal = principal_of_key(ctx.platform.db, key_id)
-    if principal.project_id != ctx.project_id and not principal.admin:
-        raise Forbidden("the key that queued this job now belongs to another project")
-    return Actor(principal, request_id=f"job:{ctx.job_id}")
 
 
 @job_kind("data.prep", api=False, description="Run a preparation pipeline over a dataset version into a new version.")
@@ -32,7 +18,7 @@ def run_prep(ctx: JobContext) -> dict[str, Any]:
     ctx.progress(0.0, f"preparing {p['source']}", force=True)
     version = preparation.prepare(
         ctx.platform,
-        _acting(ctx),
+        ctx.acting(),
         p["source"],
         p["pipeline"],
         into=p.get("into"),

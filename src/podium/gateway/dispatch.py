@@ -68,6 +68,7 @@ class Call:
     prompt: PromptUse | None = None  # the prompt version the request referenced (or an experiment chose)
     body_raw: bytes | None = None  # `body` as the client sent it (absent when a prompt reference changed it)
     output_raw: bytes | None = None  # `output` serialised, when the answer was
+    origin: str = "gateway"  # the trace's source: "eval" for calls evaluations make (judges, eval targets)
 
     @property
     def user(self) -> str | None:
@@ -388,7 +389,7 @@ class Dispatcher:
             "session_id": call.session_id,
             "user_id": call.user,
             "key_id": p.key_id,
-            "source": "gateway",
+            "source": call.origin,
             "status": status,
             "start_time": call.started_at,
             "end_time": ended,

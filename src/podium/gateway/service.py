@@ -157,10 +157,12 @@ class Gateway:
         gone: Gone | None = None,
         use_cache: bool = True,
         prompt: PromptUse | None = None,
+        origin: str = "gateway",
     ) -> Answer:
         """Run one call. Failures become error answers in OpenAI's shape; the call is always recorded once
         it is known which model it asked for. `gone` lets a non-streamed call stop when the client leaves;
-        `prompt` links the call to the prompt version the caller rendered itself (the playground)."""
+        `prompt` links the call to the prompt version the caller rendered itself (the playground); `origin`
+        marks the trace's source (evaluations' own calls are `eval`, so they are told apart from traffic)."""
         dispatcher = self.dispatcher
         kind, body = incoming.kind, incoming.body
         if principal.role == "viewer":  # calls cost money: reading is not enough
@@ -187,6 +189,7 @@ class Gateway:
             session_id=incoming.session_id,
             prompt=used,
             body_raw=incoming.raw if body is incoming.body else None,
+            origin=origin,
         )
         # a rendered prompt reference changed the body: its size is what goes upstream
         body_bytes = incoming.body_bytes if body is incoming.body else len(orjson.dumps(body))

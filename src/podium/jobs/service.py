@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel
 from sqlalchemy import select, update
 
-from podium.auth.service import project_ref, record_audit
+from podium.auth.service import principal_of_key, project_ref, record_audit
 from podium.core.db import Database, utcnow
 from podium.core.domains import import_job_kinds
 from podium.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PodiumError
@@ -282,6 +282,18 @@ class JobContext:
         self._last_write = 0.0
         self._last_check = 0.0
         self._cancelled = False
+
+    def acting(self) -> Actor:
+        """Who the job acts as: the key that queued it (`params["key_id"]`), with the rights its user has now
+        (a key revoked or a member removed since then stops the job), in the project it was queued in; the
+        system when no key queued it."""
+        key_id = self.params.get("key_id")
+        if key_id is None:
+            return Actor.system(request_id=f"job:{self.job_id}")
+        principal = principal_of_key(self.platform.db, key_id)
+        if principal.project_id != self.project_id and not principal.admin:
+            raise Forbidden("the key that queued this job now belongs to another project")
+        return Actor(principal, request_id=f"job:{self.job_id}")
 
     def log(self, line: str) -> None:
         """Append a line to the job's log."""

@@ -21,7 +21,9 @@ from starlette.routing import Route
 from podium.core import sse
 from podium.models.worker.api import Event, Finished, QueueFull, SeqRequest, TokenOut
 from podium.models.worker.detok import TextStream
+from podium.models.worker.engine import Job
 from podium.models.worker.protocol import RequestError, SamplingParams, parse_messages, parse_sampling
+from podium.models.worker.scoring import PromptScores, score_prompt
 
 DEFAULT_MAX_TOKENS = 2048
 
@@ -113,6 +115,13 @@ def build_app(state: WorkerState) -> Starlette:
             if len(prompt) == 1 and isinstance(prompt[0], str):
                 prompt = prompt[0]
             elif prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+                vocab = int(state.lm.model.config.vocab_size)
+                for i, t in enumerate(prompt):
+                    if not 0 <= t < vocab:
+                        raise RequestError(
+                            f"prompt[{i}] is token id {t}, outside this model's vocabulary of {vocab} tokens",
+                            "prompt",
+                        )
                 return [int(t) for t in prompt]
             else:
                 raise RequestError("'prompt' must be a string, a list of one string, or a list of token ids", "prompt")
@@ -120,12 +129,16 @@ def build_app(state: WorkerState) -> Starlette:
             raise RequestError("'prompt' is required and must be a string", "prompt")
         return [int(i) for i in state.lm.tokenizer.encode(prompt, add_special_tokens=False)]
 
-    def budget(prompt: list[int], params: SamplingParams) -> int:
+    def budget(prompt: list[int], params: SamplingParams, field: str = "messages") -> int:
+        """How many tokens to generate; a 400 naming `field` (the prompt's) or max_tokens if they do not fit.
+        max_tokens 0 (scoring the prompt, with echo) lets the prompt fill the whole context window."""
         ctx = int(state.lm.context_length)
-        if len(prompt) >= ctx:
+        if len(prompt) > ctx or (len(prompt) == ctx and params.max_tokens != 0):
             raise RequestError(
-                f"the prompt is {len(prompt)} tokens, longer than the model's context window of {ctx} tokens",
-                "messages",
+                f"the prompt is {len(prompt)} tokens, longer than the model's context window of {ctx} tokens"
+                if len(prompt) > ctx
+                else f"the prompt is {len(prompt)} tokens, the model's whole context window: no room to generate",
+                field,
                 code="context_length_exceeded",
             )
         room = ctx - len(prompt)
@@ -170,6 +183,33 @@ def build_app(state: WorkerState) -> Starlette:
     def cancel_all(seqs: list[tuple[SeqRequest, _Seq]]) -> None:
         for req, _ in seqs:
             state.engine.cancel(req)
+
+    def submit_scoring(prompt: list[int], top: int) -> Job:
+        """Score the prompt's tokens on the engine thread (see `scoring`)."""
+        engine = state.engine
+        model = state.lm.model
+
+        def make(backend: Any, slot: int) -> Any:
+            return score_prompt(backend, model, prompt, top, slot=slot, chunk=engine.prefill_budget)
+
+        try:
+            job: Job = engine.submit_job(Job(make))
+        except QueueFull:
+            raise RequestError(
+                "the model is busy (its request queue is full); retry shortly", status=429, code="queue_full"
+            ) from None
+        return job
+
+    async def wait_scoring(job: Job | None) -> PromptScores | None:
+        if job is None:
+            return None
+        try:
+            scores: PromptScores = await asyncio.wrap_future(job.future)
+        except Exception as exc:  # a bug or OOM in the forward pass (the sequences were not touched)
+            raise RuntimeError(f"scoring the prompt failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            job.cancel()  # a no-op once it is done; stops it when the request is cancelled
+        return scores
 
     def token_text(token_id: int) -> str:
         return str(state.lm.tokenizer.decode([token_id]))
@@ -348,19 +388,70 @@ def build_app(state: WorkerState) -> Starlette:
         finally:
             cancel_all(seqs)
 
+    def prompt_logprobs(prompt: list[int], scores: PromptScores | None) -> dict[str, list[Any]]:
+        """The echoed prompt's part of a text completion's `logprobs` (empty lists if it was not scored);
+        `text_offset` counts characters from the start of the prompt."""
+        part: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        if scores is None:
+            return part
+        at = 0
+        for token_id, logprob, top in zip(prompt, scores.logprobs, scores.top, strict=True):
+            text = token_text(token_id)
+            part["tokens"].append(text)
+            part["token_logprobs"].append(logprob)
+            part["top_logprobs"].append(None if top is None else {token_text(i): v for i, v in top})
+            part["text_offset"].append(at)
+            at += len(text)
+        return part
+
+    def text_logprobs(head: dict[str, list[Any]], start: int, tokens: list[TokenOut]) -> dict[str, list[Any]]:
+        """A text completion's `logprobs`: `head` (the scored prompt's, or empty) then the generated tokens,
+        whose `text_offset` starts at `start`, the prompt's length in characters (as OpenAI's)."""
+        out = {k: list(v) for k, v in head.items()}
+        at = start
+        for t in tokens:
+            text = token_text(t.token_id)
+            out["tokens"].append(text)
+            out["token_logprobs"].append(t.logprob)
+            out["top_logprobs"].append({token_text(k): v for k, v in (t.top or [])})
+            out["text_offset"].append(at)
+            at += len(text)
+        return out
+
     async def completions(request: Request) -> Response:
         if state.engine is None:
             return _error(f"{state.model_name} is an embedding model; use /v1/embeddings", status=400)
+        job: Job | None = None
         try:
             body = await _body(request)
-            params = parse_sampling(body, chat=False)
+            echo = body.get("echo")
+            if echo is not None and not isinstance(echo, bool):
+                raise RequestError("'echo' must be true or false", "echo")
+            raw_max = body.get("max_tokens")
+            score_only = type(raw_max) is int and raw_max == 0  # generate nothing: echo (and score) the prompt
+            if score_only and not echo:
+                raise RequestError(
+                    "'max_tokens' must be at least 1; 0 (generate nothing) needs 'echo': true", "max_tokens"
+                )
+            params = parse_sampling(
+                {k: v for k, v in body.items() if k != "max_tokens"} if score_only else body, chat=False
+            )
+            if score_only:
+                params.max_tokens = 0
+            scoring = bool(echo) and params.logprobs is not None
+            if scoring and params.stream:
+                raise RequestError("echo with logprobs is not supported when streaming", "stream")
             prompt = prompt_ids_text(body)
-            max_new = budget(prompt, params)
-            if body.get("max_tokens") is None:
+            if not prompt:
+                raise RequestError("'prompt' is empty; a completion needs at least one token", "prompt")
+            max_new = budget(prompt, params, "prompt")
+            if raw_max is None:
                 max_new = min(max_new, 16)  # OpenAI's default for text completions
-            echo = bool(body.get("echo"))
-            seqs = submit(prompt, params, max_new)
+            job = submit_scoring(prompt, params.logprobs or 0) if scoring else None
+            seqs = submit(prompt, params, max_new) if max_new > 0 else []
         except RequestError as exc:
+            if job is not None:
+                job.cancel()
             return _error(exc.message, status=exc.status, param=exc.param, code=exc.code)
         created = int(time.time())
         cid = "cmpl-" + uuid.uuid4().hex
@@ -370,19 +461,25 @@ def build_app(state: WorkerState) -> Starlette:
             return StreamingResponse(
                 text_stream(seqs, params, prompt, cid, created, model, prefix), media_type="text/event-stream"
             )
+
+        async def collect() -> tuple[list[tuple[str, str, list[TokenOut], int]], PromptScores | None]:
+            scored = asyncio.ensure_future(wait_scoring(job))
+            try:
+                results = await run_collect(seqs, params) if seqs else [("", "length", [], 0)] * params.n
+                return results, await scored
+            finally:
+                scored.cancel()  # generation failed or the client left: stop the scoring too
+
         try:
-            results = await await_or_disconnect(request, run_collect(seqs, params), seqs)
+            results, scores = await await_or_disconnect(request, collect(), seqs)
         except RuntimeError as exc:
             return _error(f"generation failed: {exc}", status=500, code="engine_error")
         choices = []
+        if params.logprobs is not None:
+            head = prompt_logprobs(prompt, scores)
+            start = len(prefix) if echo else len(str(state.lm.tokenizer.decode(prompt)))
         for i, (text, reason, tokens, _) in enumerate(results):
-            lp = None
-            if params.logprobs is not None:
-                lp = {
-                    "tokens": [token_text(t.token_id) for t in tokens],
-                    "token_logprobs": [t.logprob for t in tokens],
-                    "top_logprobs": [{token_text(k): v for k, v in (t.top or [])} for t in tokens],
-                }
+            lp = text_logprobs(head, start, tokens) if params.logprobs is not None else None
             choices.append({"index": i, "text": prefix + text, "finish_reason": reason, "logprobs": lp})
         return _json(
             {
@@ -411,6 +508,9 @@ def build_app(state: WorkerState) -> Starlette:
 
         completion = 0
         try:
+            if not seqs:  # max_tokens 0: the echoed prompt only
+                for i in range(params.n):
+                    yield frame([{"index": i, "text": prefix, "finish_reason": "length"}])
             for i, (req, bridge) in enumerate(seqs):
                 stream = TextStream(state.lm.tokenizer, params.stop)
                 if prefix:

@@ -5,6 +5,9 @@ One engine thread owns the model. Each iteration it (1) retires cancelled and fi
 long prompt never stalls the others for long, and (3) runs one decode step for every sequence that
 has finished its prefill. Each sequence keeps its own max_tokens, temperature, top_p and seed (a
 private torch.Generator). Events go back to the HTTP layer through each request's `emit`.
+
+Other work on the model (scoring a prompt, see `scoring`) is a `Job`: a generator run on the same
+thread one step per iteration, in the last cache slot, which is kept free for it while it waits or runs.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Generator
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,28 @@ class _Active:
     last_token: int = 0
     generated: int = 0
     started: float = field(default_factory=time.monotonic)
+
+
+JobSteps = Generator[int, None, Any]  # yields after each step (tokens run); returns the job's result
+
+
+class Job:
+    """Work run on the engine thread: `make(backend, slot)` builds the steps; `future` gets the result.
+
+    `slot` is a cache slot no sequence uses while the job runs. A step should take about one prefill
+    chunk, so that the sequences being generated advance between steps.
+    """
+
+    def __init__(self, make: Callable[[Any, int], JobSteps]):
+        self.make = make
+        self.future: Future[Any] = Future()
+        self.steps: JobSteps | None = None
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Drop the job (at its next step if it is running); its future ends cancelled."""
+        self.cancelled.set()
+        self.future.cancel()
 
 
 class HFBackend:
@@ -187,6 +214,7 @@ class Engine:
         self._build_error: BaseException | None = None
         self._waiting: deque[SeqRequest] = deque()
         self._slots: list[_Active] = []  # decode-ready first, then at most one prefilling
+        self._jobs: deque[Job] = deque()  # the first one runs (in slot max_batch - 1) once a slot is free
         self._cv = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="podium-engine", daemon=True)
@@ -218,6 +246,17 @@ class Engine:
             self._waiting.extend(reqs)
             self._cv.notify_all()
 
+    def submit_job(self, job: Job) -> Job:
+        """Queue work on the model (`QueueFull` when as many jobs as `max_queue` are waiting)."""
+        with self._cv:
+            if self._stopping:
+                raise RuntimeError("the engine is stopping")
+            if len(self._jobs) >= self.max_queue:
+                raise QueueFull()
+            self._jobs.append(job)
+            self._cv.notify_all()
+        return job
+
     def cancel(self, req: SeqRequest) -> None:
         """Stop a sequence; its slot is freed at the next iteration."""
         req.cancelled.set()
@@ -229,6 +268,7 @@ class Engine:
         return {
             "active": len(self._slots),
             "waiting": len(self._waiting),
+            "jobs": len(self._jobs),
             "max_batch": self.max_batch,
             "steps": self.steps,
             "tokens": self.tokens,
@@ -248,11 +288,12 @@ class Engine:
             self._built.set()
         while True:
             with self._cv:
-                while not self._stopping and not self._waiting and not self._slots:
+                while not self._stopping and not self._waiting and not self._slots and not self._jobs:
                     self._cv.wait()
                 if self._stopping:
                     break
             try:
+                self._job_step()
                 self._iteration()
             except Exception as exc:  # a bug or OOM: fail what is running, keep serving
                 log.exception("engine iteration failed")
@@ -265,6 +306,49 @@ class Engine:
         with self._cv:
             while self._waiting:
                 self._waiting.popleft().emit(Finished("cancelled"))
+            while self._jobs:
+                self._end_job(self._jobs.popleft(), CancelledError())
+
+    def _end_job(self, job: Job, result: Any = None, error: BaseException | None = None) -> None:
+        if job.steps is not None:
+            job.steps.close()
+        if job.future.done():  # cancelled before it started
+            return
+        if isinstance(error, CancelledError) and job.future.cancel():
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+
+    def _job_step(self) -> None:
+        """One step of the first job: started once the last slot is free (admission keeps it free)."""
+        with self._cv:
+            job = self._jobs[0] if self._jobs else None
+        if job is None:
+            return
+        if job.cancelled.is_set():
+            self._pop_job(job, error=CancelledError())
+            return
+        if job.steps is None:
+            if len(self._slots) >= self.max_batch:
+                return  # the slot frees as the sequences in it finish
+            if not job.future.set_running_or_notify_cancel():
+                self._pop_job(job)
+                return
+            job.steps = job.make(self.backend, self.max_batch - 1)
+        try:
+            next(job.steps)
+        except StopIteration as done:
+            self._pop_job(job, result=done.value)
+        except Exception as exc:  # the job fails alone; the sequences go on
+            log.exception("engine job failed")
+            self._pop_job(job, error=exc)
+
+    def _pop_job(self, job: Job, result: Any = None, error: BaseException | None = None) -> None:
+        with self._cv:
+            self._jobs.remove(job)
+        self._end_job(job, result, error)
 
     def _ready_count(self) -> int:
         n = 0
@@ -308,7 +392,8 @@ class Engine:
             take = min(budget, len(active.req.prompt_ids) - active.prefilled)
             batch.append((active, ready, take))
             budget -= take
-        while budget > 0 and len(self._slots) < self.max_batch:
+        room = self.max_batch - 1 if self._jobs else self.max_batch  # the last slot is the jobs'
+        while budget > 0 and len(self._slots) < room:
             with self._cv:
                 req = self._waiting.popleft() if self._waiting else None
             if req is None:

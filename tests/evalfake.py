@@ -1,0 +1,106 @@
+"""A scripted OpenAI-compatible upstream for evaluation tests (an upstream provider lies outside the platform).
+
+Chat answers: the first rule whose substring occurs in the last user message gives the answer (text, and
+optionally the top log-probs of its first token); otherwise a user message `say:TEXT` answers TEXT,
+`fail:N` answers HTTP N, and anything else is echoed. Embeddings are bag-of-letters vectors, so texts that
+share words are close. Every request is counted."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from .fakes import FakeServer, _last_user, _serve
+
+
+@dataclass
+class Rule:
+    contains: str
+    text: str
+    top: dict[str, float] | None = None  # first token's alternatives: token -> probability
+
+
+@dataclass
+class EvalFake(FakeServer):
+    rules: list[Rule] = field(default_factory=list)
+    chat_calls: int = 0
+    embedding_calls: int = 0
+
+    def reset(self) -> None:
+        self.rules.clear()
+        self.requests.clear()
+        self.chat_calls = 0
+        self.embedding_calls = 0
+
+
+def _vector(text: str) -> list[float]:
+    v = [0.0] * 26
+    for ch in text.lower():
+        if "a" <= ch <= "z":
+            v[ord(ch) - 97] += 1.0
+    return v
+
+
+def start_eval_fake() -> EvalFake:
+    server = EvalFake(url="")
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        server.requests.append(body)
+        server.chat_calls += 1
+        cue = _last_user(body)
+        rule = next((r for r in server.rules if r.contains in cue), None)
+        logprobs = None
+        if rule is not None:
+            text = rule.text
+            if rule.top is not None and body.get("logprobs"):
+                first = max(rule.top, key=lambda k: rule.top[k])  # type: ignore[index]
+                tops = [{"token": t, "logprob": math.log(p)} for t, p in rule.top.items()]
+                logprobs = {"content": [{"token": first, "logprob": math.log(rule.top[first]), "top_logprobs": tops}]}
+        elif cue.startswith("fail:"):
+            status = int(cue.split(":")[1])
+            return web.json_response({"error": {"message": f"upstream says {status}"}}, status=status)
+        elif cue.startswith("say:"):
+            text = cue[4:]
+        else:
+            text = "echo: " + cue
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+        }
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
+        return web.json_response(
+            {
+                "id": "chatcmpl-eval",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model"),
+                "choices": [choice],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
+            }
+        )
+
+    async def embeddings(request: web.Request) -> web.Response:
+        body = await request.json()
+        server.requests.append(body)
+        server.embedding_calls += 1
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": _vector(t)} for i, t in enumerate(inputs)]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/embeddings", embeddings)
+    return _serve(app, server)  # type: ignore[return-value]
