@@ -403,3 +403,94 @@ def test_the_sdk_runs_a_python_callable_with_a_custom_evaluator(live: LiveServer
     assert math.isfinite(run.scores["shouting"]["mean"])
     with pytest.raises(podium.core.errors.InvalidInput):  # type: ignore[attr-defined]
         podium.evals.run(ref, "ev-model", [shouting], url=live.url, api_key=live.admin_key)
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def test_rag_metrics_pairwise_and_embeddings_score_known_judge_answers(live: LiveServer, fake: EvalFake) -> None:
+    from .evalfake import _vector
+
+    fake.rules[:] = [
+        Rule("List every factual claim", "1. Paris is the capital of France\n2. Paris has ten million people"),
+        Rule("Is each claim supported", "1: yes\n2: no"),
+        Rule("Is each passage useful", "1: no\n2: yes"),
+        Rule("Can each statement be attributed", "1: yes\n2: no"),
+        Rule("different questions", "1. What is the capital of France?\n2. Which city is the French capital?"),
+        Rule("Answer A:\nsay:Paris", "A"),  # the output first: it wins
+        Rule("Answer A:\nLyon", "B"),  # the output second: it wins again
+    ]
+    rows = [
+        {
+            "input": "say:Paris",
+            "reference": "Lyon",
+            "truth": "Paris is the capital. It is in France.",
+            "context": ["Lyon is a city in France.", "Paris is the capital of France."],
+        }
+    ]
+    spec = {
+        "dataset": dataset(live, rows),
+        "target": {"model": "ev-model"},
+        "judge": "ev-judge",
+        "embedder": "ev-embed",
+        "evaluators": [
+            "faithfulness",
+            {"type": "context_precision", "name": "precision"},
+            "answer_relevance",
+            {"type": "pairwise", "against": "reference"},
+            "embedding_similarity",
+        ],
+    }
+    run = finished(live, start(live, spec)["id"])
+    assert run["status"] == "succeeded" and run["evaluator_errors"] == 0, run
+    (row,) = rows_of(live, run["id"])
+    scores = row["scores"]
+    assert scores["faithfulness"] == pytest.approx(0.5)
+    assert "ten million" in row["details"]["faithfulness"]["explanation"]
+    assert scores["precision"] == pytest.approx(0.5)  # the useful passage second: AP = (1/2) / 1
+    assert scores["pairwise"] == 1.0 and row["details"]["pairwise"]["label"] == "win"
+    questions = ["What is the capital of France?", "Which city is the French capital?"]
+    expected = sum(_cosine(_vector("say:Paris"), _vector(q)) for q in questions) / 2
+    assert scores["answer_relevance"] == pytest.approx(expected)
+    assert scores["embedding_similarity"] == pytest.approx(_cosine(_vector("Paris"), _vector("Lyon")))
+
+    # context recall reads the reference; a judge that favours the first position splits its verdict: a tie
+    fake.rules[:] = [Rule("Can each statement be attributed", "1: yes\n2: no"), Rule("Reply with exactly one of", "A")]
+    recall = {
+        **spec,
+        "fields": {"reference": "truth"},
+        "evaluators": ["context_recall", {"type": "pairwise", "against": "reference"}],
+    }
+    run = finished(live, start(live, recall)["id"])
+    (row,) = rows_of(live, run["id"])
+    assert row["scores"]["context_recall"] == pytest.approx(0.5)
+    assert row["scores"]["pairwise"] == 0.5 and row["details"]["pairwise"]["label"] == "tie"
+
+
+def test_a_prompt_version_is_rendered_with_each_row_and_linked_on_the_trace(live: LiveServer, fake: EvalFake) -> None:
+    name = _name("evp")
+    with live.client() as c:
+        r = c.post(
+            "/api/prompts",
+            json={"name": name, "template": "say:{{ city }} is lovely", "variables": {"city": "string"}},
+        )
+        assert r.status_code == 201, r.text
+    rows = [{"city": "Paris", "reference": "Paris is lovely"}, {"city": "Rome", "reference": "Rome is lovely"}]
+    ref = dataset(live, rows)
+    spec = {
+        "dataset": ref,
+        "target": {"type": "prompt", "prompt": f"{name}@1", "model": "ev-model"},
+        "evaluators": ["exact_match"],
+    }
+    run = finished(live, start(live, spec)["id"])
+    assert run["summary"]["scores"]["exact_match"]["mean"] == 1.0
+    assert run["target_label"] == f"{name}@1 on ev-model"
+    got = rows_of(live, run["id"])
+    with live.client() as c:
+        spans = c.get(f"/api/traces/{got[0]['trace_id']}/spans").json()["spans"]
+        assert spans[0]["prompt_version_id"] is not None
+        # a dataset without the prompt's variable is refused, naming it
+        bad = c.post("/api/evals/runs", json={**spec, "dataset": dataset(live, [{"town": "Oslo"}])})
+    assert bad.status_code == 400 and "city" in bad.json()["error"]["message"]

@@ -423,3 +423,64 @@ def test_a_deep_home_keeps_its_worker_sockets_in_a_short_private_folder(tmp_path
     assert len(str(sock)) <= 100 and sock.parent.name.startswith(f"podium-{os.getuid()}-")
     assert socket_path(deep, "mdv_01M8PCVXE56FK9J3MB3AW4T69P") == sock  # stable: the gateway finds it again
     assert state_path(deep, "mdv_x") == deep.run_dir / "models" / "mdv_x.state"  # states stay in the home
+
+
+def _poll_run(served: ServedPodium, run_id: str) -> dict[str, object]:
+    deadline = time.monotonic() + 240
+    with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {served.key}"}, timeout=30) as c:
+        while True:
+            run = c.get(f"/api/evals/runs/{run_id}").json()
+            if run["status"] in ("succeeded", "failed", "cancelled"):
+                return dict(run)
+            assert time.monotonic() < deadline, run
+            time.sleep(0.3)
+
+
+def test_an_eval_run_with_smollm2_as_judge_weights_scores_and_caches_every_call(served: ServedPodium) -> None:
+    """The judge pipeline end to end on the built-in model (its grading quality is not the point): G-Eval's
+    steps written once, scores weighted by the judge's log-probs or parsed, an unparseable answer an error
+    with its text; perplexity from echoed prompt log-probs; MiniLM embeddings; the second run all cached."""
+    rows = [
+        {"input": "What is the capital of France?", "reference": "Paris is the capital of France."},
+        {"input": "Name a primary colour.", "reference": "Red is a primary colour."},
+    ]
+    body = b"".join((__import__("json").dumps(r) + "\n").encode() for r in rows)
+    headers = {"Authorization": f"Bearer {served.key}"}
+    with httpx.Client(base_url=served.url, headers=headers, timeout=60) as c:
+        r = c.post("/api/datasets/ev-local/import", params={"format": "jsonl"}, content=body)
+        assert r.status_code == 201, r.text
+        spec = {
+            "dataset": "ev-local@1",
+            "target": {"model": CHAT, "params": {"max_tokens": 16}},
+            "judge": CHAT,
+            "evaluators": [
+                {"type": "geval", "name": "quality", "criteria": "The answer is correct and concise."},
+                {"type": "perplexity", "model": CHAT},
+                {"type": "embedding_similarity", "model": EMBED},
+                "token_f1",
+            ],
+        }
+        first = _poll_run(served, c.post("/api/evals/runs", json=spec).json()["id"])
+        assert first["status"] == "succeeded", first
+        got = c.get(f"/api/evals/runs/{first['id']}/rows").json()["rows"]
+        second = _poll_run(served, c.post("/api/evals/runs", json=spec).json()["id"])
+        again = c.get(f"/api/evals/runs/{second['id']}/rows").json()["rows"]
+    # 2 target calls, 1 steps call, 2 judge calls, 2 perplexity calls, 2 embedding calls
+    assert first["model_calls"] == 9, first
+    assert second["model_calls"] == 0 and second["cached_calls"] > 0
+    assert [r["scores"] for r in again] == [r["scores"] for r in got]
+    for row in got:
+        assert row["status"] == "ok" and row["output"]
+        scores, quality = row["scores"], row["details"]["quality"]
+        assert math.isfinite(scores["perplexity"]) and scores["perplexity"] > 1
+        assert -1.0 <= scores["embedding_similarity"] <= 1.0
+        if "quality" in scores:
+            assert 0.0 <= scores["quality"] <= 1.0
+            assert scores["quality_raw"] == pytest.approx(1 + 4 * scores["quality"])
+            if "probability-weighted" in quality["explanation"]:
+                pairs = [p.split(": ") for p in quality["explanation"].split("over ")[1].rstrip(")").split(", ")]
+                dist = {int(k): float(v) for k, v in pairs}
+                assert sum(dist.values()) == pytest.approx(1.0, abs=0.02)
+                assert scores["quality_raw"] == pytest.approx(sum(k * p for k, p in dist.items()), abs=0.02)
+        else:  # no score: an error carrying what the judge wrote, never a silent zero
+            assert quality["error"].startswith("the judge's answer has no score") and "raw" in quality
