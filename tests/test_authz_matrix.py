@@ -2,7 +2,8 @@
 which live outside FastAPI) called by every kind of caller, on SQLite and PostgreSQL.
 
 Callers: no key, a revoked key, a viewer, a member and an admin of project A, a member of project B, and a
-server admin. Project A owns a prompt (with an experiment), a remote model, a trace, a score and a dataset. For each
+server admin. Project A owns a prompt (with an experiment), a remote model, a trace, a score, a dataset, an eval run and
+an online evaluation rule. For each
 operation, path parameters name A's objects where the path has them. What must hold:
 - no key and a revoked key: 401 on every operation;
 - every refusal has the documented error body (`{"error": {"message", "code"}}`);
@@ -17,6 +18,7 @@ there, or the test says so.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -95,6 +97,16 @@ def world(backend: str, tmp_path_factory: pytest.TempPathFactory, upstream: Fake
         r = c.post(f"/api/datasets/{dataset}/import", params={"format": "jsonl"}, content=rows)
         assert r.status_code == 201, r.text
         assert c.put(f"/api/datasets/{dataset}/labels/prod", json={"version": 1}).status_code == 200
+        run = {"dataset": f"{dataset}@1", "target": {"model": model}, "evaluators": ["contains"], "fields": {}}
+        run["evaluators"] = [{"type": "contains", "value": "secret-a"}]
+        r = c.post("/api/evals/runs", json={**run, "fields": {"input": "text"}})
+        assert r.status_code == 202, r.text
+        objects["eval_run"] = r.json()["id"]
+        rule = f"rule-a-{tag}"
+        assert c.put(f"/api/evals/online/{rule}", json={"evaluators": ["refusal"]}).status_code == 200
+        objects["rule"] = rule
+        while c.get(f"/api/evals/runs/{objects['eval_run']}").json()["status"] in ("queued", "running"):
+            time.sleep(0.1)
     objects |= {"model": model, "prompt": prompt, "version_id": version_id, "experiment": exp.json()["id"]}
     objects["dataset"] = dataset
     objects["trace"] = trace
@@ -131,6 +143,8 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/prompts/{name}": {"name": objects["prompt"], "ref": "1", "label": "prod"},
         "/api/experiments/{experiment_id}": {"experiment_id": objects["experiment"]},
         "/api/datasets/{name}": {"name": objects["dataset"], "ref": "1", "label": "prod"},
+        "/api/evals/runs/{run_id}": {"run_id": objects["eval_run"]},
+        "/api/evals/online/{name}": {"name": objects["rule"]},
     }
     if "{" not in path:
         return path, False
@@ -141,7 +155,10 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
     for name, value in values[prefix].items():
         filled = filled.replace("{" + name + "}", value)
     assert "{" not in filled, f"the matrix does not know a parameter of {path}: add it to _fill"
-    names_a = {objects[k] for k in ("project", "model", "prompt", "version_id", "experiment", "trace", "dataset")}
+    names_a = {
+        objects[k]
+        for k in ("project", "model", "prompt", "version_id", "experiment", "trace", "dataset", "eval_run", "rule")
+    }
     return filled, any(v in filled for v in names_a)
 
 
@@ -168,6 +185,7 @@ def _call(live: LiveServer, key: str | None, method: str, path: str) -> httpx.Re
 def test_every_operation_answers_each_caller_as_the_tenancy_model_says(world: dict[str, Any]) -> None:
     live, keys, objects = world["live"], world["keys"], world["objects"]
     secrets_a = [objects["prompt"], objects["model"], objects["trace"], objects["experiment"], objects["dataset"]]
+    secrets_a += [objects["eval_run"], objects["rule"]]
     secrets_a.append("secret-a")
     ops = _operations(world["spec"])
     assert len(ops) > 50  # the schema was read

@@ -271,6 +271,12 @@ def test_the_gate_exits_non_zero_on_a_failed_threshold_and_writes_junit(live: Li
     regress = _suite(tmp_path, ref, [{"score": "exact_match", "baseline": base, "max_drop": 0.0}])
     r = run_cli("eval", "run", str(regress), "--gate", env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+    listed = json.loads(run_cli("eval", "ls", "--name", "gate-suite", "--json", env=env).stdout)
+    assert len(listed) == 4 and all(r["status"] == "succeeded" for r in listed)
+    shown = run_cli("eval", "show", listed[0]["id"], "--rows", "2", env=env)
+    assert shown.returncode == 0 and "exact_match" in shown.stdout and "4 rows" in shown.stdout
+    compared = run_cli("eval", "compare", listed[1]["id"], listed[0]["id"], env=env)
+    assert compared.returncode == 0 and "exact_match" in compared.stdout and "regressions first" in compared.stdout
     bad = tmp_path / "broken.yaml"
     bad.write_text("dataset: [unclosed")
     r = run_cli("eval", "run", str(bad), env=env)
@@ -282,29 +288,31 @@ def test_the_bias_test_swaps_terms_and_reports_differences(live: LiveServer, fak
         {"input": "say:He is a great engineer", "reference": "He is a great engineer"},
         {"input": "say:She fixed his bike", "reference": "She fixed his bike"},
         {"input": "say:The weather is nice", "reference": "The weather is nice"},
+        {"input": "say:Ada grew apples", "reference": "Ada grew apples"},
     ]
-    run = finished(
-        live,
-        start(
-            live,
-            {
-                "dataset": dataset(live, rows),
-                "target": {"model": "ev-model"},
-                "evaluators": ["exact_match"],
-                "bias": {"lists": ["gender"], "fields": ["input"]},
-            },
-        )["id"],
-    )
+    ref = dataset(live, rows)
+    fruit = {"name": "fruit", "pairs": [["apples", "pears"]]}  # the caller's own list, in the files' format
+    spec = {
+        "dataset": ref,
+        "target": {"model": "ev-model"},
+        "evaluators": ["exact_match"],
+        "bias": {"lists": ["gender"], "terms": [fruit], "fields": ["input"]},
+    }
+    run = finished(live, start(live, spec)["id"])
     assert run["kind"] == "bias" and run["status"] == "succeeded", run
     bias = run["summary"]["bias"]
-    assert bias["counterfactual_rows"] == 2  # the weather row has nothing to swap
+    assert bias["counterfactual_rows"] == 3  # the weather row has nothing to swap
     swapped = [r for r in rows_of(live, run["id"]) if "_counterfactual_of" in r["inputs"]]
-    assert {r["output"] for r in swapped} == {"She is a great engineer", "He fixed her bike"}
-    # the swapped answer no longer matches the unswapped reference: exact match drops by 1 on both rows
+    assert {r["output"] for r in swapped} == {"She is a great engineer", "He fixed her bike", "Ada grew pears"}
+    # the swapped answer no longer matches the unswapped reference: exact match drops by 1 on each pair
     (metric,) = [m for m in bias["metrics"] if m["name"] == "exact_match"]
     assert metric["mean_difference"] == pytest.approx(-1.0)
-    assert bias["outputs_changed"] == 2
-    assert run["summary"]["scores"]["exact_match"]["n"] == 3  # aggregates count the original rows only
+    assert bias["outputs_changed"] == 3
+    assert run["summary"]["scores"]["exact_match"]["n"] == 4  # aggregates count the original rows only
+    bad = {**spec, "bias": {"terms": [{"name": "x", "pairs": [["lonely"]]}]}}
+    with live.client() as c:
+        r = c.post("/api/evals/runs", json=bad)
+    assert r.status_code == 400 and "pairs[0]" in r.json()["error"]["message"]
 
 
 def test_online_evaluation_scores_a_sample_of_traffic_and_never_judges_its_own_calls(

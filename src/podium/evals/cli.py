@@ -32,27 +32,23 @@ def _usd(micros: int) -> str:
 
 
 def _runs_table(runs: list[dict[str, Any]]) -> Table:
+    """Scores down, runs across: each cell a mean with its 95% bootstrap interval; then the counts."""
     names = sorted({n for r in runs for n in (r["summary"].get("scores") or {})})
-    table = Table(title="Eval results (mean [95% bootstrap interval])")
-    table.add_column("run")
-    table.add_column("target")
+    table = Table(title="Eval results: mean [95% bootstrap interval]")
+    table.add_column("score")
+    for i, r in enumerate(runs, 1):
+        table.add_column(f"{i}. {r['target_label']}", justify="right")
     for n in names:
-        table.add_column(n, justify="right")
-    for column in ("rows", "failed", "eval errors", "calls", "cached", "cost"):
-        table.add_column(column, justify="right")
-    for r in runs:
-        scores = r["summary"].get("scores") or {}
-        table.add_row(
-            r["id"],
-            r["target_label"],
-            *(_interval(scores[n]) if n in scores else "-" for n in names),
-            str(r["rows_done"]),
-            str(r["failed_rows"]),
-            str(r["evaluator_errors"]),
-            str(r["model_calls"]),
-            str(r["cached_calls"]),
-            _usd(r["cost_micros"]),
-        )
+        table.add_row(n, *(_interval((r["summary"].get("scores") or {}).get(n) or {}) for r in runs))
+    counts = (
+        ("rows (failed)", lambda r: f"{r['rows_done']} ({r['failed_rows']})"),
+        ("evaluator errors", lambda r: str(r["evaluator_errors"])),
+        ("model calls (cached)", lambda r: f"{r['model_calls']} ({r['cached_calls']})"),
+        ("cost", lambda r: _usd(r["cost_micros"])),
+        ("run", lambda r: str(r["id"])),
+    )
+    for label, cell in counts:
+        table.add_row(label, *(cell(r) for r in runs))
     return table
 
 
@@ -90,6 +86,19 @@ def _read_suite(path: Path) -> dict[str, Any]:
         fail(f"{path} is not valid YAML: {exc}")
     if not isinstance(suite, dict):
         fail(f"{path} must hold a mapping (dataset, targets, evaluators, thresholds)")
+    bias = suite.get("bias")
+    if isinstance(bias, dict) and bias.get("files"):  # the user's term lists travel inline
+        files = bias.pop("files")
+        if not isinstance(files, list):
+            fail(f"{path}: bias.files must be a list of YAML files")
+        terms = list(bias.get("terms") or [])
+        for name in files:
+            file = (path.parent / str(name)).resolve()
+            try:
+                terms.append(yaml.safe_load(file.read_text()))
+            except (OSError, yaml.YAMLError) as exc:
+                fail(f"{path}: bias file {name}: {exc}")
+        bias["terms"] = terms
     return dict(suite)
 
 

@@ -59,11 +59,11 @@ def fmt_score(value: float | None) -> str:
 
 
 def fmt_delta(value: float | None) -> str:
-    """A change, always signed: `+0.050`, `-1.000`, `±0.000`."""
+    """A change, signed: `+0.050`, `-1.000`, and `0.000` for none."""
     if value is None or not math.isfinite(value):
         return "—"
     if abs(value) < 5e-4:
-        return "±0.000"
+        return "0.000"
     return ("+" if value > 0 else "") + fmt_score(value)
 
 
@@ -213,6 +213,12 @@ def dataset_name(run: RunInfo) -> str:
 def dataset_href(run: RunInfo) -> str:
     """The page of the exact dataset version the run evaluated (its id: labels move, ids do not)."""
     return f"/datasets/{dataset_name(run)}/{run.dataset_version_id}"
+
+
+def rows_done(run: RunInfo) -> tuple[int, int]:
+    """Rows done of the dataset's rows planned, and the swapped copies done beyond them (a bias run runs each
+    row's counterfactuals after the rows, and counts them as done too)."""
+    return min(run.rows_done, run.row_count), max(0, run.rows_done - run.row_count)
 
 
 def progress(run: RunInfo) -> float:
@@ -607,7 +613,7 @@ class DeltaRow:
     deltas: dict[str, float]
     regressed: list[str]
     improved: list[str]
-    verdict: str  # `regressed`, `improved`, `mixed` (both) or `same`
+    verdict: str  # `regressed`, `improved`, `mixed` (both), `same`, or `unscored` (no shared score)
 
 
 def delta_row(field_name: str, r: RowDelta) -> DeltaRow:
@@ -619,8 +625,10 @@ def delta_row(field_name: str, r: RowDelta) -> DeltaRow:
         verdict = "regressed"
     elif r.improved:
         verdict = "improved"
-    else:
+    elif r.deltas:
         verdict = "same"
+    else:
+        verdict = "unscored"
     return DeltaRow(
         index=r.index,
         input=shown,
@@ -689,7 +697,7 @@ def runs_page(request: Request, session: SessionDep) -> Response:
         choices=finished,
         scores_listed=SCORES_LISTED,
         dataset_href=dataset_href,
-        progress=progress,
+        rows_done=rows_done,
         **FORMATS,
     )
 
@@ -810,7 +818,7 @@ def run_page(request: Request, run_id: str, session: SessionDep) -> Response:
         session,
         status_code=rows_error.status if rows_error else 200,
         run=run,
-        version=version,
+        dataset_version=version,
         estimates=ests,
         charts=[score_chart(e) for e in ests],
         gate=gate(run),
@@ -832,6 +840,7 @@ def run_page(request: Request, run_id: str, session: SessionDep) -> Response:
         reference_field=reference_field(run),
         dataset_href=dataset_href(run),
         progress=progress(run),
+        done=rows_done(run),
         duration=fmt_duration(run),
         **FORMATS,
     )

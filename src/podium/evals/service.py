@@ -178,6 +178,8 @@ def plan_run(platform: Platform, actor: Actor, spec: RunSpec) -> tuple[Plan, dat
     if spec.target.type == "chain":
         raise InvalidInput("chain targets need the chains domain, which is not installed", details={"field": "target"})
     evaluators = _build_evaluators(spec.evaluators)
+    if spec.bias is not None:
+        spec.bias.term_lists()  # a bad term list is refused now, not when the job runs
     prompt = None
     if spec.target.type == "prompt":
         name, _, ref = (spec.target.prompt or "").partition("@")
@@ -326,7 +328,7 @@ def _execute(
 def _with_counterfactuals(rows: list[dict[str, Any]], spec: RunSpec) -> list[dict[str, Any]]:
     """The rows, then their counterfactual copies (marked with the row they come from and the swaps made)."""
     assert spec.bias is not None
-    lists = bias_lib.load_lists(spec.bias.lists)
+    lists = spec.bias.term_lists()
     extra = []
     for cf in bias_lib.counterfactuals(rows, spec.bias.fields, lists):
         extra.append({**cf.row, "_counterfactual_of": cf.index, "_swaps": [list(s) for s in cf.swaps]})

@@ -55,6 +55,9 @@ class Target(BaseModel):
             return f"chain:{self.chain}"
         if self.type == "outputs":
             return "outputs (computed by the caller)"
+        if self.system:
+            short = self.system if len(self.system) <= 40 else self.system[:39] + "…"
+            return f"{self.model} (system: {short})"
         return str(self.model)
 
 
@@ -107,12 +110,25 @@ class OutputIn(BaseModel):
 
 
 class Bias(BaseModel):
-    """A counterfactual bias test: swap demographic terms in `fields` and run the swapped rows too."""
+    """A counterfactual bias test: swap demographic terms in `fields` and run the swapped rows too. `lists`
+    names built-in term lists (gender, names, groups); `terms` adds the caller's own, in the same format
+    (`{name, description, pairs: [[a, b], [x, y, z]]}`); the CLI inlines a suite's `files` here."""
 
     model_config = ConfigDict(extra="forbid")
 
     lists: list[str] = Field(default_factory=lambda: ["gender"], max_length=16)
+    terms: list[dict[str, Any]] = Field(default_factory=list, max_length=16)
     fields: list[str] = Field(default_factory=lambda: ["input"], max_length=16)
+
+    def term_lists(self) -> list[Any]:
+        """The built-in and given term lists (InvalidInput naming a bad one)."""
+        from pathlib import Path
+
+        from podium.evals.bias import load_lists, parse_list
+
+        lists = load_lists(self.lists)
+        lists += [parse_list(t, Path(f"bias.terms[{i}]")) for i, t in enumerate(self.terms)]
+        return lists
 
 
 class RunSpec(BaseModel):
