@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def _runs_table(runs: list[dict[str, Any]]) -> Table:
         table.add_column(f"{i}. {r['target_label']}", justify="right")
     for n in names:
         table.add_row(n, *(_interval((r["summary"].get("scores") or {}).get(n) or {}) for r in runs))
-    counts = (
+    counts: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
         ("rows (failed)", lambda r: f"{r['rows_done']} ({r['failed_rows']})"),
         ("evaluator errors", lambda r: str(r["evaluator_errors"])),
         ("model calls (cached)", lambda r: f"{r['model_calls']} ({r['cached_calls']})"),

@@ -37,6 +37,7 @@ SessionDep = Annotated[PageSession, Depends(page_session)]
 
 RUNS_LISTED = 100
 ROWS_PER_PAGE = 25
+COMPARED_PER_PAGE = 50
 MAX_ROWS_PER_PAGE = 200
 CELL_CHARS = 300  # characters of a value shown in a table cell
 SCORES_LISTED = 4  # scores shown per run in the list
@@ -719,7 +720,7 @@ def compare_page(request: Request, session: SessionDep) -> Response:
         if only not in COMPARE_FILTERS:
             raise InvalidInput("only must be 'changed' or 'regressed'", details={"field": "only"})
         offset = _int_param(request, "offset", 0, 0, 10**9)
-        limit = _int_param(request, "limit", ROWS_PER_PAGE * 2, 1, MAX_ROWS_PER_PAGE)
+        limit = _int_param(request, "limit", COMPARED_PER_PAGE, 1, MAX_ROWS_PER_PAGE)
         run_a = service.get_run(platform, session.actor, a_id)
         run_b = service.get_run(platform, session.actor, b_id)
         cmp = service.compare_runs(platform, session.actor, a_id, b_id)
@@ -740,7 +741,7 @@ def compare_page(request: Request, session: SessionDep) -> Response:
     def page_url(at: int) -> str:
         return _url(
             "/evals/compare",
-            {"a": a_id, "b": b_id, "only": only, "limit": limit if limit != ROWS_PER_PAGE * 2 else None, "offset": at},
+            {"a": a_id, "b": b_id, "only": only, "limit": limit if limit != COMPARED_PER_PAGE else None, "offset": at},
         )
 
     return render(
@@ -750,8 +751,6 @@ def compare_page(request: Request, session: SessionDep) -> Response:
         a=run_a,
         b=run_b,
         cmp=cmp,
-        est_a=est_a,
-        est_b=est_b,
         metric_charts=[metric_chart(m, est_a.get(m.name), est_b.get(m.name)) for m in cmp.metrics],
         outcomes=outcome_chart(cmp.metrics),
         rows=[delta_row(field_name, r) for r in page],
@@ -767,7 +766,7 @@ def compare_page(request: Request, session: SessionDep) -> Response:
         next_url=page_url(offset + limit) if offset + limit < len(selected) else None,
         filter_url=lambda value: _url(
             "/evals/compare",
-            {"a": a_id, "b": b_id, "only": value, "limit": limit if limit != ROWS_PER_PAGE * 2 else None},
+            {"a": a_id, "b": b_id, "only": value, "limit": limit if limit != COMPARED_PER_PAGE else None},
         ),
         choices=choices,
         dataset_href=dataset_href,
