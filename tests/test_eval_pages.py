@@ -204,7 +204,7 @@ def test_the_list_shows_each_run_with_status_rows_scores_and_gate(world: World, 
         chip = row.locator(".score-chip[data-score=exact_match]")
         expect(chip).to_contain_text(f"{em['mean']:.3f}")
         expect(chip.locator(".ci")).to_have_text(f"[{em['low']:.3f}, {em['high']:.3f}]")
-    expect(run_row(page, base["id"]).locator("[data-col=target]")).to_have_text("ev-model")
+    expect(run_row(page, base["id"]).locator("[data-col=target]")).to_have_text(base["target_label"])
     expect(run_row(page, base["id"]).locator("[data-gate]")).to_have_text("gate passed")
     expect(run_row(page, cand["id"]).locator("[data-gate]")).to_have_text("gate FAILED")
     expect(run_row(page, world.bias["id"]).locator("[data-gate]")).to_have_text("—")  # no thresholds
@@ -239,7 +239,7 @@ def test_the_run_page_shows_figures_scores_with_intervals_a_chart_and_the_failed
     expect(page.locator("[data-figure=model-calls]")).to_have_text(str(cand["model_calls"]))
     expect(page.locator("[data-figure=cost]")).to_have_text(format_micros(cand["cost_micros"]))
     assert cand["model_calls"] >= ROWS  # the target's calls and the judge's
-    expect(page.locator("[data-fact=target]")).to_have_text("ev-model")
+    expect(page.locator("[data-fact=target]")).to_have_text(cand["target_label"])
     expect(page.locator("#dataset-link")).to_have_attribute("href", f"/datasets/ep-qa/{cand['dataset_version_id']}")
     expect(page.locator("[data-fact=dataset]")).to_contain_text(f"(v1, {ROWS} rows)")
 

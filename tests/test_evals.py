@@ -352,13 +352,22 @@ def test_online_evaluation_scores_a_sample_of_traffic_and_never_judges_its_own_c
             assert {s["source"] for s in listed["scores"]} == {"evaluator"}
             assert got["quality"] == pytest.approx(0.7) and got["refusal"] == refused
         # the judge's calls are traced as evaluation calls, and a later sweep does not judge them
-        judged = c.get("/api/traces", params={"source": "eval", "model": "ev-judge"}).json()["traces"]
+        deadline = time.monotonic() + 10
+        judged: list[Any] = []
+        while not judged and time.monotonic() < deadline:  # the trace writer flushes a moment later
+            judged = c.get("/api/traces", params={"source": "eval", "model": "ev-judge"}).json()["traces"]
+            time.sleep(0.1)
         assert judged
         time.sleep(0.2)
         again = c.post("/api/evals/online/quality/sweep").json()
         assert again["considered"] == 0
         rule = c.get("/api/evals/online").json()[0]
         assert rule["traces_scored"] == 2 and rule["errors"] == 0
+    env = {"PODIUM_URL": live.url, "PODIUM_API_KEY": key}
+    listed = run_cli("eval", "online", "ls", env=env)
+    assert listed.returncode == 0 and "quality" in listed.stdout and "route=ev-model" in listed.stdout
+    assert run_cli("eval", "online", "rm", "quality", env=env).returncode == 0
+    assert json.loads(run_cli("eval", "online", "ls", "--json", env=env).stdout) == []
 
 
 def test_runs_belong_to_a_project_and_viewers_cannot_start_them(live: LiveServer) -> None:

@@ -254,3 +254,57 @@ def eval_evaluators(as_json: bool = JSON) -> None:
         print_json(kinds)
         return
     print_table([{"type": k, "description": d} for k, d in kinds.items()], ["type", "description"])
+
+
+online_app = typer.Typer(help="Online evaluation: evaluators on a sample of production traces.", no_args_is_help=True)
+eval_app.add_typer(online_app, name="online")
+
+
+@online_app.command("set")
+def online_set(
+    name: str = typer.Argument(..., help="The rule's name in your project."),
+    rule_file: Path = typer.Option(
+        ..., "--file", "-f", help="YAML: route/model/prompt, sample_rate, evaluators, judge."
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Create or replace an online evaluation rule (its judge calls act as your key)."""
+    rule = _read_suite(rule_file)
+    with Client() as c:
+        saved = c.put(f"/api/evals/online/{name}", rule)
+    print_json(saved) if as_json else console.print(
+        f"Rule {saved['name']}: {saved['sample_rate']:.0%} of matching traces"
+    )
+
+
+@online_app.command("ls")
+def online_ls(as_json: bool = JSON) -> None:
+    """Online rules with what they have scored."""
+    with Client() as c:
+        rules = c.get("/api/evals/online")
+    if as_json:
+        print_json(rules)
+        return
+    print_table(
+        [{**r, "filters": ", ".join(f"{k}={v}" for k, v in r["filters"].items())} for r in rules],
+        ["name", "filters", "sample_rate", "enabled", "traces_seen", "traces_scored", "errors", "last_error"],
+    )
+
+
+@online_app.command("sweep")
+def online_sweep(name: str = typer.Argument(...), as_json: bool = JSON) -> None:
+    """Evaluate the traces that arrived since the rule's last sweep, now."""
+    with Client() as c:
+        done = c.post(f"/api/evals/online/{name}/sweep")
+    print_json(done) if as_json else console.print(
+        f"{done['considered']} traces considered, {done['sampled']} sampled, {done['scored']} scored, "
+        f"{done['errors']} errors"
+    )
+
+
+@online_app.command("rm")
+def online_rm(name: str = typer.Argument(...)) -> None:
+    """Remove a rule (the scores it wrote stay)."""
+    with Client() as c:
+        c.delete(f"/api/evals/online/{name}")
+    console.print(f"Removed rule {name}")
