@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -55,6 +58,7 @@ from typing import Any
 import aiohttp
 import httpx
 import orjson
+import psutil
 import uvloop
 import yaml
 from rouge_score.rouge_scorer import RougeScorer
@@ -307,7 +311,7 @@ async def floor(mock_url: str, rows: list[dict[str, str]], concurrency: int, met
     url = mock_url + "/v1/chat/completions"
     headers = {"Content-Type": "application/json"}
     scores: dict[str, list[float]] = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=30)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -347,7 +351,11 @@ async def floor(mock_url: str, rows: list[dict[str, str]], concurrency: int, met
                 scores.setdefault("quality", []).append((int(grade.group()) - 1) / 4 if grade else float("nan"))
 
         await asyncio.gather(*(one(r) for r in rows))
-    return {"seconds": time.perf_counter() - start, "means": {k: statistics.fmean(v) for k, v in scores.items()}}
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu": time.process_time() - cpu,
+        "means": {k: statistics.fmean(v) for k, v in scores.items()},
+    }
 
 
 def user(content: str) -> dict[str, str]:
@@ -410,9 +418,21 @@ def counts(mock_url: str) -> dict[str, int]:
     return dict(httpx.get(mock_url + "/count").json())
 
 
-def podium_run(c: httpx.Client, body: dict[str, Any], mock_url: str) -> dict[str, Any]:
-    """One run from POST to the first poll that sees it finished; the run as the API shows it then."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (Podium's trace sink, its model workers)."""
+    proc = psutil.Process(pid)
+    total = sum(proc.cpu_times()[:2])
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += sum(child.cpu_times()[:2])
+    return total
+
+
+def podium_run(c: httpx.Client, body: dict[str, Any], mock_url: str, pid: int) -> dict[str, Any]:
+    """One run from POST to the first poll that sees it finished; the run as the API shows it then, and the
+    CPU time the server spent meanwhile."""
     before = counts(mock_url)
+    cpu = cpu_seconds(pid)
     start = time.perf_counter()
     r = c.post("/api/evals/runs", json=body)
     assert r.status_code == 202, r.text
@@ -423,11 +443,13 @@ def podium_run(c: httpx.Client, body: dict[str, Any], mock_url: str) -> dict[str
             break
         time.sleep(POLL)
     wall = time.perf_counter() - start
+    cpu = cpu_seconds(pid) - cpu
     after = counts(mock_url)
     assert run["status"] == "succeeded", run
     server = (datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])).total_seconds()
     return {
         "seconds": wall,
+        "cpu": cpu,
         "server_seconds": server,
         "upstream": sum(after.values()) - sum(before.values()),
         "run": run,
@@ -485,6 +507,7 @@ def promptfoo_config(mock_url: str, rows: list[dict[str, str]], path: Path) -> N
 
 def promptfoo_run(exe: str, config: Path, work: Path, mock_url: str, concurrency: int, *flags: str) -> dict[str, Any]:
     before = counts(mock_url)
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
         [exe, "eval", "-c", str(config), "--no-progress-bar", "--no-table", "-j", str(concurrency), *flags],
@@ -494,21 +517,28 @@ def promptfoo_run(exe: str, config: Path, work: Path, mock_url: str, concurrency
         cwd=work,
     )
     seconds = time.perf_counter() - start
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     after = counts(mock_url)
     out = done.stdout + done.stderr
     if done.returncode not in (0, 100):  # 100: some assertion failed, which a threshold of 0 should not give
         raise RuntimeError(f"promptfoo exited with {done.returncode}\n{out[-3000:]}")
     tally = {k: int(v.replace(",", "")) for v, k in re.findall(r"(\d[\d,]*) (passed|failed|errors)", out)}
     print(f"promptfoo {' '.join(flags) or '(cache on)'}: {seconds:.2f} s, {tally}", file=sys.stderr)
-    return {"seconds": seconds, "upstream": sum(after.values()) - sum(before.values()), "tally": tally, "out": out}
+    return {
+        "seconds": seconds,
+        "cpu": used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime,
+        "upstream": sum(after.values()) - sum(before.values()),
+        "tally": tally,
+    }
 
 
 # --- profile -----------------------------------------------------------------------------------------------
 
 
-def hotspots(raw: Path, top: int = 20) -> str:
-    """py-spy's raw (collapsed) stacks: the functions with the most samples, on their own (self) and with
-    what they call (inclusive), as percentages of all samples."""
+def hotspots(raw: Path, seconds: float, rate: int, top: int = 20) -> str:
+    """py-spy's raw (collapsed) stacks, sampled only from the thread holding the GIL: how much of the run some
+    thread held it, the share of each thread (by the function it started in), and the functions with the most
+    samples on their own (self) and with what they call (inclusive), as percentages of the GIL-held samples."""
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     threads: Counter[str] = Counter()
@@ -520,33 +550,52 @@ def hotspots(raw: Path, top: int = 20) -> str:
         frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
         count = int(n)
         total += count
-        threads[frames[0]] += count
+        roles = ("LocalBackend._run", "TraceWriter._run", "_worker (concurrent", "Server.serve", "Runner.run")
+        role = next((r for r in roles for f in frames if f.startswith(r)), frames[0])
+        threads[role] += count
         own[frames[-1]] += count
-        for f in set(frames[1:]):
+        for f in set(frames):
             incl[f] += count
-    lines = [f"{total} samples; by thread: " + ", ".join(f"{t} {n / total:.0%}" for t, n in threads.most_common(4))]
-    lines += ["self:"] + [f"  {n / total:6.1%}  {f}" for f, n in own.most_common(top)]
-    lines += ["inclusive:"] + [f"  {n / total:6.1%}  {f}" for f, n in incl.most_common(top * 2)]
+    if not total:
+        return "no samples"
+    lines = [
+        f"{total} samples with the GIL held, {total / (seconds * rate):.0%} of the run's {seconds:.2f} s;"
+        " by thread: " + ", ".join(f"{t} {n / total:.0%}" for t, n in threads.most_common(6)),
+        "self:",
+        *(f"  {n / total:6.1%}  {f}" for f, n in own.most_common(top)),
+        "inclusive:",
+        *(f"  {n / total:6.1%}  {f}" for f, n in incl.most_common(top * 3)),
+    ]
     return "\n".join(lines)
 
 
-def profile_run(c: httpx.Client, pid: int, body: dict[str, Any], mock_url: str, out: Path) -> str:
+def profile_runs(c: httpx.Client, pid: int, body: dict[str, Any], mock_url: str, out: Path) -> str:
+    """py-spy on the server (GIL holder only, not pausing it) during a first run and its cached rerun."""
     spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
     if spy is None:
         return "py-spy is missing: .venv/bin/pip install py-spy"
-    raw = out.with_suffix(".raw")
-    proc = subprocess.Popen(
-        [spy, "record", "-o", str(raw), "--pid", str(pid), "--rate", "200", "-f", "raw"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    time.sleep(1.0)
-    result = podium_run(c, body, mock_url)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    if not raw.exists():
-        return f"py-spy wrote nothing: {err.decode()[-1000:]}"
-    text = f"profiled run: {result['seconds']:.2f} s\n" + hotspots(raw)
+    rate = 200
+    reports = []
+    for label in ("first run", "cached run"):
+        raw = out.with_name(f"{out.stem}-{label.split()[0]}.raw")
+        command = [spy, "record", "-o", str(raw), "--pid", str(pid), "--rate", str(rate), "-f", "raw"]
+        proc = subprocess.Popen(
+            [*command, "--gil", "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)
+        result = podium_run(c, body, mock_url, pid)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        if not raw.exists():
+            return f"py-spy wrote nothing: {err.decode()[-1000:]}"
+        reports.append(
+            f"## {label}: {result['seconds']:.2f} s (server {result['server_seconds']:.2f} s), profiled from 1 s"
+            f" before the POST to 0.2 s after the end\n" + hotspots(raw, result["seconds"] + 1.2, rate)
+        )
+    text = "\n\n".join(reports)
     out.write_text(text + "\n")
     return text
 
@@ -569,18 +618,26 @@ def table(
     base = median(res["floor"])
     cold, cached = median(res["cold"]), median(res["cached"])
     overhead_ms = (cold - base) / n * 1000
+    cpu_overhead_ms = (median(res["cold"], "cpu") - median(res["floor"], "cpu")) / n * 1000
     ratio = cached / cold
     cached_calls = max(r["upstream"] for r in res["cached"])
     cached_model_calls = max(r["run"]["model_calls"] for r in res["cached"])
     cold_run = res["cold"][0]["run"]
 
-    def row(name: str, seconds: float, calls: str, server: float | None = None, spread: str = "") -> str:
-        shown = f"{seconds:.2f} s" + (f" (server {server:.2f} s)" if server is not None else "") + spread
-        return f"| {name} | {shown} | {seconds / n * 1000:.2f} ms | ×{seconds / base:.2f} | {calls} |"
+    def line(name: str, r: dict[str, Any], server: float | None = None, spread: str = "") -> str:
+        seconds = r["seconds"]
+        shown = f"{seconds:.2f} s{spread}" + (f" (server {server:.2f} s)" if server is not None else "")
+        cpu = f"{r['cpu']:.2f} s" if r.get("cpu") is not None else "–"
+        return (
+            f"| {name} | {shown} | {seconds / n * 1000:.2f} ms | ×{seconds / base:.2f} | {cpu} | {r['upstream']:,.0f} |"
+        )
+
+    def med(key: str) -> dict[str, Any]:
+        return {f: median(res[key], f) for f in ("seconds", "cpu", "upstream")}
 
     def spread(key: str) -> str:
         vs = [r["seconds"] for r in res[key]]
-        return f"; {min(vs):.2f}–{max(vs):.2f}" if len(vs) > 1 else ""
+        return f" ({min(vs):.2f}–{max(vs):.2f})" if len(vs) > 1 else ""
 
     lines = [
         f"### bench/evals.py — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -588,80 +645,67 @@ def table(
         f"Machine: {machine()}, Python {platform.python_version()}. {n:,} rows, evaluators `bleu`, `rouge`,"
         f" `token_f1` and a G-Eval judge (`geval`), concurrency {args.concurrency}, mock upstream (raw asyncio,"
         " own process) answering at once. Podium as `make run` starts it (`podium serve`, one worker, models"
-        f" loaded: {args.models or 'none'}), a run timed from `POST /api/evals/runs` to the first 50 ms poll that"
-        " sees it finished (the server's `started_at`..`finished_at` in brackets). The floor: the same calls"
-        " (one G-Eval steps call, then per row the target and the judge with the prompt G-Eval sends) from one"
-        f" pooled aiohttp session, {args.concurrency} rows at a time, sacrebleu / rouge-score / SQuAD token F1"
-        f" computed in that process. Median of {args.rounds} round(s), the runners taking turns (range after"
-        " the semicolon).",
+        f" loaded: {args.models or 'none'}); a run is timed from `POST /api/evals/runs` to the first 50 ms poll"
+        " that sees it finished (the server's `started_at`..`finished_at` in brackets), and its CPU is the"
+        " server's and its child processes'. The floor: the same calls (one G-Eval steps call, then per row the"
+        " target and the judge with the prompt G-Eval sends) from one pooled aiohttp session (uvloop),"
+        f" {args.concurrency} rows at a time, sacrebleu / rouge-score / SQuAD token F1 computed in that process;"
+        " its CPU is that process's. Podium's two runs and the floors took turns"
+        f" {args.rounds} time(s): medians (range in brackets).",
         "",
-        "| runner | time | per row | × floor | upstream calls |",
-        "| --- | --- | --- | --- | --- |",
-        row(
-            "podium, first run (cold cache)",
-            cold,
-            f"{median(res['cold'], 'upstream'):,.0f}",
-            median(res["cold"], "server_seconds"),
-            spread("cold"),
-        ),
-        row(
+        "| runner | time | per row | × floor | CPU (runner) | upstream calls |",
+        "| --- | --- | --- | --- | --- | --- |",
+        line("podium, first run (cold cache)", med("cold"), median(res["cold"], "server_seconds"), spread("cold")),
+        line(
             "podium, second run (same suite, cached)",
-            cached,
-            f"{cached_calls:,}",
+            med("cached"),
             median(res["cached"], "server_seconds"),
             spread("cached"),
         ),
-        row(
-            "floor: aiohttp + the metrics in-process",
-            base,
-            f"{median(res['floor'], 'upstream'):,.0f}",
-            spread=spread("floor"),
-        ),
-        row(
-            "floor: the calls only",
-            median(res["calls"]),
-            f"{median(res['calls'], 'upstream'):,.0f}",
-            spread=spread("calls"),
-        ),
+        line("floor: aiohttp + the metrics in-process", med("floor"), spread=spread("floor")),
+        line("floor: the calls only", med("calls"), spread=spread("calls")),
     ]
     if pf:
-        labels = {
-            "no-cache": "--no-cache",
-            "cold": "cache on, empty",
-            "warm": "cache on, filled (second run)",
-        }
+        labels = {"no-cache": "--no-cache", "cold": "cache on, empty", "warm": "cache on, filled (second run)"}
         for key, label in labels.items():
-            r = pf[key]
-            tally = ", ".join(f"{v:,} {k}" for k, v in r["tally"].items())
-            lines.append(row(f"promptfoo {pf_version}, {label} ({tally})", r["seconds"], f"{r['upstream']:,}"))
+            lines.append(line(f"promptfoo {pf_version}, {label}", pf[key]))
     lines += [
         "",
         f"Podium's first run: {cold_run['rows_done']:,} rows, {cold_run['failed_rows']} failed,"
-        f" {cold_run['evaluator_errors']} evaluator errors, {cold_run['model_calls']:,} model calls."
-        " Score means, Podium / floor: "
+        f" {cold_run['evaluator_errors']} evaluator errors, {cold_run['model_calls']:,} model calls. Score means,"
+        " Podium / floor: "
         + ", ".join(
-            f"{k} {res['cold'][0]['means'].get(k, float('nan')):.4f} / {res['floor'][0]['means'].get(k, float('nan')):.4f}"
+            f"{k} {res['cold'][0]['means'].get(k, math.nan):.4f} / {res['floor'][0]['means'].get(k, math.nan):.4f}"
             for k in ("bleu", "rouge1", "rougeL", "token_f1", "quality")
         )
         + ".",
         "",
-        f"Against the issue's targets: overhead per row over the model calls (first run - floor with metrics)"
-        f" {overhead_ms:.2f} ms (target ≤ 2 ms: {'met' if overhead_ms <= 2 else 'not met'}); the cached run"
-        f" made {cached_calls} upstream calls (run's `model_calls` {cached_model_calls}; target 0:"
+        "Against the issue's targets: Podium's overhead per row over the model calls (first run - floor with"
+        f" metrics) {overhead_ms:.2f} ms (target ≤ 2 ms: {'met' if overhead_ms <= 2 else 'not met'}; in CPU,"
+        f" {cpu_overhead_ms:.2f} ms per row more than the floor's process); the cached run made {cached_calls}"
+        f" upstream calls (the run's `model_calls` {cached_model_calls}; target 0:"
         f" {'met' if cached_calls == 0 and cached_model_calls == 0 else 'not met'}) in ×{ratio:.3f} of the"
         f" first run's time (target < 0.10: {'met' if ratio < 0.10 else 'not met'}).",
     ]
     if pf:
         cold_pf, warm_pf = pf["cold"]["seconds"], pf["warm"]["seconds"]
+        tallies = "; ".join(
+            f"{label}: " + ", ".join(f"{v:,} {k}" for k, v in pf[key]["tally"].items())
+            for key, label in (("no-cache", "--no-cache"), ("cold", "empty"), ("warm", "filled"))
+        )
         lines += [
             "",
-            f"promptfoo {pf_version} (`promptfoo eval -c config.yaml --no-progress-bar --no-table -j"
-            f" {args.concurrency}`; each time includes node's start, about {pf['one']['seconds']:.1f} s for a"
-            " one-test eval), provider `openai:chat:m` and grader `openai:chat:judge` on the mock, assertions"
-            " `bleu`, `rouge-n`, `gleu` and `g-eval`, results written to its database as by default: first run"
-            f" ×{cold_pf / cold:.2f} Podium's, cached run ×{warm_pf / cached:.2f} Podium's cached run"
-            f" (its own cached/cold ×{warm_pf / cold_pf:.3f}). Its G-Eval asks for the steps on every test"
-            " (Podium once per criteria and judge), hence its upstream calls.",
+            f"promptfoo {pf_version}: `promptfoo eval -c config.yaml --no-progress-bar --no-table -j"
+            f" {args.concurrency}` (+ `--no-cache` for the first row), one run each, after Podium's rounds; the"
+            " same rows as tests, provider `openai:chat:m` and grader `openai:chat:judge` on the mock, assertions"
+            " `bleu`, `rouge-n`, `gleu` (it has no token F1, ROUGE-2 or ROUGE-L) and `g-eval`, results written to"
+            " its database as by default, its per-run debug log off (`PROMPTFOO_DISABLE_DEBUG_LOG=1`: with it"
+            " on, the 1,000-test eval completes and then node exits 1 on a winston 'write after end'). Its time"
+            f" includes node's start (a one-test eval takes {pf['one']['seconds']:.1f} s); CPU is node's. Tests:"
+            f" {tallies}. Its first run (cache on, empty) takes ×{cold_pf / cold:.2f} Podium's first run; its"
+            f" cached run ×{warm_pf / cached:.2f} Podium's cached run (its own cached/first ×{warm_pf / cold_pf:.3f})."
+            " With `--no-cache` its G-Eval asks the judge for the steps on every test (Podium asks once per"
+            " criteria and judge model and stores them), hence 3,000 calls.",
         ]
     elif pf_note:
         lines += ["", pf_note]
@@ -709,7 +753,7 @@ def main() -> None:
                 add_route(c, name, mock_url)
             # a short run first: the server imports the metric packages and opens its pools once, as a
             # server that has been up a while has
-            podium_run(c, spec("evalbench@1", "warm-target", "warm-judge", args.concurrency, 64), mock_url)
+            podium_run(c, spec("evalbench@1", "warm-target", "warm-judge", args.concurrency, 64), mock_url, proc.pid)
             uvloop.run(floor(mock_url, rows[:64], args.concurrency, True))
             for rnd in range(args.rounds):
                 target, judge = f"target-{rnd}", f"judge-{rnd}"
@@ -718,8 +762,8 @@ def main() -> None:
                 suite = spec("evalbench@1", target, judge, args.concurrency)
 
                 def podium_pair(suite: dict[str, Any] = suite) -> None:
-                    res["cold"].append(podium_run(c, suite, mock_url))
-                    res["cached"].append(podium_run(c, suite, mock_url))
+                    res["cold"].append(podium_run(c, suite, mock_url, proc.pid))
+                    res["cached"].append(podium_run(c, suite, mock_url, proc.pid))
 
                 def floors() -> None:
                     for key, metrics in (("floor", True), ("calls", False)):
@@ -732,13 +776,16 @@ def main() -> None:
                     step()
                 print(
                     f"round {rnd + 1}: "
-                    + ", ".join(f"{k} {v[-1]['seconds']:.2f} s ({v[-1]['upstream']} calls)" for k, v in res.items()),
+                    + ", ".join(
+                        f"{k} {v[-1]['seconds']:.2f} s, CPU {v[-1]['cpu']:.2f} s ({v[-1]['upstream']} calls)"
+                        for k, v in res.items()
+                    ),
                     file=sys.stderr,
                 )
             if args.profile:
                 add_route(c, "profile-target", mock_url)
                 add_route(c, "profile-judge", mock_url)
-                profile = profile_run(
+                profile = profile_runs(
                     c,
                     proc.pid,
                     spec("evalbench@1", "profile-target", "profile-judge", args.concurrency),

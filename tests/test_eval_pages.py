@@ -344,11 +344,12 @@ def test_a_verdict_cell_shows_the_judges_error_and_raw_answer_and_rows_link_thei
     link.click()
     page.wait_for_url(re.compile(rf"/traces/{first['trace_id']}$"))
     expect(page.locator("h1")).to_be_visible()
-    # the failed row never reached a model: no trace to link
+    # the failed row links to the gateway's trace of its failed call
     failed = next(r for r in rows_of(live, cand["id"]) if r["index"] == FAIL_ROW)
-    assert failed["trace_id"] is None
+    assert failed["trace_id"] is not None
     page.goto(f"{live.url}/evals/runs/{cand['id']}?failed=1")
-    expect(page.locator(f"#rows tr.result-row[data-index='{FAIL_ROW}'] [data-col=trace]")).to_have_text("—")
+    failed_link = page.locator(f"#rows tr.result-row[data-index='{FAIL_ROW}'] a.trace-link")
+    expect(failed_link).to_have_attribute("href", f"/traces/{failed['trace_id']}")
 
 
 def test_the_bias_section_and_counterfactual_rows(world: World, page: Page) -> None:

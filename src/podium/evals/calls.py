@@ -128,7 +128,8 @@ class GatewayModels:
         if answer.status >= 400 or not isinstance(answer.body, dict):
             if call is not None:
                 self.cost_micros += call.cost_micros
-            raise ModelError((call.error if call is not None and call.error else None) or _message(answer.body))
+            message = (call.error if call is not None and call.error else None) or _message(answer.body)
+            raise ModelError(message, call.trace_id if call is not None else None)
         result = answer.body
         choice = (result.get("choices") or [{}])[0] if kind != "embedding" else {}
         value: dict[str, Any] = {

@@ -216,14 +216,21 @@ def dataset_href(run: RunInfo) -> str:
     return f"/datasets/{dataset_name(run)}/{run.dataset_version_id}"
 
 
+def rows_planned(run: RunInfo) -> int:
+    """The dataset's rows in a run: a bias run counts the counterfactual rows it adds after them in
+    `row_count` and `rows_done` too."""
+    swapped = int((run.summary.get("bias") or {}).get("counterfactual_rows") or 0)
+    return max(0, run.row_count - swapped)
+
+
 def rows_done(run: RunInfo) -> tuple[int, int]:
-    """Rows done of the dataset's rows planned, and the swapped copies done beyond them (a bias run runs each
-    row's counterfactuals after the rows, and counts them as done too)."""
-    return min(run.rows_done, run.row_count), max(0, run.rows_done - run.row_count)
+    """Rows done of the dataset's rows, and the swapped copies done beyond them."""
+    originals = rows_planned(run)
+    return min(run.rows_done, originals), max(0, run.rows_done - originals)
 
 
 def progress(run: RunInfo) -> float:
-    """Rows done as a percentage of the rows planned (at most 100: a bias run adds swapped rows)."""
+    """Rows done as a percentage of the rows planned."""
     if run.row_count <= 0:
         return 100.0 if run.status in service.FINISHED else 0.0
     return round(min(100.0, 100 * run.rows_done / run.row_count), 1)
@@ -699,6 +706,7 @@ def runs_page(request: Request, session: SessionDep) -> Response:
         scores_listed=SCORES_LISTED,
         dataset_href=dataset_href,
         rows_done=rows_done,
+        rows_planned=rows_planned,
         **FORMATS,
     )
 
@@ -840,6 +848,7 @@ def run_page(request: Request, run_id: str, session: SessionDep) -> Response:
         dataset_href=dataset_href(run),
         progress=progress(run),
         done=rows_done(run),
+        planned=rows_planned(run),
         duration=fmt_duration(run),
         **FORMATS,
     )

@@ -221,6 +221,7 @@ class Runner:
             reply, latency = await self.models.request("chat", body, prompt=used)
         except Exception as exc:  # the target failed on this row: marked, and the run goes on
             out.status, out.error = "failed", str(exc) or type(exc).__name__
+            out.trace_id = getattr(exc, "trace_id", None)  # the gateway's trace of the failed call
             return out
         out.output, out.latency_ms, out.trace_id, out.cached = reply.text, latency, reply.trace_id, reply.cached
         out.cost_micros, out.prompt_tokens, out.completion_tokens = (

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from podium.core.db import utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound
@@ -279,8 +279,10 @@ def _execute(
     platform: Platform, actor: Actor, run_id: str, spec: RunSpec, report: Callable[[float, str], None]
 ) -> RunInfo:
     plan, _ = plan_run(platform, actor, spec)
-    if spec.bias is not None:
+    if spec.bias is not None:  # the swapped copies are rows of the run too
         plan.rows = _with_counterfactuals(plan.rows, spec)
+        with platform.db.session() as s:
+            s.execute(update(EvalRun).where(EvalRun.id == run_id).values(row_count=len(plan.rows)))
     assert actor.principal is not None
     attached = bridge.current()
     db = platform.db
@@ -308,8 +310,13 @@ def _execute(
         counters = {"calls": models.calls, "cached": models.cached, "cost": models.cost_micros}
         await asyncio.to_thread(_save_rows, platform, run_id, outs, fresh, counters)
 
-    with db.session() as s:
-        s.execute(update(EvalRun).where(EvalRun.id == run_id).values(status="running", started_at=utcnow()))
+    with db.session() as s:  # a job requeued after a crash starts over (its calls are cached by then)
+        s.execute(delete(EvalRow).where(EvalRow.run_id == run_id))
+        s.execute(
+            update(EvalRun)
+            .where(EvalRun.id == run_id)
+            .values(status="running", started_at=utcnow(), rows_done=0, failed_rows=0, evaluator_errors=0)
+        )
     future = bridge.submit(Runner(plan, models, save, progress, spec.outputs).run())
     try:
         while True:
@@ -509,7 +516,7 @@ def _finish(
         except NotFound as exc:
             checks = [Check(name="baseline", passed=False, message=exc.message)]
         summary["checks"] = [c.model_dump() for c in checks]
-        summary["passed"] = all(c.passed for c in checks)
+        summary["passed"] = all(c.passed for c in checks) if checks else None  # no thresholds: no verdict
     with platform.db.session() as s:
         s.execute(
             update(EvalRun)

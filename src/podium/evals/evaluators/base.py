@@ -73,7 +73,11 @@ class Reply:
 
 
 class ModelError(Exception):
-    """A call made for evaluation failed (the gateway's error message)."""
+    """A call made for evaluation failed (the gateway's error message, and the trace that recorded it)."""
+
+    def __init__(self, message: str, trace_id: str | None = None):
+        super().__init__(message)
+        self.trace_id = trace_id
 
 
 class Models(Protocol):
