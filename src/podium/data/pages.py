@@ -24,6 +24,7 @@ from podium.core.http import get_platform
 from podium.data import card, service
 from podium.data.card import Card, VersionDiff
 from podium.data.service import DatasetDetail, ParentInfo, RowsPage, VersionInfo
+from podium.web.cells import Cell, cell
 from podium.web.charts import nice_step
 from podium.web.shell import PageSession, error_page, page_session, render
 
@@ -32,7 +33,6 @@ SessionDep = Annotated[PageSession, Depends(page_session)]
 
 ROWS_PER_PAGE = 25
 MAX_ROWS_PER_PAGE = 200
-CELL_CHARS = 300  # characters of a value shown in a table cell
 MAX_GRAPH_VERSIONS = 100  # newest versions drawn in a lineage graph
 
 
@@ -63,33 +63,6 @@ def short_number(value: int) -> str:
     if value >= 1024 and value % 1024 == 0:
         return f"{value // 1024}k"
     return f"{value:,}"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A value as a table cell: its text (cut to `CELL_CHARS`), how many characters were left out, and its
-    kind (`text`, `number`, `json`, `null`) for styling."""
-
-    text: str
-    cut: int
-    kind: str
-
-
-def cell(value: Any, limit: int = CELL_CHARS) -> Cell:
-    """How a row's value is shown: text as it is, numbers as written, lists and objects as JSON; cut."""
-    if value is None:
-        return Cell("null", 0, "null")
-    if isinstance(value, bool):
-        return Cell("true" if value else "false", 0, "number")
-    if isinstance(value, int | float):
-        return Cell(str(value), 0, "number")
-    if isinstance(value, str):
-        text, kind = value, "text"
-    else:
-        text, kind = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode(), "json"
-    if len(text) > limit:
-        return Cell(text[:limit], len(text) - limit, kind)
-    return Cell(text, 0, kind)
 
 
 def made_by(v: VersionInfo) -> str:

@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 
+from podium.core.db import Database
 from podium.core.identity import Principal
+from podium.evals import cache
 from podium.evals.evaluators.base import ModelError, Reply
 from podium.gateway.guardrails import response_text
 from podium.gateway.prompting import PromptUse
@@ -87,6 +89,18 @@ class GatewayModels:
         self.calls = 0
         self.cached = 0
         self.cost_micros = 0
+
+    @classmethod
+    def over(cls, gateway: Gateway, principal: Principal, db: Database, **options: Any) -> GatewayModels:
+        """Models whose cache is the eval cache in `db` (read and written off the event loop)."""
+
+        async def lookup(keys: list[str]) -> dict[str, dict[str, Any]]:
+            return await asyncio.to_thread(cache.read, db, keys)
+
+        async def store(entries: dict[str, tuple[str, dict[str, Any]]]) -> None:
+            await asyncio.to_thread(cache.write_now, db, entries)
+
+        return cls(gateway, principal, lookup, store, **options)
 
     async def _cached(self, key: str) -> dict[str, Any] | None:
         if not self.use_cache:

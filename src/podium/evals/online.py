@@ -253,17 +253,10 @@ async def sweep(platform: Platform, rule_id: str, *, settle: float = SETTLE_SECO
     assert actor.principal is not None
     db = platform.db
 
-    async def lookup(keys: list[str]) -> dict[str, dict[str, Any]]:
-        return await asyncio.to_thread(cache.read, db, keys)
-
-    async def store(entries: dict[str, tuple[str, dict[str, Any]]]) -> None:
-        await asyncio.to_thread(cache.write_now, db, entries)
-
-    models = GatewayModels(
+    models = GatewayModels.over(
         bridge.current().gateway,
         actor.principal,
-        lookup,
-        store,
+        db,
         concurrency=4,
         judge_model=rule.judge_model,
         embedding_model=rule.filters.get("embedder"),
@@ -303,7 +296,7 @@ async def sweep(platform: Platform, rule_id: str, *, settle: float = SETTLE_SECO
                     )
                 )
     if models.fresh:
-        await store(models.fresh)
+        await asyncio.to_thread(cache.write_now, db, models.fresh)
     if scores:
         await asyncio.to_thread(add_scores, db, actor, scores)
     scored = len({s.trace_id for s in scores})

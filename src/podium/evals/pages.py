@@ -29,6 +29,7 @@ from podium.data import service as data
 from podium.evals import service
 from podium.evals.compare import Comparison, MetricComparison, RowDelta
 from podium.evals.service import Check, RowInfo, RowsPage, RunInfo
+from podium.web.cells import CELL_CHARS, Cell, cell
 from podium.web.charts import nice_step
 from podium.web.shell import PageSession, error_page, page_session, render
 
@@ -39,7 +40,6 @@ RUNS_LISTED = 100
 ROWS_PER_PAGE = 25
 COMPARED_PER_PAGE = 50
 MAX_ROWS_PER_PAGE = 200
-CELL_CHARS = 300  # characters of a value shown in a table cell
 SCORES_LISTED = 4  # scores shown per run in the list
 INTERNAL_FIELDS = ("_counterfactual_of", "_swaps")  # fields a bias run adds to its counterfactual rows
 COMPARE_FILTERS = ("", "changed", "regressed")
@@ -98,33 +98,6 @@ def fmt_duration(run: RunInfo) -> str:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A value as a table cell: its text (cut to `CELL_CHARS`), how many characters were left out, and its
-    kind (`text`, `number`, `json`, `null`) for styling."""
-
-    text: str
-    cut: int
-    kind: str
-
-
-def cell(value: Any, limit: int = CELL_CHARS) -> Cell:
-    """How a value is shown: text as it is, numbers as written, lists and objects as JSON; cut."""
-    if value is None:
-        return Cell("null", 0, "null")
-    if isinstance(value, bool):
-        return Cell("true" if value else "false", 0, "number")
-    if isinstance(value, int | float):
-        return Cell(str(value), 0, "number")
-    if isinstance(value, str):
-        text, kind = value, "text"
-    else:
-        text, kind = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode(), "json"
-    if len(text) > limit:
-        return Cell(text[:limit], len(text) - limit, kind)
-    return Cell(text, 0, kind)
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

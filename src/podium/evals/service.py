@@ -287,17 +287,10 @@ def _execute(
     attached = bridge.current()
     db = platform.db
 
-    async def lookup(keys: list[str]) -> dict[str, dict[str, Any]]:
-        return await asyncio.to_thread(cache.read, db, keys)
-
-    async def store(entries: dict[str, tuple[str, dict[str, Any]]]) -> None:
-        await asyncio.to_thread(cache.write_now, db, entries)
-
-    models = GatewayModels(
+    models = GatewayModels.over(
         attached.gateway,
         actor.principal,
-        lookup,
-        store,
+        db,
         concurrency=spec.concurrency,
         judge_model=spec.judge,
         embedding_model=spec.embedder,
@@ -458,26 +451,17 @@ def gate_checks(platform: Platform, actor: Actor, summary: dict[str, Any], thres
             if t.min is not None or t.max is not None or t.baseline is not None:
                 checks.append(Check(name=t.score, passed=False, message=f"no row has a {t.score!r} score"))
             continue
-        if t.min is not None:
-            checks.append(
-                Check(
-                    name=f"{t.score} >= {t.min}",
-                    passed=mean >= t.min,
-                    message=f"mean {mean:.4f}",
-                    value=mean,
-                    threshold=f">= {t.min}",
+        for op, bound, holds in ((">=", t.min, mean >= (t.min or 0)), ("<=", t.max, mean <= (t.max or 0))):
+            if bound is not None:
+                checks.append(
+                    Check(
+                        name=f"{t.score} {op} {bound}",
+                        passed=holds,
+                        message=f"mean {mean:.4f}",
+                        value=mean,
+                        threshold=f"{op} {bound}",
+                    )
                 )
-            )
-        if t.max is not None:
-            checks.append(
-                Check(
-                    name=f"{t.score} <= {t.max}",
-                    passed=mean <= t.max,
-                    message=f"mean {mean:.4f}",
-                    value=mean,
-                    threshold=f"<= {t.max}",
-                )
-            )
         if t.baseline is not None and t.max_drop is not None:
             base = get_run(platform, actor, t.baseline).summary.get("scores", {}).get(t.score)
             base_mean = base.get("mean") if base else None

@@ -88,8 +88,8 @@ class Threshold(BaseModel):
 
     @model_validator(mode="after")
     def _some(self) -> Threshold:
-        if self.min is None and self.max is None and self.baseline is None:
-            raise ValueError(f"threshold on {self.score!r}: give min, max, or baseline with max_drop")
+        if self.min is None and self.max is None and self.baseline is None and self.max_failed_rows is None:
+            raise ValueError(f"threshold on {self.score!r}: give min, max, baseline with max_drop, or max_failed_rows")
         if self.baseline is not None and self.max_drop is None:
             raise ValueError(f"threshold on {self.score!r}: a baseline needs 'max_drop' (0 for no regression)")
         return self
