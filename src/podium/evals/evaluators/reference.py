@@ -275,14 +275,7 @@ class Bleu:
             raise ValueError(f"tokenize {self.tokenize!r}: {exc}") from None
 
     async def evaluate(self, sample: Sample, models: Models) -> Verdict:
-        if sample.output is None:
-            return Verdict(error="no output for this row")
-        refs = references(sample.reference)
-        if isinstance(refs, str):
-            return Verdict(error=refs)
-        result = self._metric.sentence_score(sample.output, refs)
-        score = result.score / 100
-        return Verdict({self.name: score}, label=pass_label(score, self.threshold), explanation=str(result))
+        return sentence_verdict(self._metric, self.name, self.threshold, sample)
 
 
 @dataclass(kw_only=True)
@@ -321,14 +314,19 @@ class Chrf:
         )
 
     async def evaluate(self, sample: Sample, models: Models) -> Verdict:
-        if sample.output is None:
-            return Verdict(error="no output for this row")
-        refs = references(sample.reference)
-        if isinstance(refs, str):
-            return Verdict(error=refs)
-        result = self._metric.sentence_score(sample.output, refs)
-        score = result.score / 100
-        return Verdict({self.name: score}, label=pass_label(score, self.threshold), explanation=str(result))
+        return sentence_verdict(self._metric, self.name, self.threshold, sample)
+
+
+def sentence_verdict(metric: Any, name: str, threshold: float | None, sample: Sample) -> Verdict:
+    """A sacrebleu metric's sentence score of the output against every reference, divided by 100."""
+    if sample.output is None:
+        return Verdict(error="no output for this row")
+    refs = references(sample.reference)
+    if isinstance(refs, str):
+        return Verdict(error=refs)
+    result = metric.sentence_score(sample.output, refs)
+    score = result.score / 100
+    return Verdict({name: score}, label=pass_label(score, threshold), explanation=str(result))
 
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
