@@ -153,6 +153,9 @@ def test_a_run_scores_every_row_links_traces_and_the_second_run_makes_no_model_c
     # a changed parameter is a different call: the cache misses
     third = finished(live, start(live, {**spec, "target": {"model": "ev-model", "params": {"temperature": 0.5}}})["id"])
     assert third["model_calls"] == 4 and fake.chat_calls == 13  # the judge's calls hit (same outputs)
+    # another default judge is another verdict: its steps and its four grades are asked for
+    fourth = finished(live, start(live, {**spec, "judge": "ev-embed"})["id"])
+    assert fourth["model_calls"] == 5 and fake.chat_calls == 18
 
 
 def test_a_dataset_missing_fields_is_refused_before_any_model_call(live: LiveServer, fake: EvalFake) -> None:

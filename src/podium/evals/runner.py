@@ -121,13 +121,15 @@ def request_of(plan: Plan, row: Mapping[str, Any]) -> tuple[dict[str, Any], Prom
     return {"temperature": 0, **t.params, "model": t.model, "messages": messages}, None
 
 
-def verdict_key(project_id: str | None, spec: Any, sample: Sample) -> str:
-    """The cache key of a verdict: the evaluator's settings, Podium's version and the whole sample."""
+def verdict_key(project_id: str | None, spec: Any, sample: Sample, defaults: tuple[str | None, ...] = ()) -> str:
+    """The cache key of a verdict: the evaluator's settings, the run's default judge and embedding models,
+    Podium's version and the whole sample."""
     blob = orjson.dumps(
         {
             "p": project_id,
             "v": __version__,
             "e": spec,
+            "d": defaults,
             "s": [
                 sample.inputs,
                 sample.output,
@@ -241,7 +243,9 @@ class Runner:
                 continue
             sample = sample_of(plan, row, out)
             for ev, spec in plan.evaluators:
-                key = verdict_key(plan.project_id, spec, sample) if models.use_cache and _cacheable(ev) else None
+                key = None
+                if models.use_cache and _cacheable(ev):
+                    key = verdict_key(plan.project_id, spec, sample, (models.judge_model, models.embedding_model))
                 work.append((out, ev, sample, key))
         keys = [k for *_, k in work if k is not None]
         known = await models.lookup_many(keys) if keys else {}

@@ -31,7 +31,7 @@ from podium.evals.calls import GatewayModels
 from podium.evals.compare import Comparison, RowResult, compare, default_higher_is_better
 from podium.evals.evaluators.base import Evaluator, build
 from podium.evals.runner import Plan, Progress, RowOut, Runner
-from podium.evals.spec import RunSpec, Threshold
+from podium.evals.spec import MAX_ROWS, RunSpec, Threshold
 from podium.evals.stats import bootstrap_ci
 from podium.evals.store import EvalRow, EvalRun
 from podium.prompts import service as prompts
@@ -194,6 +194,13 @@ def plan_run(platform: Platform, actor: Actor, spec: RunSpec) -> tuple[Plan, dat
                 f"dataset {spec.dataset} lacks fields the run needs: {listed}. Its columns: {', '.join(columns)}; "
                 "map other columns with 'fields' (input, reference, context, messages)",
                 details={"missing": sorted(missing), "needed_by": missing, "columns": columns},
+            )
+        rows_in = parquet.metadata.num_rows
+        if spec.limit is None and rows_in > MAX_ROWS:
+            raise InvalidInput(
+                f"dataset {spec.dataset} has {rows_in:,} rows; a run evaluates at most {MAX_ROWS:,}: set 'limit', "
+                "or sample the dataset first (podium data prep with a sample step)",
+                details={"rows": rows_in, "max": MAX_ROWS},
             )
         table = parquet.read()
     if spec.limit is not None:
