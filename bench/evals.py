@@ -3,7 +3,8 @@ against its floor, the same model calls made by a bare pooled aiohttp client wit
 in-process, on the same mock upstream, in one run; optionally promptfoo on the same mock.
 
     .venv/bin/python bench/evals.py [--rows 1000] [--rounds 3] [--concurrency 16] [--models DEFAULT]
-                                    [--promptfoo PATH_TO_PROMPTFOO] [--profile OUT.txt] [--record]
+                                    [--promptfoo PATH_TO_PROMPTFOO] [--promptfoo-rounds 1] [--profile OUT.txt]
+                                    [--record]
 
 Processes, all on 127.0.0.1:
 - the mock: a raw-asyncio OpenAI chat endpoint in its own process, answering at once (0 ms delay): G-Eval's
@@ -15,19 +16,24 @@ Processes, all on 127.0.0.1:
   the mock per round (a fresh pair each round, so every round's first run starts with nothing cached), the
   rows imported as a dataset. A run is `POST /api/evals/runs` with evaluators `bleu`, `rouge`, `token_f1` and
   `geval`, concurrency 16; its time is from the POST to the first poll (every 50 ms) that sees it finished,
-  and the server's own `started_at`..`finished_at` is shown beside it. The second run is the same spec.
+  and the server's own `started_at`..`finished_at` is shown beside it, with the CPU time the server and its
+  child processes spent. The second and third runs are the same spec again (the second should be served from
+  the eval cache; the third shows a cache whose keys are settled).
 - The floor, in this process: one G-Eval steps call, then per row the target call, sacrebleu's sentence BLEU,
   rouge-score's ROUGE-1/2/L and SQuAD token F1, then the judge call with the prompt G-Eval sends, 16 rows at a
   time over one pooled aiohttp session (uvloop). A second floor makes the same calls without the metrics.
 - promptfoo (`--promptfoo`, the `promptfoo` executable of an npm install), `-j 16`, the same rows as tests,
   provider `openai:chat:m` and the grader `openai:chat:judge` on the mock, assertions `bleu`, `rouge-n`,
   `gleu` (promptfoo has no token F1 or ROUGE-2/L) and `g-eval`: once with `--no-cache`, once with its disk cache
-  on and empty, once more with it filled.
+  on and empty, once more with it filled (`--promptfoo-rounds` times, a fresh cache folder each time). Skipped
+  without `--promptfoo`; a missing or failing promptfoo is reported in the section instead.
 
-With `--rounds N` Podium's two runs and the two floors take turns N times and each figure is the median: the
-machine is shared and noisy, so ratios to the floor measured side by side are what to compare. Overhead per
-row = (Podium's first run - the floor with metrics) / rows. `--profile` records the server with py-spy during
-one more first run (not measured) and prints its hottest functions.
+With `--rounds N` Podium's three runs and the two floors take turns N times and each figure is the median:
+the machine is shared and noisy, so ratios to the floor measured side by side are what to compare. Overhead
+per row = (Podium's first run - the floor with metrics) / rows. `--profile OUT` records the server with py-spy
+(`--gil`, raw stacks in OUT-first.raw, OUT-cached.raw) during one more first run and its cached rerun (not
+measured) and writes where the GIL time went, by group of work and by function, to OUT. `--record` inserts
+the section at the top of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -67,7 +73,6 @@ from sacrebleu.metrics import BLEU
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway import DEFAULT_MODELS, MODEL_CACHE, free_port, machine, wait_http
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RESULTS = Path(__file__).with_name("RESULTS.md")
 CRITERIA = "The answer restates the input correctly, completely and clearly."
@@ -461,16 +466,17 @@ def podium_run(c: httpx.Client, body: dict[str, Any], mock_url: str, pid: int) -
 
 
 def promptfoo_version(exe: str) -> str:
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True, env=promptfoo_env(Path("/tmp")))
+    env = promptfoo_env(Path(tempfile.gettempdir()), Path(tempfile.gettempdir()))
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, env=env)
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "?"
 
 
-def promptfoo_env(work: Path) -> dict[str, str]:
+def promptfoo_env(work: Path, cache: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
             "PROMPTFOO_CONFIG_DIR": str(work / "promptfoo-home"),  # its results database
-            "PROMPTFOO_CACHE_PATH": str(work / "promptfoo-cache"),
+            "PROMPTFOO_CACHE_PATH": str(cache),
             "PROMPTFOO_DISABLE_TELEMETRY": "1",
             "PROMPTFOO_DISABLE_UPDATE": "1",
             "PROMPTFOO_DISABLE_SHARING": "1",
@@ -483,6 +489,29 @@ def promptfoo_env(work: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+def run_promptfoo(
+    args: argparse.Namespace, config: Path, one: Path, work: Path, mock_url: str
+) -> dict[str, dict[str, Any]]:
+    """Per round, with a fresh cache folder: `--no-cache`, then the cache on (empty, then filled); medians.
+    Then a one-test eval on a filled cache: node's start and promptfoo's fixed costs."""
+    runs: dict[str, list[dict[str, Any]]] = {"no-cache": [], "cold": [], "warm": []}
+    cache = work
+    for i in range(args.promptfoo_rounds):
+        cache = work / f"promptfoo-cache-{i}"
+        for key, flags in (("no-cache", ["--no-cache"]), ("cold", []), ("warm", [])):
+            runs[key].append(promptfoo_run(args.promptfoo, config, work, cache, mock_url, args.concurrency, *flags))
+    out: dict[str, dict[str, Any]] = {}
+    for key, rs in runs.items():
+        out[key] = {f: median(rs, f) for f in ("seconds", "cpu", "upstream")}
+        out[key]["tally"] = {
+            t: (min if t == "passed" else max)(r["tally"].get(t, 0) for r in rs) for t in ("passed", "failed", "errors")
+        }
+        out[key]["range"] = [r["seconds"] for r in rs]
+    promptfoo_run(args.promptfoo, one, work, cache, mock_url, args.concurrency)  # fills the one test's entries
+    out["one"] = promptfoo_run(args.promptfoo, one, work, cache, mock_url, args.concurrency)
+    return out
 
 
 def promptfoo_config(mock_url: str, rows: list[dict[str, str]], path: Path) -> None:
@@ -505,7 +534,9 @@ def promptfoo_config(mock_url: str, rows: list[dict[str, str]], path: Path) -> N
     path.write_text(yaml.safe_dump(config, sort_keys=False, width=1000))
 
 
-def promptfoo_run(exe: str, config: Path, work: Path, mock_url: str, concurrency: int, *flags: str) -> dict[str, Any]:
+def promptfoo_run(
+    exe: str, config: Path, work: Path, cache: Path, mock_url: str, concurrency: int, *flags: str
+) -> dict[str, Any]:
     before = counts(mock_url)
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -513,7 +544,7 @@ def promptfoo_run(exe: str, config: Path, work: Path, mock_url: str, concurrency
         [exe, "eval", "-c", str(config), "--no-progress-bar", "--no-table", "-j", str(concurrency), *flags],
         capture_output=True,
         text=True,
-        env=promptfoo_env(work),
+        env=promptfoo_env(work, cache),
         cwd=work,
     )
     seconds = time.perf_counter() - start
@@ -645,7 +676,7 @@ def table(
 
     def line(name: str, r: dict[str, Any], server: float | None = None, spread: str = "") -> str:
         seconds = r["seconds"]
-        shown = f"{seconds:.2f} s{spread}" + (f" (server {server:.2f} s)" if server is not None else "")
+        shown = f"{seconds:.2f} s{spread}" + (f"; server {server:.2f} s" if server is not None else "")
         cpu = f"{r['cpu']:.2f} s" if r.get("cpu") is not None else "–"
         return (
             f"| {name} | {shown} | {seconds / n * 1000:.2f} ms | ×{seconds / base:.2f} | {cpu} | {r['upstream']:,.0f} |"
@@ -665,11 +696,11 @@ def table(
         f" `token_f1` and a G-Eval judge (`geval`), concurrency {args.concurrency}, mock upstream (raw asyncio,"
         " own process) answering at once. Podium as `make run` starts it (`podium serve`, one worker, models"
         f" loaded: {args.models or 'none'}); a run is timed from `POST /api/evals/runs` to the first 50 ms poll"
-        " that sees it finished (the server's `started_at`..`finished_at` in brackets), and its CPU is the"
+        " that sees it finished (the server's own `started_at`..`finished_at` after it), and its CPU is the"
         " server's and its child processes'. The floor: the same calls (one G-Eval steps call, then per row the"
         " target and the judge with the prompt G-Eval sends) from one pooled aiohttp session (uvloop),"
         f" {args.concurrency} rows at a time, sacrebleu / rouge-score / SQuAD token F1 computed in that process;"
-        " its CPU is that process's. Podium's two runs and the floors took turns"
+        " its CPU is that process's. Podium's three runs and the floors took turns"
         f" {args.rounds} time(s): medians (range in brackets).",
         "",
         "| runner | time | per row | × floor | CPU (runner) | upstream calls |",
@@ -693,7 +724,9 @@ def table(
     if pf:
         labels = {"no-cache": "--no-cache", "cold": "cache on, empty", "warm": "cache on, filled (second run)"}
         for key, label in labels.items():
-            lines.append(line(f"promptfoo {pf_version}, {label}", pf[key]))
+            vs = pf[key]["range"]
+            shown = f" ({min(vs):.2f}–{max(vs):.2f})" if len(vs) > 1 else ""
+            lines.append(line(f"promptfoo {pf_version}, {label}", pf[key], spread=shown))
     lines += [
         "",
         f"Podium's first run: {cold_run['rows_done']:,} rows, {cold_run['failed_rows']} failed,"
@@ -721,20 +754,29 @@ def table(
         lines += [
             "",
             f"promptfoo {pf_version}: `promptfoo eval -c config.yaml --no-progress-bar --no-table -j"
-            f" {args.concurrency}` (+ `--no-cache` for the first row), one run each, after Podium's rounds; the"
-            " same rows as tests, provider `openai:chat:m` and grader `openai:chat:judge` on the mock, assertions"
-            " `bleu`, `rouge-n`, `gleu` (it has no token F1, ROUGE-2 or ROUGE-L) and `g-eval`, results written to"
-            " its database as by default, its per-run debug log off (`PROMPTFOO_DISABLE_DEBUG_LOG=1`: with it"
-            " on, the 1,000-test eval completes and then node exits 1 on a winston 'write after end'). Its time"
-            f" includes node's start (a one-test eval takes {pf['one']['seconds']:.1f} s); CPU is node's. Tests:"
-            f" {tallies}. Its first run (cache on, empty) takes ×{cold_pf / cold:.2f} Podium's first run; its"
-            f" cached run ×{warm_pf / cached:.2f} Podium's cached run (its own cached/first ×{warm_pf / cold_pf:.3f})."
-            " With `--no-cache` its G-Eval asks the judge for the steps on every test (Podium asks once per"
-            " criteria and judge model and stores them), hence 3,000 calls.",
+            f" {args.concurrency}`, `--no-cache` for the first of its rows, then its disk cache on (a fresh cache"
+            f" folder each round), {args.promptfoo_rounds} round(s) after Podium's (medians); the same rows as"
+            " tests, provider `openai:chat:m` and grader `openai:chat:judge` on the mock, assertions `bleu`,"
+            " `rouge-n`, `gleu` (it has no token F1, ROUGE-2 or ROUGE-L) and `g-eval`, results written to its"
+            " database as by default, its per-run debug log off (`PROMPTFOO_DISABLE_DEBUG_LOG=1`: with it on, the"
+            " 1,000-test eval completes and then node exits 1 on a winston 'write after end'). Its time includes"
+            f" node's start (a one-test eval on a filled cache takes {pf['one']['seconds']:.1f} s); its CPU is"
+            f" node's. Tests: {tallies}. Its first run with the cache on takes ×{cold_pf / cold:.2f} Podium's"
+            f" first run (×{pf['no-cache']['seconds'] / cold:.2f} with `--no-cache`); its cached run"
+            f" ×{warm_pf / cached:.2f} Podium's second run (its own cached/first ×{warm_pf / cold_pf:.3f})."
+            " Without its cache its G-Eval asks the judge for the steps on every test (Podium asks once per"
+            f" criteria and judge model and stores them), hence {pf['no-cache']['upstream']:,.0f} calls.",
         ]
     elif pf_note:
         lines += ["", pf_note]
-    return "\n".join(lines) + "\n"
+    return "\n".join(wrap(text) for text in lines) + "\n"
+
+
+def wrap(text: str) -> str:
+    """Prose at RESULTS.md's width; headings and table rows as they are."""
+    if not text or text.startswith(("|", "#")):
+        return text
+    return textwrap.fill(text, 110, break_long_words=False, break_on_hyphens=False)
 
 
 def record(text: str) -> None:
@@ -751,6 +793,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--models", default=DEFAULT_MODELS, help="Local models Podium loads ('' for none).")
     parser.add_argument("--promptfoo", default=None, help="Path of a `promptfoo` executable (npm install).")
+    parser.add_argument("--promptfoo-rounds", type=int, default=1, help="Run promptfoo's three evals this often.")
     parser.add_argument("--profile", default=None, help="Write py-spy's hotspots of one more first run here.")
     parser.add_argument("--record", action="store_true", help="Insert the section at the top of RESULTS.md.")
     args = parser.parse_args()
@@ -826,13 +869,11 @@ def main() -> None:
                 promptfoo_config(mock_url, rows, config)
                 one = work / "one.yaml"
                 promptfoo_config(mock_url, rows[:1], one)
-                pf = {
-                    "no-cache": promptfoo_run(args.promptfoo, config, work, mock_url, args.concurrency, "--no-cache"),
-                    "cold": promptfoo_run(args.promptfoo, config, work, mock_url, args.concurrency),
-                    "warm": promptfoo_run(args.promptfoo, config, work, mock_url, args.concurrency),
-                    "one": promptfoo_run(args.promptfoo, one, work, mock_url, args.concurrency),
-                }
                 shutil.copy(config, Path(tempfile.gettempdir()) / "podium-bench-promptfooconfig.yaml")
+                try:
+                    pf = run_promptfoo(args, config, one, work, mock_url)
+                except (RuntimeError, OSError) as exc:
+                    pf_note = f"promptfoo {pf_version}: failed: {str(exc).strip()[:1500]}"
     finally:
         for p in reversed(procs):
             if p.poll() is None:
