@@ -1,15 +1,17 @@
-"""The eval cache's reads and writes: many keys per query, many entries per transaction."""
+"""The eval cache's reads and writes: many keys per query, many entries per statement."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from podium.core.db import Database
+from podium.core.db import Database, utcnow
 from podium.evals.store import EvalCache
 
-_CHUNK = 500  # keys per IN (...) query
+_CHUNK = 500  # keys per IN (...) query and rows per INSERT
 
 
 def read(db: Database, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -27,9 +29,9 @@ def write_now(db: Database, entries: dict[str, tuple[str, dict[str, Any]]]) -> N
     """Store new entries; a key another run stored meanwhile is kept as it is (same inputs, same answer)."""
     if not entries:
         return
+    insert = pg_insert if db.backend == "postgresql" else sqlite_insert
+    now = utcnow()
+    rows = [{"key": k, "kind": kind, "value": v, "created_at": now} for k, (kind, v) in entries.items()]
     with db.session() as s:
-        present = set()
-        keys = list(entries)
-        for i in range(0, len(keys), _CHUNK):
-            present |= set(s.scalars(select(EvalCache.key).where(EvalCache.key.in_(keys[i : i + _CHUNK]))))
-        s.add_all(EvalCache(key=k, kind=kind, value=v) for k, (kind, v) in entries.items() if k not in present)
+        for i in range(0, len(rows), _CHUNK):
+            s.execute(insert(EvalCache).on_conflict_do_nothing(index_elements=["key"]), rows[i : i + _CHUNK])

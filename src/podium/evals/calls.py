@@ -85,6 +85,9 @@ class GatewayModels:
         self._memo_locks: dict[str, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self.known: dict[str, dict[str, Any]] = {}  # entries prefetched or made in this run
+        self.missing: set[str] = set()  # keys prefetched and not found
+        self._waiting: dict[str, list[asyncio.Future[dict[str, Any] | None]]] = {}
+        self._readers: set[asyncio.Task[None]] = set()  # keeps the batched reads alive until they finish
         self.fresh: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (kind, value): to be written
         self.calls = 0
         self.cached = 0
@@ -103,29 +106,62 @@ class GatewayModels:
         return cls(gateway, principal, lookup, store, **options)
 
     async def _cached(self, key: str) -> dict[str, Any] | None:
+        """A cached entry: from this run's memory, else from the database, asked for together with the keys
+        other concurrent calls want (one query per loop tick, not one per call)."""
         if not self.use_cache:
             return None
-        hit = self.known.get(key)
-        if hit is None:
-            found = await self._lookup([key])
+        if key in self.known:
+            return self.known[key]
+        if key in self.missing:
+            return None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        self._waiting.setdefault(key, []).append(waiter)
+        if len(self._waiting) == 1:
+            self._readers.add(task := loop.create_task(self._read_waiting()))
+            task.add_done_callback(self._readers.discard)
+        return await waiter
+
+    async def _read_waiting(self) -> None:
+        await asyncio.sleep(0)  # let the calls started in this tick add their keys
+        waiting, self._waiting = self._waiting, {}
+        try:
+            found = await self._lookup(list(waiting))
+        except Exception as exc:
+            for waiters in waiting.values():
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(exc)
+            return
+        for key, waiters in waiting.items():
             hit = found.get(key)
             if hit is not None:
                 self.known[key] = hit
-        return hit
+            for w in waiters:
+                if not w.done():
+                    w.set_result(hit)
+
+    async def prefetch(self, keys: list[str]) -> None:
+        """Read many keys in one query ahead of their calls; the misses are remembered as misses."""
+        wanted = [k for k in keys if k not in self.known and k not in self.missing]
+        if not self.use_cache or not wanted:
+            return
+        found = await self._lookup(wanted)
+        self.known.update(found)
+        self.missing.update(k for k in wanted if k not in found)
 
     def _remember(self, key: str, kind: str, value: dict[str, Any]) -> None:
         self.known[key] = value
+        self.missing.discard(key)
         self.fresh[key] = (kind, value)
 
-    async def request(
-        self, kind: str, body: dict[str, Any], *, prompt: PromptUse | None = None
-    ) -> tuple[Reply, float | None]:
-        """One call (`chat`, `completion` or `embedding`): the reply and the call's latency in ms."""
+    async def request(self, kind: str, body: dict[str, Any], *, prompt: PromptUse | None = None) -> Reply:
+        """One call (`chat`, `completion` or `embedding`), from the cache when it was made before."""
         key = call_key(self.principal.project_id, kind, body)
         hit = await self._cached(key)
         if hit is not None:
             self.cached += 1
-            return _reply(hit, cached=True), hit.get("latency_ms")
+            return _reply(hit, cached=True)
         async with self._slots:
             t0 = time.perf_counter()
             raw = orjson.dumps(body)
@@ -160,21 +196,19 @@ class GatewayModels:
         self.cost_micros += value["cost_micros"]
         if self.use_cache:
             self._remember(key, "call", value)
-        return _reply(value, cached=False), latency
+        return _reply(value, cached=False)
 
     # --- the Models protocol ------------------------------------------------------------------------
 
     async def chat(self, model: str, messages: list[dict[str, Any]], **params: Any) -> Reply:
         """A chat completion at temperature 0 unless given."""
         body = {"temperature": 0, **params, "model": model, "messages": messages}
-        reply, _ = await self.request("chat", body)
-        return reply
+        return await self.request("chat", body)
 
     async def complete(self, model: str, prompt: str, **params: Any) -> Reply:
         """A text completion."""
         body = {"temperature": 0, **params, "model": model, "prompt": prompt}
-        reply, _ = await self.request("completion", body)
-        return reply
+        return await self.request("completion", body)
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         """Embedding vectors, one call for all `texts`."""
@@ -213,4 +247,6 @@ def _reply(value: dict[str, Any], *, cached: bool) -> Reply:
         completion_tokens=int(value.get("completion_tokens") or 0),
         cached=cached,
         trace_id=value.get("trace_id"),
+        latency_ms=value.get("latency_ms"),
+        call_cost_micros=int(value.get("cost_micros") or 0),
     )

@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -44,7 +44,8 @@ class RowOut:
     details: dict[str, Any] = field(default_factory=dict)
     trace_id: str | None = None
     latency_ms: float | None = None
-    cost_micros: int = 0
+    cost_micros: int = 0  # spent by this run on this row (a cached call spends nothing)
+    call_cost_micros: int = 0  # what the target call cost when it was made
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
@@ -90,7 +91,7 @@ def sample_of(plan: Plan, row: Mapping[str, Any], out: RowOut) -> Sample:
         reference=row.get(f.reference),
         context=passages,
         latency_ms=out.latency_ms,
-        cost_micros=out.cost_micros,
+        cost_micros=out.call_cost_micros,
         prompt_tokens=out.prompt_tokens,
         completion_tokens=out.completion_tokens,
     )
@@ -121,30 +122,25 @@ def request_of(plan: Plan, row: Mapping[str, Any]) -> tuple[dict[str, Any], Prom
     return {"temperature": 0, **t.params, "model": t.model, "messages": messages}, None
 
 
-def verdict_key(project_id: str | None, spec: Any, sample: Sample, defaults: tuple[str | None, ...] = ()) -> str:
+def verdict_key(
+    project_id: str | None, spec: Any, sample: Sample, defaults: tuple[str | None, ...] = (), *, measures: bool = False
+) -> str:
     """The cache key of a verdict: the evaluator's settings, the run's default judge and embedding models,
-    Podium's version and the whole sample."""
+    Podium's version and the sample (with the call's latency, cost and tokens for evaluators that read them)."""
+    fields: list[Any] = [sample.inputs, sample.output, sample.reference, sample.context]
+    if measures:
+        fields += [sample.latency_ms, sample.cost_micros, sample.prompt_tokens, sample.completion_tokens]
     blob = orjson.dumps(
-        {
-            "p": project_id,
-            "v": __version__,
-            "e": spec,
-            "d": defaults,
-            "s": [
-                sample.inputs,
-                sample.output,
-                sample.reference,
-                sample.context,
-                sample.latency_ms,
-                sample.cost_micros,
-                sample.prompt_tokens,
-                sample.completion_tokens,
-            ],
-        },
+        {"p": project_id, "v": __version__, "e": spec, "d": defaults, "s": fields},
         default=str,
         option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
     )
     return hashlib.sha256(blob).hexdigest()
+
+
+def _stored(v: Verdict) -> dict[str, Any]:
+    """A verdict as the cache keeps it."""
+    return {"scores": v.scores, "label": v.label, "explanation": v.explanation, "cost_micros": v.cost_micros}
 
 
 def _cacheable(ev: Evaluator) -> bool:
@@ -196,7 +192,7 @@ class Runner:
             keys = [
                 call_key(self.models.principal.project_id, "chat", r[0]) for r in requests if not isinstance(r, str)
             ]
-            self.models.known.update(await self.models.lookup_many(keys))
+            await self.models.prefetch(keys)
         return list(await asyncio.gather(*(self._call(i, row, r) for (i, row), r in zip(chunk, requests, strict=True))))
 
     def _given(self, i: int, row: dict[str, Any]) -> RowOut:
@@ -220,12 +216,18 @@ class Runner:
             return out
         body, used = request
         try:
-            reply, latency = await self.models.request("chat", body, prompt=used)
+            reply = await self.models.request("chat", body, prompt=used)
         except Exception as exc:  # the target failed on this row: marked, and the run goes on
             out.status, out.error = "failed", str(exc) or type(exc).__name__
             out.trace_id = getattr(exc, "trace_id", None)  # the gateway's trace of the failed call
             return out
-        out.output, out.latency_ms, out.trace_id, out.cached = reply.text, latency, reply.trace_id, reply.cached
+        out.output, out.latency_ms, out.trace_id, out.cached = (
+            reply.text,
+            reply.latency_ms,
+            reply.trace_id,
+            reply.cached,
+        )
+        out.call_cost_micros = reply.call_cost_micros
         out.cost_micros, out.prompt_tokens, out.completion_tokens = (
             reply.cost_micros,
             reply.prompt_tokens,
@@ -245,12 +247,21 @@ class Runner:
             for ev, spec in plan.evaluators:
                 key = None
                 if models.use_cache and _cacheable(ev):
-                    key = verdict_key(plan.project_id, spec, sample, (models.judge_model, models.embedding_model))
+                    defaults = (models.judge_model, models.embedding_model)
+                    measures = bool(getattr(ev, "measures", False))
+                    key = verdict_key(plan.project_id, spec, sample, defaults, measures=measures)
                 work.append((out, ev, sample, key))
         keys = [k for *_, k in work if k is not None]
         known = await models.lookup_many(keys) if keys else {}
-        verdicts = await asyncio.gather(*(self._verdict(ev, sample, key, known) for _, ev, sample, key in work))
-        for (out, ev, _, _), verdict in zip(work, verdicts, strict=True):
+        verdicts: list[Verdict | None] = [
+            _replayed(known[k]) if k is not None and k in known else None for *_, k in work
+        ]
+        todo = [i for i, v in enumerate(verdicts) if v is None]  # only what was never judged runs as a task
+        made = await asyncio.gather(*(self._verdict(work[i][1], work[i][2], work[i][3]) for i in todo))
+        for i, v in zip(todo, made, strict=True):
+            verdicts[i] = v
+        for (out, ev, _, _), maybe in zip(work, verdicts, strict=True):
+            verdict = maybe or Verdict(error="not evaluated")
             detail: dict[str, Any] = {}
             if verdict.error is not None:
                 detail["error"] = verdict.error
@@ -266,16 +277,18 @@ class Runner:
                 out.cost_micros += verdict.cost_micros
             out.details[ev.name] = detail
 
-    async def _verdict(self, ev: Evaluator, sample: Sample, key: str | None, known: dict[str, Any]) -> Verdict:
-        if key is not None and key in known:
-            cached = dict(known[key])
-            cached["cost_micros"] = 0  # judged before: free this time
-            cached["calls"] = 0
-            return Verdict(**cached)
+    async def _verdict(self, ev: Evaluator, sample: Sample, key: str | None) -> Verdict:
         try:
             verdict = await ev.evaluate(sample, self.models)
         except Exception as exc:  # an evaluator's failure is that row's error for that evaluator
             return Verdict(error=f"{type(exc).__name__}: {exc}")
         if key is not None and verdict.error is None:
-            self.models.fresh[key] = ("verdict", asdict(verdict))
+            self.models.fresh[key] = ("verdict", _stored(verdict))
         return verdict
+
+
+def _replayed(value: dict[str, Any]) -> Verdict:
+    """A cached verdict: judged before, so free this time."""
+    return Verdict(
+        scores=dict(value.get("scores") or {}), label=value.get("label"), explanation=value.get("explanation")
+    )

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from podium.core.db import utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound
@@ -351,25 +351,28 @@ def _save_rows(
 ) -> None:
     cache.write_now(platform.db, fresh)
     with platform.db.session() as s:
-        s.add_all(
-            EvalRow(
-                run_id=run_id,
-                idx=o.idx,
-                inputs=o.inputs,
-                reference={"value": o.reference},
-                output=o.output,
-                status=o.status,
-                error=o.error,
-                scores=o.scores,
-                details=o.details,
-                trace_id=o.trace_id,
-                latency_ms=o.latency_ms,
-                cost_micros=o.cost_micros,
-                prompt_tokens=o.prompt_tokens,
-                completion_tokens=o.completion_tokens,
-                cached=o.cached,
-            )
-            for o in outs
+        s.execute(  # one many-row INSERT (ORM objects cost more than the rows' whole evaluation)
+            insert(EvalRow),
+            [
+                {
+                    "run_id": run_id,
+                    "idx": o.idx,
+                    "inputs": o.inputs,
+                    "reference": {"value": o.reference},
+                    "output": o.output,
+                    "status": o.status,
+                    "error": o.error,
+                    "scores": o.scores,
+                    "details": o.details,
+                    "trace_id": o.trace_id,
+                    "latency_ms": o.latency_ms,
+                    "cost_micros": o.cost_micros,
+                    "prompt_tokens": o.prompt_tokens,
+                    "completion_tokens": o.completion_tokens,
+                    "cached": o.cached,
+                }
+                for o in outs
+            ],
         )
         s.execute(
             update(EvalRun)

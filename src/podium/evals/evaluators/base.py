@@ -70,6 +70,8 @@ class Reply:
     completion_tokens: int = 0
     cached: bool = False
     trace_id: str | None = None
+    latency_ms: float | None = None  # of the call that made the answer (a cached answer keeps its call's)
+    call_cost_micros: int = 0  # what the call that made the answer cost (`cost_micros` is this run's spend)
 
 
 class ModelError(Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import ClassVar
 
 from podium.evals.evaluators.base import Models, Sample, Verdict, register
 from podium.evals.evaluators.reference import OUTPUT, check_name
@@ -38,6 +39,7 @@ class Latency:
     name: str = "latency"
     max_ms: float | None = None
     needs: frozenset[str] = field(default=OUTPUT, init=False)
+    measures: ClassVar[bool] = True  # reads the call's latency, cost and tokens (part of its verdict's cache key)
 
     def __post_init__(self) -> None:
         self.name = check_name(self.name)
@@ -80,6 +82,7 @@ class Cost:
     name: str = "cost"
     max_usd: float | str | None = None
     needs: frozenset[str] = field(default=OUTPUT, init=False)
+    measures: ClassVar[bool] = True  # reads the call's latency, cost and tokens (part of its verdict's cache key)
     _max_micros: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -111,6 +114,7 @@ class Tokens:
     max_completion: int | None = None
     max_prompt: int | None = None
     needs: frozenset[str] = field(default=OUTPUT, init=False)
+    measures: ClassVar[bool] = True  # reads the call's latency, cost and tokens (part of its verdict's cache key)
 
     def __post_init__(self) -> None:
         self.name = check_name(self.name)
