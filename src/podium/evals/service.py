@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy import delete, func, insert, select, update
@@ -32,7 +32,7 @@ from podium.evals.compare import Comparison, RowResult, compare, default_higher_
 from podium.evals.evaluators.base import Evaluator, build
 from podium.evals.runner import Plan, Progress, RowOut, Runner
 from podium.evals.spec import MAX_ROWS, RunSpec, Threshold
-from podium.evals.stats import bootstrap_ci
+from podium.evals.stats import bootstrap_many
 from podium.evals.store import EvalRow, EvalRun
 from podium.prompts import service as prompts
 
@@ -305,7 +305,10 @@ def _execute(
     )
     progress = Progress(total=len(plan.rows))
 
+    done: list[RowOut] = []  # the summary is made from these, not read back
+
     async def save(outs: list[RowOut]) -> None:
+        done.extend(outs)
         fresh, models.fresh = models.fresh, {}
         counters = {"calls": models.calls, "cached": models.cached, "cost": models.cost_micros}
         await asyncio.to_thread(_save_rows, platform, run_id, outs, fresh, counters)
@@ -328,7 +331,7 @@ def _execute(
     except BaseException:
         future.cancel()
         raise
-    _finish(platform, run_id, "succeeded", None, spec=spec, actor=actor)
+    _finish(platform, run_id, "succeeded", None, spec=spec, actor=actor, rows=done)
     return get_run(platform, actor, run_id)
 
 
@@ -389,7 +392,18 @@ def _save_rows(
         )
 
 
-def summarise(rows: list[EvalRow]) -> dict[str, Any]:
+class RowLike(Protocol):
+    """What a summary reads of a row: a stored `EvalRow`, or the runner's `RowOut` still in memory."""
+
+    idx: int
+    inputs: dict[str, Any]
+    output: str | None
+    status: str
+    scores: dict[str, Any]
+    details: dict[str, Any]
+
+
+def summarise(rows: Sequence[RowLike]) -> dict[str, Any]:
     """Aggregates of a run's rows: each score's mean with a 95% bootstrap interval, each evaluator's errors
     and labels, counts of failed rows."""
     originals = [r for r in rows if "_counterfactual_of" not in r.inputs]
@@ -398,8 +412,7 @@ def summarise(rows: list[EvalRow]) -> dict[str, Any]:
         for name, v in r.scores.items():
             values.setdefault(name, []).append(float(v))
     scores = {}
-    for name, vs in sorted(values.items()):
-        est = bootstrap_ci(vs)
+    for name, est in sorted(bootstrap_many(values).items()):
         scores[name] = {
             "n": est.n,
             "mean": est.mean,
@@ -428,7 +441,7 @@ def summarise(rows: list[EvalRow]) -> dict[str, Any]:
     return summary
 
 
-def _bias_summary(originals: list[EvalRow], counterfactual: list[EvalRow]) -> dict[str, Any]:
+def _bias_summary(originals: list[RowLike], counterfactual: list[RowLike]) -> dict[str, Any]:
     by_index = {r.idx: r for r in originals}
     pairs = []
     for c in counterfactual:
@@ -500,9 +513,12 @@ def _finish(
     *,
     spec: RunSpec | None = None,
     actor: Actor | None = None,
+    rows: Sequence[RowLike] | None = None,
 ) -> None:
-    with platform.db.read_session() as s:
-        rows = list(s.scalars(select(EvalRow).where(EvalRow.run_id == run_id).order_by(EvalRow.idx)))
+    """Record how a run ended, with its summary (from the rows in memory, else as stored)."""
+    if rows is None:
+        with platform.db.read_session() as s:
+            rows = list(s.scalars(select(EvalRow).where(EvalRow.run_id == run_id).order_by(EvalRow.idx)))
     summary = summarise(rows)
     if spec is not None and actor is not None:
         try:

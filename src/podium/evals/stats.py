@@ -15,7 +15,7 @@ Everything is deterministic for a seed (numpy's `default_rng`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,43 @@ def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, draws: int = 2
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return Interval(n=n, mean=mean, low=float(low), high=float(high))
+
+
+def bootstrap_many(
+    columns: Mapping[str, Sequence[float]], *, level: float = 0.95, draws: int = 2000, seed: int = 0
+) -> dict[str, Interval]:
+    """`bootstrap_ci` of many score columns at once: columns of the same length share each chunk of resampled
+    indices, so a run's seven scores cost about one resampling instead of seven. Each column's interval is
+    a valid percentile bootstrap of its own mean (draws are shared, which only correlates the columns)."""
+    if not 0 < level < 1:
+        raise ValueError("level must be between 0 and 1")
+    if draws < 1:
+        raise ValueError("draws must be at least 1")
+    arrays = {name: _array(values, name) for name, values in columns.items()}
+    out: dict[str, Interval] = {}
+    by_n: dict[int, list[str]] = {}
+    for name, arr in arrays.items():
+        n = len(arr)
+        if n == 0:
+            out[name] = Interval(n=0, mean=None, low=None, high=None)
+        elif n == 1:
+            out[name] = Interval(n=1, mean=float(arr[0]), low=float(arr[0]), high=float(arr[0]))
+        else:
+            by_n.setdefault(n, []).append(name)
+    tail = (1 - level) / 2
+    for n, names in by_n.items():
+        rng = np.random.default_rng(seed)
+        means = {name: np.empty(draws) for name in names}
+        step = max(1, _CHUNK // n)
+        for start in range(0, draws, step):
+            stop = min(draws, start + step)
+            idx = rng.integers(0, n, size=(stop - start, n))
+            for name in names:
+                means[name][start:stop] = arrays[name][idx].mean(axis=1)
+        for name in names:
+            low, high = np.quantile(means[name], [tail, 1 - tail])
+            out[name] = Interval(n=n, mean=float(arrays[name].mean()), low=float(low), high=float(high))
+    return out
 
 
 def _sign_flip_p(diffs: FloatArray, draws: int, rng: np.random.Generator) -> tuple[float, str]:
