@@ -149,6 +149,12 @@ def test_a_run_scores_every_row_links_traces_and_the_second_run_makes_no_model_c
     assert [r["scores"] for r in again] == [r["scores"] for r in rows]
     assert all(r["cached"] for r in again)
     assert [r["trace_id"] for r in again] == [r["trace_id"] for r in rows]
+    assert second["summary"]["replayed_from"] == first["id"]  # the same plan: its rows copied in SQL
+    # evaluators listed in another order: another plan, so rows are evaluated again, every call and verdict cached
+    reordered = finished(live, start(live, {**spec, "evaluators": list(reversed(spec["evaluators"]))})["id"])
+    assert "replayed_from" not in reordered["summary"]
+    assert reordered["model_calls"] == 0 and reordered["cached_calls"] == 4 and fake.chat_calls == 9
+    assert [r["scores"] for r in rows_of(live, reordered["id"])] == [r["scores"] for r in rows]
 
     # a changed parameter is a different call: the cache misses
     third = finished(live, start(live, {**spec, "target": {"model": "ev-model", "params": {"temperature": 0.5}}})["id"])

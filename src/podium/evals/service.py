@@ -9,6 +9,8 @@ A run's job acts as the key that queued it, with the rights its user has when it
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -16,26 +18,29 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 from pydantic import BaseModel
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, literal, select, update
 
 from podium.core.db import utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound
 from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.platform import Platform
+from podium.core.version import __version__
 from podium.data import service as data
 from podium.evals import bias as bias_lib
 from podium.evals import bridge, cache
 from podium.evals.calls import GatewayModels
 from podium.evals.compare import Comparison, RowResult, compare, default_higher_is_better
-from podium.evals.evaluators.base import Evaluator, build
+from podium.evals.evaluators.base import Evaluator, FunctionEvaluator, build
 from podium.evals.runner import Plan, Progress, RowOut, Runner
 from podium.evals.spec import MAX_ROWS, RunSpec, Threshold
 from podium.evals.stats import bootstrap_many
 from podium.evals.store import EvalRow, EvalRun
 from podium.prompts import service as prompts
 
+log = logging.getLogger("podium.evals")
 MAX_LIST = 500
 MAX_PAGE = 500
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -313,13 +318,18 @@ def _execute(
         counters = {"calls": models.calls, "cached": models.cached, "cost": models.cost_micros}
         await asyncio.to_thread(_save_rows, platform, run_id, outs, fresh, counters)
 
+    key = plan_key(plan, spec)
     with db.session() as s:  # a job requeued after a crash starts over (its calls are cached by then)
         s.execute(delete(EvalRow).where(EvalRow.run_id == run_id))
         s.execute(
             update(EvalRun)
             .where(EvalRun.id == run_id)
-            .values(status="running", started_at=utcnow(), rows_done=0, failed_rows=0, evaluator_errors=0)
+            .values(status="running", started_at=utcnow(), rows_done=0, failed_rows=0, evaluator_errors=0, plan_key=key)
         )
+    replayed = _replay(platform, run_id, key) if key is not None else None
+    if replayed is not None:
+        _finish(platform, run_id, "succeeded", None, spec=spec, actor=actor, summary=replayed)
+        return get_run(platform, actor, run_id)
     future = bridge.submit(Runner(plan, models, save, progress, spec.outputs).run())
     try:
         while True:
@@ -333,6 +343,77 @@ def _execute(
         raise
     _finish(platform, run_id, "succeeded", None, spec=spec, actor=actor, rows=done)
     return get_run(platform, actor, run_id)
+
+
+def plan_key(plan: Plan, spec: RunSpec) -> str | None:
+    """What decides every row of a run: project, dataset version and rows, the target (with the prompt
+    version a label resolved to), evaluators, field mapping, default judge and embedder, bias test and
+    Podium's version. None when a run cannot be replayed: no cache, or custom Python evaluators (their code
+    may change), or outputs computed by the caller."""
+    if not spec.cache or spec.target.type not in ("model", "prompt"):
+        return None
+    if any(isinstance(ev, FunctionEvaluator) for ev, _ in plan.evaluators):
+        return None
+    blob = orjson.dumps(
+        {
+            "project": plan.project_id,
+            "dataset": spec.dataset.rpartition("@")[2],
+            "limit": spec.limit,
+            "target": spec.target.model_dump(mode="json"),
+            "prompt": plan.prompt.id if plan.prompt is not None else None,
+            "evaluators": spec.evaluators,
+            "fields": spec.fields.model_dump(mode="json"),
+            "judge": spec.judge,
+            "embedder": spec.embedder,
+            "bias": spec.bias.model_dump(mode="json") if spec.bias is not None else None,
+            "version": __version__,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _replay(platform: Platform, run_id: str, key: str) -> dict[str, Any] | None:
+    """Copy the rows of the newest clean run with the same plan (every row scored, no failed row, no evaluator
+    error) into this one, in SQL: the calls and verdicts it would make are all cached, so the result is the
+    same, without evaluating a row. Copied rows are marked cached and cost nothing."""
+    with platform.db.session() as s:
+        found = s.execute(
+            select(EvalRun.id, EvalRun.summary)
+            .where(
+                EvalRun.plan_key == key,
+                EvalRun.id != run_id,
+                EvalRun.status == "succeeded",
+                EvalRun.failed_rows == 0,
+                EvalRun.evaluator_errors == 0,
+                EvalRun.rows_done == EvalRun.row_count,
+            )
+            .order_by(EvalRun.finished_at.desc())
+            .limit(1)
+        ).first()
+        if found is None:
+            return None
+        source, summary = found
+        columns = (
+            *("idx", "inputs", "reference", "output", "status", "error", "scores", "details", "trace_id"),
+            *("latency_ms", "prompt_tokens", "completion_tokens"),
+        )
+        copied = select(
+            literal(run_id).label("run_id"),
+            *(getattr(EvalRow, c) for c in columns),
+            literal(0).label("cost_micros"),
+            literal(True).label("cached"),
+        ).where(EvalRow.run_id == source)
+        names = ["run_id", *columns, "cost_micros", "cached"]
+        done = s.execute(insert(EvalRow).from_select(names, copied)).rowcount  # type: ignore[attr-defined]
+        s.execute(
+            update(EvalRun)
+            .where(EvalRun.id == run_id)
+            .values(rows_done=done, row_count=done, cached_calls=done, model_calls=0, cost_micros=0)
+        )
+    log.info("eval run %s replayed the rows of %s (same plan, all cached)", run_id, source)
+    aggregates = {k: v for k, v in summary.items() if k not in ("checks", "passed")}
+    return {**aggregates, "replayed_from": source}
 
 
 def _with_counterfactuals(rows: list[dict[str, Any]], spec: RunSpec) -> list[dict[str, Any]]:
@@ -514,12 +595,15 @@ def _finish(
     spec: RunSpec | None = None,
     actor: Actor | None = None,
     rows: Sequence[RowLike] | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> None:
-    """Record how a run ended, with its summary (from the rows in memory, else as stored)."""
-    if rows is None:
-        with platform.db.read_session() as s:
-            rows = list(s.scalars(select(EvalRow).where(EvalRow.run_id == run_id).order_by(EvalRow.idx)))
-    summary = summarise(rows)
+    """Record how a run ended, with its summary (given, or made from the rows in memory, else as stored)
+    and the gate's checks."""
+    if summary is None:
+        if rows is None:
+            with platform.db.read_session() as s:
+                rows = list(s.scalars(select(EvalRow).where(EvalRow.run_id == run_id).order_by(EvalRow.idx)))
+        summary = summarise(rows)
     if spec is not None and actor is not None:
         try:
             checks = gate_checks(platform, actor, summary, spec.thresholds)

@@ -34,6 +34,7 @@ class EvalRun(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     suite: Mapped[dict[str, Any]] = mapped_column(default=dict)
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    plan_key: Mapped[str | None] = mapped_column(String(64), default=None, index=True)  # see service.plan_key
     row_count: Mapped[int] = mapped_column(default=0)
     rows_done: Mapped[int] = mapped_column(default=0)
     failed_rows: Mapped[int] = mapped_column(default=0)

@@ -68,6 +68,7 @@ def upgrade() -> None:
         sa.Column("config", sa.JSON(), nullable=False),
         sa.Column("suite", sa.JSON(), nullable=False),
         sa.Column("summary", sa.JSON(), nullable=False),
+        sa.Column("plan_key", sa.String(length=64), nullable=True),
         sa.Column("row_count", sa.Integer(), nullable=False),
         sa.Column("rows_done", sa.Integer(), nullable=False),
         sa.Column("failed_rows", sa.Integer(), nullable=False),
@@ -84,6 +85,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("eval_runs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_eval_runs_dataset_version_id"), ["dataset_version_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_eval_runs_plan_key"), ["plan_key"], unique=False)
         batch_op.create_index("ix_eval_runs_project_created", ["project_id", "created_at"], unique=False)
 
     op.create_table(
@@ -119,6 +121,7 @@ def downgrade() -> None:
     with op.batch_alter_table("eval_runs", schema=None) as batch_op:
         batch_op.drop_index("ix_eval_runs_project_created")
         batch_op.drop_index(batch_op.f("ix_eval_runs_dataset_version_id"))
+        batch_op.drop_index(batch_op.f("ix_eval_runs_plan_key"))
 
     op.drop_table("eval_runs")
     with op.batch_alter_table("eval_online_rules", schema=None) as batch_op:
