@@ -32,7 +32,7 @@ from podium.core.platform import Platform
 from podium.core.runtime import Runtime
 from podium.evals import bridge, cache
 from podium.evals.calls import ORIGIN, GatewayModels
-from podium.evals.evaluators.base import Sample, build
+from podium.evals.evaluators.base import Sample, Verdict, build
 from podium.evals.store import OnlineRule
 from podium.tracing import service as tracing
 from podium.tracing.scores.service import ScoreIn, add_scores
@@ -264,7 +264,8 @@ async def sweep(platform: Platform, rule_id: str, *, settle: float = SETTLE_SECO
     evaluators = [build(spec) for spec in rule.evaluators]
     scores: list[ScoreIn] = []
     errors, last_error = 0, None
-    for t in sampled:
+
+    async def judged(t: Any, ev: Any) -> tuple[Any, Any, Verdict]:
         sample = Sample(
             inputs={"input": _text(t.input, want_input=True)},
             output=_text(t.output, want_input=False),
@@ -273,28 +274,23 @@ async def sweep(platform: Platform, rule_id: str, *, settle: float = SETTLE_SECO
             prompt_tokens=t.prompt_tokens,
             completion_tokens=t.completion_tokens,
         )
-        for ev in evaluators:
-            try:
-                verdict = await ev.evaluate(sample, models)
-            except Exception as exc:  # one evaluator failing on one trace is counted, not fatal
-                verdict = None
-                errors, last_error = errors + 1, f"{ev.name}: {exc}"
-            if verdict is None:
-                continue
-            if verdict.error is not None:
-                errors, last_error = errors + 1, f"{ev.name}: {verdict.error}"
-                continue
-            comment = verdict.label or verdict.explanation
-            for name, value in verdict.scores.items():
-                scores.append(
-                    ScoreIn(
-                        trace_id=t.id,
-                        name=name,
-                        value=value,
-                        source="evaluator",
-                        comment=(comment or "")[:2000] or None,
-                    )
+        try:
+            return t, ev, await ev.evaluate(sample, models)
+        except Exception as exc:  # one evaluator failing on one trace is counted, not fatal
+            return t, ev, Verdict(error=f"{type(exc).__name__}: {exc}")
+
+    # every trace and evaluator at once: the models' semaphore bounds the calls in flight
+    for t, ev, verdict in await asyncio.gather(*(judged(t, ev) for t in sampled for ev in evaluators)):
+        if verdict.error is not None:
+            errors, last_error = errors + 1, f"{ev.name}: {verdict.error}"
+            continue
+        comment = verdict.label or verdict.explanation
+        for name, value in verdict.scores.items():
+            scores.append(
+                ScoreIn(
+                    trace_id=t.id, name=name, value=value, source="evaluator", comment=(comment or "")[:2000] or None
                 )
+            )
     if models.fresh:
         await asyncio.to_thread(cache.write_now, db, models.fresh)
     if scores:
