@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from podium.core.version import __version__
-from podium.evals.calls import GatewayModels
+from podium.evals.calls import GatewayModels, call_key
 from podium.evals.evaluators.base import Evaluator, FunctionEvaluator, Sample, Verdict
 from podium.evals.spec import OutputIn, RunSpec
 from podium.gateway.prompting import PromptUse
@@ -187,8 +187,6 @@ class Runner:
             except Exception as exc:  # a row that cannot be rendered fails alone
                 requests.append(f"{type(exc).__name__}: {exc}")
         if self.models.use_cache:
-            from podium.evals.calls import call_key
-
             keys = [
                 call_key(self.models.principal.project_id, "chat", r[0]) for r in requests if not isinstance(r, str)
             ]
