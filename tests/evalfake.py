@@ -7,6 +7,7 @@ share words are close. Every request is counted."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,9 @@ def start_eval_fake() -> EvalFake:
             return web.json_response({"error": {"message": f"upstream says {status}"}}, status=status)
         elif cue.startswith("say:"):
             text = cue[4:]
+        elif cue.startswith("slow:"):
+            await asyncio.sleep(float(cue.split(":")[1]))
+            text = "slept"
         else:
             text = "echo: " + cue
         choice: dict[str, Any] = {

@@ -197,10 +197,13 @@ def test_an_unparseable_judge_answer_is_an_error_with_its_text_and_a_failing_tar
                 "target": {"model": "ev-model"},
                 "judge": "ev-judge",
                 "evaluators": ["exact_match", GEVAL],
+                "thresholds": [{"score": "exact_match", "max_failed_rows": 0}],
             },
         )["id"],
     )
     assert run["status"] == "succeeded"
+    assert run["summary"]["passed"] is False
+    assert [(c["name"], c["passed"]) for c in run["summary"]["checks"]] == [("failed rows <= 0", False)]
     assert (run["failed_rows"], run["evaluator_errors"]) == (1, 1)
     ok, failed = rows_of(live, run["id"])
     assert ok["details"]["quality"]["error"].startswith("the judge's answer has no score")
@@ -377,6 +380,31 @@ def test_online_evaluation_scores_a_sample_of_traffic_and_never_judges_its_own_c
     assert listed.returncode == 0 and "quality" in listed.stdout and "route=ev-model" in listed.stdout
     assert run_cli("eval", "online", "rm", "quality", env=env).returncode == 0
     assert json.loads(run_cli("eval", "online", "ls", "--json", env=env).stdout) == []
+
+
+def test_a_cancelled_run_stops_calling_and_says_so(live: LiveServer, fake: EvalFake) -> None:
+    rows = [{"input": "slow:0.2", "reference": "slept"} for _ in range(40)]
+    run = start(
+        live,
+        {
+            "dataset": dataset(live, rows),
+            "target": {"model": "ev-model"},
+            "evaluators": ["exact_match"],
+            "concurrency": 1,
+            "cache": False,
+        },
+    )
+    deadline = time.monotonic() + 30
+    while fake.chat_calls < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with live.client() as c:
+        assert c.post(f"/api/jobs/{run['job_id']}/cancel").status_code == 200
+    done = finished(live, run["id"])
+    assert done["status"] == "cancelled" and done["finished_at"] is not None
+    calls = fake.chat_calls
+    time.sleep(0.6)
+    assert fake.chat_calls == calls < 40  # nothing more is called once the run is cancelled
 
 
 def test_runs_belong_to_a_project_and_viewers_cannot_start_them(live: LiveServer) -> None:
