@@ -453,6 +453,12 @@ def test_the_sdk_runs_a_python_callable_with_a_custom_evaluator(live: LiveServer
     rows = run.rows()
     assert rows[0]["scores"] == {"normalized_match": 1.0, "shouting": 1.0}
     assert rows[3]["status"] == "failed" and "no idea" in rows[3]["error"]
+    # each row ran inside a trace of its own, which the row links to
+    with live.client() as c:
+        trace = c.get(f"/api/traces/{rows[0]['trace_id']}").json()
+        failed_trace = c.get(f"/api/traces/{rows[3]['trace_id']}")
+    assert trace["source"] == "sdk" and "Paris" in json.dumps(trace)
+    assert failed_trace.status_code == 200
     assert run.scores["normalized_match"]["mean"] == pytest.approx(1 / 3)
     assert math.isfinite(run.scores["shouting"]["mean"])
     with pytest.raises(podium.core.errors.InvalidInput):  # type: ignore[attr-defined]

@@ -87,19 +87,27 @@ def _call_rows(
     local: list[FunctionEvaluator],
     reference: str,
     concurrency: int,
+    version_id: str,
 ) -> list[dict[str, Any]]:
+    """Each row through `fn` inside a trace of its own (its instrumented model calls nest under it), so every
+    row of the run links to what the callable did."""
+    from podium.tracing.sdk import span
+
     def one(item: tuple[int, dict[str, Any]]) -> dict[str, Any]:
         i, row = item
         t0 = time.perf_counter()
-        try:
-            result = fn(row)
-        except Exception as exc:  # a target that raises on a row: that row fails, the run goes on
-            return {"index": i, "error": f"{type(exc).__name__}: {exc}"[:10_000]}
-        latency = (time.perf_counter() - t0) * 1000
-        trace_id = None
-        if isinstance(result, dict):
-            trace_id = result.get("trace_id")
-            result = result.get("output")
+        with span(f"eval row {i}", "chain", input=row, dataset_version_id=version_id) as sp:
+            try:
+                result = fn(row)
+            except Exception as exc:  # a target that raises on a row: that row fails, the run goes on
+                sp.set_attributes(error=f"{type(exc).__name__}: {exc}"[:2000])
+                return {"index": i, "error": f"{type(exc).__name__}: {exc}"[:10_000], "trace_id": sp.trace_id}
+            latency = (time.perf_counter() - t0) * 1000
+            trace_id = sp.trace_id
+            if isinstance(result, dict):
+                trace_id = result.get("trace_id") or trace_id
+                result = result.get("output")
+            sp.set_output(result)
         output = None if result is None else str(result)
         out: dict[str, Any] = {"index": i, "output": output, "latency_ms": latency, "trace_id": trace_id}
         if local:
@@ -154,7 +162,10 @@ def run(
         reference = (fields or {}).get("reference", "reference")
         body["dataset"] = f"{version.info['dataset']}@{version.info['id']}"  # the very version the rows came from
         body["target"] = {"type": "outputs", "label": getattr(target, "__name__", "callable")}
-        body["outputs"] = _call_rows(target, rows, local, reference, concurrency)
+        body["outputs"] = _call_rows(target, rows, local, reference, concurrency, version.info["id"])
+        from podium.tracing.sdk import flush
+
+        flush()  # the rows' traces are stored before the run links them
     else:
         if local:
             raise InvalidInput(
