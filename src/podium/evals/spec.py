@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from podium.core.errors import InvalidInput
 
 MAX_EVALUATORS = 32
 MAX_TARGETS = 8
@@ -191,6 +193,14 @@ class Suite(BaseModel):
         return data
 
     def runs(self) -> list[RunSpec]:
-        """One run spec per target."""
+        """One run spec per target; what only a whole run can check (its name, an `outputs` target, which a
+        suite cannot carry) is refused here naming the target."""
         common = self.model_dump(exclude={"targets"})
-        return [RunSpec.model_validate({**common, "target": t.model_dump()}) for t in self.targets]
+        specs = []
+        for i, t in enumerate(self.targets):
+            try:
+                specs.append(RunSpec.model_validate({**common, "target": t.model_dump()}))
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'suite'}: {e['msg']}" for e in exc.errors())
+                raise InvalidInput(f"targets[{i}]: {problems}", details={"target": i}) from None
+        return specs
