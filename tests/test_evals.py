@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 import podium
+from podium.core import sdkconfig
 from podium.gateway.table import RouteTable
 
 from .conftest import LiveServer, project_key, run_cli, serve_for_module
@@ -82,6 +83,18 @@ def finished(live: LiveServer, run_id: str, key: str | None = None) -> dict[str,
             time.sleep(0.1)
 
 
+def stored_trace(live: LiveServer, trace_id: str) -> dict[str, Any]:
+    """A trace once the trace writer has stored it (it flushes a moment after the call)."""
+    deadline = time.monotonic() + 15
+    with live.client() as c:
+        while True:
+            r = c.get(f"/api/traces/{trace_id}")
+            if r.status_code == 200:
+                return dict(r.json())
+            assert r.status_code == 404 and time.monotonic() < deadline, r.text
+            time.sleep(0.1)
+
+
 def rows_of(live: LiveServer, run_id: str, key: str | None = None) -> list[dict[str, Any]]:
     with live.client(key) as c:
         r = c.get(f"/api/evals/runs/{run_id}/rows", params={"limit": 500})
@@ -137,8 +150,7 @@ def test_a_run_scores_every_row_links_traces_and_the_second_run_makes_no_model_c
     assert em["n"] == 4 and em["mean"] == pytest.approx(0.25) and em["low"] <= 0.25 <= em["high"]
     assert {"rouge1", "rouge2", "rougeL", "token_f1", "quality"} <= set(summary["scores"])
     # the row's trace is the gateway's trace of the target call, marked as an evaluation's call
-    with live.client() as c:
-        trace = c.get(f"/api/traces/{rows[0]['trace_id']}").json()
+    trace = stored_trace(live, rows[0]["trace_id"])
     assert trace["source"] == "eval" and trace["model"] == "ev-model"
 
     second = finished(live, start(live, spec)["id"])
@@ -433,9 +445,17 @@ def test_runs_belong_to_a_project_and_viewers_cannot_start_them(live: LiveServer
         assert r.status_code == 403
 
 
+@pytest.fixture
+def sdk_to_live(live: LiveServer) -> Iterator[None]:
+    podium.configure(url=live.url, api_key=live.admin_key)
+    yield
+    podium.flush(10)
+    sdkconfig.reset()  # later modules' clients resolve their server from the environment again
+
+
+@pytest.mark.usefixtures("sdk_to_live")
 def test_the_sdk_runs_a_python_callable_with_a_custom_evaluator(live: LiveServer) -> None:
     ref = dataset(live, QA)
-    podium.configure(url=live.url, api_key=live.admin_key)
 
     def app(row: dict[str, Any]) -> str:
         if "Everest" in row["reference"]:
@@ -454,11 +474,9 @@ def test_the_sdk_runs_a_python_callable_with_a_custom_evaluator(live: LiveServer
     assert rows[0]["scores"] == {"normalized_match": 1.0, "shouting": 1.0}
     assert rows[3]["status"] == "failed" and "no idea" in rows[3]["error"]
     # each row ran inside a trace of its own, which the row links to
-    with live.client() as c:
-        trace = c.get(f"/api/traces/{rows[0]['trace_id']}").json()
-        failed_trace = c.get(f"/api/traces/{rows[3]['trace_id']}")
+    trace = stored_trace(live, rows[0]["trace_id"])
     assert trace["source"] == "sdk" and "Paris" in json.dumps(trace)
-    assert failed_trace.status_code == 200
+    assert stored_trace(live, rows[3]["trace_id"])["id"] == rows[3]["trace_id"]
     assert run.scores["normalized_match"]["mean"] == pytest.approx(1 / 3)
     assert math.isfinite(run.scores["shouting"]["mean"])
     with pytest.raises(podium.core.errors.InvalidInput):  # type: ignore[attr-defined]

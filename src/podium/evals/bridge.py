@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from podium.core.errors import ConfigError
+from podium.core.platform import Platform
 from podium.core.runtime import Runtime
 from podium.gateway.service import Gateway
 
@@ -25,28 +26,27 @@ class Attached:
     gateway: Gateway
 
 
-_attached: Attached | None = None  # one server per process: set at its start, cleared at its stop
+_attached: dict[int, Attached] = {}  # by the id of the server's Platform: set at its start, cleared at its stop
 
 
 def attach(runtime: Runtime) -> None:
-    """Remember the running loop and the gateway (called on the loop, at server start)."""
-    global _attached
-    _attached = Attached(asyncio.get_running_loop(), runtime.get(Gateway))
+    """Remember the running loop and the gateway of this server (called on its loop, at its start)."""
+    _attached[id(runtime.platform)] = Attached(asyncio.get_running_loop(), runtime.get(Gateway))
 
 
-def detach() -> None:
-    """Forget them at server stop."""
-    global _attached
-    _attached = None
+def detach(runtime: Runtime) -> None:
+    """Forget them at the server's stop."""
+    _attached.pop(id(runtime.platform), None)
 
 
-def current() -> Attached:
-    """The attached server; eval jobs run only inside `podium serve`."""
-    if _attached is None:
+def current(platform: Platform) -> Attached:
+    """The server whose platform a job runs on; eval jobs run only inside `podium serve`."""
+    found = _attached.get(id(platform))
+    if found is None:
         raise ConfigError("eval runs need a running server (podium serve): no gateway is attached in this process")
-    return _attached
+    return found
 
 
-def submit(coro: Coroutine[Any, Any, T]) -> Future[T]:
-    """Run `coro` on the server's loop from another thread."""
-    return asyncio.run_coroutine_threadsafe(coro, current().loop)
+def submit(platform: Platform, coro: Coroutine[Any, Any, T]) -> Future[T]:
+    """Run `coro` on the loop of the server of `platform`, from another thread."""
+    return asyncio.run_coroutine_threadsafe(coro, current(platform).loop)

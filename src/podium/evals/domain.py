@@ -16,7 +16,7 @@ def setup(runtime: Runtime) -> None:
         bridge.attach(runtime)
 
     async def stop() -> None:
-        bridge.detach()
+        bridge.detach(runtime)
 
     runtime.on_start("eval runner", start)
     runtime.on_stop("eval runner", stop)

@@ -158,7 +158,7 @@ def sweep_now(platform: Platform, actor: Actor, name: str) -> Sweep:
     """Sweep one rule at once (from a request thread), with no settling delay."""
     actor.require("member", "run online evaluation")
     row = _rule(platform, actor, name)
-    return bridge.submit(sweep(platform, row.id, settle=0.0)).result(timeout=600)
+    return bridge.submit(platform, sweep(platform, row.id, settle=0.0)).result(timeout=600)
 
 
 # --- sweeping -----------------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ async def sweep(platform: Platform, rule_id: str, *, settle: float = SETTLE_SECO
     db = platform.db
 
     models = GatewayModels.over(
-        bridge.current().gateway,
+        bridge.current(platform).gateway,
         actor.principal,
         db,
         concurrency=4,

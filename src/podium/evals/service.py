@@ -296,7 +296,7 @@ def _execute(
         with platform.db.session() as s:
             s.execute(update(EvalRun).where(EvalRun.id == run_id).values(row_count=len(plan.rows)))
     assert actor.principal is not None
-    attached = bridge.current()
+    attached = bridge.current(platform)
     db = platform.db
 
     models = GatewayModels.over(
@@ -330,7 +330,7 @@ def _execute(
     if replayed is not None:
         _finish(platform, run_id, "succeeded", None, spec=spec, actor=actor, summary=replayed)
         return get_run(platform, actor, run_id)
-    future = bridge.submit(Runner(plan, models, save, progress, spec.outputs).run())
+    future = bridge.submit(platform, Runner(plan, models, save, progress, spec.outputs).run())
     try:
         while True:
             try:
