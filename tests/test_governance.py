@@ -338,3 +338,16 @@ def test_two_gateways_on_redis_share_one_budget(
         one.stop()
         two.stop()
         release_db_url(backend, url)
+
+
+def test_a_completion_that_only_scores_its_prompt_reserves_no_completion_tokens(gw: LiveServer) -> None:
+    """`max_tokens: 0` with `echo` (prompt log-probs, as perplexity asks) generates nothing: the budget
+    reserves none of the default completion allowance for it, while an unbounded call is still refused."""
+    key = new_key(gw)
+    set_limits(gw, "key", key["prefix"], daily_budget_usd="0.005")  # 5 completion tokens' worth
+    auth = {"Authorization": f"Bearer {key['key']}"}
+    body = {"model": "priced", "prompt": "score me", "echo": True, "logprobs": 0}
+    scored = httpx.post(gw.url + "/v1/completions", json={**body, "max_tokens": 0}, headers=auth, timeout=30)
+    assert scored.status_code == 200, scored.text
+    unbounded = httpx.post(gw.url + "/v1/completions", json=body, headers=auth, timeout=30)
+    assert unbounded.status_code == 429 and "budget" in unbounded.json()["error"]["message"]

@@ -225,8 +225,14 @@ class Dispatcher:
             if call.kind == "embedding":
                 completion = 0
             else:
-                limit = body.get("max_completion_tokens") or body.get("max_tokens")
-                completion = limit if isinstance(limit, int) and limit > 0 else self.default_max_tokens
+                limit = body.get("max_completion_tokens")
+                if limit is None:
+                    limit = body.get("max_tokens")
+                # 0 is a real limit: a completion that only scores its prompt (echo) generates nothing
+                if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+                    completion = limit
+                else:
+                    completion = self.default_max_tokens
                 n = body.get("n")
                 completion *= n if isinstance(n, int) and n > 0 else 1
             return call.body_bytes + completion, self.max_price(route).cost_micros(call.body_bytes, completion)

@@ -189,6 +189,13 @@ def document() -> dict[str, Any]:
                 "model": {"type": "string", "minLength": 1, "maxLength": 200},
                 "prompt": _TEXTS,
                 **_SAMPLING,
+                "max_tokens": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "0 generates nothing: with `echo` and `logprobs`, the prompt's tokens are scored.",
+                },
+                "echo": {"type": "boolean", "description": "Return the prompt before the completion."},
+                "logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
             },
             "additionalProperties": True,
         },
