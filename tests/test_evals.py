@@ -250,6 +250,10 @@ def test_compare_lists_regressions_first_with_a_paired_test(live: LiveServer, fa
     assert metric["test"]["p_value"] == pytest.approx(0.5)  # 2 discordant pairs: exact sign-flip p = 2/4
     assert [r["index"] for r in cmp["rows"][:2]] == [3, 7]
     assert cmp["rows"][0]["regressed"] == ["exact_match"] and cmp["rows"][0]["output_b"] == "wrong"
+    assert len(cmp["rows"]) == 20 and cmp["paired"] == 20
+    with live.client() as c:  # fewer rows returned, the statistics still over every pair
+        few = c.get("/api/evals/compare", params={"a": good["id"], "b": worse["id"], "rows": 2}).json()
+    assert [r["index"] for r in few["rows"]] == [3, 7] and few["metrics"] == cmp["metrics"]
 
 
 def _suite(tmp_path: Path, ref: str, thresholds: list[dict[str, Any]]) -> Path:

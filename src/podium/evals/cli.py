@@ -209,7 +209,7 @@ def eval_compare(
 ) -> None:
     """Compare two runs over the same dataset version: paired tests, wins/losses/ties, regressions first."""
     with Client() as c:
-        cmp = c.get("/api/evals/compare", a=a, b=b)
+        cmp = c.get("/api/evals/compare", a=a, b=b, rows=max(0, rows))
     if as_json:
         print_json(cmp)
         return

@@ -73,9 +73,11 @@ def compare_runs(
     b: Annotated[str, Query(max_length=40)],
     actor: ActorDep,
     platform: PlatformDep,
+    rows: Annotated[int, Query(ge=0, le=10_000, description="Paired rows returned, regressions first.")] = 200,
 ) -> Comparison:
-    """Run `b` against run `a`: per-score paired tests, wins/losses/ties, per-row deltas, regressions first."""
-    return service.compare_runs(platform, actor, a, b)
+    """Run `b` against run `a`: per-score paired tests, wins/losses/ties, per-row deltas, regressions first (the
+    statistics use every paired row; `rows` bounds the rows returned)."""
+    return service.compare_runs(platform, actor, a, b, max_rows=rows)
 
 
 @router.get("/online")

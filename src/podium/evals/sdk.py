@@ -186,7 +186,8 @@ def run(
     return EvalRun(info, url, api_key)
 
 
-def compare(a: str, b: str, *, url: str | None = None, api_key: str | None = None) -> dict[str, Any]:
-    """Run `b` against run `a` (see `GET /api/evals/compare`)."""
+def compare(a: str, b: str, *, rows: int = 200, url: str | None = None, api_key: str | None = None) -> dict[str, Any]:
+    """Run `b` against run `a` (see `GET /api/evals/compare`): the statistics over every paired row, and the
+    first `rows` rows, regressions first."""
     with Client(url, api_key) as c:
-        return dict(c.get("/api/evals/compare", a=a, b=b))
+        return dict(c.get("/api/evals/compare", a=a, b=b, rows=rows))

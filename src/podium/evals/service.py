@@ -676,7 +676,7 @@ def _results(platform: Platform, run_id: str) -> list[RowResult]:
         ]
 
 
-def compare_runs(platform: Platform, actor: Actor, a: str, b: str) -> Comparison:
+def compare_runs(platform: Platform, actor: Actor, a: str, b: str, *, max_rows: int | None = None) -> Comparison:
     """Run `b` against run `a` row by row: per-row outputs and score deltas, wins, losses and ties, a paired
     significance test per score, regressions first. Both runs must be finished and over the same dataset
     version."""
@@ -691,7 +691,10 @@ def compare_runs(platform: Platform, actor: Actor, a: str, b: str) -> Comparison
             details={"a": ra.dataset_version_id, "b": rb.dataset_version_id},
         )
     # model-made numbers (embeddings in different batches) wobble in the last float digits: not a change
-    return compare(_results(platform, a), _results(platform, b), tie=1e-6)
+    cmp = compare(_results(platform, a), _results(platform, b), tie=1e-6)
+    if max_rows is not None:  # the first rows only: regressions come first (`paired` counts them all)
+        cmp.rows = cmp.rows[:max_rows]
+    return cmp
 
 
 def wait(platform: Platform, actor: Actor, run_id: str, timeout: float) -> RunInfo:
