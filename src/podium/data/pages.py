@@ -26,7 +26,7 @@ from podium.data.card import Card, VersionDiff
 from podium.data.service import DatasetDetail, ParentInfo, RowsPage, VersionInfo
 from podium.web.cells import Cell, cell
 from podium.web.charts import nice_step
-from podium.web.shell import PageSession, error_page, page_session, render
+from podium.web.shell import PageSession, error_page, int_param, page_session, render
 
 router = APIRouter(include_in_schema=False)
 SessionDep = Annotated[PageSession, Depends(page_session)]
@@ -123,20 +123,6 @@ def report_summary(report: Mapping[str, Any], limit: int = 12) -> list[tuple[str
 
 def _config_text(config: Any) -> str:
     return orjson.dumps(config, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    """An integer query parameter between `low` and `high`, or `InvalidInput` naming it."""
-    text = request.query_params.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a whole number, not {text!r}", details={"field": name}) from None
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}", details={"field": name})
-    return value
 
 
 # --- bar charts --------------------------------------------------------------------------------------
@@ -520,8 +506,8 @@ def _version_page(request: Request, session: PageSession, name: str, ref: str) -
     rows_error: PodiumError | None = None
     offset, limit = 0, ROWS_PER_PAGE
     try:
-        offset = _int_param(request, "offset", 0, 0, 10**12)
-        limit = _int_param(request, "limit", ROWS_PER_PAGE, 1, MAX_ROWS_PER_PAGE)
+        offset = int_param(request, "offset", 0, 0, 10**12)
+        limit = int_param(request, "limit", ROWS_PER_PAGE, 1, MAX_ROWS_PER_PAGE)
         rows = service.head(
             platform, session.actor, f"{c.version.dataset}@{c.version.id}", offset=offset, limit=limit, q=q or None
         )

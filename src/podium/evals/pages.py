@@ -31,7 +31,7 @@ from podium.evals.compare import Comparison, MetricComparison, RowDelta
 from podium.evals.service import Check, RowInfo, RowsPage, RunInfo
 from podium.web.cells import CELL_CHARS, Cell, cell
 from podium.web.charts import nice_step
-from podium.web.shell import PageSession, error_page, page_session, render
+from podium.web.shell import PageSession, error_page, int_param, page_session, render
 
 router = APIRouter(include_in_schema=False)
 SessionDep = Annotated[PageSession, Depends(page_session)]
@@ -98,20 +98,6 @@ def fmt_duration(run: RunInfo) -> str:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    """An integer query parameter between `low` and `high`, or `InvalidInput` naming it."""
-    text = request.query_params.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a whole number, not {text!r}", details={"field": name}) from None
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}", details={"field": name})
-    return value
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -700,8 +686,8 @@ def compare_page(request: Request, session: SessionDep) -> Response:
             )
         if only not in COMPARE_FILTERS:
             raise InvalidInput("only must be 'changed' or 'regressed'", details={"field": "only"})
-        offset = _int_param(request, "offset", 0, 0, 10**9)
-        limit = _int_param(request, "limit", COMPARED_PER_PAGE, 1, MAX_ROWS_PER_PAGE)
+        offset = int_param(request, "offset", 0, 0, 10**9)
+        limit = int_param(request, "limit", COMPARED_PER_PAGE, 1, MAX_ROWS_PER_PAGE)
         run_a = service.get_run(platform, session.actor, a_id)
         run_b = service.get_run(platform, session.actor, b_id)
         cmp = service.compare_runs(platform, session.actor, a_id, b_id)
@@ -769,8 +755,8 @@ def run_page(request: Request, run_id: str, session: SessionDep) -> Response:
     rows_error: PodiumError | None = None
     offset, limit = 0, ROWS_PER_PAGE
     try:
-        offset = _int_param(request, "offset", 0, 0, 10**9)
-        limit = _int_param(request, "limit", ROWS_PER_PAGE, 1, MAX_ROWS_PER_PAGE)
+        offset = int_param(request, "offset", 0, 0, 10**9)
+        limit = int_param(request, "limit", ROWS_PER_PAGE, 1, MAX_ROWS_PER_PAGE)
         rows = service.rows_page(platform, session.actor, run.id, offset=offset, limit=limit, failed=failed)
     except PodiumError as exc:
         rows_error = exc

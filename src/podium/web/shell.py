@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from podium.core.domains import nav_entries
-from podium.core.errors import Forbidden, PodiumError, Unauthorized
+from podium.core.errors import Forbidden, InvalidInput, PodiumError, Unauthorized
 from podium.core.http import bearer_token, current_actor, get_authenticator, request_id
 from podium.core.identity import Actor, Principal
 from podium.core.version import __version__
@@ -187,3 +187,18 @@ def error_page(request: Request, session: PageSession | None, exc: PodiumError) 
 def redirect(path: str) -> RedirectResponse:
     """A 303 redirect (after a form post)."""
     return RedirectResponse(path, status_code=303)
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter between `low` and `high`, or `InvalidInput` naming it
+    (the pages' paging and limits)."""
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number, not {text!r}", details={"field": name}) from None
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}", details={"field": name})
+    return value
