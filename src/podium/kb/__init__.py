@@ -1,0 +1,1 @@
+"""Knowledge bases: chunked, embedded dataset versions searchable by vector, full text or both."""
