@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.expr import lit
 from lancedb.index import FTS, BTree, HnswSq, LabelList
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from podium.core.errors import Conflict, InvalidInput, NotFound, validated
 
@@ -107,7 +107,9 @@ def chunk_schema(dim: int) -> pa.Schema:
 
 class Filters(BaseModel):
     """Prefilters of a search: any of these sources, any of these tags, created in [created_from, created_to).
-    Naive datetimes are UTC."""
+    Naive datetimes are UTC; an unknown field is refused (a misspelt filter must not widen a search)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     source: list[str] | None = Field(default=None, min_length=1, max_length=MAX_FILTER_VALUES)
     tags_any: list[str] | None = Field(default=None, min_length=1, max_length=MAX_FILTER_VALUES)
@@ -390,7 +392,9 @@ class ChunkIndex:
             vector = np.asarray(query_vector, dtype=np.float32)
         except (TypeError, ValueError):
             raise InvalidInput("query_vector must be a list of numbers") from None
-        if vector.ndim != 1 or vector.shape[0] != self.dim:
+        if vector.ndim != 1:
+            raise InvalidInput("query_vector must be a flat list of numbers")
+        if vector.shape[0] != self.dim:
             raise InvalidInput(f"query_vector has dimension {vector.size}; this index holds {self.dim}-dim vectors")
         if not np.isfinite(vector).all():
             raise InvalidInput("query_vector holds a NaN or an infinite value")
@@ -404,7 +408,7 @@ class ChunkIndex:
         query = (
             self._table.search(vector, vector_column_name="vector")
             .distance_type("cosine")
-            .select(_HIT_COLUMNS)
+            .select([*_HIT_COLUMNS, "_distance"])
             .with_row_id(True)
             .limit(limit)
         )
@@ -424,7 +428,8 @@ class ChunkIndex:
     def _text_rows(
         self, text: str, limit: int, where: str | None, columns: list[str] = _HIT_COLUMNS
     ) -> list[dict[str, Any]]:
-        query = self._table.search(text, query_type="fts", fts_columns="text").select(columns).with_row_id(True)
+        query = self._table.search(text, query_type="fts", fts_columns="text")
+        query = query.select([*columns, "_score"]).with_row_id(True)
         if where is not None:
             query = query.where(where, prefilter=True)
         rows: list[dict[str, Any]] = query.limit(limit).to_arrow().to_pylist()
@@ -533,9 +538,12 @@ def _to_batch(rows: Rows, schema: pa.Schema) -> pa.RecordBatch:
 def _from_dicts(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     names = [*REQUIRED, *OPTIONAL]
     cols: dict[str, list[Any]] = {name: [] for name in names}
-    for row in rows:
+    for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise InvalidInput("each chunk must be a dict")
+        missing = [name for name in REQUIRED if name not in row]
+        if missing:
+            raise InvalidInput(f"chunk {i} lacks {', '.join(missing)}")
         unknown = set(row) - set(names)
         if unknown:
             raise InvalidInput(f"chunks hold unknown column(s) {', '.join(sorted(map(str, unknown)))}")
