@@ -295,7 +295,14 @@ def test_ann_above_the_threshold_keeps_recall(tmp_path: Path) -> None:
     assert index.ann is True
     assert ChunkIndex.open(str(tmp_path), "kb_ann").ann is True  # found again on open
     queries = matrix[rng.integers(0, n, 40)] + 0.03 * rng.normal(size=(40, dim)).astype(np.float32)
-    assert recall_at_k(index, queries, k=10) >= 0.95
+    # the target is 0.95; these settings measure 1.000 here, and without re-ranking on the full vectors
+    # (refine_factor 1, ef 10-20) 0.960, so the bar sits between
+    assert recall_at_k(index, queries, k=10) >= 0.99
+    # re-ranked on the full vectors, the similarities are exact (the graph holds 8-bit quantised vectors)
+    for hit in index.search(queries[0], k=10):
+        i = int(hit.id[1:])
+        expected = float(matrix[i] @ queries[0]) / float(np.linalg.norm(queries[0]))
+        assert hit.similarity == pytest.approx(expected, abs=1e-5)
     # a 2% prefilter still finds the exact top 10 among the matching rows
     keep = np.array([i % 50 == 7 for i in range(n)])
     found = []
