@@ -8,18 +8,10 @@ from podium.core.runtime import Runtime
 
 
 def setup(runtime: Runtime) -> None:
-    """Give eval jobs the server's event loop and gateway (they call models as the gateway's clients do), and
-    run online evaluation in the background."""
-    from podium.evals import bridge, online
+    """Run online evaluation in the background (eval jobs reach the server's loop and gateway through
+    `podium.gateway.bridge`, which the gateway domain attaches)."""
+    from podium.evals import online
 
-    async def start() -> None:
-        bridge.attach(runtime)
-
-    async def stop() -> None:
-        bridge.detach(runtime)
-
-    runtime.on_start("eval runner", start)
-    runtime.on_stop("eval runner", stop)
     runtime.loop("online evaluation", online.loop_for(runtime))
 
 

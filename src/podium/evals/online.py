@@ -30,10 +30,11 @@ from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.platform import Platform
 from podium.core.runtime import Runtime
-from podium.evals import bridge, cache
+from podium.evals import cache
 from podium.evals.calls import ORIGIN, GatewayModels
 from podium.evals.evaluators.base import Sample, Verdict, build
 from podium.evals.store import OnlineRule
+from podium.gateway import bridge
 from podium.tracing import service as tracing
 from podium.tracing.scores.service import ScoreIn, add_scores
 

@@ -30,7 +30,7 @@ from podium.core.platform import Platform
 from podium.core.version import __version__
 from podium.data import service as data
 from podium.evals import bias as bias_lib
-from podium.evals import bridge, cache
+from podium.evals import cache
 from podium.evals.calls import GatewayModels
 from podium.evals.compare import Comparison, RowResult, compare, default_higher_is_better
 from podium.evals.evaluators.base import Evaluator, FunctionEvaluator, build
@@ -38,6 +38,7 @@ from podium.evals.runner import Plan, Progress, RowOut, Runner
 from podium.evals.spec import MAX_ROWS, RunSpec, Threshold
 from podium.evals.stats import bootstrap_many
 from podium.evals.store import EvalRow, EvalRun
+from podium.gateway import bridge
 from podium.prompts import service as prompts
 
 log = logging.getLogger("podium.evals")

@@ -156,7 +156,14 @@ class Dispatcher:
 
     async def route(self, call: Call, tasks: tuple[str, ...]) -> Route:
         """The route for the call's model (one the caller may use), checked against the endpoint's task."""
-        route = await self.table.get_for(call.model, call.principal)
+        route = await self.resolve(call.model, call.principal, tasks)
+        call.route = route.name
+        return route
+
+    async def resolve(self, model: str, principal: Principal, tasks: tuple[str, ...]) -> Route:
+        """The route for `model` as `principal` may use it, checked against the tasks asked for; `GatewayError`
+        (404 for a model the caller cannot use, 400 for one of another task)."""
+        route = await self.table.get_for(model, principal)
         if route.target is not None and route.target.task not in tasks:
             m = route.target.resolved.model
             raise GatewayError(
@@ -165,7 +172,6 @@ class Dispatcher:
                 code="wrong_model_task",
                 param="model",
             )
-        call.route = route.name
         return route
 
     def _upstream(self, dep: Deployment, route: Route) -> Upstream:

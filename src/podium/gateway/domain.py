@@ -9,10 +9,12 @@ from podium.core.runtime import Runtime
 
 def setup(runtime: Runtime) -> None:
     """Build the route table, the governor and the `Gateway` request service the `/v1` handlers (and the
-    playground) use; refresh the table and the limits in the background; close upstream connections at stop."""
+    playground) use; refresh the table and the limits in the background; hand jobs the server's loop and
+    gateway (`bridge`) while it runs; close upstream connections at stop."""
     import asyncio
 
     from podium.core.identity import Authenticator
+    from podium.gateway import bridge
     from podium.gateway.admin import config_route_specs
     from podium.gateway.counters import RedisCounters, redis_client
     from podium.gateway.directory import ModelDirectory
@@ -39,7 +41,11 @@ def setup(runtime: Runtime) -> None:
     async def load_limits() -> None:
         await asyncio.to_thread(governor.refresh)
 
+    async def attach() -> None:
+        bridge.attach(runtime)
+
     async def stop() -> None:
+        bridge.detach(runtime)
         await directory.aclose()
         await table.aclose()
         await governor.aclose()
@@ -48,6 +54,7 @@ def setup(runtime: Runtime) -> None:
 
     runtime.on_start("loading gateway routes (retried in the background)", load_routes)
     runtime.on_start("loading gateway limits (retried in the background)", load_limits)
+    runtime.on_start("gateway for jobs", attach)
     runtime.on_stop("gateway connections", stop)
     runtime.loop("gateway route refresher", table.run_refresher)
     runtime.loop("gateway limits refresher", governor.run_refresher)

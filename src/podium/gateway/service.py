@@ -142,6 +142,13 @@ class Gateway:
         self.keepalive = keepalive
         self.prompts: PromptResolver | None = None  # the prompts domain plugs its resolver in at setup
 
+    async def check_model(self, principal: Principal, kind: str, model: str) -> str:
+        """The route a call of `kind` to `model` would take for `principal` (its name), without making the call:
+        for services that check a model before queueing work that calls it. `GatewayError` as `/v1` would say
+        it (404 naming the known models and routes, 400 for a model of another task)."""
+        route = await self.dispatcher.resolve(model, principal, TASKS[kind])
+        return route.name
+
     async def authenticate(self, raw_key: str | None) -> Principal:
         """The caller behind a key; a miss of the key cache is read off the event loop (401 if invalid)."""
         try:
