@@ -1,0 +1,14 @@
+"""The knowledge-base domain: dataset versions chunked and embedded through the gateway into versioned,
+labelled indexes, searched by vector, full text or both."""
+
+from __future__ import annotations
+
+from podium.core.domains import Domain
+
+DOMAIN = Domain(
+    name="kb",
+    requires=("data", "gateway", "jobs"),
+    tables=("podium.kb.store",),
+    api=("podium.kb.routes:router",),
+    jobs=("podium.kb.jobs",),
+)
