@@ -3,7 +3,8 @@
 Chat answers: the first rule whose substring occurs in the last user message gives the answer (text, and
 optionally the top log-probs of its first token); otherwise a user message `say:TEXT` answers TEXT,
 `fail:N` answers HTTP N, and anything else is echoed. Embeddings are bag-of-letters vectors, so texts that
-share words are close. Every request is counted."""
+share words are close; an input starting `fail:N` fails the embedding call with HTTP N, and
+`embedding_delay` seconds pass before each embedding answer. Every request is counted."""
 
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ class EvalFake(FakeServer):
     rules: list[Rule] = field(default_factory=list)
     chat_calls: int = 0
     embedding_calls: int = 0
+    embedding_delay: float = 0.0
 
     def reset(self) -> None:
         self.rules.clear()
         self.requests.clear()
         self.chat_calls = 0
         self.embedding_calls = 0
+        self.embedding_delay = 0.0
 
 
 def _vector(text: str) -> list[float]:
@@ -94,6 +97,12 @@ def start_eval_fake() -> EvalFake:
         server.requests.append(body)
         server.embedding_calls += 1
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if server.embedding_delay:
+            await asyncio.sleep(server.embedding_delay)
+        failing = next((t for t in inputs if isinstance(t, str) and t.startswith("fail:")), None)
+        if failing is not None:
+            status = int(failing.split(":")[1].split()[0])
+            return web.json_response({"error": {"message": f"upstream says {status}"}}, status=status)
         data = [{"object": "embedding", "index": i, "embedding": _vector(t)} for i, t in enumerate(inputs)]
         return web.json_response(
             {

@@ -2,8 +2,8 @@
 which live outside FastAPI) called by every kind of caller, on SQLite and PostgreSQL.
 
 Callers: no key, a revoked key, a viewer, a member and an admin of project A, a member of project B, and a
-server admin. Project A owns a prompt (with an experiment), a remote model, a trace, a score, a dataset, an eval run and
-an online evaluation rule. For each
+server admin. Project A owns a prompt (with an experiment), a remote model, a trace, a score, a dataset, an eval run,
+an online evaluation rule and a knowledge base. For each
 operation, path parameters name A's objects where the path has them. What must hold:
 - no key and a revoked key: 401 on every operation;
 - every refusal has the documented error body (`{"error": {"message", "code"}}`);
@@ -39,7 +39,7 @@ V1 = [
 ]
 PUBLIC: set[tuple[str, str]] = set()  # operations anyone may call without a key (none under /api and /v1)
 SELF_SERVICE = {("POST", "/api/keys")}  # a viewer may make keys for itself (no stronger than its role)
-READS = {("POST", "/api/prompts/{name}/render")}  # a POST that changes nothing
+READS = {("POST", "/api/prompts/{name}/render"), ("POST", "/api/kb/{name}/search")}  # POSTs that change nothing
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -105,6 +105,9 @@ def world(backend: str, tmp_path_factory: pytest.TempPathFactory, upstream: Fake
         rule = f"rule-a-{tag}"
         assert c.put(f"/api/evals/online/{rule}", json={"evaluators": ["refusal"]}).status_code == 200
         objects["rule"] = rule
+        kb = f"kb-a-{tag}"
+        assert c.post("/api/kb", json={"name": kb, "description": "secret-a kb"}).status_code == 201
+        objects["kb"] = kb
         while c.get(f"/api/evals/runs/{objects['eval_run']}").json()["status"] in ("queued", "running"):
             time.sleep(0.1)
     objects |= {"model": model, "prompt": prompt, "version_id": version_id, "experiment": exp.json()["id"]}
@@ -145,6 +148,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/datasets/{name}": {"name": objects["dataset"], "ref": "1", "label": "prod"},
         "/api/evals/runs/{run_id}": {"run_id": objects["eval_run"]},
         "/api/evals/online/{name}": {"name": objects["rule"]},
+        "/api/kb/{name}": {"name": objects["kb"], "label": "prod"},
     }
     if "{" not in path:
         return path, False
@@ -155,10 +159,8 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
     for name, value in values[prefix].items():
         filled = filled.replace("{" + name + "}", value)
     assert "{" not in filled, f"the matrix does not know a parameter of {path}: add it to _fill"
-    names_a = {
-        objects[k]
-        for k in ("project", "model", "prompt", "version_id", "experiment", "trace", "dataset", "eval_run", "rule")
-    }
+    owned = ("project", "model", "prompt", "version_id", "experiment", "trace", "dataset", "eval_run", "rule", "kb")
+    names_a = {objects[k] for k in owned}
     return filled, any(v in filled for v in names_a)
 
 
@@ -185,7 +187,7 @@ def _call(live: LiveServer, key: str | None, method: str, path: str) -> httpx.Re
 def test_every_operation_answers_each_caller_as_the_tenancy_model_says(world: dict[str, Any]) -> None:
     live, keys, objects = world["live"], world["keys"], world["objects"]
     secrets_a = [objects["prompt"], objects["model"], objects["trace"], objects["experiment"], objects["dataset"]]
-    secrets_a += [objects["eval_run"], objects["rule"]]
+    secrets_a += [objects["eval_run"], objects["rule"], objects["kb"]]
     secrets_a.append("secret-a")
     ops = _operations(world["spec"])
     assert len(ops) > 50  # the schema was read
