@@ -4,7 +4,8 @@ Chat answers: the first rule whose substring occurs in the last user message giv
 optionally the top log-probs of its first token); otherwise a user message `say:TEXT` answers TEXT,
 `fail:N` answers HTTP N, and anything else is echoed. Embeddings are bag-of-letters vectors, so texts that
 share words are close; an input starting `fail:N` fails the embedding call with HTTP N, and
-`embedding_delay` seconds pass before each embedding answer. Every request is counted."""
+`embedding_delay` seconds pass before each embedding answer; a model whose name ends `-wide` answers vectors
+of twice the dimension. Every request is counted."""
 
 from __future__ import annotations
 
@@ -103,7 +104,11 @@ def start_eval_fake() -> EvalFake:
         if failing is not None:
             status = int(failing.split(":")[1].split()[0])
             return web.json_response({"error": {"message": f"upstream says {status}"}}, status=status)
-        data = [{"object": "embedding", "index": i, "embedding": _vector(t)} for i, t in enumerate(inputs)]
+        wide = str(body.get("model", "")).endswith("-wide")  # a model of another dimension: each vector twice
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(t) * 2 if wide else _vector(t)}
+            for i, t in enumerate(inputs)
+        ]
         return web.json_response(
             {
                 "object": "list",

@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lancedb
@@ -22,6 +23,7 @@ from .conftest import LiveServer, project_key, serve_for_module
 from .evalfake import EvalFake, start_eval_fake
 
 EMBED = "kb-embed"
+WIDE = "kb-embed-wide"  # the fake answers this model with vectors of twice the dimension
 CHARS = {"unit": "chars", "size": 200, "overlap": 20}
 DOCS = [
     {"id": "zoo", "text": "Zebras and zebus doze in the zoo of Zanzibar.", "source": "animals", "n": 1},
@@ -47,11 +49,13 @@ def fake() -> Iterator[EvalFake]:
 
 @pytest.fixture(scope="module")
 def live(backend: str, tmp_path_factory: pytest.TempPathFactory, fake: EvalFake) -> Iterator[LiveServer]:
-    for live in serve_for_module(backend, tmp_path_factory.mktemp(f"kb-{backend}")):
+    folder = tmp_path_factory.mktemp(f"kb-{backend}")
+    for live in serve_for_module(backend, folder, kb_url=str(folder / "kb-store")):
         with live.client() as c:
-            deployment = {"name": "a", "provider": "openai", "base_url": fake.url + "/v1", "model": EMBED}
-            r = c.post("/api/routes", json={"name": EMBED, "deployments": [deployment]})
-            assert r.status_code == 201, r.text
+            for model in (EMBED, WIDE):
+                deployment = {"name": "a", "provider": "openai", "base_url": fake.url + "/v1", "model": model}
+                r = c.post("/api/routes", json={"name": model, "deployments": [deployment]})
+                assert r.status_code == 201, r.text
         live.app.state.runtime.get(RouteTable).refresh()
         yield live
 
@@ -137,6 +141,9 @@ def test_a_dataset_version_is_built_by_a_job_and_searched_in_each_mode(live: Liv
     assert detail["ready_version"] == 1 and detail["chunks"] == version["row_count"]
     # every chunk text went to the embedding model, 64 to a call at most
     inputs = [t for body in fake.requests if body.get("model") == EMBED for t in body["input"]]
+    assert inputs[0] == "dimension probe"  # the build's check learnt the model's dimension first
+    inputs = inputs[1:]
+    assert version["reused"] == 0 and version["embedding_version"] == EMBED
     assert len(inputs) == version["row_count"] and all(len(b["input"]) <= 64 for b in fake.requests)
 
     assert top_docs(search(live, name, query="zebra zoo zanzibar", mode="vector", k=2))[0] == "zoo"
@@ -159,6 +166,62 @@ def test_a_dataset_version_is_built_by_a_job_and_searched_in_each_mode(live: Liv
     with live.client() as c:
         listed = {kb["name"]: kb for kb in c.get("/api/kb").json()}
     assert listed[name]["ready_version"] == 1
+    # the chunk tables live where the kb_url setting says, not under the home
+    store = Path(live.platform.settings.effective_kb_url)
+    assert (store / f"{version['id']}.lance").is_dir()
+    assert not (Path(live.platform.settings.home_dir) / "kb").exists()
+
+
+def test_a_rebuild_reuses_the_stored_vectors_of_unchanged_chunks(live: LiveServer, fake: EvalFake) -> None:
+    name = create(live)
+    first = built(live, name, dataset(live, DOCS))["version"]
+    changed = [dict(d) for d in DOCS]
+    changed[1]["text"] = "Bake rye bread with honey and a pinch of salt."
+    changed.append({"id": "dup", "text": "Twice the same words. Twice the same words.", "source": "x", "n": 5})
+    changed.append({"id": "dup2", "text": "Twice the same words. Twice the same words.", "source": "x", "n": 6})
+    fake.reset()
+    second = built(live, name, dataset(live, changed))["version"]
+    with live.client() as c:
+        versions = {v["version"]: v for v in c.get(f"/api/kb/{name}").json()["versions"]}
+    embedded = [t for body in fake.requests if body.get("model") == EMBED for t in body["input"]]
+    # the probe, the changed document, and the repeated text once: every other chunk's vector was stored
+    assert embedded == ["dimension probe", changed[1]["text"], changed[-1]["text"]], embedded
+    assert versions[second["version"]]["reused"] == versions[first["version"]]["row_count"] - 1 + 1
+    assert versions[second["version"]]["row_count"] == versions[first["version"]]["row_count"] + 2
+    assert top_docs(search(live, name, query="rye bread honey", mode="vector", k=1)) == ["bake"]
+    assert top_docs(search(live, name, query="zebra zoo zanzibar", mode="vector", k=1)) == ["zoo"]
+    # a chunker change cuts new texts: those are embedded, the unchanged ones are not
+    fake.reset()
+    third = built(live, name, dataset(live, DOCS), chunker={"unit": "chars", "size": 60, "overlap": 0})["version"]
+    embedded = [t for body in fake.requests if body.get("model") == EMBED for t in body["input"]]
+    assert DOCS[0]["text"] not in embedded and DOCS[2]["text"] not in embedded  # short: the same single chunk
+    assert third["reused"] == 0  # the queued version's count; the finished one's below
+    with live.client() as c:
+        finished = {v["version"]: v for v in c.get(f"/api/kb/{name}").json()["versions"]}[third["version"]]
+    assert finished["reused"] >= 2 and len(embedded) - 1 == finished["row_count"] - finished["reused"]
+
+
+def test_a_model_of_another_dimension_is_refused_before_any_work(live: LiveServer, fake: EvalFake) -> None:
+    name = create(live)
+    ref = dataset(live, DOCS)
+    built(live, name, ref)
+    fake.reset()
+    with live.client() as c:
+        r = c.post(
+            f"/api/kb/{name}/build",
+            json={"dataset": ref, "text_field": "text", "chunker": CHARS, "embedding_model": WIDE},
+        )
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["details"]["field"] == "embedding_model" and error["details"]["dim"] == 52
+        assert "52-dimensional" in error["message"] and "26-dimensional" in error["message"]
+        assert [v["version"] for v in c.get(f"/api/kb/{name}").json()["versions"]] == [1]
+    # only the probe was embedded
+    assert [t for body in fake.requests for t in body["input"]] == ["dimension probe"]
+    # a new knowledge base takes the wide model
+    other = create(live)
+    built(live, other, ref, embedding_model=WIDE)
+    assert top_docs(search(live, other, query="quiz queens questions", mode="vector", k=1)) == ["quiz"]
 
 
 def test_labels_point_at_ready_versions_and_searches_follow_them(live: LiveServer) -> None:
@@ -220,7 +283,7 @@ def test_a_failed_build_leaves_no_ready_version_and_no_table(live: LiveServer, f
     started = start_build(live, name, dataset(live, rows))
     job = job_done(live, started["job"]["id"])
     assert job["status"] == "failed" and "upstream says 400" in job["error"]
-    assert fake.embedding_calls == 1000 // 64 + 1 + 1  # the first batch's chunks were embedded (and written)
+    assert fake.embedding_calls == 1 + 1000 // 64 + 1 + 1  # the probe; the first batch was embedded and written
     with live.client() as c:
         detail = c.get(f"/api/kb/{name}").json()
     (version,) = detail["versions"]

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         None,
         description="Artifact store: a path or fsspec URL (s3://…, gs://…); default <home>/artifacts.",
     )
+    kb_url: str | None = Field(
+        None,
+        description="Knowledge-base chunk tables (a LanceDB database): a directory or an object-storage URL"
+        " (s3://bucket/prefix, gs://…, az://…; credentials from the provider's usual environment variables);"
+        " default <home>/kb.",
+    )
     host: str = Field("127.0.0.1", description="Address `podium serve` binds.")
     port: int = Field(8800, ge=1, le=65535, description="Port `podium serve` binds.")
     workers: int = Field(1, ge=1, le=64, description="Server worker processes.")
@@ -188,6 +194,11 @@ class Settings(BaseSettings):
     def effective_artifacts_url(self) -> str:
         """The artifact root, defaulting to `<home>/artifacts`."""
         return self.artifacts_url or str(self.home_dir / "artifacts")
+
+    @property
+    def effective_kb_url(self) -> str:
+        """Where knowledge-base chunk tables live, defaulting to `<home>/kb`."""
+        return self.kb_url or str(self.home_dir / "kb")
 
     @property
     def effective_cache_dir(self) -> Path:

@@ -83,7 +83,7 @@ IndexArray = np.ndarray[Any, np.dtype[np.int64]]
 Rows: TypeAlias = "pa.RecordBatch | pa.Table | Sequence[Mapping[str, Any]]"
 
 REQUIRED = ("id", "vector", "text", "source", "doc_id", "start", "end")
-OPTIONAL = ("tags", "created_at", "metadata")
+OPTIONAL = ("tags", "created_at", "metadata", "hash")
 _HIT_COLUMNS = ["id", "text", "source", "doc_id", "start", "end", "tags", "created_at", "metadata"]
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # what LanceDB accepts as a table name, bounded
 
@@ -102,6 +102,7 @@ def chunk_schema(dim: int) -> pa.Schema:
             pa.field("tags", pa.list_(pa.string())),
             pa.field("created_at", pa.timestamp("us", tz="UTC")),
             pa.field("metadata", pa.string()),  # a JSON object
+            pa.field("hash", pa.string()),  # the content hash its vector was made for (re-used by later builds)
         ]
     )
 
@@ -339,6 +340,12 @@ class ChunkIndex:
         """Every chunk's id and its vector, as a (rows, dim) float32 matrix in the same order."""
         data = self._table.search().select(["id", "vector"]).limit(None).to_arrow()
         return data["id"].to_pylist(), _matrix(data["vector"], self.dim)
+
+    def hashed_vectors(self) -> tuple[list[str], FloatArray]:
+        """The content hash and vector of every chunk that has a hash, in the same order (for a later build
+        with the same embedding model to re-use the vectors of unchanged chunks)."""
+        data = self._table.search().where("hash IS NOT NULL").select(["hash", "vector"]).limit(None).to_arrow()
+        return data["hash"].to_pylist(), _matrix(data["vector"], self.dim)
 
     def search(
         self,

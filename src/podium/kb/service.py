@@ -30,7 +30,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -78,14 +77,17 @@ MAX_MODEL_CHARS = 200
 MAX_FIELD_CHARS = 200
 MAX_ERROR_CHARS = 4000
 OPEN_INDEXES = 64  # finished chunk indexes kept open for searches
+DONOR_VERSIONS = 3  # earlier ready versions (same project and model) whose stored vectors a build re-uses
+PROBE_TEXT = "dimension probe"  # what a build's check embeds to learn the model's dimension
 META_SKIP = ("id", "source", "tags", "created_at")  # dataset columns that are index columns, not metadata
 
 Progress = Callable[[float, str], None]
 
 
 def kb_uri(platform: Platform) -> str:
-    """Where knowledge-base chunk tables live: `<home>/kb` (a LanceDB database directory)."""
-    return str(Path(platform.settings.home_dir) / "kb")
+    """Where knowledge-base chunk tables live (a LanceDB database): the `kb_url` setting, a directory or an
+    object-storage URL, by default `<home>/kb`."""
+    return platform.settings.effective_kb_url
 
 
 # --- views -----------------------------------------------------------------------------------------
@@ -104,9 +106,11 @@ class KbVersionInfo(BaseModel):
     text_field: str
     chunker: dict[str, Any]
     embedding_model: str
+    embedding_version: str | None
     dim: int | None
     row_count: int
     doc_count: int
+    reused: int
     job_id: str | None
     created_by: str
     created_at: datetime
@@ -178,9 +182,11 @@ def _version_info(s: Session, kb: KnowledgeBase, v: KbVersion, labels: dict[str,
         text_field=v.text_field,
         chunker=v.chunker,
         embedding_model=v.embedding_model,
+        embedding_version=v.embedding_version,
         dim=v.dim,
         row_count=v.row_count,
         doc_count=v.doc_count,
+        reused=v.reused,
         job_id=v.job_id,
         created_by=v.created_by,
         created_at=v.created_at,
@@ -286,6 +292,13 @@ async def _embed(
 ) -> list[list[float]]:
     """Embedding vectors of `texts` (one `/v1/embeddings` call through the gateway), or a `PodiumError`
     saying why not."""
+    return (await _embed_answer(gateway, principal, model, texts, slots))[0]
+
+
+async def _embed_answer(
+    gateway: Gateway, principal: Principal, model: str, texts: list[str], slots: asyncio.Semaphore | None = None
+) -> tuple[list[list[float]], str]:
+    """Embedding vectors of `texts` and the model the route answered with (the response's `model`)."""
     body = {"model": model, "input": texts}
     raw = orjson.dumps(body)
     incoming = Incoming(kind="embedding", body=body, body_bytes=len(raw), raw=raw)
@@ -310,7 +323,8 @@ async def _embed(
         if not isinstance(vector, list) or not vector:
             raise ServiceUnavailable(f"embedding model {model!r} returned an embedding that is not a list of numbers")
         vectors.append([float(x) for x in vector])
-    return vectors
+    answered = answer.body.get("model")
+    return vectors, answered if isinstance(answered, str) and answered else model
 
 
 async def _embed_all(
@@ -467,6 +481,38 @@ def check_embedding_model(platform: Platform, actor: Actor, model: str) -> str:
     return model
 
 
+@dataclasses.dataclass(frozen=True)
+class EmbeddingProbe:
+    """What one embedding call of a build's model said before the build was queued: the route, the model that
+    answered (`version`: a route may move to another model) and the dimension of its vectors."""
+
+    model: str
+    version: str
+    dim: int
+
+
+def probe_embedding(platform: Platform, actor: Actor, model: str) -> EmbeddingProbe:
+    """Check the embedding model as `check_embedding_model` does, then embed one short text with it to learn
+    which model answers and the dimension of its vectors (so a dimension mismatch is refused before a build
+    starts, and stored vectors are only re-used from the same model)."""
+    model = check_embedding_model(platform, actor, model)
+    gateway = bridge.current(platform).gateway
+    try:
+        vectors, answered = bridge.run(
+            platform, _embed_answer(gateway, _principal(actor), model, [PROBE_TEXT]), QUERY_TIMEOUT
+        )
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, details={"field": "embedding_model", "model": model}) from None
+    return EmbeddingProbe(model=model, version=answered[:MAX_MODEL_CHARS], dim=len(vectors[0]))
+
+
+def chunk_hash(probe: EmbeddingProbe | tuple[str, str], text: str) -> str:
+    """The content hash under which a chunk's vector is stored: its text and the model (route and the model
+    that answered) that embedded it; a later build embedding the same text with the same model re-uses it."""
+    model, version = (probe.model, probe.version) if isinstance(probe, EmbeddingProbe) else probe
+    return hashlib.sha256(f"{model}\x00{version}\x00{text}".encode()).hexdigest()[:32]
+
+
 def config_hash(dataset_version_id: str, text_field: str, chunker: dict[str, Any], model: str) -> str:
     """The hash of what decides a version's content."""
     blob = orjson.dumps(
@@ -499,13 +545,21 @@ def build(
     with data.open_rows(platform, actor, f"{source.dataset}@{source.id}") as (_, pf):
         schema = pf.schema_arrow
     canonical = check_chunker(platform, actor, chunker, text_field, schema)
-    model = check_embedding_model(platform, actor, embedding_model)
+    probe = probe_embedding(platform, actor, embedding_model)
+    model = probe.model
     version_id = new_id(KB_VERSIONS.version_prefix)
 
     def once(s: Session) -> KbVersionInfo:
         kb = s.get(KnowledgeBase, kb_id)
         if kb is None:
             raise NotFound(f"knowledge base {kb_name!r} not found")
+        if kb.dim is not None and kb.dim != probe.dim:
+            raise InvalidInput(
+                f"embedding model {model!r} makes {probe.dim}-dimensional vectors, but knowledge base {kb.name!r} "
+                f"holds {kb.dim}-dimensional ones; use a model of dimension {kb.dim}, or create a new knowledge "
+                "base for this model",
+                details={"field": "embedding_model", "dim": probe.dim, "kb_dim": kb.dim},
+            )
         pushed = KB_VERSIONS.push(
             s,
             kb,
@@ -517,6 +571,8 @@ def build(
             text_field=text_field,
             chunker=canonical,
             embedding_model=model,
+            embedding_version=probe.version,
+            dim=probe.dim,
             status=BUILDING,
             table_name=version_id,
             created_by=actor.label,
@@ -550,7 +606,7 @@ def mark_failed(platform: Platform, version_id: str, error: str) -> None:
 
 
 def _chunk_rows(
-    out: pa.Table, text_field: str, dataset: str, vectors: list[list[float]], now: datetime
+    out: pa.Table, text_field: str, dataset: str, vectors: list[Any], hashes: list[str], now: datetime
 ) -> list[dict[str, Any]]:
     """Index rows of a chunked batch (the `chunk` step's output) and their vectors."""
     names = out.column_names
@@ -581,6 +637,7 @@ def _chunk_rows(
                 "tags": [str(t) for t in raw_tags] if isinstance(raw_tags, list) else None,
                 "created_at": raw_created if isinstance(raw_created, datetime) else now,
                 "metadata": metadata,
+                "hash": hashes[i],
             }
         )
     return rows
@@ -601,29 +658,95 @@ def execute_build(platform: Platform, actor: Actor, version_id: str, progress: P
             raise Conflict(f"version {v.version} of knowledge base {kb.name!r} failed to build: {v.error}")
         kb_name = kb.name
         dataset_ref = f"{v.dataset_ref.partition('@')[0]}@{v.dataset_version_id}"
-        text_field, chunker, model, table = v.text_field, dict(v.chunker), v.embedding_model, v.table_name
+        text_field, chunker, table = v.text_field, dict(v.chunker), v.table_name
+        probe = EmbeddingProbe(v.embedding_model, v.embedding_version or v.embedding_model, v.dim or 0)
+        donors = _donor_tables(s, kb, v)
+        kb_id = kb.id
     uri = kb_uri(platform)
     try:
         _check_member_of(platform, actor, version_id)
         ChunkIndex.drop(uri, table)  # a job requeued after a crash starts over
-        rows, chunks = _write(platform, actor, dataset_ref, text_field, chunker, model, uri, table, progress)
+        known = _stored_vectors(uri, donors, probe.dim)
+        written = _write(platform, actor, dataset_ref, text_field, chunker, probe, known, uri, table, progress)
+        chunks = written.index
+        with platform.db.session() as s:
+            kb = s.get(KnowledgeBase, kb_id)
+            assert kb is not None  # a foreign key
+            if kb.dim is not None and kb.dim != chunks.dim:  # a build of another dimension was made ready first
+                raise InvalidInput(
+                    f"knowledge base {kb_name!r} now holds {kb.dim}-dimensional vectors; this build made "
+                    f"{chunks.dim}-dimensional ones"
+                )
+            kb.dim = chunks.dim
+            s.execute(
+                update(KbVersion)
+                .where(KbVersion.id == version_id)
+                .values(
+                    status=READY,
+                    row_count=chunks.rows,
+                    dim=chunks.dim,
+                    doc_count=written.rows,
+                    reused=written.reused,
+                    finished_at=utcnow(),
+                )
+            )
+            details = {"kb": kb_name, "chunks": chunks.rows, "reused": written.reused}
+            record_audit(s, actor, "kb.version.ready", "kb_version", version_id, details=details)
     except BaseException as exc:
         try:
             ChunkIndex.drop(uri, table)
         finally:
             mark_failed(platform, version_id, str(exc) or type(exc).__name__)
         raise
-    with platform.db.session() as s:
-        s.execute(
-            update(KbVersion)
-            .where(KbVersion.id == version_id)
-            .values(status=READY, row_count=chunks.rows, dim=chunks.dim, doc_count=rows, finished_at=utcnow())
-        )
+    return get_version_by_id(platform, version_id)
+
+
+def get_version_by_id(platform: Platform, version_id: str) -> KbVersionInfo:
+    """A version by its id, unchecked (for the build job, which checked its right to build it)."""
+    with platform.db.read_session() as s:
         v = s.get(KbVersion, version_id)
         kb = s.get(KnowledgeBase, v.kb_id) if v is not None else None
-        assert v is not None and kb is not None
-        record_audit(s, actor, "kb.version.ready", "kb_version", v.id, details={"kb": kb_name, "chunks": chunks.rows})
+        if v is None or kb is None:
+            raise NotFound(f"knowledge-base version {version_id!r} not found")
         return _version_info(s, kb, v)
+
+
+def _donor_tables(s: Session, kb: KnowledgeBase, v: KbVersion) -> list[str]:
+    """The tables of the newest ready versions (`DONOR_VERSIONS`) in the project of `kb` whose vectors came
+    from the same embedding model (route and answering model) with the same dimension as `v`'s."""
+    project = KnowledgeBase.project_id
+    q = (
+        select(KbVersion.table_name)
+        .join(KnowledgeBase, KnowledgeBase.id == KbVersion.kb_id)
+        .where(
+            project.is_(None) if kb.project_id is None else project == kb.project_id,
+            KbVersion.status == READY,
+            KbVersion.embedding_model == v.embedding_model,
+            KbVersion.embedding_version == v.embedding_version,
+            KbVersion.dim == v.dim,
+            KbVersion.id != v.id,
+        )
+        .order_by(KbVersion.finished_at.desc())
+        .limit(DONOR_VERSIONS)
+    )
+    return list(s.scalars(q))
+
+
+def _stored_vectors(uri: str, tables: list[str], dim: int) -> dict[str, Any]:
+    """Content hash → vector, from the chunk tables of earlier builds (a table gone or unreadable is skipped:
+    its chunks are embedded again)."""
+    known: dict[str, Any] = {}
+    for table in tables:
+        try:
+            index = _index(uri, table)
+        except PodiumError:
+            continue
+        if index.dim != dim:
+            continue
+        hashes, matrix = index.hashed_vectors()
+        for h, row in zip(hashes, matrix, strict=True):
+            known.setdefault(h, row)
+    return known
 
 
 def _check_member_of(platform: Platform, actor: Actor, version_id: str) -> None:
@@ -636,24 +759,35 @@ def _check_member_of(platform: Platform, actor: Actor, version_id: str) -> None:
         _check_member(actor, kb, "build this knowledge base")
 
 
+@dataclasses.dataclass
+class _Written:
+    rows: int  # dataset rows read
+    reused: int  # chunks not sent to the model: their vectors were stored, or their text came earlier
+    index: ChunkIndex
+
+
 def _write(
     platform: Platform,
     actor: Actor,
     dataset_ref: str,
     text_field: str,
     chunker: dict[str, Any],
-    model: str,
+    probe: EmbeddingProbe,
+    known: dict[str, Any],
     uri: str,
     table: str,
     progress: Progress | None,
-) -> tuple[int, ChunkIndex]:
+) -> _Written:
+    """Chunk the dataset version, embed the chunks whose content hash is not in `known` (which learns each new
+    vector, so a text repeated within the build is embedded once too) and write them all to `table`."""
+    model = probe.model
     source = data.get_version(platform, actor, dataset_ref)
     config = validated(Chunk.Config, {**chunker, "field": text_field}, "chunker", prefix="chunker.")
     step = Chunk(config, StepContext(tokenizer=loader(platform, actor)), prefix="chunker")
     principal = _principal(actor)
     gateway = bridge.current(platform).gateway
     writer: ChunkWriter | None = None
-    rows = 0
+    rows = reused = 0
     now = utcnow()
     with data.open_rows(platform, actor, dataset_ref) as (_, pf):
         step.output_schema(pf.schema_arrow)
@@ -663,10 +797,19 @@ def _write(
             rows += table_in.num_rows
             if out.num_rows:
                 texts = [str(t) for t in out.column(text_field).to_pylist()]
-                vectors = bridge.run(platform, _embed_all(gateway, principal, model, texts), EMBED_TIMEOUT)
+                hashes = [chunk_hash(probe, t) for t in texts]
+                missing = list({h: t for h, t in zip(hashes, texts, strict=True) if h not in known}.items())
+                reused += len(hashes) - len(missing)  # stored, or repeated within this batch
+                if missing:
+                    made = bridge.run(
+                        platform, _embed_all(gateway, principal, model, [t for _, t in missing]), EMBED_TIMEOUT
+                    )
+                    for (h, _), vector in zip(missing, made, strict=True):
+                        known[h] = vector
+                vectors = [known[h] for h in hashes]
                 if writer is None:
                     writer = ChunkIndex.create(uri, table, len(vectors[0]))
-                writer.add(_chunk_rows(out, text_field, source.dataset, vectors, now))
+                writer.add(_chunk_rows(out, text_field, source.dataset, vectors, hashes, now))
             if progress is not None:
                 share = rows / max(1, source.row_count)
                 progress(min(0.95, share), f"{rows:,} of {source.row_count:,} rows chunked and embedded")
@@ -677,7 +820,7 @@ def _write(
         )
     if progress is not None:
         progress(0.97, f"indexing {writer.rows:,} chunks")
-    return rows, writer.finish()
+    return _Written(rows=rows, reused=reused, index=writer.finish())
 
 
 # --- searching -------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ class KnowledgeBase(Base):
     name: Mapped[str] = mapped_column(String(120), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     project_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    # the dimension of its vectors, fixed by its first build: every version answers in one vector space shape
+    dim: Mapped[int | None] = mapped_column(default=None)
     created_by: Mapped[str] = mapped_column(String(140), default="system")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -55,9 +57,14 @@ class KbVersion(Base):
     text_field: Mapped[str] = mapped_column(String(200))
     chunker: Mapped[dict[str, Any]] = mapped_column(default=dict)
     embedding_model: Mapped[str] = mapped_column(String(200))
+    # the model the embedding route answered with when the build was checked (a route may change models)
+    embedding_version: Mapped[str | None] = mapped_column(String(200), default=None)
     dim: Mapped[int | None] = mapped_column(default=None)  # known once the first chunks are embedded
     row_count: Mapped[int] = mapped_column(BigInteger, default=0)  # chunks
     doc_count: Mapped[int] = mapped_column(BigInteger, default=0)  # dataset rows read
+    reused: Mapped[int] = mapped_column(
+        BigInteger, default=0
+    )  # chunks not embedded again: stored by an earlier build or repeated
     status: Mapped[str] = mapped_column(String(20), default=BUILDING)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     table_name: Mapped[str] = mapped_column(String(128))
