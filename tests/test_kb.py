@@ -340,3 +340,56 @@ def test_a_knowledge_base_belongs_to_its_project(live: LiveServer) -> None:
         assert c.post(f"/api/kb/{name}/build", json=body).status_code == 403
         assert c.put(f"/api/kb/{name}/labels/prod", json={"version": 1}).status_code == 403
         assert c.post("/api/kb", json={"name": _name("kb")}).status_code == 403
+
+
+QUERIES = [
+    {"query": "zebras doze in the zoo", "relevant": ["zoo"]},
+    {"query": "bread with butter and flour", "relevant": "bake#0"},
+    {"query": "quirky queens questions", "relevant": ["quiz", "bake"]},
+    {"query": "rivers hills towns road", "relevant": ["long"]},
+]
+
+
+def test_retrieval_metrics_of_two_versions_side_by_side(live: LiveServer) -> None:
+    name = create(live)
+    docs = dataset(live, DOCS)
+    built(live, name, docs)
+    built(live, name, docs, chunker={"unit": "chars", "size": 60, "overlap": 0})
+    queries = dataset(live, QUERIES)
+    with live.client() as c:
+        r = c.post(f"/api/kb/{name}/eval", json={"dataset": queries, "versions": [1, 2], "k": 3, "mode": "text"})
+        assert r.status_code == 200, r.text
+        result = r.json()
+        assert result["queries"] == 4 and result["k"] == 3 and [v["version"] for v in result["versions"]] == [1, 2]
+        first = result["versions"][0]
+        rows = {row["query"]: row for row in first["rows"]}
+        zoo = rows["zebras doze in the zoo"]
+        assert zoo["first_rank"] == 1 and zoo["retrieved"][0] == "zoo#0", zoo
+        # one of two relevant documents found: recall 1/2, nDCG below 1
+        quiz = rows["quirky queens questions"]["scores"]
+        assert quiz["hit_rate"] == 1.0 and quiz["recall"] == 0.5 and quiz["ndcg"] < 1.0
+        assert first["metrics"]["hit_rate"] == 1.0 and first["metrics"]["mrr"] == 1.0
+        assert 0 < first["metrics"]["recall"] < 1 and first["intervals"]["recall"]["n"] == 4
+        assert set(result["comparison"]) == {"hit_rate", "mrr", "ndcg", "recall"}
+        assert result["comparison"]["mrr"]["n"] == 4
+        # vector mode embeds the queries with each version's model
+        r = c.post(f"/api/kb/{name}/eval", json={"dataset": queries, "k": 1, "mode": "vector", "rows": 0})
+        assert (
+            r.status_code == 200 and r.json()["versions"][0]["version"] == 2 and r.json()["versions"][0]["rows"] == []
+        )
+        assert r.json()["versions"][0]["metrics"]["hit_rate"] >= 0.5
+        # bad input names what was wrong
+        bad = [
+            ({"query_field": "question"}, "query_field"),
+            ({"relevant_field": "gold"}, "relevant_field"),
+            ({"mode": "fuzzy"}, "mode"),
+            ({"dataset": docs, "query_field": "text", "relevant_field": "n"}, "relevant_field"),
+        ]
+        for change, field in bad:
+            r = c.post(f"/api/kb/{name}/eval", json={"dataset": queries, **change})
+            assert r.status_code == 400 and r.json()["error"]["details"]["field"] == field, (change, r.text)
+        assert c.post(f"/api/kb/{name}/eval", json={"dataset": queries, "versions": [1, 2, 1]}).status_code in (
+            400,
+            422,
+        )
+        assert c.post(f"/api/kb/{name}/eval", json={"dataset": queries, "versions": [9]}).status_code == 404

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from podium.core.http import current_actor, get_platform
 from podium.core.identity import Actor
 from podium.core.platform import Platform
-from podium.kb import service
+from podium.kb import evaluate, service
+from podium.kb.evaluate import RetrievalEval
 from podium.kb.index import MAX_K, MAX_QUERY_CHARS, Filters
 from podium.kb.service import BuildStarted, KbDetail, KbInfo, KbVersionInfo, SearchResult
 
@@ -54,6 +55,24 @@ class SearchBody(BaseModel):
     version: str | int | None = None
 
 
+class EvalBody(BaseModel):
+    """Body of `POST /api/kb/{name}/eval`: a dataset version of labelled queries (`query_field`, and
+    `relevant_field` holding chunk ids or document ids), one or two versions (numbers, labels or ids; default
+    the newest ready version) searched with every query, `k` hits each in `mode`, among the chunks matching
+    `filters`; `rows` query rows are returned per version (the metrics use every query)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(max_length=service.MAX_FIELD_CHARS)
+    query_field: str = Field("query", max_length=service.MAX_FIELD_CHARS)
+    relevant_field: str = Field("relevant", max_length=service.MAX_FIELD_CHARS)
+    versions: list[str | int] | None = Field(None, max_length=evaluate.MAX_VERSIONS)
+    k: int = Field(10, ge=1, le=MAX_K)
+    mode: str = Field("hybrid", description="vector, text or hybrid.")
+    filters: Filters | None = None
+    rows: int = Field(evaluate.ROWS_SHOWN, ge=0, le=evaluate.MAX_QUERIES)
+
+
 class LabelBody(BaseModel):
     """Body of `PUT /api/kb/{name}/labels/{label}`: a version number, `latest`, a label or a version id."""
 
@@ -93,6 +112,25 @@ def search(name: str, body: SearchBody, actor: ActorDep, platform: PlatformDep) 
     those matching the filters. A version still building answers 409."""
     ref = name if body.version is None else f"{name}@{body.version}"
     return service.search(platform, actor, ref, body.query, mode=body.mode, k=body.k, filters=body.filters)
+
+
+@router.post("/{name}/eval")
+def evaluate_kb(name: str, body: EvalBody, actor: ActorDep, platform: PlatformDep) -> RetrievalEval:
+    """Retrieval metrics (hit rate, MRR, nDCG@k, recall@k, each with its 95% interval) of one version, or of two
+    side by side with their per-query differences, on a dataset of labelled queries."""
+    return evaluate.evaluate(
+        platform,
+        actor,
+        name,
+        body.dataset,
+        query_field=body.query_field,
+        relevant_field=body.relevant_field,
+        versions=body.versions,
+        k=body.k,
+        mode=body.mode,
+        filters=body.filters,
+        rows=body.rows,
+    )
 
 
 @router.put("/{name}/labels/{label}")

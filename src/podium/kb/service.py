@@ -845,6 +845,63 @@ def _index(uri: str, table: str) -> ChunkIndex:
     return index
 
 
+@dataclasses.dataclass(frozen=True)
+class SearchTarget:
+    """A ready version a search reads: the knowledge base's name, its number and id, its chunk table, the
+    model that embeds its queries, and the dataset version it was built from."""
+
+    kb: str
+    version: int
+    version_id: str
+    table: str
+    model: str
+    dataset_version_id: str
+
+
+def search_target(platform: Platform, actor: Actor, ref: str) -> SearchTarget:
+    """The ready version `ref` names for a caller who may search it (`NotFound` for another project's,
+    `Conflict` while it builds or after it failed)."""
+    actor.require("viewer", "search knowledge bases")
+    parsed = KB_VERSIONS.parse_ref(ref)
+    with platform.db.read_session() as s:
+        kb = _find(s, actor, parsed.name)
+        v = _resolve(s, kb, parsed.tag)
+        _ready(kb, v)
+        return SearchTarget(kb.name, v.version, v.id, v.table_name, v.embedding_model, v.dataset_version_id)
+
+
+def _query_caller(actor: Actor) -> Principal:
+    """The key a query's embedding is made on. A search is a read: a viewer may search, and the one embedding
+    of its query is made on its key as a member's call would be (the gateway refuses viewers' own calls, which
+    choose their model; here the version chose it)."""
+    principal = _principal(actor)
+    return dataclasses.replace(principal, role="member") if principal.role == "viewer" else principal
+
+
+def embed_queries(platform: Platform, actor: Actor, model: str, queries: list[str]) -> list[list[float]]:
+    """The embeddings of search queries by a version's model, through the gateway on the caller's key."""
+    gateway = bridge.current(platform).gateway
+    return bridge.run(platform, _embed_all(gateway, _query_caller(actor), model, queries), EMBED_TIMEOUT)
+
+
+def open_index(platform: Platform, table: str) -> ChunkIndex:
+    """A ready version's chunk index (opened once per process and kept)."""
+    return _index(kb_uri(platform), table)
+
+
+def check_query(query: Any, mode: Any, k: Any) -> Mode:
+    """The search mode, once the query, mode and k are checked (`InvalidInput` naming the field)."""
+    if mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}", details={"field": "mode"})
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be an integer from 1 to {MAX_K}", details={"field": "k"})
+    if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUERY_CHARS or "\x00" in query:
+        raise InvalidInput(
+            f"query must be 1 to {MAX_QUERY_CHARS} characters of text without NUL", details={"field": "query"}
+        )
+    return "vector" if mode == "vector" else "text" if mode == "text" else "hybrid"
+
+
 def search(
     platform: Platform,
     actor: Actor,
@@ -859,40 +916,23 @@ def search(
     version's own model through the gateway), by words (`text`: BM25) or both fused (`hybrid`), among the
     chunks matching `filters` (`source`, `tags_any`, `created_from`, `created_to`)."""
     actor.require("viewer", "search knowledge bases")
-    if mode not in MODES:
-        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}", details={"field": "mode"})
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise InvalidInput(f"k must be an integer from 1 to {MAX_K}", details={"field": "k"})
-    if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUERY_CHARS or "\x00" in query:
-        raise InvalidInput(
-            f"query must be 1 to {MAX_QUERY_CHARS} characters of text without NUL", details={"field": "query"}
-        )
+    chosen = check_query(query, mode, k)
     checked = None
     if filters is not None:
         checked = filters if isinstance(filters, Filters) else validated(Filters, filters, "filters", prefix="filters.")
-    parsed = KB_VERSIONS.parse_ref(ref)
-    with platform.db.read_session() as s:
-        kb = _find(s, actor, parsed.name)
-        v = _resolve(s, kb, parsed.tag)
-        _ready(kb, v)
-        kb_name, number, vid, table, model = kb.name, v.version, v.id, v.table_name, v.embedding_model
+    target = search_target(platform, actor, ref)
     vector = None
-    if mode != "text":
-        principal = _principal(actor)
-        # A search is a read: a viewer may search, and the one embedding of its query is made on its key
-        # as a member's call would be (the gateway refuses viewers' own calls, which choose their model).
-        caller = dataclasses.replace(principal, role="member") if principal.role == "viewer" else principal
+    if chosen != "text":
         gateway = bridge.current(platform).gateway
-        vector = bridge.run(platform, _embed(gateway, caller, model, [query]), QUERY_TIMEOUT)[0]
-    chosen: Mode = "vector" if mode == "vector" else "text" if mode == "text" else "hybrid"
-    hits = _index(kb_uri(platform), table).search(
+        vector = bridge.run(platform, _embed(gateway, _query_caller(actor), target.model, [query]), QUERY_TIMEOUT)[0]
+    hits = open_index(platform, target.table).search(
         query_vector=vector,
-        query_text=query if mode != "vector" else None,
+        query_text=query if chosen != "vector" else None,
         mode=chosen,
         k=k,
         filters=checked,
     )
-    return SearchResult(kb=kb_name, version=number, version_id=vid, mode=mode, hits=hits)
+    return SearchResult(kb=target.kb, version=target.version, version_id=target.version_id, mode=mode, hits=hits)
 
 
 # --- labels ----------------------------------------------------------------------------------------
