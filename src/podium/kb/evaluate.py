@@ -17,6 +17,7 @@ another chunker or embedding model is judged on the same questions.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -78,10 +79,8 @@ class RetrievalEval(BaseModel):
 
 def _ids(value: Any, row: int, field: str) -> list[str]:
     if isinstance(value, str) and value.startswith("["):  # a column of mixed values is stored as JSON text
-        try:
+        with contextlib.suppress(orjson.JSONDecodeError):
             value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            pass
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and value and all(isinstance(v, str | int) for v in value):
