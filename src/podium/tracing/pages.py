@@ -10,9 +10,11 @@ can say so.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -24,6 +26,7 @@ from podium.core.http import get_platform
 from podium.models import service as models
 from podium.tracing import service
 from podium.tracing.formats import FORMATS, filter_params, fmt_ms, query_string
+from podium.web.cells import Cell, cell
 from podium.web.shell import PageSession, error_page, page_session, read_session, render
 
 router = APIRouter(include_in_schema=False)
@@ -368,9 +371,118 @@ def _span_links(request: Request, session: PageSession, span: service.SpanFull) 
     return links
 
 
+# --- retriever spans: the query and its hits ----------------------------------------------------------
+
+EXCERPT_CHARS = 300  # characters of a retrieved chunk shown in the hits table
+
+
+@dataclass(frozen=True)
+class RetrievedHit:
+    """One hit of a retriever span as a table row (numbers None when the span did not carry them)."""
+
+    rank: int
+    id: str
+    source: str
+    doc_id: str
+    start: int | None
+    end: int | None
+    score: float | None
+    similarity: float | None
+    bm25: float | None
+    text: Cell
+
+
+@dataclass(frozen=True)
+class RetrievalView:
+    """What a retriever span asked and found: the query, the knowledge base (`name@version`, linked to its
+    page), mode, k and filters, and the hits in rank order."""
+
+    query: str
+    kb: str
+    kb_href: str | None
+    mode: str
+    k: int | None
+    filters: str  # JSON on one line, or "" without filters
+    hits: list[RetrievedHit]
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    if text is None or service.artifact_ref(text) is not None or text.lstrip()[:1] != "{":
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else str(value)
+
+
+def retrieval_view(span: service.SpanFull) -> RetrievalView | None:
+    """The query and hits of a retriever span whose output is `{"hits": [...]}` (as the gateway writes them);
+    None for any other span, or an output that does not parse (it is then shown as any payload is)."""
+    if span.kind != "retriever":
+        return None
+    out = _json_object(span.output)
+    hits = out.get("hits") if out is not None else None
+    if not isinstance(hits, list) or not all(isinstance(h, dict) for h in hits):
+        return None
+    asked = _json_object(span.input)
+    if asked is not None:
+        query = _str(asked.get("query"))
+    else:  # an input that is not the gateway's JSON: the query as sent, if it is plain text
+        query = span.input if span.input is not None and service.artifact_ref(span.input) is None else ""
+        asked = {}
+    attrs = span.attributes
+    kb = _str(asked.get("kb"))
+    name = attrs.get("kb") if isinstance(attrs.get("kb"), str) else kb.partition("@")[0]
+    if not kb and name:
+        kb = f"{name}@{attrs['version']}" if _whole(attrs.get("version")) is not None else name
+    filters = asked.get("filters")
+    return RetrievalView(
+        query=query,
+        kb=kb,
+        kb_href=f"/kb/{quote(name, safe='')}" if name else None,
+        mode=_str(asked.get("mode") or attrs.get("mode")),
+        k=_whole(asked.get("k")) if _whole(asked.get("k")) is not None else _whole(attrs.get("k")),
+        filters=orjson.dumps(filters, option=orjson.OPT_NON_STR_KEYS).decode() if filters else "",
+        hits=[
+            RetrievedHit(
+                rank=i,
+                id=_str(h.get("id")),
+                source=_str(h.get("source")),
+                doc_id=_str(h.get("doc_id")),
+                start=_whole(h.get("start")),
+                end=_whole(h.get("end")),
+                score=_number(h.get("score")),
+                similarity=_number(h.get("similarity")),
+                bm25=_number(h.get("bm25")),
+                text=cell(_str(h.get("text")), EXCERPT_CHARS),
+            )
+            for i, h in enumerate(hits, 1)
+        ],
+    )
+
+
+def fmt_score(value: float | None) -> str:
+    """A retrieval score to four significant digits; `—` for none."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
 @router.get("/traces/{trace_id}/spans/{span_id}")
 def span_detail(request: Request, trace_id: str, span_id: str, session: FragmentDep) -> Response:
-    """One span in full (HTML): figures, links, error, attributes, input and output."""
+    """One span in full (HTML): figures, links, error, attributes, input and output (a retriever span's as its
+    query and a table of its hits)."""
     page = service.get_spans(get_platform(request), session.actor, trace_id, ids=[span_id])
     span = page.spans[0]
     return render(
@@ -383,6 +495,8 @@ def span_detail(request: Request, trace_id: str, span_id: str, session: Fragment
         model_registered=span.model in _registered_models(request, session) if span.model else False,
         attributes=_pretty(span.attributes) if span.attributes else "",
         views=_views(trace_id, span.id, span.input, span.output),
+        retrieval=retrieval_view(span),
+        fmt_score=fmt_score,
         **FORMATS,
     )
 
