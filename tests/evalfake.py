@@ -2,14 +2,15 @@
 
 Chat answers: the first rule whose substring occurs in the last user message gives the answer (text, and
 optionally the top log-probs of its first token); otherwise a user message `say:TEXT` answers TEXT,
-`fail:N` answers HTTP N, and anything else is echoed. Embeddings are bag-of-letters vectors, so texts that
-share words are close; an input starting `fail:N` fails the embedding call with HTTP N, and
+`fail:N` answers HTTP N, and anything else is echoed (in two chunks when streamed). Embeddings are
+bag-of-letters vectors, so texts that share words are close; an input starting `fail:N` fails the embedding call with HTTP N, and
 `embedding_delay` seconds pass before each embedding answer; a model whose name ends `-wide` answers vectors
 of twice the dimension. Every request is counted."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +53,7 @@ def _vector(text: str) -> list[float]:
 def start_eval_fake() -> EvalFake:
     server = EvalFake(url="")
 
-    async def chat(request: web.Request) -> web.Response:
+    async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         server.requests.append(body)
         server.chat_calls += 1
@@ -82,6 +83,23 @@ def start_eval_fake() -> EvalFake:
         }
         if logprobs is not None:
             choice["logprobs"] = logprobs
+        if body.get("stream"):  # the text in two chunks, then the finish reason
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            half = len(text) // 2
+            for piece, finish in ((text[:half], None), (text[half:], None), ("", "stop")):
+                delta = {"content": piece} if piece else {}
+                chunk = {
+                    "id": "chatcmpl-eval",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": body.get("model"),
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
+                await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
         return web.json_response(
             {
                 "id": "chatcmpl-eval",

@@ -23,6 +23,7 @@ from podium.gateway.governor import Governor, Ticket
 from podium.gateway.guardrails import request_text, response_text
 from podium.gateway.prompting import PromptUse
 from podium.gateway.resilience import backoff_delay
+from podium.gateway.retrieval import Retrieved
 from podium.gateway.table import Deployment, Route, RouteTable
 from podium.models.prices import FREE, Price
 from podium.models.providers.base import CONTEXT_WINDOW, RETRYABLE, Provider, Timeouts, UpstreamError
@@ -69,6 +70,7 @@ class Call:
     body_raw: bytes | None = None  # `body` as the client sent it (absent when a prompt reference changed it)
     output_raw: bytes | None = None  # `output` serialised, when the answer was
     origin: str = "gateway"  # the trace's source: "eval" for calls evaluations make (judges, eval targets)
+    retrieval: Retrieved | None = None  # the knowledge-base chunks put into the prompt (a `retrieval` field)
 
     @property
     def user(self) -> str | None:
@@ -85,6 +87,8 @@ class Call:
             h["x-podium-deployment"] = self.deployment
         if self.prompt is not None:
             h["x-podium-prompt-version"] = self.prompt.ref
+        if self.retrieval is not None:
+            h.update(self.retrieval.headers())
         return h
 
     def set_usage(self, usage: Any) -> None:
@@ -394,6 +398,10 @@ class Dispatcher:
         meta: dict[str, Any] = {"request_id": call.request_id, "podium_user": p.user_name, "stream": call.stream}
         if call.prompt is not None:
             meta.update(call.prompt.meta())
+        spans: list[dict[str, Any]] = []
+        if call.retrieval is not None:
+            meta["kb"] = call.retrieval.ref
+            spans.append(_retriever_span(call.trace_id, call.retrieval))
         trace: dict[str, Any] = {
             "id": call.trace_id,
             "project_id": p.project_id,
@@ -412,7 +420,7 @@ class Dispatcher:
             "deployment": call.deployment,
             "cache_status": call.cache,
             "attempts": call.attempts,
-            "span_count": 1,
+            "span_count": 1 + len(spans),
             "http_status": call.status,
             "prompt_tokens": call.prompt_tokens,
             "completion_tokens": call.completion_tokens,
@@ -451,7 +459,7 @@ class Dispatcher:
             "input": inp,
             "output": out,
         }
-        return Record(trace=trace, spans=[span], counters=Governor.ledger(p, call.cost_micros, call.started_at))
+        return Record(trace=trace, spans=[span, *spans], counters=Governor.ledger(p, call.cost_micros, call.started_at))
 
     def _settle(self, call: Call) -> None:
         tokens = call.prompt_tokens + call.completion_tokens
@@ -473,6 +481,44 @@ class Dispatcher:
             task = asyncio.ensure_future(self.writer.submit(record))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+
+
+def _retriever_span(trace_id: str, r: Retrieved) -> dict[str, Any]:
+    """The span of a call's retrieval: the query and the hits with their scores."""
+    query = {"query": r.query, "kb": r.ref, "k": r.k, "mode": r.mode, "filters": r.filter}
+    attributes: dict[str, Any] = {
+        "kb": r.kb,
+        "version": r.version,
+        "version_id": r.version_id,
+        "mode": r.mode,
+        "k": r.k,
+        "hits": len(r.hits),
+        **r.meta,
+    }
+    if r.rerank_model is not None:
+        attributes["rerank_model"] = r.rerank_model
+    return {
+        "id": new_id("spn"),
+        "trace_id": trace_id,
+        "parent_id": None,
+        "kind": "retriever",
+        "name": f"retrieve {r.ref}",
+        "status": "ok",
+        "start_time": r.started_at,
+        "end_time": r.ended_at,
+        "ttft_ms": None,
+        "model": None,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_micros": 0,
+        "error": None,
+        "prompt_version_id": None,
+        "model_version_id": None,
+        "dataset_version_id": r.dataset_version_id,
+        "attributes": attributes,
+        "input": as_plain(_clip(orjson.dumps(query).decode())),
+        "output": as_plain(_clip(orjson.dumps({"hits": r.hits}).decode())),
+    }
 
 
 def _clip(text: str) -> str:

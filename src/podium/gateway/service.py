@@ -28,6 +28,15 @@ from podium.gateway.dispatch import Call, Dispatcher, Upstream, first_then_rest
 from podium.gateway.errors import GatewayError, as_gateway_error
 from podium.gateway.guardrails import Guardrail, GuardrailViolation
 from podium.gateway.prompting import PromptResolver, PromptUse
+from podium.gateway.retrieval import (
+    Retrieved,
+    Retriever,
+    parse_spec,
+    query_of,
+    render_context,
+    with_context_message,
+    with_context_variable,
+)
 from podium.gateway.table import Route
 from podium.models.providers.base import UpstreamError
 
@@ -141,6 +150,7 @@ class Gateway:
         self.keys = keys
         self.keepalive = keepalive
         self.prompts: PromptResolver | None = None  # the prompts domain plugs its resolver in at setup
+        self.retriever: Retriever | None = None  # the knowledge-base domain plugs its retriever in at setup
 
     async def check_model(self, principal: Principal, kind: str, model: str) -> str:
         """The route a call of `kind` to `model` would take for `principal` (its name), without making the call:
@@ -169,7 +179,23 @@ class Gateway:
         """Run one call. Failures become error answers in OpenAI's shape; the call is always recorded once
         it is known which model it asked for. `gone` lets a non-streamed call stop when the client leaves;
         `prompt` links the call to the prompt version the caller rendered itself (the playground); `origin`
-        marks the trace's source (evaluations' own calls are `eval`, so they are told apart from traffic)."""
+        marks the trace's source (evaluations' own calls are `eval`, so they are told apart from traffic).
+        A call that retrieved knowledge-base chunks answers with their `citations`."""
+        answer = await self._handle(principal, incoming, gone, use_cache, prompt, origin)
+        call = answer.call
+        if call is not None and call.retrieval is not None and answer.status == 200:
+            _cite(answer, call.retrieval)
+        return answer
+
+    async def _handle(
+        self,
+        principal: Principal,
+        incoming: Incoming,
+        gone: Gone | None,
+        use_cache: bool,
+        prompt: PromptUse | None,
+        origin: str,
+    ) -> Answer:
         dispatcher = self.dispatcher
         kind, body = incoming.kind, incoming.body
         if principal.role == "viewer":  # calls cost money: reading is not enough
@@ -177,12 +203,18 @@ class Gateway:
                 403, "a viewer key may list models but not call them; use a member key", code="permission_denied"
             )
             return Answer(exc.status, exc.headers, None, body=exc.body())
+        retrieved: Retrieved | None = None
         try:
             used = prompt
+            context = None
+            if "retrieval" in body:  # retrieval-augmented: find the chunks, then put them into the request
+                body, retrieved, context = await self._retrieve(principal, kind, body)
             if kind == "chat" and "prompt" in body:  # a prompt reference: render it into the request
                 if self.prompts is None:
                     raise GatewayError(400, "prompt references are not served by this gateway", code="invalid_prompt")
                 body, used = await self.prompts.apply(body, incoming.session_id, principal)
+            if context is not None:
+                body = with_context_message(body, context)
             model = check_fields(kind, body)
         except GatewayError as exc:
             return Answer(exc.status, exc.headers, None, body=exc.body())
@@ -197,6 +229,7 @@ class Gateway:
             prompt=used,
             body_raw=incoming.raw if body is incoming.body else None,
             origin=origin,
+            retrieval=retrieved,
         )
         # a rendered prompt reference changed the body: its size is what goes upstream
         body_bytes = incoming.body_bytes if body is incoming.body else len(orjson.dumps(body))
@@ -234,6 +267,21 @@ class Gateway:
             raise
         await dispatcher.finish(call)
         return answer
+
+    async def _retrieve(
+        self, principal: Principal, kind: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], Retrieved, str]:
+        """The request without its `retrieval` field (the context passed as a prompt reference's variable), what
+        was retrieved, and the rendered context."""
+        if kind != "chat":
+            raise GatewayError(400, "'retrieval' is only taken by chat completions", code="invalid_retrieval")
+        spec = parse_spec(body["retrieval"])
+        if self.retriever is None:
+            raise GatewayError(400, "knowledge-base retrieval is not served by this gateway", code="invalid_retrieval")
+        retrieved = await self.retriever.retrieve(principal, spec, query_of(body, spec))
+        context = render_context(retrieved)
+        rest = {k: v for k, v in body.items() if k != "retrieval"}
+        return with_context_variable(rest, context), retrieved, context
 
     # --- answers -------------------------------------------------------------------------------------
 
@@ -299,8 +347,32 @@ class Gateway:
             headers = {"x-podium-trace-id": call.trace_id, "x-podium-route": route.name}
             if call.prompt is not None:
                 headers["x-podium-prompt-version"] = call.prompt.ref
+            if call.retrieval is not None:
+                headers.update(call.retrieval.headers())
         chunks = _StreamRelay(call, dispatcher, opening, include_usage, self.keepalive, route.guards, store)
         return Answer(200, headers, call, stream=chunks.run())
+
+
+def _cite(answer: Answer, retrieved: Retrieved) -> None:
+    """Add the `citations` extension field to an answer: beside `choices` in a response body, in the first chunk
+    of a stream."""
+    citations = retrieved.citations()
+    if isinstance(answer.body, dict) and "choices" in answer.body:
+        answer.body = {**answer.body, "citations": citations}
+        answer.raw = None
+    elif answer.stream is not None:
+        answer.stream = _cited(answer.stream, citations)
+
+
+async def _cited(
+    stream: AsyncIterator[dict[str, Any] | None], citations: list[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any] | None]:
+    first = True
+    async for chunk in stream:
+        if first and isinstance(chunk, dict) and "choices" in chunk:
+            chunk = {**chunk, "citations": citations}
+            first = False
+        yield chunk
 
 
 async def _replay(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any] | None]:

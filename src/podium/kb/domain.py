@@ -4,6 +4,17 @@ labelled indexes, searched by vector, full text or both."""
 from __future__ import annotations
 
 from podium.core.domains import Domain, NavEntry
+from podium.core.runtime import Runtime
+
+
+def setup(runtime: Runtime) -> None:
+    """Plug the knowledge-base retriever into the gateway, so chat requests may carry a `retrieval` field."""
+    from podium.gateway.service import Gateway
+    from podium.kb.retriever import KbRetriever
+
+    gateway = runtime.get(Gateway)
+    gateway.retriever = KbRetriever(runtime.platform, gateway)
+
 
 DOMAIN = Domain(
     name="kb",
@@ -13,4 +24,5 @@ DOMAIN = Domain(
     pages=("podium.kb.pages:router",),
     nav=(NavEntry("Knowledge", "/kb"),),
     jobs=("podium.kb.jobs",),
+    setup="podium.kb.domain:setup",
 )

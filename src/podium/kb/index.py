@@ -186,6 +186,7 @@ class Hit(BaseModel):
     score: float
     similarity: float | None = None
     bm25: float | None = None
+    rerank: float | None = None  # the re-ranking model's relevance score, when a search was re-ranked
 
 
 def exact_top_k(matrix: FloatArray, query: FloatArray, k: int) -> IndexArray:

@@ -870,7 +870,7 @@ def search_target(platform: Platform, actor: Actor, ref: str) -> SearchTarget:
         return SearchTarget(kb.name, v.version, v.id, v.table_name, v.embedding_model, v.dataset_version_id)
 
 
-def _query_caller(actor: Actor) -> Principal:
+def query_caller(actor: Actor) -> Principal:
     """The key a query's embedding is made on. A search is a read: a viewer may search, and the one embedding
     of its query is made on its key as a member's call would be (the gateway refuses viewers' own calls, which
     choose their model; here the version chose it)."""
@@ -881,7 +881,12 @@ def _query_caller(actor: Actor) -> Principal:
 def embed_queries(platform: Platform, actor: Actor, model: str, queries: list[str]) -> list[list[float]]:
     """The embeddings of search queries by a version's model, through the gateway on the caller's key."""
     gateway = bridge.current(platform).gateway
-    return bridge.run(platform, _embed_all(gateway, _query_caller(actor), model, queries), EMBED_TIMEOUT)
+    return bridge.run(platform, _embed_all(gateway, query_caller(actor), model, queries), EMBED_TIMEOUT)
+
+
+async def embed_async(gateway: Gateway, principal: Principal, model: str, texts: list[str]) -> list[list[float]]:
+    """Embeddings of `texts` by `model`, called on the server's loop (the gateway's retriever)."""
+    return await _embed(gateway, principal, model, texts)
 
 
 def open_index(platform: Platform, table: str) -> ChunkIndex:
@@ -924,7 +929,7 @@ def search(
     vector = None
     if chosen != "text":
         gateway = bridge.current(platform).gateway
-        vector = bridge.run(platform, _embed(gateway, _query_caller(actor), target.model, [query]), QUERY_TIMEOUT)[0]
+        vector = bridge.run(platform, _embed(gateway, query_caller(actor), target.model, [query]), QUERY_TIMEOUT)[0]
     hits = open_index(platform, target.table).search(
         query_vector=vector,
         query_text=query if chosen != "vector" else None,
