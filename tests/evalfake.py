@@ -1,11 +1,11 @@
 """A scripted OpenAI-compatible upstream for evaluation tests (an upstream provider lies outside the platform).
 
-Chat answers: the first rule whose substring occurs in the last user message gives the answer (text, and
-optionally the top log-probs of its first token); otherwise a user message `say:TEXT` answers TEXT,
-`fail:N` answers HTTP N, and anything else is echoed (in two chunks when streamed). Embeddings are
-bag-of-letters vectors, so texts that share words are close; an input starting `fail:N` fails the embedding call with HTTP N, and
-`embedding_delay` seconds pass before each embedding answer; a model whose name ends `-wide` answers vectors
-of twice the dimension. Every request is counted."""
+Chat answers: the first rule whose substring occurs in the last user message gives the answer (text, and optionally
+the top log-probs of its first token); otherwise a user message `say:TEXT` answers TEXT, `fail:N` answers HTTP N,
+and anything else is echoed (in two chunks when streamed). Embeddings are bag-of-letters vectors, so texts that
+share words are close; an input starting `fail:N` fails the embedding call with HTTP N, and `embedding_delay`
+seconds pass before each embedding answer; a model whose name ends `-wide` answers vectors of twice the dimension.
+Every request is counted."""
 
 from __future__ import annotations
 
