@@ -1,6 +1,6 @@
-"""The SDK's surface: `import podium` is cheap and exposes every domain (`podium.models`, `podium.prompts`)
-and the tracing SDK lazily; one client configuration (`podium.configure`) reaches models, prompts and tracing
-alike, in a real script against a live server; the resolution order of url and key."""
+"""The SDK's surface: `import podium` is cheap and exposes every domain (`podium.models`, `podium.prompts`,
+`podium.kb`) and the tracing SDK lazily; one client configuration (`podium.configure`) reaches models, prompts
+and tracing alike, in a real script against a live server; the resolution order of url and key."""
 
 from __future__ import annotations
 
@@ -41,9 +41,10 @@ loaded = lambda: sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r}
 out = {{"after_import": loaded()}}
 out["models"] = [podium.models.__name__, callable(podium.models.get), callable(podium.models.list)]
 out["prompts"] = [podium.prompts.__name__, callable(podium.prompts.get), callable(podium.prompts.run)]
+out["kb"] = [podium.kb.__name__, *(callable(getattr(podium.kb, f)) for f in ("get", "create", "build", "list"))]
 out["tracing"] = [callable(podium.trace), callable(podium.span), callable(podium.configure)]
 out["after_use"] = loaded()
-out["dir"] = [n for n in ("models", "prompts", "tracing", "gateway", "trace") if n in dir(podium)]
+out["dir"] = [n for n in ("models", "prompts", "kb", "tracing", "gateway", "trace") if n in dir(podium)]
 try:
     podium.no_such_domain
 except AttributeError as exc:
@@ -59,9 +60,10 @@ def test_import_podium_is_light_and_exposes_domains_lazily(tmp_path: Path) -> No
     assert out["after_import"] == []
     assert out["models"] == ["podium.models", True, True]
     assert out["prompts"] == ["podium.prompts", True, True]
+    assert out["kb"] == ["podium.kb", True, True, True, True]
     assert out["tracing"] == [True, True, True]
     assert out["after_use"] == []  # reaching the SDK entry points imports no server code
-    assert out["dir"] == ["models", "prompts", "tracing", "gateway", "trace"]
+    assert out["dir"] == ["models", "prompts", "kb", "tracing", "gateway", "trace"]
     assert out["missing"] == "module 'podium' has no attribute 'no_such_domain'"
 
 

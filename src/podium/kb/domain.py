@@ -23,6 +23,7 @@ DOMAIN = Domain(
     api=("podium.kb.routes:router",),
     pages=("podium.kb.pages:router",),
     nav=(NavEntry("Knowledge", "/kb"),),
+    cli=(("kb", "podium.kb.cli:kb_app"),),
     jobs=("podium.kb.jobs",),
     setup="podium.kb.domain:setup",
 )
