@@ -211,3 +211,45 @@ def test_a_version_still_building_answers_409(live: LiveServer, fake: EvalFake) 
             extra_body={"retrieval": {"kb": f"{name}@{started['version']['version']}"}},
         )
     fake.embedding_delay = 0.0
+
+
+def eval_run(live: LiveServer, spec: dict[str, Any]) -> dict[str, Any]:
+    with live.client() as c:
+        r = c.post("/api/evals/runs", json=spec)
+        assert r.status_code in (200, 201, 202), r.text
+        run_id = r.json()["id"]
+        deadline = time.monotonic() + 120
+        while True:
+            run = c.get(f"/api/evals/runs/{run_id}").json()
+            if run["status"] in ("succeeded", "failed", "cancelled"):
+                rows = c.get(f"/api/evals/runs/{run_id}/rows").json()
+                return {"run": run, "rows": rows["rows"]}
+            assert time.monotonic() < deadline, run
+            time.sleep(0.1)
+
+
+def test_rag_metrics_run_on_a_knowledge_base_version(live: LiveServer, fake: EvalFake, kb: str) -> None:
+    fake.rules[:] = [
+        Rule("Can each statement be attributed", "1: yes\n2: no"),
+        Rule("Is each passage useful", "1: yes\n2: no"),
+    ]
+    rows = [{"input": "zebras in the zoo", "reference": "Zebras doze in the zoo. Bread needs an oven."}]
+    spec = {
+        "dataset": dataset(live, rows),
+        "target": {"model": CHAT, "retrieval": {"kb": f"{kb}@prod", "k": 2, "mode": "vector"}},
+        "judge": CHAT,
+        "evaluators": ["context_recall", {"type": "context_precision", "name": "precision"}],
+    }
+    done = eval_run(live, spec)
+    assert done["run"]["status"] == "succeeded" and done["run"]["evaluator_errors"] == 0, done["run"]
+    assert done["run"]["target"]["retrieval"]["kb"] == f"{kb}@prod"
+    (row,) = done["rows"]
+    assert row["scores"]["context_recall"] == 0.5 and row["scores"]["precision"] == 1.0
+    # the judges saw the chunks the target's answer cited, numbered
+    judged = [b for b in upstream_chats(fake) if "Can each statement be attributed" in str(b["messages"])]
+    assert judged and f"[1] {DOCS[0]['text']}" in str(judged[0]["messages"])
+    # a knowledge base the caller cannot search is refused before any row runs
+    with live.client() as c:
+        bad = {**spec, "target": {"model": CHAT, "retrieval": {"kb": "no-such-kb"}}}
+        r = c.post("/api/evals/runs", json=bad)
+        assert r.status_code == 404 and "target.retrieval" in r.json()["error"]["message"], r.text

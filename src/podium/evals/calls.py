@@ -193,6 +193,9 @@ class GatewayModels:
             "trace_id": call.trace_id if call is not None else None,
             "latency_ms": round(latency, 3),
         }
+        citations = result.get("citations")
+        if isinstance(citations, list):
+            value["context"] = [str(c.get("text") or "") for c in citations if isinstance(c, dict)]
         self.cost_micros += value["cost_micros"]
         if self.use_cache:
             self._remember(key, "call", value)
@@ -249,4 +252,5 @@ def _reply(value: dict[str, Any], *, cached: bool) -> Reply:
         trace_id=value.get("trace_id"),
         latency_ms=value.get("latency_ms"),
         call_cost_micros=int(value.get("cost_micros") or 0),
+        context=tuple(value.get("context") or ()),
     )

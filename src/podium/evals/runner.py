@@ -49,6 +49,7 @@ class RowOut:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    context: tuple[str, ...] = ()  # the passages a retrieval-augmented target cited
 
 
 @dataclass
@@ -80,7 +81,7 @@ def sample_of(plan: Plan, row: Mapping[str, Any], out: RowOut) -> Sample:
     f = plan.spec.fields
     context = row.get(f.context)
     if context is None:
-        passages: tuple[str, ...] = ()
+        passages: tuple[str, ...] = out.context  # what a retrieval-augmented target cited, if anything
     elif isinstance(context, list | tuple):
         passages = tuple(str(c) for c in context)
     else:
@@ -112,6 +113,8 @@ def request_of(plan: Plan, row: Mapping[str, Any]) -> tuple[dict[str, Any], Prom
             rendered.tools,
             rendered.response_format,
         )
+        if t.retrieval is not None:
+            body["retrieval"] = t.retrieval
         return body, PromptUse(v.prompt, v.version, v.id)
     if f.messages is not None and isinstance(row.get(f.messages), list):
         messages = list(row[f.messages])
@@ -119,7 +122,10 @@ def request_of(plan: Plan, row: Mapping[str, Any]) -> tuple[dict[str, Any], Prom
         messages = [{"role": "user", "content": str(row.get(f.input, ""))}]
     if t.system:
         messages = [{"role": "system", "content": t.system}, *messages]
-    return {"temperature": 0, **t.params, "model": t.model, "messages": messages}, None
+    body = {"temperature": 0, **t.params, "model": t.model, "messages": messages}
+    if t.retrieval is not None:
+        body["retrieval"] = t.retrieval
+    return body, None
 
 
 def verdict_key(
@@ -226,6 +232,7 @@ class Runner:
             reply.cached,
         )
         out.call_cost_micros = reply.call_cost_micros
+        out.context = reply.context
         out.cost_micros, out.prompt_tokens, out.completion_tokens = (
             reply.cost_micros,
             reply.prompt_tokens,

@@ -39,6 +39,8 @@ from podium.evals.spec import MAX_ROWS, RunSpec, Threshold
 from podium.evals.stats import bootstrap_many
 from podium.evals.store import EvalRow, EvalRun
 from podium.gateway import bridge
+from podium.gateway.errors import GatewayError
+from podium.gateway.retrieval import parse_spec
 from podium.prompts import service as prompts
 
 log = logging.getLogger("podium.evals")
@@ -167,6 +169,8 @@ def _needs(
                 needed.setdefault(name, []).append(f"prompt {prompt.prompt}@{prompt.version}")
     for ev, _ in evaluators:
         for need in ev.needs:
+            if need == "context" and t.retrieval is not None:
+                continue  # a retrieval-augmented target's citations are the context
             column = {"reference": f.reference, "context": f.context}.get(need)
             if column is not None:
                 needed.setdefault(column, []).append(ev.name)
@@ -174,6 +178,20 @@ def _needs(
         for field in spec.bias.fields:
             needed.setdefault(field, []).append("the bias test")
     return needed
+
+
+def _check_retrieval(platform: Platform, actor: Actor, retrieval: dict[str, Any]) -> None:
+    """A retrieval-augmented target's `retrieval` field, checked by the gateway's retriever with one search
+    (unknown or still-building knowledge bases and bad filters are refused before any row is run)."""
+    gateway = bridge.current(platform).gateway
+    if gateway.retriever is None or actor.principal is None:
+        raise InvalidInput("retrieval targets need the knowledge-base domain", details={"field": "target.retrieval"})
+    try:
+        spec = parse_spec(retrieval)
+        bridge.run(platform, gateway.retriever.retrieve(actor.principal, spec, "retrieval check"), 60.0)
+    except GatewayError as exc:
+        kind = {404: NotFound, 409: Conflict}.get(exc.status, InvalidInput)
+        raise kind(f"target.retrieval: {exc.message}", details={"field": "target.retrieval"}) from None
 
 
 def plan_run(platform: Platform, actor: Actor, spec: RunSpec) -> tuple[Plan, data.VersionInfo]:
@@ -190,6 +208,8 @@ def plan_run(platform: Platform, actor: Actor, spec: RunSpec) -> tuple[Plan, dat
     if spec.target.type == "prompt":
         name, _, ref = (spec.target.prompt or "").partition("@")
         prompt = prompts.get_version(platform.db, actor, name, ref or None)
+    if spec.target.retrieval is not None:
+        _check_retrieval(platform, actor, spec.target.retrieval)
     with data.open_rows(platform, actor, spec.dataset) as (version, parquet):
         columns = [c.name for c in version.columns]
         needed = _needs(spec, evaluators, prompt)

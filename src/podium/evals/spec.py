@@ -33,6 +33,11 @@ class Target(BaseModel):
     system: str | None = Field(None, max_length=20_000, description="A system message before each row's input.")
     params: dict[str, Any] = Field(default_factory=dict, description="Model parameters (temperature, max_tokens…).")
     label: str | None = Field(None, max_length=200, description="How the run names its target.")
+    retrieval: dict[str, Any] | None = Field(
+        None,
+        description="Retrieval-augmented target: the gateway's `retrieval` field (`kb`, `k`, `mode`, `filter`,"
+        " `rerank`) sent with each row; the chunks it cites are the row's context for the RAG evaluators.",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> Target:
@@ -42,7 +47,13 @@ class Target(BaseModel):
             raise ValueError("a prompt target needs 'prompt' (name@label) and 'model'")
         if self.type == "chain" and not self.chain:
             raise ValueError("a chain target needs 'chain'")
-        for key in ("model", "messages", "stream", "prompt", "n"):
+        if self.retrieval is not None:
+            if self.type not in ("model", "prompt"):
+                raise ValueError("retrieval goes with a model or prompt target")
+            kb = self.retrieval.get("kb")
+            if not isinstance(kb, str) or not kb.strip():
+                raise ValueError("retrieval needs 'kb': a knowledge-base reference (name@label)")
+        for key in ("model", "messages", "stream", "prompt", "n", "retrieval"):
             if key in self.params:
                 raise ValueError(f"params may not set {key!r}")
         return self
@@ -51,16 +62,17 @@ class Target(BaseModel):
         """A one-line name for tables and pages."""
         if self.label:
             return self.label
+        rag = f" + {self.retrieval['kb']}" if self.retrieval is not None else ""
         if self.type == "prompt":
-            return f"{self.prompt} on {self.model}"
+            return f"{self.prompt} on {self.model}{rag}"
         if self.type == "chain":
             return f"chain:{self.chain}"
         if self.type == "outputs":
             return "outputs (computed by the caller)"
         if self.system:
             short = self.system if len(self.system) <= 40 else self.system[:39] + "…"
-            return f"{self.model} (system: {short})"
-        return str(self.model)
+            return f"{self.model} (system: {short}){rag}"
+        return f"{self.model}{rag}"
 
 
 class Fields(BaseModel):

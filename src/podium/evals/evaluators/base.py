@@ -72,6 +72,7 @@ class Reply:
     trace_id: str | None = None
     latency_ms: float | None = None  # of the call that made the answer (a cached answer keeps its call's)
     call_cost_micros: int = 0  # what the call that made the answer cost (`cost_micros` is this run's spend)
+    context: tuple[str, ...] = ()  # the texts of the answer's `citations` (a retrieval-augmented call)
 
 
 class ModelError(Exception):
