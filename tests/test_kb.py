@@ -393,3 +393,31 @@ def test_retrieval_metrics_of_two_versions_side_by_side(live: LiveServer) -> Non
             422,
         )
         assert c.post(f"/api/kb/{name}/eval", json={"dataset": queries, "versions": [9]}).status_code == 404
+
+
+def test_a_similarity_floor_and_re_ranking_by_a_model(live: LiveServer, fake: EvalFake) -> None:
+    name = create(live)
+    built(live, name, dataset(live, DOCS))
+    everything = search(live, name, query="zebra zoo zanzibar", mode="vector", k=50).json()["hits"]
+    floor = sorted(h["similarity"] for h in everything)[-3]  # the third best similarity
+    kept = search(live, name, query="zebra zoo zanzibar", mode="vector", k=50, min_similarity=floor).json()["hits"]
+    assert len(kept) == 3 and all(h["similarity"] >= floor for h in kept)
+    r = search(live, name, query="zebra", mode="text", min_similarity=0.5)
+    assert r.status_code == 400 and "vector" in r.json()["error"]["message"]
+    # an embedding model re-scores the text search's candidates by cosine: best first, each with its score
+    r = search(live, name, query="zebras doze", mode="text", k=2, rerank_model=EMBED, rerank_candidates=10)
+    assert r.status_code == 200, r.text
+    hits = r.json()["hits"]
+    assert len(hits) <= 2 and hits[0]["doc_id"] == "zoo" and hits[0]["rerank"] is not None
+    assert [h["rerank"] for h in hits] == sorted((h["rerank"] for h in hits), reverse=True)
+    bad = search(live, name, query="zebras", mode="text", rerank_model="no-such-model")
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "rerank_model"
+    assert search(live, name, query="zebras", k=5, rerank_model=EMBED, rerank_candidates=3).status_code == 400
+    # re-ranking calls a model the caller chose: a viewer may search but not re-rank
+    member, viewer = project_key(live, "kb-rerank"), project_key(live, "kb-rerank", "viewer")
+    mine = create(live, member)
+    built(live, mine, dataset(live, DOCS, member), member)
+    assert top_docs(search(live, mine, viewer, query="zebras doze", mode="text", k=1)) == ["zoo"]
+    r = search(live, mine, viewer, query="zebras doze", mode="text", rerank_model=EMBED)
+    assert r.status_code == 403 and "member" in r.json()["error"]["message"], r.text
+    assert search(live, mine, member, query="zebras doze", mode="text", rerank_model=EMBED).status_code == 200

@@ -1,7 +1,7 @@
 """Retrieval-augmented chat in the gateway: a chat request may carry
 
     "retrieval": {"kb": "support-docs@prod", "k": 5, "mode": "hybrid", "filter": {...},
-                  "query": "...", "rerank": {"model": "...", "candidates": 20}}
+                  "query": "...", "min_similarity": 0.3, "rerank": {"model": "...", "candidates": 20}}
 
 The gateway takes the query (`retrieval.query`, else the text of the last user message, else the prompt
 reference's `query` or `question` variable), has a `Retriever` find the `k` best chunks, renders them into the
@@ -31,7 +31,7 @@ MODES = ("vector", "text", "hybrid")
 CONTEXT_VARIABLE = "context"
 QUERY_VARIABLES = ("query", "question")
 HEADER_IDS = 4000  # characters of chunk ids in the `x-podium-citations` header
-_FIELDS = frozenset({"kb", "k", "mode", "filter", "query", "rerank"})
+_FIELDS = frozenset({"kb", "k", "mode", "filter", "query", "rerank", "min_similarity"})
 _RERANK_FIELDS = frozenset({"model", "candidates"})
 CONTEXT_PREAMBLE = (
     "Answer from the numbered sources below when they are relevant, and cite them by number, like [1]. "
@@ -57,6 +57,7 @@ class RetrievalSpec:
     filter: dict[str, Any] | None = None
     query: str | None = None
     rerank: Rerank | None = None
+    min_similarity: float | None = None
 
 
 @dataclass
@@ -123,7 +124,7 @@ def parse_spec(value: Any) -> RetrievalSpec:
     unknown = sorted(set(value) - _FIELDS)
     if unknown:
         raise _bad(
-            f"retrieval.{unknown[0]} is not a known field; use kb, k, mode, filter, query and rerank",
+            f"retrieval.{unknown[0]} is not a known field; use kb, k, mode, filter, query, rerank, min_similarity",
             f"retrieval.{unknown[0]}",
         )
     kb = value.get("kb")
@@ -154,7 +155,10 @@ def parse_spec(value: Any) -> RetrievalSpec:
             raise _bad("'retrieval.rerank.model' must name a chat or embedding model", "retrieval.rerank.model")
         candidates = _int(raw.get("candidates", max(20, 2 * k)), "rerank.candidates", k, MAX_CANDIDATES)
         rerank = Rerank(model.strip(), candidates)
-    return RetrievalSpec(kb=kb.strip(), k=k, mode=mode, filter=flt, query=query, rerank=rerank)
+    floor = value.get("min_similarity")
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float) or not -1 <= floor <= 1):
+        raise _bad("'retrieval.min_similarity' must be a number from -1 to 1", "retrieval.min_similarity")
+    return RetrievalSpec(kb=kb.strip(), k=k, mode=mode, filter=flt, query=query, rerank=rerank, min_similarity=floor)
 
 
 def _text(content: Any) -> str:

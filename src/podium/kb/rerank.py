@@ -23,6 +23,7 @@ import orjson
 from podium.core.errors import PodiumError, ServiceUnavailable
 from podium.core.identity import Principal
 from podium.gateway.errors import GatewayError
+from podium.gateway.retrieval import MAX_CANDIDATES as MAX_CANDIDATES
 from podium.gateway.service import Gateway, Incoming
 from podium.kb.index import Hit
 

@@ -59,6 +59,7 @@ class KbRetriever:
             mode=mode,
             k=depth,
             filters=filters,
+            min_similarity=spec.min_similarity,
         )
         if spec.rerank is not None:
             hits = await rerank(self.gateway, principal, spec.rerank.model, query, hits, spec.k)

@@ -53,6 +53,11 @@ class SearchBody(BaseModel):
     k: int = Field(10, ge=1, le=MAX_K)
     filters: Filters | None = None
     version: str | int | None = None
+    min_similarity: float | None = Field(None, ge=-1, le=1, description="Only chunks at least this cosine-similar.")
+    rerank_model: str | None = Field(
+        None, max_length=service.MAX_MODEL_CHARS, description="A chat or embedding model that re-ranks the hits."
+    )
+    rerank_candidates: int | None = Field(None, ge=1, le=100, description="Chunks found for re-ranking.")
 
 
 class EvalBody(BaseModel):
@@ -111,7 +116,18 @@ def search(name: str, body: SearchBody, actor: ActorDep, platform: PlatformDep) 
     """The best chunks for a query, by meaning (`vector`), by words (`text`, BM25) or both (`hybrid`), among
     those matching the filters. A version still building answers 409."""
     ref = name if body.version is None else f"{name}@{body.version}"
-    return service.search(platform, actor, ref, body.query, mode=body.mode, k=body.k, filters=body.filters)
+    return service.search(
+        platform,
+        actor,
+        ref,
+        body.query,
+        mode=body.mode,
+        k=body.k,
+        filters=body.filters,
+        min_similarity=body.min_similarity,
+        rerank_model=body.rerank_model,
+        rerank_candidates=body.rerank_candidates,
+    )
 
 
 @router.post("/{name}/eval")

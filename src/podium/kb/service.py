@@ -63,6 +63,8 @@ from podium.gateway.service import Gateway, Incoming
 from podium.jobs.service import JobInfo
 from podium.jobs.service import submit as submit_job
 from podium.kb.index import MAX_K, MAX_QUERY_CHARS, MODES, ChunkIndex, ChunkWriter, Filters, Hit, Mode
+from podium.kb.rerank import MAX_CANDIDATES as MAX_RERANK
+from podium.kb.rerank import rerank
 from podium.kb.store import BUILDING, FAILED, KB_VERSIONS, READY, KbVersion, KnowledgeBase
 
 ORIGIN = "kb"  # the source of the traces of knowledge-base embedding calls
@@ -916,12 +918,28 @@ def search(
     mode: str = "hybrid",
     k: int = 10,
     filters: Filters | Mapping[str, Any] | None = None,
+    min_similarity: float | None = None,
+    rerank_model: str | None = None,
+    rerank_candidates: int | None = None,
 ) -> SearchResult:
     """The `k` best chunks of a ready version for `query`: by meaning (`vector`: the query embedded by the
     version's own model through the gateway), by words (`text`: BM25) or both fused (`hybrid`), among the
-    chunks matching `filters` (`source`, `tags_any`, `created_from`, `created_to`)."""
+    chunks matching `filters` (`source`, `tags_any`, `created_from`, `created_to`) and, with
+    `min_similarity`, at least that cosine-similar to the query. With `rerank_model`, `rerank_candidates`
+    chunks (default max(20, 2k)) are found and re-ranked by that model through the gateway (`podium.kb.rerank`;
+    it calls a model the caller chose, so it needs role member)."""
     actor.require("viewer", "search knowledge bases")
     chosen = check_query(query, mode, k)
+    depth = k
+    if rerank_model is not None:
+        actor.require("member", "re-rank searches with a model")
+        candidates = max(20, 2 * k) if rerank_candidates is None else rerank_candidates
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or not k <= candidates <= MAX_RERANK:
+            raise InvalidInput(
+                f"rerank_candidates must be an integer from k ({k}) to {MAX_RERANK}",
+                details={"field": "rerank_candidates"},
+            )
+        depth = candidates
     checked = None
     if filters is not None:
         checked = filters if isinstance(filters, Filters) else validated(Filters, filters, "filters", prefix="filters.")
@@ -934,9 +952,16 @@ def search(
         query_vector=vector,
         query_text=query if chosen != "vector" else None,
         mode=chosen,
-        k=k,
+        k=depth,
         filters=checked,
+        min_similarity=min_similarity,
     )
+    if rerank_model is not None:
+        gateway = bridge.current(platform).gateway
+        try:
+            hits = bridge.run(platform, rerank(gateway, _principal(actor), rerank_model, query, hits, k), EMBED_TIMEOUT)
+        except GatewayError as exc:
+            raise InvalidInput(exc.message, details={"field": "rerank_model"}) from None
     return SearchResult(kb=target.kb, version=target.version, version_id=target.version_id, mode=mode, hits=hits)
 
 
