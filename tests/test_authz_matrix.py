@@ -39,7 +39,11 @@ V1 = [
 ]
 PUBLIC: set[tuple[str, str]] = set()  # operations anyone may call without a key (none under /api and /v1)
 SELF_SERVICE = {("POST", "/api/keys")}  # a viewer may make keys for itself (no stronger than its role)
-READS = {("POST", "/api/prompts/{name}/render"), ("POST", "/api/kb/{name}/search")}  # POSTs that change nothing
+READS = {  # POSTs that change nothing
+    ("POST", "/api/prompts/{name}/render"),
+    ("POST", "/api/kb/{name}/search"),
+    ("POST", "/api/kb/{name}/eval"),
+}
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 

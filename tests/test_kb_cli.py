@@ -57,8 +57,10 @@ def fake() -> Iterator[EvalFake]:
 
 
 @pytest.fixture(scope="module")
-def live(backend: str, tmp_path_factory: pytest.TempPathFactory, fake: EvalFake) -> Iterator[LiveServer]:
-    for live in serve_for_module(backend, tmp_path_factory.mktemp(f"kbcli-{backend}")):
+def live(tmp_path_factory: pytest.TempPathFactory, fake: EvalFake) -> Iterator[LiveServer]:
+    """The CLI and SDK are thin over `/api/kb`, whose services run on both databases in tests/test_kb.py:
+    these run on SQLite alone."""
+    for live in serve_for_module("sqlite", tmp_path_factory.mktemp("kbcli")):
         with live.client() as c:
             deployment = {"name": "a", "provider": "openai", "base_url": fake.url + "/v1", "model": EMBED}
             r = c.post("/api/routes", json={"name": EMBED, "deployments": [deployment]})
