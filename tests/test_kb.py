@@ -300,8 +300,9 @@ def test_a_failed_build_leaves_no_ready_version_and_no_table(live: LiveServer, f
 
 def test_a_search_during_a_build_answers_409_until_the_version_is_ready(live: LiveServer, fake: EvalFake) -> None:
     name = create(live)
+    fresh = [{**d, "text": f"{d['text']} {uuid.uuid4().hex}"} for d in DOCS[:3]]  # no stored vectors to re-use
     fake.embedding_delay = 1.5
-    started = start_build(live, name, dataset(live, DOCS[:3]))
+    started = start_build(live, name, dataset(live, fresh))
     r = search(live, name, query="zebra", mode="text")
     assert r.status_code == 409 and "building" in r.json()["error"]["message"], r.text
     r = search(live, name, query="zebra", mode="text", version=1)
