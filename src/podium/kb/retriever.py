@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from datetime import datetime
 
 from podium.core.db import utcnow
@@ -19,13 +20,33 @@ from podium.kb import service
 from podium.kb.index import Filters, Mode
 from podium.kb.rerank import rerank
 
+TARGET_TTL = 1.0  # seconds a key's resolved reference is re-used: a label move or a new version shows within it
+MAX_TARGETS = 4096
+
 
 @dataclasses.dataclass
 class KbRetriever:
-    """Finds chunks for the gateway (plugged in by the knowledge-base domain's setup)."""
+    """Finds chunks for the gateway (plugged in by the knowledge-base domain's setup). A reference resolved
+    for a key is kept `TARGET_TTL` seconds, so a stream of RAG calls reads the database once a second, not
+    once a call."""
 
     platform: Platform
     gateway: Gateway
+    _targets: dict[tuple[str | None, str, str | None, str], tuple[float, service.SearchTarget]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    async def _target(self, principal: Principal, actor: Actor, ref: str) -> service.SearchTarget:
+        key = (principal.key_id, principal.role, principal.project_id, ref)
+        now = time.monotonic()
+        found = self._targets.get(key)
+        if found is not None and now - found[0] < TARGET_TTL:
+            return found[1]
+        target = await asyncio.to_thread(service.search_target, self.platform, actor, ref)
+        if len(self._targets) >= MAX_TARGETS:
+            self._targets.clear()
+        self._targets[key] = (now, target)
+        return target
 
     async def retrieve(self, principal: Principal, spec: RetrievalSpec, query: str) -> Retrieved:
         """The `spec.k` best chunks for `query` (re-ranked when asked); a `GatewayError` with the service's
@@ -45,7 +66,7 @@ class KbRetriever:
         filters = None
         if spec.filter is not None:
             filters = validated(Filters, spec.filter, "retrieval.filter", prefix="retrieval.filter.")
-        target = await asyncio.to_thread(service.search_target, self.platform, actor, spec.kb)
+        target = await self._target(principal, actor, spec.kb)
         depth = spec.rerank.candidates if spec.rerank is not None else spec.k
         vector = None
         if mode != "text":
