@@ -243,6 +243,13 @@ def test_labels_point_at_ready_versions_and_searches_follow_them(live: LiveServe
     assert search(live, name, query="zebra zoo", mode="vector", version=1).json()["version"] == 1
     r = search(live, name, query="zebra zoo", version="canary")
     assert r.status_code == 404 and "prod" in r.json()["error"]["message"]
+    with live.client() as c:  # a removed label is recorded and no longer resolves
+        assert c.delete(f"/api/kb/{name}/labels/prod").status_code == 204
+        detail = c.get(f"/api/kb/{name}").json()
+        assert c.delete(f"/api/kb/{name}/labels/prod").status_code == 404
+    moves = [(m["label"], m["from_version"], m["to_version"]) for m in detail["history"]]
+    assert detail["labels"] == {} and sorted(moves, key=str) == sorted([("prod", None, 1), ("prod", 1, None)], key=str)
+    assert search(live, name, query="zebra zoo", version="prod").status_code == 404
 
 
 def test_a_build_is_checked_whole_before_it_is_queued(live: LiveServer, fake: EvalFake) -> None:

@@ -153,3 +153,9 @@ def evaluate_kb(name: str, body: EvalBody, actor: ActorDep, platform: PlatformDe
 def set_label(name: str, label: str, body: LabelBody, actor: ActorDep, platform: PlatformDep) -> KbVersionInfo:
     """Point a label at a ready version of this knowledge base (atomic; the move is recorded)."""
     return service.set_label(platform, actor, name, label, body.version)
+
+
+@router.delete("/{name}/labels/{label}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_label(name: str, label: str, actor: ActorDep, platform: PlatformDep) -> None:
+    """Delete a label (the removal is recorded in its history)."""
+    service.remove_label(platform, actor, name, label)

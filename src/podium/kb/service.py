@@ -985,3 +985,14 @@ def set_label(platform: Platform, actor: Actor, name: str, label: str, version: 
         return _version_info(s, kb, moved.version)
 
     return KB_VERSIONS.write(platform.db, once, conflict=f"label {label!r} of {name!r} is being moved concurrently")
+
+
+def remove_label(platform: Platform, actor: Actor, name: str, label: str) -> None:
+    """Delete a label (recorded in its history); `docs@label` then no longer resolves."""
+    actor.require("member", "move knowledge-base labels")
+    KB_VERSIONS.check_label(label)
+    with platform.db.session() as s:
+        kb = _find(s, actor, name)
+        _check_member(actor, kb, "move knowledge-base labels")
+        KB_VERSIONS.remove_label(s, kb, label, actor.label)
+        record_audit(s, actor, "kb.label.remove", "knowledge_base", kb.id, details={"label": label})
