@@ -178,6 +178,38 @@ def document() -> dict[str, Any]:
                     },
                     "description": "A managed prompt, rendered into the messages (which may then be left out).",
                 },
+                "retrieval": {
+                    "type": "object",
+                    "required": ["kb"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "kb": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "k": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
+                        "mode": {"enum": ["vector", "text", "hybrid"], "default": "hybrid"},
+                        "filter": {
+                            "type": "object",
+                            "properties": {
+                                "source": {"type": "array", "items": {"type": "string"}},
+                                "tags_any": {"type": "array", "items": {"type": "string"}},
+                                "created_from": {"type": "string", "format": "date-time"},
+                                "created_to": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                        "query": {"type": "string", "minLength": 1, "maxLength": 8192},
+                        "min_similarity": {"type": "number", "minimum": -1, "maximum": 1},
+                        "rerank": {
+                            "type": "object",
+                            "required": ["model"],
+                            "properties": {
+                                "model": {"type": "string", "minLength": 1},
+                                "candidates": {"type": "integer", "minimum": 1, "maximum": 100},
+                            },
+                        },
+                    },
+                    "description": "Retrieval-augmented generation: the knowledge base's best chunks for the query "
+                    "(default: the last user message) go into the prompt as numbered sources (or a prompt "
+                    "version's `context` variable); the answer carries `citations` and `x-podium-citations`.",
+                },
             },
             "anyOf": [{"required": ["messages"]}, {"required": ["prompt"]}],
             "additionalProperties": True,
@@ -220,6 +252,24 @@ def document() -> dict[str, Any]:
                 "model": {"type": "string"},
                 "choices": {"type": "array", "items": {"type": "object"}},
                 "usage": _USAGE,
+                "citations": {
+                    "type": "array",
+                    "description": "With `retrieval`: the chunks put into the prompt, `[index]` as numbered there.",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "index": {"type": "integer"},
+                            "kb": {"type": "string"},
+                            "id": {"type": "string"},
+                            "source": {"type": "string"},
+                            "doc_id": {"type": "string"},
+                            "start": {"type": "integer"},
+                            "end": {"type": "integer"},
+                            "score": {"type": "number"},
+                            "text": {"type": "string"},
+                        },
+                    },
+                },
             },
         },
         "Completion": {
