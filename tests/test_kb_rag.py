@@ -31,8 +31,10 @@ def fake() -> Iterator[EvalFake]:
 
 
 @pytest.fixture(scope="module")
-def live(backend: str, tmp_path_factory: pytest.TempPathFactory, fake: EvalFake) -> Iterator[LiveServer]:
-    for live in serve_for_module(backend, tmp_path_factory.mktemp(f"rag-{backend}")):
+def live(tmp_path_factory: pytest.TempPathFactory, fake: EvalFake) -> Iterator[LiveServer]:
+    """The gateway's retrieval reads the database through the knowledge-base services that tests/test_kb.py
+    runs on both databases: these run on SQLite alone."""
+    for live in serve_for_module("sqlite", tmp_path_factory.mktemp("rag")):
         with live.client() as c:
             for model in (EMBED, CHAT):
                 deployment = {"name": "a", "provider": "openai", "base_url": fake.url + "/v1", "model": model}
