@@ -33,7 +33,8 @@ Search, one query at a time from one thread, after a warm-up, k=10, recall@10 ag
                         and parameters) and `search(mode="vector")`, which returns full hits;
   lancedb, podium params  the same table searched with bare LanceDB (same ef and refine_factor, id only);
   lancedb defaults      a table of the same vectors with a plain `create_index(metric="cosine")` (IVF_PQ)
-                        and a plain `search(q).limit(10)`.
+                        and a plain `search(q).limit(10)`;
+  lancedb fixed cost    a search of a 1-row table: what any LanceDB query costs here, whatever the index.
 Hybrid: `ChunkIndex.search(mode="hybrid")` (query text + vector) latency p50/p95; text mode beside it.
 """
 
@@ -576,6 +577,15 @@ def search(
             builds['lancedb defaults: create_index(metric="cosine") (IVF_PQ)'],
         )
     )
+
+    one = db.create_table("one_row", data=pa.table({"id": ids[:1], "vector": fixed(vectors[:1])}))
+
+    def floor(q: FloatArray) -> list[str]:
+        query = one.search(q).distance_type("cosine")
+        return query.select(["id", "_distance"]).limit(K).to_arrow()["id"].to_pylist()  # type: ignore[no-any-return]
+
+    lat, _ = timed("lancedb one-row table", queries, floor, warmup)
+    results.append(SearchResult("lancedb's fixed cost: a 1-row table, flat search, ids only", lat, None))
 
     modes: dict[str, SearchResult] = {}
     pairs = list(zip(corpus.queries[:hybrid_queries], queries[:hybrid_queries], strict=True))
