@@ -32,7 +32,7 @@ from podium.core.platform import Platform
 from podium.data import service as data
 from podium.evals.stats import Interval, PairedTest, bootstrap_ci, paired_test
 from podium.kb import service
-from podium.kb.index import MAX_K, MAX_QUERY_CHARS, MODES, Filters, Hit, Mode
+from podium.kb.index import MAX_QUERY_CHARS, Filters, Hit
 
 METRICS = ("hit_rate", "mrr", "ndcg", "recall")
 MAX_QUERIES = 10_000  # rows of a query dataset evaluated (a larger one is refused, not cut)
@@ -165,13 +165,9 @@ def evaluate(
     """Search one or two versions of knowledge base `name` (default: its newest ready version) with every query
     of the dataset version and score the hits against the relevant ids; see the module's docstring."""
     actor.require("viewer", "evaluate knowledge bases")
-    if mode not in MODES:
-        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}", details={"field": "mode"})
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise InvalidInput(f"k must be an integer from 1 to {MAX_K}", details={"field": "k"})
+    searched = service.check_mode(mode, k)
     if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= MAX_QUERIES:
         raise InvalidInput(f"rows must be an integer from 0 to {MAX_QUERIES}", details={"field": "rows"})
-    searched: Mode = "vector" if mode == "vector" else "text" if mode == "text" else "hybrid"
     chosen = list(versions) if versions else [None]
     if len(chosen) > MAX_VERSIONS:
         raise InvalidInput(f"evaluate one or {MAX_VERSIONS} versions at a time", details={"field": "versions"})

@@ -896,17 +896,23 @@ def open_index(platform: Platform, table: str) -> ChunkIndex:
     return _index(kb_uri(platform), table)
 
 
-def check_query(query: Any, mode: Any, k: Any) -> Mode:
-    """The search mode, once the query, mode and k are checked (`InvalidInput` naming the field)."""
+def check_mode(mode: Any, k: Any) -> Mode:
+    """The search mode, once the mode and k are checked (`InvalidInput` naming the field)."""
     if mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}", details={"field": "mode"})
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InvalidInput(f"k must be an integer from 1 to {MAX_K}", details={"field": "k"})
+    return "vector" if mode == "vector" else "text" if mode == "text" else "hybrid"
+
+
+def check_query(query: Any, mode: Any, k: Any) -> Mode:
+    """The search mode, once the query, mode and k are checked (`InvalidInput` naming the field)."""
+    chosen = check_mode(mode, k)
     if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUERY_CHARS or "\x00" in query:
         raise InvalidInput(
             f"query must be 1 to {MAX_QUERY_CHARS} characters of text without NUL", details={"field": "query"}
         )
-    return "vector" if mode == "vector" else "text" if mode == "text" else "hybrid"
+    return chosen
 
 
 def search(
