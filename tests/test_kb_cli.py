@@ -235,7 +235,7 @@ def test_ls_and_show(live: LiveServer, docs_kb: str) -> None:
     assert json.loads(ok(one))["version"] == 1 and "prod" in json.loads(ok(one))["labels"]
     assert json.loads(ok(latest))["version"] == 2
     assert "text_field: text" in ok(v1) and "chunker: 200 chars, overlap 20" in ok(v1)
-    assert "not found" in error(unknown) and "has no label 'nolabel'" in error(no_version)  # the server's words
+    assert "not found" in error(unknown) and "has no version 'nolabel'" in error(no_version)
 
 
 def test_search(live: LiveServer, docs_kb: str) -> None:

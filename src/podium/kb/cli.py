@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
 
 import typer
 
 from podium.core.client import Client
 from podium.core.console import console, fail, fmt, print_json, print_record, print_table
+from podium.core.errors import NotFound
 from podium.jobs.cli import follow
 
 kb_app = typer.Typer(help="Knowledge bases: builds, search, labels and retrieval evals.", no_args_is_help=True)
@@ -76,6 +76,19 @@ VERSION_COLUMNS = [
 def _print_version(v: dict[str, Any]) -> None:
     """One version as `key: value` lines (its error, if it failed)."""
     print_record(_version_row(v), [*VERSION_COLUMNS, "error"] if v.get("error") else VERSION_COLUMNS)
+
+
+def _pick(detail: dict[str, Any], tag: str) -> dict[str, Any]:
+    """The version `tag` names among a detail's versions (a number, label, id, or `latest`: the newest ready one)."""
+    versions: list[dict[str, Any]] = detail["versions"]
+    if tag == "latest":
+        found = next((v for v in versions if v["status"] == "ready"), None)
+    else:
+        number = tag[1:] if tag.startswith("v") and tag[1:].isdigit() else tag
+        found = next((v for v in versions if str(v["version"]) == number or v["id"] == tag or tag in v["labels"]), None)
+    if found is None:
+        raise NotFound(f"knowledge base {detail['name']!r} has no version {tag!r}", details={"field": "version"})
+    return found
 
 
 def _chunker_option(
@@ -183,11 +196,11 @@ def kb_show(
     """A knowledge base's versions with their lineage and status, and its label history."""
     name, tag = _split(ref)
     with Client() as c:
-        if tag is not None:
-            version = c.get(f"/api/kb/{name}/versions/{quote(tag, safe='')}")
-            print_json(version) if as_json else _print_version(version)
-            return
         detail = c.get(f"/api/kb/{name}")
+    if tag is not None:
+        version = _pick(detail, tag)
+        print_json(version) if as_json else _print_version(version)
+        return
     if as_json:
         print_json(detail)
         return

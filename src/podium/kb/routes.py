@@ -104,12 +104,6 @@ def get_kb(name: str, actor: ActorDep, platform: PlatformDep) -> KbDetail:
     return service.get_kb(platform, actor, name)
 
 
-@router.get("/{name}/versions/{version}")
-def get_version(name: str, version: str, actor: ActorDep, platform: PlatformDep) -> KbVersionInfo:
-    """One version: a number, a label, a version id, or `latest` (the newest ready one)."""
-    return service.get_version(platform, actor, f"{name}@{version}")
-
-
 @router.post("/{name}/build", status_code=status.HTTP_202_ACCEPTED)
 def build(name: str, body: BuildBody, actor: ActorDep, platform: PlatformDep) -> BuildStarted:
     """Check a build whole (dataset, text column, chunker, embedding model), then make the next version as a
