@@ -18,6 +18,7 @@ import pytest
 from podium.core.errors import Conflict, InvalidInput, NotFound
 from podium.kb import index as kbindex
 from podium.kb.index import ChunkIndex, Filters, Hit, chunk_schema, exact_top_k, recall_at_k
+from podium.kb.resident import graph_path
 
 DIM = 32
 DOCS = {
@@ -271,11 +272,10 @@ def clustered(rng: np.random.Generator, n: int, dim: int, centers: int = 20) -> 
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_ann_above_the_threshold_keeps_recall(tmp_path: Path) -> None:
-    rng = np.random.default_rng(4)
-    n, dim = 2000, 64
-    matrix = clustered(rng, n, dim)
-    writer = ChunkIndex.create(str(tmp_path), "kb_ann", dim)
+def write_clustered(uri: str, name: str, matrix: np.ndarray) -> kbindex.ChunkWriter:
+    """A writer holding one chunk per row of `matrix` (ids c0, c1, ...; 50 sources), not yet finished."""
+    n, dim = matrix.shape
+    writer = ChunkIndex.create(uri, name, dim)
     for lo in range(0, n, 500):
         rows = range(lo, lo + 500)
         writer.add(
@@ -291,6 +291,14 @@ def test_ann_above_the_threshold_keeps_recall(tmp_path: Path) -> None:
                 }
             )
         )
+    return writer
+
+
+def test_ann_above_the_threshold_keeps_recall(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    n, dim = 2000, 64
+    matrix = clustered(rng, n, dim)
+    writer = write_clustered(str(tmp_path), "kb_ann", matrix)
     index = writer.finish(exact_max_rows=500)
     assert index.ann is True
     assert ChunkIndex.open(str(tmp_path), "kb_ann").ann is True  # found again on open
@@ -298,7 +306,7 @@ def test_ann_above_the_threshold_keeps_recall(tmp_path: Path) -> None:
     # the target is 0.95; these settings measure 1.000 here, and without re-ranking on the full vectors
     # (refine_factor 1, ef 10-20) 0.960, so the bar sits between
     assert recall_at_k(index, queries, k=10) >= 0.99
-    # re-ranked on the full vectors, the similarities are exact (the graph holds 8-bit quantised vectors)
+    # the resident graph holds the full vectors, so the similarities it returns are exact
     for hit in index.search(queries[0], k=10):
         i = int(hit.id[1:])
         expected = float(matrix[i] @ queries[0]) / float(np.linalg.norm(queries[0]))
@@ -316,6 +324,49 @@ def test_ann_above_the_threshold_keeps_recall(tmp_path: Path) -> None:
     assert len(index.search(queries[0], k=200)) == 200
 
 
+def test_the_resident_graph_is_saved_reused_rebuilt_and_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(6)
+    n, dim = 1000, 32
+    matrix = clustered(rng, n, dim)
+    uri = str(tmp_path)
+    graph = tmp_path / "kb_res.hnsw"
+    write_clustered(uri, "kb_res", matrix).finish(exact_max_rows=500)
+    assert graph.exists()  # written when the version is finished, before it is readable
+    saved = graph.stat().st_mtime_ns
+    q = matrix[3] + 0.02 * rng.normal(size=dim).astype(np.float32)
+    unit_matrix = kbindex.unit_rows(matrix)
+    truth = [f"c{i}" for i in exact_top_k(unit_matrix, q, 10, unit=True)]
+    assert truth == [f"c{i}" for i in exact_top_k(matrix, q, 10)]
+
+    index = ChunkIndex.open(uri, "kb_res")
+    assert ids(index.search(q, k=10)) == truth
+    assert graph.stat().st_mtime_ns == saved  # memory-mapped as it was, not rebuilt
+    # the unfiltered vector half of a hybrid search comes from the graph too, with exact similarities
+    hybrid = index.search(q, "chunk 3", mode="hybrid", k=5)
+    assert hybrid[0].id == "c3" and hybrid[0].bm25 is not None
+    for hit in hybrid:
+        expected = float(unit_matrix[int(hit.id[1:])] @ (q / np.linalg.norm(q)))
+        assert hit.similarity == pytest.approx(expected, abs=1e-5)
+    # above the threshold, min_similarity cuts the graph's hits as it cuts LanceDB's
+    cut = index.search(q, k=10, min_similarity=0.9)
+    assert cut and all(h.similarity is not None and h.similarity >= 0.9 for h in cut)
+
+    graph.write_bytes(b"not a graph")  # damaged: a warning, and the graph is rebuilt from the table
+    with caplog.at_level("WARNING", logger="podium.kb.resident"):
+        assert ids(ChunkIndex.open(uri, "kb_res").search(q, k=10)) == truth
+    assert "rebuilding" in caplog.text and graph.stat().st_size > 1000
+    graph.unlink()  # missing: rebuilt and saved again
+    assert ids(ChunkIndex.open(uri, "kb_res").search(q, k=10)) == truth
+    assert graph.exists()
+
+    ChunkIndex.drop(uri, "kb_res")
+    assert not graph.exists()
+    assert graph_path("s3://bucket/kb", "t") is None  # object storage: built in memory when needed
+    assert graph_path(f"file://{uri}", "t") == tmp_path / "t.hnsw"
+
+
 def test_exact_top_k_matches_a_full_sort() -> None:
     rng = np.random.default_rng(5)
     matrix = rng.normal(size=(300, 16)).astype(np.float32) * rng.uniform(0.5, 3, size=(300, 1)).astype(np.float32)
@@ -324,6 +375,8 @@ def test_exact_top_k_matches_a_full_sort() -> None:
     assert exact_top_k(matrix, q, 10).tolist() == np.argsort(-sims)[:10].tolist()  # cosine, not dot product
     assert exact_top_k(matrix, q, 1000).tolist() == np.argsort(-sims).tolist()
     assert exact_top_k(matrix, q, 300).tolist() == np.argsort(-sims).tolist()
+    unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    assert exact_top_k(unit, q, 10, unit=True).tolist() == np.argsort(-sims)[:10].tolist()
     with pytest.raises(InvalidInput):
         exact_top_k(matrix, q[:8], 3)
 

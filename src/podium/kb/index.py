@@ -20,6 +20,11 @@ Hybrid fusion is computed here rather than with LanceDB's `RRFReranker`: its mer
 a row that both searches found and drops the other search's score (lancedb 0.40, `Reranker.merge_results`),
 where a hybrid hit here carries both its similarity and its BM25 score.
 
+Above `EXACT_MAX_ROWS` rows, an unfiltered vector search (and the vector half of an unfiltered hybrid one)
+is served by the table's resident copy (`podium.kb.resident`: an HNSW graph and the hit columns in the
+process), because any LanceDB query costs about 5 ms here; a filtered one by LanceDB's own HNSW index with
+the filter applied first.
+
 `exact_top_k` is the honest exact baseline (numpy `argpartition` over every vector) and `recall_at_k`
 measures a search against it.
 """
@@ -27,8 +32,10 @@ measures a search against it.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 import lancedb
@@ -41,6 +48,7 @@ from lancedb.index import FTS, BTree, HnswSq, LabelList
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from podium.core.errors import Conflict, InvalidInput, NotFound, validated
+from podium.kb.resident import Resident, build_graph, graph_path, remove_graph, save_graph
 
 # Below this many rows a table gets no vector index and every search compares the query with every vector
 # (exact, recall 1). Measured on this 2-core machine (lancedb 0.40, 384-dim clustered unit vectors, median
@@ -189,16 +197,24 @@ class Hit(BaseModel):
     rerank: float | None = None  # the re-ranking model's relevance score, when a search was re-ranked
 
 
-def exact_top_k(matrix: FloatArray, query: FloatArray, k: int) -> IndexArray:
+def unit_rows(matrix: FloatArray) -> FloatArray:
+    """`matrix` (float32) with every row scaled to length 1 (all-zero rows left as they are)."""
+    m = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    unit: FloatArray = m / norms
+    return unit
+
+
+def exact_top_k(matrix: FloatArray, query: FloatArray, k: int, *, unit: bool = False) -> IndexArray:
     """The row indices of the `k` rows of `matrix` most cosine-similar to `query`, most similar first
-    (every row compared: `argpartition`, then the k sorted)."""
+    (every row compared: `argpartition`, then the k sorted). With `unit=True` the rows are taken to be of
+    length 1 already (`unit_rows`), which saves scaling the whole matrix on every query."""
     m = np.asarray(matrix, dtype=np.float32)
     q = np.asarray(query, dtype=np.float32).reshape(-1)
     if m.ndim != 2 or m.shape[1] != q.shape[0]:
         raise InvalidInput(f"a query of dimension {q.shape[0]} does not fit a matrix of shape {m.shape}")
-    norms = np.linalg.norm(m, axis=1)
-    norms[norms == 0] = 1.0
-    sims = (m @ q) / (norms * (float(np.linalg.norm(q)) or 1.0))
+    sims = (m if unit else unit_rows(m)) @ (q / (float(np.linalg.norm(q)) or 1.0))
     k = min(k, len(sims))
     if k <= 0:
         return np.empty(0, dtype=np.int64)
@@ -209,9 +225,10 @@ def exact_top_k(matrix: FloatArray, query: FloatArray, k: int) -> IndexArray:
 def recall_at_k(index: ChunkIndex, queries: FloatArray | Sequence[Sequence[float]], k: int = 10) -> float:
     """The mean recall@k of `index.search` (vector mode) against `exact_top_k` over the index's vectors."""
     ids, matrix = index.vectors()
+    unit = unit_rows(matrix)
     recalls = []
     for query in np.asarray(queries, dtype=np.float32):
-        truth = {ids[i] for i in exact_top_k(matrix, query, k)}
+        truth = {ids[i] for i in exact_top_k(unit, query, k, unit=True)}
         found = {hit.id for hit in index.search(query_vector=query, k=k)}
         recalls.append(len(truth & found) / len(truth) if truth else 1.0)
     return float(np.mean(recalls)) if recalls else 1.0
@@ -231,8 +248,9 @@ def _check_name(name: str) -> None:
 class ChunkWriter:
     """Appends chunks to a table being built; `finish` indexes it and makes it readable."""
 
-    def __init__(self, table: Any, name: str, dim: int):
+    def __init__(self, table: Any, name: str, dim: int, graph: Path | None = None):
         self._table = table
+        self._graph = graph
         self.name = name
         self.dim = dim
         self.schema = chunk_schema(dim)
@@ -283,15 +301,19 @@ class ChunkWriter:
                     ef_construction=ANN_EF_CONSTRUCTION,
                 ),
             )
+            if self._graph is not None:  # the resident copy's graph, so the first search need not build it
+                data = table.search().select(["vector"]).with_row_id(True).limit(None).to_arrow()
+                keys = data["_rowid"].to_numpy().astype(np.uint64)
+                save_graph(build_graph(keys, _matrix(data["vector"], self.dim)), self._graph)
         table.tags.create(FINISHED_TAG, table.version)
         self._finished = True
-        return ChunkIndex(table, self.name)
+        return ChunkIndex(table, self.name, self._graph)
 
 
 class ChunkIndex:
     """A finished chunk table, read at its `finished` tag."""
 
-    def __init__(self, table: Any, name: str):
+    def __init__(self, table: Any, name: str, graph: Path | None = None):
         tags = table.tags.list()
         if FINISHED_TAG not in tags:
             raise Conflict(f"knowledge-base index {name!r} is still building")
@@ -301,6 +323,9 @@ class ChunkIndex:
         self.dim: int = table.schema.field("vector").type.list_size
         self.rows: int = table.count_rows()
         self.ann = any("vector" in ix.columns for ix in table.list_indices())
+        self._graph = graph
+        self._resident: Resident | None = None
+        self._resident_lock = threading.Lock()
 
     @staticmethod
     def create(uri: str, name: str, dim: int, *, storage_options: Mapping[str, str] | None = None) -> ChunkWriter:
@@ -316,7 +341,9 @@ class ChunkIndex:
             if "already exists" in str(exc):
                 raise Conflict(f"knowledge-base index {name!r} exists already") from None
             raise
-        return ChunkWriter(table, name, dim)
+        graph = graph_path(uri, name)
+        remove_graph(graph)  # a graph left by a dropped table of the same name is not this table's
+        return ChunkWriter(table, name, dim, graph)
 
     @staticmethod
     def open(uri: str, name: str, *, storage_options: Mapping[str, str] | None = None) -> ChunkIndex:
@@ -329,13 +356,14 @@ class ChunkIndex:
             if "not found" in str(exc):
                 raise NotFound(f"knowledge-base index {name!r} does not exist") from None
             raise
-        return ChunkIndex(table, name)
+        return ChunkIndex(table, name, graph_path(uri, name))
 
     @staticmethod
     def drop(uri: str, name: str, *, storage_options: Mapping[str, str] | None = None) -> None:
         """Delete the table `name` (finished or not); nothing if there is none."""
         _check_name(name)
         _connect(uri, storage_options).drop_table(name, ignore_missing=True)
+        remove_graph(graph_path(uri, name))
 
     def vectors(self) -> tuple[list[str], FloatArray]:
         """Every chunk's id and its vector, as a (rows, dim) float32 matrix in the same order."""
@@ -414,6 +442,24 @@ class ChunkIndex:
     def _vector_rows(
         self, vector: FloatArray, limit: int, where: str | None, min_similarity: float | None
     ) -> list[dict[str, Any]]:
+        if self.ann and where is None:
+            rows = self._resident_copy().search(vector, limit)
+        else:
+            rows = self._lance_vector_rows(vector, limit, where)
+        if min_similarity is not None:  # the rows come most similar first: the top k above the threshold
+            rows = [row for row in rows if row["similarity"] >= min_similarity]
+        return rows
+
+    def _resident_copy(self) -> Resident:
+        """The in-process copy that serves unfiltered vector searches of an indexed table, loaded once."""
+        with self._resident_lock:
+            if self._resident is None:
+                self._resident = Resident.load(
+                    self._table, _HIT_COLUMNS, rows=self.rows, dim=self.dim, path=self._graph
+                )
+            return self._resident
+
+    def _lance_vector_rows(self, vector: FloatArray, limit: int, where: str | None) -> list[dict[str, Any]]:
         query = (
             self._table.search(vector, vector_column_name="vector")
             .distance_type("cosine")
@@ -429,9 +475,7 @@ class ChunkIndex:
             query = query.where(where, prefilter=True)
         rows: list[dict[str, Any]] = query.to_arrow().to_pylist()
         for row in rows:
-            row["similarity"] = 1.0 - float(row["_distance"])
-        if min_similarity is not None:  # the rows come most similar first: the top k above the threshold
-            rows = [row for row in rows if row["similarity"] >= min_similarity]
+            row["similarity"] = 1.0 - float(row.pop("_distance"))
         return rows
 
     def _text_rows(
@@ -625,4 +669,5 @@ __all__ = [
     "chunk_schema",
     "exact_top_k",
     "recall_at_k",
+    "unit_rows",
 ]
