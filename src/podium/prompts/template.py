@@ -293,6 +293,50 @@ def check(source: str, where: str) -> set[str]:
     return set(meta.find_undeclared_variables(tree))
 
 
+def check_expression(source: str, where: str) -> nodes.Expr:
+    """Validate a sandboxed expression (what goes between `{{` and `}}`, e.g. `steps.classify.label == "refund"`);
+    its parsed tree. The rules are the templates': no private names, no `attr` filter."""
+    if not isinstance(source, str) or not source.strip():
+        raise InvalidInput(f"{where} must be a non-empty expression", details={"where": where})
+    try:
+        parser = Parser(ENV, source, state="variable")
+        expr = parser.parse_expression()
+        if not parser.stream.eos:
+            raise TemplateSyntaxError("unexpected text after the expression", parser.stream.current.lineno)
+    except TemplateSyntaxError as exc:
+        raise InvalidInput(
+            f"expression syntax error in {where}: {exc.message}", details={"where": where, "line": exc.lineno}
+        ) from None
+    problem = _unsafe(nodes.Template([nodes.Output([expr])]))
+    if problem:
+        raise InvalidInput(f"unsafe expression in {where}, {problem}", details={"where": where})
+    return expr
+
+
+def evaluate(source: str, values: Mapping[str, Any], where: str = "expression") -> Any:
+    """The value of a sandboxed expression over `values`, with the limits of `render` (time and size)."""
+    check_expression(source, where)
+    thread = _WATCHDOG.watch(RENDER_SECONDS)
+    try:
+        return ENV.compile_expression(source, undefined_to_none=False)(**values)
+    except RenderTimeout:
+        raise InvalidInput(f"evaluating {where} took more than {RENDER_SECONDS:g} s", code="render_timeout") from None
+    except SecurityError as exc:
+        raise InvalidInput(f"unsafe operation refused in {where}: {exc}") from None
+    except UndefinedError as exc:
+        raise InvalidInput(f"{where}: {exc.message}", code="missing_variables") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise InvalidInput(f"evaluating {where} failed: {exc}") from None
+    finally:
+        _WATCHDOG.unwatch(thread)
+
+
+def tree(source: str, where: str) -> nodes.Template:
+    """The parsed tree of a template already valid by `check` (for callers that read its references)."""
+    check(source, where)
+    return _parse(source)
+
+
 def normalise_variables(raw: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     """`{name: {type, default?, description?}}` (a bare type name is shorthand); defaults must match."""
     out: dict[str, dict[str, Any]] = {}
