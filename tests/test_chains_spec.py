@@ -243,3 +243,5 @@ def test_expressions_evaluate_in_the_prompts_sandbox() -> None:
         evaluate("1 / 0", values, "step 'x'")
     with refused("expression syntax error in step 'x'"):
         evaluate("1 }}{% include 'x' %}{{ 1", values, "step 'x'")
+    with refused("step 'x': 'dict object' has no attribute 'gone'"):
+        evaluate("[1, {'a': inputs.gone}]", values, "step 'x'")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes, pass_environment
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes, pass_environment
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.filters import make_attrgetter
@@ -318,7 +318,7 @@ def evaluate(source: str, values: Mapping[str, Any], where: str = "expression") 
     check_expression(source, where)
     thread = _WATCHDOG.watch(RENDER_SECONDS)
     try:
-        return ENV.compile_expression(source, undefined_to_none=False)(**values)
+        return _defined(ENV.compile_expression(source, undefined_to_none=False)(**values))
     except RenderTimeout:
         raise InvalidInput(f"evaluating {where} took more than {RENDER_SECONDS:g} s", code="render_timeout") from None
     except SecurityError as exc:
@@ -329,6 +329,21 @@ def evaluate(source: str, values: Mapping[str, Any], where: str = "expression") 
         raise InvalidInput(f"evaluating {where} failed: {exc}") from None
     finally:
         _WATCHDOG.unwatch(thread)
+
+
+def _defined(value: Any) -> Any:
+    """`value`, or the `UndefinedError` of the first undefined name in it (an expression that reads a missing
+    field returns a StrictUndefined that raises only when used)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Undefined):
+            str(item)  # raises UndefinedError naming what is missing
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return value
 
 
 def tree(source: str, where: str) -> nodes.Template:
