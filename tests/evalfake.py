@@ -5,7 +5,8 @@ the top log-probs of its first token); otherwise a user message `say:TEXT` answe
 and anything else is echoed (in two chunks when streamed). Embeddings are bag-of-letters vectors, so texts that
 share words are close; an input starting `fail:N` fails the embedding call with HTTP N, and `embedding_delay`
 seconds pass before each embedding answer; a model whose name ends `-wide` answers vectors of twice the dimension.
-Every request is counted."""
+A rule may answer with tool calls instead (`tool_calls`), and a rule with `after_tool` matches the content of a
+trailing `tool` message (an agent's next turn) instead of the last user message. Every request is counted."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ class Rule:
     contains: str
     text: str
     top: dict[str, float] | None = None  # first token's alternatives: token -> probability
+    # answer with these tool calls ({"name", "arguments"} each) instead of a final answer
+    tool_calls: list[dict[str, Any]] | None = None
+    after_tool: bool = False  # match the content of a trailing tool message rather than the last user message
 
 
 @dataclass
@@ -57,9 +61,31 @@ def start_eval_fake() -> EvalFake:
         body = await request.json()
         server.requests.append(body)
         server.chat_calls += 1
-        cue = _last_user(body)
-        rule = next((r for r in server.rules if r.contains in cue), None)
+        messages = body.get("messages") or []
+        after_tool = bool(messages) and messages[-1].get("role") == "tool"
+        cue = str(messages[-1].get("content")) if after_tool else _last_user(body)
+        rule = next((r for r in server.rules if r.after_tool == after_tool and r.contains in cue), None)
         logprobs = None
+        if rule is not None and rule.tool_calls is not None:
+            calls = [
+                {
+                    "id": f"call_{server.chat_calls}_{i}",
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))},
+                }
+                for i, c in enumerate(rule.tool_calls)
+            ]
+            message = {"role": "assistant", "content": rule.text or None, "tool_calls": calls}
+            return web.json_response(
+                {
+                    "id": "chatcmpl-eval",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model"),
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                    "usage": {"prompt_tokens": 30, "completion_tokens": 10, "total_tokens": 40},
+                }
+            )
         if rule is not None:
             text = rule.text
             if rule.top is not None and body.get("logprobs"):

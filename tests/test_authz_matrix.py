@@ -112,6 +112,13 @@ def world(backend: str, tmp_path_factory: pytest.TempPathFactory, upstream: Fake
         kb = f"kb-a-{tag}"
         assert c.post("/api/kb", json={"name": kb, "description": "secret-a kb"}).status_code == 201
         objects["kb"] = kb
+        chain = f"chain-a-{tag}"
+        source = "steps:\n  - {id: a, type: transform, expression: \"'secret-a chain'\"}\n"
+        assert c.post(f"/api/chains/{chain}/versions", json={"source": source}).status_code == 201
+        assert c.put(f"/api/chains/{chain}/labels/prod", json={"version": 1}).status_code == 200
+        chain_run = c.post(f"/api/chains/{chain}/run", json={})
+        assert chain_run.status_code == 200 and chain_run.json()["output"] == "secret-a chain", chain_run.text
+        objects |= {"chain": chain, "chain_run": chain_run.json()["id"]}
         while c.get(f"/api/evals/runs/{objects['eval_run']}").json()["status"] in ("queued", "running"):
             time.sleep(0.1)
     objects |= {"model": model, "prompt": prompt, "version_id": version_id, "experiment": exp.json()["id"]}
@@ -153,6 +160,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/evals/runs/{run_id}": {"run_id": objects["eval_run"]},
         "/api/evals/online/{name}": {"name": objects["rule"]},
         "/api/kb/{name}": {"name": objects["kb"], "label": "prod"},
+        "/api/chains/{name}": {"name": objects["chain"], "ref": "1", "label": "prod", "run_id": objects["chain_run"]},
     }
     if "{" not in path:
         return path, False
@@ -163,7 +171,20 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
     for name, value in values[prefix].items():
         filled = filled.replace("{" + name + "}", value)
     assert "{" not in filled, f"the matrix does not know a parameter of {path}: add it to _fill"
-    owned = ("project", "model", "prompt", "version_id", "experiment", "trace", "dataset", "eval_run", "rule", "kb")
+    owned = (
+        "project",
+        "model",
+        "prompt",
+        "version_id",
+        "experiment",
+        "trace",
+        "dataset",
+        "eval_run",
+        "rule",
+        "kb",
+        "chain",
+        "chain_run",
+    )
     names_a = {objects[k] for k in owned}
     return filled, any(v in filled for v in names_a)
 
@@ -191,7 +212,7 @@ def _call(live: LiveServer, key: str | None, method: str, path: str) -> httpx.Re
 def test_every_operation_answers_each_caller_as_the_tenancy_model_says(world: dict[str, Any]) -> None:
     live, keys, objects = world["live"], world["keys"], world["objects"]
     secrets_a = [objects["prompt"], objects["model"], objects["trace"], objects["experiment"], objects["dataset"]]
-    secrets_a += [objects["eval_run"], objects["rule"], objects["kb"]]
+    secrets_a += [objects["eval_run"], objects["rule"], objects["kb"], objects["chain"], objects["chain_run"]]
     secrets_a.append("secret-a")
     ops = _operations(world["spec"])
     assert len(ops) > 50  # the schema was read

@@ -54,7 +54,11 @@ steps:
   - id: both
     type: parallel
     steps:
-      - {id: safe, type: guardrail, policy: pii, input: "{{ inputs.question }}"}
+      - id: safe
+        type: guardrail
+        guardrail: regex_deny
+        settings: {patterns: [secret]}
+        input: "{{ inputs.question }}"
       - id: helper
         type: agent
         model: smollm2

@@ -44,6 +44,7 @@ from jinja2 import nodes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from podium.core.errors import InvalidInput, field_path
+from podium.gateway.guardrails import guardrail_class
 from podium.prompts import template
 
 MAX_YAML_BYTES = 256 * 1024
@@ -123,10 +124,12 @@ class ToolStep(_Step):
 
 
 class GuardrailStep(_Step):
-    """`input` checked by the named guardrail policy; the (possibly redacted) text, or a failure."""
+    """`input` checked by a guardrail of the gateway's kinds (`regex_deny`, or one a plugin adds) with its
+    `settings`: the text when it passes, a failure naming the guardrail when it does not."""
 
     type: Literal["guardrail"]
-    policy: str = Field(min_length=1, max_length=200)
+    guardrail: str = Field(min_length=1, max_length=100)
+    settings: dict[str, Any] = Field(default_factory=dict, max_length=50)
     input: Template
 
 
@@ -503,6 +506,13 @@ def _check_step(step: Step, visible: set[str], declared: set[str], by_id: Mappin
         _check_references(_tree(text, label, expression), label, visible, declared, by_id, in_map=in_map)
     if isinstance(step, MapStep):
         _check_map_over(step, by_id)
+    if isinstance(step, GuardrailStep):
+        try:
+            guardrail_class(step.guardrail)(dict(step.settings))
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc.message}") from None
+        except ValueError as exc:
+            raise InvalidInput(f"{where} settings: {exc}") from None
     if isinstance(step, LlmStep):
         if (step.input is None) == (step.messages is None):
             raise InvalidInput(f"{where} needs either 'input' or 'messages'")

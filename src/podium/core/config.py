@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         " X-Forwarded-For/-Proto are believed (client address for sign-in limits; https makes the session"
         " cookie Secure). Empty: no header is believed.",
     )
+    tool_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Python modules whose @tool functions chains and agents may call (comma-separated, e.g."
+        " myapp.tools), beside those installed packages declare in the podium.tools entry-point group.",
+    )
     metrics_require_key: bool = Field(
         False, description="/metrics answers only requests with a valid API key (Authorization: Bearer)."
     )
@@ -156,7 +161,7 @@ class Settings(BaseSettings):
     url: str | None = Field(None, description="Server the CLI and SDK talk to; default http://<host>:<port>.")
     api_key: SecretStr | None = Field(None, description="Key the CLI and SDK send; default <home>/admin.key.")
 
-    @field_validator("serve_models", "model_source_roots", "trusted_proxies", mode="before")
+    @field_validator("serve_models", "model_source_roots", "trusted_proxies", "tool_modules", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):

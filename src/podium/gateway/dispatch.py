@@ -35,6 +35,16 @@ FALLBACK_KINDS = RETRYABLE | {CONTEXT_WINDOW, "unavailable"}
 BREAKER_KINDS = RETRYABLE  # a local model that is loading or restarting says so itself; no need to cool it
 
 
+@dataclass(frozen=True, slots=True)
+class TraceParent:
+    """The span a call is made under, when it is a step of a larger unit of work (a chain run): the call's
+    span becomes that span's child in that trace, and its trace row is merged into the trace as a part
+    (its tokens and cost added; the trace keeps the name, input and output its owner gives it)."""
+
+    trace_id: str
+    span_id: str
+
+
 @dataclass(slots=True)
 class Call:
     """What the gateway knows about one request while it runs; becomes its trace."""
@@ -71,6 +81,11 @@ class Call:
     output_raw: bytes | None = None  # `output` serialised, when the answer was
     origin: str = "gateway"  # the trace's source: "eval" for calls evaluations make (judges, eval targets)
     retrieval: Retrieved | None = None  # the knowledge-base chunks put into the prompt (a `retrieval` field)
+    parent: TraceParent | None = None  # the span this call is a step of (its trace is then the parent's)
+
+    def __post_init__(self) -> None:
+        if self.parent is not None:
+            self.trace_id = self.parent.trace_id
 
     @property
     def user(self) -> str | None:
@@ -398,14 +413,15 @@ class Dispatcher:
         meta: dict[str, Any] = {"request_id": call.request_id, "podium_user": p.user_name, "stream": call.stream}
         if call.prompt is not None:
             meta.update(call.prompt.meta())
+        parent_span = call.parent.span_id if call.parent is not None else None
         spans: list[dict[str, Any]] = []
         if call.retrieval is not None:
             meta["kb"] = call.retrieval.ref
-            spans.append(_retriever_span(call.trace_id, call.retrieval))
+            spans.append(_retriever_span(call.trace_id, call.retrieval, parent_span))
         trace: dict[str, Any] = {
             "id": call.trace_id,
             "project_id": p.project_id,
-            "name": f"{call.kind} {call.model}",
+            "name": "" if parent_span else f"{call.kind} {call.model}",  # a part keeps its owner's name
             "session_id": call.session_id,
             "user_id": call.user,
             "key_id": p.key_id,
@@ -428,13 +444,13 @@ class Dispatcher:
             "error": call.error,
             "tags": [],
             "meta": meta,
-            "input": inp,
-            "output": out,
+            "input": None if parent_span else inp,  # a part leaves the trace's input and output to its owner
+            "output": None if parent_span else out,
         }
         span: dict[str, Any] = {
             "id": new_id("spn"),
             "trace_id": call.trace_id,
-            "parent_id": None,
+            "parent_id": parent_span,
             "kind": "embedding" if call.kind == "embedding" else "llm",
             "name": call.deployment or call.model,
             "status": status,
@@ -459,7 +475,12 @@ class Dispatcher:
             "input": inp,
             "output": out,
         }
-        return Record(trace=trace, spans=[span, *spans], counters=Governor.ledger(p, call.cost_micros, call.started_at))
+        return Record(
+            trace=trace,
+            spans=[span, *spans],
+            counters=Governor.ledger(p, call.cost_micros, call.started_at),
+            merge=parent_span is not None,
+        )
 
     def _settle(self, call: Call) -> None:
         tokens = call.prompt_tokens + call.completion_tokens
@@ -483,7 +504,7 @@ class Dispatcher:
             task.add_done_callback(self._pending.discard)
 
 
-def _retriever_span(trace_id: str, r: Retrieved) -> dict[str, Any]:
+def _retriever_span(trace_id: str, r: Retrieved, parent_id: str | None = None) -> dict[str, Any]:
     """The span of a call's retrieval: the query and the hits with their scores."""
     query = {"query": r.query, "kb": r.ref, "k": r.k, "mode": r.mode, "filters": r.filter}
     attributes: dict[str, Any] = {
@@ -500,7 +521,7 @@ def _retriever_span(trace_id: str, r: Retrieved) -> dict[str, Any]:
     return {
         "id": new_id("spn"),
         "trace_id": trace_id,
-        "parent_id": None,
+        "parent_id": parent_id,
         "kind": "retriever",
         "name": f"retrieve {r.ref}",
         "status": "ok",

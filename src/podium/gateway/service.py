@@ -24,7 +24,7 @@ import orjson
 from podium.core.errors import PodiumError
 from podium.core.identity import Authenticator, Principal
 from podium.gateway.cache import Lookup, as_chunks
-from podium.gateway.dispatch import Call, Dispatcher, Upstream, first_then_rest
+from podium.gateway.dispatch import Call, Dispatcher, TraceParent, Upstream, first_then_rest
 from podium.gateway.errors import GatewayError, as_gateway_error
 from podium.gateway.guardrails import Guardrail, GuardrailViolation
 from podium.gateway.prompting import PromptResolver, PromptUse
@@ -175,13 +175,15 @@ class Gateway:
         use_cache: bool = True,
         prompt: PromptUse | None = None,
         origin: str = "gateway",
+        parent: TraceParent | None = None,
     ) -> Answer:
         """Run one call. Failures become error answers in OpenAI's shape; the call is always recorded once
         it is known which model it asked for. `gone` lets a non-streamed call stop when the client leaves;
         `prompt` links the call to the prompt version the caller rendered itself (the playground); `origin`
         marks the trace's source (evaluations' own calls are `eval`, so they are told apart from traffic).
-        A call that retrieved knowledge-base chunks answers with their `citations`."""
-        answer = await self._handle(principal, incoming, gone, use_cache, prompt, origin)
+        A call that retrieved knowledge-base chunks answers with their `citations`. With `parent`, the call is
+        recorded as a step of the parent's trace (a chain run's model call)."""
+        answer = await self._handle(principal, incoming, gone, use_cache, prompt, origin, parent)
         call = answer.call
         if call is not None and call.retrieval is not None and answer.status == 200:
             _cite(answer, call.retrieval)
@@ -195,6 +197,7 @@ class Gateway:
         use_cache: bool,
         prompt: PromptUse | None,
         origin: str,
+        parent: TraceParent | None = None,
     ) -> Answer:
         dispatcher = self.dispatcher
         kind, body = incoming.kind, incoming.body
@@ -230,6 +233,7 @@ class Gateway:
             body_raw=incoming.raw if body is incoming.body else None,
             origin=origin,
             retrieval=retrieved,
+            parent=parent,
         )
         # a rendered prompt reference changed the body: its size is what goes upstream
         body_bytes = incoming.body_bytes if body is incoming.body else len(orjson.dumps(body))

@@ -1,0 +1,340 @@
+"""Chains through the API of a live server, its model calls going through the gateway to a scripted upstream
+(the mock may script tool calls), its tools loaded from tests/chain_tools.py by the `tool_modules` setting:
+pushing and labelling versions, a run of every step type with its trace tree and totals counted once,
+retries and fallbacks, failing and hanging tools, a model answer that does not match the output schema, an
+agent loop that calls tools and reads a tool's error, streamed step events, and tenancy."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from podium.gateway.table import RouteTable
+
+from .conftest import LiveServer, project_key, serve_for_module
+from .evalfake import EvalFake, Rule, start_eval_fake
+
+CHAT = "chain-chat"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[EvalFake]:
+    server = start_eval_fake()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def live(backend: str, tmp_path_factory: pytest.TempPathFactory, fake: EvalFake) -> Iterator[LiveServer]:
+    for live in serve_for_module(
+        backend, tmp_path_factory.mktemp(f"chains-{backend}"), tool_modules=["tests.chain_tools"]
+    ):
+        with live.client() as c:
+            deployment = {"name": "a", "provider": "openai", "base_url": fake.url + "/v1", "model": CHAT}
+            r = c.post("/api/routes", json={"name": CHAT, "deployments": [deployment]})
+            assert r.status_code == 201, r.text
+        live.app.state.runtime.get(RouteTable).refresh()
+        yield live
+
+
+@pytest.fixture(autouse=True)
+def _reset(fake: EvalFake) -> None:
+    fake.reset()
+
+
+def push(live: LiveServer, name: str, source: str, key: str | None = None, expect: int = 201) -> dict[str, Any]:
+    with live.client(key) as c:
+        r = c.post(f"/api/chains/{name}/versions", json={"source": source, "message": "test"})
+    assert r.status_code == expect, r.text
+    return dict(r.json())
+
+
+def run(live: LiveServer, name: str, inputs: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    with live.client(key) as c:
+        r = c.post(f"/api/chains/{name}/run", json={"inputs": inputs}, timeout=60)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def stored(live: LiveServer, trace_id: str, spans: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The trace and its spans once `spans` of them are written (parts arrive through the trace writer)."""
+    deadline = time.monotonic() + 20
+    with live.client() as c:
+        while True:
+            r = c.get(f"/api/traces/{trace_id}")
+            if r.status_code == 200:
+                found = c.get(f"/api/traces/{trace_id}/spans").json()["spans"]
+                if len(found) >= spans:
+                    return r.json(), found
+            if time.monotonic() > deadline:
+                names = [
+                    (s["name"], s["kind"], s["parent_id"])
+                    for s in c.get(f"/api/traces/{trace_id}/spans").json()["spans"]
+                ]
+                raise AssertionError(f"trace {trace_id}: {len(names)} spans: {names}")
+            time.sleep(0.1)
+
+
+SUPPORT = f"""
+description: classify, look up, answer
+inputs:
+  question: string
+  order: {{type: string, default: A-17}}
+steps:
+  - id: screen
+    type: guardrail
+    guardrail: regex_deny
+    settings: {{patterns: ["password"], message: "no passwords"}}
+    input: "{{{{ inputs.question }}}}"
+  - id: classify
+    type: llm
+    model: {CHAT}
+    input: "classify: {{{{ steps.screen }}}}"
+    output_schema:
+      type: object
+      properties: {{category: {{type: string, enum: [orders, other]}}}}
+      required: [category]
+  - id: route
+    type: branch
+    value: steps.classify.category
+    cases:
+      orders: {{id: order_info, type: tool, tool: lookup_order, arguments: {{order_id: "{{{{ inputs.order }}}}"}}}}
+    default: {{id: nothing, type: transform, expression: "{{}}"}}
+  - id: words
+    type: transform
+    expression: "inputs.question.split()"
+  - id: lengths
+    type: map
+    over: steps.words
+    concurrency: 2
+    step: {{id: count, type: tool, tool: add, arguments: {{a: "{{{{ item | length }}}}", b: "{{{{ index }}}}"}}}}
+  - id: both
+    type: parallel
+    steps:
+      - {{id: shout, type: transform, expression: "inputs.question | upper"}}
+      - {{id: answer, type: llm, model: {CHAT}, input: "say:status {{{{ steps.route.status }}}}"}}
+output: "{{'category': steps.classify.category, 'status': steps.route.status, 'lengths': steps.lengths,
+  'answer': steps.both.answer, 'shout': steps.both.shout}}"
+"""
+
+
+def test_push_label_diff_and_tenancy(live: LiveServer) -> None:
+    first = push(live, "versions", "steps:\n  - {id: a, type: transform, expression: '1 + 1'}\n")
+    assert first["created"] is True and first["version"]["version"] == 1
+    again = push(live, "versions", "steps:\n  - {id: a, type: transform, expression: '1 + 1'}\n", expect=200)
+    assert again["created"] is False and again["version"]["id"] == first["version"]["id"]
+    second = push(live, "versions", "steps:\n  - {id: a, type: transform, expression: '2 + 2'}\n")
+    assert second["version"]["version"] == 2
+    with live.client() as c:
+        assert c.put("/api/chains/versions/labels/prod", json={"version": 1}).status_code == 200
+        detail = c.get("/api/chains/versions").json()
+        assert detail["labels"] == {"prod": 1} and [v["version"] for v in detail["versions"]] == [2, 1]
+        assert c.get("/api/chains/versions/versions/prod").json()["version"] == 1
+        d = c.get("/api/chains/versions/diff", params={"a": "prod", "b": "latest"}).json()
+        assert "-  - {id: a, type: transform, expression: '1 + 1'}" in d["diff"] and "+  - {id: a" in d["diff"]
+        assert c.post("/api/chains/versions/run", json={"version": "prod"}).json()["output"] == 2
+        assert c.post("/api/chains/versions/run", json={}).json()["output"] == 4
+        assert any(ch["name"] == "versions" for ch in c.get("/api/chains").json())
+        # bad chains: 400 naming the step, nothing stored
+        r = c.post("/api/chains/versions/versions", json={"source": "steps:\n  - {id: a, type: nope}"})
+        assert r.status_code == 400 and "step 'a' has an unknown type 'nope'" in r.json()["error"]["message"]
+        r = c.post("/api/chains/versions/versions", json={"source": "steps: ["})
+        assert r.status_code == 400 and "not valid YAML at line 1" in r.json()["error"]["message"]
+        assert len(c.get("/api/chains/versions").json()["versions"]) == 2
+        # unknown inputs are refused before anything runs
+        r = c.post("/api/chains/versions/run", json={"inputs": {"x": 1}})
+        assert r.status_code == 400 and "unknown input x" in r.json()["error"]["message"]
+    # another project's key sees nothing of it, and cannot take its name
+    other = project_key(live, "chains-other")
+    with live.client(other) as c:
+        assert c.get("/api/chains/versions").status_code == 404
+        assert c.post("/api/chains/versions/run", json={}).status_code == 404
+        assert all(ch["name"] != "versions" for ch in c.get("/api/chains").json())
+        r = c.post(
+            "/api/chains/versions/versions", json={"source": "steps:\n  - {id: a, type: transform, expression: '1'}"}
+        )
+        assert r.status_code == 409
+    viewer = project_key(live, "chains-viewers", role="viewer")
+    with live.client(viewer) as c:
+        r = c.post(
+            "/api/chains/mine/versions", json={"source": "steps:\n  - {id: a, type: transform, expression: '1'}"}
+        )
+        assert r.status_code == 403
+
+
+def test_a_run_of_every_step_type_is_one_trace_with_its_step_tree(live: LiveServer, fake: EvalFake) -> None:
+    from . import chain_tools
+
+    fake.rules.append(Rule("classify:", '{"category": "orders"}'))
+    push(live, "support", SUPPORT)
+    chain_tools.CALLS.clear()
+    result = run(live, "support", {"question": "where is my parcel"})
+    assert result["status"] == "ok", result
+    assert result["output"] == {
+        "category": "orders",
+        "status": "shipped",
+        "lengths": [5, 3, 4, 9],  # len(word) + index
+        "answer": "status shipped",
+        "shout": "WHERE IS MY PARCEL",
+    }
+    assert ("lookup_order", {"order_id": "A-17"}) in chain_tools.CALLS
+    # the classify call asked the model for JSON of the step's schema
+    classify = next(b for b in fake.requests if "classify:" in json.dumps(b))
+    assert classify["response_format"]["json_schema"]["schema"]["required"] == ["category"]
+    steps = {s["step"]: s for s in result["steps"]}
+    assert {"screen", "classify", "route", "order_info", "words", "lengths", "count[0]", "both", "answer"} <= set(steps)
+    assert all(s["status"] == "ok" for s in result["steps"])
+
+    # 1 chain span + 13 step spans (screen, classify, route, order_info, words, lengths, 4 counts, both, shout,
+    # answer) + 2 model-call spans written by the gateway under their steps
+    trace, spans = stored(live, result["trace_id"], 16)
+    by_id = {s["id"]: s for s in spans}
+    root = next(s for s in spans if s["parent_id"] is None)
+    assert root["kind"] == "chain" and root["name"] == "chain support@1"
+    named = {s["name"]: s for s in spans}
+    assert by_id[named["order_info"]["parent_id"]]["name"] == "route"  # the case under its branch
+    assert by_id[named["count[3]"]["parent_id"]]["name"] == "lengths"
+    llm = [s for s in spans if s["kind"] == "llm"]
+    assert len(llm) == 2 and {by_id[s["parent_id"]]["name"] for s in llm} == {"classify", "answer"}
+    # usage is owned by the model calls' spans and counted once on the trace
+    assert trace["prompt_tokens"] == 40 and trace["completion_tokens"] == 10
+    assert sum(s["prompt_tokens"] for s in spans) == 40
+    assert trace["name"] == "chain support@1" and trace["source"] == "chain" and trace["status"] == "ok"
+    assert json.loads(trace["input"]) == {"question": "where is my parcel", "order": "A-17"}
+
+    # the guardrail step stops a run and says which step
+    blocked = run(live, "support", {"question": "my password is hunter2"})
+    assert blocked["status"] == "error" and blocked["failed_step"] == "screen"
+    assert "no passwords" in blocked["error"]
+
+
+def test_retries_fallbacks_and_failing_tools(live: LiveServer, fake: EvalFake) -> None:
+    source = f"""
+steps:
+  - id: flaky
+    type: llm
+    model: {CHAT}
+    input: "fail:400"
+    retries: 1
+    fallback: {{id: spare, type: transform, expression: "'fallback answer'"}}
+  - id: structured
+    type: llm
+    model: {CHAT}
+    input: "say:not json at all"
+    retries: 1
+    output_schema: {{type: object, properties: {{n: {{type: integer}}}}, required: [n]}}
+    fallback: {{id: default_n, type: transform, expression: "{{'n': 0}}"}}
+output: "[steps.flaky, steps.structured]"
+"""
+    push(live, "flaky", source)
+    result = run(live, "flaky", {})
+    assert result["status"] == "ok" and result["output"] == ["fallback answer", {"n": 0}]
+    statuses = {s["step"]: s["status"] for s in result["steps"]}
+    assert statuses["flaky"] == "fallback" and statuses["spare"] == "ok" and statuses["structured"] == "fallback"
+    # two attempts each reached the upstream
+    assert sum(1 for b in fake.requests if "fail:400" in json.dumps(b)) == 2
+    assert sum(1 for b in fake.requests if "not json" in json.dumps(b)) == 2
+    _, spans = stored(live, result["trace_id"], 7)
+    flaky = next(s for s in spans if s["name"] == "flaky")
+    assert flaky["status"] == "error" and len(flaky["attributes"]["errors"]) == 2
+
+    push(live, "tools-fail", "steps:\n  - {id: boom, type: tool, tool: explode, arguments: {reason: gas}}\n")
+    failed = run(live, "tools-fail", {})
+    assert failed["status"] == "error" and failed["failed_step"] == "boom"
+    assert "tool 'explode' raised RuntimeError: exploded: gas" in failed["error"]
+
+    push(
+        live, "tools-hang", "steps:\n  - {id: wait, type: tool, tool: hang, timeout: 0.3, arguments: {seconds: '2'}}\n"
+    )
+    started = time.monotonic()
+    hung = run(live, "tools-hang", {})
+    assert hung["status"] == "error" and hung["error"] == "step 'wait' failed: timed out after 0.3 s"
+    assert time.monotonic() - started < 2.0  # the run did not wait for the tool
+
+    push(live, "tools-args", "steps:\n  - {id: bad, type: tool, tool: add, arguments: {a: 'x'}}\n")
+    bad = run(live, "tools-args", {})
+    assert bad["status"] == "error" and "tool 'add' argument 'a'" in bad["error"]
+
+    push(live, "tools-missing", "steps:\n  - {id: gone, type: tool, tool: nowhere}\n")
+    missing = run(live, "tools-missing", {})
+    assert missing["status"] == "error" and "there is no tool 'nowhere'" in missing["error"]
+
+
+def test_an_agent_calls_tools_reads_their_errors_and_answers(live: LiveServer, fake: EvalFake) -> None:
+    fake.rules += [
+        Rule("order A-9", "", tool_calls=[{"name": "lookup_order", "arguments": {"order_id": "A-9"}}]),
+        Rule(
+            '"status":"shipped"', "", tool_calls=[{"name": "explode", "arguments": {"reason": "test"}}], after_tool=True
+        ),
+        Rule("exploded: test", "Your order A-9 has shipped.", after_tool=True),
+    ]
+    source = f"""
+inputs: {{question: string}}
+steps:
+  - id: helper
+    type: agent
+    model: {CHAT}
+    instructions: You answer questions about orders.
+    input: "{{{{ inputs.question }}}}"
+    tools: [lookup_order, explode]
+    max_turns: 4
+"""
+    push(live, "agent", source)
+    result = run(live, "agent", {"question": "where is order A-9"})
+    assert result["status"] == "ok", result
+    assert result["output"] == "Your order A-9 has shipped."
+    chats = [b for b in fake.requests if "messages" in b]
+    assert len(chats) == 3
+    assert [t["function"]["name"] for t in chats[0]["tools"]] == ["lookup_order", "explode"]
+    tool_messages = [m for m in chats[2]["messages"] if m["role"] == "tool"]
+    assert json.loads(tool_messages[0]["content"])["status"] == "shipped"
+    assert tool_messages[1]["content"].startswith("error: tool 'explode' raised RuntimeError")
+    _, spans = stored(live, result["trace_id"], 7)  # chain, agent step, 3 model calls, 2 tool calls
+    tools = [s for s in spans if s["kind"] == "tool"]
+    assert [t["name"] for t in tools] == ["lookup_order", "explode"] or {t["name"] for t in tools} == {
+        "lookup_order",
+        "explode",
+    }
+    assert next(t for t in tools if t["name"] == "explode")["status"] == "error"
+
+    # the turn limit: a model that never stops calling tools fails the step, naming it
+    fake.rules.insert(
+        0, Rule("loop forever", "", tool_calls=[{"name": "lookup_order", "arguments": {"order_id": "L"}}])
+    )
+    fake.rules.insert(
+        0,
+        Rule(
+            '"order_id":"L"', "", tool_calls=[{"name": "lookup_order", "arguments": {"order_id": "L"}}], after_tool=True
+        ),
+    )
+    looping = run(live, "agent", {"question": "loop forever"})
+    assert looping["status"] == "error" and looping["failed_step"] == "helper"
+    assert "4 model calls without a final answer" in looping["error"]
+
+
+def test_a_run_streams_its_step_events(live: LiveServer) -> None:
+    push(
+        live,
+        "streamed",
+        "steps:\n  - {id: a, type: transform, expression: '1'}\n"
+        "  - {id: b, type: transform, expression: 'steps.a + 1'}\n",
+    )
+    with live.client() as c:
+        r = c.post("/api/chains/streamed/run", json={"stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    kinds = [(e["type"], e.get("step")) for e in events]
+    assert kinds[0] == ("run_started", None)
+    assert kinds.index(("step_finished", "a")) < kinds.index(("step_started", "b"))
+    assert events[-2]["type"] == "run_finished" and events[-2]["output"] == 2
+    assert events[-1]["type"] == "run" and events[-1]["run"]["status"] == "ok"
+    assert r.text.rstrip().endswith("data: [DONE]")
+    with live.client() as c:
+        runs = c.get("/api/chains/streamed/runs").json()
+        assert runs[0]["output"] == 2 and runs[0]["status"] == "ok"
+        one = c.get(f"/api/chains/streamed/runs/{runs[0]['id']}").json()
+        assert [s["step"] for s in one["steps"]] == ["a", "b"]
