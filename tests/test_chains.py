@@ -338,3 +338,58 @@ def test_a_run_streams_its_step_events(live: LiveServer) -> None:
         assert runs[0]["output"] == 2 and runs[0]["status"] == "ok"
         one = c.get(f"/api/chains/streamed/runs/{runs[0]['id']}").json()
         assert [s["step"] for s in one["steps"]] == ["a", "b"]
+
+
+def test_any_openai_client_calls_a_chain_through_v1(live: LiveServer, fake: EvalFake) -> None:
+    import openai
+
+    source = f"""
+inputs: {{question: string, tone: {{type: string, default: plain}}}}
+steps:
+  - id: answer
+    type: llm
+    model: {CHAT}
+    input: "say:{{{{ inputs.tone }}}} answer to {{{{ inputs.question }}}}"
+"""
+    push(live, "served", source)
+    with live.client() as c:
+        assert c.put("/api/chains/served/labels/prod", json={"version": 1}).status_code == 200
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key=live.admin_key, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="chain:served@prod", messages=[{"role": "user", "content": "why is the sky blue"}]
+    )
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "plain answer to why is the sky blue"
+    assert reply.usage is not None and reply.usage.prompt_tokens == 20 and reply.usage.completion_tokens == 5
+    assert raw.headers["x-podium-chain-version"] == "served@1"
+    trace, spans = stored(live, raw.headers["x-podium-trace-id"], 3)
+    assert trace["name"] == "chain served@1" and trace["prompt_tokens"] == 20  # one trace, usage counted once
+    assert sorted(s["kind"] for s in spans) == ["chain", "chain", "llm"]
+    with live.client() as c:
+        run_row = c.get(f"/api/chains/served/runs/{raw.headers['x-podium-chain-run']}").json()
+        assert run_row["source"] == "gateway" and run_row["prompt_tokens"] == 20
+    # explicit inputs (an extension field) and a stream
+    stream = client.chat.completions.create(
+        model="chain:served",
+        messages=[{"role": "user", "content": "ignored"}],
+        stream=True,
+        extra_body={"inputs": {"question": "tides", "tone": "short"}},
+    )
+    assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == "short answer to tides"
+    # errors in OpenAI's shape: an unknown chain, a failing step, a viewer
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="chain:nowhere", messages=[{"role": "user", "content": "x"}])
+    push(live, "served-fails", f"steps:\n  - {{id: boom, type: llm, model: {CHAT}, input: 'fail:400'}}\n")
+    with pytest.raises(openai.UnprocessableEntityError, match="step 'boom' failed"):
+        client.chat.completions.create(model="chain:served-fails", messages=[{"role": "user", "content": "x"}])
+    push(
+        live,
+        "served-inputs",
+        "inputs: {a: string, b: string}\nsteps:\n  - {id: t, type: transform, expression: 'inputs.a'}\n",
+    )
+    with pytest.raises(openai.BadRequestError, match="needs the input"):
+        client.chat.completions.create(model="chain:served-inputs", messages=[{"role": "user", "content": "x"}])
+    viewer = project_key(live, "chains-viewers", role="viewer")
+    as_viewer = openai.OpenAI(base_url=live.url + "/v1", api_key=viewer, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        as_viewer.chat.completions.create(model="chain:served", messages=[{"role": "user", "content": "x"}])

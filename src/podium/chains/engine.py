@@ -147,6 +147,9 @@ class RunResult:
     started_at: datetime
     ended_at: datetime
     latency_ms: float
+    prompt_tokens: int = 0  # the run's model calls together (each recorded on its own span)
+    completion_tokens: int = 0
+    cost_micros: int = 0
 
 
 OnEvent = Callable[[Event], Awaitable[None]]
@@ -178,6 +181,7 @@ class Run:
         self.attributes = dict(attributes or {})
         self.spans: list[dict[str, Any]] = []
         self.outputs: dict[str, Any] = {}
+        self.usage = [0, 0, 0]  # prompt tokens, completion tokens, cost (micro-dollars)
 
     async def run(self, inputs: Mapping[str, Any] | None) -> RunResult:
         """Run the chain on `inputs` (checked against its declared inputs first: `InvalidInput`)."""
@@ -221,7 +225,16 @@ class Run:
         if error is not None:
             end |= {"error": error, "failed_step": failed}
         await self.on_event(Event("run_finished", None, end))
-        return RunResult(status, bound, output, error, failed, dict(self.outputs), self.spans, started, ended, latency)
+        return RunResult(
+            status, bound, output, error, failed, dict(self.outputs), self.spans, started, ended, latency, *self.usage
+        )
+
+    async def _chat(self, body: dict[str, Any], parent: TraceParent) -> ChatResult:
+        result = await self.runtime.chat(body, parent)
+        self.usage[0] += result.prompt_tokens
+        self.usage[1] += result.completion_tokens
+        self.usage[2] += result.cost_micros
+        return result
 
     # --- scheduling -------------------------------------------------------------------------------------
 
@@ -322,14 +335,14 @@ class Run:
                     "response_format",
                     {"type": "json_schema", "json_schema": {"name": step.id, "schema": step.output_schema}},
                 )
-            result = await self.runtime.chat(body, parent)
+            result = await self._chat(body, parent)
             return messages, _structured(step, result.content) if step.output_schema is not None else result.content
         if isinstance(step, PromptStep):  # the gateway renders the reference and links the call to the version
             variables = {name: _value(text, ctx, f"{where} variable {name!r}") for name, text in step.variables.items()}
             body = {**step.params, "prompt": {**prompt_reference(step.prompt), "variables": variables}}
             if step.model is not None:
                 body["model"] = step.model
-            result = await self.runtime.chat(body, parent)
+            result = await self._chat(body, parent)
             return body["prompt"], result.content
         if isinstance(step, RetrieveStep):
             query = _text(step.query, ctx, f"{where} query")
@@ -402,7 +415,7 @@ class Run:
             body: dict[str, Any] = {**step.params, "model": step.model, "messages": messages}
             if tools:
                 body["tools"] = [info.definition for info in tools.values()]
-            result = await self.runtime.chat(body, parent)
+            result = await self._chat(body, parent)
             tokens += result.prompt_tokens + result.completion_tokens
             cost += result.cost_micros
             await self.on_event(

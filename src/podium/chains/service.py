@@ -120,6 +120,9 @@ class RunInfo(BaseModel):
     started_at: datetime
     ended_at: datetime | None = None
     latency_ms: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micros: int = 0
 
 
 # --- versions --------------------------------------------------------------------------------------------
@@ -386,6 +389,9 @@ def _finish(platform: Platform, run_id: str, result: RunResult, timeline: list[d
         row.steps = timeline
         row.ended_at = result.ended_at
         row.latency_ms = result.latency_ms
+        row.prompt_tokens = result.prompt_tokens
+        row.completion_tokens = result.completion_tokens
+        row.cost_micros = result.cost_micros
 
 
 def _run_view(run: ChainRun, chain: str) -> RunInfo:
@@ -406,6 +412,9 @@ def _run_view(run: ChainRun, chain: str) -> RunInfo:
         started_at=run.started_at,
         ended_at=run.ended_at,
         latency_ms=run.latency_ms,
+        prompt_tokens=run.prompt_tokens or 0,
+        completion_tokens=run.completion_tokens or 0,
+        cost_micros=run.cost_micros or 0,
     )
 
 
@@ -468,6 +477,8 @@ async def run(
     await asyncio.to_thread(_finish, platform, row.id, result, timeline)
     row.status, row.output, row.error, row.failed_step = result.status, result.output, result.error, result.failed_step
     row.steps, row.ended_at, row.latency_ms = timeline, result.ended_at, result.latency_ms
+    row.prompt_tokens, row.completion_tokens = result.prompt_tokens, result.completion_tokens
+    row.cost_micros = result.cost_micros
     return _run_view(row, row.ref.partition("@")[0])
 
 

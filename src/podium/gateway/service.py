@@ -24,6 +24,10 @@ import orjson
 from podium.core.errors import PodiumError
 from podium.core.identity import Authenticator, Principal
 from podium.gateway.cache import Lookup, as_chunks
+from podium.gateway.chaining import PREFIX as CHAIN_PREFIX
+from podium.gateway.chaining import ChainServer, is_chain
+from podium.gateway.chaining import chunks as chain_chunks
+from podium.gateway.chaining import completion as chain_completion
 from podium.gateway.dispatch import Call, Dispatcher, TraceParent, Upstream, first_then_rest
 from podium.gateway.errors import GatewayError, as_gateway_error
 from podium.gateway.guardrails import Guardrail, GuardrailViolation
@@ -151,6 +155,7 @@ class Gateway:
         self.keepalive = keepalive
         self.prompts: PromptResolver | None = None  # the prompts domain plugs its resolver in at setup
         self.retriever: Retriever | None = None  # the knowledge-base domain plugs its retriever in at setup
+        self.chains: ChainServer | None = None  # the chains domain plugs in what runs `chain:` models
 
     async def check_model(self, principal: Principal, kind: str, model: str) -> str:
         """The route a call of `kind` to `model` would take for `principal` (its name), without making the call:
@@ -183,6 +188,8 @@ class Gateway:
         marks the trace's source (evaluations' own calls are `eval`, so they are told apart from traffic).
         A call that retrieved knowledge-base chunks answers with their `citations`. With `parent`, the call is
         recorded as a step of the parent's trace (a chain run's model call)."""
+        if incoming.kind == "chat" and is_chain(incoming.body):
+            return await self._chain(principal, incoming)
         answer = await self._handle(principal, incoming, gone, use_cache, prompt, origin, parent)
         call = answer.call
         if call is not None and call.retrieval is not None and answer.status == 200:
@@ -271,6 +278,23 @@ class Gateway:
             raise
         await dispatcher.finish(call)
         return answer
+
+    async def _chain(self, principal: Principal, incoming: Incoming) -> Answer:
+        """A chat request whose model is `chain:<ref>`: the chain's run, answered as a completion."""
+        body = incoming.body
+        try:
+            if principal.role == "viewer":
+                raise GatewayError(
+                    403, "a viewer key may list models but not call them; use a member key", code="permission_denied"
+                )
+            if self.chains is None:
+                raise GatewayError(400, "chains are not served by this gateway", code="model_not_found", param="model")
+            answer = await self.chains.complete(principal, str(body["model"])[len(CHAIN_PREFIX) :], body)
+        except GatewayError as exc:
+            return Answer(exc.status, exc.headers, None, body=exc.body())
+        if body.get("stream") is True:
+            return Answer(200, answer.headers(), None, stream=chain_chunks(body, answer))
+        return Answer(200, answer.headers(), None, body=chain_completion(body, answer))
 
     async def _retrieve(
         self, principal: Principal, kind: str, body: dict[str, Any]

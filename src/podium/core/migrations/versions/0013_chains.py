@@ -2,7 +2,7 @@
 
 Revision ID: 0013
 Revises: 0012
-Create Date: 2026-12-01 10:41:12.519563
+Create Date: 2026-12-01 10:47:42.764451
 """
 
 from collections.abc import Sequence
@@ -108,6 +108,9 @@ def upgrade() -> None:
         sa.Column("started_at", podium.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("ended_at", podium.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("latency_ms", sa.Float(), nullable=True),
+        sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost_micros", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["chain_id"],
             ["chains.id"],
