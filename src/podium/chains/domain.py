@@ -21,5 +21,6 @@ DOMAIN = Domain(
     requires=("gateway",),
     tables=("podium.chains.store",),
     api=("podium.chains.routes:router",),
+    cli=(("chains", "podium.chains.cli:chains_app"),),
     setup="podium.chains.domain:setup",
 )
