@@ -29,7 +29,10 @@ def test_push_run_label_and_diff_from_the_command_line(live: LiveServer, tmp_pat
         "inputs: {order: string, extra: {type: integer, default: 1}}\n"
         "steps:\n"
         "  - {id: found, type: tool, tool: lookup_order, arguments: {order_id: '{{ inputs.order }}'}}\n"
-        "  - {id: total, type: tool, tool: add, arguments: {a: '{{ steps.found.total | int }}', b: '{{ inputs.extra }}'}}\n"
+        "  - id: total\n"
+        "    type: tool\n"
+        "    tool: add\n"
+        "    arguments: {a: '{{ steps.found.total | int }}', b: '{{ inputs.extra }}'}\n"
         "output: \"{'status': steps.found.status, 'total': steps.total}\"\n"
     )
     r = cli(live, "push", str(chain), "-m", "first", "--label", "prod")
