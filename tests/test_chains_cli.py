@@ -67,3 +67,35 @@ def test_push_run_label_and_diff_from_the_command_line(live: LiveServer, tmp_pat
     bad.write_text("steps:\n  - {id: boom, type: teleport}\n")
     r = cli(live, "push", str(bad))
     assert r.returncode == 1 and "step 'boom' has an unknown type 'teleport'" in r.stderr
+
+
+def test_the_sdk_pushes_a_python_built_chain_and_runs_it(live: LiveServer) -> None:
+    import podium
+    from podium.chains.sdk import ChainError
+
+    chain = {
+        "inputs": {"order": "string"},
+        "steps": [
+            {"id": "found", "type": "tool", "tool": "lookup_order", "arguments": {"order_id": "{{ inputs.order }}"}},
+            {"id": "status", "type": "transform", "expression": "steps.found.status | upper"},
+        ],
+    }
+    podium.configure(url=live.url, api_key=live.admin_key)
+    try:
+        version = podium.chains.push("sdk-built", chain, message="from python", label="prod")
+        assert version["version"] == 1 and "prod" in version["labels"]
+        handle = podium.chains.get("sdk-built@prod")
+        run = handle.run(order="C-3")
+        assert run.output == "SHIPPED" and run.status == "ok" and run.trace_id.startswith("trc_")
+        assert [s["step"] for s in run.steps] == ["found", "status"]
+        assert handle.runs()[0].id == run.id
+        assert any(c["name"] == "sdk-built" for c in podium.chains.list())
+        podium.chains.push("sdk-fails", "steps:\n  - {id: boom, type: tool, tool: explode, arguments: {reason: sdk}}\n")
+        with pytest.raises(ChainError, match="exploded: sdk") as failed:
+            podium.chains.get("sdk-fails").run()
+        assert failed.value.run.failed_step == "boom"
+        assert podium.chains.get("sdk-fails").run(check=False).status == "error"
+    finally:
+        from podium.core import sdkconfig
+
+        sdkconfig.reset()  # later modules' clients resolve their server from the environment again
