@@ -393,3 +393,46 @@ steps:
     as_viewer = openai.OpenAI(base_url=live.url + "/v1", api_key=viewer, max_retries=0)
     with pytest.raises(openai.PermissionDeniedError):
         as_viewer.chat.completions.create(model="chain:served", messages=[{"role": "user", "content": "x"}])
+
+
+def test_a_chain_version_is_an_eval_target(live: LiveServer) -> None:
+    source = f"""
+inputs: {{question: string, prefix: {{type: string, default: ""}}}}
+steps:
+  - id: answer
+    type: llm
+    model: {CHAT}
+    input: "say:{{{{ inputs.prefix }}}}{{{{ inputs.question }}}}"
+"""
+    push(live, "evaluated", source)
+    rows = [{"q": "Paris", "p": "", "reference": "Paris"}, {"q": "Rome", "p": "not ", "reference": "Rome"}]
+    body = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    with live.client() as c:
+        assert c.post("/api/datasets/chain-eval/import", params={"format": "jsonl"}, content=body).status_code == 201
+        spec = {
+            "name": "chain-target",
+            "dataset": "chain-eval@1",
+            "target": {"type": "chain", "chain": "evaluated", "inputs": {"question": "q", "prefix": "p"}},
+            "evaluators": ["exact_match"],
+        }
+        r = c.post("/api/evals/runs", json=spec)
+        assert r.status_code == 202, r.text
+        run_id = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while (run_row := c.get(f"/api/evals/runs/{run_id}").json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, run_row
+            time.sleep(0.1)
+        assert run_row["status"] == "succeeded", run_row
+        assert run_row["target"]["type"] == "chain"
+        got = c.get(f"/api/evals/runs/{run_id}/rows").json()["rows"]
+        assert [g["output"] for g in got] == ["Paris", "not Rome"]
+        assert [g["scores"]["exact_match"] for g in got] == [1.0, 0.0]
+        # each row links the chain run's trace, and the runs say an evaluation made them
+        trace = stored(live, got[0]["trace_id"], 3)[0]
+        assert trace["name"] == "chain evaluated@1"
+        assert {r["source"] for r in c.get("/api/chains/evaluated/runs").json()} == {"eval"}
+        # a missing chain or column is refused before anything runs
+        r = c.post("/api/evals/runs", json={**spec, "target": {"type": "chain", "chain": "nowhere"}})
+        assert r.status_code == 404 and "target.chain" in r.json()["error"]["message"]
+        r = c.post("/api/evals/runs", json={**spec, "target": {**spec["target"], "inputs": {"question": "zz"}}})
+        assert r.status_code == 400 and "zz" in r.json()["error"]["message"]

@@ -73,7 +73,15 @@ class ChainModels:
     platform: Platform
     gateway: Gateway
 
-    async def complete(self, principal: Principal, ref: str, body: dict[str, Any]) -> ChainAnswer:
+    async def check(self, principal: Principal, ref: str) -> None:
+        try:
+            await asyncio.to_thread(service.get_version, self.platform, Actor(principal), ref)
+        except PodiumError as exc:
+            raise GatewayError.from_podium(exc) from None
+
+    async def complete(
+        self, principal: Principal, ref: str, body: dict[str, Any], origin: str = "gateway"
+    ) -> ChainAnswer:
         actor = Actor(principal)
         try:
             version = await asyncio.to_thread(service.get_version, self.platform, actor, ref)
@@ -84,7 +92,7 @@ class ChainModels:
                 actor,
                 f"{version.chain}@{version.version}",
                 inputs,
-                source="gateway",
+                source="eval" if origin == "eval" else "gateway",
                 gateway=self.gateway,
             )
         except PodiumError as exc:
@@ -96,7 +104,9 @@ class ChainModels:
             raise GatewayError(422, run.error or "the chain failed", code="chain_failed", param="model")
         output = run.output
         content = output if isinstance(output, str) else orjson.dumps(output, default=str).decode()
-        return ChainAnswer(content, run.ref, run.id, run.trace_id, run.prompt_tokens, run.completion_tokens)
+        return ChainAnswer(
+            content, run.ref, run.id, run.trace_id, run.prompt_tokens, run.completion_tokens, run.cost_micros
+        )
 
 
 __all__ = ["ChainModels", "inputs_from"]

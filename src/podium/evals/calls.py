@@ -181,16 +181,20 @@ class GatewayModels:
             message = (call.error if call is not None and call.error else None) or _message(answer.body)
             raise ModelError(message, call.trace_id if call is not None else None)
         result = answer.body
+        usage: dict[str, Any] = result["usage"] if call is None and isinstance(result.get("usage"), dict) else {}
         choice = (result.get("choices") or [{}])[0] if kind != "embedding" else {}
         value: dict[str, Any] = {
             "text": response_text(result) if kind != "embedding" else "",
             "top_logprobs": list(_top_logprobs(choice)),
             "prompt_logprobs": list(_prompt_logprobs(choice)),
             "embeddings": [d.get("embedding") for d in result.get("data") or []] if kind == "embedding" else None,
-            "cost_micros": call.cost_micros if call is not None else 0,
-            "prompt_tokens": call.prompt_tokens if call is not None else 0,
-            "completion_tokens": call.completion_tokens if call is not None else 0,
-            "trace_id": call.trace_id if call is not None else None,
+            # a chain served as a model answers without a gateway call of its own: its run's totals and trace
+            "cost_micros": call.cost_micros if call is not None else int(answer.extra.get("cost_micros") or 0),
+            "prompt_tokens": call.prompt_tokens if call is not None else int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": call.completion_tokens
+            if call is not None
+            else int(usage.get("completion_tokens") or 0),
+            "trace_id": call.trace_id if call is not None else answer.headers.get("x-podium-trace-id"),
             "latency_ms": round(latency, 3),
         }
         citations = result.get("citations")

@@ -122,6 +122,11 @@ def request_of(plan: Plan, row: Mapping[str, Any]) -> tuple[dict[str, Any], Prom
         messages = [{"role": "user", "content": str(row.get(f.input, ""))}]
     if t.system:
         messages = [{"role": "system", "content": t.system}, *messages]
+    if t.type == "chain":  # run through the gateway as the model `chain:<ref>`
+        run: dict[str, Any] = {"model": f"chain:{t.chain}", "messages": messages}
+        if t.inputs is not None:
+            run["inputs"] = {name: row.get(column) for name, column in t.inputs.items()}
+        return run, None
     body = {"temperature": 0, **t.params, "model": t.model, "messages": messages}
     if t.retrieval is not None:
         body["retrieval"] = t.retrieval

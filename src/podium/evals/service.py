@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from sqlalchemy import delete, func, insert, literal, select, update
 
 from podium.core.db import utcnow
-from podium.core.errors import Conflict, InvalidInput, NotFound
+from podium.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.platform import Platform
@@ -161,8 +161,10 @@ def _needs(
     """The dataset columns the run reads, each with who needs it."""
     f, t = spec.fields, spec.target
     needed: dict[str, list[str]] = {}
-    if t.type == "model":
+    if t.type == "model" or (t.type == "chain" and t.inputs is None):
         needed.setdefault(f.messages or f.input, []).append("the target")
+    for name, source in (t.inputs or {}).items():
+        needed.setdefault(source, []).append(f"the chain's input {name!r}")
     if prompt is not None:
         for name, var in prompt.variables.items():
             if "default" not in var:
@@ -178,6 +180,18 @@ def _needs(
         for field in spec.bias.fields:
             needed.setdefault(field, []).append("the bias test")
     return needed
+
+
+def _check_chain(platform: Platform, actor: Actor, ref: str) -> None:
+    """A chain target names a chain version the caller may run (checked through the gateway's chain server)."""
+    gateway = bridge.current(platform).gateway
+    if gateway.chains is None or actor.principal is None:
+        raise InvalidInput("chain targets need the chains domain", details={"field": "target.chain"})
+    try:
+        bridge.run(platform, gateway.chains.check(actor.principal, ref), 60.0)
+    except GatewayError as exc:
+        kind = {404: NotFound, 403: Forbidden}.get(exc.status, InvalidInput)
+        raise kind(f"target.chain: {exc.message}", details={"field": "target.chain"}) from None
 
 
 def _check_retrieval(platform: Platform, actor: Actor, retrieval: dict[str, Any]) -> None:
@@ -200,7 +214,7 @@ def plan_run(platform: Platform, actor: Actor, spec: RunSpec) -> tuple[Plan, dat
     once). Nothing is called yet."""
     actor.require("member", "run evaluations")
     if spec.target.type == "chain":
-        raise InvalidInput("chain targets need the chains domain, which is not installed", details={"field": "target"})
+        _check_chain(platform, actor, spec.target.chain or "")
     evaluators = _build_evaluators(spec.evaluators)
     if spec.bias is not None:
         spec.bias.term_lists()  # a bad term list is refused now, not when the job runs

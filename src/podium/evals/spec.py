@@ -21,15 +21,21 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/@-]{0,119}$")
 
 class Target(BaseModel):
     """What produces the outputs: a gateway `model` (or route), a `prompt` version rendered with each row and
-    sent to `model`, a `chain` (when the chains domain is installed), or `outputs` computed by the caller
-    (the SDK running a Python callable sends them)."""
+    sent to `model`, a `chain` version run on each row (through the gateway as `chain:<ref>`), or `outputs`
+    computed by the caller (the SDK running a Python callable sends them)."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["model", "prompt", "chain", "outputs"] = "model"
     model: str | None = Field(None, max_length=200)
     prompt: str | None = Field(None, max_length=200, description="A prompt reference: `name@label`, `name@3`.")
-    chain: str | None = Field(None, max_length=200)
+    chain: str | None = Field(None, max_length=200, description="A chain reference: `name@label`, `name@3`.")
+    inputs: dict[str, str] | None = Field(
+        None,
+        max_length=100,
+        description="A chain target's inputs: input name → dataset column (default: the row's input column fills"
+        " the chain's question/query/input/message input, or its only required one).",
+    )
     system: str | None = Field(None, max_length=20_000, description="A system message before each row's input.")
     params: dict[str, Any] = Field(default_factory=dict, description="Model parameters (temperature, max_tokens…).")
     label: str | None = Field(None, max_length=200, description="How the run names its target.")
@@ -47,6 +53,8 @@ class Target(BaseModel):
             raise ValueError("a prompt target needs 'prompt' (name@label) and 'model'")
         if self.type == "chain" and not self.chain:
             raise ValueError("a chain target needs 'chain'")
+        if self.inputs is not None and self.type != "chain":
+            raise ValueError("inputs go with a chain target")
         if self.retrieval is not None:
             if self.type not in ("model", "prompt"):
                 raise ValueError("retrieval goes with a model or prompt target")

@@ -30,6 +30,7 @@ class ChainAnswer:
     trace_id: str
     prompt_tokens: int
     completion_tokens: int
+    cost_micros: int = 0
 
     def headers(self) -> dict[str, str]:
         return {
@@ -41,9 +42,16 @@ class ChainAnswer:
 
 class ChainServer(Protocol):
     """Runs a chain for a chat request on behalf of a key (a `GatewayError` says why not: 404 unknown chain,
-    400 inputs it cannot take, 422 a step that failed)."""
+    400 inputs it cannot take, 422 a step that failed). `origin` is the caller's kind (`gateway` for `/v1`,
+    `eval` for an evaluation's target), recorded on the run."""
 
-    async def complete(self, principal: Principal, ref: str, body: dict[str, Any]) -> ChainAnswer: ...
+    async def complete(
+        self, principal: Principal, ref: str, body: dict[str, Any], origin: str = "gateway"
+    ) -> ChainAnswer: ...
+
+    async def check(self, principal: Principal, ref: str) -> None:
+        """Whether `ref` names a chain version the key may run (a `GatewayError` if not)."""
+        ...
 
 
 def is_chain(body: dict[str, Any]) -> bool:

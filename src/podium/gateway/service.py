@@ -189,7 +189,7 @@ class Gateway:
         A call that retrieved knowledge-base chunks answers with their `citations`. With `parent`, the call is
         recorded as a step of the parent's trace (a chain run's model call)."""
         if incoming.kind == "chat" and is_chain(incoming.body):
-            return await self._chain(principal, incoming)
+            return await self._chain(principal, incoming, origin)
         answer = await self._handle(principal, incoming, gone, use_cache, prompt, origin, parent)
         call = answer.call
         if call is not None and call.retrieval is not None and answer.status == 200:
@@ -279,7 +279,7 @@ class Gateway:
         await dispatcher.finish(call)
         return answer
 
-    async def _chain(self, principal: Principal, incoming: Incoming) -> Answer:
+    async def _chain(self, principal: Principal, incoming: Incoming, origin: str) -> Answer:
         """A chat request whose model is `chain:<ref>`: the chain's run, answered as a completion."""
         body = incoming.body
         try:
@@ -289,12 +289,13 @@ class Gateway:
                 )
             if self.chains is None:
                 raise GatewayError(400, "chains are not served by this gateway", code="model_not_found", param="model")
-            answer = await self.chains.complete(principal, str(body["model"])[len(CHAIN_PREFIX) :], body)
+            answer = await self.chains.complete(principal, str(body["model"])[len(CHAIN_PREFIX) :], body, origin)
         except GatewayError as exc:
             return Answer(exc.status, exc.headers, None, body=exc.body())
+        extra = {"cost_micros": answer.cost_micros}
         if body.get("stream") is True:
-            return Answer(200, answer.headers(), None, stream=chain_chunks(body, answer))
-        return Answer(200, answer.headers(), None, body=chain_completion(body, answer))
+            return Answer(200, answer.headers(), None, stream=chain_chunks(body, answer), extra=extra)
+        return Answer(200, answer.headers(), None, body=chain_completion(body, answer), extra=extra)
 
     async def _retrieve(
         self, principal: Principal, kind: str, body: dict[str, Any]
