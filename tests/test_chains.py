@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 
 from podium.gateway.table import RouteTable
+from podium.prompts.directory import PromptDirectory
 
 from .conftest import LiveServer, project_key, serve_for_module
 from .evalfake import EvalFake, Rule, start_eval_fake
 
 CHAT = "chain-chat"
+EMBED = "chain-embed"
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +36,10 @@ def live(backend: str, tmp_path_factory: pytest.TempPathFactory, fake: EvalFake)
         backend, tmp_path_factory.mktemp(f"chains-{backend}"), tool_modules=["tests.chain_tools"]
     ):
         with live.client() as c:
-            deployment = {"name": "a", "provider": "openai", "base_url": fake.url + "/v1", "model": CHAT}
-            r = c.post("/api/routes", json={"name": CHAT, "deployments": [deployment]})
-            assert r.status_code == 201, r.text
+            for model in (CHAT, EMBED):
+                deployment = {"name": "a", "provider": "openai", "base_url": fake.url + "/v1", "model": model}
+                r = c.post("/api/routes", json={"name": model, "deployments": [deployment]})
+                assert r.status_code == 201, r.text
         live.app.state.runtime.get(RouteTable).refresh()
         yield live
 
@@ -436,3 +439,78 @@ steps:
         assert r.status_code == 404 and "target.chain" in r.json()["error"]["message"]
         r = c.post("/api/evals/runs", json={**spec, "target": {**spec["target"], "inputs": {"question": "zz"}}})
         assert r.status_code == 400 and "zz" in r.json()["error"]["message"]
+
+
+def test_the_three_stage_support_chain_classifies_retrieves_and_answers_from_a_prompt(
+    live: LiveServer, fake: EvalFake
+) -> None:
+    """The seeds' customer-service chain: classify the request, retrieve help articles from a knowledge base,
+    answer with a prompt version that cites them."""
+    docs = [
+        {"text": "Refunds are paid within five days of the return.", "source": "refunds"},
+        {"text": "Reset your password from the sign-in page.", "source": "accounts"},
+        {"text": "Parcels ship from our warehouse every weekday.", "source": "shipping"},
+    ]
+    with live.client() as c:
+        body = b"".join(json.dumps(d).encode() + b"\n" for d in docs)
+        assert c.post("/api/datasets/help-articles/import", params={"format": "jsonl"}, content=body).status_code == 201
+        assert c.post("/api/kb", json={"name": "help-center"}).status_code == 201
+        build = {"dataset": "help-articles@1", "text_field": "text", "embedding_model": EMBED}
+        job = c.post("/api/kb/help-center/build", json=build).json()["job"]
+        deadline = time.monotonic() + 60
+        while (state := c.get(f"/api/jobs/{job['id']}").json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.1)
+        assert state["status"] == "succeeded", state
+        assert c.put("/api/kb/help-center/labels/prod", json={"version": 1}).status_code == 200
+        prompt = {
+            "name": "support-reply",
+            "messages": [
+                {"role": "system", "content": "Answer from these articles: {{ context }}"},
+                {"role": "user", "content": "{{ question }} ({{ category }})"},
+            ],
+        }
+        assert c.post("/api/prompts", json=prompt).status_code == 201
+        assert c.put("/api/prompts/support-reply/labels/prod", json={"version": 1}).status_code == 200
+    live.app.state.runtime.get(PromptDirectory).refresh()  # the gateway's snapshot sees a new prompt within 1 s
+    fake.rules.append(Rule("classify:", '{"category": "refunds"}'))
+    fake.rules.append(Rule("(refunds)", "You will be refunded within five days [1]."))
+    source = f"""
+inputs: {{question: string}}
+steps:
+  - id: classify
+    type: llm
+    model: {CHAT}
+    input: "classify: {{{{ inputs.question }}}}"
+    output_schema: {{type: object, properties: {{category: {{type: string}}}}, required: [category]}}
+  - id: articles
+    type: retrieve
+    kb: help-center@prod
+    query: "{{{{ inputs.question }}}}"
+    k: 2
+    mode: vector
+  - id: reply
+    type: prompt
+    prompt: support-reply@prod
+    model: {CHAT}
+    variables:
+      question: "{{{{ inputs.question }}}}"
+      category: "{{{{ steps.classify.category }}}}"
+      context: "{{% for a in steps.articles %}}[{{{{ loop.index }}}}] {{{{ a.text }}}} {{% endfor %}}"
+output: "{{'answer': steps.reply, 'sources': steps.articles | map(attribute='source') | list}}"
+"""
+    push(live, "support-bot", source)
+    result = run(live, "support-bot", {"question": "when are refunds paid"})
+    assert result["status"] == "ok", (result["error"], result["steps"])
+    assert result["output"]["answer"] == "You will be refunded within five days [1]."
+    assert result["output"]["sources"][0] == "refunds"  # the bag-of-letters embedding ranks it first
+    sent = next(b for b in fake.requests if "(refunds)" in json.dumps(b))
+    assert sent["messages"][0]["content"].startswith("Answer from these articles: [1] Refunds are paid")
+    _, spans = stored(live, result["trace_id"], 5)
+    by_name = {s["name"]: s for s in spans}
+    retrieve = by_name["articles"]
+    assert retrieve["kind"] == "retriever"
+    assert json.loads(retrieve["input"])["kb"] == "help-center@1"  # the exact version searched
+    assert json.loads(retrieve["output"])[0]["source"] == "refunds"
+    reply_call = next(s for s in spans if s["kind"] == "llm" and s["parent_id"] == by_name["reply"]["id"])
+    assert reply_call["prompt_version_id"] is not None  # the model call is linked to the prompt version
