@@ -160,6 +160,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/evals/runs/{run_id}": {"run_id": objects["eval_run"]},
         "/api/evals/online/{name}": {"name": objects["rule"]},
         "/api/kb/{name}": {"name": objects["kb"], "label": "prod"},
+        "/api/chain-approvals/{approval_id}": {"approval_id": "cap_nosuch"},
         "/api/chains/{name}": {"name": objects["chain"], "ref": "1", "label": "prod", "run_id": objects["chain_run"]},
     }
     if "{" not in path:

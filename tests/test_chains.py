@@ -514,3 +514,63 @@ output: "{{'answer': steps.reply, 'sources': steps.articles | map(attribute='sou
     assert json.loads(retrieve["output"])[0]["source"] == "refunds"
     reply_call = next(s for s in spans if s["kind"] == "llm" and s["parent_id"] == by_name["reply"]["id"])
     assert reply_call["prompt_version_id"] is not None  # the model call is linked to the prompt version
+
+
+def test_a_tool_that_needs_approval_waits_for_a_person(live: LiveServer, fake: EvalFake) -> None:
+    import threading
+
+    from . import chain_tools
+
+    fake.rules += [
+        Rule("refund order R-1", "", tool_calls=[{"name": "refund", "arguments": {"order_id": "R-1", "amount": 5}}]),
+        Rule('"refunded":5', "Refunded 5.", after_tool=True),
+        Rule("rejected this call", "I could not refund it.", after_tool=True),
+    ]
+    source = f"""
+inputs: {{question: string}}
+steps:
+  - id: agent
+    type: agent
+    model: {CHAT}
+    input: "{{{{ inputs.question }}}}"
+    tools: [refund]
+    timeout: 30
+"""
+    push(live, "approvals", source)
+    member_b = project_key(live, "chains-other")
+    for decision, expected in (("approve", "Refunded 5."), ("reject", "I could not refund it.")):
+        chain_tools.CALLS.clear()
+        results: list[dict[str, Any]] = []
+        worker = threading.Thread(
+            target=lambda out=results: out.append(run(live, "approvals", {"question": "refund order R-1"}))
+        )
+        worker.start()
+        deadline = time.monotonic() + 20
+        with live.client() as c:
+            while not (queue := c.get("/api/chain-approvals").json()):
+                assert time.monotonic() < deadline and worker.is_alive(), results
+                time.sleep(0.1)
+            pending = queue[0]
+            assert (pending["tool"], pending["arguments"], pending["step"]) == (
+                "refund",
+                {"order_id": "R-1", "amount": 5},
+                "agent",
+            )
+            assert pending["status"] == "pending" and pending["chain"] == "approvals"
+            assert chain_tools.CALLS == []  # nothing ran before the decision
+            with live.client(member_b) as other:  # another project neither sees nor decides it
+                assert other.get("/api/chain-approvals").json() == []
+                assert other.post(f"/api/chain-approvals/{pending['id']}/approve", json={}).status_code == 404
+            r = c.post(f"/api/chain-approvals/{pending['id']}/{decision}", json={"comment": "checked"})
+            assert r.status_code == 200 and r.json()["status"] == ("approved" if decision == "approve" else "rejected")
+            again = c.post(f"/api/chain-approvals/{pending['id']}/approve", json={})
+            assert again.status_code == 409  # decided once
+        worker.join(30)
+        assert results and results[0]["status"] == "ok", results
+        assert results[0]["output"] == expected
+        ran = [call for call in chain_tools.CALLS if call[0] == "refund"]
+        assert len(ran) == (1 if decision == "approve" else 0)
+    with live.client() as c:
+        decided = c.get("/api/chain-approvals", params={"status": "all"}).json()
+        assert {d["status"] for d in decided} >= {"approved", "rejected"}
+        assert any(d["comment"] == "checked" and d["decided_by"] for d in decided)

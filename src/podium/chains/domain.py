@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from podium.core.domains import Domain
+from podium.core.domains import Domain, NavEntry
 from podium.core.runtime import Runtime
 
 
@@ -20,7 +20,9 @@ DOMAIN = Domain(
     name="chains",
     requires=("gateway",),
     tables=("podium.chains.store",),
-    api=("podium.chains.routes:router",),
+    api=("podium.chains.routes:router", "podium.chains.routes:approvals_router"),
+    pages=("podium.chains.pages:router",),
+    nav=(NavEntry("Chains", "/chains"),),
     cli=(("chains", "podium.chains.cli:chains_app"),),
     setup="podium.chains.domain:setup",
 )

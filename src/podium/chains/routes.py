@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from podium.chains import service
 from podium.chains.engine import Event
-from podium.chains.service import ChainDetail, ChainInfo, Diff, Pushed, RunInfo, VersionInfo
+from podium.chains.service import ApprovalInfo, ChainDetail, ChainInfo, Diff, Pushed, RunInfo, VersionInfo
 from podium.chains.spec import MAX_YAML_BYTES
 from podium.core.errors import InvalidInput, PodiumError
 from podium.core.http import current_actor, get_platform
@@ -22,6 +22,7 @@ from podium.core.identity import Actor
 from podium.core.platform import Platform
 
 router = APIRouter(prefix="/api/chains", tags=["chains"])
+approvals_router = APIRouter(prefix="/api/chain-approvals", tags=["chains"])
 ActorDep = Annotated[Actor, Depends(current_actor)]
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 MAX_INPUT_BYTES = 1024 * 1024
@@ -168,3 +169,34 @@ def get_run(name: str, run_id: str, actor: ActorDep, platform: PlatformDep) -> R
     if found.chain != name:
         raise InvalidInput(f"run {run_id!r} is a run of chain {found.chain!r}, not {name!r}")
     return found
+
+
+class DecisionBody(BaseModel):
+    """Body of `POST /api/chain-approvals/{id}/approve` (or `/reject`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str = Field("", max_length=service.MAX_COMMENT)
+
+
+@approvals_router.get("")
+def list_approvals(
+    actor: ActorDep,
+    platform: PlatformDep,
+    status: Annotated[str | None, Query(description="pending (default), approved, rejected or all")] = "pending",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[ApprovalInfo]:
+    """The approval queue: tool calls agents asked for that wait for a person (or, by status, decided ones)."""
+    return service.list_approvals(platform, actor, status=None if status == "all" else status, limit=limit)
+
+
+@approvals_router.post("/{approval_id}/approve")
+def approve(approval_id: str, body: DecisionBody, actor: ActorDep, platform: PlatformDep) -> ApprovalInfo:
+    """Let the tool call run; the waiting run goes on."""
+    return service.decide(platform, actor, approval_id, True, body.comment)
+
+
+@approvals_router.post("/{approval_id}/reject")
+def reject(approval_id: str, body: DecisionBody, actor: ActorDep, platform: PlatformDep) -> ApprovalInfo:
+    """Refuse the tool call; the agent is told it was rejected (with the comment) and goes on."""
+    return service.decide(platform, actor, approval_id, False, body.comment)

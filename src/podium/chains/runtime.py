@@ -4,7 +4,7 @@ on the caller's key, tools from the process's registry, guardrails of the gatewa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -21,6 +21,12 @@ from podium.gateway.service import Gateway, Incoming
 ORIGIN = "chain"  # the source of the trace parts a run's model calls leave
 
 
+class ApprovalGate(Protocol):
+    """Where a run asks a person to approve a tool call, and waits for the answer."""
+
+    async def request(self, step: str, tool: str, arguments: dict[str, Any]) -> tuple[bool, str]: ...
+
+
 def _error(body: Any, status: int) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return f"{body['error'].get('message') or 'the call failed'} (HTTP {status})"
@@ -34,6 +40,7 @@ class GatewayRuntime:
     gateway: Gateway
     principal: Principal
     tools: ToolRegistry
+    approvals: ApprovalGate | None = None
 
     async def chat(self, body: dict[str, Any], parent: TraceParent) -> ChatResult:
         raw = orjson.dumps(body)
@@ -96,7 +103,9 @@ class GatewayRuntime:
         return text
 
     async def approve(self, step: str, tool: str, arguments: dict[str, Any]) -> tuple[bool, str]:
-        raise StepError(f"tool {tool!r} needs a person's approval, which this run cannot wait for")
+        if self.approvals is None:
+            raise StepError(f"tool {tool!r} needs a person's approval, which this run cannot wait for")
+        return await self.approvals.request(step, tool, arguments)
 
 
 __all__ = ["ORIGIN", "GatewayRuntime"]

@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +29,18 @@ from podium.auth.service import record_audit
 from podium.chains import spec as chain_spec
 from podium.chains.engine import Event, Run, RunResult
 from podium.chains.runtime import GatewayRuntime
-from podium.chains.store import CHAINS, ERROR, RUNNING, Chain, ChainRun, ChainVersion
+from podium.chains.store import (
+    APPROVED,
+    CHAINS,
+    ERROR,
+    PENDING,
+    REJECTED,
+    RUNNING,
+    Chain,
+    ChainApproval,
+    ChainRun,
+    ChainVersion,
+)
 from podium.chains.tools import ToolRegistry, tools_in
 from podium.core.db import utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound
@@ -123,6 +135,23 @@ class RunInfo(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_micros: int = 0
+
+
+class ApprovalInfo(BaseModel):
+    """A tool call waiting for (or decided by) a person."""
+
+    id: str
+    run_id: str
+    chain: str
+    ref: str
+    step: str
+    tool: str
+    arguments: dict[str, Any]
+    status: str
+    comment: str
+    decided_by: str | None
+    created_at: datetime
+    decided_at: datetime | None
 
 
 # --- versions --------------------------------------------------------------------------------------------
@@ -461,7 +490,7 @@ async def run(
 
     engine = Run(
         loaded,
-        GatewayRuntime(gw, principal, tools(platform)),
+        GatewayRuntime(gw, principal, tools(platform), Approvals(platform, row.id, row.project_id)),
         name=f"chain {row.ref}",
         trace_id=row.trace_id,
         on_event=record,
@@ -551,17 +580,136 @@ def get_run(platform: Platform, actor: Actor, run_id: str) -> RunInfo:
         return _run_view(r, c.name)
 
 
+# --- approvals -------------------------------------------------------------------------------------------
+
+APPROVAL_POLL = 0.25  # seconds between looks at a pending approval (any server process may decide it)
+MAX_COMMENT = 2000
+
+
+@dataclass
+class Approvals:
+    """The approval gate of one run: a tool call that needs a person is written as a pending approval, and
+    the run waits (within its step's timeout) until someone decides it, here or in another server process."""
+
+    platform: Platform
+    run_id: str
+    project_id: str | None
+
+    async def request(self, step: str, tool: str, arguments: dict[str, Any]) -> tuple[bool, str]:
+        approval_id = await asyncio.to_thread(self._write, step, tool, arguments)
+        try:
+            while True:
+                decided = await asyncio.to_thread(self._read, approval_id)
+                if decided is not None:
+                    return decided
+                await asyncio.sleep(APPROVAL_POLL)
+        except asyncio.CancelledError:  # the step timed out or the run was stopped: nobody can approve it now
+            await asyncio.shield(asyncio.to_thread(self._expire, approval_id))
+            raise
+
+    def _write(self, step: str, tool: str, arguments: dict[str, Any]) -> str:
+        with self.platform.db.session() as s:
+            row = ChainApproval(
+                id=new_id("cap"),
+                project_id=self.project_id,
+                run_id=self.run_id,
+                step=step,
+                tool=tool,
+                arguments=arguments,
+                status=PENDING,
+                created_at=utcnow(),
+            )
+            s.add(row)
+            return row.id
+
+    def _read(self, approval_id: str) -> tuple[bool, str] | None:
+        with self.platform.db.read_session() as s:
+            row = s.get(ChainApproval, approval_id)
+            if row is None or row.status == PENDING:
+                return None
+            return row.status == APPROVED, row.comment
+
+    def _expire(self, approval_id: str) -> None:
+        with self.platform.db.session() as s:
+            row = s.get(ChainApproval, approval_id)
+            if row is not None and row.status == PENDING:
+                row.status, row.comment, row.decided_at = REJECTED, "expired: the run stopped waiting", utcnow()
+
+
+def _approval_view(a: ChainApproval, run: ChainRun) -> ApprovalInfo:
+    return ApprovalInfo(
+        id=a.id,
+        run_id=a.run_id,
+        chain=run.ref.partition("@")[0],
+        ref=run.ref,
+        step=a.step,
+        tool=a.tool,
+        arguments=a.arguments,
+        status=a.status,
+        comment=a.comment,
+        decided_by=a.decided_by,
+        created_at=a.created_at,
+        decided_at=a.decided_at,
+    )
+
+
+def list_approvals(
+    platform: Platform, actor: Actor, *, status: str | None = PENDING, limit: int = 100
+) -> list[ApprovalInfo]:
+    """The approvals the actor sees (its projects'), newest first; by default the pending ones (the queue)."""
+    actor.require("viewer", "read chain approvals")
+    if status is not None and status not in (PENDING, APPROVED, REJECTED):
+        raise InvalidInput("status must be pending, approved or rejected", details={"field": "status"})
+    with platform.db.read_session() as s:
+        q: Any = select(ChainApproval, ChainRun).join(ChainRun, ChainRun.id == ChainApproval.run_id)
+        scope = actor.scope()
+        if scope is not None:
+            owned = [p for p in scope if p is not None]
+            q = q.where(ChainApproval.project_id.in_(owned)) if owned else q.where(ChainApproval.project_id.is_(None))
+        if status is not None:
+            q = q.where(ChainApproval.status == status)
+        q = q.order_by(ChainApproval.created_at.desc()).limit(max(1, min(limit, MAX_RUNS_LISTED)))
+        rows: Any = s.execute(q)
+        return [_approval_view(a, r) for a, r in rows]
+
+
+def decide(platform: Platform, actor: Actor, approval_id: str, approve: bool, comment: str = "") -> ApprovalInfo:
+    """Approve or reject a pending tool call (a member of the run's project); decided once."""
+    actor.require("member", "approve tool calls")
+    if len(comment) > MAX_COMMENT:
+        raise InvalidInput(f"a comment may be at most {MAX_COMMENT} characters", details={"field": "comment"})
+    with platform.db.session() as s:
+        a = s.get(ChainApproval, approval_id, with_for_update=True)
+        if a is None or not actor.sees(a.project_id):
+            raise NotFound(f"approval {approval_id!r} not found")
+        if a.status != PENDING:
+            raise Conflict(f"approval {approval_id!r} was {a.status} already", details={"status": a.status})
+        a.status = APPROVED if approve else REJECTED
+        a.comment = comment
+        a.decided_by = actor.label
+        a.decided_at = utcnow()
+        run = s.get(ChainRun, a.run_id)
+        assert run is not None
+        details = {"tool": a.tool, "run": a.run_id, "status": a.status}
+        record_audit(s, actor, "chain.approval.decide", "chain_approval", a.id, details=details)
+        return _approval_view(a, run)
+
+
 __all__ = [
+    "ApprovalInfo",
+    "Approvals",
     "ChainDetail",
     "ChainInfo",
     "Diff",
     "Pushed",
     "RunInfo",
     "VersionInfo",
+    "decide",
     "diff",
     "get_chain",
     "get_run",
     "get_version",
+    "list_approvals",
     "list_chains",
     "list_runs",
     "push",
