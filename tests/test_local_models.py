@@ -484,3 +484,45 @@ def test_an_eval_run_with_smollm2_as_judge_weights_scores_and_caches_every_call(
                 assert scores["quality_raw"] == pytest.approx(sum(k * p for k, p in dist.items()), abs=0.02)
         else:  # no score: an error carrying what the judge wrote, never a silent zero
             assert quality["error"].startswith("the judge's answer has no score") and "raw" in quality
+
+
+def test_the_support_chain_example_runs_end_to_end_on_the_built_in_models(served: ServedPodium) -> None:
+    """examples/support-chain: help articles imported and built into a knowledge base with MiniLM, the reply
+    prompt pushed, and the three-stage chain run by the CLI and by the openai SDK (`chain:` model), with
+    SmolLM2 classifying and answering."""
+    import json
+
+    from .conftest import run_cli
+
+    folder = Path(__file__).resolve().parent.parent / "examples" / "support-chain"
+    env = {"PODIUM_URL": served.url, "PODIUM_API_KEY": served.key}
+
+    def cli(*args: str) -> str:
+        r = run_cli(*args, env=env, cwd=folder, timeout=300)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return r.stdout
+
+    cli("data", "import", "help-articles.jsonl", "--name", "help-articles")
+    cli("kb", "create", "help-center")
+    cli("kb", "build", "help-center", "--dataset", "help-articles@1", "--embedding-model", EMBED)
+    cli("kb", "label", "help-center", "prod", "1")
+    cli("prompts", "push", "support-reply.yaml")
+    cli("prompts", "label", "support-reply", "prod", "1")
+    assert "Pushed support-bot@1 (latest, prod)" in cli("chains", "push", "support-bot.yaml", "--label", "prod")
+    run = json.loads(cli("chains", "run", "support-bot@prod", "-i", "question=How long do refunds take?", "--json"))
+    assert run["status"] == "ok", run
+    assert run["output"]["category"] in ("refund", "shipping", "password", "warranty", "other")
+    assert run["output"]["citations"][0] == "refunds#0"
+    assert isinstance(run["output"]["answer"], str) and run["output"]["answer"].strip()
+    assert run["prompt_tokens"] > 0 and run["completion_tokens"] > 0
+    assert [s["step"] for s in sorted(run["steps"], key=lambda s: s["start"])][-1] == "answer"
+
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key=served.key, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="chain:support-bot@prod", messages=ask("My password reset link expired, what now?")
+    )
+    answer = json.loads(raw.parse().choices[0].message.content or "{}")
+    assert answer["category"] in ("refund", "shipping", "password", "warranty", "other")
+    assert answer["citations"][0] == "passwords#0"
+    assert raw.headers["x-podium-chain-version"] == "support-bot@1"
+    assert cli("chains", "ls").count("support-bot") == 1
