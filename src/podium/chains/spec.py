@@ -476,9 +476,17 @@ def check(spec: ChainSpec) -> None:
             raise InvalidInput(f"step id {step.id!r} is used twice; every step needs its own id")
         if step.id in ("inputs", "steps", "item", "index"):
             raise InvalidInput(f"step id {step.id!r} is a reserved name")
+        if step.id in DICT_METHODS:  # `steps.items` would be the mapping's method, not the step's output
+            names = ", ".join(sorted(DICT_METHODS))
+            raise InvalidInput(f"step id {step.id!r} is the name of a mapping method ({names}); choose another")
         by_id[step.id] = step
     top = {step.id for step in spec.steps}
     declared = set(spec.inputs)
+    clash = sorted(declared & DICT_METHODS)
+    if clash:
+        raise InvalidInput(
+            f"input {clash[0]!r} is the name of a mapping method ({', '.join(sorted(DICT_METHODS))}); choose another"
+        )
     for step in spec.steps:
         _check_step(step, top, declared, by_id, in_map=False)
     if spec.output is not None:
@@ -584,6 +592,8 @@ def _check_field(where: str, source: Step, field: str) -> None:
 
 
 _MAPPING_METHODS = frozenset({"items", "keys", "values", "get"})
+# names `inputs.<name>` and `steps.<id>` cannot take: the sandbox reads a dict's attribute before its key
+DICT_METHODS = frozenset(name for name in dir(dict) if not name.startswith("_"))
 
 
 def _check_map_over(step: MapStep, by_id: Mapping[str, Step]) -> None:
