@@ -574,3 +574,92 @@ steps:
         decided = c.get("/api/chain-approvals", params={"status": "all"}).json()
         assert {d["status"] for d in decided} >= {"approved", "rejected"}
         assert any(d["comment"] == "checked" and d["decided_by"] for d in decided)
+
+
+def start_api_fake() -> Any:
+    """A small HTTP API for HTTP tools: a forecast by city, an echo of a JSON body, and a failing endpoint."""
+    from aiohttp import web
+
+    from .fakes import FakeServer, _serve
+
+    server = FakeServer(url="")
+
+    async def forecast(request: web.Request) -> web.Response:
+        server.requests.append({"query": dict(request.query), "auth": request.headers.get("X-Key")})
+        return web.json_response({"city": request.query.get("city"), "days": int(request.query.get("days", "1"))})
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.json()
+        server.requests.append({"body": body})
+        return web.json_response({"got": body})
+
+    async def fail(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="down for maintenance")
+
+    app = web.Application()
+    app.router.add_get("/forecast", forecast)
+    app.router.add_post("/echo", echo)
+    app.router.add_get("/fail", fail)
+    return _serve(app, server)
+
+
+def test_http_tools_declared_in_the_chain(live: LiveServer) -> None:
+    api = start_api_fake()
+    try:
+        source = f"""
+inputs: {{city: string}}
+tools:
+  forecast:
+    type: http
+    description: The weather for a city.
+    url: "{api.url}/forecast?city={{{{ city }}}}&days={{{{ days }}}}"
+    headers: {{X-Key: "key-for-{{{{ city }}}}"}}
+    parameters:
+      type: object
+      properties: {{city: {{type: string}}, days: {{type: integer, minimum: 1, maximum: 7}}}}
+      required: [city]
+  echo:
+    type: http
+    method: post
+    url: "{api.url}/echo"
+    parameters: {{type: object, properties: {{note: {{type: string}}, n: {{type: integer}}}}}}
+steps:
+  - {{id: weather, type: tool, tool: forecast, arguments: {{city: "{{{{ inputs.city }}}}", days: "{{{{ 3 }}}}"}}}}
+  - {{id: posted, type: tool, tool: echo, arguments: {{note: "{{{{ steps.weather.city }}}}", n: "{{{{ 2 }}}}"}}}}
+output: "[steps.weather, steps.posted]"
+"""
+        push(live, "http-tools", source)
+        result = run(live, "http-tools", {"city": "São Paulo & Co"})
+        assert result["status"] == "ok", result
+        assert result["output"] == [{"city": "São Paulo & Co", "days": 3}, {"got": {"note": "São Paulo & Co", "n": 2}}]
+        assert api.requests[0] == {"query": {"city": "São Paulo & Co", "days": "3"}, "auth": "key-for-São Paulo & Co"}
+
+        bad_args = source.replace('days: "{{ 3 }}"', 'days: "{{ 9 }}"')
+        push(live, "http-tools-bad", bad_args)
+        failed = run(live, "http-tools-bad", {"city": "Oslo"})
+        assert failed["status"] == "error" and "tool 'forecast' argument 'days'" in failed["error"]
+
+        down = f"tools:\n  down: {{type: http, url: '{api.url}/fail'}}\nsteps:\n  - {{id: d, type: tool, tool: down}}\n"
+        push(live, "http-tools-down", down)
+        r = run(live, "http-tools-down", {})
+        assert r["status"] == "error" and "HTTP 503" in r["error"] and "down for maintenance" in r["error"]
+
+        metadata = "tools:\n  meta: {type: http, url: 'http://169.254.169.254/latest/meta-data'}\n"
+        push(live, "http-tools-ssrf", metadata + "steps:\n  - {id: m, type: tool, tool: meta}\n")
+        r = run(live, "http-tools-ssrf", {})
+        assert r["status"] == "error" and "link-local or metadata address" in r["error"]
+
+        with live.client() as c:  # refused when pushed: a URL reading an undeclared argument, a bad schema
+            undeclared = (
+                f"tools:\n  t: {{type: http, url: '{api.url}/x?q={{{{ q }}}}'}}\n"
+                "steps:\n  - {id: a, type: tool, tool: t}\n"
+            )
+            r = c.post("/api/chains/http-bad/versions", json={"source": undeclared})
+            assert r.status_code == 400 and "uses q, which parameters does not declare" in r.json()["error"]["message"]
+            not_http = (
+                "tools:\n  t: {type: http, url: 'ftp://example.com/x'}\nsteps:\n  - {id: a, type: tool, tool: t}\n"
+            )
+            r = c.post("/api/chains/http-bad/versions", json={"source": not_http})
+            assert r.status_code == 400 and "http:// or https://" in r.json()["error"]["message"]
+    finally:
+        api.stop()

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from podium.auth.service import record_audit
+from podium.chains import http_tools
 from podium.chains import spec as chain_spec
 from podium.chains.engine import Event, Run, RunResult
 from podium.chains.runtime import GatewayRuntime
@@ -46,6 +47,7 @@ from podium.core.db import utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound
 from podium.core.identity import Actor, Principal
 from podium.core.ids import new_id
+from podium.core.netguard import NetGuard
 from podium.core.platform import Platform
 from podium.gateway import bridge
 from podium.gateway.service import Gateway
@@ -367,6 +369,14 @@ def tools(platform: Platform) -> ToolRegistry:
         return found
 
 
+def _run_tools(platform: Platform, chain: chain_spec.ChainSpec) -> ToolRegistry:
+    """The server's tools with the chain's own HTTP tools over them."""
+    if not chain.tools:
+        return tools(platform)
+    guard = NetGuard(allow_private=platform.settings.upstream_allow_private)
+    return tools(platform).overlay(http_tools.build(name, spec, guard) for name, spec in chain.tools.items())
+
+
 # --- runs ------------------------------------------------------------------------------------------------
 
 
@@ -490,7 +500,7 @@ async def run(
 
     engine = Run(
         loaded,
-        GatewayRuntime(gw, principal, tools(platform), Approvals(platform, row.id, row.project_id)),
+        GatewayRuntime(gw, principal, _run_tools(platform, loaded), Approvals(platform, row.id, row.project_id)),
         name=f"chain {row.ref}",
         trace_id=row.trace_id,
         on_event=record,

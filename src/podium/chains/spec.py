@@ -35,6 +35,7 @@ a step whose output is text) are `InvalidInput` errors that name the step.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
@@ -43,6 +44,8 @@ import yaml
 from jinja2 import nodes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from podium.chains import http_tools
+from podium.chains.http_tools import HttpTool
 from podium.core.errors import InvalidInput, field_path
 from podium.gateway.guardrails import guardrail_class
 from podium.prompts import template
@@ -53,6 +56,7 @@ MAX_DEPTH = 8  # nesting of branch/map/parallel/fallback
 MAX_TEMPLATE_CHARS = 20_000
 MAX_TIMEOUT = 600.0
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
+TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 StepId = Annotated[str, Field(pattern=ID_PATTERN)]
 Template = Annotated[str, Field(max_length=MAX_TEMPLATE_CHARS)]
@@ -213,6 +217,7 @@ class ChainSpec(BaseModel):
 
     description: str = Field("", max_length=2000)
     inputs: dict[str, Any] = Field(default_factory=dict, max_length=100)
+    tools: dict[str, HttpTool] = Field(default_factory=dict, max_length=50)  # the chain's own HTTP tools
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
     output: Template | None = None  # an expression; the last top-level step's output by default
 
@@ -480,6 +485,10 @@ def check(spec: ChainSpec) -> None:
             names = ", ".join(sorted(DICT_METHODS))
             raise InvalidInput(f"step id {step.id!r} is the name of a mapping method ({names}); choose another")
         by_id[step.id] = step
+    for name, tool in spec.tools.items():
+        if not TOOL_NAME.match(name):
+            raise InvalidInput(f"tool name {name!r} must be 1-64 letters, digits, '_' or '-', starting with a letter")
+        http_tools.check(name, tool, f"tool {name!r}")
     top = {step.id for step in spec.steps}
     declared = set(spec.inputs)
     clash = sorted(declared & DICT_METHODS)

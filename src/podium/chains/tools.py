@@ -157,6 +157,13 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return sorted(self._tools)
 
+    def overlay(self, tools: Iterable[Tool]) -> ToolRegistry:
+        """A registry of these tools and `tools`, which take the place of a tool of the same name (a chain's
+        own tools over the server's)."""
+        merged = ToolRegistry()
+        merged._tools = {**self._tools, **{t.name: t for t in tools}}
+        return merged
+
     def load_entry_points(self, group: str = "podium.tools") -> None:
         """Register the tools the installed packages declare in `group`."""
         for ep in entry_points(group=group):
