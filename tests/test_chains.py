@@ -7,8 +7,10 @@ agent loop that calls tools and reads a tool's error, streamed step events, and 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from .conftest import LiveServer, project_key, serve_for_module
 from .evalfake import EvalFake, Rule, start_eval_fake
 
 CHAT = "chain-chat"
+MCP_FIXTURE = Path(__file__).with_name("mcp_server_fixture.py")
 EMBED = "chain-embed"
 
 
@@ -32,9 +35,12 @@ def fake() -> Iterator[EvalFake]:
 
 @pytest.fixture(scope="module")
 def live(backend: str, tmp_path_factory: pytest.TempPathFactory, fake: EvalFake) -> Iterator[LiveServer]:
-    for live in serve_for_module(
-        backend, tmp_path_factory.mktemp(f"chains-{backend}"), tool_modules=["tests.chain_tools"]
-    ):
+    mcp_servers = [
+        {"name": "fixture", "transport": "stdio", "command": sys.executable, "args": [str(MCP_FIXTURE)]},
+        {"name": "broken", "transport": "stdio", "command": "/nonexistent/mcp-server", "timeout": 5},
+    ]
+    folder = tmp_path_factory.mktemp(f"chains-{backend}")
+    for live in serve_for_module(backend, folder, tool_modules=["tests.chain_tools"], mcp_servers=mcp_servers):
         with live.client() as c:
             for model in (CHAT, EMBED):
                 deployment = {"name": "a", "provider": "openai", "base_url": fake.url + "/v1", "model": model}
@@ -663,3 +669,43 @@ output: "[steps.weather, steps.posted]"
             assert r.status_code == 400 and "http:// or https://" in r.json()["error"]["message"]
     finally:
         api.stop()
+
+
+def test_the_tools_a_server_offers_are_listed(live: LiveServer) -> None:
+    with live.client() as c:
+        listed = c.get("/api/chain-tools").json()
+    by_name = {t["name"]: t for t in listed["tools"]}
+    assert {"lookup_order", "add", "explode", "hang", "refund"} <= set(by_name)
+    assert by_name["add"]["parameters"]["properties"]["b"] == {"default": 1, "type": "integer"}
+    assert by_name["add"]["source"] == "python" and by_name["refund"]["requires_approval"] is True
+    # the MCP servers the settings name: one listed at start, one that could not be (and why)
+    assert by_name["fixture__add"]["source"] == "mcp:fixture"
+    assert by_name["fixture__add"]["parameters"]["required"] == ["a", "b"]
+    assert set(listed["unavailable"]) == {"broken"} and "/nonexistent/mcp-server" in listed["unavailable"]["broken"]
+
+
+def test_mcp_tools_in_a_tool_step_and_an_agent(live: LiveServer, fake: EvalFake) -> None:
+    fake.rules += [
+        Rule("shout it", "", tool_calls=[{"name": "fixture__echo", "arguments": {"text": "hello"}}]),
+        Rule("hello", "The server said hello.", after_tool=True),
+    ]
+    source = f"""
+steps:
+  - {{id: sum, type: tool, tool: fixture__add, arguments: {{a: "{{{{ 2 }}}}", b: "{{{{ 3 }}}}"}}}}
+  - {{id: agent, type: agent, model: {CHAT}, input: "shout it", tools: [fixture__echo]}}
+output: "[steps.sum, steps.agent]"
+"""
+    push(live, "mcp-tools", source)
+    result = run(live, "mcp-tools", {})
+    assert result["status"] == "ok", result
+    assert result["output"] == [{"result": 5}, "The server said hello."]
+    _, spans = stored(live, result["trace_id"], 5)
+    echo = next(s for s in spans if s["kind"] == "tool" and s["name"] == "fixture__echo")
+    assert json.loads(echo["input"]) == {"text": "hello"} and "hello" in echo["output"]
+    # an MCP tool's own error fails the step with the server's message; bad arguments never reach the server
+    push(live, "mcp-fail", "steps:\n  - {id: f, type: tool, tool: fixture__fail, arguments: {reason: nope}}\n")
+    failed = run(live, "mcp-fail", {})
+    assert failed["status"] == "error" and "nope" in failed["error"]
+    push(live, "mcp-args", "steps:\n  - {id: f, type: tool, tool: fixture__add, arguments: {a: '1'}}\n")
+    bad = run(live, "mcp-args", {})
+    assert bad["status"] == "error" and "fixture__add" in bad["error"] and "'b'" in bad["error"]

@@ -141,7 +141,7 @@ def test_every_step_type_parses_and_the_graph_is_ordered_in_waves() -> None:
         ("steps:\n  - {id: a, type: transform, expression: 'x.__class__'}", "names starting with '_' are private"),
         ("steps:\n  - {id: a, type: transform, expression: '1', needs: [b]}", "step 'a' needs 'b'"),
         ("steps:\n  - {id: inputs, type: transform, expression: '1'}", "'inputs' is a reserved name"),
-        ("steps:\n  - {id: items, type: transform, expression: '1'}", "step id 'items' is the name of a mapping method"),
+        ("steps:\n  - {id: items, type: transform, expression: '1'}", "step id 'items' is the name of a mapping"),
         ("inputs: {keys: string}\nsteps:\n  - {id: a, type: transform, expression: '1'}", "input 'keys' is"),
         ("steps:\n  - {id: a, type: transform, expression: 'steps.a'}", "steps a → a form a cycle"),
         ("steps:\n  - {id: a, type: transform, expression: '1'}\noutput: steps.zz", "chain's output reads steps.zz"),

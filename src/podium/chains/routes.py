@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from podium.chains import service
 from podium.chains.engine import Event
-from podium.chains.service import ApprovalInfo, ChainDetail, ChainInfo, Diff, Pushed, RunInfo, VersionInfo
+from podium.chains.service import ApprovalInfo, ChainDetail, ChainInfo, Diff, Pushed, RunInfo, ToolList, VersionInfo
 from podium.chains.spec import MAX_YAML_BYTES
 from podium.core.errors import InvalidInput, PodiumError
 from podium.core.http import current_actor, get_platform
@@ -23,6 +23,7 @@ from podium.core.platform import Platform
 
 router = APIRouter(prefix="/api/chains", tags=["chains"])
 approvals_router = APIRouter(prefix="/api/chain-approvals", tags=["chains"])
+tools_router = APIRouter(prefix="/api/chain-tools", tags=["chains"])
 ActorDep = Annotated[Actor, Depends(current_actor)]
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 MAX_INPUT_BYTES = 1024 * 1024
@@ -200,3 +201,10 @@ def approve(approval_id: str, body: DecisionBody, actor: ActorDep, platform: Pla
 def reject(approval_id: str, body: DecisionBody, actor: ActorDep, platform: PlatformDep) -> ApprovalInfo:
     """Refuse the tool call; the agent is told it was rejected (with the comment) and goes on."""
     return service.decide(platform, actor, approval_id, False, body.comment)
+
+
+@tools_router.get("")
+def list_tools(actor: ActorDep, platform: PlatformDep) -> ToolList:
+    """The tools chains may call on this server (Python tools and MCP servers' tools), and the MCP servers
+    that could not be listed at start, with why."""
+    return service.list_tools(platform, actor)

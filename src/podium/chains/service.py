@@ -377,6 +377,52 @@ def _run_tools(platform: Platform, chain: chain_spec.ChainSpec) -> ToolRegistry:
     return tools(platform).overlay(http_tools.build(name, spec, guard) for name, spec in chain.tools.items())
 
 
+class ToolInfo(BaseModel):
+    """A tool chains may call on this server."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    requires_approval: bool
+    source: str  # python, mcp:<server>
+
+
+class ToolList(BaseModel):
+    tools: list[ToolInfo]
+    unavailable: dict[str, str]  # MCP servers that could not be listed, with why
+
+
+_unavailable: dict[int, dict[str, str]] = {}
+
+
+def add_tools(platform: Platform, found: list[Any], unavailable: dict[str, str]) -> None:
+    """Register tools found at start (an MCP server's), and remember the servers that could not be listed."""
+    registry = tools(platform)
+    for t in found:
+        registry.register(t)
+    _unavailable[id(platform)] = dict(unavailable)
+
+
+def list_tools(platform: Platform, actor: Actor) -> ToolList:
+    """The tools the server's chains may call (each chain may declare HTTP tools of its own besides)."""
+    actor.require("viewer", "list tools")
+    registry = tools(platform)
+    out = []
+    for name in registry.names():
+        t = registry.get(name)
+        server = t.meta.get("mcp_server")
+        out.append(
+            ToolInfo(
+                name=name,
+                description=t.description,
+                parameters=t.parameters,
+                requires_approval=t.requires_approval,
+                source=f"mcp:{server}" if server else "python",
+            )
+        )
+    return ToolList(tools=out, unavailable=_unavailable.get(id(platform), {}))
+
+
 # --- runs ------------------------------------------------------------------------------------------------
 
 

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         description="Python modules whose @tool functions chains and agents may call (comma-separated, e.g."
         " myapp.tools), beside those installed packages declare in the podium.tools entry-point group.",
     )
+    mcp_servers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="MCP servers whose tools chains and agents may call, listed when the server starts"
+        " ([[mcp_servers]] tables in podium.toml: name, transport stdio with command/args/env, or http with"
+        " url/headers). Their tools are named <server>__<tool>.",
+    )
     metrics_require_key: bool = Field(
         False, description="/metrics answers only requests with a valid API key (Authorization: Bearer)."
     )
