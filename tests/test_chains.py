@@ -709,3 +709,23 @@ output: "[steps.sum, steps.agent]"
     push(live, "mcp-args", "steps:\n  - {id: f, type: tool, tool: fixture__add, arguments: {a: '1'}}\n")
     bad = run(live, "mcp-args", {})
     assert bad["status"] == "error" and "fixture__add" in bad["error"] and "'b'" in bad["error"]
+
+
+def test_a_run_whose_client_leaves_is_recorded_as_cancelled(live: LiveServer) -> None:
+    import httpx
+
+    push(live, "left", "steps:\n  - {id: wait, type: tool, tool: hang, timeout: 20, arguments: {seconds: '3'}}\n")
+    headers = {"Authorization": f"Bearer {live.admin_key}"}
+    with (
+        httpx.Client(base_url=live.url, headers=headers, timeout=30) as c,
+        c.stream("POST", "/api/chains/left/run", json={"stream": True}) as r,
+    ):
+        for line in r.iter_lines():
+            if '"step_started"' in line:
+                break  # leave while the step runs
+    deadline = time.monotonic() + 20
+    with live.client() as c:
+        while (runs := c.get("/api/chains/left/runs").json())[0]["status"] == "running":
+            assert time.monotonic() < deadline, runs
+            time.sleep(0.1)
+    assert runs[0]["status"] == "error" and "cancelled" in runs[0]["error"]

@@ -555,8 +555,14 @@ async def run(
     try:
         result = await engine.run(inputs)
     except InvalidInput as exc:  # the inputs: nothing ran
-        result = _refused(row, exc)
-        await asyncio.to_thread(_finish, platform, row.id, result, timeline)
+        await asyncio.to_thread(_finish, platform, row.id, _refused(row, exc.message), timeline)
+        raise
+    except asyncio.CancelledError:  # the client left a streamed run, or the server is stopping
+        ended = _refused(row, "the run was cancelled before it ended (the client left, or the server stopped)")
+        await asyncio.shield(asyncio.to_thread(_finish, platform, row.id, ended, timeline))
+        raise
+    except Exception as exc:  # a bug: the run is recorded as failed rather than left running
+        await asyncio.to_thread(_finish, platform, row.id, _refused(row, f"internal error: {exc!r}"), timeline)
         raise
     await _write_trace(gw, principal, row, result, source)
     await asyncio.to_thread(_finish, platform, row.id, result, timeline)
@@ -567,9 +573,11 @@ async def run(
     return _run_view(row, row.ref.partition("@")[0])
 
 
-def _refused(row: ChainRun, exc: InvalidInput) -> RunResult:
+def _refused(row: ChainRun, error: str) -> RunResult:
+    """A run that ended without the engine's result: refused inputs, a cancellation, or a bug."""
     now = utcnow()
-    return RunResult(ERROR, dict(row.inputs), None, exc.message, None, {}, [], row.started_at, now, 0.0)
+    latency = (now - row.started_at).total_seconds() * 1000
+    return RunResult(ERROR, dict(row.inputs), None, error, None, {}, [], row.started_at, now, latency)
 
 
 async def _write_trace(gw: Gateway, principal: Principal, row: ChainRun, result: RunResult, source: str) -> None:
