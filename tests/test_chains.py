@@ -251,6 +251,18 @@ output: "[steps.flaky, steps.structured]"
     flaky = next(s for s in spans if s["name"] == "flaky")
     assert flaky["status"] == "error" and len(flaky["attributes"]["errors"]) == 2
 
+    # JSON of the wrong shape, retried, then a clear failure naming the step (no fallback)
+    wrong = (
+        "steps:\n  - id: shaped\n    type: llm\n    model: " + CHAT + "\n"
+        '    input: \'say:{"n": "seven"}\'\n    retries: 1\n'
+        "    output_schema: {type: object, properties: {n: {type: integer}}, required: [n]}\n"
+    )
+    push(live, "schema-fails", wrong)
+    shaped = run(live, "schema-fails", {})
+    assert shaped["status"] == "error" and shaped["failed_step"] == "shaped"
+    assert "does not match the output schema" in shaped["error"] and "integer" in shaped["error"]
+    assert sum(1 for b in fake.requests if "seven" in json.dumps(b)) == 2
+
     push(live, "tools-fail", "steps:\n  - {id: boom, type: tool, tool: explode, arguments: {reason: gas}}\n")
     failed = run(live, "tools-fail", {})
     assert failed["status"] == "error" and failed["failed_step"] == "boom"
