@@ -180,7 +180,10 @@ def test_echo_with_logprobs_scores_the_prompt(client: openai.OpenAI, served: Ser
     assert lp.text_offset and lp.text_offset[n] == len(natural)
     tokens, again = score(r.choices[0].text)
     assert tokens == lp.tokens  # the echoed text re-tokenizes to the same tokens
-    assert again[n - 1 :] == pytest.approx(lp.token_logprobs[n:], abs=0.05)
+    # the int8 kernels of a one-token decode step and of a many-token prefill round differently on some CPUs:
+    # 0.16 nats apart on an AVX-512 VNNI EPYC (2026-12-01), under 0.05 on AVX2 ones; a misaligned position
+    # scores another token and is off by whole nats
+    assert again[n - 1 :] == pytest.approx(lp.token_logprobs[n:], abs=0.25)
     for top, generated in zip(lp.top_logprobs[n:], lp.token_logprobs[n:], strict=True):
         assert max(top.values()) == pytest.approx(generated, abs=0.05)  # greedy: the likeliest token
 
@@ -515,7 +518,8 @@ def test_the_support_chain_example_runs_end_to_end_on_the_built_in_models(served
     assert run["output"]["citations"][0] == "refunds#0"
     assert isinstance(run["output"]["answer"], str) and run["output"]["answer"].strip()
     assert run["prompt_tokens"] > 0 and run["completion_tokens"] > 0
-    assert [s["step"] for s in sorted(run["steps"], key=lambda s: s["start"])][-1] == "answer"
+    assert {s["step"] for s in run["steps"]} == {"topic", "category", "articles", "answer"}
+    assert all(s["status"] == "ok" for s in run["steps"])
 
     client = openai.OpenAI(base_url=served.url + "/v1", api_key=served.key, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
