@@ -199,7 +199,7 @@ class Run:
         await self.on_event(Event("run_started", None, {"trace_id": self.trace_id}))
         try:
             await self._top_level(bound)
-            output = self._output(bound)
+            output = await self._output(bound)
         except ChainFailed as exc:
             status, error, failed = "error", exc.message, exc.step
         ended = utcnow()
@@ -257,13 +257,13 @@ class Run:
             raise failures.exceptions[0] from None
 
     def _context(self, inputs: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        return {"inputs": inputs, "steps": self.outputs, **extra}
+        return {"inputs": inputs, "steps": dict(self.outputs), **extra}  # a snapshot: templates run in threads
 
-    def _output(self, inputs: dict[str, Any]) -> Any:
+    async def _output(self, inputs: dict[str, Any]) -> Any:
         if self.chain.output is None:
             return self.outputs[self.chain.steps[-1].id]
         try:
-            return template.evaluate(self.chain.output, self._context(inputs), "the chain's output")
+            return await _evaluate(self.chain.output, self._context(inputs), "the chain's output")
         except InvalidInput as exc:
             raise ChainFailed("output", exc.message) from None
 
@@ -319,13 +319,13 @@ class Run:
         parent = TraceParent(self.trace_id, span)
         where = f"step {step.id!r}"
         if isinstance(step, TransformStep):
-            return None, template.evaluate(step.expression, ctx, where)
+            return None, await _evaluate(step.expression, ctx, where)
         if isinstance(step, LlmStep):
             messages = (
-                [{"role": "user", "content": _text(step.input, ctx, f"{where} input")}]
+                [{"role": "user", "content": await _text(step.input, ctx, f"{where} input")}]
                 if step.input is not None
                 else [
-                    {"role": m.role, "content": _text(m.content, ctx, f"{where} message {i + 1}")}
+                    {"role": m.role, "content": await _text(m.content, ctx, f"{where} message {i + 1}")}
                     for i, m in enumerate(step.messages or [])
                 ]
             )
@@ -338,25 +338,29 @@ class Run:
             result = await self._chat(body, parent)
             return messages, _structured(step, result.content) if step.output_schema is not None else result.content
         if isinstance(step, PromptStep):  # the gateway renders the reference and links the call to the version
-            variables = {name: _value(text, ctx, f"{where} variable {name!r}") for name, text in step.variables.items()}
+            variables = {
+                name: await _value(text, ctx, f"{where} variable {name!r}") for name, text in step.variables.items()
+            }
             body = {**step.params, "prompt": {**prompt_reference(step.prompt), "variables": variables}}
             if step.model is not None:
                 body["model"] = step.model
             result = await self._chat(body, parent)
             return body["prompt"], result.content
         if isinstance(step, RetrieveStep):
-            query = _text(step.query, ctx, f"{where} query")
+            query = await _text(step.query, ctx, f"{where} query")
             ref, hits = await self.runtime.retrieve(step.kb, query, step.k, step.mode, step.filter, parent)
             return {"query": query, "kb": ref, "k": step.k, "mode": step.mode, "filter": step.filter}, hits
         if isinstance(step, ToolStep):
-            args = {name: _value(text, ctx, f"{where} argument {name!r}") for name, text in step.arguments.items()}
+            args = {
+                name: await _value(text, ctx, f"{where} argument {name!r}") for name, text in step.arguments.items()
+            }
             self.runtime.tool(step.tool)  # an unknown tool fails before anything runs
             return args, await self.runtime.call_tool(step.tool, args, step.timeout)
         if isinstance(step, GuardrailStep):
-            text = _text(step.input, ctx, f"{where} input")
+            text = await _text(step.input, ctx, f"{where} input")
             return text, await self.runtime.guard(step.guardrail, dict(step.settings), text)
         if isinstance(step, BranchStep):
-            value = template.evaluate(step.value, ctx, f"{where} value")
+            value = await _evaluate(step.value, ctx, f"{where} value")
             key = value if isinstance(value, str) else orjson.dumps(value).decode()
             case = step.cases.get(key, step.default)
             if case is None:
@@ -371,7 +375,7 @@ class Run:
         raise StepError(f"step type {step.type!r} cannot run here")  # pragma: no cover - every type is handled
 
     async def _map(self, step: MapStep, ctx: dict[str, Any], span: str) -> tuple[Any, list[Any]]:
-        items = template.evaluate(step.over, ctx, f"step {step.id!r} over")
+        items = await _evaluate(step.over, ctx, f"step {step.id!r} over")
         if not isinstance(items, list | tuple):
             raise StepError(f"'over' gave {type(items).__name__}, not a list")
         if len(items) > step.max_items:
@@ -407,8 +411,8 @@ class Run:
         tools = {name: self.runtime.tool(name) for name in step.tools}
         messages: list[dict[str, Any]] = []
         if step.instructions:
-            messages.append({"role": "system", "content": _text(step.instructions, ctx, f"step {step.id!r}")})
-        messages.append({"role": "user", "content": _text(step.input, ctx, f"step {step.id!r} input")})
+            messages.append({"role": "system", "content": await _text(step.instructions, ctx, f"step {step.id!r}")})
+        messages.append({"role": "user", "content": await _text(step.input, ctx, f"step {step.id!r} input")})
         given = list(messages)
         tokens = cost = 0
         for turn in range(1, step.max_turns + 1):
@@ -503,17 +507,25 @@ def prompt_reference(ref: str) -> dict[str, Any]:
     return {"name": name, "version": int(number)} if number.isdigit() else {"name": name, "label": tag}
 
 
-def _text(source: str, ctx: dict[str, Any], where: str) -> str:
-    return template.render(source, ctx, where)
+# Templates and expressions run in worker threads, as the gateway renders prompt references: the sandbox bounds
+# each to 2 s of work, and a member's chain must not hold the server's event loop for that long.
 
 
-def _value(source: str, ctx: dict[str, Any], where: str) -> Any:
+async def _text(source: str, ctx: dict[str, Any], where: str) -> str:
+    return await asyncio.to_thread(template.render, source, ctx, where)
+
+
+async def _evaluate(source: str, ctx: dict[str, Any], where: str) -> Any:
+    return await asyncio.to_thread(template.evaluate, source, ctx, where)
+
+
+async def _value(source: str, ctx: dict[str, Any], where: str) -> Any:
     """A template that is one `{{ expression }}` keeps the expression's type (a list stays a list); any other
     template renders to text."""
     whole = _WHOLE_EXPRESSION.match(source)
     if whole:
-        return template.evaluate(whole.group("expr"), ctx, where)
-    return template.render(source, ctx, where)
+        return await _evaluate(whole.group("expr"), ctx, where)
+    return await _text(source, ctx, where)
 
 
 def _structured(step: LlmStep, content: str) -> Any:
