@@ -251,3 +251,16 @@ def test_expressions_evaluate_in_the_prompts_sandbox() -> None:
         evaluate("1 }}{% include 'x' %}{{ 1", values, "step 'x'")
     with refused("step 'x': 'dict object' has no attribute 'gone'"):
         evaluate("[1, {'a': inputs.gone}]", values, "step 'x'")
+
+
+def test_schemas_are_compiled_offline() -> None:
+    """A `$ref` to a URL in a user's schema is refused, never fetched by the server."""
+    remote = {"$ref": "http://169.254.169.254/latest/meta-data"}
+    data = yaml.safe_load(CHAIN)
+    step(data, "classify")["output_schema"] = remote
+    with refused("step 'classify' has an invalid output_schema"):
+        spec.load(data)
+    data = {"tools": {"t": {"type": "http", "url": "http://example.com/x", "parameters": {"type": "object", **remote}}}}
+    data["steps"] = [{"id": "a", "type": "tool", "tool": "t"}]
+    with refused("tool 't': parameters is not a valid JSON Schema"):
+        spec.load(data)

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-import jsonschema_rs
 import orjson
 
 from podium.chains import spec as chain_spec
@@ -47,6 +46,7 @@ from podium.chains.spec import (
 from podium.core.db import utcnow
 from podium.core.errors import InvalidInput, PodiumError
 from podium.core.ids import new_id
+from podium.core.jsonschemas import compile_schema
 from podium.gateway.dispatch import TraceParent
 from podium.prompts import template
 
@@ -545,7 +545,7 @@ def _structured(step: LlmStep, content: str) -> Any:
             value = None
         if value is None:
             raise StepError(f"the model's answer is not JSON: {content[:200]!r}") from None
-    errors = [e.message for e in jsonschema_rs.validator_for(step.output_schema or {}).iter_errors(value)]
+    errors = [e.message for e in compile_schema(step.output_schema or {}).iter_errors(value)]
     if errors:
         raise StepError(f"the model's answer does not match the output schema: {errors[0]}")
     return value

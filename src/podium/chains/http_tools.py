@@ -31,12 +31,12 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
-import jsonschema_rs
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from podium.chains.tools import Tool, ToolFailed
 from podium.core.errors import InvalidInput
+from podium.core.jsonschemas import compile_schema
 from podium.core.netguard import GuardedResolver, NetGuard
 from podium.prompts import template
 
@@ -77,10 +77,9 @@ def check(name: str, spec: HttpTool, where: str) -> None:
     if spec.parameters.get("type") != "object":
         raise InvalidInput(f"{where}: parameters must be a JSON Schema of type object")
     try:
-        jsonschema_rs.validator_for(spec.parameters)
-    except (ValueError, jsonschema_rs.ReferencingError) as exc:
-        first = str(getattr(exc, "message", None) or exc).splitlines()[0]
-        raise InvalidInput(f"{where}: parameters is not a valid JSON Schema: {first}") from None
+        compile_schema(spec.parameters)
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: parameters is not a valid JSON Schema: {exc}") from None
     known = set(spec.parameters.get("properties") or {})
     for label, text in [("url", spec.url), *((f"header {h!r}", v) for h, v in spec.headers.items())]:
         used = template.check(text, f"{where} {label}")
@@ -101,7 +100,7 @@ def build(name: str, spec: HttpTool, guard: NetGuard) -> Tool:
     required = set(spec.parameters.get("required") or [])
     fields: dict[str, Any] = {p: (Any, ... if p in required else None) for p in properties}
     model = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
-    validator = jsonschema_rs.validator_for(spec.parameters)
+    validator = compile_schema(spec.parameters)
 
     async def call(**given: Any) -> Any:
         arguments = {k: v for k, v in given.items() if v is not None or k in required}

@@ -39,7 +39,6 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
-import jsonschema_rs
 import yaml
 from jinja2 import nodes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -47,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from podium.chains import http_tools
 from podium.chains.http_tools import HttpTool
 from podium.core.errors import InvalidInput, field_path
+from podium.core.jsonschemas import compile_schema
 from podium.gateway.guardrails import guardrail_class
 from podium.prompts import template
 
@@ -620,10 +620,9 @@ def _check_map_over(step: MapStep, by_id: Mapping[str, Step]) -> None:
 
 def _check_schema(step: LlmStep) -> None:
     try:
-        jsonschema_rs.validator_for(step.output_schema or {})
-    except (ValueError, jsonschema_rs.ReferencingError) as exc:  # ValidationError is a ValueError
-        first = str(getattr(exc, "message", None) or exc).splitlines()[0]
-        raise InvalidInput(f"step {step.id!r} has an invalid output_schema: {first}") from None
+        compile_schema(step.output_schema or {})
+    except ValueError as exc:
+        raise InvalidInput(f"step {step.id!r} has an invalid output_schema: {exc}") from None
 
 
 def _check_acyclic(spec: ChainSpec) -> None:

@@ -427,12 +427,12 @@ class JsonSchema:
             raise ValueError("schema must be an object (a JSON Schema)")
         if isinstance(self.max_errors, bool) or not isinstance(self.max_errors, int) or self.max_errors < 1:
             raise ValueError("max_errors must be a positive integer")
-        jsonschema_rs = require_module("jsonschema_rs", "json_schema")
+        from podium.core.jsonschemas import compile_schema  # imported on use, as the other evaluators' libraries
+
         try:
-            self._validator = jsonschema_rs.validator_for(self.schema)
-        except (ValueError, jsonschema_rs.ReferencingError) as exc:  # ValidationError is a ValueError
-            first = str(getattr(exc, "message", None) or exc).splitlines()[0]
-            raise ValueError(f"invalid JSON Schema: {first}") from None
+            self._validator = compile_schema(self.schema)
+        except ValueError as exc:
+            raise ValueError(f"invalid JSON Schema: {exc}") from None
 
     async def evaluate(self, sample: Sample, models: Models) -> Verdict:
         if sample.output is None:
