@@ -8,6 +8,7 @@ shapes the timeline for the templates (autoescaped: step ids, YAML and outputs a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from starlette.responses import Response
 
 from podium.chains import service
 from podium.chains import spec as chain_spec
-from podium.core.errors import PodiumError
+from podium.core.errors import InvalidInput, PodiumError
 from podium.core.http import get_platform
 from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, render
 
@@ -129,8 +130,6 @@ def timeline(run: service.RunInfo) -> list[Bar]:
 
 
 def _pretty(value: Any) -> str:
-    import json
-
     return value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
@@ -176,8 +175,6 @@ def decide_page(
     try:
         check_csrf(session, csrf)
         if decision not in ("approve", "reject"):
-            from podium.core.errors import InvalidInput
-
             raise InvalidInput("decision must be approve or reject")
         service.decide(get_platform(request), session.actor, approval_id, decision == "approve", comment.strip())
     except PodiumError as exc:
@@ -215,7 +212,7 @@ def chain_page(request: Request, name: str, session: SessionDep) -> Response:
 def run_page(request: Request, name: str, run_id: str, session: SessionDep) -> Response:
     """One run: its status, steps on a timeline, inputs, output or error, and its trace."""
     try:
-        run = service.get_run(get_platform(request), session.actor, run_id)
+        run = service.get_run(get_platform(request), session.actor, run_id, chain=name)
     except PodiumError as exc:
         return error_page(request, session, exc)
     return render(request, "chains/run.html", session, run=run, bars=timeline(run), pretty=_pretty)

@@ -166,10 +166,7 @@ def list_runs(
 @router.get("/{name}/runs/{run_id}")
 def get_run(name: str, run_id: str, actor: ActorDep, platform: PlatformDep) -> RunInfo:
     """One run, with its step timeline and trace id."""
-    found = service.get_run(platform, actor, run_id)
-    if found.chain != name:
-        raise InvalidInput(f"run {run_id!r} is a run of chain {found.chain!r}, not {name!r}")
-    return found
+    return service.get_run(platform, actor, run_id, chain=name)
 
 
 class DecisionBody(BaseModel):

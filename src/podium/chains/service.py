@@ -432,16 +432,22 @@ def _principal(actor: Actor) -> Principal:
     return actor.principal
 
 
+InputsOf = Callable[[chain_spec.ChainSpec], dict[str, Any]]
+
+
 def _start(
-    platform: Platform, actor: Actor, ref: str, inputs: dict[str, Any], source: str
+    platform: Platform, actor: Actor, ref: str, inputs: dict[str, Any] | InputsOf, source: str
 ) -> tuple[ChainRun, chain_spec.ChainSpec]:
-    """Resolve the version, check it still loads, and write the run's row (status running)."""
+    """Resolve the version, check it still loads, and write the run's row (status running). `inputs` may be
+    a function of the resolved chain (the gateway fills a chain's inputs from a chat request)."""
     actor.require("member", "run chains")
     parsed = CHAINS.parse_ref(ref)
     with platform.db.session() as s:
         c = CHAINS.find(s, parsed.name, projects=actor.scope())
         v = CHAINS.resolve(s, c, parsed.tag)
         loaded = chain_spec.load(v.spec)
+        if callable(inputs):
+            inputs = inputs(loaded)
         run = ChainRun(
             id=new_id("crn"),
             project_id=c.project_id,
@@ -507,7 +513,7 @@ async def run(
     platform: Platform,
     actor: Actor,
     ref: str,
-    inputs: dict[str, Any] | None,
+    inputs: dict[str, Any] | InputsOf | None,
     *,
     source: str = "api",
     on_event: Callable[[Event], Awaitable[None]] | None = None,
@@ -515,11 +521,12 @@ async def run(
 ) -> RunInfo:
     """Run a chain version (by reference) on `inputs`, on the server's loop, as one trace; the run as
     recorded. A step that fails after its retries and fallback ends the run with status `error` (the run is
-    still returned, with the error and the step); bad inputs are `InvalidInput` before anything runs."""
+    still returned, with the error and the step); bad inputs are `InvalidInput` before anything runs.
+    `inputs` may be a function of the resolved chain, called once the version is read."""
     if source not in SOURCES:
         raise InvalidInput(f"source must be one of {', '.join(SOURCES)}")
     principal = _principal(actor)
-    if inputs is not None and not isinstance(inputs, dict):
+    if inputs is not None and not isinstance(inputs, dict) and not callable(inputs):
         raise InvalidInput("inputs must be an object of name → value")
     row, loaded = await asyncio.to_thread(_start, platform, actor, ref, inputs or {}, source)
     gw = gateway or bridge.current(platform).gateway
@@ -553,7 +560,7 @@ async def run(
         attributes={"chain": row.ref, "run_id": row.id, "version_id": row.version_id},
     )
     try:
-        result = await engine.run(inputs)
+        result = await engine.run(row.inputs)
     except InvalidInput as exc:  # the inputs: nothing ran
         await asyncio.to_thread(_finish, platform, row.id, _refused(row, exc.message), timeline)
         raise
@@ -633,14 +640,16 @@ def list_runs(platform: Platform, actor: Actor, name: str | None = None, *, limi
         return [_run_view(r, str(n)) for r, n in rows]
 
 
-def get_run(platform: Platform, actor: Actor, run_id: str) -> RunInfo:
-    """One run, if the actor sees its chain."""
+def get_run(platform: Platform, actor: Actor, run_id: str, *, chain: str | None = None) -> RunInfo:
+    """One run, if the actor sees its chain (and, with `chain`, if it is a run of that chain)."""
     actor.require("viewer", "read chain runs")
     with platform.db.read_session() as s:
         r = s.get(ChainRun, run_id)
         c = s.get(Chain, r.chain_id) if r is not None else None
         if r is None or c is None or not actor.sees(c.project_id):
             raise NotFound(f"chain run {run_id!r} not found")
+        if chain is not None and c.name != chain:
+            raise InvalidInput(f"run {run_id!r} is a run of chain {c.name!r}, not {chain!r}")
         return _run_view(r, c.name)
 
 
@@ -725,11 +734,12 @@ def list_approvals(
     if status is not None and status not in (PENDING, APPROVED, REJECTED):
         raise InvalidInput("status must be pending, approved or rejected", details={"field": "status"})
     with platform.db.read_session() as s:
-        q: Any = select(ChainApproval, ChainRun).join(ChainRun, ChainRun.id == ChainApproval.run_id)
-        scope = actor.scope()
-        if scope is not None:
-            owned = [p for p in scope if p is not None]
-            q = q.where(ChainApproval.project_id.in_(owned)) if owned else q.where(ChainApproval.project_id.is_(None))
+        joined: Any = (
+            select(ChainApproval, ChainRun)
+            .join(ChainRun, ChainRun.id == ChainApproval.run_id)
+            .join(Chain, Chain.id == ChainRun.chain_id)
+        )
+        q: Any = CHAINS.in_scope(joined, actor.scope())
         if status is not None:
             q = q.where(ChainApproval.status == status)
         q = q.order_by(ChainApproval.created_at.desc()).limit(max(1, min(limit, MAX_RUNS_LISTED)))

@@ -84,14 +84,11 @@ class ChainModels:
     ) -> ChainAnswer:
         actor = Actor(principal)
         try:
-            version = await asyncio.to_thread(service.get_version, self.platform, actor, ref)
-            chain = ChainSpec.model_validate(version.spec)
-            inputs = inputs_from(chain, body)
             run = await service.run(
                 self.platform,
                 actor,
-                f"{version.chain}@{version.version}",
-                inputs,
+                ref,
+                lambda chain: inputs_from(chain, body),  # once the version is read, in the same session
                 source="eval" if origin == "eval" else "gateway",
                 gateway=self.gateway,
             )
