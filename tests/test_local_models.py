@@ -201,7 +201,7 @@ def test_echo_with_logprobs_scores_the_prompt(client: openai.OpenAI, served: Ser
     assert bad.status_code == 400 and "not supported when streaming" in bad.json()["error"]["message"], bad.text
     bad = post({"prompt": "word " * 9000, "max_tokens": 0, "echo": True, "logprobs": 0})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "prompt", bad.text
-    assert "longer than the model's context window of 8192 tokens" in bad.json()["error"]["message"]
+    assert "maximum context length is 8192 tokens. However, your prompt resulted in" in bad.json()["error"]["message"]
     echoed = post({"prompt": natural, "max_tokens": 0, "echo": True})  # no logprobs: the text back, nothing run
     assert echoed.status_code == 200 and echoed.json()["choices"][0]["text"] == natural, echoed.text
 
@@ -233,8 +233,8 @@ def test_embeddings(client: openai.OpenAI) -> None:
         ({"temperature": -1}, 400, "'temperature' must be between 0.0 and 2.0"),
         ({"temperature": "hot"}, 400, "'temperature' must be a number"),
         ({"top_p": [1]}, 400, "'top_p' must be a number"),
-        ({"messages": ask("word " * 9000)}, 400, "longer than the model's context window of 8192 tokens"),
-        ({"model": EMBED}, 400, "is a embedding model"),
+        ({"messages": ask("word " * 9000)}, 400, "This model's maximum context length is 8192 tokens. However,"),
+        ({"model": EMBED}, 400, "is an embedding model; this endpoint needs a chat model"),
         ({"model": f"{CHAT}@canary"}, 404, "has no alias 'canary'"),
     ],
 )
@@ -258,7 +258,8 @@ def test_prompt_plus_max_tokens_over_the_window(served: ServedPodium) -> None:
     )
     assert r.status_code == 400
     msg = r.json()["error"]["message"]
-    assert "context window is 8192 tokens" in msg and "max_tokens is 5000" in msg
+    assert msg.startswith("This model's maximum context length is 8192 tokens. However, you requested"), msg
+    assert "in the messages, 5000 in the completion" in msg
     assert r.json()["error"]["code"] == "context_length_exceeded"
 
 

@@ -217,10 +217,7 @@ def as_chunks(result: dict[str, Any], include_usage: bool) -> list[dict[str, Any
         else:
             frames.append({**base, "choices": [{"index": i, "text": c.get("text", ""), "finish_reason": None}]})
             finals.append({"index": i, "text": "", "finish_reason": c.get("finish_reason")})
-    last: dict[str, Any] = {**base, "choices": finals}
-    if include_usage:
-        frames.append(last)
+    frames.append({**base, "choices": finals})
+    if include_usage:  # only when asked, as OpenAI does
         frames.append({**base, "choices": [], "usage": result.get("usage")})
-    else:
-        frames.append({**last, "usage": result.get("usage")})
     return frames

@@ -78,12 +78,15 @@ def completion(body: dict[str, Any], answer: ChainAnswer) -> dict[str, Any]:
 
 async def chunks(body: dict[str, Any], answer: ChainAnswer) -> AsyncIterator[dict[str, Any] | None]:
     """The answer as `chat.completion.chunk` objects: the role, the whole text (a chain's answer is known only
-    once its last step ends), then the finish reason with the usage."""
+    once its last step ends), the finish reason, then the usage if the client asked (`stream_options`)."""
     whole = completion(body, answer)
     base = {"id": whole["id"], "object": "chat.completion.chunk", "created": whole["created"], "model": whole["model"]}
     yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
     yield {**base, "choices": [{"index": 0, "delta": {"content": answer.content}, "finish_reason": None}]}
-    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": whole["usage"]}
+    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        yield {**base, "choices": [], "usage": whole["usage"]}
 
 
 __all__ = ["PREFIX", "ChainAnswer", "ChainServer", "chunks", "completion", "is_chain"]

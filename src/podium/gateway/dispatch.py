@@ -187,7 +187,7 @@ class Dispatcher:
             m = route.target.resolved.model
             raise GatewayError(
                 400,
-                f"model {m.name!r} is a {m.task} model; this endpoint needs a {' or '.join(tasks)} model",
+                f"model {m.name!r} is {_a(m.task)} model; this endpoint needs {_a(' or '.join(tasks))} model",
                 code="wrong_model_task",
                 param="model",
             )
@@ -546,6 +546,11 @@ def _clip(text: str) -> str:
     if len(text) <= MAX_PAYLOAD:
         return text
     return text[:MAX_PAYLOAD] + f"…[truncated {len(text) - MAX_PAYLOAD} characters]"
+
+
+def _a(word: str) -> str:
+    """`word` with its indefinite article: "a chat", "an embedding"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 async def first_then_rest(chunks: AsyncIterator[dict[str, Any]]) -> tuple[dict[str, Any] | None, AsyncIterator[Any]]:

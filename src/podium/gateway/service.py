@@ -479,8 +479,9 @@ def _tail(pieces: list[str], n: int) -> str:
 
 @dataclass
 class _StreamRelay:
-    """Relays an upstream stream to the client: usage rides on the final chunk (or its own, if the client
-    asked), response guardrails see the text as it grows, and the record is handed over when it ends."""
+    """Relays an upstream stream to the client: usage is recorded, and sent in a chunk of its own only if the
+    client asked (`stream_options.include_usage`); response guardrails see the text as it grows, and the record
+    is handed over when it ends."""
 
     call: Call
     dispatcher: Dispatcher
@@ -510,24 +511,28 @@ class _StreamRelay:
                 yield error.body()
                 return
             assert rest is not None
-            held: dict[str, Any] | None = None
+            held: dict[str, Any] | None = None  # the finish chunk, sent once the usage is in (recorded whole)
             try:
                 async for chunk in _chained(first, rest):
                     meta = meta or {k: chunk.get(k) for k in ("id", "created", "model")}
                     if not chunk.get("choices") and chunk.get("usage") is not None:
                         usage = chunk["usage"]
                         call.set_usage(usage)
-                        if self.include_usage:
-                            if held is not None:
-                                yield held
-                                held = None
+                        if held is not None:
+                            yield held
+                            held = None
+                        if self.include_usage:  # only when asked, as OpenAI does; it is recorded either way
                             yield chunk
-                        elif held is not None:
-                            held["usage"] = chunk["usage"]
                         continue
                     if held is not None:
                         yield held
                         held = None
+                    if "usage" in chunk:  # on a chunk of text (some upstreams put it on their last one)
+                        if chunk["usage"] is not None:
+                            usage = chunk["usage"]
+                            call.set_usage(usage)
+                        if not self.include_usage:
+                            chunk = {k: v for k, v in chunk.items() if k != "usage"}
                     choices = chunk.get("choices") or []
                     for c in choices:
                         delta = c.get("delta") or {}
@@ -549,7 +554,6 @@ class _StreamRelay:
                         continue
                     yield chunk
                 if held is not None:
-                    usage = usage or held.get("usage")
                     yield held
                 if self.store is not None and plain and finish_reason:
                     await self.store(_assembled(call.kind, meta, "".join(pieces), finish_reason, usage))

@@ -412,8 +412,8 @@ def _insert_version(
                 m.archived_at = None
             if m.task != task or m.provider != provider:
                 raise Conflict(
-                    f"model {name!r} is a {m.provider} {m.task} model; a new version must be the same"
-                    f" (got {provider} {task}); register it under another name"
+                    f"model {name!r} is a model of provider {m.provider!r} and task {m.task!r}; a new version must be"
+                    f" the same (got {provider!r} and {task!r}); register it under another name"
                 )
         pushed = MODELS.push(
             s,

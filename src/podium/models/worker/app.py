@@ -130,14 +130,17 @@ def build_app(state: WorkerState) -> Starlette:
         return [int(i) for i in state.lm.tokenizer.encode(prompt, add_special_tokens=False)]
 
     def budget(prompt: list[int], params: SamplingParams, field: str = "messages") -> int:
-        """How many tokens to generate; a 400 naming `field` (the prompt's) or max_tokens if they do not fit.
+        """How many tokens to generate; a 400 naming `field` (the prompt's) or max_tokens if they do not fit,
+        in OpenAI's words with its code `context_length_exceeded` (clients such as litellm recognise them).
         max_tokens 0 (scoring the prompt, with echo) lets the prompt fill the whole context window."""
         ctx = int(state.lm.context_length)
+        what = "messages" if field == "messages" else "prompt"
+        opening = f"This model's maximum context length is {ctx} tokens."
         if len(prompt) > ctx or (len(prompt) == ctx and params.max_tokens != 0):
+            rest = "" if len(prompt) > ctx else ", which leaves no room for the completion"
             raise RequestError(
-                f"the prompt is {len(prompt)} tokens, longer than the model's context window of {ctx} tokens"
-                if len(prompt) > ctx
-                else f"the prompt is {len(prompt)} tokens, the model's whole context window: no room to generate",
+                f"{opening} However, your {what} resulted in {len(prompt)} tokens{rest}."
+                f" Please reduce the length of the {what}.",
                 field,
                 code="context_length_exceeded",
             )
@@ -146,8 +149,9 @@ def build_app(state: WorkerState) -> Starlette:
             return min(room, DEFAULT_MAX_TOKENS)
         if params.max_tokens > room:
             raise RequestError(
-                f"this model's context window is {ctx} tokens; the prompt is {len(prompt)} tokens and max_tokens is"
-                f" {params.max_tokens}, {len(prompt) + params.max_tokens} in all",
+                f"{opening} However, you requested {len(prompt) + params.max_tokens} tokens ({len(prompt)} in the"
+                f" {what}, {params.max_tokens} in the completion). Please reduce the length of the {what} or"
+                " completion.",
                 "max_tokens",
                 code="context_length_exceeded",
             )
@@ -544,19 +548,13 @@ def build_app(state: WorkerState) -> Starlette:
     # --- embeddings --------------------------------------------------------------------------------
 
     async def embeddings(request: Request) -> Response:
+        from podium.models.worker.embedder import decode_ids, parse_input
+
         if state.embedder is None:
             return _error(f"{state.model_name} is not an embedding model", status=400, param="model")
         try:
             body = await _body(request)
-            raw = body.get("input")
-            if isinstance(raw, str):
-                texts = [raw]
-            elif isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw):
-                texts = list(raw)
-            else:
-                raise RequestError("'input' must be a non-empty string or list of strings", "input")
-            if len(texts) > 2048:
-                raise RequestError("'input' takes at most 2048 strings per request", "input")
+            found = parse_input(body.get("input"))  # token ids are read as OpenAI cl100k_base ids (cl100k.py)
             fmt = body.get("encoding_format") or "float"
             if fmt not in ("float", "base64"):
                 raise RequestError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
@@ -567,6 +565,7 @@ def build_app(state: WorkerState) -> Starlette:
                     " 'dimensions' cannot change it",
                     "dimensions",
                 )
+            texts = await asyncio.to_thread(decode_ids, found) if found.ids else found.texts
         except RequestError as exc:
             return _error(exc.message, status=exc.status, param=exc.param, code=exc.code)
         vectors, tokens = await state.embedder.embed(texts)

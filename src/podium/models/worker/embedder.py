@@ -1,4 +1,5 @@
-"""Micro-batching for embeddings: concurrent requests are encoded together on one thread."""
+"""Micro-batching for embeddings: concurrent requests are encoded together on one thread; and what an
+embeddings request's `input` may be (text, or OpenAI cl100k_base token ids read back into text)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,81 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from podium.models.worker.cl100k import SIZE, VOCABULARY, VocabularyMissing
 from podium.models.worker.loader import LoadedEmbedder
+from podium.models.worker.protocol import RequestError
+
+MAX_INPUTS = 2048  # items of `input` per request (OpenAI's limit)
+MAX_IDS = 8192  # token ids in one item (OpenAI's embedding models take 8,192 tokens)
+MAX_TOTAL_IDS = 300_000  # token ids in one request (OpenAI's limit)
+_SHAPE = "'input' must be a non-empty string, or a non-empty array of strings, of token ids or of token-id arrays"
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class EmbedInput:
+    """An embeddings request's `input`: texts, or token-id arrays (`nested` when they came as an array of
+    arrays, so errors name `input[n][i]`)."""
+
+    texts: list[str]
+    ids: list[list[int]]
+    nested: bool = False
+
+
+def parse_input(raw: Any) -> EmbedInput:
+    """The texts, or the token-id arrays, of an embeddings request's `input`, bounded; a `RequestError`
+    naming `input` (and the item) otherwise."""
+    if isinstance(raw, str):
+        return EmbedInput([raw], [])
+    if not isinstance(raw, list) or not raw:
+        raise RequestError(_SHAPE, "input")
+    if len(raw) > MAX_INPUTS:
+        raise RequestError(f"'input' takes at most {MAX_INPUTS} items per request; it has {len(raw)}", "input")
+    if all(isinstance(t, str) for t in raw):
+        return EmbedInput(list(raw), [])
+    if all(_is_id(t) for t in raw):
+        found = EmbedInput([], [list(raw)])
+    elif all(isinstance(t, list) for t in raw):
+        for n, ids in enumerate(raw):
+            if not ids or not all(_is_id(t) for t in ids):
+                raise RequestError(f"input[{n}] must be a non-empty array of token ids (integers)", "input")
+        found = EmbedInput([], [list(ids) for ids in raw], nested=True)
+    else:
+        raise RequestError(_SHAPE + ", not a mix of them", "input")
+    total = 0
+    for n, ids in enumerate(found.ids):
+        if len(ids) > MAX_IDS:
+            where = f"input[{n}]" if found.nested else "'input'"
+            raise RequestError(f"{where} has {len(ids)} token ids; at most {MAX_IDS} per input", "input")
+        total += len(ids)
+    if total > MAX_TOTAL_IDS:
+        raise RequestError(f"'input' has {total} token ids; at most {MAX_TOTAL_IDS} per request", "input")
+    return found
+
+
+def decode_ids(found: EmbedInput) -> list[str]:
+    """The token-id arrays of `found` as text, read as OpenAI cl100k_base ids (see `podium.models.worker.cl100k`);
+    a `RequestError` naming the first id that is not one, or saying the vocabulary is missing. Blocking: the
+    first call reads the vocabulary file."""
+    try:
+        VOCABULARY.load()
+    except VocabularyMissing as exc:
+        raise RequestError(str(exc), "input", code="unsupported_value") from None
+    texts = []
+    for n, ids in enumerate(found.ids):
+        bad = VOCABULARY.unknown(ids)
+        if bad is not None:
+            where = f"input[{n}][{bad}]" if found.nested else f"input[{bad}]"
+            raise RequestError(
+                f"{where} is {ids[bad]}, not a token of OpenAI's cl100k_base vocabulary (ids 0-{SIZE - 1}): a local"
+                " embedding model reads token ids as cl100k_base ids, as langchain's OpenAIEmbeddings sends them",
+                "input",
+            )
+        texts.append(VOCABULARY.decode(ids))
+    return texts
 
 
 @dataclass
