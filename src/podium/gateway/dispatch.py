@@ -37,12 +37,41 @@ BREAKER_KINDS = RETRYABLE  # a local model that is loading or restarting says so
 
 @dataclass(frozen=True, slots=True)
 class TraceParent:
-    """The span a call is made under, when it is a step of a larger unit of work (a chain run): the call's
-    span becomes that span's child in that trace, and its trace row is merged into the trace as a part
-    (its tokens and cost added; the trace keeps the name, input and output its owner gives it)."""
+    """The span a call is made under, when it is a step of a larger unit of work (a chain run, or a client's
+    span named by a W3C `traceparent` header: `remote`): the call's span becomes that span's child in that
+    trace, and its trace row is merged into the trace as a child part (its tokens and cost added; the trace
+    keeps the name, input, output and latency its owner gives it, see `tracing.writer.CHILD_MERGE_RULES`).
+    A remote parent's call also offers its own name, input and output, kept while the owner sends none (a
+    client that propagates context but exports its spans elsewhere). The trace is the caller's project's:
+    the writer never merges a part into another project's trace (`tracing.parts`)."""
 
     trace_id: str
     span_id: str
+    remote: bool = False
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def traceparent(value: str | None) -> TraceParent | None:
+    """The parent a W3C `traceparent` header names (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`),
+    or None when there is none or it is malformed: the Trace Context spec has a receiver ignore a header it
+    cannot parse and start a trace of its own, so a bad header never fails a call. A later version's header
+    is read by its first four fields, as the spec asks. The call continues the trace whether or not the
+    caller samples it: the gateway records every call."""
+    if not value:
+        return None
+    text = value.strip().lower()
+    if len(text) < 55 or (len(text) > 55 and text[55] != "-"):
+        return None
+    version, trace_id, span_id, flags = text[:2], text[3:35], text[36:52], text[53:55]
+    if text[2] != "-" or text[35] != "-" or text[52] != "-" or version == "ff" or (version == "00" and len(text) != 55):
+        return None
+    if not _HEX.issuperset(version + trace_id + span_id + flags):
+        return None
+    if trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    return TraceParent(trace_id, span_id, remote=True)
 
 
 @dataclass(slots=True)
@@ -414,6 +443,9 @@ class Dispatcher:
         if call.prompt is not None:
             meta.update(call.prompt.meta())
         parent_span = call.parent.span_id if call.parent is not None else None
+        # a chain's step leaves the trace's name, input and output to the chain; a client's span (remote)
+        # may never send its own, so the call offers them, kept only while the trace has none
+        owned = call.parent is not None and not call.parent.remote
         spans: list[dict[str, Any]] = []
         if call.retrieval is not None:
             meta["kb"] = call.retrieval.ref
@@ -421,7 +453,7 @@ class Dispatcher:
         trace: dict[str, Any] = {
             "id": call.trace_id,
             "project_id": p.project_id,
-            "name": "" if parent_span else f"{call.kind} {call.model}",  # a part keeps its owner's name
+            "name": "" if owned else f"{call.kind} {call.model}",  # a part keeps its owner's name
             "session_id": call.session_id,
             "user_id": call.user,
             "key_id": p.key_id,
@@ -444,8 +476,8 @@ class Dispatcher:
             "error": call.error,
             "tags": [],
             "meta": meta,
-            "input": None if parent_span else inp,  # a part leaves the trace's input and output to its owner
-            "output": None if parent_span else out,
+            "input": None if owned else inp,  # a part leaves the trace's input and output to its owner
+            "output": None if owned else out,
         }
         span: dict[str, Any] = {
             "id": new_id("spn"),
@@ -480,6 +512,7 @@ class Dispatcher:
             spans=[span, *spans],
             counters=Governor.ledger(p, call.cost_micros, call.started_at),
             merge=parent_span is not None,
+            child=parent_span is not None,
         )
 
     def _settle(self, call: Call) -> None:

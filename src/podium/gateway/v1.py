@@ -22,12 +22,18 @@ from podium.core.http import ClientDisconnected, bearer_token, read_body, send_j
 from podium.core.identity import Actor
 from podium.core.runtime import Runtime
 from podium.gateway import openapi
+from podium.gateway.dispatch import traceparent
 from podium.gateway.errors import GatewayError
 from podium.gateway.prompting import session_id
 from podium.gateway.service import KEEPALIVE, Answer, Gateway, Incoming
 
 # request headers the handlers read, as ASGI spells them (lowercase bytes)
-_WANTED = {b"authorization": "authorization", b"x-api-key": "x-api-key", b"cache-control": "cache-control"}
+_WANTED = {
+    b"authorization": "authorization",
+    b"x-api-key": "x-api-key",
+    b"cache-control": "cache-control",
+    b"traceparent": "traceparent",  # W3C Trace Context: the call continues the caller's trace
+}
 
 
 def request_headers(scope: Scope) -> dict[str, str]:
@@ -130,7 +136,9 @@ class Generate:
             cache_control=headers.get("cache-control"),
             raw=raw,
         )
-        await write(await gateway.handle(principal, incoming, gone=_until_disconnect(receive)), scope, receive, send)
+        parent = traceparent(headers.get("traceparent"))
+        answer = await gateway.handle(principal, incoming, gone=_until_disconnect(receive), parent=parent)
+        await write(answer, scope, receive, send)
 
 
 class ModelList:

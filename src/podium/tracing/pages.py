@@ -406,13 +406,7 @@ class RetrievalView:
     hits: list[RetrievedHit]
 
 
-def _json_object(text: str | None) -> dict[str, Any] | None:
-    if text is None or service.artifact_ref(text) is not None or text.lstrip()[:1] != "{":
-        return None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
+def _json_object(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
@@ -441,7 +435,7 @@ def retrieval_view(span: service.SpanFull) -> RetrievalView | None:
     if asked is not None:
         query = _str(asked.get("query"))
     else:  # an input that is not the gateway's JSON: the query as sent, if it is plain text
-        query = span.input if span.input is not None and service.artifact_ref(span.input) is None else ""
+        query = span.input if isinstance(span.input, str) else ""
         asked = {}
     attrs = span.attributes
     kb = _str(asked.get("kb"))
@@ -494,7 +488,7 @@ def span_detail(request: Request, trace_id: str, span_id: str, session: Fragment
         links=_span_links(request, session, span),
         model_registered=span.model in _registered_models(request, session) if span.model else False,
         attributes=_pretty(span.attributes) if span.attributes else "",
-        views=_views(trace_id, span.id, span.input, span.output),
+        views=_views(trace_id, span.id, span.stored("input"), span.stored("output")),
         retrieval=retrieval_view(span),
         fmt_score=fmt_score,
         **FORMATS,

@@ -37,6 +37,7 @@ from podium.tracing.views import (
     TraceSummary,
     artifact_ref,
     clip,
+    payload_value,
     preview,
     preview_column,
     summary_fields,
@@ -384,8 +385,8 @@ def get_spans(
             SpanFull(
                 **_node_fields(r, node),
                 error=r.error,
-                input=r.input,
-                output=r.output,
+                input=payload_value(r.input),
+                output=payload_value(r.output),
                 input_artifact=artifact_ref(r.input),
                 output_artifact=artifact_ref(r.output),
                 attributes=r.attributes or {},

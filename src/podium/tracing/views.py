@@ -93,17 +93,51 @@ class SpanNode(BaseModel):
 
 
 class SpanFull(SpanNode):
-    """A span with its payloads (artifact markers left as markers, see `*_artifact`) and attributes."""
+    """A span with its payloads and attributes. `input` and `output` are JSON values: an object or array as
+    itself, text as a string; one kept in the artifact store is null here, with `*_artifact` saying where
+    (`/api/traces/{id}/payload` fetches it whole)."""
 
     error: str | None
-    input: str | None
-    output: str | None
+    input: Any = Field(description="The span's input as JSON (text as a string); null when kept as an artifact.")
+    output: Any = Field(description="The span's output as JSON (text as a string); null when kept as an artifact.")
     input_artifact: ArtifactRef | None
     output_artifact: ArtifactRef | None
     attributes: dict[str, Any]
     prompt_version_id: str | None
     model_version_id: str | None
     dataset_version_id: str | None
+    events: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="GenAI events sent as OTLP log records for this span (`/v1/logs`), oldest first.",
+    )
+
+    def stored(self, field: str) -> str | None:
+        """The input or output as the row keeps it (JSON text, plain text, or an artifact marker)."""
+        ref: ArtifactRef | None = getattr(self, f"{field}_artifact")
+        if ref is not None:
+            return orjson.dumps({ARTIFACT_KEY: ref.sha256, "bytes": ref.bytes, "preview": ref.preview}).decode()
+        return stored_text(getattr(self, field))
+
+
+def payload_value(text: str | None) -> Any:
+    """A stored payload as the JSON value the API answers: a JSON object or array parsed, other text as a
+    string, an artifact marker as None (its `ArtifactRef` tells where it is)."""
+    if text is None or artifact_ref(text) is not None:
+        return None
+    head = text.lstrip()[:1]
+    if head in ("{", "["):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+    return text
+
+
+def stored_text(value: Any) -> str | None:
+    """The text a payload value is kept as (the inverse of `payload_value` for what is not an artifact)."""
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class TraceDetail(TraceRecord):

@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 
 from podium.core.db import Database
 from podium.core.ids import ulid
-from podium.tracing import rollup
+from podium.tracing import parts, rollup
 from podium.tracing.sink import ProcessSink, callable_name
 from podium.tracing.store import Span, Trace
 
@@ -81,8 +81,13 @@ class Record:
     spans: list[dict[str, Any]] = field(default_factory=list)
     counters: list[tuple[str, CounterKey, int]] = field(default_factory=list)
     # the trace row is a part of the trace (spans arriving in several batches, as from the SDK or OTLP):
-    # it is merged into an existing row (totals added, times widened) instead of inserted
+    # it is merged into an existing row (totals added, times widened) instead of inserted; see
+    # `podium.tracing.parts` for how re-sent spans, usage seen twice and other projects' ids are settled
     merge: bool = False
+    # a part that is a step under another producer's span (a gateway call under a client's `traceparent`
+    # or a chain step): it fills the trace's name, input, output, latency and model only while the trace has
+    # none, so the owner's root part wins whichever arrives first (`CHILD_MERGE_RULES`)
+    child: bool = False
 
     def size(self) -> int:
         """Rows this record writes."""
@@ -524,6 +529,7 @@ class TraceWriter:
                             spans=spans,
                             counters=counters,
                             merge=bool(data.get("merge")),
+                            child=bool(data.get("child")),
                         )
                     )
             try:
@@ -573,6 +579,19 @@ MERGE_RULES: dict[str, str] = {
             "output",
         )
     },
+}
+
+
+# How a child part (`Record.child`) merges: like any part, except that what the trace's owner sets (its
+# name, input, output, latency, first-token time, model, session, user, tags, metadata) is only filled in
+# while the trace has none, so the owner's part wins in whatever order the two arrive.
+_FILL = "COALESCE(traces.{c}, excluded.{c})"
+CHILD_MERGE_RULES: dict[str, str] = {
+    **MERGE_RULES,
+    "name": "CASE WHEN traces.{c} <> '' THEN traces.{c} ELSE excluded.{c} END",
+    "tags": "CASE WHEN CAST(traces.{c} AS TEXT) <> '[]' THEN traces.{c} ELSE excluded.{c} END",
+    "metadata": "CASE WHEN CAST(traces.{c} AS TEXT) <> '{{}}' THEN traces.{c} ELSE excluded.{c} END",
+    **{c: _FILL for c in ("session_id", "user_id", "latency_ms", "ttft_ms", "model", "input", "output")},
 }
 
 
@@ -679,6 +698,7 @@ class _BulkInsert:
 
 
 _TRACES = _BulkInsert(Trace, MERGE_RULES)
+_CHILD_TRACES = _BulkInsert(Trace, CHILD_MERGE_RULES)
 _SPANS = _BulkInsert(Span)
 
 
@@ -697,34 +717,49 @@ def insert_rows(
     sqlite = db.backend == "sqlite"
     pause = 32 if share_gil else 1 << 62
     trace_params: list[tuple[Any, ...]] = []
-    merge_params: list[tuple[Any, ...]] = []
     span_params: list[tuple[Any, ...]] = []
-    resent_params: list[tuple[Any, ...]] = []
-    for i, row in enumerate(traces):
+    for i, row in enumerate(traces):  # whole traces, built before the transaction begins
         if i % pause == pause - 1:
             time.sleep(0)  # in the writer thread: hand the GIL to the event loop now and then
-        (merge_params if row.get("_merge") else trace_params).append(_TRACES.params(row, sqlite))
+        if not row.get("_merge"):
+            trace_params.append(_TRACES.params(row, sqlite))
     for i, row in enumerate(spans):
         if i % pause == pause - 1:
             time.sleep(0)
-        (resent_params if row.get("_merge") else span_params).append(_SPANS.params(row, sqlite))
-    changes = rollup.Changes()
-    rollup.add_rows(changes, (row for row in traces if not row.get("_merge")))
-    merged = [row["id"] for row in traces if row.get("_merge")]
+        if not row.get("_merge"):
+            span_params.append(_SPANS.params(row, sqlite))
     with db.session() as s:
+        # parts of traces: re-sent spans out, usage counted once, other projects' ids kept apart
+        traces, spans = parts.settle(s, db.backend, traces, spans)
+        merge_params: list[tuple[Any, ...]] = []
+        child_params: list[tuple[Any, ...]] = []
+        resent_params: list[tuple[Any, ...]] = []
+        for row in traces:
+            kind = row.get("_merge")
+            if kind:
+                (child_params if kind == "child" else merge_params).append(_TRACES.params(row, sqlite))
+        for row in spans:
+            if row.get("_merge"):
+                resent_params.append(_SPANS.params(row, sqlite))
+        changes = rollup.Changes()
+        rollup.add_rows(changes, (row for row in traces if not row.get("_merge")))
+        merged = [row["id"] for row in traces if row.get("_merge")]
         if trace_params:
             _TRACES.run(s, db.backend, trace_params)
-        if merge_params:
+        if merged:
             # a part may move its trace to other rollup rows: take the trace out as it was, add it as it is
             rollup.lock_parts(s, db.backend, merged)
             for row in rollup.read_contributions(s, merged, db.backend):
                 rollup.contribute(changes, row, -1)
-            _TRACES.run(s, db.backend, merge_params, merge=True)
+            if merge_params:
+                _TRACES.run(s, db.backend, merge_params, merge=True)
+            if child_params:  # after the owners' parts: a child fills in only what is still missing
+                _CHILD_TRACES.run(s, db.backend, child_params, merge=True)
             rollup.add_rows(changes, rollup.read_contributions(s, merged, db.backend))
         rollup.apply(s, db.backend, changes)
         if span_params:
             _SPANS.run(s, db.backend, span_params)
-        if resent_params:  # spans sent by clients: one sent twice (a retried request) is kept once
+        if resent_params:  # spans sent by clients: settled above; a clash of ids across traces is kept once
             _SPANS.run(s, db.backend, resent_params, merge=True)
         for name, deltas in sorted(counters.items()):
             if deltas:
@@ -734,9 +769,22 @@ def insert_rows(
 def _rows(
     batch: list[Record],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[CounterKey, int]]]:
-    """Traces, spans and summed counter deltas of a batch (rows of a record to merge carry `_merge`)."""
-    traces = [{**r.trace, "_merge": True} if r.merge else r.trace for r in batch if r.trace]
-    spans = [{**sp, "_merge": True} if r.merge else sp for r in batch for sp in r.spans]
+    """Traces, spans and summed counter deltas of a batch. Rows of a record to merge carry `_merge` (True, or
+    "child" for a child part), and its spans `_part`, the index of their trace row in `traces`."""
+    traces: list[dict[str, Any]] = []
+    spans: list[dict[str, Any]] = []
+    for r in batch:
+        part: int | None = None
+        if r.trace:
+            if r.merge:
+                part = len(traces)
+                traces.append({**r.trace, "_merge": "child" if r.child else True})
+            else:
+                traces.append(r.trace)
+        if r.merge:
+            spans += [{**sp, "_merge": True, "_part": part} for sp in r.spans]
+        else:
+            spans += r.spans
     counters: dict[str, dict[CounterKey, int]] = defaultdict(lambda: defaultdict(int))
     for r in batch:
         for name, key, delta in r.counters:
@@ -770,7 +818,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def _spill_line(r: Record) -> bytes:
-    return orjson.dumps({"trace": r.trace, "spans": r.spans, "counters": r.counters, "merge": r.merge})
+    return orjson.dumps(
+        {"trace": r.trace, "spans": r.spans, "counters": r.counters, "merge": r.merge, "child": r.child}
+    )
 
 
 def _dead_line(record: Any, reason: str) -> bytes:
