@@ -550,7 +550,8 @@ class TraceWriter:
 _KEEP_SET = "COALESCE(excluded.{c}, traces.{c})"
 MERGE_RULES: dict[str, str] = {
     "project_id": "COALESCE(traces.{c}, excluded.{c})",
-    "source": "traces.{c}",
+    # the first part's, except a gateway call's under a client's traceparent: the client's spans own the trace
+    "source": "CASE WHEN traces.{c} = 'gateway' THEN excluded.{c} ELSE traces.{c} END",
     "name": "CASE WHEN excluded.{c} <> '' THEN excluded.{c} ELSE traces.{c} END",
     "status": "CASE WHEN excluded.{c} = 'error' OR traces.{c} = 'error' THEN 'error' ELSE traces.{c} END",
     "start_time": "CASE WHEN excluded.{c} < traces.{c} THEN excluded.{c} ELSE traces.{c} END",
@@ -588,6 +589,7 @@ MERGE_RULES: dict[str, str] = {
 _FILL = "COALESCE(traces.{c}, excluded.{c})"
 CHILD_MERGE_RULES: dict[str, str] = {
     **MERGE_RULES,
+    "source": "traces.{c}",
     "name": "CASE WHEN traces.{c} <> '' THEN traces.{c} ELSE excluded.{c} END",
     "tags": "CASE WHEN CAST(traces.{c} AS TEXT) <> '[]' THEN traces.{c} ELSE excluded.{c} END",
     "metadata": "CASE WHEN CAST(traces.{c} AS TEXT) <> '{{}}' THEN traces.{c} ELSE excluded.{c} END",
