@@ -246,7 +246,7 @@ class RequestContextMiddleware:
         limit = self.max_upload if self.uploads is not None and self.uploads.fullmatch(scope["path"]) else self.max_body
 
         if length is not None and length.isdigit() and int(length) > limit:
-            await self._too_large(send, rid_bytes, limit)
+            await self._too_large(send, rid_bytes, limit, scope["path"])
             return
 
         received = 0
@@ -273,13 +273,15 @@ class RequestContextMiddleware:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
             if too_large:
-                await self._too_large(send, rid_bytes, limit)
+                await self._too_large(send, rid_bytes, limit, scope["path"])
 
-    async def _too_large(self, send: Send, rid: bytes, limit: int) -> None:
+    async def _too_large(self, send: Send, rid: bytes, limit: int, path: str) -> None:
         setting = "max_body_bytes" if limit == self.max_body else "max_upload_bytes"
         message = f"request body is larger than the limit of {limit} bytes (setting {setting})"
         headers = [(b"x-request-id", rid), (b"connection", b"close")]
-        await send_json(send, 413, orjson.dumps(error_body("body_too_large", message)), headers)
+        v1 = path == "/v1" or path.startswith("/v1/")  # /v1 answers in OpenAI's shape (OTLP ingest comes here)
+        body = openai_error(message, "body_too_large") if v1 else orjson.dumps(error_body("body_too_large", message))
+        await send_json(send, 413, body, headers)
 
 
 class _BodyTooLarge(Exception):
