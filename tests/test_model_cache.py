@@ -233,3 +233,34 @@ def test_int8_weights_are_cached_and_give_the_same_numbers(
     assert any(m.startswith("quantised") for m in messages(caplog))
     assert not torch.equal(_logits(other, prompt), again)
     assert len(entries(tmp_path / "user" / "int8")) == 2
+
+
+def test_served_models_are_mapped_from_safetensors_with_the_same_numbers(
+    tiny_models: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker loads a model the fast path runs without building its transformers module (config.json
+    and lazily mapped safetensors): fp32 and cached int8 logits, end-of-sequence ids and context length are
+    those of the module; a model the fast path does not run (GPT-2) is still loaded as a module."""
+    from podium.models.worker.loader import SafetensorsModel
+
+    caplog.set_level(logging.INFO, logger="podium.worker")
+    cache = DerivedCache(tmp_path / "user")
+    prompt = [101, 2023, 2003, 1037, 3231, 1997, 1996, 3194, 102]
+    folder = tiny_models["llama"]
+    for dtype in ("float32", "int8"):
+        module = load_causal_lm(folder, fmt="hf", sha256="tiny-llama", cache_root=cache, dtype=dtype)
+        mapped = load_causal_lm(folder, fmt="hf", sha256="tiny-llama", cache_root=cache, dtype=dtype, module=False)
+        assert isinstance(mapped.model, SafetensorsModel) and not isinstance(module.model, SafetensorsModel)
+        assert (mapped.eos_ids, mapped.context_length) == (module.eos_ids, module.context_length)
+        assert mapped.model.config.vocab_size == module.model.config.vocab_size
+        assert mapped.tokenizer.encode("a test of the engine") == module.tokenizer.encode("a test of the engine")
+        reference, fast = make_backend(module, 2, cache), make_backend(mapped, 2, cache)
+        assert isinstance(fast, FastLlama)
+        assert torch.equal(_logits(reference, prompt), _logits(fast, prompt))
+    # with cached int8 weights the mapped model never reads its fp32 projections
+    assert all(lin.int8 and lin._weight is None for lin in fast.linears())
+    assert any(m.startswith("int8 weights loaded from the cache") for m in messages(caplog))
+
+    gpt2 = load_causal_lm(tiny_models["gpt2"], fmt="hf", sha256="tiny-gpt2", cache_root=cache, module=False)
+    assert not isinstance(gpt2.model, SafetensorsModel)
+    assert any("loading" in m and "through transformers" in m for m in messages(caplog))

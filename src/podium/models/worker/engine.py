@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from podium.models.worker.api import Finished, QueueFull, SeqRequest, TokenOut
 from podium.models.worker.derived import CacheUnwritable, DerivedCache
 from podium.models.worker.fastllama import INT8_ALPHA, INT8_FORMAT, FastLlama
-from podium.models.worker.loader import LoadedLM
+from podium.models.worker.loader import LoadedLM, SafetensorsModel
 
 log = logging.getLogger("podium.worker.engine")
 CALIBRATION = Path(__file__).with_name("calibration.txt")
@@ -181,6 +181,8 @@ def make_backend(lm: LoadedLM, max_slots: int, cache: DerivedCache | None = None
         fast = FastLlama(lm.model, max_slots=max_slots, max_len=lm.context_length)
     except (ValueError, KeyError) as exc:
         log.info("using the transformers fallback engine: %s", exc)
+        if isinstance(lm.model, SafetensorsModel):  # mapped for the fast path, which refused it after all
+            lm.model = lm.model.module()
         return HFBackend(lm.model, max_slots)
     if lm.dtype == "int8":
         quantize_int8(fast, lm, cache)

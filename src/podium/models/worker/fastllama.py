@@ -15,6 +15,7 @@ reproducible under any load.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -34,15 +35,42 @@ class QLinear:
     `smooth` (per input channel, from calibration) moves activation outliers into the weights.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scratch: dict[int, torch.Tensor]):
+    def __init__(
+        self,
+        weight: torch.Tensor | Callable[[], torch.Tensor],
+        bias: torch.Tensor | None,
+        scratch: dict[int, torch.Tensor],
+        shape: tuple[int, int] | None = None,
+    ):
         self.scratch = scratch  # staging rows shared by the model's projections, by input width
-        self.weight: torch.Tensor | None = weight.float().contiguous()
+        # the fp32 weight is built on first use: a model switched to cached int8 weights never reads it
+        self._make: Callable[[], torch.Tensor] | None = None
+        self._weight: torch.Tensor | None = None
+        if isinstance(weight, torch.Tensor):
+            self._weight = weight.float().contiguous()
+            shape = (int(weight.shape[0]), int(weight.shape[1]))
+        else:
+            self._make = weight
+        if shape is None:
+            raise ValueError("a lazily built weight needs its shape")
         self.bias = bias.float().contiguous() if bias is not None else None
-        self.out_features, self.in_features = weight.shape
+        self.out_features, self.in_features = shape
         self.int8 = False
         self.inv_smooth: torch.Tensor | None = None
         self.amax: torch.Tensor | None = None  # per input channel, collected during calibration
         self.observing = False
+
+    @property
+    def weight(self) -> torch.Tensor | None:
+        """The fp32 weight (None once in int8), built on first use."""
+        if self._weight is None and self._make is not None:
+            self._weight = self._make().float().contiguous()
+            self._make = None
+        return self._weight
+
+    @weight.setter
+    def weight(self, value: torch.Tensor | None) -> None:
+        self._weight, self._make = value, None
 
     def observe(self, x: torch.Tensor) -> None:
         """Record the largest magnitude seen per input channel (calibration)."""
@@ -121,23 +149,29 @@ class QLinear:
 
 
 class Layer:
-    """One decoder block's weights."""
+    """One decoder block's weights (the projections' fp32 weights are read only when first needed)."""
 
-    def __init__(self, sd: dict[str, torch.Tensor], prefix: str, eps: float, scratch: dict[int, torch.Tensor]):
+    def __init__(self, sd: Mapping[str, torch.Tensor], prefix: str, eps: float, scratch: dict[int, torch.Tensor]):
         def w(name: str) -> torch.Tensor:
             return sd[f"{prefix}.{name}"]
 
         def b(name: str) -> torch.Tensor | None:
             return sd.get(f"{prefix}.{name}")
 
-        qkv_w = torch.cat([w("self_attn.q_proj.weight"), w("self_attn.k_proj.weight"), w("self_attn.v_proj.weight")])
-        qkv_b = None
-        if b("self_attn.q_proj.bias") is not None:
-            qkv_b = torch.cat([b("self_attn.q_proj.bias"), b("self_attn.k_proj.bias"), b("self_attn.v_proj.bias")])  # type: ignore[list-item]
-        self.qkv = QLinear(qkv_w, qkv_b, scratch)
-        self.o = QLinear(w("self_attn.o_proj.weight"), b("self_attn.o_proj.bias"), scratch)
-        self.gate_up = QLinear(torch.cat([w("mlp.gate_proj.weight"), w("mlp.up_proj.weight")]), None, scratch)
-        self.down = QLinear(w("mlp.down_proj.weight"), None, scratch)
+        def fused(*names: str) -> QLinear:
+            """One projection over several weights stacked by output channel (built lazily)."""
+            parts = [w(n) for n in names]  # views: their shapes are known without reading the data
+            shape = (sum(int(p.shape[0]) for p in parts), int(parts[0].shape[1]))
+            biases = [b(n.replace(".weight", ".bias")) for n in names]
+            bias = torch.cat(biases) if all(x is not None for x in biases) else None  # type: ignore[arg-type]
+            if len(parts) == 1:
+                return QLinear(parts[0].detach, bias, scratch, shape)
+            return QLinear(lambda: torch.cat([p.detach() for p in parts]), bias, scratch, shape)
+
+        self.qkv = fused("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight")
+        self.o = fused("self_attn.o_proj.weight")
+        self.gate_up = fused("mlp.gate_proj.weight", "mlp.up_proj.weight")
+        self.down = fused("mlp.down_proj.weight")
         self.norm1 = w("input_layernorm.weight").float()
         self.norm2 = w("post_attention_layernorm.weight").float()
         self.eps = eps
@@ -147,20 +181,49 @@ class Layer:
         return [self.qkv, self.o, self.gate_up, self.down]
 
 
+_REQUIRED = ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size", "rms_norm_eps")
+
+
+def unsupported(cfg: Any, max_len: int) -> str | None:
+    """Why the fast path cannot run a model of this config (a transformers config or any object with the
+    same attributes), or None if it can."""
+    arch = (getattr(cfg, "architectures", None) or [""])[0]
+    if arch not in SUPPORTED_ARCHITECTURES:
+        return f"fast path supports {SUPPORTED_ARCHITECTURES}, not {arch}"
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind not in ("default", None):
+        return f"rope type {kind} is not supported by the fast path"
+    window = getattr(cfg, "sliding_window", None)
+    if window and window < max_len and arch != "Qwen2ForCausalLM":
+        return "sliding-window attention is not supported by the fast path"
+    missing = [k for k in _REQUIRED if getattr(cfg, k, None) is None]
+    if missing:
+        return f"the config lacks {', '.join(missing)}"
+    return None
+
+
+def weights_of(model: Any) -> Mapping[str, torch.Tensor]:
+    """The model's tensors by name: `model.weights` when it has them (safetensors read lazily, see
+    `loader.SafetensorsModel`), else a transformers module's state dict."""
+    weights = getattr(model, "weights", None)
+    if isinstance(weights, Mapping):
+        return weights
+    return {k: v.detach() for k, v in model.state_dict().items()}
+
+
 class FastLlama:
-    """Serving forward pass over a transformers Llama/Mistral/Qwen2 model's weights."""
+    """Serving forward pass over a Llama/Mistral/Qwen2 model's weights: a transformers module, or any
+    object with a `config` and lazily read `weights` (so int8 weights from the cache are the only copy of
+    the projections ever in memory)."""
 
     def __init__(self, model: Any, *, max_slots: int, max_len: int):
         cfg = model.config
-        arch = (cfg.architectures or [""])[0]
-        if arch not in SUPPORTED_ARCHITECTURES:
-            raise ValueError(f"fast path supports {SUPPORTED_ARCHITECTURES}, not {arch}")
+        reason = unsupported(cfg, max_len)
+        if reason is not None:
+            raise ValueError(reason)
         rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-        if rope.get("rope_type", "default") not in ("default", None):
-            raise ValueError(f"rope type {rope.get('rope_type')} is not supported by the fast path")
-        if getattr(cfg, "sliding_window", None) and cfg.sliding_window < max_len and arch != "Qwen2ForCausalLM":
-            raise ValueError("sliding-window attention is not supported by the fast path")
-        sd = {k: v.detach() for k, v in model.state_dict().items()}
+        sd = weights_of(model)
         self.hidden = int(cfg.hidden_size)
         self.heads = int(cfg.num_attention_heads)
         self.kv_heads = int(getattr(cfg, "num_key_value_heads", None) or self.heads)
@@ -174,7 +237,7 @@ class FastLlama:
         self.layers = [Layer(sd, f"model.layers.{i}", eps, self.scratch) for i in range(self.n_layers)]
         self.final_norm = sd["model.norm.weight"].float()
         head = sd.get("lm_head.weight", self.embed)
-        self.lm_head = QLinear(head, None, self.scratch)
+        self.lm_head = QLinear(head.detach, None, self.scratch, (int(head.shape[0]), int(head.shape[1])))
         theta = float(rope.get("rope_theta") or getattr(cfg, "rope_theta", None) or 10000.0)
         inv = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim))
         pos = torch.arange(max_len, dtype=torch.float64)

@@ -1,12 +1,20 @@
 """Load local models for the worker: transformers folders, GGUF files (converted once per user, see
-`derived`), LoRA adapters, and sentence-transformers folders for embeddings."""
+`derived`), LoRA adapters, and sentence-transformers folders for embeddings.
+
+For serving, a model the fast path runs (`fastllama`) is not built as a transformers module at all: its
+config is read from config.json and its weights are mapped from the safetensors files, read only where
+used (with int8 weights from the cache, the fp32 projections are never read). That skips importing the
+transformers modelling code and constructing the module, about half of a warm start.
+"""
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +36,124 @@ class LoadedLM:
     dtype: str
     load_seconds: float
     weights_key: str = ""  # what the weights are, by content (keys derived files such as int8 weights); "" unknown
+
+
+class ModelConfig:
+    """A model folder's config.json as attributes (what the fast path and the worker read), without
+    transformers; a key the file lacks is an AttributeError, so `getattr(cfg, key, default)` works."""
+
+    def __init__(self, data: dict[str, Any]):
+        self.__dict__.update(data)
+
+    def __repr__(self) -> str:
+        return f"ModelConfig({self.__dict__!r})"
+
+
+class SafetensorsWeights(Mapping[str, Any]):
+    """Tensors by name from a folder's safetensors files, memory-mapped: a tensor's bytes are read from
+    disk only when touched. Floating tensors come in `dtype`, as transformers would load them."""
+
+    def __init__(self, files: list[Path], dtype: Any):
+        from safetensors import safe_open
+
+        self.dtype = dtype
+        self._where: dict[str, Any] = {}
+        self._handles = [safe_open(str(f), framework="pt") for f in files]  # kept open: tensors map into them
+        for handle in self._handles:
+            for key in handle.keys():  # type: ignore[no-untyped-call]  # noqa: SIM118 - a safetensors handle, not a dict
+                self._where[key] = handle
+
+    def __getitem__(self, key: str) -> Any:
+        tensor = self._where[key].get_tensor(key)
+        if tensor.is_floating_point() and tensor.dtype != self.dtype:
+            tensor = tensor.to(self.dtype)
+        return tensor
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+class SafetensorsModel:
+    """A model folder for the fast path only: config and lazily read weights, no transformers module.
+    `module()` builds the transformers module (the fallback engine, `generate`) if it is ever needed."""
+
+    def __init__(self, folder: Path, config: ModelConfig, weights: SafetensorsWeights, dtype: str):
+        self.name_or_path = str(folder)
+        self.config = config
+        self.weights = weights
+        self.dtype = dtype
+
+    def module(self) -> Any:
+        """The transformers module for the same folder and dtype."""
+        from transformers import AutoModelForCausalLM
+
+        folder, dtype = self.name_or_path, _torch_dtype(self.dtype)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)  # nosec B615  # a local folder (no hub download)
+        return model.eval()  # type: ignore[no-untyped-call]
+
+
+def _safetensors_model(folder: Path, dtype: str, max_len_hint: int | None = None) -> SafetensorsModel | None:
+    """The folder as a `SafetensorsModel` if the fast path can run it from its safetensors, else None."""
+    from podium.models.worker.fastllama import unsupported
+
+    try:
+        config = ModelConfig(json.loads((folder / "config.json").read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        log.info("loading %s through transformers: config.json unreadable (%s)", folder, exc)
+        return None
+    index = folder / "model.safetensors.index.json"
+    try:
+        if index.exists():
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            files = [folder / n for n in names]
+        else:
+            files = [folder / "model.safetensors"] if (folder / "model.safetensors").exists() else []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.info("loading %s through transformers: unreadable safetensors index (%s)", folder, exc)
+        return None
+    if not files or not all(f.exists() for f in files):
+        return None
+    reason = unsupported(config, max_len_hint or int(getattr(config, "max_position_embeddings", 0) or 2048))
+    if reason is not None:
+        log.info("loading %s through transformers: %s", folder, reason)
+        return None
+    weights = SafetensorsWeights(files, _torch_dtype(dtype))
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    if "model.embed_tokens.weight" not in weights or ("lm_head.weight" not in weights and not tied):
+        log.info("loading %s through transformers: its tensors are not named as the fast path expects", folder)
+        return None
+    return SafetensorsModel(folder, config, weights, dtype)
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    """The folder's tokenizer. A tokenizer saved as `TokenizersBackend` (as every converted GGUF is) loads
+    through that class directly, which is what AutoTokenizer picks for it after reading the model's
+    config through transformers' model registry (seconds of imports); anything else through AutoTokenizer."""
+    try:
+        declared = json.loads((folder / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        declared = None
+    if declared == "TokenizersBackend" and (folder / "tokenizer.json").exists():
+        from transformers import TokenizersBackend
+
+        return TokenizersBackend.from_pretrained(str(folder), local_files_only=True)  # nosec B615  # a local folder (no hub download)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)  # nosec B615  # a local folder (no hub download)
+
+
+def _generation_eos(folder: Path, config: ModelConfig) -> Any:
+    """The end-of-sequence ids transformers' generation config would hold for this folder."""
+    try:
+        return json.loads((folder / "generation_config.json").read_text()).get("eos_token_id")
+    except (OSError, ValueError, AttributeError):
+        return getattr(config, "eos_token_id", None)
 
 
 def _torch_dtype(name: str) -> Any:
@@ -97,38 +223,53 @@ def load_causal_lm(
     adapter: Path | None = None,
     adapter_sha256: str | None = None,
     threads: int | None = None,
+    module: bool = True,
 ) -> LoadedLM:
     """Load a transformers model (from a folder, or a GGUF file via its converted cache), LoRA merged in.
 
     `cache_root` is the derived-files cache (or a folder for one); `sha256` and `adapter_sha256` name the
-    weights by content, so derived files are shared by every home that loads the same weights.
+    weights by content, so derived files are shared by every home that loads the same weights. With
+    `module=False` (serving), a model the fast path runs without an adapter is loaded as a
+    `SafetensorsModel` (no transformers module; its weights read lazily); others are loaded as modules.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.monotonic()
     if threads:
         torch.set_num_threads(threads)
     folder = convert_gguf(path, cache_root, sha256) if fmt == "gguf" else path
     loading = time.monotonic()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)  # nosec B615  # a local folder (no hub download)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_torch_dtype(dtype), local_files_only=True)  # nosec B615  # a local folder (no hub download)
+    model: Any = None
+    tokenizer: Any = None
+    if not module and adapter is None:
+        model = _safetensors_model(folder, dtype)
+        if model is not None:
+            tokenizer = _load_tokenizer(folder)
+    if model is None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)  # nosec B615  # a local folder (no hub download)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_torch_dtype(dtype), local_files_only=True)  # nosec B615  # a local folder (no hub download)
     weights_key = sha256
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         weights_key = hashlib.sha256(f"{sha256}+{adapter_sha256}".encode()).hexdigest() if adapter_sha256 else ""
-    model.eval()  # type: ignore[no-untyped-call]  # int8 is applied by the engine (batch-invariant, calibrated), on fp32 weights
     eos: list[int] = []
-    gen_cfg = getattr(model, "generation_config", None)
-    for candidate in (getattr(gen_cfg, "eos_token_id", None), tokenizer.eos_token_id):
+    if isinstance(model, SafetensorsModel):
+        generation_eos = _generation_eos(folder, model.config)
+    else:
+        model.eval()  # int8 is applied by the engine (batch-invariant, calibrated), on fp32 weights
+        generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for candidate in (generation_eos, tokenizer.eos_token_id):
         if isinstance(candidate, int):
             eos.append(candidate)
         elif isinstance(candidate, list):
             eos.extend(int(c) for c in candidate)
     ctx = int(getattr(model.config, "max_position_embeddings", 0) or tokenizer.model_max_length or 2048)
-    log.info("loaded %s in %.1fs", folder, time.monotonic() - loading)
+    how = "mapped" if isinstance(model, SafetensorsModel) else "loaded"
+    log.info("loaded %s in %.1fs (%s)", folder, time.monotonic() - loading, how)
     return LoadedLM(
         model=model,
         tokenizer=tokenizer,

@@ -147,6 +147,7 @@ def load(version_id: str, threads: int | None) -> tuple[WorkerState, Callable[[]
         adapter=adapter,
         adapter_sha256=adapter_sha,
         threads=threads,
+        module=False,  # the fast path's models are mapped from their safetensors, not built in transformers
     )
     state.engine = Engine(
         state.lm,
