@@ -46,8 +46,10 @@ def start_serving(
     models: str = "smollm2-135m-instruct,minilm-l6-v2",
     env: dict[str, str] | None = None,
     timeout: float = 300,
+    wait_models: bool = True,
 ) -> ServedPodium:
-    """Start `podium serve` in `folder` and wait until every model worker is ready."""
+    """Start `podium serve` in `folder` and wait until every model worker is ready (or, with
+    `wait_models=False`, only until the server answers `/readyz`)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_") or k.startswith("PODIUM_TEST_")}
     full_env.update(
@@ -81,7 +83,7 @@ def start_serving(
         if any(s == "failed" for s in states.values()):
             logs = "\n".join(p.read_text()[-3000:] for p in (home / "logs").glob("*.log"))
             raise AssertionError(f"a model worker failed:\n{logs}")
-        if len(states) == expected and all(s == "ready" for s in states.values()):
+        if not wait_models or (len(states) == expected and all(s == "ready" for s in states.values())):
             try:
                 if httpx.get(url + "/readyz", timeout=2).status_code == 200:
                     served.key = (home / "admin.key").read_text().strip()

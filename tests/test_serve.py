@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,3 +172,84 @@ def test_two_workers_share_metrics(serve_factory, tmp_path: Path) -> None:
     )
     assert float(line.rsplit(" ", 1)[1]) == 40.0
     assert srv.stop()
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)  # keeps the mtime, so the cache trusts the file without hashing it
+
+
+def test_readyz_lists_a_loading_model_and_a_call_waits_for_it(tmp_path: Path) -> None:
+    """While the chat model cannot finish loading (its converted weights are being built by "another
+    process": this test, holding that cache entry's lock), `/readyz` lists it as loading and a chat call
+    waits for it instead of failing; once the entry appears the call is answered, `/readyz` says ready and
+    `podium serve` prints that the model is ready."""
+    from openai import OpenAI
+
+    from podium.models.builtin import BUILTINS
+    from podium.models.worker.loader import convert_gguf
+
+    from .models_fixtures import MODEL_CACHE, smollm_gguf
+    from .serving import start_serving
+
+    chat = "smollm2-135m-instruct"
+    sha = next(b for b in BUILTINS if b.name == chat).weights[1]
+    made = Path(convert_gguf(smollm_gguf(), MODEL_CACHE, sha))  # the suite's shared copy (built once per machine)
+    cache = tmp_path / "model-cache"
+    if (MODEL_CACHE / "int8").exists():  # calibrated int8 weights, if the suite made them: else calibrated here
+        shutil.copytree(MODEL_CACHE / "int8", cache / "int8", copy_function=_link_or_copy)
+    staging = cache / "converted" / ".staging"
+    shutil.copytree(made, staging, copy_function=_link_or_copy)
+    lock = open(cache / "converted" / f".{sha}.lock", "ab")  # noqa: SIM115
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    served = start_serving(
+        tmp_path,
+        models=chat,
+        env={"PODIUM_MODEL_CACHE_DIR": str(cache), "PODIUM_CACHE_DIR": str(tmp_path / "home-cache")},
+        wait_models=False,
+    )
+    try:
+        body = httpx.get(served.url + "/readyz", timeout=10).json()
+        ref = f"{chat}@1"  # the version this server serves
+        assert body["status"] == "ready" and body["models"] == {ref: "loading"} and body["loading"] == [ref]
+        worker_log = served.home / "logs" / f"model-{chat}.log"
+        deadline = time.monotonic() + 180
+        while "another process is building" not in (worker_log.read_text() if worker_log.exists() else ""):
+            assert time.monotonic() < deadline, served.output()
+            time.sleep(0.2)
+        key = (served.home / "admin.key").read_text().strip()
+        client = OpenAI(base_url=served.url + "/v1", api_key=key, timeout=300, max_retries=0)
+        answers: list[object] = []
+
+        def ask() -> None:
+            try:
+                answers.append(
+                    client.chat.completions.create(
+                        model=chat, messages=[{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0
+                    )
+                )
+            except Exception as exc:  # handed to the test's thread
+                answers.append(exc)
+
+        caller = threading.Thread(target=ask)
+        caller.start()
+        caller.join(2)  # before this change the gateway refused it at once (503 model_loading)
+        assert caller.is_alive() and not answers, answers
+        assert httpx.get(served.url + "/readyz", timeout=10).json()["models"] == {ref: "loading"}
+        os.rename(staging, cache / "converted" / sha)  # "the other process" finishes the entry
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        caller.join(300)
+        assert len(answers) == 1 and not isinstance(answers[0], Exception), answers
+        answer = answers[0]
+        assert answer.choices[0].message.content  # type: ignore[attr-defined]
+        body = httpx.get(served.url + "/readyz", timeout=10).json()
+        assert body["models"] == {ref: "ready"} and body["loading"] == []
+        deadline = time.monotonic() + 10
+        while f"Model {ref} is ready" not in served.output():
+            assert time.monotonic() < deadline, served.output()
+            time.sleep(0.2)
+    finally:
+        lock.close()
+        served.stop()

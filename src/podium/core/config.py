@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     local_max_batch: int = Field(16, ge=1, le=256, description="Sequences a local model decodes together.")
     local_max_queue: int = Field(64, ge=0, le=100_000, description="Requests waiting per local model before 429.")
     worker_threads: int = Field(0, ge=0, le=256, description="Torch threads per model worker; 0: all cores.")
+    model_load_wait: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="Seconds a call to a local model that is still loading (or restarting) waits for it before"
+        " the gateway answers 503 model_loading; 0 answers at once.",
+    )
     stream_keepalive: float = Field(
         5.0, gt=0, le=300, description="Seconds between keep-alive comments while a stream waits for its first token."
     )

@@ -168,6 +168,25 @@ class ModelDirectory:
                 provider = self._providers[key] = make_provider(self.platform, r)
             return provider
 
+    async def wait_ready(self, target: Target, timeout: float | None = None) -> GatewayError | None:
+        """Like `unavailable`, but a local model that is loading or restarting is waited for (its worker's
+        state file read every 50-250 ms) up to `timeout` (the `model_load_wait` setting) instead of refused
+        at once: a call that arrives while the server starts is answered as soon as its model is ready."""
+        problem = self.unavailable(target)
+        if problem is None or problem.code not in WAITED_FOR:
+            return problem
+        limit = self.platform.settings.model_load_wait if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        pause = 0.05
+        while (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 1.5, 0.25)
+            problem = self.unavailable(target)
+            if problem is None or problem.code not in WAITED_FOR:
+                return problem
+        return problem
+
     def unavailable(self, target: Target) -> GatewayError | None:
         """For local models: why the worker cannot answer (loading, failed, not served), if it cannot."""
         r = target.resolved
@@ -205,6 +224,7 @@ class ModelDirectory:
 
 
 KNOWN_LISTED = 30  # model names a 404 lists
+WAITED_FOR = frozenset({"model_loading", "model_restarting"})  # states a call waits out (`wait_ready`)
 NAMES_FRESH = 0.5  # seconds a re-read of the model names stays good for unknown names
 
 

@@ -222,14 +222,14 @@ class Dispatcher:
             )
         return route
 
-    def _upstream(self, dep: Deployment, route: Route) -> Upstream:
+    async def _upstream(self, dep: Deployment, route: Route) -> Upstream:
         if dep.provider is not None:
             return Upstream(dep, dep.provider, dep.timeouts, dep.price, dep.spec.model)
         # a registered model: its own (single-deployment) route says how to reach it
         model_route = route if route.target is not None else self.table.get(dep.spec.model)
         target = model_route.target
         assert target is not None
-        problem = self.table.directory.unavailable(target)
+        problem = await self.table.directory.wait_ready(target)  # a model still loading is waited for
         if problem is not None:
             retry = problem.headers.get("Retry-After")
             raise UpstreamError(
@@ -299,7 +299,7 @@ class Dispatcher:
         order = route.order(None)
         if not order:
             raise GatewayError(503, f"every deployment of {model!r} is cooling down", code="deployments_unavailable")
-        up = self._upstream(order[0], route)
+        up = await self._upstream(order[0], route)
         result = await up.provider.embed({"input": [text]}, up.timeouts)
         return list(result["data"][0]["embedding"])
 
@@ -389,7 +389,7 @@ class Dispatcher:
             while tries <= retries:
                 dep = order[index % len(order)]
                 try:
-                    up = self._upstream(dep, current)
+                    up = await self._upstream(dep, current)
                 except UpstreamError as exc:
                     last = exc
                     break

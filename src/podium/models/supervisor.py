@@ -1,10 +1,19 @@
 """Model workers under `podium serve`: one process per served local model, restarted if it dies,
 stopped on shutdown. State files and sockets live in `<home>/run/models/` (sockets of a deep home in a
-short per-user temp folder), logs in `<home>/logs/`."""
+short per-user temp folder), logs in `<home>/logs/`; `served.json` there lists the models this server
+serves (read by `/readyz`).
+
+Workers start one after another, language models first: on a small machine two workers loading at once
+each take about twice as long, and the chat model is the one a first request waits for. The next worker
+starts when the previous one is ready (or failed), or after `STAGGER` seconds if it is still loading (a
+first conversion of a GGUF file). Until its worker runs, a model's state reads `loading`, so the gateway
+waits for it rather than refusing it. Each model's readiness is printed when it happens."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -41,6 +50,21 @@ def state_path(settings: Settings, version_id: str) -> Path:
     return settings.run_dir / "models" / f"{version_id}.state"
 
 
+def served_path(settings: Settings) -> Path:
+    """Where `podium serve` lists the local models it serves."""
+    return settings.run_dir / "models" / "served.json"
+
+
+def served_models(settings: Settings) -> dict[str, str]:
+    """Each model the running server serves, by name, with its worker's state (loading, ready, restarting,
+    failed, ...); empty if the server serves none (or is not running)."""
+    try:
+        served = json.loads(served_path(settings).read_text())
+        return {str(m["name"]): worker_state(settings, str(m["version_id"]))[0] for m in served}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def worker_state(settings: Settings, version_id: str) -> tuple[str, str]:
     """(state, detail) written by the worker: loading, ready, failed, stopped; or `absent`."""
     path = state_path(settings, version_id)
@@ -69,30 +93,68 @@ class WorkerSpec:
     socket: Path
     state: Path
     log_file: Path
+    task: str = ""  # chat, completion or embedding: language models start first
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = 0.0
     history: list[float] = field(default_factory=list)
+    launched: bool = False  # started at least once (the staggered start has reached it)
+    seen: str = ""  # the last state reported (printed when it changes to ready or failed)
 
 
 class ModelSupervisor:
-    """Starts, watches and stops model worker processes."""
+    """Starts (one after another), watches and stops model worker processes; prints when each is ready."""
 
     BACKOFF_MAX = 60.0
+    STAGGER = 15.0  # seconds a loading worker holds back the next one
+    TICK = 0.2  # seconds between looks at the workers
 
-    def __init__(self, settings: Settings, specs: list[WorkerSpec]):
+    def __init__(self, settings: Settings, specs: list[WorkerSpec], announce: bool = True):
         self.settings = settings
-        self.specs = specs
+        self.specs = sorted(specs, key=lambda s: s.task == "embedding")  # stable: language models first
+        self.announce = announce  # print readiness on stdout (as `podium serve` does)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="podium-model-supervisor", daemon=True)
         self._lock = threading.Lock()
+        self._began = time.monotonic()
 
     def start(self) -> None:
-        """Launch every worker and the watcher thread."""
-        for spec in self.specs:
-            self._launch(spec)
+        """Mark every model loading, list them in `served.json`, launch the first worker and the watcher
+        thread (which launches the others in turn)."""
+        self._began = time.monotonic()
+        for spec in self.specs:  # overwrite a previous run's state (`ready` of a worker long gone)
+            spec.state.parent.mkdir(parents=True, exist_ok=True)
+            _write_state(spec.state, "loading", "starting")
+        self._write_served()
+        with self._lock:
+            self._launch_due()
         self._thread.start()
+
+    def _write_served(self) -> None:
+        path = served_path(self.settings)
+        body = [{"name": s.name, "version_id": s.version_id, "task": s.task} for s in self.specs]
+        tmp = path.with_suffix(".json.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(body))
+            os.replace(tmp, path)
+        except OSError:
+            log.warning("cannot write %s", path)
+
+    def _launch_due(self) -> None:
+        """Launch the next workers in order: each once the one before it is no longer loading, or has
+        been loading for `STAGGER` seconds."""
+        now = time.monotonic()
+        for spec in self.specs:
+            if spec.launched:
+                loading = spec.process is not None and now - spec.started_at < self.STAGGER
+                if loading and worker_state(self.settings, spec.version_id)[0] == "loading":
+                    return  # still loading: it holds back the next one
+                continue
+            spec.launched = True
+            self._launch(spec)
+            return
 
     def _launch(self, spec: WorkerSpec) -> None:
         spec.state.parent.mkdir(parents=True, exist_ok=True)
@@ -126,9 +188,13 @@ class ModelSupervisor:
         )
 
     def _watch(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(self.TICK):
             with self._lock:
+                self._launch_due()
                 for spec in self.specs:
+                    if not spec.launched:
+                        continue
+                    self._report(spec)
                     proc = spec.process
                     if proc is None:
                         if time.monotonic() >= spec.next_start:
@@ -152,6 +218,24 @@ class ModelSupervisor:
                         spec.log_file,
                     )
 
+    def _report(self, spec: WorkerSpec) -> None:
+        """Say when a model becomes ready or fails (once per change)."""
+        state, detail = worker_state(self.settings, spec.version_id)
+        if state == spec.seen:
+            return
+        spec.seen = state
+        since = time.monotonic() - self._began
+        if state == "ready":
+            line = f"Model {spec.name} is ready ({since:.1f}s after start; {detail or 'loaded'})"
+            log.info("model %s is ready (%s)", spec.name, detail)
+        elif state == "failed":
+            line = f"Model {spec.name} failed to load: {detail} (see {spec.log_file})"
+            log.warning("model %s failed to load: %s", spec.name, detail)
+        else:
+            return
+        if self.announce:
+            print(line, flush=True)
+
     def pids(self) -> dict[str, int | None]:
         """Current process id of each worker."""
         with self._lock:
@@ -163,6 +247,8 @@ class ModelSupervisor:
         if self._thread.is_alive():
             self._thread.join(5)
         procs = [s.process for s in self.specs if s.process is not None]
+        with contextlib.suppress(OSError):
+            served_path(self.settings).unlink()
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +37,7 @@ from podium.core.migrate import schema_state
 from podium.core.platform import Platform
 from podium.core.runtime import Runtime
 from podium.core.version import __version__
+from podium.models.supervisor import served_models
 from podium.server import pages as server_pages
 from podium.server.frontdoor import FrontDoor
 from podium.server.metrics import MetricsMiddleware, metrics_endpoint
@@ -94,14 +96,19 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
 
     @app.get("/readyz", include_in_schema=False)
     def readyz() -> Response:
-        """The database is reachable and at the code's migration head."""
+        """The database is reachable and at the code's migration head; and the state of each local model
+        this server serves (`loading` ones are waited for by calls, up to `model_load_wait`)."""
         try:
             state = schema_state(platform.db)
         except PodiumError as exc:  # the reason goes to the log: it may name the database's host and user
             log.warning("readiness: the database is unreachable (%s)", exc.message)
             return ORJSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
         ok = state.status == "current"
-        body = {"status": "ready" if ok else "unavailable", "database": "ok", "schema": state.describe}
+        body: dict[str, Any] = {"status": "ready" if ok else "unavailable", "database": "ok", "schema": state.describe}
+        models = served_models(settings)
+        if models:
+            body["models"] = models
+            body["loading"] = sorted(name for name, s in models.items() if s in ("loading", "restarting"))
         return ORJSONResponse(body, status_code=200 if ok else 503)
 
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)

@@ -113,6 +113,7 @@ def model_workers(settings: Settings) -> list[WorkerSpec]:
                 socket=socket_path(settings, vid),
                 state=state_path(settings, vid),
                 log_file=settings.home_dir / "logs" / f"model-{resolved.model.name}.log",
+                task=resolved.model.task,
             )
         )
     return specs
