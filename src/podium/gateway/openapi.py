@@ -236,7 +236,12 @@ def document() -> dict[str, Any]:
             "required": ["model", "input"],
             "properties": {
                 "model": {"type": "string", "minLength": 1, "maxLength": 200},
-                "input": _TEXTS,
+                "input": {
+                    **_TEXTS,
+                    "description": "Text, or token ids: passed as sent to a remote model; a local embedding model"
+                    " reads them as OpenAI cl100k_base ids (what langchain's OpenAIEmbeddings sends), at most 8,192"
+                    " per input and 300,000 per request.",
+                },
                 "encoding_format": {"type": "string", "enum": ["float", "base64"]},
                 "dimensions": {"type": "integer", "minimum": 1},
                 "user": _SAMPLING["user"],

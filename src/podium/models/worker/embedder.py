@@ -40,12 +40,12 @@ def parse_input(raw: Any) -> EmbedInput:
         return EmbedInput([raw], [])
     if not isinstance(raw, list) or not raw:
         raise RequestError(_SHAPE, "input")
-    if len(raw) > MAX_INPUTS:
-        raise RequestError(f"'input' takes at most {MAX_INPUTS} items per request; it has {len(raw)}", "input")
-    if all(isinstance(t, str) for t in raw):
-        return EmbedInput(list(raw), [])
-    if all(_is_id(t) for t in raw):
+    if all(_is_id(t) for t in raw):  # one input as token ids
         found = EmbedInput([], [list(raw)])
+    elif len(raw) > MAX_INPUTS:
+        raise RequestError(f"'input' takes at most {MAX_INPUTS} items per request; it has {len(raw)}", "input")
+    elif all(isinstance(t, str) for t in raw):
+        return EmbedInput(list(raw), [])
     elif all(isinstance(t, list) for t in raw):
         for n, ids in enumerate(raw):
             if not ids or not all(_is_id(t) for t in ids):
