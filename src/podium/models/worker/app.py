@@ -8,7 +8,7 @@ import base64
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +19,22 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from podium.core import sse
-from podium.models.worker.api import Event, Finished, QueueFull, SeqRequest, TokenOut
+from podium.models.worker.api import Constraint, Event, Finished, QueueFull, SeqRequest, TokenOut
+from podium.models.worker.constrain import Grammars
 from podium.models.worker.detok import TextStream
 from podium.models.worker.engine import Job
-from podium.models.worker.protocol import RequestError, SamplingParams, parse_messages, parse_sampling
+from podium.models.worker.protocol import (
+    RequestError,
+    SamplingParams,
+    ToolRequest,
+    check_supported,
+    parse_messages,
+    parse_response_format,
+    parse_sampling,
+    parse_tools,
+)
 from podium.models.worker.scoring import PromptScores, score_prompt
+from podium.models.worker.toolcalls import CallStream, parse_calls, template_knows_tools, with_tools_in_prompt
 
 DEFAULT_MAX_TOKENS = 2048
 
@@ -61,6 +72,13 @@ class WorkerState:
     engine: Any = None  # Engine
     embedder: Any = None  # EmbedBatcher
     started: float = 0.0
+    grammars: Grammars | None = None  # built on the first constrained request
+
+    def get_grammars(self) -> Grammars:
+        """The grammar compiler for this model's tokenizer."""
+        if self.grammars is None:
+            self.grammars = Grammars(self.lm.tokenizer, int(self.lm.model.config.vocab_size), list(self.lm.eos_ids))
+        return self.grammars
 
 
 class _Seq:
@@ -95,14 +113,17 @@ def build_app(state: WorkerState) -> Starlette:
 
     # --- generation ------------------------------------------------------------------------------
 
-    def prompt_ids_chat(body: dict[str, Any]) -> list[int]:
+    def prompt_ids_chat(body: dict[str, Any], tools: ToolRequest | None) -> list[int]:
         messages = parse_messages(body)
-        tools = body.get("tools")
-        if tools is not None and not isinstance(tools, list):
-            raise RequestError("'tools' must be a list", "tools")
         tok = state.lm.tokenizer
+        listed: list[dict[str, Any]] | None = None
+        if tools is not None and tools.choice != "none":
+            if template_knows_tools(tok):
+                listed = [{"type": "function", "function": f} for f in tools.functions]
+            else:
+                messages = with_tools_in_prompt(messages, tools.functions)
         try:
-            ids = tok.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True, tokenize=True)
+            ids = tok.apply_chat_template(messages, tools=listed, add_generation_prompt=True, tokenize=True)
         except Exception as exc:
             raise RequestError(f"cannot apply the model's chat template: {exc}", "messages") from None
         if hasattr(ids, "keys") and "input_ids" in ids:
@@ -157,7 +178,15 @@ def build_app(state: WorkerState) -> Starlette:
             )
         return params.max_tokens
 
-    def submit(prompt: list[int], params: SamplingParams, max_new: int) -> list[tuple[SeqRequest, _Seq]]:
+    def submit(
+        prompt: list[int], params: SamplingParams, max_new: int, constraint: Callable[[], Constraint] | None = None
+    ) -> list[tuple[SeqRequest, _Seq]]:
+        vocab = int(state.lm.model.config.vocab_size)
+        for token in params.logit_bias:
+            if not 0 <= token < vocab:
+                raise RequestError(
+                    f"'logit_bias' names token {token}, outside this model's vocabulary of {vocab} tokens", "logit_bias"
+                )
         loop = asyncio.get_running_loop()
         seqs = []
         base_id = uuid.uuid4().hex[:12]
@@ -174,6 +203,10 @@ def build_app(state: WorkerState) -> Starlette:
                 eos_ids=state.lm.eos_ids,
                 logprobs=params.logprobs,
                 emit=bridge.emit,
+                presence_penalty=params.presence_penalty,
+                frequency_penalty=params.frequency_penalty,
+                logit_bias=params.logit_bias or None,
+                constraint=constraint() if constraint is not None else None,
             )
             seqs.append((req, bridge))
         try:
@@ -278,23 +311,49 @@ def build_app(state: WorkerState) -> Starlette:
     def usage(prompt: list[int], completion: int) -> dict[str, int]:
         return {"prompt_tokens": len(prompt), "completion_tokens": completion, "total_tokens": len(prompt) + completion}
 
+    async def output_constraint(body: dict[str, Any], tools: ToolRequest | None) -> Callable[[], Constraint] | None:
+        """A maker of per-sequence matchers for `response_format` or tool calls (compiled on a worker thread),
+        or None when the output is free."""
+        fmt = parse_response_format(body)
+        calling = tools is not None and tools.choice != "none"
+        if fmt is not None and calling:
+            raise RequestError(
+                "'response_format' and 'tools' cannot be combined on a local model; send one of them"
+                " (or tool_choice 'none')",
+                "response_format",
+                code="unsupported_parameter",
+            )
+        if fmt is None and not calling:
+            return None
+        grammars = state.get_grammars()
+        if fmt is not None:
+            compiled = await asyncio.to_thread(grammars.for_format, fmt)
+        else:
+            assert tools is not None
+            compiled = await asyncio.to_thread(grammars.for_tools, tools)
+        return lambda: grammars.constraint(compiled)
+
     async def chat_completions(request: Request) -> Response:
         if state.engine is None:
             return _error(f"{state.model_name} is an embedding model; use /v1/embeddings", status=400)
         try:
             body = await _body(request)
+            check_supported(body)
             params = parse_sampling(body, chat=True)
-            prompt = prompt_ids_chat(body)
+            tools = parse_tools(body)
+            prompt = prompt_ids_chat(body, tools)
             max_new = budget(prompt, params)
-            seqs = submit(prompt, params, max_new)
+            constraint = await output_constraint(body, tools)
+            seqs = submit(prompt, params, max_new, constraint)
         except RequestError as exc:
             return _error(exc.message, status=exc.status, param=exc.param, code=exc.code)
         created = int(time.time())
         cid = "chatcmpl-" + uuid.uuid4().hex
         model = str(body.get("model") or state.model_name)
+        calling = tools is not None and tools.choice != "none"
         if params.stream:
             return StreamingResponse(
-                chat_stream(seqs, params, prompt, cid, created, model), media_type="text/event-stream"
+                chat_stream(seqs, params, prompt, cid, created, model, calling), media_type="text/event-stream"
             )
         try:
             results = await await_or_disconnect(request, run_collect(seqs, params), seqs)
@@ -302,12 +361,13 @@ def build_app(state: WorkerState) -> Starlette:
             return _error(f"generation failed: {exc}", status=500, code="engine_error")
         choices = []
         for i, (text, reason, tokens, _) in enumerate(results):
-            choice: dict[str, Any] = {
-                "index": i,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": reason,
-                "logprobs": None,
-            }
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calling:
+                content, calls = parse_calls(text)
+                if calls:
+                    message = {"role": "assistant", "content": content or None, "tool_calls": calls}
+                    reason = "tool_calls" if reason == "stop" else reason
+            choice: dict[str, Any] = {"index": i, "message": message, "finish_reason": reason, "logprobs": None}
             if params.logprobs is not None:
                 choice["logprobs"] = {"content": [chat_logprob_entry(t) for t in tokens]}
             choices.append(choice)
@@ -330,6 +390,7 @@ def build_app(state: WorkerState) -> Starlette:
         cid: str,
         created: int,
         model: str,
+        calling: bool = False,
     ) -> AsyncIterator[bytes]:
         def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             data = {
@@ -357,6 +418,29 @@ def build_app(state: WorkerState) -> Starlette:
 
             pumps = [asyncio.ensure_future(pump(i, b)) for i, (_, b) in enumerate(seqs)]
             streams = [TextStream(state.lm.tokenizer, params.stop) for _ in seqs]
+            splitters = [CallStream() if calling else None for _ in seqs]
+            called = [0] * len(seqs)
+
+            def deltas(i: int, text: str, lp: dict[str, Any] | None, end: bool = False) -> list[bytes]:
+                """Frames for new text: content, and whole tool calls when tools are on."""
+                splitter = splitters[i]
+                if splitter is None:
+                    return [frame([{"index": i, "delta": {"content": text}, "finish_reason": None, "logprobs": lp}])]
+                out = []
+                for piece in splitter.push(text) + (splitter.finish() if end else []):
+                    if isinstance(piece, str):
+                        out.append(frame([{"index": i, "delta": {"content": piece}, "finish_reason": None}]))
+                    else:
+                        call = {"index": called[i], **piece}
+                        called[i] += 1
+                        out.append(frame([{"index": i, "delta": {"tool_calls": [call]}, "finish_reason": None}]))
+                if lp is not None and not out:
+                    out.append(frame([{"index": i, "delta": {}, "finish_reason": None, "logprobs": lp}]))
+                return out
+
+            def finish_reason(i: int, reason: str) -> str:
+                return "tool_calls" if called[i] and reason == "stop" else reason
+
             open_count = len(seqs)
             while open_count:
                 i, ev = await merged.get()
@@ -368,10 +452,11 @@ def build_app(state: WorkerState) -> Starlette:
                     delta = stream.push(ev.token_id)
                     lp = {"content": [chat_logprob_entry(ev)]} if params.logprobs is not None else None
                     if delta or lp:
-                        yield frame([{"index": i, "delta": {"content": delta}, "finish_reason": None, "logprobs": lp}])
+                        for chunk in deltas(i, delta, lp, end=stream.stopped):
+                            yield chunk
                     if stream.stopped:
                         state.engine.cancel(seqs[i][0])
-                        yield frame([{"index": i, "delta": {}, "finish_reason": "stop"}])
+                        yield frame([{"index": i, "delta": {}, "finish_reason": finish_reason(i, "stop")}])
                     continue
                 open_count -= 1
                 if ev.reason == "error":
@@ -380,10 +465,10 @@ def build_app(state: WorkerState) -> Starlette:
                     return
                 if stream.stopped:
                     continue
-                rest = stream.finish()
-                if rest:
-                    yield frame([{"index": i, "delta": {"content": rest}, "finish_reason": None}])
-                yield frame([{"index": i, "delta": {}, "finish_reason": "length" if ev.reason == "length" else "stop"}])
+                for chunk in deltas(i, stream.finish(), None, end=True):
+                    yield chunk
+                reason = finish_reason(i, "length" if ev.reason == "length" else "stop")
+                yield frame([{"index": i, "delta": {}, "finish_reason": reason}])
             for p in pumps:
                 p.cancel()
             if params.include_usage:
@@ -590,7 +675,7 @@ def build_app(state: WorkerState) -> Starlette:
                 texts = [raw] if isinstance(raw, str) else list(raw)
                 count = sum(state.embedder.count(t) for t in texts)
                 return _json({"count": count, "max_model_len": state.embedder.max_tokens})
-            ids = prompt_ids_chat(body) if "messages" in body else prompt_ids_text(body)
+            ids = prompt_ids_chat(body, parse_tools(body)) if "messages" in body else prompt_ids_text(body)
         except RequestError as exc:
             return _error(exc.message, status=exc.status, param=exc.param, code=exc.code)
         return _json({"count": len(ids), "tokens": ids, "max_model_len": state.lm.context_length})

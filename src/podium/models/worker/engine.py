@@ -49,6 +49,8 @@ class _Active:
     last_token: int = 0
     generated: int = 0
     started: float = field(default_factory=time.monotonic)
+    counts: dict[int, int] = field(default_factory=dict)  # generated tokens, for the penalties
+    bias: tuple[torch.Tensor, torch.Tensor] | None = None  # logit_bias as (token ids, values)
 
 
 JobSteps = Generator[int, None, Any]  # yields after each step (tokens run); returns the job's result
@@ -408,6 +410,8 @@ class Engine:
                 gen = torch.Generator()
                 gen.manual_seed(req.seed if req.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
             active = _Active(req, gen)
+            if req.logit_bias:
+                active.bias = (torch.tensor(list(req.logit_bias)), torch.tensor(list(req.logit_bias.values())))
             self._slots.append(active)
             take = min(budget, len(req.prompt_ids))
             batch.append((active, len(self._slots) - 1, take))
@@ -431,6 +435,11 @@ class Engine:
         logits = self.backend.decode(tokens, positions)
         self.steps += 1
         actives = self._slots[:ready]
+        if any(a.req.adjusts for a in actives):
+            logits = logits.clone()  # the backend's buffer is left as it was
+            for i, a in enumerate(actives):
+                if a.req.adjusts:
+                    self._adjust(logits[i], a)
         for a in actives:
             a.position += 1
         sampled = self._sample_batch(logits, actives)
@@ -444,10 +453,19 @@ class Engine:
             self._retire(index, Finished("cancelled"))
             return
         if token is None:
+            if req.adjusts:
+                logits = logits.clone()
+                self._adjust(logits, active)
             token = self._sample_batch(logits.unsqueeze(0), [active])[0]
+        if req.constraint is not None and not req.constraint.accept(token):
+            # cannot happen with the mask applied; a guard so a grammar bug never emits text it forbids
+            self._retire(index, Finished("error", f"the output constraint refused token {token}"))
+            return
         if token in req.eos_ids:
             self._retire(index, Finished("stop"))
             return
+        if req.presence_penalty or req.frequency_penalty:
+            active.counts[token] = active.counts.get(token, 0) + 1
         event = TokenOut(token)
         if req.logprobs is not None:
             lp = torch.log_softmax(logits.float(), dim=-1)
@@ -461,6 +479,22 @@ class Engine:
         req.emit(event)
         if active.generated >= req.max_new_tokens or active.position >= self.lm.context_length:
             self._retire(index, Finished("length"))
+
+    @staticmethod
+    def _adjust(row: torch.Tensor, active: _Active) -> None:
+        """Change one row of logits in place, as OpenAI defines it: minus the frequency penalty times each
+        generated token's count and the presence penalty once per token seen, plus `logit_bias`; then the
+        constraint masks what it does not allow next."""
+        req = active.req
+        if active.counts:
+            ids = torch.tensor(list(active.counts))
+            counts = torch.tensor(list(active.counts.values()), dtype=row.dtype)
+            row[ids] -= counts * req.frequency_penalty + req.presence_penalty
+        if active.bias is not None:
+            ids, values = active.bias
+            row[ids] += values.to(row.dtype)
+        if req.constraint is not None:
+            req.constraint.apply(row)
 
     @staticmethod
     def _sample_batch(logits: torch.Tensor, actives: list[_Active]) -> list[int]:

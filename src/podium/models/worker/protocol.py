@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 MAX_STOP = 8
 MAX_N = 16
+MAX_LOGIT_BIAS = 1024
+MAX_TOOLS = 128  # OpenAI's limit
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for function names
+# OpenAI chat fields a local model cannot honour: refused with a 400 naming them, never ignored
+UNSUPPORTED_CHAT = {
+    "audio": "this model does not produce audio",
+    "prediction": "predicted outputs are not supported by local models",
+    "web_search_options": "local models do not search the web",
+    "functions": "the deprecated 'functions' field is not supported; send 'tools' instead",
+    "function_call": "the deprecated 'function_call' field is not supported; send 'tool_choice' instead",
+    "reasoning_effort": "this model does not reason before answering; remove 'reasoning_effort'",
+}
 
 
 class RequestError(Exception):
@@ -33,6 +46,32 @@ class SamplingParams:
     logprobs: int | None = None  # None: off; k >= 0: the chosen token's logprob and k alternatives
     stream: bool = False
     include_usage: bool = False
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class OutputFormat:
+    """`response_format`: free text, any JSON object, or JSON matching `schema`."""
+
+    kind: Literal["text", "json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+
+
+@dataclass
+class ToolRequest:
+    """`tools` and `tool_choice`: `functions` are the OpenAI function objects (name, description,
+    parameters); `choice` is auto, required, none, or the name of the one tool that must be called."""
+
+    functions: list[dict[str, Any]]
+    choice: str
+    parallel: bool = True
+
+    @property
+    def forced(self) -> str | None:
+        """The name of the tool `tool_choice` forces, if it names one."""
+        return None if self.choice in ("auto", "required", "none") else self.choice
 
 
 def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
@@ -100,8 +139,6 @@ def parse_sampling(body: dict[str, Any], *, chat: bool) -> SamplingParams:
     else:
         logprobs = _integer(body, "logprobs", 0, 20)
     n = _integer(body, "n", 1, MAX_N) or 1
-    for name in ("presence_penalty", "frequency_penalty"):
-        _number(body, name, 0.0, -2.0, 2.0)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
@@ -112,7 +149,126 @@ def parse_sampling(body: dict[str, Any], *, chat: bool) -> SamplingParams:
         logprobs=logprobs,
         stream=stream,
         include_usage=bool(opts.get("include_usage")),
+        presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
+        frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
+        logit_bias=_logit_bias(body.get("logit_bias")),
     )
+
+
+def _logit_bias(value: Any) -> dict[int, float]:
+    """`logit_bias`: token ids (as JSON object keys) to a bias between -100 and 100."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError("'logit_bias' must be an object of token ids to biases", "logit_bias")
+    if len(value) > MAX_LOGIT_BIAS:
+        raise RequestError(f"'logit_bias' takes at most {MAX_LOGIT_BIAS} tokens, got {len(value)}", "logit_bias")
+    out: dict[int, float] = {}
+    for key, bias in value.items():
+        try:
+            token = int(key)
+        except (TypeError, ValueError):
+            raise RequestError(f"'logit_bias' keys are token ids; {key!r} is not one", "logit_bias") from None
+        if isinstance(bias, bool) or not isinstance(bias, int | float) or not -100 <= bias <= 100:
+            raise RequestError(f"'logit_bias[{key}]' must be a number between -100 and 100, got {bias!r}", "logit_bias")
+        out[token] = float(bias)
+    return out
+
+
+def check_supported(body: dict[str, Any]) -> None:
+    """Refuse chat fields this engine cannot honour (a 400 naming the field), rather than ignore them."""
+    for name, why in UNSUPPORTED_CHAT.items():
+        if body.get(name) is not None:
+            raise RequestError(f"'{name}': {why}", name, code="unsupported_parameter")
+    modalities = body.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise RequestError(
+            "'modalities': this model produces text only; send [\"text\"] or leave it out",
+            "modalities",
+            code="unsupported_parameter",
+        )
+
+
+def parse_response_format(body: dict[str, Any]) -> OutputFormat | None:
+    """`response_format`: text (None), json_object, or json_schema with its `json_schema.schema`."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        raise RequestError('\'response_format\' must be an object such as {"type": "json_object"}', "response_format")
+    kind = fmt.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return OutputFormat("json_object")
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+            raise RequestError(
+                "'response_format.json_schema' must be an object with a 'name' and a 'schema' (a JSON Schema object)",
+                "response_format.json_schema",
+            )
+        return OutputFormat("json_schema", spec.get("schema") or {"type": "object"})
+    raise RequestError(
+        f"'response_format.type' must be text, json_object or json_schema, got {kind!r}", "response_format.type"
+    )
+
+
+def parse_tools(body: dict[str, Any]) -> ToolRequest | None:
+    """`tools`, `tool_choice` and `parallel_tool_calls`; None when there are no tools to call."""
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    parallel = body.get("parallel_tool_calls", True)
+    if not isinstance(parallel, bool):
+        raise RequestError("'parallel_tool_calls' must be true or false", "parallel_tool_calls")
+    if tools is None:
+        if choice not in (None, "none"):
+            raise RequestError("'tool_choice' needs 'tools'", "tool_choice")
+        return None
+    if not isinstance(tools, list):
+        raise RequestError('\'tools\' must be a list of {"type": "function", "function": {...}} objects', "tools")
+    if len(tools) > MAX_TOOLS:
+        raise RequestError(f"'tools' takes at most {MAX_TOOLS} tools, got {len(tools)}", "tools")
+    functions: list[dict[str, Any]] = []
+    for i, tool in enumerate(tools):
+        where = f"tools[{i}]"
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
+            raise RequestError(f'{where} must be {{"type": "function", "function": {{...}}}}', where)
+        fn = tool["function"]
+        name = fn.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+            raise RequestError(
+                f"{where}.function.name must be 1-64 letters, digits, '_' or '-', got {name!r}",
+                f"{where}.function.name",
+            )
+        if any(f["name"] == name for f in functions):
+            raise RequestError(f"{where}: two tools are named {name!r}", f"{where}.function.name")
+        params = fn.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(params, dict):
+            raise RequestError(
+                f"{where}.function.parameters must be a JSON Schema object", f"{where}.function.parameters"
+            )
+        description = fn.get("description", "")
+        if not isinstance(description, str):
+            raise RequestError(f"{where}.function.description must be a string", f"{where}.function.description")
+        functions.append({"name": name, "description": description, "parameters": params})
+    if choice is None or choice in ("auto", "required", "none"):
+        picked = choice or "auto"
+    elif isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
+        picked = choice["function"].get("name")
+        if not any(f["name"] == picked for f in functions):
+            known = ", ".join(f["name"] for f in functions)
+            raise RequestError(f"'tool_choice' names {picked!r}, which is not in 'tools' ({known})", "tool_choice")
+    else:
+        raise RequestError(
+            '\'tool_choice\' must be none, auto, required or {"type": "function", "function": {"name": ...}}',
+            "tool_choice",
+        )
+    if not functions:
+        if picked not in ("auto", "none"):
+            raise RequestError("'tool_choice' requires a tool call but 'tools' is empty", "tool_choice")
+        return None
+    return ToolRequest(functions, str(picked), parallel)
 
 
 def parse_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
