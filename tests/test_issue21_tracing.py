@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +30,7 @@ from podium.tracing.parts import scoped_trace_id
 from podium.tracing.store import Span, Trace
 from podium.tracing.writer import TraceWriter
 
-from .conftest import LiveServer, project_key, serve_for_module
+from .conftest import LiveServer, project_key, serve_for_module, sign_in_http
 from .fakes import FakeServer, start_fake_openai
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -431,3 +432,264 @@ def test_two_instrumentation_layers_of_one_call_count_it_once(live: LiveServer) 
     )
     trace, _ = stored(live, tid)
     assert totals(trace) == (4, 43, 5, 41_000)
+
+
+# --- 8. span payloads as JSON; OTLP errors in OpenAI's shape ------------------------------------------
+
+
+def test_span_inputs_and_outputs_answer_as_json(live: LiveServer) -> None:
+    tid = "trc_json_" + live.platform.db.backend
+    span = {
+        "trace_id": tid,
+        "id": f"{tid}-a",
+        "name": "a",
+        "start_time": T0.isoformat(),
+        "input": {"messages": [{"role": "user", "content": "hi"}]},
+        "output": "plain text, { not JSON",
+    }
+    with live.client() as c:
+        assert c.post("/api/traces/ingest", json={"spans": [span]}).status_code == 202
+        flush(live)
+        got = c.get(f"/api/traces/{tid}/spans").json()["spans"][0]
+        r = c.post(
+            "/v1/chat/completions", json={"model": "traced", "messages": [{"role": "user", "content": "as json"}]}
+        )
+        flush(live)
+        gateway = c.get(f"/api/traces/{r.headers['x-podium-trace-id']}/spans").json()["spans"][0]
+    assert got["input"] == {"messages": [{"role": "user", "content": "hi"}]}
+    assert got["output"] == "plain text, { not JSON"
+    assert gateway["input"]["messages"] == [{"role": "user", "content": "as json"}]
+    assert gateway["output"]["choices"][0]["message"]["content"] == "echo: as json"
+
+
+def _openai_error(r: httpx.Response, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+@pytest.mark.parametrize("path", ["/v1/traces", "/v1/logs"])
+def test_otlp_endpoint_errors_are_in_openais_shape(live: LiveServer, path: str) -> None:
+    js = {"content-type": "application/json"}
+    with httpx.Client(base_url=live.url, timeout=30) as anonymous:
+        assert _openai_error(anonymous.post(path, content=b"{}", headers=js), 401)["type"] == "authentication_error"
+    viewer = project_key(live, "default", role="viewer")
+    with live.client(viewer) as c:
+        assert _openai_error(c.post(path, content=b"{}", headers=js), 403)["code"]
+    with live.client() as c:
+        assert _openai_error(c.post(path, content=b"x", headers={"content-type": "text/plain"}), 415)
+        error = _openai_error(c.post(path, content=b"[1", headers=js), 400)
+        assert error["type"] == "invalid_request_error" and "not valid JSON" in error["message"]
+        assert _openai_error(c.post(path, content=b"nope", headers={**js, "content-encoding": "gzip"}), 400)
+        huge = b" " * (live.settings.max_body_bytes + 10)
+        assert "larger than the limit" in _openai_error(c.post(path, content=huge, headers=js), 413)["message"]
+
+
+def test_a_trace_id_of_another_project_over_otlp_is_refused_in_openais_shape(live: LiveServer) -> None:
+    tid = hex_id(0x2108, 32)
+    post_otlp(live, [otlp_span(tid, hex_id(0x81, 16))])
+    other = project_key(live, "intruders-21")
+    with live.client(other) as c:
+        r = c.post(
+            "/v1/traces",
+            content=orjson.dumps(otlp([otlp_span(tid, hex_id(0x82, 16))])),
+            headers={"content-type": "application/json"},
+        )
+    assert "another project" in _openai_error(r, 409)["message"]
+
+
+# --- 5. GenAI latest-convention messages, first token, OTLP logs ---------------------------------------
+
+LATEST_IN = [
+    {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]},
+    {
+        "role": "assistant",
+        "parts": [{"type": "tool_call", "id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}],
+    },
+    {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "rainy, 57°F"}]},
+]
+LATEST_OUT = [
+    {"role": "assistant", "parts": [{"type": "text", "content": "It is rainy in Paris."}], "finish_reason": "stop"}
+]
+INSTRUCTIONS = [{"type": "text", "content": "You are a weather bot."}]
+
+
+def span_page(live: LiveServer, trace_id: str, key: str | None = None) -> dict[str, dict[str, Any]]:
+    flush(live)
+    with live.client(key) as c:
+        r = c.get(f"/api/traces/{trace_id}/spans")
+    assert r.status_code == 200, r.text
+    return {sp["id"]: sp for sp in r.json()["spans"]}
+
+
+def span_html(live: LiveServer, trace_id: str, span_id: str) -> str:
+    with httpx.Client(base_url=live.url, timeout=30) as c:
+        assert sign_in_http(c, live.admin_key).status_code == 303
+        r = c.get(f"/traces/{trace_id}/spans/{span_id}")
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def test_latest_convention_messages_are_chat_messages_on_the_trace_page(live: LiveServer) -> None:
+    tid, sid = hex_id(0x2109, 32), hex_id(0x91, 16)
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.input.messages": orjson.dumps(LATEST_IN).decode(),
+        "gen_ai.output.messages": orjson.dumps(LATEST_OUT).decode(),
+        "gen_ai.system_instructions": orjson.dumps(INSTRUCTIONS).decode(),
+    }
+    post_otlp(live, [otlp_span(tid, sid, attributes=attributes)])
+    span = span_page(live, tid)[sid]
+    assert span["input"] == [{"role": "system", "parts": INSTRUCTIONS}, *LATEST_IN]
+    assert span["output"] == LATEST_OUT
+    assert not any(k.startswith("gen_ai.input") or k.startswith("gen_ai.system_instr") for k in span["attributes"])
+    html = span_html(live, tid, sid)
+    assert '<div class="msg role-system" data-role="system">' in html
+    assert '<div class="msg-text">You are a weather bot.</div>' in html
+    assert '<div class="msg-text">Weather in Paris?</div>' in html
+    assert "get_weather" in html and "rainy, 57°F" in html  # tool parts shown beside their bubbles
+    assert '<div class="msg-text">It is rainy in Paris.</div>' in html
+    assert "&#34;parts&#34;" not in html and '"parts"' not in html  # not raw JSON
+
+
+def test_openinference_first_token_event_gives_the_time_to_first_token(live: LiveServer) -> None:
+    for provider, client, tracer in instrumented_client(live, "openinference"):
+        with tracer.start_as_current_span("streamed") as root:
+            stream = client.chat.completions.create(
+                model="traced", messages=[{"role": "user", "content": "one two three"}], stream=True
+            )
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        assert text == "echo: one two three"
+        tid = format(root.get_span_context().trace_id, "032x")
+        assert provider.force_flush(30)
+    _, spans = stored(live, tid)
+    root_id = format(root.get_span_context().span_id, "016x")
+    client_span = next(sp for sp in spans.values() if sp.parent_id == root_id)
+    assert client_span.kind == "llm" and client_span.ttft_ms is not None
+    assert 0 <= client_span.ttft_ms <= (client_span.end_time - client_span.start_time).total_seconds() * 1000
+    events = client_span.attributes.get("otel.events") or []
+    assert any(e["name"] == "First Token Stream Event" for e in events)
+
+
+def log_provider(live: LiveServer, key: str | None = None) -> Any:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    provider = LoggerProvider()
+    exporter = OTLPLogExporter(
+        endpoint=f"{live.url}/v1/logs",
+        headers={"Authorization": f"Bearer {key or live.admin_key}"},
+        compression=Compression.Gzip,
+    )
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    return provider
+
+
+def test_content_sent_as_otlp_logs_shows_on_its_span(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """opentelemetry-instrumentation-openai-v2 with content captured as events only: its log record (the
+    latest conventions' `gen_ai.client.inference.operation.details`) reaches `/v1/logs` through the SDK's
+    OTLP log exporter (gzip) and gives the client's span its messages. (The older per-message events are
+    sent by hand in the next test: this instrumentation on opentelemetry-util-genai 1.x emits only these.)"""
+    import openai
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    mode = "latest"
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "EVENT_ONLY")
+    tracer_provider = TracerProvider()
+    headers = {"Authorization": f"Bearer {live.admin_key}"}
+    tracer_provider.add_span_processor(
+        SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{live.url}/v1/traces", headers=headers))
+    )
+    logs = log_provider(live)
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider, logger_provider=logs)
+    try:
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key=live.admin_key, max_retries=0)
+        tracer = tracer_provider.get_tracer("app")
+        with tracer.start_as_current_span(f"logs-{mode}") as root:
+            client.chat.completions.create(
+                model="traced",
+                messages=[
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": f"content as logs ({mode})"},
+                ],
+            )
+        assert logs.force_flush(30) and tracer_provider.force_flush(30)
+    finally:
+        instrumentor.uninstrument()
+        logs.shutdown()
+        tracer_provider.shutdown()
+    tid = format(root.get_span_context().trace_id, "032x")
+    spans = span_page(live, tid)
+    (llm,) = [sp for sp in spans.values() if sp["kind"] == "llm"]
+    assert llm["events"], "the log records are attached to the client's span"
+    text = orjson.dumps(llm["input"]).decode()
+    assert f"content as logs ({mode})" in text and "Be brief." in text
+    assert "echo: content as logs" in orjson.dumps(llm["output"]).decode()
+    html = span_html(live, tid, llm["id"])
+    assert f'<div class="msg-text">content as logs ({mode})</div>' in html
+    assert '<div class="msg-text">Be brief.</div>' in html
+
+
+def otlp_logs(records: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceLogs": [{"resource": {}, "scopeLogs": [{"logRecords": records}]}]}
+
+
+def log_record(trace: str, span: str, name: str, body: Any, at: float = 0.5) -> dict[str, Any]:
+    record: dict[str, Any] = {"timeUnixNano": str(T0_NS + int(at * 1e9)), "eventName": name}
+    if trace:
+        record["traceId"] = trace
+    if span:
+        record["spanId"] = span
+    if body is not None:
+        record["body"] = {"kvlistValue": {"values": [attr(k, v) for k, v in body.items()]}}
+    return record
+
+
+def post_logs(live: LiveServer, body: dict[str, Any], key: str | None = None, **headers: str) -> httpx.Response:
+    content = orjson.dumps(body)
+    if headers.get("content-encoding") == "gzip":
+        content = gzip.compress(content)
+    with live.client(key) as c:
+        return c.post("/v1/logs", content=content, headers={"content-type": "application/json", **headers})
+
+
+def test_otlp_logs_json_are_project_scoped_kept_once_and_bounded(live: LiveServer) -> None:
+    tid, sid = hex_id(0x210A, 32), hex_id(0xA1, 16)
+    records = [
+        log_record(tid, sid, "gen_ai.user.message", {"content": "asked in a log"}),
+        log_record(tid, sid, "gen_ai.choice", {"index": 0, "finish_reason": "stop"}, at=0.9),
+        log_record("", "", "app.started", None),  # no span: not kept
+    ]
+    r = post_logs(live, otlp_logs(records), **{"content-encoding": "gzip"})
+    assert r.status_code == 200, r.text
+    assert r.json()["partialSuccess"]["rejectedLogRecords"] == "1"
+    assert "names no trace and span" in r.json()["partialSuccess"]["errorMessage"]
+    assert post_logs(live, otlp_logs(records[:2])).status_code == 200  # re-sent: kept once
+    # another project's records with the same ids never show in this trace
+    other = project_key(live, "intruders-21")
+    sneaky = [log_record(tid, sid, "gen_ai.user.message", {"content": "injected"})]
+    assert post_logs(live, otlp_logs(sneaky), other).status_code == 200
+    post_otlp(live, [otlp_span(tid, sid, attributes={"gen_ai.operation.name": "chat"})])  # the span comes last
+    span = span_page(live, tid)[sid]
+    assert [e["name"] for e in span["events"]] == ["gen_ai.user.message", "gen_ai.choice"]
+    assert span["input"] == [{"role": "user", "content": "asked in a log"}]
+    assert "injected" not in orjson.dumps(span).decode()
+    # bounds: too many records in one request, and a body nested too deep (rejected alone)
+    many = otlp_logs([log_record(tid, sid, "e", None)] * 10_001)
+    assert "at most 10000" in _openai_error(post_logs(live, many), 400)["message"]
+    deep: Any = {"stringValue": "x"}
+    for _ in range(40):
+        deep = {"arrayValue": {"values": [deep]}}
+    record = {**log_record(tid, sid, "gen_ai.user.message", None), "body": deep}
+    r = post_logs(live, otlp_logs([record]))
+    assert r.status_code == 200 and r.json()["partialSuccess"]["rejectedLogRecords"] == "1"

@@ -120,6 +120,11 @@ def _no_nul(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
+def clean_value(value: Any) -> Any:
+    """A JSON value cleaned of NUL characters; `ValueError` past `MAX_DEPTH` levels of nesting."""
+    return _clean(value, 0)
+
+
 def _clean(value: Any, depth: int) -> Any:
     """A JSON value with its strings (keys too) cleaned of NUL; raises past `MAX_DEPTH` levels."""
     if isinstance(value, str):

@@ -88,8 +88,12 @@ def _is_message(value: Any) -> bool:
     return (
         isinstance(value, dict)
         and isinstance(value.get("role"), str)
-        and any(k in value for k in ("content", "tool_calls", "function_call"))
+        and any(k in value for k in ("content", "tool_calls", "function_call", "parts"))
     )
+
+
+# parts of the GenAI conventions' messages whose `content` is text to show as such
+_TEXT_PARTS = ("text", "reasoning")
 
 
 def _message(m: dict[str, Any]) -> Message:
@@ -106,7 +110,14 @@ def _message(m: dict[str, Any]) -> Message:
                 others.append(part)
     elif content is not None:
         others.append(content)
-    rest = {k: v for k, v in m.items() if k not in ("role", "content", "name") and v is not None}
+    parts = m.get("parts")  # OpenTelemetry GenAI: [{"type": "text", "content": "…"}, {"type": "tool_call", …}]
+    if isinstance(parts, list):
+        for part in parts:
+            if isinstance(part, dict) and part.get("type") in _TEXT_PARTS and isinstance(part.get("content"), str):
+                texts.append(part["content"])
+            else:
+                others.append(part)
+    rest = {k: v for k, v in m.items() if k not in ("role", "content", "name", "parts") and v is not None}
     if others:
         rest["content"] = others
     name = m.get("name")
@@ -120,6 +131,8 @@ def chat_messages(value: Any) -> tuple[list[dict[str, Any]], dict[str, Any]] | N
     a response with `choices`) and the payload's other fields; None if it holds none."""
     if isinstance(value, list) and value and all(_is_message(m) for m in value):
         return value, {}
+    if isinstance(value, list) and value and all(isinstance(c, dict) and _is_message(c.get("message")) for c in value):
+        return [c["message"] for c in value], {}  # choices, as GenAI `gen_ai.choice` events give them
     if _is_message(value):
         return [value], {}
     if isinstance(value, dict):

@@ -22,6 +22,8 @@ from podium.core.errors import Conflict, InvalidInput, NotFound
 from podium.core.identity import Actor
 from podium.core.money import usd
 from podium.core.platform import Platform
+from podium.tracing import genai
+from podium.tracing.events import events_of
 from podium.tracing.filters import TraceFilters, conditions, is_admin, start_key
 from podium.tracing.store import Span, Trace
 from podium.tracing.views import (
@@ -366,7 +368,7 @@ def get_spans(
     if offset < 0:
         raise InvalidInput("offset must be at least 0", details={"field": "offset"})
     with platform.db.read_session() as s:
-        _check_visible(s, actor, trace_id)
+        project_id = _visible_trace(s, actor, trace_id).project_id
         order = _tree(s, trace_id)
         if ids is not None:
             wanted = set(ids)
@@ -378,21 +380,26 @@ def get_spans(
         else:
             page = order[offset : offset + limit]
         rows = {r.id: r for r in s.scalars(select(Span).where(Span.id.in_([n.id for n in page])))} if page else {}
+        logged = events_of(s, project_id, trace_id, [n.id for n in page])
     spans = []
     for node in page:
         r = rows[node.id]
+        events = logged.get(node.id, [])
+        # content an instrumentation sent as log records (GenAI events) stands in for a payload never stored
+        from_events = genai.from_events(events) if events else (None, None)
         spans.append(
             SpanFull(
                 **_node_fields(r, node),
                 error=r.error,
-                input=payload_value(r.input),
-                output=payload_value(r.output),
+                input=payload_value(r.input) if r.input is not None else from_events[0],
+                output=payload_value(r.output) if r.output is not None else from_events[1],
                 input_artifact=artifact_ref(r.input),
                 output_artifact=artifact_ref(r.output),
                 attributes=r.attributes or {},
                 prompt_version_id=r.prompt_version_id,
                 model_version_id=r.model_version_id,
                 dataset_version_id=r.dataset_version_id,
+                events=events,
             )
         )
     if ids is not None:

@@ -26,7 +26,7 @@ from podium.core.platform import Platform
 from podium.tracing import payloads, rollup
 from podium.tracing.filters import is_admin, started_before
 from podium.tracing.scores.store import Score
-from podium.tracing.store import Span, Trace, TraceRetention
+from podium.tracing.store import Span, SpanEvent, Trace, TraceRetention
 
 log = logging.getLogger("podium.tracing.retention")
 
@@ -75,6 +75,7 @@ def delete_traces(
                 rollup.subtract(s, db.backend, ids)
                 opts = {"synchronize_session": False}
                 s.execute(delete(Score).where(Score.trace_id.in_(ids)).execution_options(**opts))  # feedback too
+                s.execute(delete(SpanEvent).where(SpanEvent.trace_id.in_(ids)).execution_options(**opts))
                 spans = s.execute(delete(Span).where(Span.trace_id.in_(ids)).execution_options(**opts))
                 traces = s.execute(delete(Trace).where(Trace.id.in_(ids)).execution_options(**opts))
                 total.spans += spans.rowcount  # type: ignore[attr-defined]

@@ -12,13 +12,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, SmallInteger, String, Text, text
+from sqlalchemy import JSON, BigInteger, Index, Integer, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from podium.core.db import Base
 from podium.tracing.kinds import SPAN_KINDS
 
-__all__ = ["SPAN_KINDS", "STATUSES", "Span", "Trace", "TraceLatency", "TraceRetention", "TraceRollup"]
+__all__ = [
+    "SPAN_KINDS",
+    "STATUSES",
+    "Span",
+    "SpanEvent",
+    "Trace",
+    "TraceLatency",
+    "TraceRetention",
+    "TraceRollup",
+]
 
 STATUSES = ("ok", "error")
 
@@ -101,6 +110,25 @@ class Span(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     input: Mapped[Any] = mapped_column(Text, default=None, nullable=True)
     output: Mapped[Any] = mapped_column(Text, default=None, nullable=True)
+
+
+class SpanEvent(Base):
+    """An event of a span sent apart from it, as an OTLP log record (`POST /v1/logs`): GenAI instrumentations
+    send the messages of a call this way. It is found by its trace and span ids, among its project's events
+    only, and may arrive before or after its span. Its id is a digest of what it holds, so a re-sent record
+    is kept once."""
+
+    __tablename__ = "span_events"
+    __table_args__ = (Index("ix_span_events_span", "trace_id", "span_id", "time"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    trace_id: Mapped[str] = mapped_column(String(40))
+    span_id: Mapped[str] = mapped_column(String(40))
+    time: Mapped[datetime] = mapped_column()
+    name: Mapped[str] = mapped_column(String(200), default="")
+    body: Mapped[Any] = mapped_column(JSON, default=None, nullable=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class TraceRetention(Base):

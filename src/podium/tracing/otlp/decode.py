@@ -35,6 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as OtlpStatus
 from pydantic import ValidationError
 
 from podium.core.errors import InvalidInput, PodiumError
+from podium.tracing import genai
 from podium.tracing.ingest import SpanIn
 
 Format = Literal["protobuf", "json"]
@@ -73,15 +74,11 @@ MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model", "llm.model_name",
 INPUT_TOKEN_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 OUTPUT_TOKEN_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
 COST_KEYS = ("podium.cost_usd", "llm.cost.total")
+TTFT_KEYS = ("podium.ttft_ms",)
 SESSION_KEYS = ("session.id", "gen_ai.conversation.id")
 USER_KEYS = ("user.id", "enduser.id")
 # span events that carry GenAI messages (the older event-based conventions)
-MESSAGE_EVENTS = {
-    "gen_ai.system.message": "system",
-    "gen_ai.user.message": "user",
-    "gen_ai.assistant.message": "assistant",
-    "gen_ai.tool.message": "tool",
-}
+MESSAGE_EVENTS = genai.MESSAGE_EVENTS
 _KIND_NAMES = {
     OtlpSpan.SPAN_KIND_SERVER: "server",
     OtlpSpan.SPAN_KIND_CLIENT: "client",
@@ -307,21 +304,24 @@ def map_span(span: OtlpSpan, resource: dict[str, Any], scope: dict[str, Any]) ->
     events = []
     in_messages: list[Any] = []
     out_messages: list[Any] = []
+    ttft_ms: float | None = None
     for event in span.events:
         event_attrs = attributes_dict(event.attributes)
         if input_value is None and event.name in MESSAGE_EVENTS:
             in_messages.append(_event_message(MESSAGE_EVENTS[event.name], event_attrs))
         elif input_value is None and event.name == "gen_ai.content.prompt" and "gen_ai.prompt" in event_attrs:
             in_messages.append(_maybe_json(event_attrs["gen_ai.prompt"]))
-        elif output_value is None and event.name == "gen_ai.choice":
-            choice = dict(event_attrs)
-            choice.pop("gen_ai.system", None)
-            if "message" in choice:
-                choice["message"] = _maybe_json(choice["message"])
-            out_messages.append(choice)
+        elif output_value is None and event.name == genai.CHOICE_EVENT:
+            out_messages.append(genai.choice_message(None, event_attrs))
         elif output_value is None and event.name == "gen_ai.content.completion" and "gen_ai.completion" in event_attrs:
             out_messages.append(_maybe_json(event_attrs["gen_ai.completion"]))
+        elif (input_value is None or output_value is None) and event.name == genai.DETAILS_EVENT:
+            found_in, found_out = genai.from_events([{"name": event.name, "attributes": event_attrs}])
+            input_value = found_in if input_value is None else input_value
+            output_value = found_out if output_value is None else output_value
         else:
+            if event.name in genai.FIRST_TOKEN_EVENTS and ttft_ms is None and event.time_unix_nano:
+                ttft_ms = max(0.0, (event.time_unix_nano - span.start_time_unix_nano) / 1e6)
             entry: dict[str, Any] = {"name": event.name, "time": _time(event.time_unix_nano).isoformat()}
             if event_attrs:
                 entry["attributes"] = event_attrs
@@ -365,7 +365,7 @@ def map_span(span: OtlpSpan, resource: dict[str, Any], scope: dict[str, Any]) ->
         "prompt_tokens": _count(_pop_first(attrs, INPUT_TOKEN_KEYS)),
         "completion_tokens": _count(_pop_first(attrs, OUTPUT_TOKEN_KEYS)),
         "cost_usd": _number(_pop_first(attrs, COST_KEYS)),
-        "ttft_ms": _number(_pop_first(attrs, ("podium.ttft_ms",))),
+        "ttft_ms": _first_number(_number(_pop_first(attrs, TTFT_KEYS)), ttft_ms),
         "prompt_version_id": _pop_str(attrs, "podium.prompt_version_id"),
         "model_version_id": _pop_str(attrs, "podium.model_version_id"),
         "dataset_version_id": _pop_str(attrs, "podium.dataset_version_id"),
@@ -434,14 +434,11 @@ def _number(value: Any) -> float | None:
     return number if number >= 0 else None
 
 
-def _maybe_json(value: Any) -> Any:
-    """A string holding a JSON object or array, parsed; anything else as it is."""
-    if isinstance(value, str) and value[:1] in ("{", "["):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
+_maybe_json = genai.maybe_json
+
+
+def _first_number(*values: float | None) -> float | None:
+    return next((v for v in values if v is not None), None)
 
 
 def _tags(value: Any) -> list[str] | None:
@@ -485,6 +482,9 @@ def _payloads(attrs: dict[str, Any]) -> tuple[Any, Any]:
         if value is None:
             value = _indexed(attrs, legacy) or _indexed(attrs, openinference)
         values.append(value)
+    instructions = attrs.pop(genai.SYSTEM_INSTRUCTIONS, None)
+    if instructions is not None:
+        values[0] = genai.with_instructions(values[0], instructions)
     return values[0], values[1]
 
 

@@ -1,5 +1,6 @@
-"""`POST /v1/traces`: OTLP/HTTP trace ingest (protobuf or JSON, optionally gzipped), answered as an OTLP
-collector answers. Auth is the same API key bearer as `/api`."""
+"""`POST /v1/traces` and `POST /v1/logs`: OTLP/HTTP trace and log ingest (protobuf or JSON, optionally
+gzipped), answered as an OTLP collector answers; errors in the `/v1` (OpenAI) shape. Auth is the same API key
+bearer as `/api`; what is sent belongs to the key's project."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from starlette.responses import Response
 from podium.core.http import current_actor, get_platform
 from podium.core.identity import Actor
 from podium.core.platform import Platform
+from podium.tracing.events import store_events
 from podium.tracing.otlp.decode import decode_request, decompress, encode_response, map_request, request_format
+from podium.tracing.otlp.logs import decode_logs, encode_logs_response, map_logs
 from podium.tracing.routes import submit_spans
 
 router = APIRouter(tags=["tracing"])
@@ -43,4 +46,21 @@ async def otlp_traces(request: Request, actor: ActorDep, platform: PlatformDep) 
     if mapped.spans:
         await submit_spans(request, actor, platform, {"spans": mapped.spans}, "otlp")
     content, media_type = encode_response(fmt, mapped.rejected, mapped.message)
+    return Response(content, media_type=media_type)
+
+
+@router.post("/v1/logs", openapi_extra=_BODY, response_class=Response)
+async def otlp_logs(request: Request, actor: ActorDep, platform: PlatformDep) -> Response:
+    """Accept an OTLP `ExportLogsServiceRequest`: log records naming a trace and span (GenAI events such as
+    `gen_ai.user.message`, `gen_ai.choice`, `gen_ai.client.inference.operation.details`) are kept as events
+    of that span and shown with it; others are counted in `partial_success`."""
+    actor.require("member", "send logs")
+    fmt = request_format(request.headers.get("content-type"))
+    body = await request.body()
+    encoding = request.headers.get("content-encoding")
+    limit = platform.settings.max_body_bytes
+    mapped = await asyncio.to_thread(lambda: map_logs(decode_logs(decompress(body, encoding, limit), fmt)))
+    if mapped.events:
+        await asyncio.to_thread(store_events, platform, actor, mapped.events)
+    content, media_type = encode_logs_response(fmt, mapped.rejected, mapped.message)
     return Response(content, media_type=media_type)
