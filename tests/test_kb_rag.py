@@ -6,6 +6,7 @@ references, a version still building and another project's knowledge base are re
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -108,7 +109,8 @@ def test_a_chat_with_retrieval_cites_its_chunks_and_traces_a_retriever_span(
     (retriever,) = [s for s in stored["spans"] if s["kind"] == "retriever"]
     assert retriever["name"] == f"retrieve {kb}@1" and retriever["attributes"]["hits"] == 2
     assert retriever["attributes"]["version"] == 1 and retriever["dataset_version_id"]
-    assert "zebras in the zoo" in retriever["input"] and '"zoo#0"' in retriever["output"]
+    # span payloads answer as JSON (issue 21): the query and the hits as objects
+    assert "zebras in the zoo" in json.dumps(retriever["input"]) and '"zoo#0"' in json.dumps(retriever["output"])
     assert {s["kind"] for s in stored["spans"]} == {"retriever", "llm"}
 
 
