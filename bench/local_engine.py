@@ -106,7 +106,16 @@ def naive(lm, prompts: list[list[int]], tokens: int) -> dict:
     return {"tok_s": len(prompts) * tokens / elapsed, "ttft_p50": statistics.median(ttft), "elapsed": elapsed}
 
 
-def engine_run(engine: Engine, prompts: list[list[int]], tokens: int) -> dict:
+# Constrained rows: every one of the `--tokens` tokens lies inside the schema (a long string the grammar keeps
+# open), so the run measures the grammar's per-token cost on the engine thread and not an early stop.
+STORY_SCHEMA = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "story": {"type": "string", "minLength": 20000}},
+    "required": ["title", "story"],
+}
+
+
+def engine_run(engine: Engine, prompts: list[list[int]], tokens: int, constrain=None) -> dict:
     """All requests submitted at once to the continuous-batching engine."""
     done = threading.Event()
     remaining = [len(prompts)]
@@ -140,6 +149,7 @@ def engine_run(engine: Engine, prompts: list[list[int]], tokens: int) -> dict:
             eos_ids=[],
             logprobs=None,
             emit=make_emit(i),
+            constraint=constrain() if constrain else None,
         )
         for i, ids in enumerate(prompts)
     ]
@@ -192,6 +202,55 @@ def llama_cpp(python: str, tokens: int, levels: list[int]) -> dict:
     return {int(k): v for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
 
 
+def constrained(folder: Path, sha: str, cache: Path, levels: list[int], args) -> None:
+    """Tokens/s of the int8 engine without and with a JSON-schema constraint, the two taking turns each round."""
+    from podium.models.worker.constrain import Grammars
+    from podium.models.worker.protocol import OutputFormat
+
+    lm = load_causal_lm(folder, fmt="hf", sha256=sha, cache_root=cache, dtype="int8")
+    prompts = [chat_ids(lm.tokenizer, p + " Answer in JSON.") for p in PROMPTS]
+    grammars = Grammars(lm.tokenizer, int(lm.model.config.vocab_size), list(lm.eos_ids))
+    started = time.perf_counter()
+    compiled = grammars.for_format(OutputFormat("json_schema", STORY_SCHEMA))
+    compile_ms = (time.perf_counter() - started) * 1000
+    engine = Engine(lm, max_batch=max(levels))
+    engine.start()
+    engine_run(engine, prompts[:2], 8)
+    engine_run(engine, prompts[:2], 8, lambda: grammars.constraint(compiled))
+    runs: dict[str, dict[int, list[dict]]] = {"free": {n: [] for n in levels}, "schema": {n: [] for n in levels}}
+    for _ in range(args.repeat):
+        for n in levels:
+            runs["free"][n].append(engine_run(engine, prompts[:n], args.tokens))
+            runs["schema"][n].append(
+                engine_run(engine, prompts[:n], args.tokens, lambda: grammars.constraint(compiled))
+            )
+    engine.stop()
+    load = os.getloadavg()
+    lines = [
+        f"### bench/local_engine.py --constrained — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, load average"
+        f" {load[0]:.1f}/{load[1]:.1f}. SmolLM2-135M-Instruct int8 engine, {args.tokens} new tokens per request, all"
+        f" requests at once; each cell the median of {args.repeat} runs, free and constrained runs taking turns."
+        f" Constraint: a JSON schema (xgrammar, compiled once in {compile_ms:.0f} ms) whose long string keeps every"
+        " token inside the grammar.",
+        "",
+        "| streams | free tok/s | with schema tok/s | × free | TTFT p50 free / schema |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for n in levels:
+        free, schema = median_run(runs["free"][n]), median_run(runs["schema"][n])
+        lines.append(
+            f"| {n} | {free['tok_s']:.1f} | {schema['tok_s']:.1f} | ×{schema['tok_s'] / free['tok_s']:.2f} |"
+            f" {free['ttft_p50']:.3f} / {schema['ttft_p50']:.3f} s |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.record:
+        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
+            f.write("\n" + table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--levels", default="1,4,16")
@@ -200,6 +259,11 @@ def main() -> None:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--repeat", type=int, default=3, help="Runs per engine level (median kept).")
     parser.add_argument("--record", action="store_true", help="Append the table to bench/RESULTS.md.")
+    parser.add_argument(
+        "--constrained",
+        action="store_true",
+        help="Only the int8 engine, without and with a JSON-schema constraint (xgrammar), rounds interleaved.",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     torch.set_num_threads(os.cpu_count() or 1)
@@ -210,6 +274,9 @@ def main() -> None:
     sha = hashlib.sha256(gguf.read_bytes()).hexdigest()
     folder = convert_gguf(gguf, DerivedCache(cache), sha)
     rows: dict[str, dict[int, dict]] = {}
+    if args.constrained:
+        constrained(folder, sha, cache, levels, args)
+        return
 
     for dtype in ("int8", "float32"):
         lm = load_causal_lm(folder, fmt="hf", sha256=sha, cache_root=cache, dtype=dtype)

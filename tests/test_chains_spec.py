@@ -133,6 +133,10 @@ def test_every_step_type_parses_and_the_graph_is_ordered_in_waves() -> None:
         ("steps:\n  - {id: 1a, type: transform, expression: '1'}", "field 'id'"),
         ("steps:\n  - {id: a, type: transform, expression: '1', timeout: 9999}", "step 'a' field 'timeout'"),
         ("steps:\n  - {id: a, type: llm, model: m}", "step 'a' needs either 'input' or 'messages'"),
+        (
+            "steps:\n  - {id: a, type: agent, model: m, input: q, tools: [t1], tool_choice: t2}",
+            "step 'a' tool_choice 't2' must be auto, required, none or one of its tools (t1)",
+        ),
         ("steps:\n  - {id: a, type: transform, expression: 'steps.b'}", "reads steps.b, which is not a step"),
         ("steps:\n  - {id: a, type: transform, expression: 'inputs.q'}", "reads inputs.q, which is not a declared"),
         ("steps:\n  - {id: a, type: transform, expression: 'foo + 1'}", "step 'a' expression reads foo"),

@@ -367,3 +367,131 @@ def test_wrong_task_wording(client: openai.OpenAI) -> None:
         client.embeddings.create(model=CHAT, input=[[1, 2, 3]])
     assert caught.value.param == "model" and isinstance(caught.value.body, dict)
     assert caught.value.body["message"] == f"model '{CHAT}' is a chat model; this endpoint needs an embedding model"
+
+
+# --- tools and structured output on the built-in SmolLM2 (constrained decoding in the local engine) ---------
+
+
+def order_status(order_id: str) -> str:
+    """Look an order up by its id (ids look like A-17)."""
+    return f"order {order_id} is in transit"
+
+
+def _langchain(served: ServedPodium, **kw: Any) -> Any:
+    from langchain_openai import ChatOpenAI
+
+    args: dict[str, Any] = {"temperature": 0, "max_tokens": 80, "max_retries": 0}
+    args.update(kw)
+    return ChatOpenAI(model=CHAT, base_url=served.url + "/v1", api_key=served.key, **args)
+
+
+def test_langchain_bind_tools_returns_tool_calls(served: ServedPodium) -> None:
+    from langchain_core.messages import AIMessageChunk
+
+    llm = _langchain(served)
+    for choice in ("order_status", "any"):
+        message = llm.bind_tools([order_status], tool_choice=choice).invoke("Where is my order A-17?")
+        assert message.tool_calls, message
+        call = message.tool_calls[0]
+        assert call["name"] == "order_status" and isinstance(call["args"]["order_id"], str) and call["id"]
+    merged: AIMessageChunk | None = None
+    for chunk in llm.bind_tools([order_status], tool_choice="any", parallel_tool_calls=False).stream("Where is A-17?"):
+        merged = chunk if merged is None else merged + chunk
+    assert merged is not None and [c["name"] for c in merged.tool_calls] == ["order_status"]
+    assert merged.response_metadata.get("finish_reason") == "tool_calls"
+    free = llm.bind_tools([order_status]).invoke("Say hello.")  # auto: text, or calls of the right shape
+    assert free.content or all(c["name"] == "order_status" for c in free.tool_calls)
+
+
+def test_langchain_with_structured_output_returns_parsed_objects(served: ServedPodium) -> None:
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    llm = _langchain(served)
+    for method in ("json_schema", "function_calling"):
+        person = llm.with_structured_output(Person, method=method).invoke("Ann is 31 years old. Who is she?")
+        assert isinstance(person, Person), (method, person)
+
+
+def test_openai_sdk_tools_and_json_schema_on_the_built_in_model(client: openai.OpenAI) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "order_status",
+            "description": "Look an order up",
+            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+        },
+    }
+    r = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "Where is my order A-17?"}],
+        tools=[tool],  # type: ignore[list-item]
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_tokens=60,
+    )
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.function.name == "order_status"  # type: ignore[union-attr]
+    assert isinstance(orjson.loads(call.function.arguments)["order_id"], str)  # type: ignore[union-attr]
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 40}, "country": {"type": "string", "maxLength": 40}},
+        "required": ["city", "country"],
+    }
+    r = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "Name the capital of France and its country."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": True}},
+        temperature=0,
+        max_tokens=60,
+    )
+    place = orjson.loads(r.choices[0].message.content or "")
+    assert set(place) == {"city", "country"} and all(isinstance(v, str) for v in place.values())
+
+
+def test_litellm_and_llama_index_get_tool_calls(served: ServedPodium) -> None:
+    import litellm
+    from llama_index.core.tools import FunctionTool
+    from llama_index.llms.openai_like import OpenAILike
+
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "order_status",
+            "description": "Look an order up",
+            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+        },
+    }
+    r = litellm.completion(
+        model=f"openai/{CHAT}",
+        api_base=served.url + "/v1",
+        api_key=served.key,
+        messages=[{"role": "user", "content": "Where is my order A-17?"}],
+        tools=[tool],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=60,
+    )
+    calls = r.choices[0].message.tool_calls  # type: ignore[union-attr]
+    assert calls and calls[0].function.name == "order_status"
+    llm = OpenAILike(
+        model=CHAT,
+        api_base=served.url + "/v1",
+        api_key=served.key,
+        is_chat_model=True,
+        is_function_calling_model=True,
+        context_window=8192,
+        max_tokens=60,
+        temperature=0,
+    )
+    response = llm.chat_with_tools(
+        [FunctionTool.from_defaults(fn=order_status)], user_msg="Where is my order A-17?", tool_required=True
+    )
+    selections = llm.get_tool_calls_from_response(response, error_on_no_tool_call=True)
+    assert selections[0].tool_name == "order_status" and isinstance(selections[0].tool_kwargs["order_id"], str)

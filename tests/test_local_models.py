@@ -30,12 +30,15 @@ pytestmark = pytest.mark.slow
 CHAT = "smollm2-135m-instruct"
 EMBED = "minilm-l6-v2"
 USER_CACHE = {"PODIUM_MODEL_CACHE_DIR": str(MODEL_CACHE)}  # the per-user model cache every home shares
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "support-chain"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedPodium]:
     # two API worker processes share each model worker
-    s = start_serving(tmp_path_factory.mktemp("served"), env={"PODIUM_WORKERS": "2", **USER_CACHE})
+    # the agent example's tools (examples/support-chain/tools.py) are loaded as the README's tour loads them
+    tools = {"PODIUM_TOOL_MODULES": "tools", "PYTHONPATH": str(EXAMPLE)}
+    s = start_serving(tmp_path_factory.mktemp("served"), env={"PODIUM_WORKERS": "2", **USER_CACHE, **tools})
     yield s
     s.stop()
 
@@ -531,3 +534,65 @@ def test_the_support_chain_example_runs_end_to_end_on_the_built_in_models(served
     assert answer["citations"][0] == "passwords#0"
     assert raw.headers["x-podium-chain-version"] == "support-bot@1"
     assert cli("chains", "ls").count("support-bot") == 1
+
+
+def test_the_order_agent_example_calls_its_tools_on_the_built_in_model(served: ServedPodium) -> None:
+    """examples/support-chain/order-agent.yaml on SmolLM2: the local engine's constrained tool calls drive the
+    agent; a lookup runs its tool, and a refund waits for a person's approval before it runs."""
+    import json
+    import threading
+
+    from .conftest import run_cli
+
+    env = {"PODIUM_URL": served.url, "PODIUM_API_KEY": served.key}
+    pushed = run_cli("chains", "push", "order-agent.yaml", "--label", "prod", env=env, cwd=EXAMPLE, timeout=120)
+    assert pushed.returncode == 0, pushed.stderr
+    headers = {"Authorization": f"Bearer {served.key}"}
+
+    def run(question: str) -> dict[str, object]:
+        r = httpx.post(
+            f"{served.url}/api/chains/order-agent/run",
+            json={"inputs": {"question": question}},
+            headers=headers,
+            timeout=900,
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def tool_spans(trace_id: str) -> list[dict[str, object]]:
+        deadline = time.monotonic() + 30
+        while True:
+            r = httpx.get(f"{served.url}/api/traces/{trace_id}/spans", headers=headers, timeout=30)
+            spans = r.json()["spans"] if r.status_code == 200 else []
+            found = [s for s in spans if s["kind"] == "tool"]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    looked_up = run("Where is my order A-17?")
+    assert looked_up["status"] == "ok", looked_up
+    assert isinstance(looked_up["output"], str)
+    first = tool_spans(str(looked_up["trace_id"]))[0]
+    assert first["name"] == "order_status" and first["status"] == "ok"
+    assert "in transit" in json.dumps(first["output"])
+
+    results: list[dict[str, object]] = []
+    worker = threading.Thread(target=lambda: results.append(run("Please refund 10 dollars of my order B-02.")))
+    worker.start()
+    deadline = time.monotonic() + 600
+    pending: list[dict[str, object]] = []
+    while worker.is_alive() and not pending:
+        assert time.monotonic() < deadline
+        pending = httpx.get(f"{served.url}/api/chain-approvals", headers=headers, timeout=30).json()
+        time.sleep(0.5)
+    # greedy decoding on batch-invariant int8 weights: SmolLM2 picks the refund, which waits for the decision
+    assert pending and pending[0]["tool"] == "refund" and pending[0]["chain"] == "order-agent", results
+    assert set(pending[0]["arguments"]) == {"order_id", "amount"}  # type: ignore[arg-type]
+    decided = httpx.post(
+        f"{served.url}/api/chain-approvals/{pending[0]['id']}/approve", json={"comment": "ok"}, headers=headers
+    )
+    assert decided.status_code == 200, decided.text
+    worker.join(900)
+    assert results and results[0]["status"] == "ok", results
+    names = [s["name"] for s in tool_spans(str(results[0]["trace_id"]))]
+    assert "refund" in names and set(names) <= {"order_status", "refund"}

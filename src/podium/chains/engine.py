@@ -419,6 +419,11 @@ class Run:
             body: dict[str, Any] = {**step.params, "model": step.model, "messages": messages}
             if tools:
                 body["tools"] = [info.definition for info in tools.values()]
+                choice = step.tool_choice if turn == 1 else "auto"
+                if choice in step.tools:
+                    body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+                elif choice != "auto":
+                    body["tool_choice"] = choice
             result = await self._chat(body, parent)
             tokens += result.prompt_tokens + result.completion_tokens
             cost += result.cost_micros

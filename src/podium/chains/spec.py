@@ -189,6 +189,9 @@ class AgentStep(_Step):
     input: Template
     tools: list[str] = Field(default_factory=list, max_length=50)
     max_turns: int = Field(8, ge=1, le=50)
+    # the first model call's tool_choice: auto, required, none, or a tool's name; after the model has called
+    # tools it goes back to auto (as the OpenAI Agents SDK resets it), so a forced call cannot loop
+    tool_choice: str = Field("auto", min_length=1, max_length=200)
     budget: Budget = Field(default_factory=Budget)
     stop: list[str] = Field(default_factory=list, max_length=10)
     params: dict[str, Any] = Field(default_factory=dict, max_length=50)
@@ -530,6 +533,11 @@ def _check_step(step: Step, visible: set[str], declared: set[str], by_id: Mappin
             raise InvalidInput(f"{where}: {exc.message}") from None
         except ValueError as exc:
             raise InvalidInput(f"{where} settings: {exc}") from None
+    if isinstance(step, AgentStep) and step.tool_choice not in ("auto", "required", "none", *step.tools):
+        raise InvalidInput(
+            f"{where} tool_choice {step.tool_choice!r} must be auto, required, none or one of its tools"
+            f" ({', '.join(step.tools) or 'it has none'})"
+        )
     if isinstance(step, LlmStep):
         if (step.input is None) == (step.messages is None):
             raise InvalidInput(f"{where} needs either 'input' or 'messages'")
