@@ -38,13 +38,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
-import lancedb
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from lancedb.expr import lit
-from lancedb.index import FTS, BTree, HnswSq, LabelList
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from podium.core.errors import Conflict, InvalidInput, NotFound, validated
@@ -161,6 +158,8 @@ class Filters(BaseModel):
 
 
 def _quote(value: str) -> str:
+    from lancedb.expr import lit  # lancedb is imported on first use: it adds seconds to every server start
+
     quoted: str = lit(value).to_sql()
     assert quoted.startswith("'") and quoted.endswith("'"), quoted
     return quoted
@@ -235,6 +234,8 @@ def recall_at_k(index: ChunkIndex, queries: FloatArray | Sequence[Sequence[float
 
 
 def _connect(uri: str, storage_options: Mapping[str, str] | None) -> Any:
+    import lancedb  # on first use, not at import: `podium serve` imports this module at start
+
     return lancedb.connect(uri, storage_options=dict(storage_options) if storage_options else None)
 
 
@@ -282,6 +283,8 @@ class ChunkWriter:
         `exact_max_rows` rows), tag the version finished and open it for search."""
         if self._finished:
             raise Conflict(f"knowledge-base index {self.name!r} is already finished")
+        from lancedb.index import FTS, BTree, HnswSq, LabelList
+
         self._flush()
         table = self._table
         table.create_index(
