@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
@@ -181,6 +182,16 @@ class Layer:
         return [self.qkv, self.o, self.gate_up, self.down]
 
 
+def _zeros(shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor of zeros whose memory is zeroed lazily: numpy's zeros come from calloc, so the pages
+    are the kernel's zero pages until first written, where `torch.zeros` writes every byte up front (the
+    KV cache of 16 slots by 256 positions of SmolLM2 is 189 MB: about half a second at every start)."""
+    count = int(np.prod(shape))
+    flat = np.zeros(count + 16, dtype=np.float32)
+    start = (-flat.ctypes.data % 64) // 4  # aligned to 64 bytes, as torch's own allocations are
+    return torch.from_numpy(flat[start : start + count]).view(shape)
+
+
 _REQUIRED = ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size", "rms_norm_eps")
 
 
@@ -318,8 +329,8 @@ class FastLlama:
             cap *= 2
         cap = min(cap, -(-self.max_len // ATTN_BLOCK) * ATTN_BLOCK)
         shape = (self.max_slots, self.kv_heads, cap, self.head_dim)
-        new_k = [torch.zeros(shape) for _ in range(self.n_layers)]
-        new_v = [torch.zeros(shape) for _ in range(self.n_layers)]
+        new_k = [_zeros(shape) for _ in range(self.n_layers)]
+        new_v = [_zeros(shape) for _ in range(self.n_layers)]
         if self.capacity:
             for i in range(self.n_layers):
                 new_k[i][:, :, : self.capacity].copy_(self.k_cache[i])
