@@ -439,6 +439,18 @@ def test_openai_sdk_tools_and_json_schema_on_the_built_in_model(client: openai.O
     (call,) = choice.message.tool_calls or []
     assert call.function.name == "order_status"  # type: ignore[union-attr]
     assert isinstance(orjson.loads(call.function.arguments)["order_id"], str)  # type: ignore[union-attr]
+    # parallel calls allowed and no max_tokens: the small model would repeat its call until 2048 tokens; a
+    # repeated call ends the answer instead
+    r = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "Where is my order A-17?"}],
+        tools=[tool],  # type: ignore[list-item]
+        tool_choice="required",
+        temperature=0,
+    )
+    calls = [(c.function.name, c.function.arguments) for c in r.choices[0].message.tool_calls or []]  # type: ignore[union-attr]
+    assert calls and len(set(calls)) == len(calls) and r.choices[0].finish_reason == "tool_calls"
+    assert r.usage is not None and r.usage.completion_tokens < 500
     schema = {
         "type": "object",
         "properties": {"city": {"type": "string", "maxLength": 40}, "country": {"type": "string", "maxLength": 40}},

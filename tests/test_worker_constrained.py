@@ -25,7 +25,7 @@ from podium.models.worker.app import WorkerState, build_app
 from podium.models.worker.derived import DerivedCache
 from podium.models.worker.engine import Engine
 from podium.models.worker.loader import convert_gguf, load_causal_lm
-from podium.models.worker.toolcalls import CallStream, parse_calls, with_tools_in_prompt
+from podium.models.worker.toolcalls import CallStream, parse_calls, repeated_call, with_tools_in_prompt
 
 from .conftest import free_port
 from .models_fixtures import MODEL_CACHE, smollm_gguf
@@ -132,14 +132,14 @@ def test_json_schema_output_validates_at_every_seed(client: openai.OpenAI) -> No
     validator = jsonschema_rs.validator_for(PERSON)
     fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
     seen = set()
-    for seed in range(6):
+    for seed in range(4):
         r = _chat(client, response_format=fmt, seed=seed, n=2)
         for choice in r.choices:
             assert choice.finish_reason == "stop", choice
             data = json.loads(choice.message.content or "")
             validator.validate(data)
             seen.add(json.dumps(data, sort_keys=True))
-    assert len(seen) > 3  # sampling still varies inside the schema
+    assert len(seen) > 2  # sampling still varies inside the schema
 
 
 def test_unconstrained_noise_is_not_json(client: openai.OpenAI) -> None:
@@ -303,3 +303,14 @@ def test_tools_prompt_joins_the_callers_system_message() -> None:
     out = with_tools_in_prompt([{"role": "system", "content": "Be brief."}, *ASK], [TOOLS[0]["function"]])
     assert out[0]["role"] == "system" and out[0]["content"].startswith("Be brief.\n\nYou can call tools.")
     assert out[1] == ASK[0]
+
+
+def test_a_repeated_call_ends_the_answer_before_it() -> None:
+    one = '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'
+    two = '<tool_call>\n{"name": "f", "arguments": {"a": 2}}\n</tool_call>'
+    assert repeated_call(one) is None
+    assert repeated_call(f"{one}\n{two}") is None
+    text = f"{one}\n{two}\n{one}"
+    cut = repeated_call(text)
+    assert cut is not None and text[:cut].rstrip() == f"{one}\n{two}"
+    assert repeated_call(f"{one}\n{one[:-3]}") is None  # not closed yet

@@ -34,7 +34,13 @@ from podium.models.worker.protocol import (
     parse_tools,
 )
 from podium.models.worker.scoring import PromptScores, score_prompt
-from podium.models.worker.toolcalls import CallStream, parse_calls, template_knows_tools, with_tools_in_prompt
+from podium.models.worker.toolcalls import (
+    CallStream,
+    parse_calls,
+    repeated_call,
+    template_knows_tools,
+    with_tools_in_prompt,
+)
 
 DEFAULT_MAX_TOKENS = 2048
 
@@ -260,9 +266,10 @@ def build_app(state: WorkerState) -> Starlette:
         return entry
 
     async def run_collect(
-        seqs: list[tuple[SeqRequest, _Seq]], params: SamplingParams
+        seqs: list[tuple[SeqRequest, _Seq]], params: SamplingParams, calling: bool = False
     ) -> list[tuple[str, str, list[TokenOut], int]]:
-        """Wait for every sequence; returns (text, finish_reason, tokens, count) per choice."""
+        """Wait for every sequence; returns (text, finish_reason, tokens, count) per choice. With tools on, an
+        answer that repeats one of its calls ends before the repeat (`toolcalls.repeated_call`)."""
 
         async def one(req: SeqRequest, bridge: _Seq) -> tuple[str, str, list[TokenOut], int]:
             stream = TextStream(state.lm.tokenizer, params.stop)
@@ -273,6 +280,12 @@ def build_app(state: WorkerState) -> Starlette:
                 if isinstance(ev, TokenOut):
                     tokens.append(ev)
                     pieces.append(stream.push(ev.token_id))
+                    if calling and ">" in pieces[-1]:
+                        text = "".join(pieces)
+                        cut = repeated_call(text)
+                        if cut is not None:
+                            state.engine.cancel(req)
+                            return text[:cut], "stop", tokens, len(tokens)
                     if stream.stopped:
                         state.engine.cancel(req)
                         return "".join(pieces), "stop", tokens, len(tokens)
@@ -356,7 +369,7 @@ def build_app(state: WorkerState) -> Starlette:
                 chat_stream(seqs, params, prompt, cid, created, model, calling), media_type="text/event-stream"
             )
         try:
-            results = await await_or_disconnect(request, run_collect(seqs, params), seqs)
+            results = await await_or_disconnect(request, run_collect(seqs, params, calling), seqs)
         except RuntimeError as exc:
             return _error(f"generation failed: {exc}", status=500, code="engine_error")
         choices = []
@@ -420,6 +433,8 @@ def build_app(state: WorkerState) -> Starlette:
             streams = [TextStream(state.lm.tokenizer, params.stop) for _ in seqs]
             splitters = [CallStream() if calling else None for _ in seqs]
             called = [0] * len(seqs)
+            made: list[set[tuple[str, str]]] = [set() for _ in seqs]  # calls already sent, to stop at a repeat
+            repeated = [False] * len(seqs)
 
             def deltas(i: int, text: str, lp: dict[str, Any] | None, end: bool = False) -> list[bytes]:
                 """Frames for new text: content, and whole tool calls when tools are on."""
@@ -428,9 +443,17 @@ def build_app(state: WorkerState) -> Starlette:
                     return [frame([{"index": i, "delta": {"content": text}, "finish_reason": None, "logprobs": lp}])]
                 out = []
                 for piece in splitter.push(text) + (splitter.finish() if end else []):
+                    if repeated[i]:
+                        break
                     if isinstance(piece, str):
                         out.append(frame([{"index": i, "delta": {"content": piece}, "finish_reason": None}]))
                     else:
+                        key = (piece["function"]["name"], piece["function"]["arguments"])
+                        if key in made[i]:  # a repeat ends the answer (see toolcalls.repeated_call)
+                            repeated[i] = True
+                            state.engine.cancel(seqs[i][0])
+                            break
+                        made[i].add(key)
                         call = {"index": called[i], **piece}
                         called[i] += 1
                         out.append(frame([{"index": i, "delta": {"tool_calls": [call]}, "finish_reason": None}]))

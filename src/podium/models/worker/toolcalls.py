@@ -86,6 +86,19 @@ def _call(body: str) -> dict[str, Any] | None:
     }
 
 
+def repeated_call(text: str) -> int | None:
+    """If `text` ends with a call identical (name and arguments) to an earlier one of the same answer, where
+    that last call starts: a small model held to the call format may repeat a call until max_tokens, and a
+    call made twice in one answer is never wanted, so the answer ends before the repeat."""
+    if not text.rstrip().endswith(CALL_CLOSE):
+        return None
+    _, calls = parse_calls(text)
+    keys = [(c["function"]["name"], c["function"]["arguments"]) for c in calls]
+    if len(keys) < 2 or keys[-1] not in keys[:-1]:
+        return None
+    return text.rfind(CALL_OPEN)
+
+
 def parse_calls(text: str) -> tuple[str, list[dict[str, Any]]]:
     """(the text outside calls, the OpenAI `tool_calls` in it); a block that is not a call stays text."""
     stream = CallStream()
