@@ -3,7 +3,7 @@ which live outside FastAPI) called by every kind of caller, on SQLite and Postgr
 
 Callers: no key, a revoked key, a viewer, a member and an admin of project A, a member of project B, and a
 server admin. Project A owns a prompt (with an experiment), a remote model, a trace, a score, a dataset, an eval run,
-an online evaluation rule and a knowledge base. For each
+an online evaluation rule, a knowledge base, a chain and a fine-tuning blueprint. For each
 operation, path parameters name A's objects where the path has them. What must hold:
 - no key and a revoked key: 401 on every operation;
 - every refusal has the documented error body (`{"error": {"message", "code"}}`);
@@ -26,8 +26,12 @@ from typing import Any
 import httpx
 import pytest
 
+from podium.models.builtin import ensure_builtin_models
+
 from .conftest import LiveServer, serve_for_module
 from .fakes import FakeServer, serving, start_fake_openai
+from .models_fixtures import MODEL_CACHE
+from .test_finetune_plan import converted_builtin
 
 # operations outside the OpenAPI schema: the OpenAI-compatible surface served before FastAPI
 V1 = [
@@ -54,8 +58,10 @@ def upstream() -> Iterator[FakeServer]:
 
 @pytest.fixture(scope="module")
 def world(backend: str, tmp_path_factory: pytest.TempPathFactory, upstream: FakeServer) -> Iterator[dict[str, Any]]:
-    served = serve_for_module(backend, tmp_path_factory.mktemp(f"authz-{backend}"))
+    served = serve_for_module(backend, tmp_path_factory.mktemp(f"authz-{backend}"), model_cache_dir=str(MODEL_CACHE))
     live = next(served)
+    ensure_builtin_models(live.platform)  # a blueprint's base model (its tokenizer only)
+    converted_builtin(live)
     tag = uuid.uuid4().hex[:6]
     a, b = f"proj-a-{tag}", f"proj-b-{tag}"
     keys: dict[str, str | None] = {"none": None, "server-admin": live.admin_key}
@@ -119,6 +125,10 @@ def world(backend: str, tmp_path_factory: pytest.TempPathFactory, upstream: Fake
         chain_run = c.post(f"/api/chains/{chain}/run", json={})
         assert chain_run.status_code == 200 and chain_run.json()["output"] == "secret-a chain", chain_run.text
         objects |= {"chain": chain, "chain_run": chain_run.json()["id"]}
+        plan = {"base_model": "smollm2-135m-instruct", "train": f"{dataset}@1", "prompt_field": "text"}
+        r = c.post("/api/finetunes/blueprints/plan", json={**plan, "completion_field": "text"})
+        assert r.status_code == 201, r.text
+        objects["blueprint"] = r.json()["blueprint"]["id"]
         while c.get(f"/api/evals/runs/{objects['eval_run']}").json()["status"] in ("queued", "running"):
             time.sleep(0.1)
     objects |= {"model": model, "prompt": prompt, "version_id": version_id, "experiment": exp.json()["id"]}
@@ -162,6 +172,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/kb/{name}": {"name": objects["kb"], "label": "prod"},
         "/api/chain-approvals/{approval_id}": {"approval_id": "cap_nosuch"},
         "/api/chains/{name}": {"name": objects["chain"], "ref": "1", "label": "prod", "run_id": objects["chain_run"]},
+        "/api/finetunes/blueprints/{blueprint_id}": {"blueprint_id": objects["blueprint"]},
     }
     if "{" not in path:
         return path, False
@@ -185,6 +196,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "kb",
         "chain",
         "chain_run",
+        "blueprint",
     )
     names_a = {objects[k] for k in owned}
     return filled, any(v in filled for v in names_a)
@@ -214,6 +226,7 @@ def test_every_operation_answers_each_caller_as_the_tenancy_model_says(world: di
     live, keys, objects = world["live"], world["keys"], world["objects"]
     secrets_a = [objects["prompt"], objects["model"], objects["trace"], objects["experiment"], objects["dataset"]]
     secrets_a += [objects["eval_run"], objects["rule"], objects["kb"], objects["chain"], objects["chain_run"]]
+    secrets_a.append(objects["blueprint"])
     secrets_a.append("secret-a")
     ops = _operations(world["spec"])
     assert len(ops) > 50  # the schema was read

@@ -38,7 +38,7 @@ BASE = "smollm2-135m-instruct"
 PLAN = "/api/finetunes/blueprints/plan"
 
 
-def _ensure_converted(live: LiveServer) -> None:
+def converted_builtin(live: LiveServer) -> None:
     """The built-in GGUF's converted folder in the suite's model cache (made once, as serving it does)."""
     version = models_service.get_version(live.platform, Actor.system(), BASE)
     folder = MODEL_CACHE / CONVERTED / version.sha256
@@ -66,7 +66,7 @@ def live(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Liv
     for srv in _serve(
         tmp_path_factory.mktemp(f"ft-{backend}"), backend, model_cache_dir=str(MODEL_CACHE), upstream_allow_private=True
     ):
-        _ensure_converted(srv)
+        converted_builtin(srv)
         yield srv
 
 
