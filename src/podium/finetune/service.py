@@ -248,7 +248,9 @@ def _tokenizer(folder: str) -> Any:
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)  # nosec B615  # a local folder (no hub download)
 
 
-_tokenizer_lock = threading.Lock()  # tokenizers are not safe to load twice at once into one cache
+# one plan at a time uses the tokenizers: a fast tokenizer's call sets its padding and truncation, and two
+# threads doing that at once fail ("Already borrowed"); loading one twice at once would waste seconds
+_tokenizer_lock = threading.Lock()
 
 
 def _dataset(platform: Platform, actor: Actor, ref: str, field: str) -> data_service.VersionInfo:
@@ -325,7 +327,8 @@ def _measure(
 
     def flush() -> None:
         if batch:
-            ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+            with _tokenizer_lock:
+                ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
             lengths.extend(len(x) for x in ids)
             batch.clear()
 
