@@ -190,6 +190,8 @@ def test_validation_errors_name_their_field(live: LiveServer, team: str) -> None
     refused(plan(live, team, **choices("no-such-dataset")), 404, "data.train")
     refused(plan(live, team, **choices(name, base_model="no-such-model")), 404, "base_model")
     refused(plan(live, team, **choices(name, validation=f"{name}@7")), 404, "data.validation")
+    refused(plan(live, team, **choices(name, base_model="two words")), 400, "base_model")
+    refused(plan(live, team, **choices("a@b@c")), 400, "data.train")
     bad = "base_model: x@1\ndata: {train: y@1, prompt_field: q, completion_field: a}\n"
     refused(plan(live, team, source=bad + "hyperparameters: {epochs: 1}\nlora: {r: 0}\n"), 400, "lora.r")
     refused(plan(live, team, source=bad + "hyperparameters: [1, 2]\n"), 400, "hyperparameters")
@@ -322,3 +324,34 @@ def test_plan_ls_show_and_diff_from_the_command_line(live: LiveServer, team: str
     assert r.returncode == 1 and "hyperparameters.learning_rate" in r.stderr and "Traceback" not in r.stderr
     r = cli(live, team, "show", "ftb_nope")
     assert r.returncode == 1 and "not found" in r.stderr
+
+
+def test_a_messages_column_and_a_validation_set(live: LiveServer, team: str) -> None:
+    chats = [
+        {
+            "messages": [
+                {"role": "system", "content": "You answer in the house style."},
+                {"role": "user", "content": f"Can I return item {i}?"},
+                {"role": "assistant", "content": f"Ticket #{i}: yes, within 30 days.\n-- The Support Team"},
+            ]
+        }
+        for i in range(9)
+    ]
+    body = ("\n".join(json.dumps(c) for c in chats) + "\n").encode()
+    train, held_out = dataset(live, team, body), dataset(live, team, body[: body.index(b"\n") + 1])
+    r = plan(live, team, base_model=BASE, train=train, validation=held_out, messages_field="messages")
+    assert r.status_code == 201, r.text
+    bp = r.json()["blueprint"]
+    assert bp["spec"]["data"]["messages_field"] == "messages" and bp["spec"]["data"]["prompt_field"] is None
+    assert bp["spec"]["data"]["validation"] == f"{held_out}@1"
+    report = bp["report"]
+    assert report["train"]["rows"] == 9 and report["validation"]["rows"] == 1
+    assert report["validation"]["longest"] == report["train"]["longest"] > 20  # the same rendering, one row
+    assert report["estimate"]["steps"] == 6  # ceil(9 / 8) per epoch, three epochs
+    # a text column is not a list of messages, and a messages column is not text
+    refused(plan(live, team, base_model=BASE, train=train, prompt_field="messages", completion_field="messages"),
+            400, "data.prompt_field")  # fmt: skip
+    plain = dataset(live, team, rows(3))
+    refused(plan(live, team, base_model=BASE, train=plain, messages_field="answer"), 400, "data.messages_field")
+    both = {"prompt_field": "question", "completion_field": "answer", "messages_field": "messages"}
+    refused(plan(live, team, base_model=BASE, train=plain, **both), 400, "data")

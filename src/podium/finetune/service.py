@@ -150,8 +150,8 @@ def _base_model(platform: Platform, actor: Actor, ref: str) -> Base:
     transformers folder, or a GGUF file whose converted folder exists (serving it once converts it)."""
     try:
         version = models_service.get_version(platform, actor, ref)
-    except NotFound as exc:
-        raise NotFound(f"base_model: {exc.message}", details={"field": "base_model"}) from None
+    except (NotFound, InvalidInput) as exc:
+        raise type(exc)(f"base_model: {exc.message}", details={"field": "base_model"}) from None
     pinned = f"{version.model}@{version.version}"
     if version.provider != "local" or not version.files:
         raise _refuse_base(pinned, f"it is served by the {version.provider} provider (no weights here)")
@@ -256,8 +256,10 @@ _tokenizer_lock = threading.Lock()
 def _dataset(platform: Platform, actor: Actor, ref: str, field: str) -> data_service.VersionInfo:
     try:
         return data_service.get_version(platform, actor, ref)
-    except NotFound:
+    except NotFound:  # another project's dataset too: the caller's own words only
         raise NotFound(f"{field}: dataset {ref!r} not found", details={"field": field}) from None
+    except InvalidInput as exc:
+        raise InvalidInput(f"{field}: {exc.message}", details={"field": field}) from None
 
 
 def _check_columns(info: data_service.VersionInfo, data: ft_spec.DataSpec, field: str) -> None:
