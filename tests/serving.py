@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import uvicorn
 
 from .conftest import VENV_BIN, free_port
 from .models_fixtures import MODEL_CACHE, TEST_CACHE
@@ -93,3 +98,24 @@ def start_serving(
         time.sleep(0.5)
     served.stop()
     raise AssertionError(f"models not ready in {timeout}s: {served.worker_states()}\n{served.output()}")
+
+
+@contextmanager
+def worker_http(state: Any) -> Iterator[str]:
+    """A model worker's HTTP app (`podium.models.worker.app`) for a loaded `WorkerState`, served by uvicorn on
+    loopback in this process; yields its base URL and stops the server and the state's engine after."""
+    from podium.models.worker.app import build_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(state), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        if state.engine is not None:
+            state.engine.stop()

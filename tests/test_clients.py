@@ -372,6 +372,16 @@ def test_wrong_task_wording(client: openai.OpenAI) -> None:
 # --- tools and structured output on the built-in SmolLM2 (constrained decoding in the local engine) ---------
 
 
+ORDER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "order_status",
+        "description": "Look an order up",
+        "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+    },
+}
+
+
 def order_status(order_id: str) -> str:
     """Look an order up by its id (ids look like A-17)."""
     return f"order {order_id} is in transit"
@@ -417,14 +427,7 @@ def test_langchain_with_structured_output_returns_parsed_objects(served: ServedP
 
 
 def test_openai_sdk_tools_and_json_schema_on_the_built_in_model(client: openai.OpenAI) -> None:
-    tool = {
-        "type": "function",
-        "function": {
-            "name": "order_status",
-            "description": "Look an order up",
-            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
-        },
-    }
+    tool = ORDER_TOOL
     r = client.chat.completions.create(
         model=CHAT,
         messages=[{"role": "user", "content": "Where is my order A-17?"}],
@@ -472,14 +475,7 @@ def test_litellm_and_llama_index_get_tool_calls(served: ServedPodium) -> None:
     from llama_index.core.tools import FunctionTool
     from llama_index.llms.openai_like import OpenAILike
 
-    tool = {
-        "type": "function",
-        "function": {
-            "name": "order_status",
-            "description": "Look an order up",
-            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
-        },
-    }
+    tool = ORDER_TOOL
     r = litellm.completion(
         model=f"openai/{CHAT}",
         api_base=served.url + "/v1",

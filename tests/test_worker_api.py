@@ -3,20 +3,18 @@ validation; served by uvicorn on loopback in this process."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from podium.models.worker.app import WorkerState, build_app
+from podium.models.worker.app import WorkerState
 from podium.models.worker.engine import Engine
 from podium.models.worker.loader import load_causal_lm
 
-from .conftest import free_port
+from .serving import worker_http
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +25,8 @@ def worker(tiny_models: dict[str, Path]) -> Iterator[tuple[str, WorkerState]]:
     state = WorkerState(model_name="tiny", version_id="mdv_test", task="chat", lm=lm, started=time.time())
     state.engine = Engine(lm, max_batch=1, max_queue=1)
     state.engine.start()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(state), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", state
-    server.should_exit = True
-    thread.join(10)
-    state.engine.stop()
+    with worker_http(state) as url:
+        yield url, state
 
 
 def _long(stream: bool = True) -> dict[str, object]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +18,15 @@ import httpx
 import jsonschema_rs
 import openai
 import pytest
-import uvicorn
 
-from podium.models.worker.app import WorkerState, build_app
+from podium.models.worker.app import WorkerState
 from podium.models.worker.derived import DerivedCache
 from podium.models.worker.engine import Engine
 from podium.models.worker.loader import convert_gguf, load_causal_lm
 from podium.models.worker.toolcalls import CallStream, parse_calls, repeated_call, with_tools_in_prompt
 
-from .conftest import free_port
 from .models_fixtures import MODEL_CACHE, smollm_gguf
+from .serving import worker_http
 
 PERSON = {
     "type": "object",
@@ -105,16 +103,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Work
     state = WorkerState(model_name="noise", version_id="mdv_noise", task="chat", lm=lm, started=time.time())
     state.engine = Engine(lm, max_batch=8, max_queue=16)
     state.engine.start()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(state), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", state
-    server.should_exit = True
-    thread.join(10)
-    state.engine.stop()
+    with worker_http(state) as url:
+        yield url, state
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,14 @@ import base64
 import contextlib
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -39,6 +40,7 @@ from podium.tracing import genai
 from podium.tracing.ingest import SpanIn
 
 Format = Literal["protobuf", "json"]
+_M = TypeVar("_M", bound=Message)
 PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
 JSON_TYPES = ("application/json",)
 MAX_REASONS = 3
@@ -141,27 +143,34 @@ def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> byt
     return data
 
 
-def decode_request(body: bytes, fmt: Format) -> ExportTraceServiceRequest:
-    """Parse an OTLP `ExportTraceServiceRequest` or raise `InvalidInput` saying why."""
-    message = ExportTraceServiceRequest()
+def parse_export(body: bytes, fmt: Format, message: _M, root: str, hex_ids: Callable[[dict[str, Any]], None]) -> _M:
+    """Parse an OTLP export request (protobuf or OTLP/JSON, whose `root` is its top-level list) into
+    `message`, or raise `InvalidInput` saying why. `hex_ids` rewrites OTLP/JSON's hex ids for protobuf's
+    JSON mapping."""
+    kind = type(message).__name__
     if fmt == "protobuf":
         try:
             message.ParseFromString(body)
         except (DecodeError, ValueError) as exc:
-            raise InvalidInput(f"the body is not a valid OTLP ExportTraceServiceRequest protobuf: {exc}") from None
+            raise InvalidInput(f"the body is not a valid OTLP {kind} protobuf: {exc}") from None
         return message
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise InvalidInput('the body must be a JSON object with "resourceSpans"', details={"field": "resourceSpans"})
-    _hex_ids_to_base64(data)
+        raise InvalidInput(f'the body must be a JSON object with "{root}"', details={"field": root})
+    hex_ids(data)
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
-        raise InvalidInput(f"the body is not a valid OTLP/JSON ExportTraceServiceRequest: {exc}") from None
+        raise InvalidInput(f"the body is not a valid OTLP/JSON {kind}: {exc}") from None
     return message
+
+
+def decode_request(body: bytes, fmt: Format) -> ExportTraceServiceRequest:
+    """Parse an OTLP `ExportTraceServiceRequest` or raise `InvalidInput` saying why."""
+    return parse_export(body, fmt, ExportTraceServiceRequest(), "resourceSpans", _hex_ids_to_base64)
 
 
 def _hex_ids_to_base64(data: dict[str, Any]) -> None:

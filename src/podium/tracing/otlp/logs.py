@@ -16,13 +16,12 @@ from typing import Any
 
 import orjson
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from podium.core.errors import InvalidInput
 from podium.tracing.events import MAX_EVENTS_PER_REQUEST, EventIn, bounded
-from podium.tracing.otlp.decode import MAX_REASONS, Format, _time, any_value, attributes_dict
+from podium.tracing.otlp.decode import MAX_REASONS, Format, _time, any_value, attributes_dict, parse_export
 
 
 @dataclass
@@ -44,25 +43,7 @@ class MappedLogs:
 
 def decode_logs(body: bytes, fmt: Format) -> ExportLogsServiceRequest:
     """Parse an OTLP `ExportLogsServiceRequest` or raise `InvalidInput` saying why."""
-    message = ExportLogsServiceRequest()
-    if fmt == "protobuf":
-        try:
-            message.ParseFromString(body)
-        except (DecodeError, ValueError) as exc:
-            raise InvalidInput(f"the body is not a valid OTLP ExportLogsServiceRequest protobuf: {exc}") from None
-        return message
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput('the body must be a JSON object with "resourceLogs"', details={"field": "resourceLogs"})
-    _hex_ids_to_base64(data)
-    try:
-        json_format.ParseDict(data, message, ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
-        raise InvalidInput(f"the body is not a valid OTLP/JSON ExportLogsServiceRequest: {exc}") from None
-    return message
+    return parse_export(body, fmt, ExportLogsServiceRequest(), "resourceLogs", _hex_ids_to_base64)
 
 
 def _hex_ids_to_base64(data: dict[str, Any]) -> None:
