@@ -251,6 +251,19 @@ def test_what_cannot_be_honoured_is_refused_naming_the_parameter(
     assert error["message"]
 
 
+@pytest.mark.parametrize(
+    ("patch", "param"),
+    [({"suffix": " the end"}, "suffix"), ({"best_of": 3}, "best_of"), ({"logit_bias": {"5": "up"}}, "logit_bias")],
+)
+def test_text_completions_refuse_what_they_cannot_honour(
+    worker: tuple[str, WorkerState], patch: dict[str, Any], param: str
+) -> None:
+    body = {"model": "noise", "prompt": "Once upon", "max_tokens": 4, **patch}
+    r = httpx.post(worker[0] + "/v1/completions", json=body, timeout=60)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
 def test_history_with_calls_and_results_reaches_a_template_without_tools(worker: tuple[str, WorkerState]) -> None:
     messages = [
         *ASK,

@@ -536,6 +536,7 @@ def build_app(state: WorkerState) -> Starlette:
         job: Job | None = None
         try:
             body = await _body(request)
+            check_supported(body, chat=False)
             echo = body.get("echo")
             if echo is not None and not isinstance(echo, bool):
                 raise RequestError("'echo' must be true or false", "echo")

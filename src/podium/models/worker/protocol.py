@@ -19,6 +19,11 @@ UNSUPPORTED_CHAT = {
     "functions": "the deprecated 'functions' field is not supported; send 'tools' instead",
     "function_call": "the deprecated 'function_call' field is not supported; send 'tool_choice' instead",
     "reasoning_effort": "this model does not reason before answering; remove 'reasoning_effort'",
+    "verbosity": "this model has no verbosity setting; bound the answer with 'max_tokens'",
+}
+# and text-completion fields
+UNSUPPORTED_TEXT = {
+    "suffix": "inserting between a prompt and a suffix is not supported by local models",
 }
 
 
@@ -175,11 +180,20 @@ def _logit_bias(value: Any) -> dict[int, float]:
     return out
 
 
-def check_supported(body: dict[str, Any]) -> None:
-    """Refuse chat fields this engine cannot honour (a 400 naming the field), rather than ignore them."""
-    for name, why in UNSUPPORTED_CHAT.items():
+def check_supported(body: dict[str, Any], *, chat: bool = True) -> None:
+    """Refuse fields this engine cannot honour (a 400 naming the field), rather than ignore them."""
+    for name, why in (UNSUPPORTED_CHAT if chat else UNSUPPORTED_TEXT).items():
         if body.get(name) is not None:
             raise RequestError(f"'{name}': {why}", name, code="unsupported_parameter")
+    if not chat:
+        best_of = body.get("best_of")
+        if best_of is not None and best_of != body.get("n", 1):
+            raise RequestError(
+                "'best_of': local models return every sampled choice; send 'n' instead",
+                "best_of",
+                code="unsupported_parameter",
+            )
+        return
     modalities = body.get("modalities")
     if modalities is not None and modalities != ["text"]:
         raise RequestError(
