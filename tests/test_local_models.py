@@ -364,13 +364,15 @@ def test_a_dead_worker_is_restarted(served: ServedPodium, client: openai.OpenAI)
         state = served.worker_states().get(version_id)
         seen.add(state)
         if state in ("restarting", "loading"):
+            # the call waits for the restarted worker (up to model_load_wait), then answers
             r = httpx.post(
                 served.url + "/v1/chat/completions",
                 json={"model": CHAT, "messages": ask("hi"), "max_tokens": 2},
                 headers={"Authorization": f"Bearer {served.key}"},
+                timeout=180,
             )
             assert r.status_code in (200, 503), r.text
-            if r.status_code == 503:
+            if r.status_code == 503:  # still loading after model_load_wait
                 assert r.headers["retry-after"] == "5"
         now = worker_pid()
         if now is not None and now != pid and state == "ready" and seen & {"restarting", "loading"}:
