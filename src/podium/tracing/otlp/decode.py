@@ -211,6 +211,11 @@ def encode_response(fmt: Format, rejected: int = 0, message: str = "") -> tuple[
     if rejected or message:
         response.partial_success.rejected_spans = rejected
         response.partial_success.error_message = message
+    return serialize(response, fmt)
+
+
+def serialize(response: Message, fmt: Format) -> tuple[bytes, str]:
+    """An OTLP response message in the request's format, and its media type."""
     if fmt == "protobuf":
         return response.SerializeToString(), "application/x-protobuf"
     return orjson.dumps(json_format.MessageToDict(response)), "application/json"
@@ -220,10 +225,9 @@ def encode_response(fmt: Format, rejected: int = 0, message: str = "") -> tuple[
 
 
 @dataclass
-class Mapped:
-    """The spans a request maps to, and what was rejected."""
+class Rejections:
+    """What of a request was rejected: a count, and the reasons for `partial_success`."""
 
-    spans: list[SpanIn] = field(default_factory=list)
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
 
@@ -234,6 +238,13 @@ class Mapped:
         if len(self.reasons) > MAX_REASONS:
             text += f" (and {len(self.reasons) - MAX_REASONS} more)"
         return text
+
+
+@dataclass
+class Mapped(Rejections):
+    """The spans a request maps to, and what was rejected."""
+
+    spans: list[SpanIn] = field(default_factory=list)
 
 
 class _Reject(Exception):

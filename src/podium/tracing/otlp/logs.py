@@ -14,31 +14,19 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from podium.core.errors import InvalidInput
 from podium.tracing.events import MAX_EVENTS_PER_REQUEST, EventIn, bounded
-from podium.tracing.otlp.decode import MAX_REASONS, Format, _time, any_value, attributes_dict, parse_export
+from podium.tracing.otlp.decode import Format, Rejections, _time, any_value, attributes_dict, parse_export, serialize
 
 
 @dataclass
-class MappedLogs:
+class MappedLogs(Rejections):
     """The events a request maps to, and what was rejected."""
 
     events: list[EventIn] = field(default_factory=list)
-    rejected: int = 0
-    reasons: list[str] = field(default_factory=list)
-
-    @property
-    def message(self) -> str:
-        """The partial-success message: the first reasons, and how many more."""
-        text = "; ".join(self.reasons[:MAX_REASONS])
-        if len(self.reasons) > MAX_REASONS:
-            text += f" (and {len(self.reasons) - MAX_REASONS} more)"
-        return text
 
 
 def decode_logs(body: bytes, fmt: Format) -> ExportLogsServiceRequest:
@@ -75,9 +63,7 @@ def encode_logs_response(fmt: Format, rejected: int = 0, message: str = "") -> t
     if rejected or message:
         response.partial_success.rejected_log_records = rejected
         response.partial_success.error_message = message
-    if fmt == "protobuf":
-        return response.SerializeToString(), "application/x-protobuf"
-    return orjson.dumps(json_format.MessageToDict(response)), "application/json"
+    return serialize(response, fmt)
 
 
 def map_logs(request: ExportLogsServiceRequest) -> MappedLogs:
