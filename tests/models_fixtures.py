@@ -40,27 +40,41 @@ def _tokenizer_into(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
 
 
-def build_tiny_llama(folder: Path, seed: int = 0) -> Path:
+def build_tiny_llama(
+    folder: Path,
+    seed: int = 0,
+    *,
+    tokenizer_from: Path | None = None,
+    vocab_size: int = 30522,
+    context: int = 256,
+    eos: int = 102,
+    bos: int = 101,
+) -> Path:
+    """A two-layer Llama with random weights; MiniLM's tokenizer, or the tokenizer files of `tokenizer_from`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=30522,
+        vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
+        max_position_embeddings=context,
         tie_word_embeddings=True,
-        eos_token_id=102,
-        bos_token_id=101,
+        eos_token_id=eos,
+        bos_token_id=bos,
     )
     model = LlamaForCausalLM(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
-    _tokenizer_into(folder)
+    if tokenizer_from is None:
+        _tokenizer_into(folder)
+    else:
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            shutil.copy(tokenizer_from / name, folder / name)
     return folder
 
 

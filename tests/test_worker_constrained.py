@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from podium.models.worker.engine import Engine
 from podium.models.worker.loader import convert_gguf, load_causal_lm
 from podium.models.worker.toolcalls import CallStream, parse_calls, repeated_call, with_tools_in_prompt
 
-from .models_fixtures import MODEL_CACHE, smollm_gguf
+from .models_fixtures import MODEL_CACHE, build_tiny_llama, smollm_gguf
 from .serving import worker_http
 
 PERSON = {
@@ -72,28 +71,9 @@ ASK = [{"role": "user", "content": "Where is my order A-17?"}]
 
 def _noise_model(folder: Path) -> Path:
     """A two-layer Llama with random weights behind SmolLM2's tokenizer and chat template."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     gguf = smollm_gguf()
     converted = convert_gguf(gguf, DerivedCache(MODEL_CACHE), hashlib.sha256(gguf.read_bytes()).hexdigest())
-    torch.manual_seed(7)
-    cfg = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        eos_token_id=2,
-        bos_token_id=1,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(converted / name, folder / name)
-    return folder
+    return build_tiny_llama(folder, 7, tokenizer_from=converted, vocab_size=49152, context=2048, eos=2, bos=1)
 
 
 @pytest.fixture(scope="module")
