@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .conftest import LiveServer, run_cli
+from .conftest import LiveServer, project_key, run_cli
 
 
 def _name(prefix: str = "m") -> str:
@@ -239,3 +239,84 @@ def test_cli_register_pull_alias_show(module_server: LiveServer, tiny_models: di
     missing = run_cli("models", "show", "ghost-model", env=env)
     assert missing.returncode == 1 and missing.stderr.startswith("error: model 'ghost-model' not found")
     assert run_cli("models", "rm", name, env=env).returncode == 0
+
+
+def test_rollback_moves_an_alias_back_and_is_audited(module_server: LiveServer, tiny_models: dict[str, Path]) -> None:
+    name = _name("rb")
+    with module_server.client() as c:
+        c.post("/api/models", json={"name": name, "source": str(tiny_models["llama"])})
+        c.post("/api/models", json={"name": name, "source": str(tiny_models["llama2"])})
+        model_id = c.get(f"/api/models/{name}").json()["id"]
+        # an alias that was never moved has nothing to go back to
+        assert c.put(f"/api/models/{name}/aliases/prod", json={"version": 1}).status_code == 200
+        r = c.post(f"/api/models/{name}/aliases/prod/rollback")
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]["message"]
+        assert "no earlier version" in message and f"podium models alias {name} prod VERSION" in message
+        r = c.post(f"/api/models/{name}/aliases/canary/rollback")
+        assert r.status_code == 404 and "has no alias 'canary'" in r.json()["error"]["message"]
+        assert "its aliases: prod" in r.json()["error"]["message"]
+        # moving onto the same version is no move: rollback skips it
+        assert c.put(f"/api/models/{name}/aliases/prod", json={"version": 2}).status_code == 200
+        assert c.put(f"/api/models/{name}/aliases/prod", json={"version": 2}).status_code == 200
+        r = c.post(f"/api/models/{name}/aliases/prod/rollback")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["model"], body["alias"], body["from_version"], body["to_version"]) == (name, "prod", 2, 1)
+        assert body["version"]["version"] == 1 and "prod" in body["version"]["aliases"]
+        assert c.get(f"/api/models/{name}/versions/prod").json()["version"] == 1
+        history = c.get(f"/api/models/{name}").json()["history"]
+        assert [(h["from_version"], h["to_version"]) for h in history] == [(2, 1), (2, 2), (1, 2), (None, 1)]
+        # a second rollback undoes the first
+        assert c.post(f"/api/models/{name}/aliases/prod/rollback").json()["to_version"] == 2
+        audit = c.get("/api/audit", params={"action": "model.alias.rollback", "object_id": model_id}).json()["items"]
+        assert [a["details"] for a in audit] == [
+            {"alias": "prod", "from_version": 1, "to_version": 2},
+            {"alias": "prod", "from_version": 2, "to_version": 1},
+        ]
+        assert audit[0]["actor"].startswith("admin")
+
+
+def test_rollback_refuses_viewers_and_other_projects(module_server: LiveServer) -> None:
+    team, name = _name("team"), _name("rbp")
+    with module_server.client(project_key(module_server, team, "admin")) as c:
+        for upstream in ("one", "two"):  # a project's own models are remote ones (server paths are admins')
+            body = {
+                "name": name,
+                "provider": "openai",
+                "base_url": "http://10.0.0.5:8000/v1",
+                "upstream_model": upstream,
+            }
+            assert c.post("/api/models/remote", json=body).status_code == 201
+    member = project_key(module_server, team)
+    with module_server.client(member) as c:
+        for version in (1, 2):
+            assert c.put(f"/api/models/{name}/aliases/prod", json={"version": version}).status_code == 200
+    with module_server.client(project_key(module_server, _name("other"))) as other:
+        r = other.post(f"/api/models/{name}/aliases/prod/rollback")
+        assert r.status_code == 404 and team not in r.text
+    with module_server.client(project_key(module_server, team, "viewer")) as viewer:
+        r = viewer.post(f"/api/models/{name}/aliases/prod/rollback")
+        assert r.status_code == 403 and "move model aliases" in r.json()["error"]["message"]
+    with module_server.client(member) as c:
+        assert c.get(f"/api/models/{name}/versions/prod").json()["version"] == 2  # nothing moved
+        assert c.post(f"/api/models/{name}/aliases/prod/rollback").json()["to_version"] == 1
+
+
+def test_cli_rollback(module_server: LiveServer, tiny_models: dict[str, Path]) -> None:
+    env = {"PODIUM_URL": module_server.url, "PODIUM_API_KEY": module_server.admin_key}
+    name = _name("clirb")
+    with module_server.client() as c:
+        c.post("/api/models", json={"name": name, "source": str(tiny_models["llama"])})
+        c.post("/api/models", json={"name": name, "source": str(tiny_models["llama2"])})
+    assert run_cli("models", "alias", name, "production", "1", env=env).returncode == 0
+    assert run_cli("models", "alias", name, "production", "2", env=env).returncode == 0
+    done = run_cli("models", "rollback", f"{name}@production", env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"{name}@production: version 2 → 1" in done.stdout
+    again = run_cli("models", "rollback", f"{name}@production", "--json", env=env)
+    assert json.loads(again.stdout)["to_version"] == 2
+    bad = run_cli("models", "rollback", name, env=env)
+    assert bad.returncode != 0 and "is not NAME@ALIAS" in bad.stderr
+    missing = run_cli("models", "rollback", f"{name}@canary", env=env)
+    assert missing.returncode == 1 and missing.stderr.startswith(f"error: model '{name}' has no alias 'canary'")

@@ -171,6 +171,22 @@ def models_alias(
         console.print(f"{name}@{alias} → version {data['version']}")
 
 
+@models_app.command("rollback")
+def models_rollback(
+    ref: str = typer.Argument(..., help="NAME@ALIAS, e.g. support-bot@production"), as_json: bool = JSON
+) -> None:
+    """Move an alias back to the version it pointed at before its latest move (audited)."""
+    name, at, alias = ref.partition("@")
+    if not name or not at or not alias:
+        raise typer.BadParameter(f"{ref!r} is not NAME@ALIAS (e.g. support-bot@production)", param_hint="REF")
+    with Client() as c:
+        data = c.post(f"/api/models/{name}/aliases/{alias}/rollback")
+    if as_json:
+        print_json(data)
+    else:
+        console.print(f"{name}@{alias}: version {data['from_version']} → {data['to_version']}")
+
+
 @models_app.command("rm")
 def models_rm(name: str, as_json: bool = JSON) -> None:
     """Archive a model (versions are kept for lineage; registering again restores it)."""

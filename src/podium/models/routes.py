@@ -13,7 +13,7 @@ from podium.core.platform import Platform
 from podium.jobs import service as jobs
 from podium.jobs.service import JobInfo
 from podium.models import service
-from podium.models.service import ModelDetail, ModelInfo, VersionInfo
+from podium.models.service import AliasRollback, ModelDetail, ModelInfo, VersionInfo
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 ActorDep = Annotated[Actor, Depends(current_actor)]
@@ -127,6 +127,12 @@ def get_version(name: str, version: str, actor: ActorDep, platform: PlatformDep)
 def set_alias(name: str, alias: str, body: AliasBody, actor: ActorDep, platform: PlatformDep) -> VersionInfo:
     """Point an alias at a version (atomic; the move is recorded)."""
     return service.set_alias(platform, actor, name, alias, body.version)
+
+
+@router.post("/{name}/aliases/{alias}/rollback")
+def rollback_alias(name: str, alias: str, actor: ActorDep, platform: PlatformDep) -> AliasRollback:
+    """Move an alias back to the version it pointed at before its latest move (atomic, recorded, audited)."""
+    return service.rollback_alias(platform, actor, name, alias)
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)

@@ -64,6 +64,15 @@ class ModelHandle:
         result: dict[str, Any] = self._client.get(f"/api/models/{name}/versions/{tag or 'latest'}")
         return result
 
+    def rollback(self) -> dict[str, Any]:
+        """Move this handle's alias (`name@alias`) back to the version it pointed at before its latest move;
+        returns `{"model", "alias", "from_version", "to_version", "version"}`."""
+        name, _, alias = self.ref.partition("@")
+        if not alias:
+            raise PodiumError(f"rollback needs NAME@ALIAS; {self.ref!r} names no alias")
+        result: dict[str, Any] = self._client.post(f"/api/models/{name}/aliases/{alias}/rollback")
+        return result
+
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._v1("POST", path, body)
         return result
@@ -151,6 +160,12 @@ def _v1_error(response: httpx.Response) -> PodiumError:
 def get(ref: str, *, url: str | None = None, api_key: str | None = None) -> ModelHandle:
     """A handle on a model reference, on the configured (or given) server."""
     return ModelHandle(ref, Client(url, api_key))
+
+
+def rollback(ref: str, *, url: str | None = None, api_key: str | None = None) -> dict[str, Any]:
+    """Move the alias `ref` (`name@alias`) back to the version it pointed at before its latest move."""
+    with Client(url, api_key) as client:
+        return ModelHandle(ref, client).rollback()
 
 
 def list_models(*, url: str | None = None, api_key: str | None = None) -> list[dict[str, Any]]:

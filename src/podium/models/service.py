@@ -99,6 +99,16 @@ class AliasMoveInfo(BaseModel):
     at: datetime
 
 
+class AliasRollback(BaseModel):
+    """An alias moved back: from which version to which, and the version it points at now."""
+
+    model: str
+    alias: str
+    from_version: int
+    to_version: int
+    version: VersionInfo
+
+
 class ModelDetail(ModelInfo):
     """A model with all its versions and its alias history."""
 
@@ -569,6 +579,48 @@ def set_alias(platform: Platform, actor: Actor, name: str, alias: str, version: 
         details = {"alias": alias, "version": moved.version.version}
         record_audit(s, actor, "model.alias.set", "model", m.id, details=details)
         return _version_info(s, m, moved.version)
+
+    return MODELS.write(
+        platform.db, once, conflict=f"alias {alias!r} of {name!r} is being moved concurrently; try again"
+    )
+
+
+def rollback_alias(platform: Platform, actor: Actor, name: str, alias: str) -> AliasRollback:
+    """Move `alias` back to the version it pointed at before its latest move, atomically, recording the move
+    in its history and the audit log. A second rollback undoes the first (like `cd -`)."""
+    actor.require("member", "move model aliases")
+    MODELS.check_label(alias)
+
+    def once(s: Session) -> AliasRollback:
+        m = _writable(s, actor, name, "move the aliases")
+        current_id, current = MODELS.labels(s, m).get(alias), MODELS.label_numbers(s, m).get(alias)
+        if current_id is None or current is None:
+            known = ", ".join(MODELS.labels(s, m)) or "none"
+            raise NotFound(
+                f"model {name!r} has no alias {alias!r} to roll back (its aliases: {known}); point it at a version"
+                f" with `podium models alias {name} {alias} VERSION`",
+                details={"model": name, "alias": alias},
+            )
+        # the latest move that changed the version (moving an alias onto its own version changes nothing)
+        last = next((mv for mv in MODELS.history(s, m) if mv.label == alias and mv.from_version != mv.to_version), None)
+        if last is None or last.from_version is None:
+            raise InvalidInput(
+                f"alias {alias!r} of {name!r} has no earlier version to roll back to (it has pointed at version"
+                f" {current} since it was made); move it with `podium models alias {name} {alias} VERSION`",
+                details={"model": name, "alias": alias, "version": current},
+            )
+        moved = MODELS.set_label(s, m, alias, last.from_version, actor.label)
+        if moved.previous_id != current_id:  # a move landed between the reads and the lock: undo, try again
+            raise Conflict(f"alias {alias!r} of {name!r} is being moved concurrently; try again")
+        details = {"alias": alias, "from_version": current, "to_version": last.from_version}
+        record_audit(s, actor, "model.alias.rollback", "model", m.id, details=details)
+        return AliasRollback(
+            model=name,
+            alias=alias,
+            from_version=current,
+            to_version=last.from_version,
+            version=_version_info(s, m, moved.version),
+        )
 
     return MODELS.write(
         platform.db, once, conflict=f"alias {alias!r} of {name!r} is being moved concurrently; try again"
