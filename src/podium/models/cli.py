@@ -187,6 +187,58 @@ def models_rollback(
         console.print(f"{name}@{alias}: version {data['from_version']} → {data['to_version']}")
 
 
+@models_app.command("batch")
+def models_batch(
+    model: str = typer.Argument(..., help="A model reference or any name the gateway serves (a route)."),
+    dataset: str = typer.Argument(..., help="The input dataset version: name@version or name@label."),
+    input_column: str | None = typer.Option(None, "--input-column", "-i", help="A text column: each row's prompt."),
+    messages_column: str | None = typer.Option(None, "--messages-column", help="A column of chat messages."),
+    system: str | None = typer.Option(None, "--system", help="A system message put before every row's."),
+    output_dataset: str | None = typer.Option(None, "--output-dataset", "-o", help="Default: the input dataset."),
+    output_column: str = typer.Option("output", "--output-column", help="The answers' column (and its prefix)."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens"),
+    temperature: float | None = typer.Option(None, "--temperature", help="Default 0."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", help="Calls at once, 1 to 64."),
+    limit: int | None = typer.Option(None, "--limit", help="Answer only the first N rows."),
+    message: str = typer.Option("", "--message", "-m", help="The new version's message."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the job to its end."),
+    as_json: bool = JSON,
+) -> None:
+    """Run a model over a dataset version as a job, writing its answers as a new dataset version."""
+    params = {k: v for k, v in {"max_tokens": max_tokens, "temperature": temperature}.items() if v is not None}
+    body = {
+        "model": model,
+        "dataset": dataset,
+        "input_column": input_column,
+        "messages_column": messages_column,
+        "system": system,
+        "output_dataset": output_dataset,
+        "output_column": output_column,
+        "params": params,
+        "concurrency": concurrency,
+        "limit": limit,
+        "message": message,
+    }
+    with Client() as c:
+        job = c.post("/api/models/batch", body)
+        if wait:
+            job = follow(c, job["id"], quiet=as_json)
+    if as_json:
+        print_json(job)
+    elif not wait:
+        console.print(f"Queued batch job {job['id']} (follow it with `podium jobs show {job['id']}`)")
+    elif job["status"] == "succeeded":
+        r = job["result"]
+        console.print(
+            f"Wrote {r['ref']}: {r['rows']} rows, {r['failed']} failed, {r['completion_tokens']} tokens generated"
+            f" ({r['model']} over {r['source']})"
+        )
+    if wait and job["status"] != "succeeded":
+        if not as_json:
+            console.print(f"[red]batch {job['status']}[/red]: {job.get('error') or job['message']}")
+        raise typer.Exit(1)
+
+
 @models_app.command("rm")
 def models_rm(name: str, as_json: bool = JSON) -> None:
     """Archive a model (versions are kept for lineage; registering again restores it)."""

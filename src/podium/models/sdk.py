@@ -9,6 +9,7 @@ arguments override it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,46 @@ class ModelHandle:
             raise PodiumError(f"rollback needs NAME@ALIAS; {self.ref!r} names no alias")
         result: dict[str, Any] = self._client.post(f"/api/models/{name}/aliases/{alias}/rollback")
         return result
+
+    def batch(
+        self,
+        dataset: str,
+        *,
+        input_column: str | None = None,
+        messages_column: str | None = None,
+        system: str | None = None,
+        output_dataset: str | None = None,
+        output_column: str = "output",
+        params: dict[str, Any] | None = None,
+        concurrency: int = 8,
+        limit: int | None = None,
+        message: str = "",
+        wait: bool = True,
+        timeout: float = 3600.0,
+    ) -> dict[str, Any]:
+        """Run this model over a dataset version (`name@version`) as a job writing its answers as a new dataset
+        version; returns the job (with `wait`, once it ended: its `result` names the version written)."""
+        body = {
+            "model": self.ref,
+            "dataset": dataset,
+            "input_column": input_column,
+            "messages_column": messages_column,
+            "system": system,
+            "output_dataset": output_dataset,
+            "output_column": output_column,
+            "params": params or {},
+            "concurrency": concurrency,
+            "limit": limit,
+            "message": message,
+        }
+        job: dict[str, Any] = self._client.post("/api/models/batch", body)
+        deadline = time.monotonic() + timeout
+        while wait and job["status"] not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = self._client.get(f"/api/jobs/{job['id']}", log_tail=0)
+        if wait and job["status"] in ("failed", "cancelled"):
+            raise PodiumError(f"batch job {job['id']} {job['status']}: {job.get('error') or job['message']}")
+        return job
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._v1("POST", path, body)
