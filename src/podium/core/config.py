@@ -105,6 +105,18 @@ class Settings(BaseSettings):
     )
     local_max_batch: int = Field(16, ge=1, le=256, description="Sequences a local model decodes together.")
     local_max_queue: int = Field(64, ge=0, le=100_000, description="Requests waiting per local model before 429.")
+    serve_on_demand: bool = Field(
+        True,
+        description="A call to a local model version no worker serves starts one for it (waited for like a"
+        " loading model), so an alias moved to a new version is served without a restart.",
+    )
+    max_model_workers: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Model worker processes `podium serve` runs at most, serve_models ones included; at the limit,"
+        " a model started on demand stops the least recently requested on-demand one (never a serve_models one).",
+    )
     worker_threads: int = Field(0, ge=0, le=256, description="Torch threads per model worker; 0: all cores.")
     model_load_wait: float = Field(
         60.0,

@@ -23,7 +23,14 @@ from podium.models.providers import registry
 from podium.models.providers.base import Provider
 from podium.models.providers.registry import Connection
 from podium.models.service import ResolvedModel
-from podium.models.supervisor import socket_path, worker_state
+from podium.models.supervisor import (
+    mark_used,
+    on_demand_available,
+    request_worker,
+    socket_path,
+    wanted_path,
+    worker_state,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class ModelDirectory:
         self._names_at = 0.0  # when `names` was read (monotonic)
         self._names_started = 0.0  # when the latest read of `names` began (monotonic)
         self._names_lock: asyncio.Lock | None = None
+        self._marked: dict[str, float] = {}  # version id -> when this process last marked it used (monotonic)
 
     def visible_names(self, principal: Principal | None) -> list[str]:
         """The registered model names a caller may use (its project's and the global ones), sorted."""
@@ -171,9 +179,15 @@ class ModelDirectory:
     async def wait_ready(self, target: Target, timeout: float | None = None) -> GatewayError | None:
         """Like `unavailable`, but a local model that is loading or restarting is waited for (its worker's
         state file read every 50-250 ms) up to `timeout` (the `model_load_wait` setting) instead of refused
-        at once: a call that arrives while the server starts is answered as soon as its model is ready."""
+        at once: a call that arrives while the server starts is answered as soon as its model is ready. A
+        version no worker serves (one an alias just moved to) is started on demand and waited for the same
+        way, when `podium serve` runs with `serve_on_demand`; the caller was checked to see the model."""
         problem = self.unavailable(target)
-        if problem is None or problem.code not in WAITED_FOR:
+        if problem is None:
+            self._mark_used(target)
+            return None
+        asked = problem.code in STARTABLE and self._ask(target)
+        if not asked and problem.code not in WAITED_FOR:
             return problem
         limit = self.platform.settings.model_load_wait if timeout is None else timeout
         loop = asyncio.get_running_loop()
@@ -183,9 +197,43 @@ class ModelDirectory:
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 1.5, 0.25)
             problem = self.unavailable(target)
-            if problem is None or problem.code not in WAITED_FOR:
+            if problem is None:
+                self._mark_used(target)
+                return None
+            if problem.code in WAITED_FOR:
+                continue
+            if not (asked and problem.code in STARTABLE):
                 return problem
+            if wanted_path(self.platform.settings, target.resolved.version.id).exists():
+                continue  # the supervisor has not taken the request yet (or waits for room)
+            if problem.code != "model_not_loaded":
+                return problem  # refused: says what to change
+            self._ask(target)  # stopped while waited for (to make room for another): ask again
+        if asked and problem.code in STARTABLE:
+            return GatewayError(
+                503,
+                f"model {target.resolved.ref} is starting on demand; retry in a few seconds",
+                code="model_loading",
+                headers={"Retry-After": "5"},
+            )
         return problem
+
+    def _ask(self, target: Target) -> bool:
+        """Ask the running `podium serve` for a worker of this version; False if it starts none on demand."""
+        settings = self.platform.settings
+        if not on_demand_available(settings):
+            return False
+        r = target.resolved
+        return request_worker(settings, r.version.id, r.ref, r.model.task)
+
+    def _mark_used(self, target: Target) -> None:
+        """Tell the supervisor this version is in use (at most every `USED_EVERY` seconds per process), so an
+        on-demand worker that makes room for another is the least recently used one."""
+        vid = target.resolved.version.id
+        now = time.monotonic()
+        if now - self._marked.get(vid, -USED_EVERY) >= USED_EVERY:
+            self._marked[vid] = now
+            mark_used(self.platform.settings, vid)
 
     def unavailable(self, target: Target) -> GatewayError | None:
         """For local models: why the worker cannot answer (loading, failed, not served), if it cannot."""
@@ -210,10 +258,12 @@ class ModelDirectory:
             )
         if state == "failed":
             return GatewayError(503, f"model {name} failed to load: {detail}", code="model_failed")
+        if state == "refused":
+            return GatewayError(503, f"model {name} cannot be started on demand: {detail}", code="model_workers_full")
         return GatewayError(
             503,
             f"model {name} is registered but not loaded by this server; add it to serve_models"
-            " (PODIUM_SERVE_MODELS) and restart",
+            " (PODIUM_SERVE_MODELS) and restart" + ("" if settings.serve_on_demand else ", or turn serve_on_demand on"),
             code="model_not_loaded",
         )
 
@@ -225,6 +275,8 @@ class ModelDirectory:
 
 KNOWN_LISTED = 30  # model names a 404 lists
 WAITED_FOR = frozenset({"model_loading", "model_restarting"})  # states a call waits out (`wait_ready`)
+STARTABLE = frozenset({"model_not_loaded", "model_workers_full"})  # a call asks for a worker (`wait_ready`)
+USED_EVERY = 5.0  # seconds between a process's marks that a model version is in use
 NAMES_FRESH = 0.5  # seconds a re-read of the model names stays good for unknown names
 
 

@@ -1,4 +1,5 @@
-"""`podium serve`: prepare the home and database, start the model workers, then run uvicorn."""
+"""`podium serve`: prepare the home and database, start the model workers (those of `serve_models`; the
+supervisor starts others on demand), then run uvicorn."""
 
 from __future__ import annotations
 
@@ -185,6 +186,11 @@ def run(settings: Settings) -> None:
     from podium.models.supervisor import ModelSupervisor
 
     specs = model_workers(settings)
+    if len(specs) >= settings.max_model_workers and settings.serve_on_demand:
+        log.warning(
+            "serve_models fills max_model_workers (%d): no model can be started on demand; raise max_model_workers",
+            settings.max_model_workers,
+        )
     supervisor = ModelSupervisor(settings, specs)
     supervisor.start()
     if specs:

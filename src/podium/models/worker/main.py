@@ -43,6 +43,10 @@ def write_state(path: Path, state: str, detail: str = "") -> None:
     os.replace(tmp, path)
 
 
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Load the model and serve it until SIGTERM."""
     parser = argparse.ArgumentParser(prog="podium-model-worker")
@@ -91,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s ready on %s", state.model_name, socket_path)
 
     server.startup = startup  # type: ignore[method-assign]
+    # uvicorn drains on SIGTERM, then raises the signal again with the handler it found: the default one
+    # would end the process before the `finally` below records `stopped` and removes the socket
+    signal.signal(signal.SIGTERM, _exit_quietly)
     try:
         server.run()
     finally:
