@@ -269,31 +269,45 @@ def start(platform: Platform, actor: Actor, specs: list[RunSpec]) -> list[RunInf
                 get_run(platform, actor, t.baseline)
     made = []
     for spec, plan, version in planned:
-        run_id = new_id("evr")
-        rows = len(plan.rows)
-        with platform.db.session() as s:
-            s.add(
-                EvalRun(
-                    id=run_id,
-                    project_id=plan.project_id,
-                    name=spec.name,
-                    kind="bias" if spec.bias is not None else "eval",
-                    dataset=spec.dataset,
-                    dataset_version_id=version.id,
-                    target=spec.target.model_dump(exclude_none=True),
-                    target_label=spec.target.describe(),
-                    evaluators=spec.evaluators,
-                    config=spec.model_dump(mode="json", exclude={"outputs", "target", "evaluators", "dataset", "name"}),
-                    suite=spec.model_dump(mode="json", exclude={"outputs"}),
-                    row_count=rows,
-                    created_by=actor.label,
-                )
-            )
+        run_id = _insert_run(platform, actor, spec, plan, version)
         job = submit_job(platform, actor, run_id, spec)
         with platform.db.session() as s:
             s.execute(update(EvalRun).where(EvalRun.id == run_id).values(job_id=job.id))
         made.append(get_run(platform, actor, run_id))
     return made
+
+
+def _insert_run(platform: Platform, actor: Actor, spec: RunSpec, plan: Plan, version: data.VersionInfo) -> str:
+    run_id = new_id("evr")
+    with platform.db.session() as s:
+        s.add(
+            EvalRun(
+                id=run_id,
+                project_id=plan.project_id,
+                name=spec.name,
+                kind="bias" if spec.bias is not None else "eval",
+                dataset=spec.dataset,
+                dataset_version_id=version.id,
+                target=spec.target.model_dump(exclude_none=True),
+                target_label=spec.target.describe(),
+                evaluators=spec.evaluators,
+                config=spec.model_dump(mode="json", exclude={"outputs", "target", "evaluators", "dataset", "name"}),
+                suite=spec.model_dump(mode="json", exclude={"outputs"}),
+                row_count=len(plan.rows),
+                created_by=actor.label,
+            )
+        )
+    return run_id
+
+
+def run_here(platform: Platform, actor: Actor, spec: RunSpec, report: Callable[[float, str], None]) -> RunInfo:
+    """Check, record and run one eval on the calling thread (for another domain's job that needs the result
+    before it goes on, e.g. a fine-tune's evaluate stage), instead of queueing a job of its own."""
+    if actor.principal is None:
+        raise InvalidInput("eval runs call models as their caller: use an API key or a dashboard session")
+    plan, version = plan_run(platform, actor, spec)
+    run_id = _insert_run(platform, actor, spec, plan, version)
+    return execute(platform, actor, run_id, spec, report)
 
 
 # --- running (on a job thread) --------------------------------------------------------------------

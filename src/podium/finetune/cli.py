@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from podium.core.client import Client
 from podium.core.console import console, fail, print_json, print_record, print_table
 
 finetune_app = typer.Typer(
-    help="Fine-tuning: blueprints (the pipeline that runs them is coming).", no_args_is_help=True
+    help="Fine-tuning: blueprints and the runs that train, evaluate, gate and deploy them.", no_args_is_help=True
 )
 JSON = typer.Option(False, "--json", help="Print JSON.")
 MAX_FILE = 64 * 1024
@@ -84,23 +85,91 @@ def finetune_plan(
 
 
 @finetune_app.command("ls")
-def finetune_ls(as_json: bool = JSON) -> None:
-    """List the blueprints you see, newest first."""
+def finetune_ls(
+    runs: bool = typer.Option(False, "--runs", help="List runs instead of blueprints."), as_json: bool = JSON
+) -> None:
+    """List the blueprints (or runs) you see, newest first."""
     with Client() as c:
-        rows = c.get("/api/finetunes/blueprints")
+        rows = c.get("/api/finetunes/runs" if runs else "/api/finetunes/blueprints")
     if as_json:
         print_json(rows)
+        return
+    if runs:
+        print_table(rows, ["id", "blueprint_id", "status", "stage", "progress", "backend", "created_at"])
         return
     print_table(rows, ["id", "base_model", "train", "method", "estimated_seconds", "created_by", "created_at"])
 
 
+def _print_run(run: dict[str, Any]) -> None:
+    print_record(run, ["id", "blueprint_id", "backend", "status", "stage", "progress", "message", "error"])
+    for name, stage in (run.get("stages") or {}).items():
+        outputs = stage.get("outputs") or {}
+        said = ", ".join(f"{k}={v}" for k, v in outputs.items() if not isinstance(v, dict | list))
+        console.print(f"  {name:<9} {stage.get('status', ''):<9} {stage.get('error') or said}"[:400], markup=False)
+
+
+@finetune_app.command("run")
+def finetune_run(
+    blueprint_id: str = typer.Argument(..., help="The blueprint's id (ftb_…)."),
+    backend: str | None = typer.Option(None, "--backend", help="local or ray (default: the blueprint's)."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the run until it ends; exit 1 if it fails."),
+    as_json: bool = JSON,
+) -> None:
+    """Run a blueprint: prepare, train, evaluate against the base, gate, register, deploy."""
+    body: dict[str, Any] = {"blueprint": blueprint_id}
+    if backend:
+        body["backend"] = backend
+    with Client(timeout=60) as c:
+        run = c.post("/api/finetunes/runs", body)
+        if wait:
+            seen = ""
+            while run["status"] not in ("succeeded", "failed", "cancelled"):
+                time.sleep(2)
+                run = c.get(f"/api/finetunes/runs/{run['id']}")
+                if run["message"] != seen and not as_json:
+                    seen = run["message"]
+                    console.print(f"{run['progress']:5.0%}  {seen}", markup=False)
+    if as_json:
+        print_json(run)
+    elif wait:
+        _print_run(run)
+    else:
+        console.print(f"Started {run['id']} (follow it with: podium finetune show {run['id']})", markup=False)
+    if wait and run["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@finetune_app.command("cancel")
+def finetune_cancel(run_id: str = typer.Argument(..., help="The run's id (ftrun_…).")) -> None:
+    """Stop a run (its checkpoints stay; nothing is registered)."""
+    with Client() as c:
+        run = c.post(f"/api/finetunes/runs/{run_id}/cancel", {})
+    console.print(f"{run['id']}: {run['status']}", markup=False)
+
+
+@finetune_app.command("promote")
+def finetune_promote(run_id: str = typer.Argument(..., help="A deployed run's id (ftrun_…).")) -> None:
+    """Give a deployed run's tuned version all the traffic (its model's `stable` alias moves to it)."""
+    with Client() as c:
+        p = c.post(f"/api/finetunes/runs/{run_id}/promote", {})
+    where = f"; route {p['route']} now sends everything to it" if p["route"] else ""
+    console.print(f"{p['model']}@stable is version {p['version']}{where}", markup=False)
+
+
 @finetune_app.command("show")
 def finetune_show(
-    blueprint_id: str = typer.Argument(..., help="The blueprint's id (ftb_…)."), as_json: bool = JSON
+    item_id: str = typer.Argument(..., help="A blueprint's id (ftb_…) or a run's (ftrun_…)."), as_json: bool = JSON
 ) -> None:
-    """A blueprint's YAML and what planning measured."""
+    """A blueprint's YAML and what planning measured, or a run's stages."""
     with Client() as c:
-        bp = c.get(f"/api/finetunes/blueprints/{blueprint_id}")
+        if item_id.startswith("ftrun_"):
+            run = c.get(f"/api/finetunes/runs/{item_id}")
+            if as_json:
+                print_json(run)
+            else:
+                _print_run(run)
+            return
+        bp = c.get(f"/api/finetunes/blueprints/{item_id}")
     if as_json:
         print_json(bp)
         return

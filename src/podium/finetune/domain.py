@@ -1,5 +1,6 @@
-"""The fine-tuning domain: blueprints planned against their data and stored content-hashed, served through
-`/api/finetunes` and `podium finetune` (the pipeline that runs them is issue 19's next part)."""
+"""The fine-tuning domain: blueprints planned against their data and stored content-hashed, and runs of them
+through the pipeline (prepare, train, evaluate, gate, register, deploy) as jobs, served through
+`/api/finetunes`, `podium finetune` and the dashboard."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from podium.core.domains import Domain
 
 DOMAIN = Domain(
     name="finetune",
-    requires=("data",),
+    requires=("data", "evals", "models", "gateway", "jobs"),
     tables=("podium.finetune.store",),
     api=("podium.finetune.routes:router",),
     cli=(("finetune", "podium.finetune.cli:finetune_app"),),
+    jobs=("podium.finetune.jobs",),
 )

@@ -145,7 +145,7 @@ def _refuse_base(ref: str, why: str) -> InvalidInput:
     return InvalidInput(f"base_model {ref!r} cannot be fine-tuned here: {why}", details={"field": "base_model"})
 
 
-def _base_model(platform: Platform, actor: Actor, ref: str) -> Base:
+def base_model(platform: Platform, actor: Actor, ref: str) -> Base:
     """The base model's version, if it can be trained on this machine: a local chat model whose files are a
     transformers folder, or a GGUF file whose converted folder exists (serving it once converts it)."""
     try:
@@ -243,6 +243,13 @@ class Rows(BaseModel):
 @functools.lru_cache(maxsize=4)
 def _tokenizer(folder: str) -> Any:
     """The tokenizer of a model folder, alone (the weights are never read); kept for the next plan."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)  # nosec B615  # a local folder (no hub download)
+
+
+def tokenizer_of(folder: str) -> Any:
+    """A tokenizer of its own (not the planning cache's shared one), for a job that uses it for a while."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)  # nosec B615  # a local folder (no hub download)
@@ -516,7 +523,7 @@ def plan(platform: Platform, actor: Actor, req: PlanRequest) -> Planned:
             "blueprint field 'method': qlora needs bitsandbytes and a CUDA device, which this machine lacks; use lora",
             details={"field": "method"},
         )
-    base = _base_model(platform, actor, base_ref)
+    base = base_model(platform, actor, base_ref)
     train_info = _dataset(platform, actor, data_given["train"], "data.train")
     validation = data_given.get("validation")
     val_info = _dataset(platform, actor, validation, "data.validation") if isinstance(validation, str) else None
@@ -532,6 +539,9 @@ def plan(platform: Platform, actor: Actor, req: PlanRequest) -> Planned:
         _defaults(given, base.parameters, train_info.row_count, train_rows.lengths, base.context_length),
         _pin(given, base, train_info.ref, val_info.ref if val_info else None),
     )
+    given_eval = full.get("eval")
+    if isinstance(given_eval, dict) and isinstance(given_eval.get("dataset"), str):  # pinned, as data is
+        full["eval"] = {**given_eval, "dataset": _dataset(platform, actor, given_eval["dataset"], "eval.dataset").ref}
     bp = ft_spec.load(full)
     h = bp.hyperparameters
     if base.context_length and h.max_length > base.context_length:
@@ -540,6 +550,7 @@ def plan(platform: Platform, actor: Actor, req: PlanRequest) -> Planned:
             f" context ({base.context_length} tokens)",
             details={"field": "hyperparameters.max_length"},
         )
+    _check_eval(platform, actor, bp)
     report = _report(bp, train_rows, val_rows)
     if h.truncation == "refuse" and report["train"]["too_long"] + (report.get("validation") or {}).get("too_long", 0):
         too_long = report["train"]["too_long"] + (report.get("validation") or {}).get("too_long", 0)
@@ -561,6 +572,43 @@ def plan(platform: Platform, actor: Actor, req: PlanRequest) -> Planned:
     report["trainable_parameters"] = trainable
     report["estimate"] = estimate(bp, base, kept, trainable)
     return _store(platform, actor, bp, report)
+
+
+def _check_eval(platform: Platform, actor: Actor, bp: ft_spec.Blueprint) -> None:
+    """The eval section: its evaluators build, the gate's score is one of theirs, and its dataset (default the
+    validation data) exists and has the prompt column."""
+    from podium.evals.evaluators.base import build
+
+    ev = bp.eval
+    if not ev.evaluators:
+        if ev.min_score is not None or ev.better_than_base_by > 0:
+            raise InvalidInput(
+                "blueprint field 'eval.evaluators': the gate needs evaluators to score the answers",
+                details={"field": "eval.evaluators"},
+            )
+        return
+    names = []
+    for i, spec in enumerate(ev.evaluators):
+        try:
+            names.append(build(spec).name)
+        except (InvalidInput, ValueError, TypeError) as exc:
+            said = exc.message if isinstance(exc, InvalidInput) else str(exc)
+            raise InvalidInput(
+                f"blueprint field 'eval.evaluators[{i}]': {said}", details={"field": f"eval.evaluators[{i}]"}
+            ) from None
+    if ev.score not in names:
+        raise InvalidInput(
+            f"blueprint field 'eval.score': {ev.score!r} is not one of the evaluators' scores ({', '.join(names)})",
+            details={"field": "eval.score"},
+        )
+    ref = ev.dataset or bp.data.validation
+    if ref is None:
+        raise InvalidInput(
+            "blueprint field 'eval.dataset': name the held-out rows the models answer (or give data.validation)",
+            details={"field": "eval.dataset"},
+        )
+    if ev.dataset is not None:
+        _check_columns(_dataset(platform, actor, ev.dataset, "eval.dataset"), bp.data, "eval.dataset")
 
 
 def _report(bp: ft_spec.Blueprint, train: Rows, val: Rows | None) -> dict[str, Any]:

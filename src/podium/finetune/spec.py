@@ -22,8 +22,15 @@ hyperparameters:
   packing: false
   seed: 0
   truncation: truncate                       # truncate | drop | refuse rows longer than max_length
-eval: {suite: support-style, better_than_base_by: 0.1}
-deploy: {model: smollm2-support, alias: canary, canary_share: 20, promotion: manual}
+eval:                                        # base and tuned answer the same prompts; the gate compares them
+  dataset: support-replies-held-out@1        # default: data.validation
+  evaluators: [{type: regex, name: style, pattern: "^Ticket [A-Z]{3}-\\d{4} ", match: search}]
+  score: style
+  min_score: 0.8
+  better_than_base_by: 0.3                   # with the paired test's p < significance (0.05)
+artifacts: {merged: false}                   # also register the merged weights
+deploy: {model: smollm2-support, alias: canary, route: support, canary_share: 20, promotion: manual}
+backend: local                               # or ray
 ```
 
 `load` checks a mapping whole (`InvalidInput` naming the field, e.g. `hyperparameters.learning_rate`);
@@ -129,19 +136,48 @@ class Hyperparameters(_Part):
 
 
 class EvalGate(_Part):
-    """The eval suite (of the evals domain, by name) run on the tuned and the base model, and the gate: the
-    tuned model must beat the base by at least `better_than_base_by` on the suite's score."""
+    """How the tuned model is judged against its base, in the same run: both answer the eval dataset's prompts
+    (greedy, on the local engine that serves them), the evals domain scores both answer sets with
+    `evaluators`, and the gate reads `score`'s mean: at least `min_score`, and better than the base's by at
+    least `better_than_base_by` with the paired test's p value below `significance`."""
 
-    suite: Name | None = None
+    dataset: Ref | None = None  # default: data.validation
+    limit: int | None = Field(None, ge=1, le=10_000)
+    evaluators: list[dict[str, Any] | str] = Field(default_factory=list, max_length=16)
+    score: Name | None = None  # default: the first evaluator's score
+    min_score: float | None = Field(None, ge=-1e9, le=1e9)
     better_than_base_by: float = Field(0.0, ge=-1.0, le=1.0)
+    significance: float = Field(0.05, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(128, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _gate_has_a_score(self) -> EvalGate:
+        if self.evaluators and self.score is None:
+            first = self.evaluators[0]
+            name = first if isinstance(first, str) else first.get("name") or first.get("type")
+            if not isinstance(name, str):
+                raise ValueError("name the score the gate reads (eval.score)")
+            object.__setattr__(self, "score", name)
+        return self
+
+
+class ArtifactsPlan(_Part):
+    """What the tuned version's artifacts are: the adapter (always, for LoRA), and the merged weights too when
+    `merged` (a transformers folder the local engine serves without merging at load)."""
+
+    merged: bool = False
 
 
 class DeployPlan(_Part):
-    """Where a tuned version goes once it passes the gate: the registry model, the alias, the share of the
-    alias's traffic it gets first, and when it gets all of it."""
+    """Where a tuned version goes once it passes the gate: the registry model (`model`, default
+    `<base model>-tuned`) whose `alias` (default `canary`) moves to it, and the gateway route (`route`, default
+    `<model>-live`) that sends `canary_share` percent of its traffic there and the rest to the model's
+    `stable` alias (the base model's weights before any promotion). `promotion: after_gate` moves `stable` too
+    at once; `manual` waits for `podium finetune promote`."""
 
-    model: Name | None = None  # default: `<base model>-tuned`
+    model: Name | None = None
     alias: Name = "canary"
+    route: Name | None = None
     canary_share: int = Field(20, ge=0, le=100)
     promotion: Literal["manual", "after_gate"] = "manual"
 
@@ -155,7 +191,9 @@ class Blueprint(_Part):
     lora: LoraSpec | None = None
     hyperparameters: Hyperparameters
     eval: EvalGate = Field(default_factory=EvalGate)
+    artifacts: ArtifactsPlan = Field(default_factory=ArtifactsPlan)
     deploy: DeployPlan = Field(default_factory=DeployPlan)
+    backend: Literal["local", "ray"] = "local"
 
     @model_validator(mode="after")
     def _lora_matches_method(self) -> Blueprint:

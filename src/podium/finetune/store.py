@@ -32,3 +32,39 @@ class FinetuneBlueprint(Base):
     train: Mapped[str] = mapped_column(String(200))
     created_by: Mapped[str] = mapped_column(String(140), default="system")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FinetuneRun(Base):
+    """One run of a blueprint through the pipeline's stages (`stages`: each stage's status, times and
+    outputs), executed by a job; what it produced is in `result` once it ends."""
+
+    __tablename__ = "finetune_runs"
+    __table_args__ = (Index("ix_finetune_runs_project", "project_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # ftrun_…
+    project_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    blueprint_id: Mapped[str] = mapped_column(String(40), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    backend: Mapped[str] = mapped_column(String(20), default="local")
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued running succeeded failed cancelled
+    stage: Mapped[str] = mapped_column(String(20), default="")  # the stage running (or that ended the run)
+    stages: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_by: Mapped[str] = mapped_column(String(140), default="system")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class FinetuneMetric(Base):
+    """One logged training step of a run: loss, learning rate, tokens/s, eval loss (the charts' points)."""
+
+    __tablename__ = "finetune_metrics"
+    __table_args__ = (UniqueConstraint("run_id", "step", "kind", name="uq_finetune_metric"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(40), index=True)
+    step: Mapped[int] = mapped_column()
+    kind: Mapped[str] = mapped_column(String(10), default="train")  # train | eval
+    values: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -330,6 +330,20 @@ class JobContext:
             raise JobCancelled()
 
 
+def _dead_here(worker: str | None, host: str) -> bool:
+    """Whether `worker` (`host:pid`) was a process of this host that has ended."""
+    name, _, pid = (worker or "").rpartition(":")
+    if name != host or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 class LocalBackend:
     """Runs jobs on threads in this process; any number of processes can share one database."""
 
@@ -380,15 +394,15 @@ class LocalBackend:
             _backends.remove(self)
 
     def _requeue_stale(self) -> None:
+        """Requeue running jobs whose worker is gone: silent for `STALE_AFTER`, or (at once) a process of this
+        host that no longer exists, as after a crash or a kill of the server that ran it."""
         cutoff = utcnow() - self.STALE_AFTER
+        host = socket.gethostname()
         with self.db.session() as s:
-            ids = s.scalars(
-                select(Job.id)
-                .where(Job.status == "running")
-                .where((Job.heartbeat_at.is_(None)) | (Job.heartbeat_at < cutoff))
-            ).all()
+            rows = s.execute(select(Job.id, Job.worker, Job.heartbeat_at).where(Job.status == "running")).all()
+        ids = {job_id for job_id, worker, beat in rows if beat is None or beat < cutoff or _dead_here(worker, host)}
         if ids:
-            self._requeue(set(ids), "the worker running this job stopped; requeued")
+            self._requeue(ids, "the worker running this job stopped; requeued")
 
     def _requeue(self, ids: set[str], reason: str) -> None:
         with self.db.session() as s:
