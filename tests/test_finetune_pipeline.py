@@ -128,11 +128,11 @@ def wait(srv: ServedPodium, run_id: str, timeout: float = 1200, until: Any = Non
     raise AssertionError(f"run {run_id} did not get there in {timeout}s: {get(srv, run_id)}")
 
 
-def cli(srv: ServedPodium, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(srv: ServedPodium, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_") or k.startswith("PODIUM_TEST_")}
     env.update({"PODIUM_URL": srv.url, "PODIUM_API_KEY": srv.key})
     return subprocess.run(
-        [str(VENV_BIN / "podium"), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        [str(VENV_BIN / "podium"), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -163,7 +163,7 @@ def test_demonstration_style_tune_gate_canary_promote_and_rollback(served: list[
     )
     blueprint_id = plan(srv, bp)
     t0 = time.monotonic()
-    done = cli(srv, "finetune", "run", blueprint_id, "--wait")
+    done = cli(srv, "finetune", "run", blueprint_id, "--wait", timeout=1200)
     elapsed = time.monotonic() - t0
     assert done.returncode == 0, done.stdout + done.stderr
     run_id = json.loads(cli(srv, "finetune", "ls", "--runs", "--json").stdout)[0]["id"]
@@ -306,7 +306,7 @@ def test_ray_backend_runs_the_same_pipeline_on_a_local_ray(served: list[ServedPo
     train, held = upload(srv, train_rows[:16]), upload(srv, held_rows[:4], "held")
     model = f"ray-{uuid.uuid4().hex[:6]}"
     bp = blueprint(train, held, backend="ray", deploy={"model": model})
-    out = cli(srv, "finetune", "run", plan(srv, bp), "--wait", "--json")
+    out = cli(srv, "finetune", "run", plan(srv, bp), "--wait", "--json", timeout=900)
     run = json.loads(out.stdout)
     assert run["backend"] == "ray"
     assert run["stages"]["train"]["status"] == "done" and run["stages"]["evaluate"]["status"] == "done", run
