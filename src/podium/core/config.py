@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         description="Largest upload accepted by the routes that take files (dataset imports); spooled to disk.",
     )
     job_workers: int = Field(2, ge=0, le=64, description="Background job threads per server process; 0 = none.")
+    ray_address: str | None = Field(
+        None,
+        max_length=500,
+        description="The Ray cluster fine-tunes with `backend: ray` are submitted to (e.g. ray://head:10001); empty:"
+        " a local Ray started in the server process. Its workers must see the server's home (a shared filesystem).",
+    )
     graceful_timeout: float = Field(30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests.")
     cache_dir: Path | None = Field(
         None,

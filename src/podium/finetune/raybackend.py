@@ -8,7 +8,6 @@ local `ray.init()`, started once per server process and reused).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +33,7 @@ def connect(settings: Settings) -> Any:
 
     with _init_lock:
         if not ray.is_initialized():
-            address = getattr(settings, "ray_address", None) or os.environ.get("PODIUM_RAY_ADDRESS") or None
+            address = settings.ray_address or None
             env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
             ray.init(
                 address=address,
