@@ -55,14 +55,11 @@ class Outcome:
 
 def resolve(findings: Iterable[Finding]) -> list[Finding]:
     """Non-overlapping findings in text order: at each place the longest (then the highest-scoring) one."""
-    ordered = sorted(findings, key=lambda f: (f.start, f.start - f.end, -f.score))
     kept: list[Finding] = []
-    end = -1
-    for f in ordered:
-        if f.start >= end:
+    for f in sorted(findings, key=lambda f: (f.start - f.end, -f.score, f.start)):
+        if all(f.end <= k.start or k.end <= f.start for k in kept):
             kept.append(f)
-            end = f.end
-    return kept
+    return sorted(kept, key=lambda f: f.start)
 
 
 def mask(value: str, keep: int = 4) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from podium.core.errors import ConfigError, InvalidInput
+from podium.core.errors import ConfigError, InvalidInput, PodiumError
 from podium.core.identity import Actor, Principal
 from podium.core.platform import Platform
 from podium.guard import actions, registry
@@ -141,7 +141,7 @@ async def run_scanners(
         result: list[Finding] = []
         try:
             result = await scanner.scan(text, context)
-        except (ScannerError, JudgeError) as exc:
+        except (ScannerError, JudgeError, PodiumError) as exc:
             error = str(exc)
         found.extend(result)
         runs.append(ScannerRun(scanner=scanner.name, findings=len(result), latency_ms=0.0, error=error))
@@ -157,6 +157,12 @@ class GatewayCaller:
         self.principal = principal
 
     async def chat(self, model: str, messages: list[dict[str, Any]], **params: Any) -> str:
+        """The answer's text; the call runs on the server's loop (the scan runs on a worker thread's own loop)."""
+        from podium.gateway import bridge
+
+        return await asyncio.wrap_future(bridge.submit(self.platform, self._chat(model, messages, params)))
+
+    async def _chat(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
         from podium.gateway import bridge
         from podium.gateway.guardrails import response_text
         from podium.gateway.service import Incoming
@@ -250,6 +256,9 @@ def _build(platform: Platform, actor: Actor, specs: Sequence[ScannerSpec], stage
 
 
 def _caller(platform: Platform, principal: Principal) -> ModelCaller:
+    from podium.gateway import bridge
+
+    bridge.current(platform)  # ConfigError when no server runs in this process: a judge needs the gateway
     return GatewayCaller(platform, principal)
 
 
@@ -266,13 +275,8 @@ def scan_text(platform: Platform, actor: Actor, request: ScanRequest) -> ScanRes
         specs = request.scanners
     scanners = _build(platform, actor, specs, request.stage)
     context = ScanContext(stage=request.stage, prompt=request.prompt)
-    coro = run_scanners(scanners, request.text, context)
-    if any("caller" in getattr(s, "injects", ()) for s in scanners):
-        from podium.gateway import bridge
-
-        found, runs = bridge.run(platform, coro, timeout=120)
-    else:
-        found, runs = asyncio.run(coro)
+    # on this worker thread's own loop: model calls hop to the server's loop (gateway/bridge.py)
+    found, runs = asyncio.run(run_scanners(scanners, request.text, context))
     outcome = actions.apply(request.text, found, request.action)
     return ScanResult(
         stage=request.stage,

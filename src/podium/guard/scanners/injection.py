@@ -122,7 +122,8 @@ TRIGGERS = re.compile(
     r"|jailbreak\w*|DAN|developer|mode|unfiltered|uncensored|restrictions?|filters?|guidelines|policy|policies"
     r"|persona|simulate|hypothetical\w*|confidential|reveal|secret|previous|prior|above|obey|comply|unrestricted"
     r"|censor\w*|ethic\w*|moral\w*|limits?|constraints?|you are now|from now on|evil|admin|sudo|hidden|verbatim"
-    r"|word for word|configuration|guidance|creators?|AI|assistant|language model|refuse\w*|task)\b",
+    r"|word for word|configuration|guidance|creators?|makers?|AI|assistant|language model|refuse\w*|task|told"
+    r"|moderation|master|behave)\b",
     re.IGNORECASE,
 )
 _SENTENCES = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")

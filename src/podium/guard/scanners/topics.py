@@ -30,7 +30,7 @@ class TopicsSettings(ScannerSettings):
 
     ban: list[str] = Field(default_factory=list, max_length=500)
     allow: list[str] = Field(default_factory=list, max_length=500)
-    threshold: float = Field(default=0.45, gt=0, le=1)
+    threshold: float = Field(default=0.4, gt=0, le=1)
 
 
 @register
