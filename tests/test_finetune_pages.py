@@ -1,11 +1,11 @@
-"""The fine-tuning pages in headless Chromium, on real runs of the built-in SmolLM2 (three training steps, no eval
-section, so a run takes about a minute): the list of blueprints and runs; a run's stages all done, its loss,
-learning-rate and tokens/s charts with a point per step, its log and lineage (dataset version, blueprint, the
-registered version, the deployed alias) and promotion from the page; a blueprint's YAML and plan report and the
-diff of two; cancelling a running run from its page; another project's viewer getting a not-found page; and a
-blueprint's hostile text (a regex evaluator's pattern) shown as text. The run's job runs inside the in-process
-server and spawns the trainer child. SQLite alone: the pages read the same services the API tests cover on both
-databases."""
+"""The fine-tuning pages in headless Chromium, on real runs of the built-in SmolLM2 (three training steps, two
+eval rows answered in eight tokens: a run takes about a minute and a half): the list of blueprints and runs; a
+run's stages all done with the gate's check, its loss, learning-rate and tokens/s charts with a point per logged
+step, its log and lineage (dataset version, blueprint, eval runs, the registered version, the deployed alias) and
+promotion from the page; a blueprint's YAML and plan report and the diff of two; cancelling a running run from its
+page; another project's viewer getting a not-found page; and a blueprint's hostile text (a regex evaluator's
+pattern) shown as text. The run's job runs inside the in-process server and spawns the trainer child. SQLite
+alone: the pages read the same services the API tests cover on both databases."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 BASE = "smollm2-135m-instruct"
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+NEVER = {"type": "regex", "name": "style", "pattern": "^never matched$"}  # base and tuned both score 0
 STAGES = ["prepare", "train", "evaluate", "gate", "register", "deploy"]
 
 
@@ -108,13 +109,20 @@ def wait(live: LiveServer, run_id: str, until: Any = None, timeout: float = 600)
     raise AssertionError(f"run {run_id} did not get there in {timeout}s")
 
 
+def eval_section(train: str) -> dict[str, Any]:
+    """Two rows answered in eight tokens by the base and the tuned model; the gate (no worse than the base) passes
+    on a score both miss."""
+    return {"dataset": train, "limit": 2, "max_new_tokens": 8, "evaluators": [NEVER]}
+
+
 @pytest.fixture(scope="module")
 def done(live: LiveServer) -> dict[str, Any]:
     """A blueprint run to the end (two steps), a second blueprint that differs in its learning rate, and the
     training dataset they share."""
     train = upload(live)
-    first = plan(live, blueprint(train))
-    second = plan(live, blueprint(train, hyperparameters={"learning_rate": 5e-4}, deploy=first["spec"]["deploy"]))
+    first = plan(live, blueprint(train, eval=eval_section(train)))
+    same = {"eval": eval_section(train), "deploy": first["spec"]["deploy"]}
+    second = plan(live, blueprint(train, hyperparameters={"learning_rate": 5e-4}, **same))
     run = wait(live, start(live, first["id"]))
     assert run["status"] == "succeeded", run
     return {"train": train, "first": first, "second": second, "run": run}
@@ -149,8 +157,13 @@ def test_a_run_page_shows_its_stages_charts_log_lineage_and_promotes(
     expect(page.locator("#run-status [data-status]")).to_have_text("succeeded")
     for stage in STAGES:
         expect(page.locator(f".stage[data-stage={stage}]")).to_have_attribute("data-status", "done")
-    expect(page.locator(".stage[data-stage=evaluate] .stage-outputs pre")).to_contain_text("no evaluators")
-    expect(page.locator("#gate-summary")).to_contain_text("passed")
+    evaluated = run["stages"]["evaluate"]["outputs"]
+    expect(page.locator(".stage[data-stage=evaluate] .stage-outputs pre")).to_contain_text(evaluated["tuned_run"])
+    expect(page.locator("#gate-summary")).to_contain_text("passed on style: base 0.0, tuned 0.0")
+    check = page.locator("#gate-checks tr.check-row")
+    expect(check).to_have_count(1)
+    expect(check).to_have_attribute("data-passed", "yes")
+    expect(check).to_contain_text("style no worse than base")
     # a point per logged step on each telemetry chart, the values the run recorded; no eval loss without eval data
     logged = [m["values"] for m in run["metrics"] if m["kind"] == "train"]
     charts = {"loss": "loss", "learning-rate": "learning_rate", "tokens-per-second": "tokens_per_second"}
@@ -165,10 +178,11 @@ def test_a_run_page_shows_its_stages_charts_log_lineage_and_promotes(
         expect(figure.locator("text.axis").last).to_have_text(f"step {max(v['step'] for v in logged)}")
     expect(page.locator("figure[data-chart=loss] g.series")).to_have_count(1)
     expect(page.locator("#run-log")).to_contain_text("stage deploy done")
-    # the lineage: dataset version → blueprint → run → (no eval runs) → registered version → alias
+    # the lineage: dataset version → blueprint → run → eval runs → registered version → alias
     registered = run["stages"]["register"]["outputs"]
     lineage = page.locator("#lineage")
-    expect(lineage.locator("[data-node=evals]")).to_contain_text("no evaluators")
+    expect(lineage.locator("[data-eval=base]")).to_have_text(evaluated["base_run"])
+    expect(lineage.locator("[data-eval=tuned]")).to_have_text(evaluated["tuned_run"])
     expect(lineage.locator("[data-node=blueprint] a")).to_have_text(first["id"])
     expect(lineage.locator("#model-link")).to_have_text(registered["ref"])
     expect(lineage.locator("#deployed-alias")).to_have_text(f"{registered['model']}@canary → v{registered['version']}")
@@ -183,6 +197,9 @@ def test_a_run_page_shows_its_stages_charts_log_lineage_and_promotes(
     # the links lead to the dataset version and the model
     lineage.locator("[data-dataset=train]").click()
     expect(page).to_have_url(re.compile(r"/datasets/" + done["train"].split("@")[0] + r"/dsv_"))
+    page.go_back()
+    lineage.locator("[data-eval=tuned]").click()
+    expect(page).to_have_url(live.url + f"/evals/runs/{evaluated['tuned_run']}")
     page.go_back()
     expect(page.locator("#model-link")).to_have_attribute("href", f"/models/{registered['model']}")
 
