@@ -2,10 +2,11 @@
 eval rows answered in eight tokens: a run takes about a minute and a half): the list of blueprints and runs; a
 run's stages all done with the gate's check, its loss, learning-rate and tokens/s charts with a point per logged
 step, its log and lineage (dataset version, blueprint, eval runs, the registered version, the deployed alias) and
-promotion from the page; a blueprint's YAML and plan report and the diff of two; cancelling a running run from its
-page; another project's viewer getting a not-found page; and a blueprint's hostile text (a regex evaluator's
-pattern) shown as text. The run's job runs inside the in-process server and spawns the trainer child. SQLite
-alone: the pages read the same services the API tests cover on both databases."""
+promotion from the page; a run whose gate failed saying why; a blueprint's YAML and plan report and the diff of
+two; cancelling a running run from its page; another project's viewer getting a not-found page; and a
+blueprint's hostile text (a regex evaluator's pattern) shown as text. The run's job runs inside the in-process
+server and spawns the trainer child. SQLite alone: the pages read the same services the API tests cover on both
+databases."""
 
 from __future__ import annotations
 
@@ -117,15 +118,19 @@ def eval_section(train: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def done(live: LiveServer) -> dict[str, Any]:
-    """A blueprint run to the end (two steps), a second blueprint that differs in its learning rate, and the
+    """A blueprint run to the end (three steps), beside it (the server runs two jobs at once) a run whose gate
+    fails (a minimum score neither model reaches), a second blueprint that differs in its learning rate, and the
     training dataset they share."""
     train = upload(live)
     first = plan(live, blueprint(train, eval=eval_section(train)))
     same = {"eval": eval_section(train), "deploy": first["spec"]["deploy"]}
     second = plan(live, blueprint(train, hyperparameters={"learning_rate": 5e-4}, **same))
-    run = wait(live, start(live, first["id"]))
+    strict = plan(live, blueprint(train, eval={**eval_section(train), "min_score": 0.5}))
+    run_id, failing_id = start(live, first["id"]), start(live, strict["id"])
+    run, failing = wait(live, run_id), wait(live, failing_id)
     assert run["status"] == "succeeded", run
-    return {"train": train, "first": first, "second": second, "run": run}
+    assert failing["status"] == "failed" and failing["stage"] == "gate", failing
+    return {"train": train, "first": first, "second": second, "run": run, "failing": failing}
 
 
 def test_the_list_shows_blueprints_and_runs(live: LiveServer, done: dict[str, Any], page: Page) -> None:
@@ -139,6 +144,9 @@ def test_the_list_shows_blueprints_and_runs(live: LiveServer, done: dict[str, An
     expect(row.locator("[data-col=method]")).to_have_text("lora")
     expect(row.locator("[data-col=estimate]")).to_have_text(re.compile(r"\d+ (s|min)"))
     expect(page.locator(f"tr.blueprint-row[data-blueprint={done['second']['id']}]")).to_have_count(1)
+    failed_row = page.locator(f"tr.run-row[data-run={done['failing']['id']}]")
+    expect(failed_row.locator("[data-col=status]")).to_have_text("failed")
+    expect(failed_row.locator("[data-col=stage]")).to_have_text("gate")
     runs = page.locator("#run-list")
     run_row = runs.locator(f"tr.run-row[data-run={run['id']}]")
     expect(run_row.locator("[data-col=status]")).to_have_text("succeeded")
@@ -202,6 +210,22 @@ def test_a_run_page_shows_its_stages_charts_log_lineage_and_promotes(
     expect(page).to_have_url(live.url + f"/evals/runs/{evaluated['tuned_run']}")
     page.go_back()
     expect(page.locator("#model-link")).to_have_attribute("href", f"/models/{registered['model']}")
+
+
+def test_a_failed_gate_says_why(live: LiveServer, done: dict[str, Any], page: Page) -> None:
+    failing = done["failing"]
+    sign_in(page, live.url, live.admin_key)
+    page.goto(live.url + f"/finetunes/runs/{failing['id']}")
+    expect(page.locator("#run-status [data-status]")).to_have_text("failed")
+    expect(page.locator("#run-error")).to_contain_text("the gate failed: style >= 0.5 (got 0.0)")
+    for stage, status in zip(STAGES, ["done", "done", "done", "failed", "pending", "pending"], strict=True):
+        expect(page.locator(f".stage[data-stage={stage}]")).to_have_attribute("data-status", status)
+    expect(page.locator(".stage[data-stage=gate] .stage-error")).to_contain_text("nothing was registered")
+    expect(page.locator("#gate-summary")).to_contain_text("failed on style")
+    expect(page.locator("#gate-checks tr.check-row[data-passed=no]")).to_contain_text("style >= 0.5")
+    expect(page.locator("#gate-checks tr.check-row[data-passed=yes]")).to_contain_text("no worse than base")
+    expect(page.locator("#lineage [data-node=model]")).to_contain_text("not yet")
+    expect(page.locator("#run-actions")).to_have_count(0)
 
 
 def test_a_blueprint_page_and_the_diff_of_two(live: LiveServer, done: dict[str, Any], page: Page) -> None:
