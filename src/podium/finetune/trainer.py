@@ -118,6 +118,8 @@ def train(folder: Path) -> dict[str, Any]:
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any) -> None:
             logs = logs or {}
+            if "loss" not in logs and "eval_loss" not in logs:  # the end-of-training summary: not a step
+                return
             tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
             elapsed = time.monotonic() - self.t0
             line: dict[str, Any] = {
