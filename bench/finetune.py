@@ -68,7 +68,7 @@ def pipeline_round(c: httpx.Client, blueprint_id: str) -> dict[str, Any]:
     return out
 
 
-PLAIN = r'''
+PLAIN = r"""
 import json, sys, time
 import torch
 from datasets import Dataset
@@ -94,7 +94,7 @@ lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj
 trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=lora)
 out = trainer.train()
 print(json.dumps({"tokens": int(trainer.state.num_input_tokens_seen), "train_runtime": out.metrics["train_runtime"]}))
-'''
+"""
 
 
 def plain_trl(base_folder: str, rows: Path, steps: int, work: Path) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def plain_trl(base_folder: str, rows: Path, steps: int, work: Path) -> dict[str,
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-SERVE = r'''
+SERVE = r"""
 import json, sys, time, threading
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
@@ -152,7 +152,7 @@ answers = _engine_answers(lm, prompts, cfg["tokens"])
 took = time.monotonic() - t0
 n = sum(len(lm.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
 print(json.dumps({"tokens": n, "seconds": took}))
-'''
+"""
 
 
 def serve_round(kind: str, cfg: dict[str, Any], work: Path) -> float:
@@ -191,13 +191,20 @@ def main() -> None:
         try:
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as c:
                 body = "".join(json.dumps(r) + "\n" for r in rows).encode()
-                c.post("/api/datasets/bench-support/import", params={"format": "jsonl"}, content=body).raise_for_status()
+                c.post(
+                    "/api/datasets/bench-support/import", params={"format": "jsonl"}, content=body
+                ).raise_for_status()
                 bp = {
                     "base_model": BASE,
                     "data": {"train": "bench-support", "prompt_field": "question", "completion_field": "answer"},
                     "method": "lora",
                     "lora": LORA,
-                    "hyperparameters": {"max_steps": args.steps, "learning_rate": 1e-3, "batch_size": 8, "max_length": 256},
+                    "hyperparameters": {
+                        "max_steps": args.steps,
+                        "learning_rate": 1e-3,
+                        "batch_size": 8,
+                        "max_length": 256,
+                    },
                     "artifacts": {"merged": True},
                     "deploy": {"model": "bench-tuned"},
                 }
@@ -214,7 +221,9 @@ def main() -> None:
                     base_folder = config["base_folder"]
                     plain = plain_trl(base_folder, work / "rows.jsonl", args.steps, work)
                     plain_tps.append(plain["tokens"] / plain["train_runtime"])
-                    print(f"round {i + 1}: pipeline {pipe_tps[-1]:.1f} tokens/s, plain TRL {plain_tps[-1]:.1f} tokens/s")
+                    print(
+                        f"round {i + 1}: pipeline {pipe_tps[-1]:.1f} tokens/s, plain TRL {plain_tps[-1]:.1f} tokens/s"
+                    )
         finally:
             proc.terminate()
             proc.wait(60)
@@ -255,8 +264,7 @@ def main() -> None:
         f"| plain TRL script (floor) | {plain:.1f} | 1.00 |",
         f"| through the pipeline (job, prepare, trainer child) | {pipe:.1f} | **{pipe / plain:.2f}** |",
         "",
-        f"| serving on the local engine ({args.streams} streams x {args.tokens} tokens, greedy) | tokens/s |"
-        " vs base |",
+        f"| serving on the local engine ({args.streams} streams x {args.tokens} tokens, greedy) | tokens/s | vs base |",
         "| --- | ---: | ---: |",
         f"| base SmolLM2-135M | {med['base']:.1f} | 1.00 |",
         f"| merged tuned weights | {med['merged']:.1f} | **{med['merged'] / med['base']:.2f}** |",

@@ -12,7 +12,6 @@ from alembic import op
 
 import podium.core.db
 
-
 revision: str = "0016"
 down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
