@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -130,16 +131,16 @@ _SENTENCES = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 MAX_SEGMENT = 400
 
 
-def segments(text: str) -> list[tuple[int, int]]:
-    """Sentence spans (cut at MAX_SEGMENT characters) that hold an attack word."""
+def segments(text: str, prefilter: bool = True) -> list[tuple[int, int]]:
+    """Sentence spans (cut at MAX_SEGMENT characters), only those holding an attack word when `prefilter`."""
     out = []
     for m in _SENTENCES.finditer(text):
         start, end = m.span()
         while end - start > MAX_SEGMENT:
-            if TRIGGERS.search(text, start, start + MAX_SEGMENT):
+            if not prefilter or TRIGGERS.search(text, start, start + MAX_SEGMENT):
                 out.append((start, start + MAX_SEGMENT))
             start += MAX_SEGMENT
-        if text[start:end].strip() and TRIGGERS.search(text, start, end):
+        if text[start:end].strip() and (not prefilter or TRIGGERS.search(text, start, end)):
             out.append((start, end))
     return out
 
@@ -159,10 +160,14 @@ class InjectionSettings(ScannerSettings):
     similarity_floor: float = Field(default=0.45, ge=0, lt=1)  # cosine mapped to score 0
     similarity_full: float = Field(default=0.75, gt=0, le=1)  # cosine mapped to score 1
     extra_attacks: list[str] = Field(default_factory=list, max_length=10_000)  # more known attacks
+    prefilter: bool = True  # embed only sentences holding an attack word (off: every sentence, slower)
+    cache_size: int = Field(default=4096, ge=0, le=1_000_000)  # sentences whose best similarity is remembered
 
 
 _corpus_vectors: dict[tuple[object, tuple[str, ...]], Vectors] = {}
 _corpus_lock = threading.Lock()
+# sentence -> its best cosine to the corpus, per (embedder, corpus): system prompts and templates repeat
+_sentence_cache: dict[tuple[object, tuple[str, ...]], OrderedDict[str, float]] = {}
 
 
 @register
@@ -192,6 +197,7 @@ class PromptInjection(Scanner):
         if s.embeddings:
             self.embedder = embedder if embedder is not None else default_embedder()
         self.corpus = attack_corpus() + tuple(a.strip() for a in s.extra_attacks if a.strip())
+        self._seen: OrderedDict[str, float] | None = None
 
     def _corpus_vectors(self, embedder: Embedder) -> Vectors:
         key = (getattr(embedder, "cache_key", id(embedder)), self.corpus)
@@ -206,6 +212,33 @@ class PromptInjection(Scanner):
         if self.embedder is not None:
             self._corpus_vectors(self.embedder)
 
+    def _similarities(self, sentences: list[str]) -> list[float]:
+        """Each sentence's best cosine similarity to the corpus; sentences seen before are not embedded again."""
+        assert self.embedder is not None
+        size = self.settings.cache_size
+        corpus = self._corpus_vectors(self.embedder)
+        if not size:  # no cache at all: every sentence is embedded
+            return [float(v) for v in (self.embedder.embed(sentences) @ corpus.T).max(axis=1)]
+        if self._seen is None:  # shared by the scanners of one embedder and corpus (the API builds one per call)
+            key = (getattr(self.embedder, "cache_key", id(self.embedder)), self.corpus)
+            with _corpus_lock:
+                self._seen = _sentence_cache.setdefault(key, OrderedDict())
+        seen = self._seen
+        with _corpus_lock:
+            known = {t: seen[t] for t in sentences if t in seen}
+            for t in known:
+                seen.move_to_end(t)
+        missing = list(dict.fromkeys(t for t in sentences if t not in known))
+        if missing:
+            sims = self.embedder.embed(missing) @ corpus.T
+            fresh = dict(zip(missing, (float(v) for v in sims.max(axis=1)), strict=True))
+            known.update(fresh)
+            with _corpus_lock:
+                seen.update(fresh)
+                while len(seen) > size:
+                    seen.popitem(last=False)
+        return [known[t] for t in sentences]
+
     def check(self, text: str, context: ScanContext) -> list[Finding]:
         s = self.settings
         best: tuple[float, int, int, str] = (0.0, 0, 0, "")
@@ -214,15 +247,14 @@ class PromptInjection(Scanner):
             if m is not None and weight > best[0]:
                 best = (weight, m.start(), m.end(), f"heuristic: {label}")
         if self.embedder is not None and best[0] < 0.95:
-            spans = segments(text)
+            spans = segments(text, s.prefilter)
             if spans:
-                vectors = self.embedder.embed([text[a:b] for a, b in spans])
-                sims = vectors @ self._corpus_vectors(self.embedder).T
-                i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
-                cosine = float(sims[i, j])
+                cosines = self._similarities([text[a:b] for a, b in spans])
+                i = int(np.argmax(cosines))
+                cosine = float(cosines[i])
                 score = (cosine - s.similarity_floor) / (s.similarity_full - s.similarity_floor)
                 if score > best[0]:
-                    a, b = spans[int(i)]
+                    a, b = spans[i]
                     best = (min(score, 1.0), a, b, f"similar to a known attack (cosine {cosine:.2f})")
         if best[0] >= s.threshold:
             return [self.finding("PROMPT_INJECTION", best[1], best[2], best[0], best[3])]
