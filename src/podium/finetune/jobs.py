@@ -24,7 +24,7 @@ def run_finetune(ctx: JobContext) -> dict[str, Any]:
     try:
         result = Pipeline(ctx, run_id, ctx.acting(), blueprint).run()
     except JobCancelled:
-        if ctx.cancelled and not ctx._stopping.is_set():
+        if not ctx.stopping:
             runs.finish(ctx.platform, run_id, "cancelled", "cancelled while running")
         raise  # a server stopping requeues the job: the run stays running and resumes
     except PodiumError as exc:

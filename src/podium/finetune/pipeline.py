@@ -123,8 +123,8 @@ class Pipeline:
             self.ctx.log(f"stage {name} started")
             try:
                 outputs = steps[name]()
-            except JobCancelled:
-                self._stage(name, "cancelled")
+            except JobCancelled:  # cancelled, or the server is stopping (the job is requeued and resumes)
+                self._stage(name, "interrupted" if self.ctx.stopping else "cancelled")
                 raise
             except PodiumError as exc:
                 self._stage(name, "failed", error=exc.message)

@@ -3,6 +3,7 @@ metrics, cancel it, promote what it deployed."""
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import datetime
 from typing import Any
 
@@ -105,6 +106,12 @@ def start(platform: Platform, actor: Actor, req: RunRequest) -> RunInfo:
         raise InvalidInput(f"backend {backend!r} is not local or ray", details={"field": "backend"})
     if backend != bp.backend:
         bp = bp.model_copy(update={"backend": backend})
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise InvalidInput(
+            "backend: ray is not installed on this server; install podium's ray extra (pip install 'podium[ray]')"
+            " or run with backend local",
+            details={"field": "backend"},
+        )
     if bp.deploy.route and not actor.is_admin:
         raise InvalidInput(
             f"deploy.route: routes are server-wide and only a server admin may change them; run this blueprint"

@@ -90,9 +90,24 @@ def train(folder: Path) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(cfg["base_folder"], local_files_only=True)  # nosec B615  # local folder
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    gpu = torch.cuda.is_available()  # a GPU when there is one; the CPU otherwise
+    quantization = None
+    if cfg["method"] == "qlora":  # planning allows it only with bitsandbytes and CUDA
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
     model = AutoModelForCausalLM.from_pretrained(  # nosec B615  # a local folder, never the hub
-        cfg["base_folder"], local_files_only=True, dtype=torch.float32
+        cfg["base_folder"],
+        local_files_only=True,
+        dtype=torch.bfloat16 if gpu else torch.float32,
+        quantization_config=quantization,
     )
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
     train_rows = Dataset.from_list(_rows(folder / "prepared" / "train.jsonl"))
     val_path = folder / "prepared" / "validation.jsonl"
     val_rows = Dataset.from_list(_rows(val_path)) if val_path.exists() and val_path.stat().st_size else None
@@ -168,7 +183,8 @@ def train(folder: Path) -> dict[str, Any]:
         save_total_limit=2,
         eval_strategy="epoch" if val_rows is not None else "no",
         report_to=[],
-        use_cpu=True,
+        use_cpu=not gpu,
+        bf16=gpu and torch.cuda.is_bf16_supported(),
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,

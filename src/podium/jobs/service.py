@@ -313,6 +313,11 @@ class JobContext:
         self.check_cancelled()
 
     @property
+    def stopping(self) -> bool:
+        """True once the server started stopping (the job will be requeued, not cancelled)."""
+        return self._stopping.is_set()
+
+    @property
     def cancelled(self) -> bool:
         """True once the job was cancelled or the server started stopping."""
         if self._cancelled or self._stopping.is_set():
