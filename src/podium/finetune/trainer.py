@@ -95,7 +95,7 @@ def train(folder: Path) -> dict[str, Any]:
     if cfg["method"] == "qlora":  # planning allows it only with bitsandbytes and CUDA
         from transformers import BitsAndBytesConfig
 
-        quantization = BitsAndBytesConfig(
+        quantization = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
     model = AutoModelForCausalLM.from_pretrained(  # nosec B615  # a local folder, never the hub
@@ -107,7 +107,7 @@ def train(folder: Path) -> dict[str, Any]:
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model)
+        model = prepare_model_for_kbit_training(model)  # type: ignore[no-untyped-call]
     train_rows = Dataset.from_list(_rows(folder / "prepared" / "train.jsonl"))
     val_path = folder / "prepared" / "validation.jsonl"
     val_rows = Dataset.from_list(_rows(val_path)) if val_path.exists() and val_path.stat().st_size else None
