@@ -237,7 +237,13 @@ def test_a_failed_gate_stops_before_register_and_says_why(served: list[ServedPod
     train, held = upload(srv, train_rows[:24]), upload(srv, held_rows[:6], "held")
     model = f"never-{uuid.uuid4().hex[:6]}"
     bp = blueprint(train, held, eval={"min_score": 0.99}, deploy={"model": model})
-    run = wait(srv, start(srv, plan(srv, bp)))
+    import podium
+    from podium.finetune.sdk import RunFailed
+
+    planned = podium.finetune.plan(bp, url=srv.url, api_key=srv.key)  # the SDK, as a script would
+    with pytest.raises(RunFailed) as failed:
+        podium.finetune.run(planned["id"], wait=True, url=srv.url, api_key=srv.key)
+    run = failed.value.run
     assert run["status"] == "failed" and run["stage"] == "gate", run
     assert "the gate failed: style >= 0.99" in run["error"] and "nothing was registered" in run["error"]
     assert run["stages"]["gate"]["status"] == "failed"
@@ -311,3 +317,5 @@ def test_ray_backend_runs_the_same_pipeline_on_a_local_ray(served: list[ServedPo
     assert run["backend"] == "ray"
     assert run["stages"]["train"]["status"] == "done" and run["stages"]["evaluate"]["status"] == "done", run
     assert any(m["kind"] == "train" for m in run["metrics"])
+    shown = cli(srv, "finetune", "show", run["id"])
+    assert shown.returncode == 0 and "train" in shown.stdout and "deploy" in shown.stdout, shown.stdout
