@@ -203,6 +203,7 @@ def test_a_run_page_shows_its_stages_charts_log_lineage_and_promotes(
     model = api(live, "GET", f"/api/models/{registered['model']}")
     assert model["aliases"]["stable"] == registered["version"], model["aliases"]
     # the links lead to the dataset version and the model
+    expect(lineage.locator("[data-dataset=eval]")).to_have_text(done["train"])
     lineage.locator("[data-dataset=train]").click()
     expect(page).to_have_url(re.compile(r"/datasets/" + done["train"].split("@")[0] + r"/dsv_"))
     page.go_back()

@@ -209,8 +209,8 @@ class Lineage:
 
 
 def lineage(platform: Platform, session: PageSession, run: RunDetail, bp: BlueprintDetail | None) -> Lineage:
-    """A run's lineage: from the blueprint's datasets (by their exact version ids once the registry recorded them)
-    to the alias and route the deploy stage moved."""
+    """A run's lineage: from the blueprint's datasets (training, validation, eval; the first two by their exact
+    version ids once the registry recorded them) to the alias and route the deploy stage moved."""
     outputs = {name: (run.stages.get(name) or {}).get("outputs") or {} for name in STAGES}
     registered = outputs["register"] or None
     version: models_service.VersionInfo | None = None
@@ -221,10 +221,14 @@ def lineage(platform: Platform, session: PageSession, run: RunDetail, bp: Bluepr
         except PodiumError as exc:
             version_error = exc.message
     recorded = version.lineage if version is not None else {}
-    data = (bp.spec.get("data") or {}) if bp is not None else {}
+    spec = bp.spec if bp is not None else {}
+    refs = {
+        "train": (spec.get("data") or {}).get("train") or recorded.get("train"),
+        "validation": (spec.get("data") or {}).get("validation") or recorded.get("validation"),
+        "eval": (spec.get("eval") or {}).get("dataset"),
+    }
     datasets = []
-    for role in ("train", "validation"):
-        ref = data.get(role)
+    for role, ref in refs.items():
         if not isinstance(ref, str):
             continue
         exact = recorded.get(f"{role}_version_id")
