@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import VENV_BIN
+from .conftest import VENV_BIN, sign_in_http
 from .serving import ServedPodium, start_serving
 
 pytestmark = pytest.mark.timeout(1500)
@@ -194,6 +194,10 @@ def test_demonstration_style_tune_gate_canary_promote_and_rollback(served: list[
     assert lineage["finetune_run"] == run_id and lineage["blueprint"] == blueprint_id
     assert lineage["train"] == train and lineage["eval_runs"]["tuned_run"] == stages["evaluate"]["outputs"]["tuned_run"]
     assert "canary" in tuned["aliases"] and "stable" in versions[1]["aliases"]
+    with httpx.Client(base_url=srv.url, timeout=60) as page:  # the model's page shows the lineage
+        sign_in_http(page, srv.key)
+        shown = page.get(f"/models/{model}")
+        assert shown.status_code == 200 and run_id in shown.text, shown.text[:2000]
     # the canary: 20% of the route's calls reach the tuned version through the gateway (openai SDK)
     import openai
 
