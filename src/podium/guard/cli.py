@@ -99,10 +99,7 @@ def test(
     if as_json:
         print_json(result)
     else:
-        rows = [
-            {**f, "span": f"{f['start']}-{f['end']}", "excerpt": text[f["start"] : f["end"]][:40]}
-            for f in result["findings"]
-        ]
+        rows = [{**f, "span": f"{f['start']}-{f['end']}"} for f in result["findings"]]
         if rows:
             print_table(rows, ["scanner", "type", "span", "score", "action", "detail"], title="findings")
         else:
