@@ -328,6 +328,13 @@ def main() -> None:
         ),
         "ordinary 1 KB prompt, bare regex PII floor": latency(bare_pii, [PROMPT_1KB], args.repeat),
     }
+    from podium.guard.embedding import default_embedder
+    from podium.guard.scanners.injection import segments
+
+    trigger_sentences = [TRIGGER_1KB[a:b] for a, b in segments(TRIGGER_1KB)]
+    together[f"the bare model: all-MiniLM-L6-v2 encoding those {len(trigger_sentences)} sentences"] = latency(
+        lambda _t: default_embedder().embed(trigger_sentences), [TRIGGER_1KB], args.repeat
+    )
     per_scanner_1kb = {s.name: latency(findings(s), [PROMPT_1KB], args.repeat) for s in inputs}
     per_scanner_attack = {s.name: latency(findings(s), [ATTACK_1KB], args.repeat) for s in inputs}
     per_scanner_trigger = {s.name: latency(findings(s), [TRIGGER_1KB], args.repeat) for s in cold}
