@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -416,3 +417,33 @@ def test_injection_sentence_cache_gives_the_same_answer(embedder: LocalMiniLM) -
     uncached = registry.build("prompt_injection", {"cache_size": 0}, embedder=embedder)
     first, again, fresh = cached.check(text, IN), cached.check(text, IN), uncached.check(text, IN)
     assert first == again == fresh
+
+
+def test_a_plugin_scanner_loads_from_the_entry_point_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A distribution on sys.path declaring `podium.guard.scanners` entry points (a real dist-info folder, as
+    pip writes it): its scanner is listed and built by name; a broken one is named in a clear error."""
+    (tmp_path / "guard_plugin_demo.py").write_text(
+        "from podium.guard.base import Scanner\n"
+        "class Bleep(Scanner):\n"
+        "    name = 'bleep'\n"
+        "    description = 'finds the word bleep'\n"
+        "    def check(self, text, context):\n"
+        "        at = text.find('bleep')\n"
+        "        return [] if at < 0 else [self.finding('BLEEP', at, at + 5, 1.0)]\n"
+        "NotAScanner = object\n"
+    )
+    info = tmp_path / "guard_plugin_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: guard-plugin-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[podium.guard.scanners]\nbleep = guard_plugin_demo:Bleep\nbroken = guard_plugin_demo:NotAScanner\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "bleep" in registry.known_names()
+    found = registry.build("bleep", {"action": "mask"}).check("say bleep", IN)
+    assert [(f.type, f.action, f.start) for f in found] == [("BLEEP", "mask", 4)]
+    assert actions.apply("say bleep", found).text == "say *****"
+    with pytest.raises(ScannerError, match="not a Scanner subclass"):
+        registry.build("broken")
+    listed = {i.name: i for i in registry.describe_all()}
+    assert listed["bleep"].plugin and "broken" not in listed

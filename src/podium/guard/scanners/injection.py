@@ -162,6 +162,7 @@ class InjectionSettings(ScannerSettings):
     extra_attacks: list[str] = Field(default_factory=list, max_length=10_000)  # more known attacks
     prefilter: bool = True  # embed only sentences holding an attack word (off: every sentence, slower)
     cache_size: int = Field(default=4096, ge=0, le=1_000_000)  # sentences whose best similarity is remembered
+    max_segments: int = Field(default=128, ge=1, le=10_000)  # sentences embedded per text at most (the first)
 
 
 _corpus_vectors: dict[tuple[object, tuple[str, ...]], Vectors] = {}
@@ -247,7 +248,7 @@ class PromptInjection(Scanner):
             if m is not None and weight > best[0]:
                 best = (weight, m.start(), m.end(), f"heuristic: {label}")
         if self.embedder is not None and best[0] < 0.95:
-            spans = segments(text, s.prefilter)
+            spans = segments(text, s.prefilter)[: s.max_segments]
             if spans:
                 cosines = self._similarities([text[a:b] for a, b in spans])
                 i = int(np.argmax(cosines))
