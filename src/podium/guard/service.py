@@ -130,9 +130,10 @@ def get_scanner(name: str, settings: dict[str, Any] | None = None, **injected: A
 
 
 async def run_scanners(
-    scanners: Sequence[Scanner], text: str, context: ScanContext
+    scanners: Sequence[Scanner], text: str, context: ScanContext, *, offload: bool = False
 ) -> tuple[list[Finding], list[ScannerRun]]:
-    """Run scanners in order; a scanner that fails is reported (its error), never silently skipped."""
+    """Run scanners in order; a scanner that fails is reported (its error), never silently skipped. With
+    `offload` (on a server's event loop), `blocking` scanners (model forward passes) run on a thread."""
     found: list[Finding] = []
     runs: list[ScannerRun] = []
     for scanner in scanners:
@@ -140,7 +141,10 @@ async def run_scanners(
         error = None
         result: list[Finding] = []
         try:
-            result = await scanner.scan(text, context)
+            if offload and scanner.blocking:
+                result = await asyncio.to_thread(scanner.check, text, context)
+            else:
+                result = await scanner.scan(text, context)
         except (ScannerError, JudgeError, PodiumError) as exc:
             error = str(exc)
         found.extend(result)
