@@ -178,6 +178,7 @@ def main() -> None:
 
     pii_rows, inj_rows, tox_rows = load("pii"), load("injection"), load("toxicity")
     holdout_rows = load("injection_holdout")
+    holdout2_rows = load("injection_holdout2")
     started = time.perf_counter()
     scanners = {
         "pii": registry.build("pii"),
@@ -248,7 +249,7 @@ def main() -> None:
             ),
             "keyword rule (floor)": score_binary(inj_rows, KEYWORDS.search),
         },
-        "injection, held-out set (never used for tuning)": {
+        "injection, first held-out set (since used: its attacks joined the corpus, the bar was set on it)": {
             "prompt_injection": score_binary(holdout_rows, findings(scanners["prompt_injection"])),
             "prompt_injection (heuristics only)": score_binary(
                 holdout_rows, findings(scanners["prompt_injection (heuristics only)"])
@@ -257,6 +258,16 @@ def main() -> None:
                 holdout_rows, findings(scanners["prompt_injection (variant: no prefilter, floor 0.35, full 0.65)"])
             ),
             "keyword rule (floor)": score_binary(holdout_rows, KEYWORDS.search),
+        },
+        "injection, second held-out set (never used for tuning)": {
+            "prompt_injection": score_binary(holdout2_rows, findings(scanners["prompt_injection"])),
+            "prompt_injection (heuristics only)": score_binary(
+                holdout2_rows, findings(scanners["prompt_injection (heuristics only)"])
+            ),
+            "prompt_injection (variant: no prefilter, floor 0.35, full 0.65)": score_binary(
+                holdout2_rows, findings(scanners["prompt_injection (variant: no prefilter, floor 0.35, full 0.65)"])
+            ),
+            "keyword rule (floor)": score_binary(holdout2_rows, KEYWORDS.search),
         },
         "toxicity": {
             "toxicity (threshold 0.5)": score_binary(tox_rows, findings(scanners["toxicity"])),

@@ -4,10 +4,12 @@ Two signals, the higher wins:
 - heuristics: weighted patterns for the common moves (ignore/disregard the previous instructions, reveal the
   system prompt, "you are now DAN", developer mode, forged role markers such as `<|im_start|>system`);
 - similarity: each sentence that holds an attack word is embedded (all-MiniLM-L6-v2) and compared with a
-  corpus of known attacks written for this project (`guard/data/attacks.txt`); its cosine similarity, rescaled
-  between `similarity_floor` and 1, is the score.
-Sentences without any attack word are never embedded, so ordinary prompts cost a regex pass; long prompts are
-scanned sentence by sentence, so an attack at the end of a long document is not truncated away.
+  corpus of known attacks written for this project (`guard/data/attacks.txt`); its best cosine similarity,
+  rescaled from `similarity_floor` (score 0) to `similarity_full` (score 1), is the score.
+Sentences without any attack word are never embedded (`prefilter`), so ordinary prompts cost a regex pass;
+long prompts are scanned sentence by sentence, so an attack at the end of a long document is not truncated
+away. bench/RESULTS.md has the accuracy on the shipped set and on held-out sets: expect far less on attacks
+phrased unlike the corpus than on the shipped set.
 """
 
 from __future__ import annotations
@@ -157,8 +159,8 @@ class InjectionSettings(ScannerSettings):
 
     threshold: float = Field(default=0.7, ge=0, le=1)  # findings at or above this score
     embeddings: bool = True  # off: heuristics only (no model)
-    similarity_floor: float = Field(default=0.45, ge=0, lt=1)  # cosine mapped to score 0
-    similarity_full: float = Field(default=0.75, gt=0, le=1)  # cosine mapped to score 1
+    similarity_floor: float = Field(default=0.40, ge=0, lt=1)  # cosine mapped to score 0
+    similarity_full: float = Field(default=0.64, gt=0, le=1)  # cosine mapped to score 1 (0.568 reaches 0.7)
     extra_attacks: list[str] = Field(default_factory=list, max_length=10_000)  # more known attacks
     prefilter: bool = True  # embed only sentences holding an attack word (off: every sentence, slower)
     cache_size: int = Field(default=4096, ge=0, le=1_000_000)  # sentences whose best similarity is remembered
