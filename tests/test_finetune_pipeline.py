@@ -222,14 +222,24 @@ def test_demonstration_style_tune_gate_canary_promote_and_rollback(served: list[
     # promotion sends everything to the tuned version; rolling `stable` back sends everything to the base
     promoted = cli(srv, "finetune", "promote", run_id)
     assert promoted.returncode == 0 and f"{model}@stable is version {tuned['version']}" in promoted.stdout
-    assert all(styled(4))
+    settled(styled, True)
     back = cli(srv, "models", "rollback", f"{model}@stable")
     assert back.returncode == 0, back.stdout + back.stderr
-    assert not any(styled(4))
+    settled(styled, False)
     with client(srv) as c:
         audit = c.get("/api/audit", params={"action": "model.alias.rollback"}).json()
     assert any(a.get("details", {}).get("alias") == "stable" for a in audit["items"]), audit
     print(f"demonstration: {elapsed:.0f} s from run to deployed; gate {gate}")
+
+
+def settled(styled: Any, expected: bool, within: float = 60) -> None:
+    """The gateway re-reads routes and aliases every couple of seconds: once a call gets the new answer, the
+    next four do too."""
+    deadline = time.monotonic() + within
+    while styled(1) != [expected]:
+        assert time.monotonic() < deadline, f"the gateway still serves the old version after {within}s"
+        time.sleep(0.5)
+    assert styled(4) == [expected] * 4
 
 
 # --- failing, cancelling, killing -------------------------------------------------------------------------
