@@ -104,7 +104,11 @@ def _print_run(run: dict[str, Any]) -> None:
     print_record(run, ["id", "blueprint_id", "backend", "status", "stage", "progress", "message", "error"])
     for name, stage in (run.get("stages") or {}).items():
         outputs = stage.get("outputs") or {}
-        said = ", ".join(f"{k}={v}" for k, v in outputs.items() if not isinstance(v, dict | list))
+        said = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in outputs.items()
+            if v is not None and not isinstance(v, dict | list)
+        )
         console.print(f"  {name:<9} {stage.get('status', ''):<9} {stage.get('error') or said}"[:400], markup=False)
 
 
