@@ -149,9 +149,10 @@ def segments(text: str, prefilter: bool = True) -> list[tuple[int, int]]:
 
 @cache
 def attack_corpus() -> tuple[str, ...]:
-    """The known attacks shipped with Podium (one per line; `#` comments and blank lines skipped)."""
+    """The known attacks shipped with Podium (one per line; blank lines and `# ` comments skipped: an attack may
+    itself start with `###`)."""
     raw = resources.files("podium.guard.data").joinpath("attacks.txt").read_text(encoding="utf-8")
-    return tuple(line.strip() for line in raw.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    return tuple(line.strip() for line in raw.splitlines() if line.strip() and not line.startswith("# "))
 
 
 class InjectionSettings(ScannerSettings):
