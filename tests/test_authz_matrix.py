@@ -129,6 +129,10 @@ def world(backend: str, tmp_path_factory: pytest.TempPathFactory, upstream: Fake
         r = c.post("/api/finetunes/blueprints/plan", json={**plan, "completion_field": "text"})
         assert r.status_code == 201, r.text
         objects["blueprint"] = r.json()["blueprint"]["id"]
+        r = c.post("/api/finetunes/runs", json={"blueprint": objects["blueprint"]})
+        assert r.status_code == 201, r.text
+        objects["finetune_run"] = r.json()["id"]  # cancelled at once: a real run, without training one
+        assert c.post(f"/api/finetunes/runs/{objects['finetune_run']}/cancel", json={}).status_code == 200
         while c.get(f"/api/evals/runs/{objects['eval_run']}").json()["status"] in ("queued", "running"):
             time.sleep(0.1)
     objects |= {"model": model, "prompt": prompt, "version_id": version_id, "experiment": exp.json()["id"]}
@@ -173,6 +177,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/chain-approvals/{approval_id}": {"approval_id": "cap_nosuch"},
         "/api/chains/{name}": {"name": objects["chain"], "ref": "1", "label": "prod", "run_id": objects["chain_run"]},
         "/api/finetunes/blueprints/{blueprint_id}": {"blueprint_id": objects["blueprint"]},
+        "/api/finetunes/runs/{run_id}": {"run_id": objects["finetune_run"]},
     }
     if "{" not in path:
         return path, False
@@ -197,6 +202,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "chain",
         "chain_run",
         "blueprint",
+        "finetune_run",
     )
     names_a = {objects[k] for k in owned}
     return filled, any(v in filled for v in names_a)
