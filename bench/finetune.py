@@ -125,13 +125,13 @@ prompts = cfg["prompts"]
 kind = cfg["kind"]
 cache = Path(cfg["cache"])
 if kind == "base":
-    lm = load_causal_lm(Path(cfg["base"]), fmt="hf", sha256=cfg["base_sha"], cache_root=cache, module=False)
+    lm = load_causal_lm(Path(cfg["base"]), fmt="hf", sha256=cfg["base_sha"], cache_root=cache, dtype="int8", module=False)
 elif kind == "merged":
     key = file_sha256(Path(cfg["merged"]) / "model.safetensors")
-    lm = load_causal_lm(Path(cfg["merged"]), fmt="hf", sha256=key, cache_root=cache, module=False)
+    lm = load_causal_lm(Path(cfg["merged"]), fmt="hf", sha256=key, cache_root=cache, dtype="int8", module=False)
 elif kind == "adapter":
     key = file_sha256(Path(cfg["adapter"]) / "adapter_model.safetensors")
-    lm = load_causal_lm(Path(cfg["base"]), fmt="hf", sha256=cfg["base_sha"], cache_root=cache,
+    lm = load_causal_lm(Path(cfg["base"]), fmt="hf", sha256=cfg["base_sha"], cache_root=cache, dtype="int8",
                         adapter=Path(cfg["adapter"]), adapter_sha256=key)
 if kind == "peft-unmerged":
     import torch

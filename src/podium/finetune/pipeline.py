@@ -185,6 +185,7 @@ class Pipeline:
             "base_folder": base.tokenizer_folder,
             "base_sha256": base_version.sha256,
             "cache_dir": str(settings.effective_model_cache_dir),
+            "dtype": settings.local_dtype,
             "method": bp.method,
             "lora": bp.lora.model_dump() if bp.lora else None,
             "hyperparameters": h.model_dump(),

@@ -289,7 +289,8 @@ def generate(folder: Path) -> dict[str, Any]:
     cache = Path(cfg["cache_dir"])
     base_folder = Path(cfg["base_folder"])
     t0 = time.monotonic()
-    base = load_causal_lm(base_folder, fmt="hf", sha256=cfg["base_sha256"], cache_root=cache, module=False)
+    dtype = str(cfg.get("dtype", "int8"))  # as the model workers serve (`local_dtype`)
+    base = load_causal_lm(base_folder, fmt="hf", sha256=cfg["base_sha256"], cache_root=cache, dtype=dtype, module=False)
     base_out = _engine_answers(base, prompts, max_new)
     base_s = time.monotonic() - t0
     del base
@@ -297,12 +298,18 @@ def generate(folder: Path) -> dict[str, Any]:
     if cfg["method"] == "full":
         merged = folder / MERGED
         key = file_sha256(merged / "model.safetensors")
-        tuned = load_causal_lm(merged, fmt="hf", sha256=key, cache_root=cache, module=False)
+        tuned = load_causal_lm(merged, fmt="hf", sha256=key, cache_root=cache, dtype=dtype, module=False)
     else:
         adapter = folder / ADAPTER
         key = file_sha256(adapter / "adapter_model.safetensors")
         tuned = load_causal_lm(
-            base_folder, fmt="hf", sha256=cfg["base_sha256"], cache_root=cache, adapter=adapter, adapter_sha256=key
+            base_folder,
+            fmt="hf",
+            sha256=cfg["base_sha256"],
+            cache_root=cache,
+            dtype=dtype,
+            adapter=adapter,
+            adapter_sha256=key,
         )
     tuned_out = _engine_answers(tuned, prompts, max_new)
     result = {"base": base_out, "tuned": tuned_out, "base_seconds": base_s, "tuned_seconds": time.monotonic() - t0}
