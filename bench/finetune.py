@@ -116,7 +116,7 @@ SERVE = r"""
 import json, sys, time, threading
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from podium.finetune.trainer import _engine_answers
+from podium.finetune.trainer import engine_answers
 from podium.models.worker.loader import load_causal_lm
 from podium.core.blobs import file_sha256
 
@@ -146,12 +146,10 @@ if kind == "peft-unmerged":
     took = time.monotonic() - t0
     print(json.dumps({"tokens": int((ids.shape[1] - batch["input_ids"].shape[1]) * len(prompts)), "seconds": took}))
     sys.exit(0)
-_engine_answers(lm, prompts[:2], 4)  # warm: int8 calibration, first-call costs
-t0 = time.monotonic()
-answers = _engine_answers(lm, prompts, cfg["tokens"])
-took = time.monotonic() - t0
-n = sum(len(lm.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
-print(json.dumps({"tokens": n, "seconds": took}))
+engine_answers(lm, prompts[:2], 4, cache)  # warm: int8 calibration (kept in `cache`), first-call costs
+stats = {}
+engine_answers(lm, prompts, cfg["tokens"], cache, stats)  # timed from submitting to the last token
+print(json.dumps(stats))
 """
 
 
