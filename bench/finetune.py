@@ -148,7 +148,7 @@ if kind == "peft-unmerged":
     sys.exit(0)
 engine_answers(lm, prompts[:2], 4, cache)  # warm: int8 calibration (kept in `cache`), first-call costs
 stats = {}
-engine_answers(lm, prompts, cfg["tokens"], cache, stats)  # timed from submitting to the last token
+engine_answers(lm, prompts, cfg["tokens"], cache, stats, stop=False)  # every answer --tokens long: same work
 print(json.dumps(stats))
 """
 
@@ -171,6 +171,74 @@ def serve_round(kind: str, cfg: dict[str, Any], work: Path) -> float:
     return float(got["tokens"]) / float(got["seconds"])
 
 
+def training(args: argparse.Namespace, work: Path) -> tuple[list[float], list[float], Path]:
+    """The pipeline and the plain script taking turns; their tokens/s and the last run's folder."""
+    rows = example_rows()
+    home = work / "home"
+    home.mkdir()
+    os.environ.setdefault("BENCH_PODIUM_JOB_WORKERS", "1")
+    proc, url, key = start_podium(home, "")
+    pipe_tps: list[float] = []
+    plain_tps: list[float] = []
+    try:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as c:
+            body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+            c.post("/api/datasets/bench-support/import", params={"format": "jsonl"}, content=body).raise_for_status()
+            bp = {
+                "base_model": BASE,
+                "data": {"train": "bench-support", "prompt_field": "question", "completion_field": "answer"},
+                "method": "lora",
+                "lora": LORA,
+                "hyperparameters": {"max_steps": args.steps, "learning_rate": 1e-3, "batch_size": 8, "max_length": 256},
+                "artifacts": {"merged": True},
+                "deploy": {"model": "bench-tuned"},
+            }
+            planned = c.post("/api/finetunes/blueprints/plan", json={"blueprint": bp})
+            planned.raise_for_status()
+            blueprint_id = planned.json()["blueprint"]["id"]
+            (work / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            last: dict[str, Any] = {}
+            for i in range(args.rounds):
+                last = pipeline_round(c, blueprint_id)
+                pipe_tps.append(last["tokens"] / last["train_runtime"])
+                config = json.loads((home / "finetune" / last["run_id"] / "train.json").read_text())
+                plain = plain_trl(config["base_folder"], work / "rows.jsonl", args.steps, work)
+                plain_tps.append(plain["tokens"] / plain["train_runtime"])
+                print(f"round {i + 1}: pipeline {pipe_tps[-1]:.1f} tokens/s, plain TRL {plain_tps[-1]:.1f} tokens/s")
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return pipe_tps, plain_tps, home / "finetune" / last["run_id"]
+
+
+def serving(args: argparse.Namespace, work: Path, run_folder: Path) -> dict[str, list[float]]:
+    """The engine on the base, the merged weights and base + adapter (and PEFT unmerged), taking turns."""
+    from transformers import AutoTokenizer
+
+    config = json.loads((run_folder / "train.json").read_text())
+    tok = AutoTokenizer.from_pretrained(config["base_folder"])
+    questions = [r["question"] for r in example_rows()[: args.streams]]
+    prompts = [
+        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in questions
+    ]
+    cfg = {
+        "prompts": prompts,
+        "tokens": args.tokens,
+        "cache": str(work / "engine-cache"),
+        "base": config["base_folder"],
+        "base_sha": config["base_sha256"],
+        "merged": str(run_folder / "merged"),
+        "adapter": str(run_folder / "adapter"),
+    }
+    out: dict[str, list[float]] = {"base": [], "merged": [], "adapter": [], "peft-unmerged": []}
+    for i in range(args.rounds):
+        for kind in out:
+            out[kind].append(serve_round(kind, cfg, work))
+        print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f} tokens/s" for k, v in out.items()))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
@@ -178,91 +246,30 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--record", action="store_true")
+    ap.add_argument(
+        "--serving-from", type=Path, help="Only the serving part, on a run folder with adapter/ and merged/."
+    )
     args = ap.parse_args()
-    rows = example_rows()
+    lines = []
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with tempfile.TemporaryDirectory(prefix="podium-bench-ft-") as tmp:
         work = Path(tmp)
-        home = work / "home"
-        home.mkdir()
-        os.environ.setdefault("BENCH_PODIUM_JOB_WORKERS", "1")
-        proc, url, key = start_podium(home, "")
-        try:
-            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as c:
-                body = "".join(json.dumps(r) + "\n" for r in rows).encode()
-                c.post(
-                    "/api/datasets/bench-support/import", params={"format": "jsonl"}, content=body
-                ).raise_for_status()
-                bp = {
-                    "base_model": BASE,
-                    "data": {"train": "bench-support", "prompt_field": "question", "completion_field": "answer"},
-                    "method": "lora",
-                    "lora": LORA,
-                    "hyperparameters": {
-                        "max_steps": args.steps,
-                        "learning_rate": 1e-3,
-                        "batch_size": 8,
-                        "max_length": 256,
-                    },
-                    "artifacts": {"merged": True},
-                    "deploy": {"model": "bench-tuned"},
-                }
-                planned = c.post("/api/finetunes/blueprints/plan", json={"blueprint": bp})
-                planned.raise_for_status()
-                blueprint_id = planned.json()["blueprint"]["id"]
-                (work / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-                pipe_tps, plain_tps, last = [], [], {}
-                base_folder = ""
-                for i in range(args.rounds):
-                    last = pipeline_round(c, blueprint_id)
-                    pipe_tps.append(last["tokens"] / last["train_runtime"])
-                    config = json.loads((home / "finetune" / last["run_id"] / "train.json").read_text())
-                    base_folder = config["base_folder"]
-                    plain = plain_trl(base_folder, work / "rows.jsonl", args.steps, work)
-                    plain_tps.append(plain["tokens"] / plain["train_runtime"])
-                    print(
-                        f"round {i + 1}: pipeline {pipe_tps[-1]:.1f} tokens/s, plain TRL {plain_tps[-1]:.1f} tokens/s"
-                    )
-        finally:
-            proc.terminate()
-            proc.wait(60)
-        run_folder = home / "finetune" / last["run_id"]
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(base_folder)
-        questions = [r["question"] for r in rows[: args.streams]]
-        prompts = [
-            tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-            for q in questions
-        ]
-        cfg = {
-            "prompts": prompts,
-            "tokens": args.tokens,
-            "cache": str(work / "engine-cache"),
-            "base": base_folder,
-            "base_sha": config["base_sha256"],
-            "merged": str(run_folder / "merged"),
-            "adapter": str(run_folder / "adapter"),
-        }
-        serving: dict[str, list[float]] = {"base": [], "merged": [], "adapter": [], "peft-unmerged": []}
-        for i in range(args.rounds):
-            for kind in serving:
-                serving[kind].append(serve_round(kind, cfg, work))
-            print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f} tokens/s" for k, v in serving.items()))
-    pipe, plain = statistics.median(pipe_tps), statistics.median(plain_tps)
-    med = {k: statistics.median(v) for k, v in serving.items()}
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        f"### bench/finetune.py, {when}",
-        "",
-        f"Machine: {machine()}. `--steps {args.steps} --rounds {args.rounds} --streams {args.streams}"
-        f" --tokens {args.tokens}`; medians of {args.rounds} alternating rounds.",
-        "",
-        "| training (LoRA r=16 q/k/v/o, SmolLM2-135M, batch 8) | tokens/s | vs plain TRL |",
-        "| --- | ---: | ---: |",
-        f"| plain TRL script (floor) | {plain:.1f} | 1.00 |",
-        f"| through the pipeline (job, prepare, trainer child) | {pipe:.1f} | **{pipe / plain:.2f}** |",
-        "",
-        f"| serving on the local engine ({args.streams} streams x {args.tokens} tokens, greedy) | tokens/s | vs base |",
+        if args.serving_from is None:
+            pipe_tps, plain_tps, run_folder = training(args, work)
+            pipe, plain = statistics.median(pipe_tps), statistics.median(plain_tps)
+            lines += [
+                "| training (LoRA r=16 q/k/v/o, SmolLM2-135M, batch 8) | tokens/s | vs plain TRL |",
+                "| --- | ---: | ---: |",
+                f"| plain TRL script (floor) | {plain:.1f} | 1.00 |",
+                f"| through the pipeline (job, prepare, trainer child) | {pipe:.1f} | **{pipe / plain:.2f}** |",
+                "",
+            ]
+        else:
+            run_folder = args.serving_from
+        med = {k: statistics.median(v) for k, v in serving(args, work, run_folder).items()}
+    lines += [
+        f"| serving on the local engine ({args.streams} streams x {args.tokens} tokens each, greedy) | tokens/s |"
+        " vs base |",
         "| --- | ---: | ---: |",
         f"| base SmolLM2-135M | {med['base']:.1f} | 1.00 |",
         f"| merged tuned weights | {med['merged']:.1f} | **{med['merged'] / med['base']:.2f}** |",
@@ -272,7 +279,15 @@ def main() -> None:
         f" {med['peft-unmerged'] / med['base']:.2f} |",
         "",
     ]
-    text = "\n".join(lines)
+    head = [
+        f"### bench/finetune.py, {when}",
+        "",
+        f"Machine: {machine()}. `--steps {args.steps} --rounds {args.rounds} --streams {args.streams}"
+        f" --tokens {args.tokens}`{' --serving-from' if args.serving_from else ''}; medians of {args.rounds}"
+        " alternating rounds.",
+        "",
+    ]
+    text = "\n".join(head + lines)
     print(text)
     if args.record:
         record(text)

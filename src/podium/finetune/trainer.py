@@ -232,11 +232,17 @@ def train(folder: Path) -> dict[str, Any]:
 
 
 def engine_answers(
-    lm: Any, prompts: list[str], max_new: int, cache: Path | None = None, stats: dict[str, float] | None = None
+    lm: Any,
+    prompts: list[str],
+    max_new: int,
+    cache: Path | None = None,
+    stats: dict[str, float] | None = None,
+    stop: bool = True,
 ) -> list[str]:
     """Greedy answers from the local engine (the serving path: batched, int8 as served), in prompt order.
     `cache` keeps the calibrated int8 weights (as the workers' derived cache does); `stats` gets the generated
-    tokens and the seconds from submitting the prompts to the last answer."""
+    tokens and the seconds from submitting the prompts to the last answer; `stop=False` ignores the end of
+    sequence (every answer `max_new` tokens long: what a throughput comparison of two models needs)."""
     import threading
 
     from podium.models.worker.api import Event, Finished, SeqRequest, TokenOut
@@ -270,7 +276,7 @@ def engine_answers(
                 temperature=0.0,
                 top_p=1.0,
                 seed=0,
-                eos_ids=lm.eos_ids,
+                eos_ids=lm.eos_ids if stop else [],
                 logprobs=None,
                 emit=emit_for(i),
             )
