@@ -8,11 +8,12 @@ for the model's size and the data's, applies the truncation policy, estimates ti
 machine, and stores the blueprint under the id its content gives it.
 
 Estimates (rough, calibrated on this machine's measurement in issue 19: a LoRA of r=16 on q/k/v/o of
-SmolLM2-135M, 134.5M parameters, trains at ~134 tokens/s on 2 CPU cores):
+SmolLM2-135M, 134.5M parameters, trains at ~209 tokens/s on 2 CPU cores in bf16 mixed precision, the
+trainer's default; bench/finetune.py):
 
 - time: a training token costs ~k·N floating-point operations for N parameters (k = 4 with frozen base
   weights, LoRA and QLoRA: forward and the activations' backward; k = 6 for a full fine-tune, which adds
-  the weights' gradients), so tokens/s = 134 · (134.5M / N) · (cores / 2) · (4 / k). Tokens trained per
+  the weights' gradients), so tokens/s = 209 · (134.5M / N) · (cores / 2) · (4 / k). Tokens trained per
   epoch are the rows' lengths after truncation, padded to the longest row of each batch (packed into
   max_length blocks with `packing`); seconds = tokens trained / tokens/s.
 - memory: fp32 weights 4·N bytes (QLoRA 0.55·N) + 16 bytes per trainable parameter (weight, gradient,
@@ -55,7 +56,7 @@ from podium.models.worker.loader import CONVERTED
 MAX_MEASURED_ROWS = 200_000  # rows of a dataset version measured in tokens (the rest are not read)
 MAX_LISTED = 500
 REFERENCE_PARAMETERS = 134_515_008  # SmolLM2-135M
-REFERENCE_TOKENS_PER_S = 134.0  # its LoRA (r=16, q/k/v/o) on 2 cores here (issue 19)
+REFERENCE_TOKENS_PER_S = 209.0  # its LoRA (r=16, q/k/v/o) on 2 cores here, bf16 mixed (bench/finetune.py)
 REFERENCE_CORES = 2
 RUNTIME_BYTES = 400 * 1024 * 1024
 TEXT_TYPES = ("string", "large_string", "string_view")
@@ -470,7 +471,7 @@ def estimate(bp: ft_spec.Blueprint, base: Base, lengths: list[int], trainable: i
         "memory_bytes": memory,
         "available_memory_bytes": available,
         "fits_in_memory": None if available is None else memory <= available,
-        "formula": "tokens/s = 134 * (134.5M / parameters) * (cores / 2) * (4 / k), k = 4 (LoRA) or 6 (full)",
+        "formula": "tokens/s = 209 * (134.5M / parameters) * (cores / 2) * (4 / k), k = 4 (LoRA) or 6 (full)",
     }
 
 
