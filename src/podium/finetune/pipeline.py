@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 
 from podium.core.db import utcnow
 from podium.core.errors import PodiumError
@@ -190,7 +190,7 @@ class Pipeline:
             "lora": bp.lora.model_dump() if bp.lora else None,
             "hyperparameters": h.model_dump(),
             "merge": bp.artifacts.merged or bp.method == "full",
-            "save_steps": _save_steps(int(self.ctx.params.get("save_steps") or 0), h),
+            "save_steps": _save_steps(int(self.ctx.params.get("save_steps") or 0)),
             "eval": {"max_new_tokens": bp.eval.max_new_tokens},
         }
         (self.folder / trainer.TRAIN_CONFIG).write_text(json.dumps(config, indent=1))
@@ -472,7 +472,7 @@ def _has_model(platform: Platform, actor: Actor, name: str) -> bool:
     return True
 
 
-def _save_steps(given: int, h: ft_spec.Hyperparameters) -> int:
+def _save_steps(given: int) -> int:
     """How often a checkpoint is written: every 10 steps by default (a few seconds of saving a small
     adapter against about a minute of training on 2 cores)."""
     return given if given > 0 else 10
@@ -561,9 +561,3 @@ def _tail(path: Path, lines: int = 5) -> str:
         return "no log"
     useful = [t for t in text if t.strip() and "Loading weights" not in t and "Warning" not in t]
     return " | ".join(useful[-lines:])[-1500:]
-
-
-def run_ids_of_project(platform: Platform, project_id: str | None) -> list[str]:
-    """The runs of a project (for tests and listings)."""
-    with platform.db.read_session() as s:
-        return list(s.scalars(select(FinetuneRun.id).where(FinetuneRun.project_id == project_id)))
