@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from podium.core.blobs import file_sha256
 from podium.core.errors import InvalidInput
 from podium.core.identity import Actor
 from podium.core.platform import Platform
@@ -33,11 +32,7 @@ def register_folder(
     actor.require("member", "register models")
     name = MODELS.check_name(name)
     inspected = inspect_source(folder)
-    local = {inspected.relpath(p): p for p in inspected.files}
-    files: list[dict[str, Any]] = [
-        {"path": rel, "sha256": file_sha256(p), "size": p.stat().st_size} for rel, p in local.items()
-    ]
-    digest = service.manifest_sha256(files)
+    local, files, digest = service.hashed_files(inspected)
     base_version_id = None
     if base is not None:
         base_version_id = service.get_version(platform, actor, base).id
@@ -45,15 +40,11 @@ def register_folder(
         raise InvalidInput(
             "an adapter needs the base model it applies to (base=name@version)", details={"field": "base"}
         )
-    for f in files:
-        if platform.blobs.put_file(local[f["path"]]) != f["sha256"]:
-            raise InvalidInput(f"{f['path']} changed while it was being registered; nothing was registered")
+    service.store_files(platform, local, files)
     full_lineage = dict(lineage or {})
     if base_version_id:
         full_lineage.setdefault("adapter_of" if inspected.format == "peft" else "derived_from", base_version_id)
-    config: dict[str, Any] = {"format_details": {k: v for k, v in inspected.extra.items() if v is not None}}
-    if inspected.architecture:
-        config["architecture"] = inspected.architecture
+    config = service.format_config(inspected)
     return service._insert_version(
         platform.db,
         actor,

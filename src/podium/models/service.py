@@ -28,7 +28,7 @@ from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.netguard import NetGuard
 from podium.core.platform import Platform
-from podium.models.formats import inspect_source
+from podium.models.formats import Inspected, inspect_source
 from podium.models.providers.registry import kind as provider_kind
 from podium.models.providers.registry import kinds as provider_kinds
 from podium.models.sources import locate
@@ -223,6 +223,31 @@ def check_local_source(platform: Platform, path: Path) -> None:
         )
 
 
+def hashed_files(inspected: Inspected) -> tuple[dict[str, Path], list[dict[str, Any]], str]:
+    """An inspected source's files by relative path, their rows (path, sha256, size) and the version's hash."""
+    local_paths = {inspected.relpath(p): p for p in inspected.files}
+    files: list[dict[str, Any]] = [
+        {"path": rel, "sha256": file_sha256(p), "size": p.stat().st_size} for rel, p in local_paths.items()
+    ]
+    return local_paths, files, manifest_sha256(files)
+
+
+def store_files(platform: Platform, local_paths: dict[str, Path], files: list[dict[str, Any]]) -> None:
+    """Put the files in the content-addressed store (idempotent); one that changed since it was hashed fails
+    the registration before any row is written."""
+    for f in files:
+        if platform.blobs.put_file(local_paths[f["path"]]) != f["sha256"]:
+            raise InvalidInput(f"{f['path']} changed while it was being registered; nothing was registered")
+
+
+def format_config(inspected: Inspected) -> dict[str, Any]:
+    """The config a local version records of its files: format details and architecture."""
+    cfg: dict[str, Any] = {"format_details": {k: v for k, v in inspected.extra.items() if v is not None}}
+    if inspected.architecture:
+        cfg["architecture"] = inspected.architecture
+    return cfg
+
+
 def register_local(
     platform: Platform,
     actor: Actor,
@@ -253,11 +278,7 @@ def register_local(
         paths=(lambda path: check_local_source(platform, path)) if actor.is_admin else None,
     )
     inspected = inspect_source(located.path)
-    local_paths = {inspected.relpath(p): p for p in inspected.files}
-    files: list[dict[str, Any]] = [
-        {"path": rel, "sha256": file_sha256(p), "size": p.stat().st_size} for rel, p in local_paths.items()
-    ]
-    digest = manifest_sha256(files)
+    local_paths, files, digest = hashed_files(inspected)
     if sha256 is not None and sha256.removeprefix("sha256:").lower() != digest:
         raise InvalidInput(
             f"hash mismatch for {located.uri}: expected sha256 {sha256}, the files hash to {digest};"
@@ -274,18 +295,12 @@ def register_local(
         if base is not None:
             ref = MODELS.parse_ref(base)
             base_version_id = MODELS.resolve(s, MODELS.find(s, ref.name), ref.tag).id
-    # content first (idempotent, content-addressed), then the rows in one transaction
-    for f in files:
-        stored = platform.blobs.put_file(local_paths[f["path"]])
-        if stored != f["sha256"]:
-            raise InvalidInput(f"{f['path']} changed while it was being registered; nothing was registered")
+    store_files(platform, local_paths, files)  # content first (idempotent), then the rows in one transaction
     task = task or inspected.task
     full_lineage = dict(lineage or {})
     if base_version_id:
         full_lineage.setdefault("adapter_of", base_version_id)
-    cfg: dict[str, Any] = {"format_details": {k: v for k, v in inspected.extra.items() if v is not None}}
-    if inspected.architecture:
-        cfg["architecture"] = inspected.architecture
+    cfg = format_config(inspected)
     cfg.update(config or {})
     return _insert_version(
         platform.db,
