@@ -4,8 +4,7 @@ validation; served by uvicorn on loopback in this process."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -14,14 +13,16 @@ from podium.models.worker.app import WorkerState
 from podium.models.worker.engine import Engine
 from podium.models.worker.loader import load_causal_lm
 
+from .models_fixtures import build_tiny_llama
 from .serving import worker_http
 
 
 @pytest.fixture(scope="module")
-def worker(tiny_models: dict[str, Path]) -> Iterator[tuple[str, WorkerState]]:
-    lm = load_causal_lm(
-        tiny_models["llama"], fmt="hf", sha256="x", cache_root=tiny_models["llama"].parent, dtype="float32"
-    )
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, WorkerState]]:
+    # The tiny Llama with a long context, so that a long answer keeps the one slot busy for seconds, not the
+    # fraction of a second 200 tokens take: the queue test must not race the first answer's end.
+    folder = build_tiny_llama(tmp_path_factory.mktemp("worker-api") / "tiny-llama-long", context=4096)
+    lm = load_causal_lm(folder, fmt="hf", sha256="x", cache_root=folder.parent, dtype="float32")
     state = WorkerState(model_name="tiny", version_id="mdv_test", task="chat", lm=lm, started=time.time())
     state.engine = Engine(lm, max_batch=1, max_queue=1)
     state.engine.start()
@@ -33,10 +34,17 @@ def _long(stream: bool = True) -> dict[str, object]:
     return {
         "model": "tiny",
         "messages": [{"role": "user", "content": "go"}],
-        "max_tokens": 200,
+        "max_tokens": 4000,
         "stream": stream,
         "temperature": 0,
     }
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
 
 
 def test_full_queue_answers_429_and_disconnect_frees_the_slot(worker: tuple[str, WorkerState]) -> None:
@@ -46,7 +54,8 @@ def test_full_queue_answers_429_and_disconnect_frees_the_slot(worker: tuple[str,
             lines = first.iter_lines()
             next(lines)
             with c.stream("POST", "/v1/chat/completions", json=_long()) as second:  # waits in the queue
-                time.sleep(0.2)
+                _wait_for(lambda: state.engine.stats()["waiting"] == 1)
+                assert state.engine.stats()["active"] == 1
                 third = c.post("/v1/chat/completions", json=_long(stream=False))
                 assert third.status_code == 429
                 assert third.headers["retry-after"] == "1"
@@ -114,4 +123,4 @@ def test_tokenize_counts_the_chat_template(worker: tuple[str, WorkerState]) -> N
     )
     if hasattr(expected, "keys"):
         expected = expected["input_ids"]
-    assert r["count"] == len(expected) and r["max_model_len"] == 256
+    assert r["count"] == len(expected) and r["max_model_len"] == 4096
