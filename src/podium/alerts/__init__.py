@@ -1,0 +1,1 @@
+"""Alerts: rules on monitors and drift scores, their states and history, and notifications."""
