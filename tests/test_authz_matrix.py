@@ -133,6 +133,13 @@ def world(backend: str, tmp_path_factory: pytest.TempPathFactory, upstream: Fake
         assert r.status_code == 201, r.text
         objects["finetune_run"] = r.json()["id"]  # cancelled at once: a real run, without training one
         assert c.post(f"/api/finetunes/runs/{objects['finetune_run']}/cancel", json={}).status_code == 200
+        run_url = f"/api/finetunes/runs/{objects['finetune_run']}"
+        while (one := c.get(run_url).json())["status"] not in ("cancelled", "failed", "succeeded"):
+            time.sleep(0.1)
+        listed = {r["id"]: r for r in c.get("/api/finetunes/runs").json()}  # job states read in one query
+        assert {k: listed[one["id"]][k] for k in ("progress", "message", "status")} == {
+            k: one[k] for k in ("progress", "message", "status")
+        }
         while c.get(f"/api/evals/runs/{objects['eval_run']}").json()["status"] in ("queued", "running"):
             time.sleep(0.1)
     objects |= {"model": model, "prompt": prompt, "version_id": version_id, "experiment": exp.json()["id"]}

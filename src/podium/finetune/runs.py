@@ -193,7 +193,8 @@ def list_runs(platform: Platform, actor: Actor, *, blueprint: str | None = None)
         rows = list(s.scalars(q))
         for r in rows:
             s.expunge(r)
-    return [_info(r, _job(platform, actor, r)) for r in rows]
+    found = jobs.get_jobs(platform.db, actor, [r.job_id for r in rows if r.job_id is not None])
+    return [_info(r, found.get(r.job_id) if r.job_id else None) for r in rows]
 
 
 def cancel(platform: Platform, actor: Actor, run_id: str) -> RunInfo:
