@@ -20,6 +20,7 @@ from podium.gateway import metrics
 from podium.gateway.cache import ResponseCache
 from podium.gateway.errors import GatewayError
 from podium.gateway.governor import Governor, Ticket
+from podium.gateway.guarding import CallGuard, GuardHook, guard_spans
 from podium.gateway.guardrails import request_text, response_text
 from podium.gateway.prompting import PromptUse
 from podium.gateway.resilience import backoff_delay
@@ -111,6 +112,7 @@ class Call:
     origin: str = "gateway"  # the trace's source: "eval" for calls evaluations make (judges, eval targets)
     retrieval: Retrieved | None = None  # the knowledge-base chunks put into the prompt (a `retrieval` field)
     parent: TraceParent | None = None  # the span this call is a step of (its trace is then the parent's)
+    guard: CallGuard | None = None  # the guardrail policy the call falls under (its decisions go on the trace)
 
     def __post_init__(self) -> None:
         if self.parent is not None:
@@ -329,14 +331,24 @@ class Dispatcher:
         health.observe((time.perf_counter() - started) * 1000)
         return result
 
-    async def prepare(self, call: Call, tasks: tuple[str, ...], body_bytes: int) -> Route:
-        """Route a call, run the route's request guardrails and admit it under the limits; raises
-        `GatewayError` or `GuardrailViolation`."""
+    async def prepare(
+        self, call: Call, tasks: tuple[str, ...], body_bytes: int, guard: GuardHook | None = None
+    ) -> Route:
+        """Route a call, run the route's request guardrails and the input stage of the guardrail policy it
+        falls under (which may redact the request: the upstream, the cache and the trace see the redacted one),
+        and admit it under the limits; raises `GatewayError` or `GuardrailViolation`."""
         route = await self.route(call, tasks)
         if route.guards:
             text = request_text(call.body)
-            for guard in route.guards:
-                await guard.check_request(call.body, text)
+            for hook in route.guards:
+                await hook.check_request(call.body, text)
+        if guard is not None:
+            call.guard = guard.open(call.principal, route.name, call.kind)
+            if call.guard is not None:
+                body = await call.guard.check_input(call.kind, call.body)
+                if body is not call.body:
+                    call.body, call.body_raw = body, None
+                    body_bytes = len(orjson.dumps(body))
         call.body_bytes = body_bytes
         await self.admit(call, route)
         return route
@@ -450,6 +462,11 @@ class Dispatcher:
         if call.retrieval is not None:
             meta["kb"] = call.retrieval.ref
             spans.append(_retriever_span(call.trace_id, call.retrieval, parent_span))
+        tags: list[str] = []
+        if call.guard is not None:
+            meta["guard"] = call.guard.meta()
+            spans.extend(guard_spans(call.guard, call.trace_id, parent_span))
+            tags = call.guard.tags()
         trace: dict[str, Any] = {
             "id": call.trace_id,
             "project_id": p.project_id,
@@ -474,7 +491,7 @@ class Dispatcher:
             "completion_tokens": call.completion_tokens,
             "cost_micros": call.cost_micros,
             "error": call.error,
-            "tags": [],
+            "tags": tags,
             "meta": meta,
             "input": None if owned else inp,  # a part leaves the trace's input and output to its owner
             "output": None if owned else out,

@@ -30,6 +30,7 @@ from podium.gateway.chaining import chunks as chain_chunks
 from podium.gateway.chaining import completion as chain_completion
 from podium.gateway.dispatch import Call, Dispatcher, TraceParent, Upstream, first_then_rest
 from podium.gateway.errors import GatewayError, as_gateway_error
+from podium.gateway.guarding import GuardHook, StreamGuard
 from podium.gateway.guardrails import Guardrail, GuardrailViolation
 from podium.gateway.prompting import PromptResolver, PromptUse
 from podium.gateway.retrieval import (
@@ -156,6 +157,7 @@ class Gateway:
         self.prompts: PromptResolver | None = None  # the prompts domain plugs its resolver in at setup
         self.retriever: Retriever | None = None  # the knowledge-base domain plugs its retriever in at setup
         self.chains: ChainServer | None = None  # the chains domain plugs in what runs `chain:` models
+        self.guard: GuardHook | None = None  # the guard domain plugs in its policies at setup
 
     async def check_model(self, principal: Principal, kind: str, model: str) -> str:
         """The route a call of `kind` to `model` would take for `principal` (its name), without making the call:
@@ -245,24 +247,30 @@ class Gateway:
         # a rendered prompt reference changed the body: its size is what goes upstream
         body_bytes = incoming.body_bytes if body is incoming.body else len(orjson.dumps(body))
         try:
-            route = await dispatcher.prepare(call, TASKS[kind], body_bytes)
+            route = await dispatcher.prepare(call, TASKS[kind], body_bytes, self.guard)
             found = Lookup("none")
-            if use_cache:
+            if use_cache:  # a policy's redactions are in `call.body`: the cache keys on what the upstream sees
                 found = await dispatcher.cache.lookup(
-                    route.spec.cache, route.name, kind, body, incoming.cache_control, principal.project_id
+                    route.spec.cache, route.name, kind, call.body, incoming.cache_control, principal.project_id
                 )
                 call.cache = found.status
                 if found.answer is not None:
-                    answer = self._from_cache(call, found)
+                    shown = found.answer
+                    if call.guard is not None and kind != "embedding":
+                        shown = await call.guard.check_output(shown)
+                    answer = self._from_cache(call, found, shown)
                     await dispatcher.finish(call)
                     return answer
             if call.stream:
                 return await self._stream(call, route, found)
             result = await dispatcher.complete(call, route, _watching(gone) if gone is not None else None)
+            shown = result  # what the client sees: the policy's output stage applied, placeholders restored
+            if call.guard is not None and kind != "embedding":
+                shown = await call.guard.check_output(result)
             if found.key is not None or found.vector is not None:
                 await dispatcher.cache.store(found, route.spec.cache.ttl, result)
             call.output_raw = orjson.dumps(result)
-            answer = Answer(200, call.headers(), call, body=result, raw=call.output_raw)
+            answer = Answer(200, call.headers(), call, body=shown, raw=call.output_raw if shown is result else None)
         except (GatewayError, UpstreamError, GuardrailViolation) as exc:
             answer = self._failed(call, exc)
         except ClientGone:
@@ -323,8 +331,9 @@ class Gateway:
         return Answer(error.status, headers, call, body=error.body())
 
     @staticmethod
-    def _from_cache(call: Call, found: Lookup) -> Answer:
-        """Answer from the cache: no upstream call, cost $0 (tokens are still counted)."""
+    def _from_cache(call: Call, found: Lookup, shown: dict[str, Any]) -> Answer:
+        """Answer from the cache (`shown`: the hit as the client sees it): no upstream call, cost $0 (tokens are
+        still counted)."""
         hit = found.answer
         assert hit is not None
         call.cache = found.status
@@ -335,9 +344,9 @@ class Gateway:
         call.ttft_ms = (time.perf_counter() - call.t0) * 1000
         if call.stream:
             opts = call.body.get("stream_options")
-            chunks = as_chunks(hit, bool(isinstance(opts, dict) and opts.get("include_usage")))
+            chunks = as_chunks(shown, bool(isinstance(opts, dict) and opts.get("include_usage")))
             return Answer(200, call.headers(), call, stream=_replay(chunks))
-        return Answer(200, call.headers(), call, body=hit)
+        return Answer(200, call.headers(), call, body=shown)
 
     async def _stream(self, call: Call, route: Route, found: Lookup) -> Answer:
         """Stream from the first deployment that yields a first chunk; keep-alives while waiting. A failure
@@ -378,7 +387,8 @@ class Gateway:
                 headers["x-podium-prompt-version"] = call.prompt.ref
             if call.retrieval is not None:
                 headers.update(call.retrieval.headers())
-        chunks = _StreamRelay(call, dispatcher, opening, include_usage, self.keepalive, route.guards, store)
+        checker = call.guard.stream() if call.guard is not None else None
+        chunks = _StreamRelay(call, dispatcher, opening, include_usage, self.keepalive, route.guards, store, checker)
         return Answer(200, headers, call, stream=chunks.run())
 
 
@@ -490,7 +500,35 @@ class _StreamRelay:
     keepalive: float
     guards: list[Guardrail]
     store: Callable[[dict[str, Any]], Awaitable[None]] | None
+    checker: StreamGuard | None = None  # the policy's output stage: checks, holds back and restores the text
     pieces: list[str] = field(default_factory=list)
+
+    closed: bool = False  # the checker has had the end of the text
+
+    async def _checked(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        """The chunk with its first choice's text as the policy lets it out (checked, perhaps held back or
+        restored; at the finish, with what was held back); the upstream's text stays in `_upstream`."""
+        assert self.checker is not None
+        choices = []
+        for c in chunk.get("choices") or []:
+            if c.get("index", 0) != 0 or self.closed:
+                choices.append(c)
+                continue
+            delta = c.get("delta")
+            chat = isinstance(delta, dict)
+            text = delta.get("content") if isinstance(delta, dict) else c.get("text")
+            out = await self.checker.feed(text) if isinstance(text, str) else ""
+            if c.get("finish_reason"):
+                self.closed = True
+                out += await self.checker.close()
+            c = {**c, "_upstream": text if isinstance(text, str) else ""}
+            if chat:
+                if isinstance(text, str) or out:
+                    c["delta"] = {**delta, "content": out}
+            elif isinstance(text, str) or out:
+                c["text"] = out
+            choices.append(c)
+        return {**chunk, "choices": choices}
 
     async def run(self) -> AsyncIterator[dict[str, Any] | None]:
         call = self.call
@@ -534,13 +572,19 @@ class _StreamRelay:
                         if not self.include_usage:
                             chunk = {k: v for k, v in chunk.items() if k != "usage"}
                     choices = chunk.get("choices") or []
+                    if self.checker is not None and choices:
+                        chunk = await self._checked(chunk)
+                        choices = chunk.get("choices") or []
                     for c in choices:
                         delta = c.get("delta") or {}
                         if c.get("index", 0) != 0 or (isinstance(delta, dict) and delta.get("tool_calls")):
                             plain = False
-                        text = delta.get("content") if isinstance(delta, dict) else None
+                        text = c.get("_upstream")
+                        if text is None:
+                            text = delta.get("content") if isinstance(delta, dict) else None
                         if text is None:
                             text = c.get("text")
+                        c.pop("_upstream", None)
                         if isinstance(text, str):
                             pieces.append(text)
                             if self.guards and text:  # the new text and what came just before it, not it all
@@ -553,6 +597,11 @@ class _StreamRelay:
                         held = chunk
                         continue
                     yield chunk
+                if self.checker is not None and not self.closed:  # the upstream ended without a finish reason
+                    self.closed = True
+                    tail = await self.checker.close()
+                    if tail:
+                        yield _text_chunk(call.kind, meta, tail)
                 if held is not None:
                     yield held
                 if self.store is not None and plain and finish_reason:
@@ -578,6 +627,14 @@ class _StreamRelay:
                 with contextlib.suppress(BaseException):
                     await rest.aclose()
             self.dispatcher.finish_soon(call)
+
+
+def _text_chunk(kind: str, meta: dict[str, Any], text: str) -> dict[str, Any]:
+    """A chunk carrying only text (what a policy held back until the upstream's stream ended)."""
+    if kind == "chat":
+        choice: dict[str, Any] = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+        return {**meta, "object": "chat.completion.chunk", "choices": [choice]}
+    return {**meta, "object": "text_completion", "choices": [{"index": 0, "text": text, "finish_reason": None}]}
 
 
 async def _chained(first: dict[str, Any] | None, rest: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:

@@ -132,3 +132,117 @@ def scanners(as_json: bool = JSON) -> None:
         for s in found
     ]
     print_table(rows, ["name", "stages", "settings", "description"], title="scanners")
+
+
+policies_app = typer.Typer(help="Guardrail policies: which scanners run on a project's calls.", no_args_is_help=True)
+guard_app.add_typer(policies_app, name="policies")
+
+
+@policies_app.command("ls")
+def policies_ls(as_json: bool = JSON) -> None:
+    """List the policies of your project."""
+    with Client() as c:
+        found = c.get("/api/guard/policies")
+    if as_json:
+        print_json(found)
+        return
+    rows = [
+        {
+            **p,
+            "applies to": p["scope"] if p["scope"] == "project" else f"{p['scope']} {p['target']}",
+            "input": ", ".join(p["input"]),
+            "output": ", ".join(p["output"]),
+        }
+        for p in found
+    ]
+    print_table(rows, ["name", "applies to", "mode", "version", "input", "output"], title="policies")
+
+
+@policies_app.command("show")
+def policies_show(name: str = typer.Argument(..., help="The policy's name."), as_json: bool = JSON) -> None:
+    """Show a policy as it was written (YAML), with its version."""
+    with Client() as c:
+        found = c.get(f"/api/guard/policies/{name}")
+    if as_json:
+        print_json(found)
+        return
+    console.print(
+        f"# {found['name']} version {found['version']}, updated {found['updated_at']} by {found['updated_by']}"
+    )
+    console.print(found["source"].rstrip(), markup=False, highlight=False)
+
+
+@policies_app.command("apply")
+def policies_apply(
+    file: str = typer.Option(..., "--file", "-f", help="The policy as YAML or JSON ('-' reads standard input)."),
+    as_json: bool = JSON,
+) -> None:
+    """Create a policy, or replace the one of that name (checked whole first: a bad file changes nothing)."""
+    from pathlib import Path
+
+    import yaml
+
+    if file != "-" and not Path(file).is_file():
+        fail(f"{file}: no such file")
+    source = sys.stdin.read() if file == "-" else Path(file).read_text()
+    try:
+        data = yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        fail(f"{file}: not valid YAML or JSON ({exc})")
+    name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name:
+        fail(f"{file}: the policy needs a 'name'")
+    with Client() as c:
+        found = c.put(f"/api/guard/policies/{name}?create=true", json={"source": source})
+    if as_json:
+        print_json(found)
+    else:
+        console.print(f"policy {found['name']} version {found['version']} applied")
+
+
+@policies_app.command("rm")
+def policies_rm(name: str = typer.Argument(..., help="The policy's name.")) -> None:
+    """Remove a policy."""
+    with Client() as c:
+        c.delete(f"/api/guard/policies/{name}")
+    console.print(f"policy {name} removed")
+
+
+@policies_app.command("test")
+def policies_test(
+    name: str = typer.Argument(..., help="The policy's name."),
+    text: str = typer.Argument(..., help="The text to check ('-' reads standard input)."),
+    output: bool = typer.Option(False, "--output", help="Check it as an answer (the policy's output stage)."),
+    prompt: str | None = typer.Option(None, "--prompt", help="For --output: the prompt that was answered."),
+    as_json: bool = JSON,
+) -> None:
+    """What the policy would decide on a text (a dry run); exits 2 when it would block."""
+    if text == "-":
+        text = sys.stdin.read()
+    body: dict[str, Any] = {"text": text, "stage": "output" if output else "input"}
+    if prompt is not None:
+        body["prompt"] = prompt
+    with Client() as c:
+        result = c.post(f"/api/guard/policies/{name}/test", json=body)
+    if as_json:
+        print_json(result)
+    else:
+        rows = [
+            {
+                "scanner": d["scanner"],
+                "action": d["action"],
+                "findings": ", ".join(f"{f['type']} {f['score']}" for f in d["findings"]),
+                "latency_ms": d["latency_ms"],
+                "error": d.get("error") or "",
+            }
+            for d in result["decisions"]
+        ]
+        print_table(rows, ["scanner", "action", "findings", "latency_ms", "error"], title=f"policy {name}")
+        if result["blocked"]:
+            console.print(f"[bold]BLOCKED[/bold]: {result['reason']}", highlight=False)
+        else:
+            console.print("[bold]allowed[/bold]")
+            if result["text"] != text:
+                console.print(result["text"], markup=False, highlight=False)
+    if result["blocked"]:
+        raise typer.Exit(2)
