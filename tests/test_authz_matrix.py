@@ -185,6 +185,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/chains/{name}": {"name": objects["chain"], "ref": "1", "label": "prod", "run_id": objects["chain_run"]},
         "/api/finetunes/blueprints/{blueprint_id}": {"blueprint_id": objects["blueprint"]},
         "/api/finetunes/runs/{run_id}": {"run_id": objects["finetune_run"]},
+        "/api/drift/reports/{report_id}": {"report_id": "drr_nosuch"},
     }
     if "{" not in path:
         return path, False

@@ -1,4 +1,5 @@
-"""The drift domain: reports comparing a reference window (or a dataset version) with a current window."""
+"""The drift domain: reports comparing a reference window (or a dataset version) with a current window of a
+project's traces, served through `/api/drift`, `podium drift` and the dashboard."""
 
 from __future__ import annotations
 
@@ -6,5 +7,9 @@ from podium.core.domains import Domain
 
 DOMAIN = Domain(
     name="drift",
-    requires=("tracing", "data", "guard"),
+    requires=("tracing", "data", "guard", "jobs"),
+    tables=("podium.drift.store",),
+    api=("podium.drift.routes:router",),
+    cli=(("drift", "podium.drift.cli:drift_app"),),
+    jobs=("podium.drift.jobs",),
 )

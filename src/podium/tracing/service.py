@@ -67,6 +67,7 @@ from podium.tracing.retention import (
     retention_loop,
     set_retention,
 )
+from podium.tracing.texts import TextSample, sample_texts
 from podium.tracing.views import (
     ArtifactRef,
     Payload,
@@ -103,6 +104,7 @@ __all__ = [
     "SpanFull",
     "SpanNode",
     "SpanPage",
+    "TextSample",
     "TraceDetail",
     "TraceFilters",
     "TracePage",
@@ -128,6 +130,7 @@ __all__ = [
     "parse_purge",
     "purge",
     "retention_loop",
+    "sample_texts",
     "set_retention",
     "started_before",
     "started_from",
