@@ -4,8 +4,22 @@ Prometheus metrics and dashboard pages."""
 from __future__ import annotations
 
 from podium.core.domains import Domain
+from podium.core.runtime import Runtime
+
+
+def setup(runtime: Runtime) -> None:
+    """Roll new traces and scores into the monitor rollup in the background."""
+    from podium.monitors.roller import roll_loop
+
+    db = runtime.platform.db
+    runtime.loop("monitors roll", lambda: roll_loop(db))
+
 
 DOMAIN = Domain(
     name="monitors",
     requires=("tracing", "gateway"),
+    tables=("podium.monitors.store",),
+    api=("podium.monitors.routes:router",),
+    cli=(("monitors", "podium.monitors.cli:monitors_app"),),
+    setup="podium.monitors.domain:setup",
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 
@@ -51,7 +53,18 @@ async def metrics_endpoint(request: Request) -> Response:
                 status_code=exc.status,
             )
     body, content_type = render_metrics()
-    return Response(body, media_type=content_type)
+    return Response(body + await _monitors(request), media_type=content_type)
+
+
+async def _monitors(request: Request) -> bytes:
+    """The monitors' gauges (read from the database); nothing if they cannot be read now."""
+    from podium.monitors.prometheus import exposition
+
+    try:
+        return await asyncio.to_thread(exposition, request.app.state.platform)
+    except Exception:
+        logging.getLogger("podium.monitors").exception("reading the monitors for /metrics failed")
+        return b""
 
 
 class MetricsMiddleware:

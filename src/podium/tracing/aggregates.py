@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import itertools
 import operator
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -47,6 +48,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     text,
 )
@@ -60,7 +62,8 @@ from podium.core.money import usd
 from podium.core.platform import Platform
 from podium.tracing import latency, rollup
 from podium.tracing.filters import Scope, TraceFilters, conditions, resolve, started_before, started_from
-from podium.tracing.store import VIEW_KEY, VIEW_MODEL_ROUTE, Trace
+from podium.tracing.scores.store import Score
+from podium.tracing.store import VIEW_KEY, VIEW_MODEL_ROUTE, Trace, TraceRollup
 
 BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 GROUPS = ("none", "model", "route", "key", "user")
@@ -464,4 +467,106 @@ def _exact(s: Session, conds: list[ColumnElement[bool]], size: int, group: Any) 
         values = [r[width] for r in run]
         key = (int(head[0]), head[1] or None) if group is not None else (int(head), None)
         out[key] = tuple(latency.exact_percentile(values, p) for p in latency.PERCENTILES)
+    return out
+
+
+# --- what the monitors domain rolls up (it may not read these tables itself) ---------------------------
+
+MONITOR_OUTPUT_CHARS = 600  # how much of a trace's output the monitors read (a refusal shows in its opening)
+
+
+def minute_totals(s: Session, lo: int, hi: int) -> dict[tuple[int, str], tuple[int, int, int, int, int]]:
+    """Per (minute slot, project) in `[lo, hi)` seconds, from the trace rollup's minute rows: the traces,
+    prompt and completion tokens, cost and errors. The monitors compare it with what they rolled."""
+    errors = func.sum(case((TraceRollup.status == "error", TraceRollup.traces), else_=0))
+    q = (
+        select(
+            TraceRollup.slot,
+            TraceRollup.project_id,
+            func.sum(TraceRollup.traces),
+            func.sum(TraceRollup.prompt_tokens),
+            func.sum(TraceRollup.completion_tokens),
+            func.sum(TraceRollup.cost_micros),
+            errors,
+        )
+        .where(
+            TraceRollup.view == VIEW_MODEL_ROUTE,
+            TraceRollup.width == 60,
+            TraceRollup.slot >= lo,
+            TraceRollup.slot < hi,
+        )
+        .group_by(TraceRollup.slot, TraceRollup.project_id)
+    )
+    return {
+        (int(r[0]), r[1]): (int(r[2] or 0), int(r[3] or 0), int(r[4] or 0), int(r[5] or 0), int(r[6] or 0))
+        for r in s.execute(q)
+    }
+
+
+def monitor_traces(s: Session, start: datetime, end: datetime, projects: Sequence[str]) -> list[dict[str, Any]]:
+    """The traces of these projects ("" for none) that started in `[start, end)`, read through the start-time
+    index: the columns the monitors roll up, and the opening of the output."""
+    backend = s.get_bind().dialect.name
+    columns = (
+        Trace.start_time,
+        Trace.project_id,
+        Trace.route,
+        Trace.model,
+        Trace.status,
+        Trace.latency_ms,
+        Trace.prompt_tokens,
+        Trace.completion_tokens,
+        Trace.cost_micros,
+        Trace.cache_status,
+        Trace.error,
+        Trace.meta,
+        func.substr(Trace.output, 1, MONITOR_OUTPUT_CHARS).label("output"),
+    )
+    wanted = sorted(set(projects))
+    named = [p for p in wanted if p]
+    project: ColumnElement[bool] | None = Trace.project_id.in_(named) if named else None
+    if "" in wanted:
+        project = or_(Trace.project_id.is_(None), Trace.project_id == "", *([project] if project is not None else []))
+    q = select(*columns).where(started_from(backend, start), started_before(backend, end))
+    if project is not None:
+        q = q.where(project)
+    out = []
+    for row in s.execute(q):
+        item = dict(row._mapping)
+        when = item["start_time"]
+        if isinstance(when, str):
+            item["start_time"] = datetime.fromisoformat(when).replace(tzinfo=UTC)
+        elif when is not None and when.tzinfo is None:
+            item["start_time"] = when.replace(tzinfo=UTC)
+        out.append(item)
+    return out
+
+
+def monitor_scores(s: Session, after: str, before: str, limit: int) -> list[dict[str, Any]]:
+    """Scores with ids in `(after, before)` (ids sort by creation time), oldest first, at most `limit`, with the
+    route, model and metadata of their traces."""
+    q = (
+        select(
+            Score.id,
+            Score.name,
+            Score.value,
+            Score.source,
+            Score.created_at,
+            Score.project_id,
+            Trace.route,
+            Trace.model,
+            Trace.meta,
+        )
+        .join(Trace, Trace.id == Score.trace_id, isouter=True)
+        .where(Score.id > after, Score.id < before)
+        .order_by(Score.id)
+        .limit(limit)
+    )
+    out = []
+    for row in s.execute(q):
+        item = dict(row._mapping)
+        when = item["created_at"]
+        if isinstance(when, datetime) and when.tzinfo is None:
+            item["created_at"] = when.replace(tzinfo=UTC)
+        out.append(item)
     return out
