@@ -186,6 +186,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/finetunes/blueprints/{blueprint_id}": {"blueprint_id": objects["blueprint"]},
         "/api/finetunes/runs/{run_id}": {"run_id": objects["finetune_run"]},
         "/api/drift/reports/{report_id}": {"report_id": "drr_nosuch"},
+        "/api/monitors/{metric}": {"metric": "requests"},
     }
     if "{" not in path:
         return path, False
