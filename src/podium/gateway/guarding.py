@@ -17,6 +17,8 @@ from typing import Any, Protocol
 from podium.core.identity import Principal
 from podium.core.ids import new_id
 
+GUARD_ORIGIN = "guard"  # calls a scanner makes itself (embeddings, a judge): no policy applies to them
+
 
 @dataclass
 class StageRun:

@@ -30,7 +30,7 @@ from podium.gateway.chaining import chunks as chain_chunks
 from podium.gateway.chaining import completion as chain_completion
 from podium.gateway.dispatch import Call, Dispatcher, TraceParent, Upstream, first_then_rest
 from podium.gateway.errors import GatewayError, as_gateway_error
-from podium.gateway.guarding import GuardHook, StreamGuard
+from podium.gateway.guarding import GUARD_ORIGIN, GuardHook, StreamGuard
 from podium.gateway.guardrails import Guardrail, GuardrailViolation
 from podium.gateway.prompting import PromptResolver, PromptUse
 from podium.gateway.retrieval import (
@@ -247,7 +247,8 @@ class Gateway:
         # a rendered prompt reference changed the body: its size is what goes upstream
         body_bytes = incoming.body_bytes if body is incoming.body else len(orjson.dumps(body))
         try:
-            route = await dispatcher.prepare(call, TASKS[kind], body_bytes, self.guard)
+            guard = self.guard if origin != GUARD_ORIGIN else None  # a scanner's own calls are not checked again
+            route = await dispatcher.prepare(call, TASKS[kind], body_bytes, guard)
             found = Lookup("none")
             if use_cache:  # a policy's redactions are in `call.body`: the cache keys on what the upstream sees
                 found = await dispatcher.cache.lookup(

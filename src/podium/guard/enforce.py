@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -152,35 +154,72 @@ class Enforcer:
         return PolicyCall(policy, Runner(self.platform, principal), route, kind)
 
 
+_built: OrderedDict[tuple[str, str, str], Scanner] = OrderedDict()  # scanners that call the gateway, by key
+_built_lock = threading.Lock()
+BUILT_SIZE = 256
+
+
 class Runner:
-    """Builds and runs scanners for one caller (a scanner that embeds or calls a model does so through the
-    gateway, as this caller)."""
+    """Builds and runs scanners for one caller. A scanner that embeds or calls a model does so through the
+    gateway as this caller's key; it is built on a thread (its constructor may embed, e.g. a topic list) and
+    kept per key and settings, so that work happens once, not per call."""
 
     def __init__(self, platform: Platform | None, principal: Principal | None):
         self.platform = platform
         self.principal = principal
 
+    def _injected(self, entry: Entry) -> tuple[str, str, str] | None:
+        injects = getattr(registry.scanner_class(entry.spec.type), "injects", ())
+        if self.platform is None or self.principal is None or not ("embedder" in injects or "caller" in injects):
+            return None
+        return (entry.spec.type, json.dumps(entry.settings, sort_keys=True), self.principal.key_id)
+
     def build(self, entry: Entry) -> Scanner:
+        """The scanner of an entry (kept: by settings, and by key for those that call the gateway)."""
         from podium.guard import service
 
-        cls = registry.scanner_class(entry.spec.type)
-        injects = getattr(cls, "injects", ())
-        if self.platform is not None and self.principal is not None and ("embedder" in injects or "caller" in injects):
-            return service.get_scanner(
-                entry.spec.type,
-                entry.settings,
-                embedder=service.GatewayEmbedder(self.platform, self.principal) if "embedder" in injects else None,
-                caller=service.GatewayCaller(self.platform, self.principal) if "caller" in injects else None,
-            )
-        return service.get_scanner(entry.spec.type, entry.settings)
+        key = self._injected(entry)
+        if key is None:
+            return service.get_scanner(entry.spec.type, entry.settings)
+        with _built_lock:
+            found = _built.get(key)
+            if found is not None:
+                _built.move_to_end(key)
+                return found
+        assert self.platform is not None and self.principal is not None
+        injects = getattr(registry.scanner_class(entry.spec.type), "injects", ())
+        scanner = service.get_scanner(
+            entry.spec.type,
+            entry.settings,
+            embedder=service.GatewayEmbedder(self.platform, self.principal) if "embedder" in injects else None,
+            caller=service.GatewayCaller(self.platform, self.principal) if "caller" in injects else None,
+        )
+        with _built_lock:
+            _built[key] = scanner
+            while len(_built) > BUILT_SIZE:
+                _built.popitem(last=False)
+        return scanner
+
+    async def _scanner(self, entry: Entry) -> Scanner:
+        key = self._injected(entry)
+        if key is None:
+            return self.build(entry)
+        found = _built.get(key)
+        return found if found is not None else await asyncio.to_thread(self.build, entry)
 
     async def run(self, entry: Entry, text: str, context: ScanContext) -> tuple[list[Finding], str | None, float]:
-        """The scanner's findings, its error (crash, timeout, cannot be built) and its latency in ms."""
+        """The scanner's findings, its error (crash, timeout, cannot be built) and its latency in ms; the timeout
+        covers building it too (a build that runs over still finishes on its thread and is kept)."""
         started = time.perf_counter()
+
+        async def work() -> list[Finding]:
+            scanner = await self._scanner(entry)
+            if scanner.blocking:
+                return await asyncio.to_thread(scanner.check, text, context)
+            return await scanner.scan(text, context)
+
         try:
-            scanner = self.build(entry)
-            work = asyncio.to_thread(scanner.check, text, context) if scanner.blocking else scanner.scan(text, context)
-            found = await asyncio.wait_for(work, entry.timeout)
+            found = await asyncio.wait_for(work(), entry.timeout)
             error = None
         except TimeoutError:
             found, error = [], f"timed out after {round(entry.timeout * 1000)} ms"

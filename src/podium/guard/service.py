@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from podium.core.errors import ConfigError, InvalidInput, PodiumError
 from podium.core.identity import Actor, Principal
 from podium.core.platform import Platform
+from podium.gateway.guarding import GUARD_ORIGIN
 from podium.guard import actions, registry
 from podium.guard.base import Action, Finding, ScanContext, Scanner, ScannerError, Stage
 from podium.guard.embedding import Embedder, Vectors
@@ -29,7 +30,7 @@ from podium.guard.scanners.judge import JudgeError, ModelCaller
 
 MAX_TEXT = 100_000  # characters of text (and of prompt) one scan takes
 MAX_SCANNERS = 20
-ORIGIN = "guard"  # the traces of an llm_judge scanner's calls say where they came from
+ORIGIN = GUARD_ORIGIN  # the traces of scanners' own calls say where they came from (no policy applies to them)
 
 # What runs when a request names no scanners: the ones that need no per-deployment settings.
 DEFAULT_INPUT: tuple[tuple[str, dict[str, Any]], ...] = (
