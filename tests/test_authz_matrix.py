@@ -115,6 +115,12 @@ def world(backend: str, tmp_path_factory: pytest.TempPathFactory, upstream: Fake
         rule = f"rule-a-{tag}"
         assert c.put(f"/api/evals/online/{rule}", json={"evaluators": ["refusal"]}).status_code == 200
         objects["rule"] = rule
+        alert = {
+            "name": f"alert-a-{tag}",
+            "metric": "errors",
+            "condition": {"type": "threshold", "op": ">", "value": 1, "window": "5m"},
+        }
+        objects["alert_rule"] = c.post("/api/alerts/rules", json=alert).json()["id"]
         kb = f"kb-a-{tag}"
         assert c.post("/api/kb", json={"name": kb, "description": "secret-a kb"}).status_code == 201
         objects["kb"] = kb
@@ -185,6 +191,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/chains/{name}": {"name": objects["chain"], "ref": "1", "label": "prod", "run_id": objects["chain_run"]},
         "/api/finetunes/blueprints/{blueprint_id}": {"blueprint_id": objects["blueprint"]},
         "/api/finetunes/runs/{run_id}": {"run_id": objects["finetune_run"]},
+        "/api/alerts/rules/{rule_id}": {"rule_id": objects["alert_rule"]},
         "/api/drift/reports/{report_id}": {"report_id": "drr_nosuch"},
         "/api/monitors/{metric}": {"metric": "requests"},
     }
@@ -212,6 +219,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "chain_run",
         "blueprint",
         "finetune_run",
+        "alert_rule",
     )
     names_a = {objects[k] for k in owned}
     return filled, any(v in filled for v in names_a)

@@ -175,6 +175,20 @@ class Settings(BaseSettings):
     experiment_rebalance_seconds: float = Field(
         60.0, ge=1, le=86_400, description="How often auto prompt experiments move their shares (one bandit step)."
     )
+    alerts_interval: float = Field(
+        60.0, ge=0, le=86_400, description="Seconds between evaluations of every alert rule; 0: only on request."
+    )
+    alerts_max_attempts: int = Field(6, ge=1, le=50, description="Attempts per alert notification before it fails.")
+    alerts_retry_initial: float = Field(
+        2.0, gt=0, le=3600, description="Seconds before an alert notification's first retry (doubling, jittered)."
+    )
+    alerts_webhook_timeout: float = Field(10.0, gt=0, le=300, description="Seconds an alert webhook call may take.")
+    smtp_host: str | None = Field(None, max_length=255, description="SMTP server for alert e-mails; none: no e-mail.")
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP server port.")
+    smtp_security: Literal["none", "starttls", "ssl"] = Field("starttls", description="SMTP transport security.")
+    smtp_user: str | None = Field(None, max_length=255, description="SMTP login user (none: no login).")
+    smtp_password: SecretStr | None = Field(None, description="SMTP login password.")
+    smtp_from: str = Field("podium@localhost", max_length=255, description="Sender address of alert e-mails.")
     routes: list[dict[str, Any]] = Field(
         default_factory=list, description="Gateway routes defined in podium.toml ([[routes]] tables)."
     )

@@ -1,0 +1,57 @@
+"""Where rules read their figures: the monitors domain's metrics and the drift domain's latest report, called
+as the platform itself (the rule's project and filters scope the read)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from podium.alerts.engine import DriftReading
+from podium.alerts.spec import RuleSpec
+from podium.core.identity import Actor
+from podium.core.platform import Platform
+from podium.drift import service as drift_service
+from podium.monitors import service as monitors_service
+
+
+def check_metric(metric: str) -> str:
+    """The metric's name if the monitors domain knows it; `InvalidInput` naming `metric` otherwise."""
+    return monitors_service.metric_info(metric).name
+
+
+class MonitorMetrics:
+    """A rule's metric from `podium.monitors.service.value`."""
+
+    def __init__(self, platform: Platform):
+        self.platform = platform
+
+    def value(self, project_id: str | None, rule: RuleSpec, start: datetime, end: datetime) -> float | None:
+        """The metric of the rule's project and filters over `[start, end)`."""
+        assert rule.metric is not None
+        f = rule.filters
+        return monitors_service.value(
+            self.platform,
+            Actor.system(),
+            rule.metric,
+            project=project_id,
+            route=f.route,
+            model=f.model,
+            prompt=f.prompt,
+            start=start,
+            end=end,
+        )
+
+
+class LatestDrift:
+    """The project's newest drift report, from `podium.drift.service.latest`."""
+
+    def __init__(self, platform: Platform):
+        self.platform = platform
+
+    def latest(self, project_id: str | None, rule: RuleSpec) -> DriftReading | None:
+        """What the newest report says (None: the project has none, or the rule is global)."""
+        if project_id is None:
+            return None
+        report = drift_service.latest(self.platform, Actor.system(), project=project_id)
+        if report is None:
+            return None
+        return DriftReading(report_id=report.id, drifted=report.drift, score=report.score, at=report.created_at)
