@@ -26,7 +26,8 @@ def print_report(report: dict[str, Any]) -> None:
     """A report as a few lines per field: each test's score against its threshold and the words that moved."""
     verdict = "DRIFT" if report["drift"] else "no drift"
     console.print(
-        f"{report['id']}: {verdict} · current {report['current_from']} → {report['current_to']} vs {report['reference']}",
+        f"{report['id']}: {verdict} · current {report['current_from']} → {report['current_to']}"
+        f" vs {report['reference']}",
         markup=False,
     )
     for f in report["fields"]:

@@ -3,13 +3,15 @@ project's traces, served through `/api/drift`, `podium drift` and the dashboard.
 
 from __future__ import annotations
 
-from podium.core.domains import Domain
+from podium.core.domains import Domain, NavEntry
 
 DOMAIN = Domain(
     name="drift",
     requires=("tracing", "data", "guard", "jobs"),
     tables=("podium.drift.store",),
     api=("podium.drift.routes:router",),
+    pages=("podium.drift.pages:router",),
+    nav=(NavEntry("Drift", "/drift"),),
     cli=(("drift", "podium.drift.cli:drift_app"),),
     jobs=("podium.drift.jobs",),
 )

@@ -1,0 +1,150 @@
+"""Dashboard pages for drift: the reports (verdict, score, windows, reference) with a form that queues a new one
+as a job, and one report (per field: each test's score against its threshold, the descriptor distributions as
+bar charts of reference and current shares, the words that rose and fell, and the examples the domain classifier
+finds most current-like and most reference-like).
+
+Every figure comes from `drift.service`, called as the signed-in user; this module only shapes it for the
+templates, which escape everything (texts from traces are never markup).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from starlette.responses import Response
+
+from podium.core.durations import parse_time
+from podium.core.errors import PodiumError
+from podium.core.http import get_platform
+from podium.drift import service
+from podium.drift.report import DriftSpec, TestResult
+from podium.web.charts import nice_number
+from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, render
+
+router = APIRouter(include_in_schema=False)
+SessionDep = Annotated[PageSession, Depends(page_session)]
+REFERENCE, CURRENT = "#868e96", "#e8590c"
+TEST_TITLES = {
+    "embedding": "Embedding (domain classifier)",
+    "length_chars": "Length in characters",
+    "length_words": "Length in words",
+    "language": "Language",
+    "toxicity": "Toxicity",
+    "sentiment": "Sentiment",
+}
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar: its box in SVG units, and what it shows."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    color: str
+    side: str
+    label: str
+    share: float
+
+
+@dataclass
+class BarChart:
+    """Reference and current shares per bin, side by side."""
+
+    key: str
+    title: str
+    width: int = 420
+    height: int = 170
+    left: int = 40
+    right: int = 8
+    top: int = 10
+    bottom: int = 34
+    bars: list[Bar] = field(default_factory=list)
+    x_labels: list[tuple[float, str]] = field(default_factory=list)
+    y_ticks: list[tuple[float, str]] = field(default_factory=list)
+
+
+def bar_chart(test: TestResult) -> BarChart | None:
+    """The chart of a descriptor test's two distributions (None for tests without bins)."""
+    if not test.bins:
+        return None
+    chart = BarChart(key=test.name, title=TEST_TITLES.get(test.name, test.name))
+    plot_w = chart.width - chart.left - chart.right
+    plot_h = chart.height - chart.top - chart.bottom
+    top = nice_number(max([*test.reference_shares, *test.current_shares, 0.01]))
+    group = plot_w / len(test.bins)
+    bar_w = max(group * 0.38, 1.0)
+    for i, label in enumerate(test.bins):
+        x0 = chart.left + i * group + group * 0.1
+        for k, (side, shares, color) in enumerate(
+            (("reference", test.reference_shares, REFERENCE), ("current", test.current_shares, CURRENT))
+        ):
+            share = shares[i] if i < len(shares) else 0.0
+            h = share / top * plot_h
+            top_y = round(chart.top + plot_h - h, 2)
+            chart.bars.append(
+                Bar(round(x0 + k * bar_w, 2), top_y, round(bar_w, 2), round(h, 2), color, side, label, share)
+            )
+        chart.x_labels.append((round(chart.left + (i + 0.5) * group, 1), label))
+    chart.y_ticks = [(round(chart.top + plot_h - plot_h * j / 4, 1), f"{top * j / 4:.0%}") for j in range(5)]
+    return chart
+
+
+@router.get("/drift")
+def drift_page(request: Request, session: SessionDep) -> Response:
+    """The drift reports the user sees, newest first, and (for members) a form to run one."""
+    platform = get_platform(request)
+    try:
+        reports = service.list_reports(platform, session.actor)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return render(request, "drift/list.html", session, reports=reports)
+
+
+@router.post("/drift")
+def run_page(
+    request: Request,
+    session: SessionDep,
+    csrf: Annotated[str, Form()] = "",
+    reference_from: Annotated[str, Form()] = "",
+    reference_to: Annotated[str, Form()] = "",
+    current_from: Annotated[str, Form()] = "",
+    current_to: Annotated[str, Form()] = "",
+) -> Response:
+    """Queue a report of the user's project as a job and go to the job's page."""
+    platform = get_platform(request)
+    try:
+        check_csrf(session, csrf)
+        spec = DriftSpec(
+            reference_from=parse_time(reference_from or "8d", "reference_from"),
+            reference_to=parse_time(reference_to or "1d", "reference_to"),
+            current_from=parse_time(current_from or "1d", "current_from"),
+            current_to=parse_time(current_to or "0s", "current_to"),
+        )
+        job = service.start_report(platform, session.actor, spec)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return redirect(f"/jobs/{job.id}")
+
+
+@router.get("/drift/reports/{report_id}")
+def report_page(request: Request, report_id: str, session: SessionDep) -> Response:
+    """One report: per field, its tests, the distributions compared, the changed words and the examples."""
+    platform = get_platform(request)
+    try:
+        report = service.get_report(platform, session.actor, report_id)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    charts = {f.field: [c for c in (bar_chart(t) for t in f.tests) if c is not None] for f in report.fields}
+    return render(
+        request,
+        "drift/report.html",
+        session,
+        report=report,
+        charts=charts,
+        titles=TEST_TITLES,
+        colors={"reference": REFERENCE, "current": CURRENT},
+    )
