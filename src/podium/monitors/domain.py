@@ -3,7 +3,7 @@ Prometheus metrics and dashboard pages."""
 
 from __future__ import annotations
 
-from podium.core.domains import Domain
+from podium.core.domains import Domain, NavEntry
 from podium.core.runtime import Runtime
 
 
@@ -20,6 +20,8 @@ DOMAIN = Domain(
     requires=("tracing", "gateway"),
     tables=("podium.monitors.store",),
     api=("podium.monitors.routes:router",),
+    pages=("podium.monitors.pages:router",),
+    nav=(NavEntry("Monitoring overview", "/overview"), NavEntry("Monitors", "/monitors")),
     cli=(("monitors", "podium.monitors.cli:monitors_app"),),
     setup="podium.monitors.domain:setup",
 )
