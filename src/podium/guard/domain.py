@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from podium.core.domains import Domain
+from podium.core.domains import Domain, NavEntry
 from podium.core.runtime import Runtime
 
 
@@ -35,6 +35,8 @@ DOMAIN = Domain(
     requires=("gateway",),
     tables=("podium.guard.store",),
     api=("podium.guard.routes:router",),
+    pages=("podium.guard.pages:router",),
+    nav=(NavEntry("Guardrails", "/guard"),),
     cli=(("guard", "podium.guard.cli:guard_app"),),
     setup="podium.guard.domain:setup",
 )
