@@ -55,7 +55,8 @@ if "test_flaky" not in registry.known_names():
 
 
 def start_echo() -> FakeServer:
-    """An OpenAI-compatible upstream answering `You said: <last user message>`, streamed 3 characters a chunk."""
+    """An OpenAI-compatible upstream answering `You said: <last user message>` (`n` times), streamed 3 characters
+    a chunk (the choices interleaved)."""
     server = FakeServer(url="")
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -63,6 +64,7 @@ def start_echo() -> FakeServer:
         server.requests.append(body)
         text = "You said: " + _last_user(body)
         usage = {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+        n = int(body.get("n") or 1)
         if not body.get("stream"):
             message = {"role": "assistant", "content": text}
             return web.json_response(
@@ -71,28 +73,31 @@ def start_echo() -> FakeServer:
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": body.get("model"),
-                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                    "choices": [{"index": i, "message": message, "finish_reason": "stop"} for i in range(n)],
                     "usage": usage,
                 }
             )
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
 
-        def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        def frame(delta: dict[str, Any], finish: str | None = None, index: int = 0) -> bytes:
             data = {
                 "id": "chatcmpl-echo",
                 "object": "chat.completion.chunk",
                 "created": 0,
                 "model": body.get("model"),
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
             }
             return b"data: " + json.dumps(data).encode() + b"\n\n"
 
-        await resp.write(frame({"role": "assistant", "content": ""}))
+        for k in range(n):
+            await resp.write(frame({"role": "assistant", "content": ""}, index=k))
         for i in range(0, len(text), 3):
-            await resp.write(frame({"content": text[i : i + 3]}))
+            for k in range(n):
+                await resp.write(frame({"content": text[i : i + 3]}, index=k))
             await asyncio.sleep(0)
-        await resp.write(frame({}, "stop"))
+        for k in range(n):
+            await resp.write(frame({}, "stop", index=k))
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
@@ -363,6 +368,21 @@ def test_output_findings_are_masked_before_the_client_sees_them(
         got = client.chat.completions.create(**body).choices[0].message.content or ""
     masked = "*" * (len(EMAIL) - 4) + EMAIL[-4:]
     assert got == f"You said: Copy {masked} twice: {masked}"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_choice_is_checked(gw: LiveServer, keys: dict[str, str], stream: bool) -> None:
+    client = sdk(gw, keys["masked"])
+    body = chat("g-other", f"Write {EMAIL}")
+    texts = ["", ""]
+    if stream:
+        for c in client.chat.completions.create(**body, n=2, stream=True):
+            for choice in c.choices:
+                texts[choice.index] += choice.delta.content or ""
+    else:
+        texts = [c.message.content or "" for c in client.chat.completions.create(**body, n=2).choices]
+    masked = "*" * (len(EMAIL) - 4) + EMAIL[-4:]
+    assert texts == [f"You said: Write {masked}"] * 2
 
 
 def test_scanner_embeds_through_the_gateway_without_checking_its_own_calls(

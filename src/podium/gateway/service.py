@@ -388,8 +388,7 @@ class Gateway:
                 headers["x-podium-prompt-version"] = call.prompt.ref
             if call.retrieval is not None:
                 headers.update(call.retrieval.headers())
-        checker = call.guard.stream() if call.guard is not None else None
-        chunks = _StreamRelay(call, dispatcher, opening, include_usage, self.keepalive, route.guards, store, checker)
+        chunks = _StreamRelay(call, dispatcher, opening, include_usage, self.keepalive, route.guards, store)
         return Answer(200, headers, call, stream=chunks.run())
 
 
@@ -501,27 +500,31 @@ class _StreamRelay:
     keepalive: float
     guards: list[Guardrail]
     store: Callable[[dict[str, Any]], Awaitable[None]] | None
-    checker: StreamGuard | None = None  # the policy's output stage: checks, holds back and restores the text
     pieces: list[str] = field(default_factory=list)
-
-    closed: bool = False  # the checker has had the end of the text
+    # the policy's output stage, per choice: checks, holds back and restores the text (None: closed)
+    checkers: dict[int, StreamGuard | None] = field(default_factory=dict)
 
     async def _checked(self, chunk: dict[str, Any]) -> dict[str, Any]:
-        """The chunk with its first choice's text as the policy lets it out (checked, perhaps held back or
-        restored; at the finish, with what was held back); the upstream's text stays in `_upstream`."""
-        assert self.checker is not None
+        """The chunk with each choice's text as the policy lets it out (checked, perhaps held back or restored; at
+        the finish, with what was held back); the upstream's text stays in `_upstream`."""
+        guard = self.call.guard
+        assert guard is not None
         choices = []
         for c in chunk.get("choices") or []:
-            if c.get("index", 0) != 0 or self.closed:
+            index = c.get("index", 0)
+            if index not in self.checkers:
+                self.checkers[index] = guard.stream()
+            checker = self.checkers[index]
+            if checker is None:  # this choice has finished
                 choices.append(c)
                 continue
             delta = c.get("delta")
             chat = isinstance(delta, dict)
             text = delta.get("content") if isinstance(delta, dict) else c.get("text")
-            out = await self.checker.feed(text) if isinstance(text, str) else ""
+            out = await checker.feed(text) if isinstance(text, str) else ""
             if c.get("finish_reason"):
-                self.closed = True
-                out += await self.checker.close()
+                self.checkers[index] = None
+                out += await checker.close()
             c = {**c, "_upstream": text if isinstance(text, str) else ""}
             if chat:
                 if isinstance(text, str) or out:
@@ -573,7 +576,7 @@ class _StreamRelay:
                         if not self.include_usage:
                             chunk = {k: v for k, v in chunk.items() if k != "usage"}
                     choices = chunk.get("choices") or []
-                    if self.checker is not None and choices:
+                    if call.guard is not None and choices:
                         chunk = await self._checked(chunk)
                         choices = chunk.get("choices") or []
                     for c in choices:
@@ -598,11 +601,12 @@ class _StreamRelay:
                         held = chunk
                         continue
                     yield chunk
-                if self.checker is not None and not self.closed:  # the upstream ended without a finish reason
-                    self.closed = True
-                    tail = await self.checker.close()
-                    if tail:
-                        yield _text_chunk(call.kind, meta, tail)
+                for index, checker in self.checkers.items():  # choices the upstream ended without a finish reason
+                    if checker is not None:
+                        self.checkers[index] = None
+                        tail = await checker.close()
+                        if tail:
+                            yield _text_chunk(call.kind, meta, tail, index)
                 if held is not None:
                     yield held
                 if self.store is not None and plain and finish_reason:
@@ -630,12 +634,13 @@ class _StreamRelay:
             self.dispatcher.finish_soon(call)
 
 
-def _text_chunk(kind: str, meta: dict[str, Any], text: str) -> dict[str, Any]:
+def _text_chunk(kind: str, meta: dict[str, Any], text: str, index: int = 0) -> dict[str, Any]:
     """A chunk carrying only text (what a policy held back until the upstream's stream ended)."""
     if kind == "chat":
-        choice: dict[str, Any] = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+        choice: dict[str, Any] = {"index": index, "delta": {"content": text}, "finish_reason": None}
         return {**meta, "object": "chat.completion.chunk", "choices": [choice]}
-    return {**meta, "object": "text_completion", "choices": [{"index": 0, "text": text, "finish_reason": None}]}
+    choice = {"index": index, "text": text, "finish_reason": None}
+    return {**meta, "object": "text_completion", "choices": [choice]}
 
 
 async def _chained(first: dict[str, Any] | None, rest: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
