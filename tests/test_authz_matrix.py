@@ -115,6 +115,9 @@ def world(backend: str, tmp_path_factory: pytest.TempPathFactory, upstream: Fake
         rule = f"rule-a-{tag}"
         assert c.put(f"/api/evals/online/{rule}", json={"evaluators": ["refusal"]}).status_code == 200
         objects["rule"] = rule
+        objects["policy"] = f"policy-a-{tag}"
+        r = c.post("/api/guard/policies", json={"policy": {"name": objects["policy"], "input": [{"type": "secrets"}]}})
+        assert r.status_code == 201, r.text
         alert = {
             "name": f"alert-a-{tag}",
             "metric": "errors",
@@ -194,6 +197,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/alerts/rules/{rule_id}": {"rule_id": objects["alert_rule"]},
         "/api/drift/reports/{report_id}": {"report_id": "drr_nosuch"},
         "/api/monitors/{metric}": {"metric": "requests"},
+        "/api/guard/policies/{name}": {"name": objects["policy"]},
     }
     if "{" not in path:
         return path, False
@@ -220,6 +224,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "blueprint",
         "finetune_run",
         "alert_rule",
+        "policy",
     )
     names_a = {objects[k] for k in owned}
     return filled, any(v in filled for v in names_a)
@@ -249,7 +254,7 @@ def test_every_operation_answers_each_caller_as_the_tenancy_model_says(world: di
     live, keys, objects = world["live"], world["keys"], world["objects"]
     secrets_a = [objects["prompt"], objects["model"], objects["trace"], objects["experiment"], objects["dataset"]]
     secrets_a += [objects["eval_run"], objects["rule"], objects["kb"], objects["chain"], objects["chain_run"]]
-    secrets_a.append(objects["blueprint"])
+    secrets_a += [objects["blueprint"], objects["policy"]]
     secrets_a.append("secret-a")
     ops = _operations(world["spec"])
     assert len(ops) > 50  # the schema was read
