@@ -302,6 +302,23 @@ def test_late_and_merged_traces_are_counted_once(live: LiveServer) -> None:
     assert by_group(get_series(live, "requests", key, **params)) == {None: 2}
 
 
+def test_the_background_roll_waits_for_a_minute_to_end_and_sees_old_hours(live: LiveServer) -> None:
+    key = project_key(live, "mon-background")
+    now = utcnow()
+    hours_ago = now.replace(minute=7, second=0, microsecond=0) - timedelta(hours=5)
+    ingest(live, key, model="m-bg", prompt="bg@1", latency_ms=10, cost_usd=0.001, at=now)
+    ingest(live, key, model="m-bg", prompt="bg@1", latency_ms=10, cost_usd=0.001, at=hours_ago)
+    assert live.app.state.runtime.get(TraceWriter).flush(10)
+    params = {"prompt": "bg@1", "bucket": "day", "from": "6h", "to": (now + timedelta(minutes=2)).isoformat()}
+    # the minute still running waits; the one five hours ago (in a quiet hour) is found
+    roll(live.platform.db, now=now, partial=False)
+    assert by_group(get_series(live, "requests", key, **params)) == {None: 1}
+    later = now.replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=11)
+    roll(live.platform.db, now=later, partial=False)
+    assert by_group(get_series(live, "requests", key, **params)) == {None: 2}
+    assert roll(live.platform.db, now=later, partial=False).minutes == 0
+
+
 # --- bad input, roles ---------------------------------------------------------------------------------
 
 
@@ -314,6 +331,7 @@ def test_bad_metric_group_bucket_and_window_are_named(live: LiveServer) -> None:
             ("/api/monitors/requests", {"bucket": "week"}, "bucket"),
             ("/api/monitors/requests", {"from": "yesterday"}, "from"),
             ("/api/monitors/requests", {"from": "1h", "to": "2h"}, "from"),
+            ("/api/monitors/requests", {"to": "0001-01-01T00:00:00Z"}, "from"),
             ("/api/monitors/requests", {"from": "3000d", "bucket": "minute"}, "bucket"),
             ("/api/monitors/requests", {"project": "no-such-project"}, "project"),
             ("/api/monitors/summary", {"window": "often"}, "window"),

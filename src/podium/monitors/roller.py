@@ -1,15 +1,25 @@
 """Rolling traces and scores into the monitor rollup (`podium.monitors.store`), incrementally.
 
-Traces: the trace writer already keeps an exact per-minute rollup of every project's traces (count,
-tokens, cost, status), in step with late traces, parts merged into a trace and deletions
-(`podium.tracing.rollup`). The roller compares those per-(minute, project) figures over the last
-`HORIZON` with the figures it rolled each minute from (`monitor_minutes`), and rolls again just the
-minutes that differ: it reads their traces through the start-time index, computes their rows afresh
-(prompt version, cache, guardrail block, refusal: `podium.monitors.signals`) and applies the difference
-from the rows it had written to the minute, hour and day rows. A minute is replaced, never added to, so a
-late trace, a trace merged from parts or a deleted one is counted once, as it now stands. What it does not
-see: a change older than `HORIZON`, and a part that changes only a trace's output or metadata without
-moving its totals after its minute was rolled.
+Why a rollup of its own, beside the trace rollup (`podium.tracing.rollup`): the monitors group by the prompt
+version (in the trace's metadata) and count what the trace rollup does not keep (cache hits, guardrail
+blocks, refusals read from the answer, scores). Adding those to the trace rollup would put a regular
+expression over every answer and a JSON read of every trace's metadata on the trace writer's path (the
+hot path's CPU is the number this project watches), and another dimension on its every row; a roller that
+reads each minute's traces once, after the minute, keeps that work off the request path and out of the
+writer.
+
+Traces: the trace writer keeps an exact per-minute rollup of every project's traces (count, tokens, cost,
+status), in step with late traces, parts merged into a trace and deletions. The roller compares its
+per-(hour, project) figures, then per (minute, project) within the hours that differ, over the last `HORIZON`
+with the figures each minute was rolled from (`monitor_minutes`), and rolls again just the minutes that
+differ: it reads their traces through the start-time index, computes their rows afresh (prompt version,
+cache, guardrail block, refusal: `podium.monitors.signals`) and applies the difference from the rows it had
+written to the minute, hour and day rows. A minute is replaced, never added to, so a late trace, a trace
+merged from parts or a deleted one is counted once, as it now stands. The background loop rolls the minutes
+that ended `SETTLE` seconds ago, so each minute's traces are read once unless one arrives late; a roll asked
+for (`POST /api/monitors/roll`, tests) takes the current minute too, rolled again when it changes. What it
+does not see: a change older than `HORIZON`, and a part that changes only a trace's output or metadata
+without moving its totals after its minute was rolled.
 
 Scores: they are written once and not changed, with ids that sort by creation time (ULIDs), so the roller
 reads those after its watermark by the primary key, up to `SETTLE` seconds ago (a transaction that made
@@ -17,7 +27,8 @@ a score commits well within it), and adds them to the minute, hour and day of th
 deleted after it was rolled stays counted.
 
 Each roll runs in short transactions; on PostgreSQL an advisory lock lets one process roll at a time (the
-others skip), on SQLite the write lock does.
+others skip), on SQLite the write lock does; rolling a minute again is idempotent, so two processes that
+both find it changed agree.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from podium.core.db import Database, utcnow
@@ -40,7 +51,7 @@ from podium.tracing import aggregates, latency
 from podium.tracing.rollup import WIDTHS, seconds
 
 HORIZON = 2 * 86_400  # how far back a roll looks for minutes that changed
-SETTLE = 10  # seconds: scores younger than this wait for the next roll
+SETTLE = 10  # seconds: scores younger than this, and (in the background) minutes ended less long ago, wait
 MINUTES_PER_TRANSACTION = 30
 SCORES_PER_TRANSACTION = 5_000
 INTERVAL = 15.0  # seconds between background rolls
@@ -71,16 +82,16 @@ def _lock(s: Session, backend: str) -> bool:
     return bool(s.connection().exec_driver_sql("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)).scalar())
 
 
-def roll(db: Database, *, now: datetime | None = None) -> Rolled:
-    """Bring the monitor rollup up to date with the traces and scores (what the background loop runs, and
-    what tests call to roll at once)."""
+def roll(db: Database, *, now: datetime | None = None, partial: bool = True) -> Rolled:
+    """Bring the monitor rollup up to date with the traces and scores: every minute up to `now` (default: the
+    time of the call), the current one too with `partial`; without it, only the minutes that ended `SETTLE`
+    seconds ago (the background loop: each minute is then read once, unless a trace arrives late)."""
     now = now or utcnow()
     done = Rolled()
-    hi = seconds(now) // 60 * 60 + 60
+    at = seconds(now)
+    hi = at // 60 * 60 + 60 if partial else (at - SETTLE) // 60 * 60
     with db.read_session() as s:
-        theirs = aggregates.minute_totals(s, hi - HORIZON, hi)
-        mine = _signatures(s, hi - HORIZON, hi)
-    dirty = sorted(k for k in theirs.keys() | mine.keys() if theirs.get(k) != mine.get(k))
+        dirty = _dirty(s, hi - HORIZON, hi)
     slots: dict[int, list[str]] = defaultdict(list)
     for slot, project in dirty:
         slots[slot].append(project)
@@ -102,20 +113,50 @@ def roll(db: Database, *, now: datetime | None = None) -> Rolled:
             return done
 
 
+def _dirty(s: Session, lo: int, hi: int) -> list[tuple[int, str]]:
+    """The (minute, project) pairs in `[lo, hi)` whose traces' figures in the trace rollup differ from those the
+    monitors rolled: the hours are compared first, then the minutes of the hours that differ (and of the
+    hours cut by the range's ends), so a roll reads a few hour rows for every quiet hour."""
+    first_hour = -(-lo // 3600) * 3600
+    last_hour = hi // 3600 * 3600
+    suspects: list[tuple[int, int]] = []  # minute ranges to compare
+    if first_hour < last_hour:
+        theirs = aggregates.slot_totals(s, first_hour, last_hour, 3600)
+        mine = _signatures(s, first_hour, last_hour, 3600)
+        hours = sorted({k[0] for k in theirs.keys() | mine.keys() if theirs.get(k) != mine.get(k)})
+        suspects += [(h, h + 3600) for h in hours]
+        suspects += [(lo, first_hour), (last_hour, hi)]
+    else:
+        suspects.append((lo, hi))
+    dirty: list[tuple[int, str]] = []
+    for a, b in sorted(suspects):
+        if a >= b:
+            continue
+        theirs = aggregates.slot_totals(s, a, b, 60)
+        mine = _signatures(s, a, b, 60)
+        dirty += [k for k in theirs.keys() | mine.keys() if theirs.get(k) != mine.get(k)]
+    return sorted(set(dirty))
+
+
 async def roll_loop(db: Database, interval: float = INTERVAL) -> None:
-    """Roll every `interval` seconds, off the event loop; a failed roll is logged and tried again."""
+    """Roll the minutes that ended every `interval` seconds, off the event loop; a failed roll is logged and
+    tried again."""
     while True:
         try:
-            await asyncio.to_thread(roll, db)
+            await asyncio.to_thread(roll, db, partial=False)
         except Exception:
             log.exception("rolling the monitors failed; trying again in %.0f s", interval)
         await asyncio.sleep(interval)
 
 
-def _signatures(s: Session, lo: int, hi: int) -> dict[tuple[int, str], tuple[int, int, int, int, int]]:
+def _signatures(s: Session, lo: int, hi: int, width: int) -> dict[tuple[int, str], tuple[int, int, int, int, int]]:
+    """What the minutes in `[lo, hi)` were rolled from, per (slot of `width` seconds, project)."""
     m = MonitorMinute
-    q = select(m.slot, m.project_id, m.traces, m.prompt_tokens, m.completion_tokens, m.cost_micros, m.errors)
-    return {(r[0], r[1]): tuple(int(v) for v in r[2:]) for r in s.execute(q.where(m.slot >= lo, m.slot < hi))}  # type: ignore[misc]
+    slot = (m.slot // literal_column(str(int(width)))) * literal_column(str(int(width)))
+    figures = (m.traces, m.prompt_tokens, m.completion_tokens, m.cost_micros, m.errors)
+    q = select(slot.label("k_slot"), m.project_id, *(func.sum(f) for f in figures)).where(m.slot >= lo, m.slot < hi)
+    rows = s.execute(q.group_by(literal_column("k_slot"), m.project_id))
+    return {(int(r[0]), r[1]): (int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6])) for r in rows}
 
 
 # --- traces ------------------------------------------------------------------------------------------

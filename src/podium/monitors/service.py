@@ -8,9 +8,9 @@ Where a figure comes from:
   is grouped by project or prompt: the tracing service's aggregates (the trace rollup kept by the trace
   writer, exact and up to the moment; see `podium.tracing.aggregates`);
 - everything else (cache hit rate, block rate, refusal rate, scores, feedback, and the figures above per
-  prompt version or project): the monitor rollup (`podium.monitors.roller`), up to its last roll (every
-  `INTERVAL` seconds in the server), whole minutes, latency percentiles estimated from histograms within
-  `latency.ERROR` (5.8%).
+  prompt version or project): the monitor rollup (`podium.monitors.roller`), up to its last roll (the server
+  rolls every `INTERVAL` seconds the minutes that have ended: these figures trail by a minute or so), in
+  whole minutes, latency percentiles estimated from histograms within `latency.ERROR` (5.8%).
 
 Rates are the part of their own base: errors and blocks of all traces, cache hits of the traces whose cache
 was looked up (hit or miss), refusals of the successful traces with an answer. Scores are bucketed by the
@@ -607,7 +607,10 @@ def window(start: str | None, end: str | None, *, now: datetime | None = None) -
     `DEFAULT_WINDOW` before `to`."""
     now = now or utcnow()
     stop = parse_time(end, "to", now) if end else now
-    begin = parse_time(start, "from", now) if start else stop - DEFAULT_WINDOW
+    try:
+        begin = parse_time(start, "from", now) if start else stop - DEFAULT_WINDOW
+    except OverflowError:
+        raise InvalidInput("'from' is out of range", details={"field": "from"}) from None
     _check_window(begin, stop)
     return begin, stop
 

@@ -475,9 +475,10 @@ def _exact(s: Session, conds: list[ColumnElement[bool]], size: int, group: Any) 
 MONITOR_OUTPUT_CHARS = 600  # how much of a trace's output the monitors read (a refusal shows in its opening)
 
 
-def minute_totals(s: Session, lo: int, hi: int) -> dict[tuple[int, str], tuple[int, int, int, int, int]]:
-    """Per (minute slot, project) in `[lo, hi)` seconds, from the trace rollup's minute rows: the traces,
-    prompt and completion tokens, cost and errors. The monitors compare it with what they rolled."""
+def slot_totals(s: Session, lo: int, hi: int, width: int = 60) -> dict[tuple[int, str], tuple[int, int, int, int, int]]:
+    """Per (slot, project) in `[lo, hi)` seconds, from the trace rollup's rows of `width` seconds (60, 3600 or
+    86400): the traces, prompt and completion tokens, cost and errors. The monitors compare it with what they
+    rolled."""
     errors = func.sum(case((TraceRollup.status == "error", TraceRollup.traces), else_=0))
     q = (
         select(
@@ -491,7 +492,7 @@ def minute_totals(s: Session, lo: int, hi: int) -> dict[tuple[int, str], tuple[i
         )
         .where(
             TraceRollup.view == VIEW_MODEL_ROUTE,
-            TraceRollup.width == 60,
+            TraceRollup.width == width,
             TraceRollup.slot >= lo,
             TraceRollup.slot < hi,
         )
