@@ -357,6 +357,46 @@ def test_pending_for_and_no_data(live: LiveServer) -> None:
     assert [e["kind"] for e in p.events(silent["id"])] == ["firing"]
 
 
+# --- one incident per group -----------------------------------------------------------------------------------
+
+
+def test_grouped_rule_fires_and_resolves_per_model(live: LiveServer, receiver: Receiver) -> None:
+    sqlite_only(live)
+    p = Project(live)
+    hook = f"/grouped-{uuid.uuid4().hex[:6]}"
+    rule = p.rule(name="per-model", group_by="model", channels=[{"webhook": receiver.url(hook)}])
+    assert rule["summary"] == "error_rate > 0.3 over 10m per model"
+    quiet = p.evaluate("per-model")["rules"]
+    assert [(r["state"], r["summary"]) for r in quiet] == [("ok", "no model had traffic in the window")]
+    p.traces(ok=1, errors=3, model="model-bad")
+    p.traces(ok=4, errors=0, model="model-good")
+    first = p.evaluate("per-model")
+    assert {r["group"]: (r["state"], r["event"]) for r in first["rules"]} == {
+        "model-bad": ("firing", "firing"),
+        "model-good": ("ok", None),
+    }
+    [event] = first["events"]
+    assert event["group"] == "model-bad" and event["message"].startswith("model=model-bad: error_rate = 0.75")
+    [posted] = wait_for("the group's notification", lambda: receiver.at(hook))
+    assert posted["filters"] == {"model": "model-bad"} and "model=model-bad" in posted["text"]
+    p.traces(ok=0, errors=5, model="model-good")  # another group fires: its own incident
+    second = p.evaluate("per-model")
+    assert {r["group"]: (r["state"], r["event"]) for r in second["rules"]} == {
+        "model-bad": ("firing", None),
+        "model-good": ("firing", "firing"),
+    }
+    assert second["events"][0]["incident_id"] != event["incident_id"]
+    p.traces(ok=20, errors=0, model="model-bad")
+    third = {r["group"]: r["event"] for r in p.evaluate("per-model")["rules"]}
+    assert third == {"model-bad": "resolved", "model-good": None}
+    states = {s["group"]: s["state"] for s in p.ok("GET", f"/api/alerts/rules/{rule['id']}")["states"]}
+    assert states == {"": "ok", "model-bad": "resolved", "model-good": "firing"}
+    assert p.ok("GET", f"/api/alerts/rules/{rule['id']}")["state"] == "firing"
+    both = {"group_by": "model", "filters": {"model": "m"}}
+    bad = p.call("POST", "/api/alerts/rules", json={**rule["spec"], "name": "both", **both})
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "group_by"
+
+
 # --- change against a baseline ------------------------------------------------------------------------------
 
 
@@ -594,3 +634,52 @@ def test_the_server_evaluates_by_itself(tmp_path: Path, receiver: Receiver) -> N
     finally:
         live.stop()
         release_db_url("sqlite", url)
+
+
+# --- drift ------------------------------------------------------------------------------------------------
+
+
+def test_drift_rule_reads_the_latest_report(live: LiveServer, receiver: Receiver) -> None:
+    """A project's questions turn from English billing to French drone deliveries: before any drift report the
+    rule has no data; after the report (drift by the domain classifier) it fires, and a rule on the score
+    compares the report's ROC AUC."""
+    sqlite_only(live)
+    p = Project(live, "alerts-drift")
+    hook = f"/drift-{uuid.uuid4().hex[:6]}"
+    verdict = p.rule(
+        name="drifted", metric=None, condition={"type": "drift"}, channels=[{"webhook": receiver.url(hook)}]
+    )
+    p.rule(name="auc-over-0.99", metric=None, condition={"type": "drift", "op": ">", "value": 0.999})
+    assert verdict["summary"] == "latest drift report says drift" and verdict["spec"]["condition"] == {"type": "drift"}
+    before = p.ok("POST", "/api/alerts/evaluate")["rules"]
+    assert {r["rule_name"]: (r["state"], r["summary"]) for r in before} == {
+        "drifted": ("ok", "no recent drift report"),
+        "auc-over-0.99": ("ok", "no recent drift report"),
+    }
+
+    now = utcnow().replace(microsecond=0)
+    t0, t1 = now - timedelta(hours=2), now - timedelta(hours=1)
+    english = [f"How can I update the billing address of invoice {i} for my account?" for i in range(40)]
+    french = [f"Le drone de livraison numéro {i} a laissé mon colis chez le voisin, que faire ?" for i in range(40)]
+    spans = []
+    for start, texts in ((t0, english), (t1, french)):
+        for i, text in enumerate(texts):
+            tid = "trc-" + uuid.uuid4().hex[:20]
+            at = (start + timedelta(seconds=30 * i)).isoformat()
+            spans.append({"id": f"{tid}-s", "trace_id": tid, "kind": "llm", "name": "chat", "start_time": at,
+                          "input": {"messages": [{"role": "user", "content": text}]}})  # fmt: skip
+    p.ok("POST", "/api/traces/ingest", json={"spans": spans})
+    assert live.app.state.runtime.get(TraceWriter).flush(10)
+    window = {"current_from": t1.isoformat(), "current_to": now.isoformat(), "reference_from": t0.isoformat()}
+    report = p.ok("POST", "/api/drift/reports", json={**window, "reference_to": t1.isoformat(), "fields": ["input"]})
+    assert report["drift"] is True
+
+    after = {r["rule_name"]: r for r in p.ok("POST", "/api/alerts/evaluate")["rules"]}
+    assert after["drifted"]["state"] == "firing" and after["drifted"]["value"] == report["score"]
+    assert after["drifted"]["summary"].startswith(f"drift report {report['id']}: drift (score ")
+    assert after["auc-over-0.99"]["state"] == ("firing" if report["score"] > 0.999 else "ok")
+    assert after["auc-over-0.99"]["threshold"] == 0.999
+    [posted] = wait_for("the drift notification", lambda: receiver.at(hook))
+    assert posted["rule"]["condition"] == "drift" and posted["metric"] is None and posted["value"] == report["score"]
+    [event] = p.events(verdict["id"])
+    assert event["details"]["report"] == report["id"] and event["details"]["drifted"] is True

@@ -28,8 +28,13 @@ from podium.alerts.spec import Change, Drift, RuleSpec, Threshold, compare, form
 class MetricSource(Protocol):
     """A monitor metric over a time range, with the rule's project and filters (None: no data)."""
 
-    def value(self, project_id: str | None, rule: RuleSpec, start: datetime, end: datetime) -> float | None:
-        """The rule's metric from `start` to `end`."""
+    def value(
+        self, project_id: str | None, rule: RuleSpec, start: datetime, end: datetime, group: str | None = None
+    ) -> float | None:
+        """The rule's metric from `start` to `end` (of one `group` of the rule's `group_by`)."""
+
+    def groups(self, project_id: str | None, rule: RuleSpec, start: datetime, end: datetime) -> list[str]:
+        """The values of the rule's `group_by` that had traffic from `start` to `end`."""
 
 
 @dataclass(frozen=True)
@@ -60,21 +65,32 @@ class Reading:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def window(rule: RuleSpec) -> timedelta | None:
+    """The window a metric rule reads now (where a grouped rule finds its groups)."""
+    c = rule.condition
+    return None if isinstance(c, Drift) else c.window
+
+
 def _fmt(value: float | None) -> str:
     return "no data" if value is None else f"{value:.4g}"
 
 
 def read(
-    rule: RuleSpec, project_id: str | None, now: datetime, metrics: MetricSource, drift: DriftSource | None
+    rule: RuleSpec,
+    project_id: str | None,
+    now: datetime,
+    metrics: MetricSource,
+    drift: DriftSource | None,
+    group: str | None = None,
 ) -> Reading:
-    """Evaluate the rule's condition as of `now`."""
+    """Evaluate the rule's condition as of `now` (for one `group` of a grouped rule)."""
     c = rule.condition
     if isinstance(c, Threshold):
-        v = metrics.value(project_id, rule, now - c.window, now)
+        v = metrics.value(project_id, rule, now - c.window, now, group)
         text = f"{rule.metric} = {_fmt(v)} over {format_duration(c.window)} (threshold {c.op} {c.value:.4g})"
         return Reading(None if v is None else compare(v, c.op, c.value), v, c.value, text)
     if isinstance(c, Change):
-        return _change(rule, c, project_id, now, metrics)
+        return _change(rule, c, project_id, now, metrics, group)
     assert isinstance(c, Drift)
     if drift is None:
         return Reading(None, None, c.value, "drift reports are not available on this server")
@@ -93,13 +109,15 @@ def read(
     return Reading(compare(latest.score, c.op, c.value), latest.score, c.value, text, details)
 
 
-def _change(rule: RuleSpec, c: Change, project_id: str | None, now: datetime, metrics: MetricSource) -> Reading:
+def _change(
+    rule: RuleSpec, c: Change, project_id: str | None, now: datetime, metrics: MetricSource, group: str | None
+) -> Reading:
     """The window's value against the baseline window's: the threshold reported is the value the window would
     have to pass (the baseline moved by `percent` in the rule's direction)."""
-    current = metrics.value(project_id, rule, now - c.window, now)
+    current = metrics.value(project_id, rule, now - c.window, now, group)
     base_end = now - (c.offset if c.offset is not None else c.window)
     base_start = base_end - (c.baseline if c.baseline is not None else c.window)
-    baseline = metrics.value(project_id, rule, base_start, base_end)
+    baseline = metrics.value(project_id, rule, base_start, base_end, group)
     factor = c.percent / 100
     bound = None if baseline is None else baseline * (1 - factor if c.direction == "down" else 1 + factor)
     details: dict[str, Any] = {

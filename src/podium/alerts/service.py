@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,8 @@ log = logging.getLogger("podium.alerts")
 MAX_LISTED = 500
 MAX_RULES_PER_PROJECT = 1000
 RECENT = 50  # events and deliveries a rule's detail shows
+MAX_GROUPS = 100  # groups of one grouped rule evaluated at once
+MAX_GROUP_CHARS = 200
 
 # Called after an evaluation queued deliveries (the process's deliverers wake up); set by the domain's setup.
 _wakers: list[Callable[[], None]] = []
@@ -136,6 +139,7 @@ class RuleResult(BaseModel):
 
     rule_id: str
     rule_name: str
+    group: str = ""  # the route, model or prompt of a grouped rule
     state: str
     value: float | None
     threshold: float | None
@@ -171,6 +175,8 @@ def describe(spec: RuleSpec) -> str:
         text = "latest drift report " + (f"score {c.op} {c.value:g}" if c.op is not None else "says drift")
     if spec.for_ > timedelta(0):
         text += f" for {format_duration(spec.for_)}"
+    if spec.group_by is not None:
+        text += f" per {spec.group_by}"
     return text + where
 
 
@@ -301,6 +307,9 @@ def replace_rule(platform: Platform, actor: Actor, ref: str, body: dict[str, Any
             )
             if clash is not None:
                 raise Conflict(f"alert rule {spec.name!r} exists already", details={"field": "name"})
+        if RuleSpec.model_validate(row.spec).group_by != spec.group_by:  # other groups: the states start over
+            s.execute(delete(AlertState).where(AlertState.rule_id == row.id))
+            s.add(AlertState(rule_id=row.id, group_key="", project_id=row.project_id, state="ok", since=utcnow()))
         row.name, row.kind, row.metric = spec.name, spec.condition.type, spec.metric
         row.severity, row.enabled, row.spec, row.updated_at = spec.severity, spec.enabled, spec.dump(), utcnow()
         record_audit(s, actor, "alerts.rule.update", "alert_rule", row.id, project_id=row.project_id)
@@ -507,35 +516,46 @@ def evaluate_all(platform: Platform) -> Evaluation:
 def run_evaluation(
     platform: Platform, rows: Sequence[AlertRule], metrics: MetricSource, drift: DriftSource | None
 ) -> Evaluation:
-    """Read each rule's condition, then move its state in one transaction per rule (the state row locked, so
-    concurrent evaluations by several server processes record each firing once)."""
+    """Read each rule's condition (per group of a grouped rule), then move each state in a transaction of its
+    own (the state row locked, so concurrent evaluations by several server processes record each firing once)."""
     now = utcnow()
     results: list[RuleResult] = []
     event_ids: list[str] = []
     for row in rows:
         spec = RuleSpec.model_validate(row.spec)
         try:
-            reading = engine.read(spec, row.project_id, now, metrics, drift)
-        except Exception as exc:  # a failing source keeps the state as it is; the next evaluation tries again
-            log.warning("alert rule %s could not be read: %s", row.id, exc)
-            error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            groups = _groups(platform, row, spec, metrics, now)
+        except Exception as exc:  # a failing source keeps the states as they are; the next evaluation tries again
+            results.append(_failed(row, "", exc))
+            continue
+        if not groups:
+            quiet = f"no {spec.group_by} had traffic in the window"
             results.append(
                 RuleResult(
                     rule_id=row.id,
                     rule_name=row.name,
-                    state="unknown",
+                    state="ok",
                     value=None,
                     threshold=None,
-                    summary="",
+                    summary=quiet,
                     event=None,
-                    error=error,
                 )
             )
-            continue
-        result, event_id = _apply(platform, row, spec, reading, now)
-        results.append(result)
-        if event_id is not None:
-            event_ids.append(event_id)
+        for group in groups:
+            try:
+                reading = engine.read(spec, row.project_id, now, metrics, drift, group or None)
+            except Exception as exc:
+                results.append(_failed(row, group, exc))
+                continue
+            if group:
+                reading = replace(reading, summary=f"{spec.group_by}={group}: {reading.summary}")
+            try:
+                result, event_id = _apply(platform, row, spec, reading, now, group)
+            except IntegrityError:  # another process made this group's state at the same moment: its turn
+                continue
+            results.append(result)
+            if event_id is not None:
+                event_ids.append(event_id)
     events: list[EventInfo] = []
     if event_ids:
         with platform.db.read_session() as s:
@@ -547,25 +567,62 @@ def run_evaluation(
     return Evaluation(at=now, rules=results, events=events)
 
 
+def _groups(platform: Platform, row: AlertRule, spec: RuleSpec, metrics: MetricSource, now: datetime) -> list[str]:
+    """The groups to evaluate: "" for a rule without `group_by`; else the values with traffic in the window and
+    those whose state is not `ok` (so a group that went quiet still resolves), at most `MAX_GROUPS`."""
+    window = engine.window(spec)
+    if spec.group_by is None or window is None:
+        return [""]
+    seen = metrics.groups(row.project_id, spec, now - window, now)
+    with platform.db.read_session() as s:
+        open_ = s.scalars(
+            select(AlertState.group_key).where(
+                AlertState.rule_id == row.id, AlertState.state != "ok", AlertState.group_key != ""
+            )
+        )
+        held = sorted(open_)
+    return list(dict.fromkeys([*held, *sorted(g for g in seen if len(g) <= MAX_GROUP_CHARS)]))[:MAX_GROUPS]
+
+
+def _failed(row: AlertRule, group: str, exc: Exception) -> RuleResult:
+    log.warning("alert rule %s could not be read: %s", row.id, exc)
+    error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    return RuleResult(
+        rule_id=row.id,
+        rule_name=row.name,
+        group=group,
+        state="unknown",
+        value=None,
+        threshold=None,
+        summary="",
+        event=None,
+        error=error,
+    )
+
+
 def _apply(
-    platform: Platform, row: AlertRule, spec: RuleSpec, reading: Reading, now: datetime
+    platform: Platform, row: AlertRule, spec: RuleSpec, reading: Reading, now: datetime, group: str
 ) -> tuple[RuleResult, str | None]:
     with platform.db.session() as s:
         st = s.scalars(
-            select(AlertState).where(AlertState.rule_id == row.id, AlertState.group_key == "").with_for_update()
+            select(AlertState).where(AlertState.rule_id == row.id, AlertState.group_key == group).with_for_update()
         ).first()
-        if st is None:  # deleted meanwhile, or a rule stored without its state
+        if st is None:  # a group seen for the first time (or the rule was deleted meanwhile)
             if s.get(AlertRule, row.id) is None:
-                return RuleResult(
+                gone = RuleResult(
                     rule_id=row.id,
                     rule_name=row.name,
+                    group=group,
                     state="deleted",
                     value=None,
                     threshold=None,
                     summary=reading.summary,
                     event=None,
-                ), None
-            st = AlertState(rule_id=row.id, group_key="", project_id=row.project_id, state="ok", since=now, version=0)
+                )
+                return gone, None
+            st = AlertState(
+                rule_id=row.id, group_key=group, project_id=row.project_id, state="ok", since=now, version=0
+            )
             s.add(st)
         current = State(
             state=st.state,
@@ -586,10 +643,11 @@ def _apply(
         event_id = None
         if outcome.event is not None:
             assert nxt.incident_id is not None
-            event_id = _record(s, platform, row, spec, reading, outcome, nxt.incident_id, now)
+            event_id = _record(s, platform, row, spec, reading, outcome, nxt.incident_id, now, group)
     result = RuleResult(
         rule_id=row.id,
         rule_name=row.name,
+        group=group,
         state=nxt.state,
         value=reading.value,
         threshold=reading.threshold,
@@ -608,6 +666,7 @@ def _record(
     outcome: engine.Outcome,
     incident_id: str,
     now: datetime,
+    group: str,
 ) -> str:
     """Write the event and queue one delivery per channel (when it notifies)."""
     assert outcome.event is not None
@@ -622,7 +681,7 @@ def _record(
             id=event_id,
             rule_id=row.id,
             project_id=row.project_id,
-            group_key="",
+            group_key=group,
             incident_id=incident_id,
             kind=outcome.event,
             severity=spec.severity,
@@ -653,7 +712,7 @@ def _record(
         value=reading.value,
         threshold=reading.threshold,
         summary=reading.summary,
-        filters=spec.filters.model_dump(exclude_none=True),
+        filters={**spec.filters.model_dump(exclude_none=True), **({spec.group_by: group} if spec.group_by else {})},
         at=now,
         links={"rule": f"{base}/alerts/rules/{row.id}", "events": f"{base}/api/alerts/events?rule={row.id}"},
     )

@@ -24,21 +24,34 @@ class MonitorMetrics:
     def __init__(self, platform: Platform):
         self.platform = platform
 
-    def value(self, project_id: str | None, rule: RuleSpec, start: datetime, end: datetime) -> float | None:
-        """The metric of the rule's project and filters over `[start, end)`."""
+    def value(
+        self, project_id: str | None, rule: RuleSpec, start: datetime, end: datetime, group: str | None = None
+    ) -> float | None:
+        """The metric of the rule's project and filters (and group) over `[start, end)`."""
         assert rule.metric is not None
-        f = rule.filters
+        filters = rule.filters.model_dump()
+        if rule.group_by is not None and group is not None:
+            filters[rule.group_by] = group
         return monitors_service.value(
+            self.platform, Actor.system(), rule.metric, project=project_id, start=start, end=end, **filters
+        )
+
+    def groups(self, project_id: str | None, rule: RuleSpec, start: datetime, end: datetime) -> list[str]:
+        """The route, model or prompt values of the traces from `start` to `end` (by their request counts)."""
+        if rule.group_by is None:
+            return []
+        series = monitors_service.series(
             self.platform,
             Actor.system(),
-            rule.metric,
+            "requests",
             project=project_id,
-            route=f.route,
-            model=f.model,
-            prompt=f.prompt,
             start=start,
             end=end,
+            bucket="day",
+            by=rule.group_by,
+            **rule.filters.model_dump(),
         )
+        return [g for g in series.groups() if g]
 
 
 class LatestDrift:

@@ -5,6 +5,7 @@ checks: every refusal names the field (`condition.op`, `channels[1].email`).
 name: high-error-rate
 metric: error_rate            # a monitor metric (podium monitors); not needed by drift rules
 filters: {route: chat}        # route, model, prompt (all optional)
+group_by: model               # optional: one state and incident per model (route, prompt) seen in the window
 condition:                    # threshold | change | drift
   type: threshold
   op: ">"
@@ -252,6 +253,9 @@ class RuleSpec(BaseModel):
     description: str = Field("", max_length=2000)
     metric: str | None = Field(None, min_length=1, max_length=200, description="The monitor metric.")
     filters: Filters = Field(default_factory=Filters)
+    group_by: Literal["route", "model", "prompt"] | None = Field(
+        None, description="One state (and incident) per route, model or prompt version seen in the window."
+    )
     condition: Condition
     for_: Duration = Field(timedelta(0), alias="for", description="How long the condition holds before firing.")
     cooldown: Duration = Field(timedelta(hours=1), description="At least this long between two notifications.")
@@ -307,6 +311,15 @@ def parse(data: Any, *, source: str | None = None) -> RuleSpec:
     if kind == "drift" and rule.metric is not None:
         raise InvalidInput(
             "a drift rule reads the project's latest drift report; leave metric out", details={"field": "metric"}
+        )
+    if kind == "drift" and rule.group_by is not None:
+        raise InvalidInput(
+            "a drift rule reads one report per project; leave group_by out", details={"field": "group_by"}
+        )
+    if rule.group_by is not None and getattr(rule.filters, rule.group_by) is not None:
+        raise InvalidInput(
+            f"the rule is grouped by {rule.group_by} and filters one {rule.group_by}: leave one out",
+            details={"field": "group_by"},
         )
     return rule
 
