@@ -24,8 +24,8 @@ from podium.core.identity import Actor
 from podium.core.ids import new_id
 from podium.core.platform import Platform
 from podium.guard import actions
-from podium.guard.base import Stage
-from podium.guard.enforce import Compiled, PolicyCall, Runner, scan_stage
+from podium.guard.base import ScanContext, Stage
+from podium.guard.enforce import Compiled, Runner, scan_stage
 from podium.guard.policy import MAX_SOURCE, PolicySpec, check_policy, parse_source
 from podium.guard.store import GuardPolicy
 from podium.tracing.filters import TraceFilters
@@ -301,10 +301,7 @@ def test_policy(platform: Platform, actor: Actor, name: str, req: PolicyTest) ->
     with platform.db.read_session() as s:
         compiled = Compiled.of(_find(s, actor, name))
     runner = Runner(platform, actor.principal)
-    call = PolicyCall(compiled, runner)
-    if req.stage == "output":
-        call.prompt = req.prompt
-    verdict = asyncio.run(scan_stage(compiled, runner, req.stage, req.text, _context(req)))
+    verdict = asyncio.run(scan_stage(compiled, runner, req.stage, req.text, ScanContext(req.stage, req.prompt)))
     text = req.text
     vault = actions.Vault()
     if verdict.reason is None and verdict.findings:
@@ -318,12 +315,6 @@ def test_policy(platform: Platform, actor: Actor, name: str, req: PolicyTest) ->
         decisions=verdict.decisions,
         redactions=len(vault.values),
     )
-
-
-def _context(req: PolicyTest) -> Any:
-    from podium.guard.base import ScanContext
-
-    return ScanContext(req.stage, req.prompt)
 
 
 MAX_FINDINGS = 500
