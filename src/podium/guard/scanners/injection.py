@@ -1,31 +1,45 @@
-"""`prompt_injection`: attempts to override the model's instructions or unlock a persona without its rules.
+"""`prompt_injection`: attempts to override the model's instructions, pull out its setup text, or unlock a
+persona without its rules, in the prompt or in a document the prompt carries.
 
-Two signals, the higher wins:
+Three signals, the highest wins:
 - heuristics: weighted patterns for the common moves (ignore/disregard the previous instructions, reveal the
   system prompt, "you are now DAN", developer mode, forged role markers such as `<|im_start|>system`);
-- similarity: each sentence that holds an attack word is embedded (all-MiniLM-L6-v2) and compared with a
-  corpus of known attacks written for this project (`guard/data/attacks.txt`); its best cosine similarity,
-  rescaled from `similarity_floor` (score 0) to `similarity_full` (score 1), is the score.
-Sentences without any attack word are never embedded (`prefilter`), so ordinary prompts cost a regex pass;
-long prompts are scanned sentence by sentence, so an attack at the end of a long document is not truncated
-away. bench/RESULTS.md has the accuracy on the shipped set and on held-out sets: expect far less on attacks
-phrased unlike the corpus than on the shipped set.
+- a linear classifier (logistic regression, `guard/data/injection_model.json`, trained by
+  `python -m podium.guard.data.train_injection` on the shipped labelled set, the first held-out set, the attack
+  corpus and a training set written for it) over character and word n-grams and the sentence's all-MiniLM-L6-v2
+  embedding; its probability is the score. Without embeddings (`embeddings: false`) an n-gram-only model of the
+  same training runs instead;
+- optionally (`similarity: true`) the old signal: the best cosine of an embedded sentence to the shipped attack
+  corpus (`guard/data/attacks.txt` plus `extra_attacks`), rescaled from `similarity_floor` to `similarity_full`.
+The text is scanned sentence by sentence (so an attack at the end of a long document is not truncated away), and
+short texts whole too; encoded payloads are decoded first (base64 runs, s p a c e d letters, l33tspeak) and
+scanned as well. Embedding is the cost: a sentence is embedded only when the n-gram model gives it at least
+`prefilter_floor` (a gate chosen on the training and second held-out sets, where it lost no attack), the
+`max_segments` likeliest first, so most sentences of an ordinary prompt cost a dictionary pass.
+bench/RESULTS.md has precision and recall on the shipped set and on held-out sets.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import math
 import re
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import Field
 
-from podium.guard.base import INPUT, Finding, ScanContext, Scanner, ScannerSettings
-from podium.guard.embedding import Embedder, Vectors, default_embedder
+from podium.guard.base import INPUT, Finding, ScanContext, Scanner, ScannerError, ScannerSettings
+from podium.guard.embedding import Embedder, Vectors, fast_embedder
 from podium.guard.registry import register
 
 _PREV = r"(?:previous|prior|above|earlier|preceding|initial|original|old|existing|system|developer's|all|every|your)"
@@ -49,8 +63,9 @@ HEURISTICS: tuple[tuple[float, re.Pattern[str], str], ...] = tuple(
         (
             0.9,
             r"\b(?:reveal|show|print|repeat|output|display|leak|tell me|give me|write out|dump|recite|spell out|echo"
-            r"|copy|list|quote)\b[\w\s,';]{0,40}?\b(?:system|hidden|secret|initial|original|developer|confidential"
-            r"|full)\s+(?:prompt|instructions?|message|rules|configuration|text)",
+            r"|copy|list|quote)\b[\w\s,';]{0,40}?(?:\b(?:system|hidden|secret|initial|original|developer|confidential)"
+            r"\s+(?:prompt|instructions?|message|rules|configuration|text)|\bfull\s+(?:prompt|instructions|configuration"
+            r"|system))",
             _I,
             "reveal the system prompt",
         ),
@@ -119,32 +134,125 @@ HEURISTICS: tuple[tuple[float, re.Pattern[str], str], ...] = tuple(
         ),
     )
 )
-# A sentence is embedded only if it holds one of these words: ordinary prompts skip the model entirely.
-TRIGGERS = re.compile(
-    r"\b(?:ignore|disregard|forget|override|bypass|instructions?|prompt|system|rules|pretend|roleplay|role-play"
-    r"|jailbreak\w*|DAN|developer|mode|unfiltered|uncensored|restrictions?|filters?|guidelines|policy|policies"
-    r"|persona|simulate|hypothetical\w*|confidential|reveal|secret|previous|prior|above|obey|comply|unrestricted"
-    r"|censor\w*|ethic\w*|moral\w*|limits?|constraints?|you are now|from now on|evil|admin|sudo|hidden|verbatim"
-    r"|word for word|configuration|guidance|creators?|makers?|AI|assistant|language model|refuse\w*|task|told"
-    r"|moderation|master|behave)\b",
-    re.IGNORECASE,
-)
 _SENTENCES = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 MAX_SEGMENT = 400
+MODEL_FILE = "injection_model.json"
 
 
-def segments(text: str, prefilter: bool = True) -> list[tuple[int, int]]:
-    """Sentence spans (cut at MAX_SEGMENT characters), only those holding an attack word when `prefilter`."""
+def segments(text: str) -> list[tuple[int, int]]:
+    """Sentence spans, each cut at MAX_SEGMENT characters."""
     out = []
     for m in _SENTENCES.finditer(text):
         start, end = m.span()
         while end - start > MAX_SEGMENT:
-            if not prefilter or TRIGGERS.search(text, start, start + MAX_SEGMENT):
-                out.append((start, start + MAX_SEGMENT))
+            out.append((start, start + MAX_SEGMENT))
             start += MAX_SEGMENT
-        if text[start:end].strip() and (not prefilter or TRIGGERS.search(text, start, end)):
+        if text[start:end].strip():
             out.append((start, end))
     return out
+
+
+# --- encodings: payloads an attacker hides from patterns ---------------------------------------------------
+
+_BASE64 = re.compile(r"(?<![\w+/])[A-Za-z0-9+/]{16,}={0,2}(?![\w+/=])")
+_SPACED = re.compile(r"(?<!\S)(?:\w {1,3}){4,}\w(?!\S)")
+_LEET_WORD = re.compile(r"\b(?=\w*[a-zA-Z])(?=\w*[0-9@$])[\w@$]{3,}\b")
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+
+
+def decoded(text: str) -> list[tuple[int, int, str]]:
+    """Hidden readings of parts of `text`, as (start, end, decoded text): base64 runs that decode to printable
+    text, letters written apart ("i g n o r e   a l l"), and words with digits for letters ("1gn0re")."""
+    out: list[tuple[int, int, str]] = []
+    for m in _BASE64.finditer(text):
+        raw = m.group()
+        try:
+            plain = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+        if plain.isprintable() and sum(c.isalpha() or c == " " for c in plain) >= 0.8 * len(plain):
+            out.append((m.start(), m.end(), plain))
+    for m in _SPACED.finditer(text):
+        words = re.split(r" {2,}", m.group())
+        out.append((m.start(), m.end(), " ".join(w.replace(" ", "") for w in words)))
+    if _LEET_WORD.search(text):
+        plain = _LEET_WORD.sub(lambda w: w.group().translate(_LEET), text)
+        if plain != text:
+            out.append((0, len(text), plain))
+    return out
+
+
+# --- the linear classifier -----------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\w+")
+NGRAMS = (2, 5)  # character n-grams of each word padded with spaces
+
+
+def features(text: str) -> tuple[dict[str, float], dict[str, float]]:
+    """The classifier's sparse features of `text`: character 2-5-grams of its lower-cased words (each padded
+    with a space) and its words and word pairs, each group as counts scaled to unit length."""
+    words = _TOKEN.findall(text.lower())
+    chars: Counter[str] = Counter()
+    lo, hi = NGRAMS
+    for w in words:
+        padded = f" {w} "
+        size = len(padded)
+        for n in range(lo, min(hi, size) + 1):
+            chars.update(padded[i : i + n] for i in range(size - n + 1))
+    terms: Counter[str] = Counter(words)
+    terms.update(f"{a} {b}" for a, b in pairwise(words))
+    return _unit(chars), _unit(terms)
+
+
+def _unit(counts: Counter[str]) -> dict[str, float]:
+    norm = math.sqrt(sum(v * v for v in counts.values())) or 1.0
+    return {k: v / norm for k, v in counts.items()}
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return math.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """A logistic regression over `features` and, when `emb` is set, the text's unit MiniLM vector."""
+
+    bias: float
+    chars: dict[str, float]
+    words: dict[str, float]
+    emb: npt.NDArray[np.float32] | None = None
+
+    def partial(self, text: str) -> float:
+        """The bias plus the n-gram part of the logit."""
+        chars, words = features(text)
+        cw, ww = self.chars, self.words
+        return (
+            self.bias
+            + sum(v * cw.get(k, 0.0) for k, v in chars.items())
+            + sum(v * ww.get(k, 0.0) for k, v in words.items())
+        )
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LinearModel:
+        emb = raw.get("emb")
+        return cls(
+            bias=float(raw["bias"]),
+            chars={k: float(v) for k, v in raw["chars"].items()},
+            words={k: float(v) for k, v in raw["words"].items()},
+            emb=None if emb is None else np.asarray(emb, dtype=np.float32),
+        )
+
+
+@cache
+def classifiers() -> dict[str, LinearModel]:
+    """The shipped classifiers: `full` (n-grams and embedding) and `ngrams` (n-grams only)."""
+    raw = json.loads(resources.files("podium.guard.data").joinpath(MODEL_FILE).read_text(encoding="utf-8"))
+    return {name: LinearModel.from_dict(raw[name]) for name in ("full", "ngrams")}
 
 
 @cache
@@ -159,27 +267,31 @@ class InjectionSettings(ScannerSettings):
     """Settings of `prompt_injection`."""
 
     threshold: float = Field(default=0.7, ge=0, le=1)  # findings at or above this score
-    embeddings: bool = True  # off: heuristics only (no model)
+    embeddings: bool = True  # off: heuristics and the n-gram classifier only (no model, no torch)
+    classifier: bool = True  # off: heuristics (and similarity, when on) only
+    similarity: bool = False  # also score the best cosine of an embedded sentence to the attack corpus
     similarity_floor: float = Field(default=0.40, ge=0, lt=1)  # cosine mapped to score 0
     similarity_full: float = Field(default=0.64, gt=0, le=1)  # cosine mapped to score 1 (0.568 reaches 0.7)
-    extra_attacks: list[str] = Field(default_factory=list, max_length=10_000)  # more known attacks
-    prefilter: bool = True  # embed only sentences holding an attack word (off: every sentence, slower)
-    cache_size: int = Field(default=4096, ge=0, le=1_000_000)  # sentences whose best similarity is remembered
-    max_segments: int = Field(default=128, ge=1, le=10_000)  # sentences embedded per text at most (the first)
+    extra_attacks: list[str] = Field(default_factory=list, max_length=10_000)  # more known attacks (similarity)
+    prefilter: bool = True  # embed only sentences the n-gram model gives at least `prefilter_floor`
+    prefilter_floor: float = Field(default=0.3, ge=0, le=1)
+    cache_size: int = Field(default=4096, ge=0, le=1_000_000)  # sentences whose scores are remembered
+    max_segments: int = Field(default=16, ge=1, le=10_000)  # sentences embedded per text at most (the likeliest)
 
 
 _corpus_vectors: dict[tuple[object, tuple[str, ...]], Vectors] = {}
 _corpus_lock = threading.Lock()
-# sentence -> its best cosine to the corpus, per (embedder, corpus): system prompts and templates repeat
-_sentence_cache: dict[tuple[object, tuple[str, ...]], OrderedDict[str, float]] = {}
+# sentence -> (classifier probability, best cosine to the corpus), per (embedder, corpus): prompts repeat
+_sentence_cache: dict[tuple[object, tuple[str, ...]], OrderedDict[str, tuple[float, float]]] = {}
 
 
 @register
 class PromptInjection(Scanner):
-    """Prompt injection and jailbreak attempts: heuristics, and similarity to known attacks."""
+    """Prompt injection and jailbreak attempts: heuristics, a linear classifier over n-grams and MiniLM
+    embeddings, and (optionally) similarity to known attacks."""
 
     name = "prompt_injection"
-    description = "prompt injection and jailbreaks: heuristics + MiniLM similarity to a shipped attack corpus"
+    description = "prompt injection and jailbreaks: heuristics + a linear classifier over n-grams and MiniLM vectors"
     stages = INPUT
     blocking = True
     Settings = InjectionSettings
@@ -190,76 +302,135 @@ class PromptInjection(Scanner):
         super().__init__(settings)
         s = self.settings
         if s.similarity_full <= s.similarity_floor:
-            from podium.guard.base import ScannerError
-
             raise ScannerError(
                 f"scanner 'prompt_injection' setting 'similarity_full' ({s.similarity_full}) must be above "
                 f"'similarity_floor' ({s.similarity_floor})",
                 "similarity_full",
             )
+        if s.extra_attacks and not (s.similarity and s.embeddings):
+            raise ScannerError(
+                "scanner 'prompt_injection' setting 'extra_attacks' is used by the similarity signal only: "
+                "set 'similarity: true' (and keep 'embeddings' on)",
+                "extra_attacks",
+            )
         self.embedder: Embedder | None = None
-        if s.embeddings:
-            self.embedder = embedder if embedder is not None else default_embedder()
+        if s.embeddings and (s.classifier or s.similarity):
+            self.embedder = embedder if embedder is not None else fast_embedder()
+        self.model: LinearModel | None = None  # scores the sentences it embeds
+        self.gate: LinearModel | None = None  # scores every sentence (n-grams only)
+        if s.classifier:
+            self.gate = classifiers()["ngrams"]
+            self.model = classifiers()["full"] if self.embedder is not None else None
         self.corpus = attack_corpus() + tuple(a.strip() for a in s.extra_attacks if a.strip())
-        self._seen: OrderedDict[str, float] | None = None
+        self._seen: OrderedDict[str, tuple[float, float]] | None = None
 
-    def _corpus_vectors(self, embedder: Embedder) -> Vectors:
-        key = (getattr(embedder, "cache_key", id(embedder)), self.corpus)
+    def _key(self) -> tuple[object, tuple[str, ...]]:
+        assert self.embedder is not None
+        corpus = self.corpus if self.settings.similarity else ()
+        return (getattr(self.embedder, "cache_key", id(self.embedder)), corpus)
+
+    def _corpus_vectors(self) -> Vectors | None:
+        if not self.settings.similarity or self.embedder is None:
+            return None
+        key = self._key()
         with _corpus_lock:
             found = _corpus_vectors.get(key)
             if found is None:
-                found = _corpus_vectors[key] = embedder.embed(list(self.corpus))
+                found = _corpus_vectors[key] = self.embedder.embed(list(self.corpus))
             return found
 
     def warm(self) -> None:
-        """Load the model and embed the corpus now rather than on the first request."""
+        """Load the model (and embed the corpus) now rather than on the first request."""
         if self.embedder is not None:
-            self._corpus_vectors(self.embedder)
+            self._corpus_vectors()
+            self.embedder.embed(["warm up"])
 
-    def _similarities(self, sentences: list[str]) -> list[float]:
-        """Each sentence's best cosine similarity to the corpus; sentences seen before are not embedded again."""
+    def embeds(self, sentence: str) -> bool:
+        """Whether scanning `sentence` alone would run the embedding model (before the sentence cache)."""
+        s = self.settings
+        if self.embedder is None:
+            return False
+        if self.gate is None or not s.prefilter or s.similarity:
+            return True
+        return _sigmoid(self.gate.partial(sentence)) >= s.prefilter_floor
+
+    def _embedded_scores(self, texts: list[str]) -> list[tuple[float, float]]:
+        """(classifier probability, best cosine to the corpus) of each text, embedding those not seen before."""
         assert self.embedder is not None
-        size = self.settings.cache_size
-        corpus = self._corpus_vectors(self.embedder)
-        if not size:  # no cache at all: every sentence is embedded
-            return [float(v) for v in (self.embedder.embed(sentences) @ corpus.T).max(axis=1)]
-        if self._seen is None:  # shared by the scanners of one embedder and corpus (the API builds one per call)
-            key = (getattr(self.embedder, "cache_key", id(self.embedder)), self.corpus)
+        corpus = self._corpus_vectors()
+        if self._seen is None:
             with _corpus_lock:
-                self._seen = _sentence_cache.setdefault(key, OrderedDict())
-        seen = self._seen
+                self._seen = _sentence_cache.setdefault(self._key(), OrderedDict())
+        seen, size = self._seen, self.settings.cache_size
         with _corpus_lock:
-            known = {t: seen[t] for t in sentences if t in seen}
+            known = {t: seen[t] for t in texts if size and t in seen}
             for t in known:
                 seen.move_to_end(t)
-        missing = list(dict.fromkeys(t for t in sentences if t not in known))
+        missing = [i for i, t in enumerate(texts) if t not in known]
         if missing:
-            sims = self.embedder.embed(missing) @ corpus.T
-            fresh = dict(zip(missing, (float(v) for v in sims.max(axis=1)), strict=True))
-            known.update(fresh)
-            with _corpus_lock:
-                seen.update(fresh)
-                while len(seen) > size:
-                    seen.popitem(last=False)
-        return [known[t] for t in sentences]
+            vectors = self.embedder.embed([texts[i] for i in missing])
+            cosines = (vectors @ corpus.T).max(axis=1) if corpus is not None and len(corpus) else None
+            model = self.model
+            for row, i in enumerate(missing):
+                prob = 0.0
+                if model is not None and model.emb is not None:
+                    prob = _sigmoid(model.partial(texts[i]) + float(vectors[row] @ model.emb))
+                known[texts[i]] = (prob, float(cosines[row]) if cosines is not None else 0.0)
+            if size:
+                with _corpus_lock:
+                    seen.update((texts[i], known[texts[i]]) for i in missing)
+                    while len(seen) > size:
+                        seen.popitem(last=False)
+        return [known[t] for t in texts]
 
     def check(self, text: str, context: ScanContext) -> list[Finding]:
         s = self.settings
         best: tuple[float, int, int, str] = (0.0, 0, 0, "")
+        hidden = decoded(text)
         for weight, pattern, label in HEURISTICS:
+            if weight <= best[0]:
+                continue
             m = pattern.search(text)
-            if m is not None and weight > best[0]:
+            if m is not None:
                 best = (weight, m.start(), m.end(), f"heuristic: {label}")
-        if self.embedder is not None and best[0] < 0.95:
-            spans = segments(text, s.prefilter)[: s.max_segments]
-            if spans:
-                cosines = self._similarities([text[a:b] for a, b in spans])
-                i = int(np.argmax(cosines))
-                cosine = float(cosines[i])
-                score = (cosine - s.similarity_floor) / (s.similarity_full - s.similarity_floor)
-                if score > best[0]:
-                    a, b = spans[i]
-                    best = (min(score, 1.0), a, b, f"similar to a known attack (cosine {cosine:.2f})")
-        if best[0] >= s.threshold:
+                continue
+            for a, b, plain in hidden:
+                if pattern.search(plain):
+                    best = (weight, a, b, f"heuristic on decoded text: {label}")
+                    break
+        if best[0] >= max(0.95, s.threshold) or (self.gate is None and self.embedder is None):
+            return self._verdict(best)
+        units = [(a, b, text[a:b]) for a, b in segments(text)]
+        if len(units) > 1 and len(text) <= MAX_SEGMENT:
+            units.append((0, len(text), text))
+        units += hidden
+        # each unit's classifier score: the n-gram model's, replaced by the full model's where it is embedded
+        scores = [_sigmoid(self.gate.partial(u[2])) for u in units] if self.gate is not None else [0.0] * len(units)
+        labels = ["classifier (n-grams)"] * len(units)
+        cosines: dict[int, float] = {}
+        need = list(range(len(units)))
+        if self.gate is not None:
+            if s.prefilter and not s.similarity:
+                need = [i for i in need if scores[i] >= s.prefilter_floor]
+            need.sort(key=lambda i: -scores[i])
+        if self.embedder is not None and need:
+            need = need[: s.max_segments]
+            for i, (prob, cosine) in zip(need, self._embedded_scores([units[i][2] for i in need]), strict=True):
+                if self.model is not None:
+                    scores[i], labels[i] = prob, "classifier"
+                cosines[i] = cosine
+        if self.gate is not None and units:
+            i = max(range(len(units)), key=lambda j: scores[j])
+            if scores[i] > best[0]:
+                best = (scores[i], units[i][0], units[i][1], labels[i])
+        if s.similarity and cosines:
+            i = max(cosines, key=lambda j: cosines[j])
+            sim = (cosines[i] - s.similarity_floor) / (s.similarity_full - s.similarity_floor)
+            if sim > best[0]:
+                best = (min(sim, 1.0), units[i][0], units[i][1], f"similar to a known attack (cosine {cosines[i]:.2f})")
+        return self._verdict(best)
+
+    def _verdict(self, best: tuple[float, int, int, str]) -> list[Finding]:
+        if best[0] >= self.settings.threshold:
             return [self.finding("PROMPT_INJECTION", best[1], best[2], best[0], best[3])]
         return []
