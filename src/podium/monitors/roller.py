@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -171,7 +172,9 @@ def _roll_minute(s: Session, backend: str, slot: int, projects: Sequence[str]) -
     totals: dict[Key, list[int]] = defaultdict(lambda: [0] * len(SUMS))
     bins: dict[tuple[Key, int], int] = defaultdict(int)
     sigs: dict[str, list[int]] = {p: [0, 0, 0, 0, 0] for p in wanted}
-    for t in traces:
+    for n, t in enumerate(traces):
+        if n % 256 == 255:
+            time.sleep(0)  # hand the GIL to the server's event loop now and then (rolls run on a thread)
         project = _text(t["project_id"])
         if project not in wanted:
             continue
@@ -243,6 +246,10 @@ def _apply(s: Session, backend: str, slot: int, totals: dict[Key, list[int]], bi
         _purge(s, MonitorLatency, [k for k, v in hist if v[0] < 0])
 
 
+# PostgreSQL types of the rollup's columns (text otherwise), for the one-statement upsert over arrays
+_PG_TYPES = {"width": "integer", "slot": "bigint", "bin": "smallint", "total": "double precision"}
+
+
 def _upsert(
     s: Session,
     backend: str,
@@ -251,14 +258,22 @@ def _upsert(
     sums: tuple[str, ...],
     rows: Sequence[tuple[tuple[Any, ...], Sequence[int | float]]],
 ) -> None:
-    """Add `rows` (key, sums) to `table`, inserting the rows that are not there (in key order)."""
-    mark = "?" if backend == "sqlite" else "%s"
+    """Add `rows` (key, sums) to `table`, inserting the rows that are not there (in key order, so concurrent
+    writers lock alike). On PostgreSQL one statement over arrays, one per column (psycopg's executemany
+    sends a statement per row)."""
     names = ", ".join(f'"{c}"' for c in (*key, *sums))
     sets = ", ".join(f'"{c}" = {table}."{c}" + excluded."{c}"' for c in sums)
     conflict = ", ".join(f'"{c}"' for c in key)
-    marks = ", ".join(mark for _ in (*key, *sums))
-    sql = f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT ({conflict}) DO UPDATE SET {sets}"  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
-    s.connection().exec_driver_sql(sql, [(*k, *v) for k, v in sorted(rows, key=lambda kv: kv[0])])
+    ordered = [(*k, *v) for k, v in sorted(rows, key=lambda kv: kv[0])]
+    if backend == "sqlite":
+        marks = ", ".join("?" for _ in (*key, *sums))
+        sql = f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT ({conflict}) DO UPDATE SET {sets}"  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
+        s.connection().exec_driver_sql(sql, ordered)
+        return
+    kinds = [_PG_TYPES.get(c, "bigint" if c in sums else "text") for c in (*key, *sums)]
+    arrays = ", ".join(f"%s::{kind}[]" for kind in kinds)
+    sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) ON CONFLICT ({conflict}) DO UPDATE SET {sets}"  # nosec B608  # identifiers are fixed table/column names; values are bound parameters
+    s.connection().exec_driver_sql(sql, tuple(list(column) for column in zip(*ordered, strict=True)))
 
 
 def _purge(s: Session, table: type[MonitorRollup] | type[MonitorLatency], keys: Iterable[tuple[Any, ...]]) -> None:

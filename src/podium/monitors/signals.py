@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from podium.tracing.aggregates import MONITOR_OUTPUT_CHARS
+
 CACHE_HITS = frozenset({"hit", "semantic-hit"})
 CACHE_LOOKUPS = CACHE_HITS | {"miss"}
 BLOCK_CODE = "guardrail_violation"
@@ -52,6 +54,8 @@ def answer_text(output: str | None) -> str:
     raw = output.lstrip()
     if raw[:1] not in ("{", "[", '"'):
         return raw
+    if len(output) >= MONITOR_OUTPUT_CHARS:  # read clipped: not whole JSON, its first text field will do
+        return _json_string_field(raw)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -80,7 +84,7 @@ def _text_of(doc: Any) -> str:
     return content if isinstance(content, str) else ""
 
 
-_CONTENT_FIELD = re.compile(r'"(?:content|text)"\s*:\s*"((?:[^"\\]|\\.)*)')
+_CONTENT_FIELD = re.compile(r'"(?:content|text)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)')  # unrolled: fast
 
 
 def _json_string_field(raw: str) -> str:
