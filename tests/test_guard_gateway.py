@@ -36,6 +36,24 @@ class FlakySettings(ScannerSettings):
     fail: bool = False
 
 
+class SlowSettings(ScannerSettings):
+    seconds: float = 0.5
+
+
+class Slow(Scanner):
+    """A plugin scanner for the test: a model forward pass that takes too long (run on a thread)."""
+
+    name = "test_slow"
+    description = "sleeps"
+    blocking = True
+    Settings: ClassVar[type[ScannerSettings]] = SlowSettings
+    settings: SlowSettings
+
+    def check(self, text: str, context: ScanContext) -> list[Finding]:
+        time.sleep(self.settings.seconds)
+        return []
+
+
 class Flaky(Scanner):
     """A plugin scanner for the test: crashes when its settings say so."""
 
@@ -50,8 +68,9 @@ class Flaky(Scanner):
         return []
 
 
-if "test_flaky" not in registry.known_names():
-    registry.register(Flaky)
+for _plugin in (Flaky, Slow):
+    if _plugin.name not in registry.known_names():
+        registry.register(_plugin)
 
 
 def start_echo() -> FakeServer:
@@ -136,7 +155,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: FakeServer, embedder:
 def keys(gw: LiveServer) -> dict[str, str]:
     """Keys of one project: `editor` writes the policies; `plain` has no policy of its own; `strict`, `closed` and
     `open` each have a key policy."""
-    names = ("editor", "plain", "strict", "closed", "open", "watch", "masked", "embeds")
+    names = ("editor", "plain", "strict", "closed", "open", "watch", "masked", "embeds", "slow")
     made = {name: project_key(gw, PROJECT) for name in names}
     ids = {}
     for name, raw in made.items():
@@ -169,6 +188,12 @@ def keys(gw: LiveServer) -> dict[str, str]:
             "name": "fails-open",
             "applies_to": {"key": ids["open"]},
             "input": [{"type": "test_flaky", "settings": {"fail": True}, "on_error": "open"}],
+        },
+        {  # a scanner over its time: the policy's timeout, then its on_error (closed)
+            "name": "too-slow",
+            "applies_to": {"key": ids["slow"]},
+            "timeout_ms": 50,
+            "input": [{"type": "test_slow", "on_error": "closed"}],
         },
         {  # monitor mode: decisions recorded, nothing blocked or changed
             "name": "watch-only",
@@ -398,3 +423,13 @@ def test_scanner_embeds_through_the_gateway_without_checking_its_own_calls(
         assert d["scanner"] == "topics" and d["error"] is None and d["action"] == "pass"
     # the banned topics once (the scanner is kept for the key), then each call's sentences: none checked again
     assert embedder.embedding_calls - before == 3
+
+
+def test_a_scanner_over_its_timeout_follows_on_error(gw: LiveServer, keys: dict[str, str]) -> None:
+    with gw.client(keys["slow"]) as c:
+        r = c.post("/v1/chat/completions", json=chat("g-other", "hello"))
+    assert r.status_code == 400, r.text
+    assert "scanner test_slow failed (timed out after 50 ms)" in r.json()["error"]["message"]
+    assert r.headers["x-podium-guard-policy"] == "too-slow"
+    [d] = trace(gw, keys["slow"], r.headers["x-podium-trace-id"])["metadata"]["guard"]["decisions"]
+    assert d["error"] == "timed out after 50 ms" and d["action"] == "block"

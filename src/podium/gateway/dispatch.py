@@ -135,6 +135,8 @@ class Call:
             h["x-podium-prompt-version"] = self.prompt.ref
         if self.retrieval is not None:
             h.update(self.retrieval.headers())
+        if self.guard is not None:
+            h["x-podium-guard-policy"] = self.guard.policy
         return h
 
     def set_usage(self, usage: Any) -> None:

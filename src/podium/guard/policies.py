@@ -318,6 +318,7 @@ def test_policy(platform: Platform, actor: Actor, name: str, req: PolicyTest) ->
 
 
 MAX_FINDINGS = 500
+MAX_PAGES = 5  # pages of flagged traces read at most for one listing (each holds up to 100 traces' bodies)
 
 
 def list_findings(
@@ -337,7 +338,7 @@ def list_findings(
     out: list[FindingView] = []
     cursor = None
     pages = 0
-    while len(out) < limit and pages < 10:
+    while len(out) < limit and pages < MAX_PAGES:
         page = list_traces(platform, actor, TraceFilters(tag="guard"), limit=100, cursor=cursor, bodies=True)
         pages += 1
         for t in page.traces:
