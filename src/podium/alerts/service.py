@@ -519,6 +519,7 @@ def run_evaluation(
     """Read each rule's condition (per group of a grouped rule), then move each state in a transaction of its
     own (the state row locked, so concurrent evaluations by several server processes record each firing once)."""
     now = utcnow()
+    metrics = _Memo(metrics)
     results: list[RuleResult] = []
     event_ids: list[str] = []
     for row in rows:
@@ -565,6 +566,33 @@ def run_evaluation(
             for wake in list(_wakers):
                 wake()
     return Evaluation(at=now, rules=results, events=events)
+
+
+class _Memo:
+    """One evaluation's metric reads, each asked once: rules on the same metric, filters and window (a warning
+    and a critical rule on one figure) share it."""
+
+    def __init__(self, inner: MetricSource):
+        self.inner = inner
+        self.values: dict[tuple[Any, ...], float | None] = {}
+        self.seen: dict[tuple[Any, ...], list[str]] = {}
+
+    def value(
+        self, project_id: str | None, rule: RuleSpec, start: datetime, end: datetime, group: str | None = None
+    ) -> float | None:
+        """The inner source's value, read once per evaluation."""
+        f = rule.filters
+        key: tuple[Any, ...] = (project_id, rule.metric, f.route, f.model, f.prompt, rule.group_by, group, start, end)
+        if key not in self.values:
+            self.values[key] = self.inner.value(project_id, rule, start, end, group)
+        return self.values[key]
+
+    def groups(self, project_id: str | None, rule: RuleSpec, start: datetime, end: datetime) -> list[str]:
+        """The inner source's groups, read once per evaluation."""
+        key = (project_id, rule.filters.route, rule.filters.model, rule.filters.prompt, rule.group_by, start, end)
+        if key not in self.seen:
+            self.seen[key] = self.inner.groups(project_id, rule, start, end)
+        return self.seen[key]
 
 
 def _groups(platform: Platform, row: AlertRule, spec: RuleSpec, metrics: MetricSource, now: datetime) -> list[str]:
