@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from podium.alerts.delivery import Attempt, record_attempt
+from podium.alerts.delivery import Attempt, record_attempt, send_email
 from podium.alerts.store import AlertDelivery
+from podium.core.config import load_settings
 from podium.core.db import utcnow
 from podium.core.retry import Backoff
 from podium.tracing.writer import TraceWriter
@@ -103,6 +104,14 @@ class Mailbox:
 
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], Any]] = []
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+        if address.startswith("refused-"):
+            return "550 no such mailbox"
+        if address.startswith("busy-"):
+            return "451 mailbox busy, try later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802  # aiosmtpd's name
         self.messages.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
@@ -500,6 +509,25 @@ def test_4xx_fails_at_once_and_attempts_run_out(live: LiveServer, receiver: Rece
     assert outcomes == ["pending", "pending", "failed"]
     [d] = [d for d in p.deliveries(rule["id"]) if d["id"] == delivery_id]
     assert d["attempts"] == 3 and d["last_error"] == "HTTP 503: busy" and [e["status"] for e in d["log"]] == [503] * 3
+
+
+def test_smtp_refusals_and_an_unreachable_server(mailbox: tuple[Mailbox, int]) -> None:
+    """A refused mailbox fails for good (5xx), a busy one is worth a retry (4xx), and so is a server that does
+    not answer; a server without SMTP settings sends nothing."""
+    box, port = mailbox
+    settings = load_settings(smtp_host="127.0.0.1", smtp_port=port, smtp_security="none")
+    body = {"subject": "[FIRING] test", "text": "hello\n"}
+    assert send_email(settings, "ok-mailbox@example.com", body) == Attempt(True, False, 250)
+    assert box.to("ok-mailbox@example.com")[0]["Subject"] == "[FIRING] test"
+    refused = send_email(settings, "refused-x@example.com", body)
+    assert (refused.ok, refused.retry, refused.status) == (False, False, 550) and "no such mailbox" in (
+        refused.error or ""
+    )
+    busy = send_email(settings, "busy-x@example.com", body)
+    assert (busy.ok, busy.retry, busy.status) == (False, True, 451)
+    down = send_email(load_settings(smtp_host="127.0.0.1", smtp_port=free_port(), smtp_security="none"), "a@b.co", body)
+    assert not down.ok and down.retry and "Connection refused" in (down.error or "")
+    assert not send_email(load_settings(), "a@b.co", body).retry
 
 
 # --- bad input and who may do what ------------------------------------------------------------------------

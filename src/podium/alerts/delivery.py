@@ -170,6 +170,10 @@ def send_email(settings: Settings, to: str, body: dict[str, Any]) -> Attempt:
             code, reason = next(iter(refused.values()))
             return Attempt(False, False, code, f"the SMTP server refused {to}: {reason.decode('utf-8', 'replace')}")
         return Attempt(ok=True, retry=False, status=250)
+    except smtplib.SMTPRecipientsRefused as exc:  # every recipient refused: permanent unless a 4xx
+        code, reason = next(iter(exc.recipients.values()), (550, b"refused"))
+        text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        return Attempt(False, 400 <= code < 500, code, f"the SMTP server refused {to}: {code} {text}")
     except smtplib.SMTPResponseException as exc:
         message = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc)
         return Attempt(

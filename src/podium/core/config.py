@@ -182,7 +182,9 @@ class Settings(BaseSettings):
     alerts_retry_initial: float = Field(
         2.0, gt=0, le=3600, description="Seconds before an alert notification's first retry (doubling, jittered)."
     )
-    alerts_webhook_timeout: float = Field(10.0, gt=0, le=300, description="Seconds an alert webhook call may take.")
+    alerts_webhook_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds an alert webhook call (or SMTP session) may take."
+    )
     smtp_host: str | None = Field(None, max_length=255, description="SMTP server for alert e-mails; none: no e-mail.")
     smtp_port: int = Field(587, ge=1, le=65535, description="SMTP server port.")
     smtp_security: Literal["none", "starttls", "ssl"] = Field("starttls", description="SMTP transport security.")
