@@ -40,11 +40,11 @@ THINGS = [
     "my receipt",
 ]
 TAILS = ["?", " please?", " today?", ", thanks.", " before Friday?", " for my account?"]
-ANSWERS = [
-    "Go to Settings, then Billing.",
-    "You can do that from the Billing page.",
-    "Open your account and choose Payments.",
-    "Our billing team will help you with that.",
+ANSWERS = [  # cheerful: VADER scores them well above zero, the French answers near zero
+    "Great question! Go to Settings, then Billing. Happy to help!",
+    "Good news: you can do that from the Billing page. Thanks, and have a wonderful day!",
+    "Sure, glad to help! Open your account and choose Payments.",
+    "Thank you! Our friendly billing team will gladly help you with that.",
 ]
 FRENCH = [
     "Comment puis-je suivre la livraison par drone de ma commande",
@@ -160,18 +160,24 @@ def test_shifted_traffic_is_drift_with_its_explanation(world: World) -> None:
         assert f["status"] == "ok" and f["reference_used"] == N and f["current_used"] == N and not f["sampled"]
         emb = result_of(report, field, "embedding")
         assert emb["verdict"] == "drift" and emb["score"] > emb["threshold"] >= 0.55
-        chars = result_of(report, field, "length_chars")
-        assert chars["verdict"] == "drift" and chars["score"] > 0.2
-        assert chars["current_mean"] > chars["reference_mean"]
+        for name in ("length_chars", "length_words"):
+            length = result_of(report, field, name)
+            assert length["verdict"] == "drift" and length["score"] > 0.2
+            assert length["current_mean"] > length["reference_mean"]
+            assert len(length["bins"]) == len(length["reference_shares"]) == len(length["current_shares"]) == 3
         lang = result_of(report, field, "language")
         assert lang["verdict"] == "drift"
         shares = dict(
             zip(lang["bins"], zip(lang["reference_shares"], lang["current_shares"], strict=True), strict=True)
         )
         assert shares["fr"][1] > 0.9 > shares["fr"][0] and shares["en"][0] > 0.9
+    mood = result_of(report, "output", "sentiment")  # cheerful English answers, then neutral French ones
+    assert mood["verdict"] == "drift" and mood["current_mean"] < 0.2 < mood["reference_mean"]
+    assert result_of(report, "input", "toxicity")["verdict"] in ("none", "moderate", "drift")
     inputs = field_of(report, "input")
     risen = [w["word"] for w in inputs["words_up"]]
-    assert {"drone", "livraison", "commande", "urgent", "entreprise"} & set(risen)
+    assert {"drone", "livraison", "commande"} & set(risen)
+    assert not {"et", "de", "la", "le", "pour", "est"} & set(risen)  # French common words are left out
     assert all(w["z"] > 0 and w["reference_share"] == 0 and w["current_share"] > 0.2 for w in inputs["words_up"])
     fallen = [w["word"] for w in inputs["words_down"]]
     assert {"invoice", "billing", "subscription", "receipt"} & set(fallen)

@@ -28,6 +28,7 @@ MIN_CATEGORY_SHARE = 0.02
 EXAMPLES = 5
 EXAMPLE_CHARS = 400
 WORDS = 10
+STOPLIST_SHARE = 0.05  # a language of this share of all texts has its common words left out of the explanation
 Progress = Callable[[str], None]
 Embed = Callable[[list[str]], "np.typing.NDArray[np.float32]"]
 
@@ -151,8 +152,11 @@ def analyse(
         ),
     )
     progress(f"{field}: descriptors")
-    tests = [embedding, *descriptor_tests(describe(ref_texts), describe(cur_texts), psi_threshold)]
-    words = stats.changed_words(ref_texts, cur_texts, WORDS)
+    ref_desc, cur_desc = describe(ref_texts), describe(cur_texts)
+    tests = [embedding, *descriptor_tests(ref_desc, cur_desc, psi_threshold)]
+    languages = ref_desc.language + cur_desc.language
+    common = frozenset(c for c in set(languages) if languages.count(c) >= STOPLIST_SHARE * len(languages))
+    words = stats.changed_words(ref_texts, cur_texts, WORDS, stats.stop_words(common | {"en"}))
     probs = verdict.probabilities
     report.tests = tests
     report.drift = any(t.verdict == "drift" for t in tests)

@@ -106,17 +106,38 @@ def category_shares(
     return names, shares(reference), shares(current)
 
 
+# languages whose common words the explanation leaves out when a side is written in them (justext's stoplists,
+# which ship inside the package: the most frequent words of each language's Wikipedia)
+STOPLISTS = {
+    "en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
+    "nl": "Dutch", "sv": "Swedish", "da": "Danish", "no": "Norwegian_Bokmal", "fi": "Finnish", "pl": "Polish",
+    "cs": "Czech", "ro": "Romanian", "hu": "Hungarian", "tr": "Turkish", "ru": "Russian", "uk": "Ukrainian",
+    "el": "Greek", "ca": "Catalan", "id": "Indonesian",
+}  # fmt: skip
+
+
 @cache
-def stop_words() -> frozenset[str]:
-    """scikit-learn's English stop words (imported on first use: the module is heavy)."""
+def stop_words(languages: frozenset[str] = frozenset()) -> frozenset[str]:
+    """scikit-learn's English stop words, and justext's stoplists of `languages` (ISO 639-1 codes) where it has
+    them (both imported on first use: the modules are heavy)."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # type: ignore[import-untyped]
 
-    return frozenset(ENGLISH_STOP_WORDS)
+    words = set(ENGLISH_STOP_WORDS)
+    for code in sorted(languages):
+        name = STOPLISTS.get(code)
+        if name is None:
+            continue
+        try:
+            import justext
+
+            words |= {w.lower() for w in justext.get_stoplist(name)}
+        except (ImportError, ValueError):  # justext missing, or without that list
+            continue
+    return frozenset(words)
 
 
-def words_of(text: str) -> set[str]:
-    """The distinct words of a text (letters only, two or more, lower case, English stop words left out)."""
-    stop = stop_words()
+def words_of(text: str, stop: frozenset[str] = frozenset()) -> set[str]:
+    """The distinct words of a text (letters only, two or more, lower case), those in `stop` left out."""
     return {w for w in (m.group().lower() for m in WORD.finditer(text)) if w not in stop}
 
 
@@ -131,12 +152,16 @@ class WordChange:
     z: float
 
 
-def changed_words(reference: Sequence[str], current: Sequence[str], top: int = 10) -> list[WordChange]:
+def changed_words(
+    reference: Sequence[str], current: Sequence[str], top: int = 10, stop: frozenset[str] | None = None
+) -> list[WordChange]:
     """The words whose share of texts changed most, `top` each way: the z-score of the log-odds ratio of a text
     holding the word, each side smoothed by a Beta prior centred on the pooled share (worth `PRIOR_TEXTS` texts),
-    so that rare words do not dominate (the informative-prior log-odds of Monroe et al., per text)."""
-    ref_docs = Counter(w for t in reference for w in words_of(t))
-    cur_docs = Counter(w for t in current for w in words_of(t))
+    so that rare words do not dominate (the informative-prior log-odds of Monroe et al., per text). Ties go to the
+    longer word. `stop`: the words left out (default: English stop words)."""
+    stop = stop_words() if stop is None else stop
+    ref_docs = Counter(w for t in reference for w in words_of(t, stop))
+    cur_docs = Counter(w for t in current for w in words_of(t, stop))
     n_ref, n_cur = len(reference), len(current)
     if not n_ref or not n_cur:
         return []
@@ -151,6 +176,6 @@ def changed_words(reference: Sequence[str], current: Sequence[str], top: int = 1
         lo_ref = math.log((y_ref + a) / (n_ref - y_ref + b))
         var = 1 / (y_cur + a) + 1 / (n_cur - y_cur + b) + 1 / (y_ref + a) + 1 / (n_ref - y_ref + b)
         changes.append(WordChange(word, y_ref / n_ref, y_cur / n_cur, (lo_cur - lo_ref) / math.sqrt(var)))
-    up = sorted((c for c in changes if c.z > 0), key=lambda c: -c.z)[:top]
-    down = sorted((c for c in changes if c.z < 0), key=lambda c: c.z)[:top]
+    up = sorted((c for c in changes if c.z > 0), key=lambda c: (-round(c.z, 9), -len(c.word), c.word))[:top]
+    down = sorted((c for c in changes if c.z < 0), key=lambda c: (round(c.z, 9), -len(c.word), c.word))[:top]
     return up + down
