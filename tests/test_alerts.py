@@ -25,6 +25,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from podium.alerts.delivery import Attempt, record_attempt, send_email
+from podium.alerts.service import take_turn
 from podium.alerts.store import AlertDelivery
 from podium.core.config import load_settings
 from podium.core.db import utcnow
@@ -645,6 +646,17 @@ def test_cli(live: LiveServer, receiver: Receiver, tmp_path: Path) -> None:
 
 
 # --- the server's own loop ----------------------------------------------------------------------------------
+
+
+def test_one_process_evaluates_each_round(live: LiveServer) -> None:
+    """The evaluator's lease: the processes of one server take turns, one per round."""
+    sqlite_only(live)
+    name = f"round-{uuid.uuid4().hex[:6]}"
+    assert take_turn(live.platform, "host:1", 60, name=name)
+    assert not take_turn(live.platform, "host:2", 60, name=name)  # held by the first process
+    assert take_turn(live.platform, "host:1", 0, name=name)  # its own, renewed (until now: expired at once)
+    assert take_turn(live.platform, "host:2", 60, name=name)
+    assert not take_turn(live.platform, "host:1", 60, name=name)
 
 
 def test_the_server_evaluates_by_itself(tmp_path: Path, receiver: Receiver) -> None:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import TYPE_CHECKING
 
 from podium.core.domains import Domain, NavEntry
@@ -39,8 +41,13 @@ def setup(runtime: Runtime) -> None:
     runtime.on_stop("alert notifications", forget)
     every = runtime.settings.alerts_interval
     if every > 0:
+        holder = f"{socket.gethostname()[:60]}:{os.getpid()}:{id(runtime)}"
+
+        def round_() -> None:
+            if service.take_turn(runtime.platform, holder, every * 0.9):  # one process of the server per round
+                service.evaluate_all(runtime.platform)
 
         async def evaluate() -> None:
-            await run_every(every, lambda: service.evaluate_all(runtime.platform), "evaluating alert rules failed")
+            await run_every(every, round_, "evaluating alert rules failed")
 
         runtime.loop("alert rules", evaluate)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,7 @@ from podium.alerts import engine, notify
 from podium.alerts.engine import DriftSource, MetricSource, Reading, State
 from podium.alerts.source import LatestDrift, MonitorMetrics, check_metric
 from podium.alerts.spec import RuleSpec, format_duration, parse
-from podium.alerts.store import AlertDelivery, AlertEvent, AlertRule, AlertState
+from podium.alerts.store import AlertDelivery, AlertEvent, AlertLease, AlertRule, AlertState
 from podium.auth.service import names_of, record_audit
 from podium.core.db import utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound
@@ -511,6 +511,28 @@ def evaluate_all(platform: Platform) -> Evaluation:
     with platform.db.read_session() as s:
         rows = list(s.scalars(select(AlertRule).where(AlertRule.enabled.is_(True)).order_by(AlertRule.id)))
     return run_evaluation(platform, rows, MonitorMetrics(platform), LatestDrift(platform))
+
+
+def take_turn(platform: Platform, holder: str, seconds: float, *, name: str = "evaluator") -> bool:
+    """Whether `holder` (a server process) evaluates this round: it takes the lease when it is free or expired
+    (or its own), for `seconds`; the other processes skip the round."""
+    now = utcnow()
+    until = now + timedelta(seconds=seconds)
+    with platform.db.session() as s:
+        if s.get(AlertLease, name) is None:
+            try:
+                with s.begin_nested():
+                    s.add(AlertLease(name=name, holder=holder, until=until))
+                return True
+            except IntegrityError:  # another process made it first
+                pass
+        won = s.execute(
+            update(AlertLease)
+            .where(AlertLease.name == name, (AlertLease.until <= now) | (AlertLease.holder == holder))
+            .values(holder=holder, until=until)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(won.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def run_evaluation(

@@ -101,3 +101,14 @@ class AlertDelivery(Base):
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AlertLease(Base):
+    """Which server process evaluates the rules this round (`holder` until `until`), so a server of several
+    processes evaluates once per interval, not once per process."""
+
+    __tablename__ = "alert_leases"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(80))
+    until: Mapped[datetime] = mapped_column()

@@ -99,6 +99,13 @@ def upgrade() -> None:
         sa.Column("finished_at", podium.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_table(
+        "alert_leases",
+        sa.Column("name", sa.String(length=40), nullable=False),
+        sa.Column("holder", sa.String(length=80), nullable=False),
+        sa.Column("until", podium.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
     with op.batch_alter_table("alert_deliveries", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_alert_deliveries_event_id"), ["event_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_alert_deliveries_rule_id"), ["rule_id"], unique=False)
@@ -107,6 +114,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop the alerts domain's tables."""
+    op.drop_table("alert_leases")
     with op.batch_alter_table("alert_deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_alert_deliveries_due")
         batch_op.drop_index(batch_op.f("ix_alert_deliveries_rule_id"))
