@@ -159,17 +159,36 @@ def policies_ls(as_json: bool = JSON) -> None:
 
 
 @policies_app.command("show")
-def policies_show(name: str = typer.Argument(..., help="The policy's name."), as_json: bool = JSON) -> None:
+def policies_show(
+    name: str = typer.Argument(..., help="The policy's name."),
+    version: int | None = typer.Option(None, "--version", "-v", help="An earlier version (default: the current)."),
+    as_json: bool = JSON,
+) -> None:
     """Show a policy as it was written (YAML), with its version."""
     with Client() as c:
-        found = c.get(f"/api/guard/policies/{name}")
+        path = f"/api/guard/policies/{name}" + (f"/versions/{version}" if version is not None else "")
+        found = c.get(path)
     if as_json:
         print_json(found)
         return
-    console.print(
-        f"# {found['name']} version {found['version']}, updated {found['updated_at']} by {found['updated_by']}"
-    )
+    if version is None:
+        when, who = found["updated_at"], found["updated_by"]
+    else:
+        when, who = found["created_at"], found["created_by"]
+    console.print(f"# {name} version {found['version']}, written {when} by {who}", markup=False, highlight=False)
     console.print(found["source"].rstrip(), markup=False, highlight=False)
+
+
+@policies_app.command("history")
+def policies_history(name: str = typer.Argument(..., help="The policy's name."), as_json: bool = JSON) -> None:
+    """A policy's versions, newest first (`show NAME --version N` prints one; apply it again to go back)."""
+    with Client() as c:
+        found = c.get(f"/api/guard/policies/{name}/versions")
+    if as_json:
+        print_json(found)
+        return
+    rows = [{**v, "input": ", ".join(v["input"]), "output": ", ".join(v["output"])} for v in found]
+    print_table(rows, ["version", "mode", "input", "output", "created_at", "created_by"], title=f"policy {name}")
 
 
 @policies_app.command("apply")

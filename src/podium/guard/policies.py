@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from podium.guard import actions
 from podium.guard.base import ScanContext, Stage
 from podium.guard.enforce import Compiled, Runner, scan_stage
 from podium.guard.policy import MAX_SOURCE, PolicySpec, check_policy, parse_source
-from podium.guard.store import GuardPolicy
+from podium.guard.store import GuardPolicy, GuardPolicyVersion
 from podium.tracing.filters import TraceFilters
 from podium.tracing.queries import list_traces
 
@@ -86,6 +86,19 @@ class PolicyDetail(PolicyInfo):
 
     spec: dict[str, Any]
     source: str
+
+
+class PolicyVersion(BaseModel):
+    """One version of a policy, as written then."""
+
+    version: int
+    mode: str
+    input: list[str]
+    output: list[str]
+    created_by: str
+    created_at: datetime
+    spec: dict[str, Any] | None = None
+    source: str | None = None
 
 
 class PolicyTest(BaseModel):
@@ -182,6 +195,61 @@ def _find(s: Session, actor: Actor, name: str) -> GuardPolicy:
     return row
 
 
+def _keep_version(s: Session, row: GuardPolicy) -> None:
+    """Record the row's current version in its history (in the caller's transaction)."""
+    s.add(
+        GuardPolicyVersion(
+            id=new_id("gpv"),
+            policy_id=row.id,
+            project_id=row.project_id,
+            version=row.version,
+            spec=row.spec,
+            source=row.source,
+            created_by=row.updated_by,
+            created_at=row.updated_at,
+        )
+    )
+
+
+def _version(v: GuardPolicyVersion, full: bool) -> PolicyVersion:
+    return PolicyVersion(
+        version=v.version,
+        mode=v.spec.get("mode", "enforce"),
+        input=[e["type"] for e in v.spec.get("input") or []],
+        output=[e["type"] for e in v.spec.get("output") or []],
+        created_by=v.created_by,
+        created_at=v.created_at,
+        spec=v.spec if full else None,
+        source=v.source if full else None,
+    )
+
+
+def policy_versions(platform: Platform, actor: Actor, name: str) -> list[PolicyVersion]:
+    """A policy's versions, newest first (viewer)."""
+    actor.require("viewer", "read guard policies")
+    with platform.db.read_session() as s:
+        row = _find(s, actor, name)
+        q = select(GuardPolicyVersion).where(GuardPolicyVersion.policy_id == row.id)
+        return [_version(v, False) for v in s.scalars(q.order_by(GuardPolicyVersion.version.desc()))]
+
+
+def policy_version(platform: Platform, actor: Actor, name: str, version: int) -> PolicyVersion:
+    """One version of a policy with its spec and source (viewer); re-apply its source to go back to it."""
+    actor.require("viewer", "read guard policies")
+    with platform.db.read_session() as s:
+        row = _find(s, actor, name)
+        q = select(GuardPolicyVersion).where(
+            GuardPolicyVersion.policy_id == row.id, GuardPolicyVersion.version == version
+        )
+        found = s.scalar(q)
+        if found is None:
+            raise NotFound(
+                f"policy {name!r} has no version {version}; its versions are 1 to {row.version}",
+                details={"field": "version"},
+            )
+        return _version(found, True)
+
+
 def _stored(spec: PolicySpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", exclude_none=True)
 
@@ -223,6 +291,7 @@ def create_policy(platform: Platform, actor: Actor, write: PolicyWrite) -> Polic
             )
             s.add(row)
             s.flush()
+            _keep_version(s, row)
             record_audit(s, actor, "create", "guard_policy", row.id, project_id=project, details={"name": spec.name})
             detail = _detail(row)
     except IntegrityError:
@@ -255,6 +324,7 @@ def update_policy(
                 row.updated_by = actor.label
                 row.updated_at = utcnow()
                 s.flush()
+                _keep_version(s, row)
                 record_audit(s, actor, "update", "guard_policy", row.id, project_id=project, details={"name": name})
                 detail = _detail(row)
     except IntegrityError:
@@ -272,6 +342,7 @@ def delete_policy(platform: Platform, actor: Actor, name: str) -> None:
     with platform.db.session() as s:
         row = _find(s, actor, name)
         record_audit(s, actor, "delete", "guard_policy", row.id, project_id=project, details={"name": name})
+        s.execute(delete(GuardPolicyVersion).where(GuardPolicyVersion.policy_id == row.id))
         s.delete(row)
     _notify(platform)
 

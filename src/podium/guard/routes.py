@@ -11,7 +11,15 @@ from podium.core.http import current_actor, get_platform
 from podium.core.identity import Actor
 from podium.core.platform import Platform
 from podium.guard import policies, service
-from podium.guard.policies import FindingView, PolicyDetail, PolicyInfo, PolicyTest, PolicyTestResult, PolicyWrite
+from podium.guard.policies import (
+    FindingView,
+    PolicyDetail,
+    PolicyInfo,
+    PolicyTest,
+    PolicyTestResult,
+    PolicyVersion,
+    PolicyWrite,
+)
 from podium.guard.service import ScannerView, ScanRequest, ScanResult
 
 router = APIRouter(prefix="/api/guard", tags=["guard"])
@@ -64,6 +72,18 @@ def delete_policy(name: str, actor: ActorDep, platform: PlatformDep) -> Response
     """Remove a policy."""
     policies.delete_policy(platform, actor, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/policies/{name}/versions")
+def policy_versions(name: str, actor: ActorDep, platform: PlatformDep) -> list[PolicyVersion]:
+    """The policy's versions, newest first."""
+    return policies.policy_versions(platform, actor, name)
+
+
+@router.get("/policies/{name}/versions/{version}")
+def policy_version(name: str, version: int, actor: ActorDep, platform: PlatformDep) -> PolicyVersion:
+    """One version of the policy, with its spec and the text it was written as."""
+    return policies.policy_version(platform, actor, name, version)
 
 
 @router.post("/policies/{name}/test")

@@ -1,5 +1,6 @@
 """Tables of the guard domain: guardrail policies, one row per policy of a project, updated in place (its
-`version` counts the updates); the gateway keeps them in memory (`guard/enforce.py`)."""
+`version` counts the updates), and every version each has had; the gateway keeps the current ones in memory
+(`guard/enforce.py`)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,20 @@ class GuardPolicy(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(140), default="system")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GuardPolicyVersion(Base):
+    """Every version a policy has had (the current one included), as written: its history, kept while the
+    policy exists."""
+
+    __tablename__ = "guard_policy_versions"
+    __table_args__ = (UniqueConstraint("policy_id", "version", name="uq_guard_policy_version"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # gpv_…
+    policy_id: Mapped[str] = mapped_column(String(40), index=True)
+    project_id: Mapped[str] = mapped_column(String(40))
+    version: Mapped[int] = mapped_column()
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(140), default="system")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
