@@ -83,6 +83,11 @@ def test_rules_list_and_rule_page(page: Page, live: LiveServer, world: Project, 
     expect(failed.locator("[data-col=attempts]")).to_have_text("2 / 2")
     expect(failed.locator("[data-col=error]")).to_contain_text("HTTP 503: receiver says no")
     expect(page.locator("#rule-spec")).to_contain_text("severity: critical")
+    chart = page.locator("#metric-chart figure.chart")
+    expect(chart.locator("figcaption")).to_have_text("error_rate per minute, the last 2h")
+    expect(chart.locator("g.series")).to_have_count(2)
+    expect(chart.locator("g.series[data-series='threshold > 0.3'] polyline")).to_have_count(1)
+    assert chart.locator("g.series[data-series=error_rate] circle").count() >= 1
 
 
 def test_evaluate_from_the_page_and_roles(page: Page, live: LiveServer, world: Project, receiver: Receiver) -> None:

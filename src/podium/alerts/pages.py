@@ -7,6 +7,7 @@ names, messages, webhook answers are never markup)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -14,19 +15,80 @@ import yaml
 from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import Response
 
-from podium.alerts import service
+from podium.alerts import engine, service
+from podium.alerts.spec import RuleSpec, format_duration
+from podium.core.db import utcnow
 from podium.core.errors import PodiumError
 from podium.core.http import get_platform
+from podium.core.identity import Actor
+from podium.core.platform import Platform
+from podium.monitors import service as monitors_service
+from podium.web.charts import Chart, Series, layout_chart
 from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, render
 
 router = APIRouter(include_in_schema=False)
 SessionDep = Annotated[PageSession, Depends(page_session)]
 RECENT_EVENTS = 25
+CHART_GROUPS = 5
+PALETTE = ("#3b5bdb", "#e8590c", "#2b8a3e", "#7048e8", "#1098ad")
+BUCKETS = (  # name, seconds, axis label, the longest span drawn with it
+    ("minute", 60, "%H:%M", timedelta(hours=6)),
+    ("hour", 3600, "%m-%d %H:%M", timedelta(days=14)),
+    ("day", 86400, "%Y-%m-%d", timedelta(days=400)),
+)
 
 
 def fmt_value(value: float | None) -> str:
     """A metric value: four significant digits; `—` for none."""
     return "—" if value is None else f"{value:.4g}"
+
+
+def _slots(start: datetime, end: datetime, size: int) -> list[datetime]:
+    first = int(start.timestamp()) // size * size
+    last = int(end.timestamp() - 1e-6) // size * size
+    return [datetime.fromtimestamp(t, UTC) for t in range(first, max(last, first) + 1, size)]
+
+
+def metric_chart(platform: Platform, actor: Actor, rule: service.RuleDetail) -> Chart | None:
+    """The rule's metric over the last twelve windows (at least an hour), per minute, hour or day, a line per
+    group of a grouped rule (the busiest few) and the threshold's line; None for a drift rule."""
+    spec = RuleSpec.model_validate(rule.spec)
+    window = engine.window(spec)
+    if window is None or spec.metric is None:
+        return None
+    span = max(window * 12, timedelta(hours=1))
+    bucket, size, label = next(b for b in BUCKETS if span <= b[3])[:3]
+    end = utcnow()
+    start = end - span
+    found = monitors_service.series(
+        platform,
+        actor,
+        spec.metric,
+        project=rule.project_id,
+        start=start,
+        end=end,
+        bucket=bucket,
+        by=spec.group_by,
+        **spec.filters.model_dump(),
+    )
+    slots = _slots(start, end, size)
+    index = {slot: i for i, slot in enumerate(slots)}
+    lines: dict[str, list[float | None]] = {}
+    weight: dict[str, int] = {}
+    for point in found.points:
+        name = point.group or spec.metric
+        i = index.get(point.bucket)
+        if i is not None:
+            lines.setdefault(name, [None] * len(slots))[i] = point.value
+            weight[name] = weight.get(name, 0) + point.count
+    shown = sorted(lines, key=lambda g: (-weight[g], g))[:CHART_GROUPS]
+    series = [Series(name, lines[name]) for name in shown]
+    c = spec.condition
+    if c.type == "threshold":
+        series.append(Series(f"threshold {c.op} {c.value:g}", [c.value] * len(slots), color="#c92a2a"))
+    title = f"{spec.metric} per {bucket}, the last {format_duration(span)}"
+    chart = Chart("metric", title, found.metric.unit, series)
+    return layout_chart(chart, slots, label, fmt_value, PALETTE)
 
 
 def _helpers() -> dict[str, Any]:
@@ -58,7 +120,13 @@ def rule_page(request: Request, rule_id: str, session: SessionDep) -> Response:
         return error_page(request, session, exc)
     source = yaml.safe_dump(rule.spec, sort_keys=False, allow_unicode=True)
     evaluated = request.query_params.get("evaluated")
-    return render(request, "alerts/rule.html", session, rule=rule, source=source, evaluated=evaluated, **_helpers())
+    try:
+        chart = metric_chart(platform, session.actor, rule)
+    except PodiumError:  # the page stays readable without its chart
+        chart = None
+    return render(
+        request, "alerts/rule.html", session, rule=rule, source=source, evaluated=evaluated, chart=chart, **_helpers()
+    )
 
 
 @router.post("/alerts/rules/{rule_id}/evaluate")
