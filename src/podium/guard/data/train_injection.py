@@ -42,7 +42,7 @@ def _matrix(texts: list[str]) -> tuple[Any, list[str], list[str]]:
 
     from podium.guard.scanners.injection import features
 
-    feats = [features(t) for t in texts]
+    feats = [features(t).scaled() for t in texts]
     chars = sorted({k for c, _ in feats for k in c})
     words = sorted({k for _, w in feats for k in w})
     index = {("c", k): i for i, k in enumerate(chars)} | {("w", k): len(chars) + i for i, k in enumerate(words)}

@@ -29,9 +29,10 @@ import re
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
-from itertools import pairwise
+from itertools import chain, pairwise, repeat
+from operator import mul
 from typing import Any
 
 import numpy as np
@@ -156,13 +157,14 @@ def segments(text: str) -> list[tuple[int, int]]:
 
 _BASE64 = re.compile(r"(?<![\w+/])[A-Za-z0-9+/]{16,}={0,2}(?![\w+/=])")
 _SPACED = re.compile(r"(?<!\S)(?:\w {1,3}){4,}\w(?!\S)")
-_LEET_WORD = re.compile(r"\b(?=\w*[a-zA-Z])(?=\w*[0-9@$])[\w@$]{3,}\b")
+_LEET_WORD = re.compile(r"(?<![\w@$])[\w@$]*[a-zA-Z][013457@$]+[a-zA-Z][\w@$]*|(?<![\w@$])[013457][a-zA-Z]{2,}\w*")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 
 
 def decoded(text: str) -> list[tuple[int, int, str]]:
     """Hidden readings of parts of `text`, as (start, end, decoded text): base64 runs that decode to printable
-    text, letters written apart ("i g n o r e   a l l"), and words with digits for letters ("1gn0re")."""
+    text, letters written apart ("i g n o r e   a l l"), and words with digits for letters ("1gn0re y0ur": two
+    such words at least, read as the whole text)."""
     out: list[tuple[int, int, str]] = []
     for m in _BASE64.finditer(text):
         raw = m.group()
@@ -175,10 +177,8 @@ def decoded(text: str) -> list[tuple[int, int, str]]:
     for m in _SPACED.finditer(text):
         words = re.split(r" {2,}", m.group())
         out.append((m.start(), m.end(), " ".join(w.replace(" ", "") for w in words)))
-    if _LEET_WORD.search(text):
-        plain = _LEET_WORD.sub(lambda w: w.group().translate(_LEET), text)
-        if plain != text:
-            out.append((0, len(text), plain))
+    if len(_LEET_WORD.findall(text)) >= 2:  # one is often a name or a unit ("b4", "5th")
+        out.append((0, len(text), _LEET_WORD.sub(lambda w: w.group().translate(_LEET), text)))
     return out
 
 
@@ -188,34 +188,52 @@ _TOKEN = re.compile(r"\w+")
 NGRAMS = (2, 5)  # character n-grams of each word padded with spaces
 
 
-def features(text: str) -> tuple[dict[str, float], dict[str, float]]:
-    """The classifier's sparse features of `text`: character 2-5-grams of its lower-cased words (each padded
-    with a space) and its words and word pairs, each group as counts scaled to unit length."""
-    words = _TOKEN.findall(text.lower())
-    chars: Counter[str] = Counter()
+@dataclass(frozen=True)
+class Features:
+    """The classifier's sparse features of a text: character 2-5-grams of its lower-cased words (each padded
+    with a space) and its words and word pairs, as counts; each group is scaled to unit length by its norm."""
+
+    chars: Counter[str]
+    chars_norm: float
+    words: Counter[str]
+    words_norm: float
+
+    def scaled(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Both groups as unit-length vectors (what the regressions were fitted on)."""
+        return (
+            {k: v / self.chars_norm for k, v in self.chars.items()},
+            {k: v / self.words_norm for k, v in self.words.items()},
+        )
+
+
+@lru_cache(maxsize=65_536)
+def _word_ngrams(word: str) -> tuple[str, ...]:
+    padded = f" {word} "
+    size = len(padded)
     lo, hi = NGRAMS
-    for w in words:
-        padded = f" {w} "
-        size = len(padded)
-        for n in range(lo, min(hi, size) + 1):
-            chars.update(padded[i : i + n] for i in range(size - n + 1))
+    return tuple(padded[i : i + n] for n in range(lo, min(hi, size) + 1) for i in range(size - n + 1))
+
+
+def features(text: str) -> Features:
+    """`text`'s features (the n-grams of each distinct word are computed once per process)."""
+    words = _TOKEN.findall(text.lower())
+    chars: Counter[str] = Counter(chain.from_iterable(map(_word_ngrams, words)))
     terms: Counter[str] = Counter(words)
-    terms.update(f"{a} {b}" for a, b in pairwise(words))
-    return _unit(chars), _unit(terms)
+    terms.update(map(" ".join, pairwise(words)))
+    return Features(chars, _norm(chars), terms, _norm(terms))
 
 
-def _unit(counts: Counter[str]) -> dict[str, float]:
-    norm = math.sqrt(sum(v * v for v in counts.values())) or 1.0
-    return {k: v / norm for k, v in counts.items()}
+def _norm(counts: Counter[str]) -> float:
+    return math.sqrt(sum(v * v for v in counts.values())) or 1.0
+
+
+def _dot(counts: Counter[str], weights: dict[str, float]) -> float:
+    total: float = sum(map(mul, counts.values(), map(weights.get, counts.keys(), repeat(0.0))))
+    return total
 
 
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-9), 1 - 1e-9)
-    return math.log(p / (1 - p))
 
 
 @dataclass(frozen=True)
@@ -227,15 +245,9 @@ class LinearModel:
     words: dict[str, float]
     emb: npt.NDArray[np.float32] | None = None
 
-    def partial(self, text: str) -> float:
+    def partial(self, f: Features) -> float:
         """The bias plus the n-gram part of the logit."""
-        chars, words = features(text)
-        cw, ww = self.chars, self.words
-        return (
-            self.bias
-            + sum(v * cw.get(k, 0.0) for k, v in chars.items())
-            + sum(v * ww.get(k, 0.0) for k, v in words.items())
-        )
+        return self.bias + _dot(f.chars, self.chars) / f.chars_norm + _dot(f.words, self.words) / f.words_norm
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LinearModel:
@@ -352,9 +364,9 @@ class PromptInjection(Scanner):
             return False
         if self.gate is None or not s.prefilter or s.similarity:
             return True
-        return _sigmoid(self.gate.partial(sentence)) >= s.prefilter_floor
+        return _sigmoid(self.gate.partial(features(sentence))) >= s.prefilter_floor
 
-    def _embedded_scores(self, texts: list[str]) -> list[tuple[float, float]]:
+    def _embedded_scores(self, texts: list[str], feats: list[Features | None]) -> list[tuple[float, float]]:
         """(classifier probability, best cosine to the corpus) of each text, embedding those not seen before."""
         assert self.embedder is not None
         corpus = self._corpus_vectors()
@@ -374,7 +386,7 @@ class PromptInjection(Scanner):
             for row, i in enumerate(missing):
                 prob = 0.0
                 if model is not None and model.emb is not None:
-                    prob = _sigmoid(model.partial(texts[i]) + float(vectors[row] @ model.emb))
+                    prob = _sigmoid(model.partial(feats[i] or features(texts[i])) + float(vectors[row] @ model.emb))
                 known[texts[i]] = (prob, float(cosines[row]) if cosines is not None else 0.0)
             if size:
                 with _corpus_lock:
@@ -405,7 +417,8 @@ class PromptInjection(Scanner):
             units.append((0, len(text), text))
         units += hidden
         # each unit's classifier score: the n-gram model's, replaced by the full model's where it is embedded
-        scores = [_sigmoid(self.gate.partial(u[2])) for u in units] if self.gate is not None else [0.0] * len(units)
+        feats = [features(u[2]) for u in units] if self.gate is not None else []
+        scores = [_sigmoid(self.gate.partial(f)) for f in feats] if self.gate is not None else [0.0] * len(units)
         labels = ["classifier (n-grams)"] * len(units)
         cosines: dict[int, float] = {}
         need = list(range(len(units)))
@@ -415,7 +428,8 @@ class PromptInjection(Scanner):
             need.sort(key=lambda i: -scores[i])
         if self.embedder is not None and need:
             need = need[: s.max_segments]
-            for i, (prob, cosine) in zip(need, self._embedded_scores([units[i][2] for i in need]), strict=True):
+            scored = self._embedded_scores([units[i][2] for i in need], [feats[i] if feats else None for i in need])
+            for i, (prob, cosine) in zip(need, scored, strict=True):
                 if self.model is not None:
                     scores[i], labels[i] = prob, "classifier"
                 cosines[i] = cosine
