@@ -197,7 +197,7 @@ def _fill(path: str, objects: dict[str, str]) -> tuple[str, bool]:
         "/api/alerts/rules/{rule_id}": {"rule_id": objects["alert_rule"]},
         "/api/drift/reports/{report_id}": {"report_id": "drr_nosuch"},
         "/api/monitors/{metric}": {"metric": "requests"},
-        "/api/guard/policies/{name}": {"name": objects["policy"]},
+        "/api/guard/policies/{name}": {"name": objects["policy"], "version": "1"},
     }
     if "{" not in path:
         return path, False
