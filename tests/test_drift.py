@@ -301,8 +301,15 @@ def test_roles_reads_latest_and_jobs(world: World, backend: str) -> None:
         assert c.get("/api/drift/reports/latest").json()["id"] == report_id
     with world.live.client(world.steady_key) as c:  # another project's report is not found
         assert c.get(f"/api/drift/reports/{report_id}").status_code == 404
+        assert c.delete(f"/api/drift/reports/{report_id}").status_code == 404
         assert report_id not in [x["id"] for x in c.get("/api/drift/reports").json()]
         assert c.get("/api/drift/reports", params={"project": world.shifted}).status_code == 404
+    with world.live.client(world.viewer) as c:
+        assert c.delete(f"/api/drift/reports/{report_id}").status_code == 403
+    with world.live.client(world.key) as c:
+        assert c.delete(f"/api/drift/reports/{report_id}").status_code == 204
+        assert c.get(f"/api/drift/reports/{report_id}").status_code == 404
+        assert report_id not in [x["id"] for x in c.get("/api/drift/reports").json()]
 
 
 def test_cli_runs_lists_and_shows(world: World, backend: str) -> None:

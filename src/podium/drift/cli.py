@@ -1,4 +1,4 @@
-"""`podium drift …`: run a drift report, list reports, show one."""
+"""`podium drift …`: run a drift report, list reports, show one, delete one."""
 
 from __future__ import annotations
 
@@ -139,3 +139,11 @@ def drift_show(
         return
     print_record(report, ["id", "project_id", "drift", "score", "reference", "created_by", "created_at"])
     print_report(report)
+
+
+@drift_app.command("rm")
+def drift_rm(report_id: str = typer.Argument(..., help="A report's id (drr_…).")) -> None:
+    """Delete a report (it keeps example texts of traces: purging the traces does not remove them)."""
+    with Client() as c:
+        c.delete(f"/api/drift/reports/{report_id}")
+    console.print(f"Deleted {report_id}", markup=False)

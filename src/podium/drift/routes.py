@@ -1,5 +1,5 @@
 """`/api/drift`: run a drift report (answered when done, computed on a worker thread) or queue one as a job; list
-reports, read one, read a project's latest. Each handler is one service call."""
+reports, read one, read a project's latest, delete one. Each handler is one service call."""
 
 from __future__ import annotations
 
@@ -59,3 +59,9 @@ def latest_report(actor: ActorDep, platform: PlatformDep, project: ProjectQuery 
 def get_report(report_id: str, actor: ActorDep, platform: PlatformDep) -> DriftReport:
     """One report: each field's tests, the words that changed most and the explaining examples."""
     return service.get_report(platform, actor, report_id)
+
+
+@router.delete("/reports/{report_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_report(report_id: str, actor: ActorDep, platform: PlatformDep) -> None:
+    """Delete a report (reports keep example texts of traces, which purging the traces does not remove)."""
+    service.delete_report(platform, actor, report_id)

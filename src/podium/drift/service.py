@@ -45,6 +45,7 @@ __all__ = [
     "DriftReportInfo",
     "DriftSpec",
     "check_spec",
+    "delete_report",
     "get_report",
     "latest",
     "list_reports",
@@ -393,3 +394,15 @@ def latest(platform: Platform, actor: Actor, *, project: str | None = None) -> D
             .limit(1)
         ).first()
         return _whole(row) if row is not None else None
+
+
+def delete_report(platform: Platform, actor: Actor, report_id: str) -> None:
+    """Delete a report (it keeps example texts of traces: a purge or a user's erasure of traces does not reach it)."""
+    actor.require("member", "delete drift reports")
+    with platform.db.session() as s:
+        row = s.get(DriftReportRow, report_id)
+        if row is None or not actor.sees(row.project_id):
+            raise NotFound(f"drift report {report_id!r} not found")
+        actor.require_in(row.project_id, "member", "delete drift reports")
+        s.delete(row)
+        record_audit(s, actor, "drift.delete", "drift_report", report_id, project_id=row.project_id)

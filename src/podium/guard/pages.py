@@ -1,6 +1,6 @@
 """Dashboard pages for guardrails: the project's policies and the recent decisions the gateway recorded under
 them (filtered by policy, scanner or action); one policy (where it applies, its scanners stage by stage with
-their actions, `on_error` and timeouts, the text it was written as, and its recent findings).
+their actions, `on_error` and timeouts, the text it was written as, its versions, and its recent findings).
 
 Every figure comes from `guard.policies`, called as the signed-in user; the templates escape everything.
 """
@@ -43,10 +43,12 @@ def guard_page(request: Request, session: SessionDep) -> Response:
 
 @router.get("/guard/policies/{name}")
 def policy_page(request: Request, name: str, session: SessionDep) -> Response:
-    """One policy: where it applies, its scanners stage by stage, its YAML, and its recent findings."""
+    """One policy: where it applies, its scanners stage by stage, its YAML, its versions and its recent
+    findings."""
     platform = get_platform(request)
     try:
         policy = policies.get_policy(platform, session.actor, name)
+        versions = policies.policy_versions(platform, session.actor, name)
         findings = policies.list_findings(platform, session.actor, policy=name, limit=FINDINGS_SHOWN)
     except PodiumError as exc:
         return error_page(request, session, exc)
@@ -64,4 +66,13 @@ def policy_page(request: Request, name: str, session: SessionDep) -> Response:
             for e in spec.entries(stage)
         ]
         stages.append({"stage": stage, "rows": rows})
-    return render(request, "guard/policy.html", session, policy=policy, spec=spec, stages=stages, findings=findings)
+    return render(
+        request,
+        "guard/policy.html",
+        session,
+        policy=policy,
+        spec=spec,
+        stages=stages,
+        versions=versions,
+        findings=findings,
+    )
