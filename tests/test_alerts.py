@@ -29,6 +29,7 @@ from podium.alerts.service import take_turn
 from podium.alerts.store import AlertDelivery
 from podium.core.config import load_settings
 from podium.core.db import utcnow
+from podium.core.errors import PodiumError
 from podium.core.retry import Backoff
 from podium.tracing.writer import TraceWriter
 
@@ -643,6 +644,27 @@ def test_cli(live: LiveServer, receiver: Receiver, tmp_path: Path) -> None:
     assert refused.returncode == 1 and "unknown metric 'nonsense'" in refused.stderr
     removed = run_cli("alerts", "rules", "rm", "cli-errors", env=env)
     assert removed.returncode == 0 and p.ok("GET", "/api/alerts/rules") == []
+
+
+def test_sdk(live: LiveServer) -> None:
+    sqlite_only(live)
+    import podium
+
+    p = Project(live)
+    conn = {"url": live.url, "api_key": p.key}
+    yaml_rule = "name: sdk-errors\nmetric: errors\ncondition: {type: threshold, op: '>=', value: 2, window: 5m}\n"
+    made = podium.alerts.create_rule(yaml_rule, **conn)
+    assert made["summary"] == "errors >= 2 over 5m"
+    p.traces(ok=0, errors=2)
+    result = podium.alerts.evaluate("sdk-errors", **conn)
+    assert result["rules"][0]["event"] == "firing"
+    assert [r["state"] for r in podium.alerts.rules(**conn)] == ["firing"]
+    assert podium.alerts.get_rule("sdk-errors", **conn)["id"] == made["id"]
+    assert [e["kind"] for e in podium.alerts.events(rule="sdk-errors", **conn)] == ["firing"]
+    assert podium.alerts.deliveries(rule="sdk-errors", **conn) == []  # no channels
+    podium.alerts.delete_rule(made["id"], **conn)
+    with pytest.raises(PodiumError, match="not found"):
+        podium.alerts.get_rule("sdk-errors", **conn)
 
 
 # --- the server's own loop ----------------------------------------------------------------------------------
