@@ -125,6 +125,11 @@ def test_yaml_policy_round_trips_and_updates_atomically(module_server: LiveServe
         assert r.json()["version"] == 3 and r.json()["mode"] == "enforce"
         assert c.delete("/api/guard/policies/support").status_code == 204
         assert c.get("/api/guard/policies/support").status_code == 404
+        r = c.put("/api/guard/policies/support", json={"policy": {"input": [{"type": "pii"}]}})
+        assert r.status_code == 404  # no such policy, and no ?create=true
+        r = c.put("/api/guard/policies/support?create=true", json={"policy": {"input": [{"type": "pii"}]}})
+        assert r.status_code == 200 and r.json()["name"] == "support" and r.json()["version"] == 1
+        assert c.delete("/api/guard/policies/support").status_code == 204
 
 
 def test_viewers_read_members_write_other_projects_see_nothing(

@@ -263,11 +263,12 @@ def _conflict(spec: PolicySpec) -> Conflict:
     )
 
 
-def create_policy(platform: Platform, actor: Actor, write: PolicyWrite) -> PolicyDetail:
-    """Store a new policy in the caller's project (member); `Conflict` if the name or the place is taken."""
+def create_policy(platform: Platform, actor: Actor, write: PolicyWrite, *, name: str | None = None) -> PolicyDetail:
+    """Store a new policy in the caller's project (member); `Conflict` if the name or the place is taken. With
+    `name` (the address of a PUT), the policy may leave its name out, and must not name another."""
     project = _project(actor)
     actor.require_in(project, "member", "write guard policies")
-    spec, source = _checked(write)
+    spec, source = _checked(write, name)
     now = utcnow()
     try:
         with platform.db.session() as s:
@@ -308,14 +309,13 @@ def update_policy(
     project = _project(actor)
     actor.require_in(project, "member", "write guard policies")
     spec, source = _checked(write, name)
+    detail: PolicyDetail | None = None
     try:
         with platform.db.session() as s:
             row = s.scalar(select(GuardPolicy).where(GuardPolicy.project_id == project, GuardPolicy.name == name))
-            if row is None:
-                if not create:
-                    _find(s, actor, name)
-                s.rollback()
-            else:
+            if row is None and not create:
+                _find(s, actor, name)  # NotFound, listing the project's policies
+            if row is not None:
                 row.scope = spec.applies_to.scope
                 row.target = spec.applies_to.target
                 row.spec = _stored(spec)
@@ -329,8 +329,8 @@ def update_policy(
                 detail = _detail(row)
     except IntegrityError:
         raise _conflict(spec) from None
-    if row is None:
-        return create_policy(platform, actor, write)
+    if detail is None:  # `create` and no such policy yet
+        return create_policy(platform, actor, write, name=name)
     _notify(platform)
     return detail
 
