@@ -593,6 +593,7 @@ def test_roles_and_projects(live: LiveServer) -> None:
         ("POST", "/api/alerts/evaluate", {}),
         ("DELETE", f"/api/alerts/rules/{rule['id']}", None),
         ("PUT", f"/api/alerts/rules/{rule['id']}", rule["spec"]),
+        ("POST", f"/api/alerts/rules/{rule['id']}/test", None),
     ):
         r = p.call(method, path, key=viewer, json=body)
         assert r.status_code == 403, (method, path, r.text)
@@ -602,6 +603,8 @@ def test_roles_and_projects(live: LiveServer) -> None:
     assert other.ok("GET", "/api/alerts/rules") == []
     assert other.ok("POST", "/api/alerts/evaluate")["rules"] == []
     assert other.call("POST", "/api/alerts/evaluate", json={"rule": rule["id"]}).status_code == 404
+    no_channels = p.call("POST", f"/api/alerts/rules/{rule['id']}/test")
+    assert no_channels.status_code == 400 and no_channels.json()["error"]["details"]["field"] == "channels"
     # the same name in another project is another rule
     assert other.rule(name="owned")["id"] != rule["id"]
     with live.client() as admin:
@@ -638,6 +641,13 @@ def test_cli(live: LiveServer, receiver: Receiver, tmp_path: Path) -> None:
     assert shown.returncode == 0 and receiver.url(hook) in shown.stdout
     sent = run_cli("alerts", "deliveries", "--json", env=env)
     assert json.loads(sent.stdout)[0]["target"] == receiver.url(hook)
+    tested = run_cli("alerts", "rules", "test", "cli-errors", env=env)
+    assert tested.returncode == 0 and f"to webhook {receiver.url(hook)}" in tested.stdout, tested.stderr
+    posts = wait_for("the test notification", lambda: receiver.at(hook)[1:] and receiver.at(hook))
+    assert posts[1]["state"] == "test" and posts[1]["text"].startswith(":white_circle: [TEST] cli-errors")
+    assert "a test notification, sent by" in posts[1]["summary"]
+    assert [e["kind"] for e in p.events("cli-errors")] == ["test", "firing"]
+    assert p.ok("GET", "/api/alerts/rules/cli-errors")["state"] == "firing"  # a test changes no state
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nmetric: nonsense\ncondition: {type: threshold, op: '>', value: 1, window: 5m}\n")
     refused = run_cli("alerts", "rules", "add", "-f", str(bad), env=env)

@@ -1,7 +1,7 @@
 """Alerts: rules on monitors and drift scores, their states and history, and notifications.
 
 SDK (`podium.alerts.sdk`, imported on first use): `podium.alerts.rules()`, `create_rule(rule)`,
-`get_rule(rule)`, `delete_rule(rule)`, `events(rule=...)`, `deliveries(rule=...)`, `evaluate(rule=None)`.
+`get_rule(rule)`, `test_rule(rule)`, `delete_rule(rule)`, `events(rule=...)`, `deliveries(rule=...)`, `evaluate(rule=None)`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ def get_rule(rule: str, **options: Any) -> dict[str, Any]:
     from podium.alerts.sdk import get_rule as _get
 
     return _get(rule, **options)
+
+
+def test_rule(rule: str, **options: Any) -> dict[str, Any]:
+    """Send a test notification to the rule's channels."""
+    from podium.alerts.sdk import test_rule as _test
+
+    return _test(rule, **options)
 
 
 def delete_rule(rule: str, **options: Any) -> None:

@@ -85,6 +85,18 @@ def rules_show(rule: str = typer.Argument(..., help="The rule's id or name."), a
         )
 
 
+@rules_app.command("test")
+def rules_test(rule: str = typer.Argument(..., help="The rule's id or name."), as_json: bool = JSON) -> None:
+    """Send a test notification to the rule's channels (the rule's state does not change)."""
+    with Client() as c:
+        event = c.post(_path(rule) + "/test")
+    if as_json:
+        print_json(event)
+        return
+    targets = ", ".join(f"{d['channel']} {d['target']}" for d in event["deliveries"])
+    console.print(f"Test notification queued ({event['id']}) to {targets}", markup=False)
+
+
 @rules_app.command("rm")
 def rules_rm(rule: str = typer.Argument(..., help="The rule's id or name.")) -> None:
     """Delete a rule with its history."""
@@ -106,7 +118,7 @@ def _event_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @alerts_app.command("events")
 def events(
     rule: str | None = typer.Option(None, "--rule", "-r", help="One rule's (id or name)."),
-    kind: str | None = typer.Option(None, "--kind", help="firing, reminder or resolved."),
+    kind: str | None = typer.Option(None, "--kind", help="firing, reminder, resolved or test."),
     limit: int = typer.Option(50, "--limit", "-n", help="How many, newest first."),
     as_json: bool = JSON,
 ) -> None:

@@ -144,7 +144,7 @@ def _change(
     return Reading(holds, current, bound, text, details)
 
 
-Kind = Literal["firing", "reminder", "resolved"]
+Kind = Literal["firing", "reminder", "resolved", "test"]  # a test: sent on request, no state changes
 
 
 @dataclass

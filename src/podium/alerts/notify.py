@@ -8,9 +8,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-TITLES = {"firing": "FIRING", "reminder": "STILL FIRING", "resolved": "RESOLVED"}
-COLORS = {"firing": "#e03131", "reminder": "#e8590c", "resolved": "#2f9e44"}
-EMOJI = {"firing": ":red_circle:", "reminder": ":large_orange_circle:", "resolved": ":large_green_circle:"}
+TITLES = {"firing": "FIRING", "reminder": "STILL FIRING", "resolved": "RESOLVED", "test": "TEST"}
+COLORS = {"firing": "#e03131", "reminder": "#e8590c", "resolved": "#2f9e44", "test": "#868e96"}
+EMOJI = {
+    "firing": ":red_circle:",
+    "reminder": ":large_orange_circle:",
+    "resolved": ":large_green_circle:",
+    "test": ":white_circle:",
+}
 MAX_HEADER = 150  # Slack's limit on a header block's text
 
 
@@ -20,7 +25,7 @@ class Notice:
 
     event_id: str
     incident_id: str
-    kind: str  # firing | reminder | resolved
+    kind: str  # firing | reminder | resolved | test
     rule_id: str
     rule_name: str
     project: str
@@ -36,8 +41,8 @@ class Notice:
 
     @property
     def state(self) -> str:
-        """The rule's state the notice reports (a reminder reports `firing`)."""
-        return "resolved" if self.kind == "resolved" else "firing"
+        """The rule's state the notice reports (a reminder reports `firing`; a test, `test`)."""
+        return {"resolved": "resolved", "test": "test"}.get(self.kind, "firing")
 
 
 def _number(value: float | None) -> str:

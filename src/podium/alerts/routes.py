@@ -78,12 +78,18 @@ def delete_rule(rule_id: str, actor: ActorDep, platform: PlatformDep) -> Respons
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.post("/rules/{rule_id}/test")
+def test_rule(rule_id: str, actor: ActorDep, platform: PlatformDep) -> EventInfo:
+    """Send a test notification to the rule's channels (recorded as a `test` event; the state stays)."""
+    return service.test_rule(platform, actor, rule_id)
+
+
 @router.get("/events")
 def list_events(
     actor: ActorDep,
     platform: PlatformDep,
     rule: RuleRef = None,
-    kind: Annotated[str | None, Query(max_length=10, description="firing, reminder or resolved")] = None,
+    kind: Annotated[str | None, Query(max_length=10, description="firing, reminder, resolved or test")] = None,
     limit: Limit = 100,
 ) -> list[EventInfo]:
     """Firings, reminders and resolutions, newest first, each with its deliveries."""

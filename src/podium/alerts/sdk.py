@@ -40,6 +40,12 @@ def get_rule(rule: str, *, url: str | None = None, api_key: str | None = None) -
         return dict(c.get(_rule_path(rule)))
 
 
+def test_rule(rule: str, *, url: str | None = None, api_key: str | None = None) -> dict[str, Any]:
+    """Send a test notification to the rule's channels; the `test` event, its deliveries queued."""
+    with Client(url, api_key) as c:
+        return dict(c.post(_rule_path(rule) + "/test"))
+
+
 def delete_rule(rule: str, *, url: str | None = None, api_key: str | None = None) -> None:
     """Delete a rule with its history."""
     with Client(url, api_key) as c:

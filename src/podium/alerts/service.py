@@ -330,6 +330,29 @@ def delete_rule(platform: Platform, actor: Actor, ref: str) -> None:
         )
 
 
+def test_rule(platform: Platform, actor: Actor, ref: str) -> EventInfo:
+    """Send a test notification to each of the rule's channels (recorded as a `test` event; the rule's state
+    does not change), to check that a webhook or an address works."""
+    with platform.db.session() as s:
+        row = _find(s, actor, ref)
+        actor.require_in(row.project_id, "member", "send test notifications")
+        spec = RuleSpec.model_validate(row.spec)
+        if not spec.channels:
+            raise InvalidInput("the rule has no channels to test", details={"field": "channels"})
+        st = s.get(AlertState, (row.id, ""))
+        summary = f"a test notification, sent by {actor.label}: {describe(spec)}"
+        reading = Reading(None, st.value if st else None, st.threshold if st else None, summary)
+        outcome = engine.Outcome(State(), "test", True)
+        event_id = _record(s, platform, row, spec, reading, outcome, new_id("inc"), utcnow(), "")
+        names = {row.id: row.name}
+    for wake in list(_wakers):
+        wake()
+    with platform.db.read_session() as s:
+        event = s.get(AlertEvent, event_id)
+        assert event is not None
+        return _event_infos(s, [event], names)[0]
+
+
 def _scoped(actor: Actor, q: Any, column: Any) -> Any:
     scope = actor.scope()
     if scope is None:
@@ -455,8 +478,8 @@ def list_events(
     actor.require("viewer", "read alert events")
     if not 1 <= limit <= MAX_LISTED:
         raise InvalidInput(f"limit must be between 1 and {MAX_LISTED}", details={"field": "limit"})
-    if kind is not None and kind not in ("firing", "reminder", "resolved"):
-        raise InvalidInput(f"kind {kind!r} is not firing, reminder or resolved", details={"field": "kind"})
+    if kind is not None and kind not in ("firing", "reminder", "resolved", "test"):
+        raise InvalidInput(f"kind {kind!r} is not firing, reminder, resolved or test", details={"field": "kind"})
     with platform.db.read_session() as s:
         q = _scoped(actor, select(AlertEvent), AlertEvent.project_id)
         if rule is not None:
