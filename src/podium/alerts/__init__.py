@@ -1,7 +1,8 @@
 """Alerts: rules on monitors and drift scores, their states and history, and notifications.
 
 SDK (`podium.alerts.sdk`, imported on first use): `podium.alerts.rules()`, `create_rule(rule)`,
-`get_rule(rule)`, `test_rule(rule)`, `delete_rule(rule)`, `events(rule=...)`, `deliveries(rule=...)`, `evaluate(rule=None)`.
+`get_rule(rule)`, `test_rule(rule)`, `delete_rule(rule)`, `events(rule=...)`, `deliveries(rule=...)`,
+`evaluate(rule=None)`.
 """
 
 from __future__ import annotations
