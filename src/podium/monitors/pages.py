@@ -248,6 +248,7 @@ def monitors_page(request: Request, session: SessionDep) -> Response:
         request,
         "monitors/monitors.html",
         session,
+        max_groups=MAX_GROUPS,
         error=None,
         bad_field="",
         params=window.params(),
