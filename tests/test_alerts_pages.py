@@ -50,6 +50,9 @@ def world(live: LiveServer, receiver: Receiver) -> Project:
     p.settled(flaky["id"], 4)
     p.traces(ok=0, errors=12)  # 14 errors in 36: the third rule fires (> 0.3)
     p.evaluate("errors-above-a-third")
+    p.traces(ok=3, errors=0, model="quiet-model")
+    p.rule(name="per-model", group_by="model", condition={"type": "threshold", "op": ">", "value": 0.9, "window": "1h"})
+    p.evaluate("per-model")
     return p
 
 
@@ -58,11 +61,16 @@ def test_rules_list_and_rule_page(page: Page, live: LiveServer, world: Project, 
     page.click("nav.side >> text=Alerts")
     expect(page).to_have_url(live.url + "/alerts")
     rows = page.locator("tr.rule-row")
-    expect(rows).to_have_count(3)
+    expect(rows).to_have_count(4)
     assert rows.nth(0).get_attribute("data-rule") == "errors-above-a-third"  # firing first
     expect(rows.nth(0).locator("[data-col=state]")).to_have_text("firing")
-    states = {rows.nth(i).get_attribute("data-rule"): rows.nth(i).get_attribute("data-state") for i in range(3)}
-    assert states == {"errors-above-a-third": "firing", "errors-high": "resolved", "errors-very-high": "ok"}
+    states = {rows.nth(i).get_attribute("data-rule"): rows.nth(i).get_attribute("data-state") for i in range(4)}
+    assert states == {
+        "errors-above-a-third": "firing",
+        "errors-high": "resolved",
+        "errors-very-high": "ok",
+        "per-model": "ok",
+    }
     expect(page.locator("#firing-count")).to_have_text("1 firing")
     kinds = [page.locator("#events tr.event-row").nth(i).get_attribute("data-kind") for i in range(3)]
     assert kinds == ["firing", "resolved", "firing"]
@@ -88,6 +96,19 @@ def test_rules_list_and_rule_page(page: Page, live: LiveServer, world: Project, 
     expect(chart.locator("g.series")).to_have_count(2)
     expect(chart.locator("g.series[data-series='threshold > 0.3'] polyline")).to_have_count(1)
     assert chart.locator("g.series[data-series=error_rate] circle").count() >= 1
+    expect(page.locator("#groups")).to_have_count(0)
+
+    page.goto(live.url + "/alerts/rules/per-model")
+    groups = page.locator("#groups tr.group-row")
+    expect(groups).to_have_count(2)
+    assert {groups.nth(i).get_attribute("data-group") for i in range(2)} == {"chat-model", "quiet-model"}
+    expect(page.locator("#groups tr.group-row[data-group=quiet-model] td.num")).to_have_text("0")
+    legend = page.locator("#metric-chart .legend span")
+    assert {legend.nth(i).get_attribute("data-series") for i in range(3)} == {
+        "chat-model",
+        "quiet-model",
+        "threshold > 0.9",
+    }
 
 
 def test_evaluate_from_the_page_and_roles(page: Page, live: LiveServer, world: Project, receiver: Receiver) -> None:
@@ -100,6 +121,9 @@ def test_evaluate_from_the_page_and_roles(page: Page, live: LiveServer, world: P
     expect(page.locator("#history tr.event-row")).to_have_count(3)
     page.click("#evaluate-rule")
     expect(page.locator("#evaluated")).to_have_text("Evaluated: no change.")
+    page.click("#test-rule")
+    expect(page.locator("#tested")).to_have_text("A test notification is on its way to 2 channels.")
+    expect(page.locator("#history tr.event-row").first).to_have_attribute("data-kind", "test")
 
     viewer = project_key(live, world.name, "viewer")
     page.context.clear_cookies()
@@ -107,6 +131,7 @@ def test_evaluate_from_the_page_and_roles(page: Page, live: LiveServer, world: P
     page.goto(live.url + "/alerts/rules/errors-high")
     expect(page.locator("#rule-state")).to_have_text("firing")
     expect(page.locator("#rule-actions")).to_have_count(0)
+    expect(page.locator("#test-rule")).to_have_count(0)
 
     stranger = Project(live, "alerts-stranger")
     page.context.clear_cookies()

@@ -120,12 +120,21 @@ def rule_page(request: Request, rule_id: str, session: SessionDep) -> Response:
         return error_page(request, session, exc)
     source = yaml.safe_dump(rule.spec, sort_keys=False, allow_unicode=True)
     evaluated = request.query_params.get("evaluated")
+    tested = request.query_params.get("tested")
     try:
         chart = metric_chart(platform, session.actor, rule)
     except PodiumError:  # the page stays readable without its chart
         chart = None
     return render(
-        request, "alerts/rule.html", session, rule=rule, source=source, evaluated=evaluated, chart=chart, **_helpers()
+        request,
+        "alerts/rule.html",
+        session,
+        rule=rule,
+        source=source,
+        evaluated=evaluated,
+        tested=tested,
+        chart=chart,
+        **_helpers(),
     )
 
 
@@ -139,6 +148,17 @@ def evaluate_page(request: Request, rule_id: str, session: SessionDep, csrf: Ann
         return error_page(request, session, exc)
     event = next((r.event for r in result.rules if r.event), None) or "none"
     return redirect(f"/alerts/rules/{quote(rule_id, safe='')}?evaluated={quote(event, safe='')}")
+
+
+@router.post("/alerts/rules/{rule_id}/test")
+def test_page(request: Request, rule_id: str, session: SessionDep, csrf: Annotated[str, Form()] = "") -> Response:
+    """Send a test notification to the rule's channels from its page."""
+    try:
+        check_csrf(session, csrf)
+        event = service.test_rule(get_platform(request), session.actor, rule_id)
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    return redirect(f"/alerts/rules/{quote(rule_id, safe='')}?tested={len(event.deliveries)}")
 
 
 @router.post("/alerts/rules/{rule_id}/delete")

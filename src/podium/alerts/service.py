@@ -344,6 +344,7 @@ def test_rule(platform: Platform, actor: Actor, ref: str) -> EventInfo:
         reading = Reading(None, st.value if st else None, st.threshold if st else None, summary)
         outcome = engine.Outcome(State(), "test", True)
         event_id = _record(s, platform, row, spec, reading, outcome, new_id("inc"), utcnow(), "")
+        record_audit(s, actor, "alerts.rule.test", "alert_rule", row.id, project_id=row.project_id)
         names = {row.id: row.name}
     for wake in list(_wakers):
         wake()
