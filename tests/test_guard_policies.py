@@ -230,3 +230,21 @@ def test_cli_applies_lists_shows_tests_and_removes(
     assert r.returncode != 0 and "input.0.settings.entities" in r.stderr
     r = run_cli("guard", "policies", "rm", "cli-policy", env=env)
     assert r.returncode == 0, r.stderr
+
+
+def test_sdk_applies_lists_tests_and_removes(module_server: LiveServer, editor: str, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("the SDK speaks HTTP: the same on every database")
+    import podium
+
+    opts = {"url": module_server.url, "api_key": editor}
+    applied = podium.guard.apply_policy(POLICY_YAML.replace("name: support", "name: sdk-policy"), **opts)
+    assert applied["version"] == 1 and applied["scope"] == "route"
+    again = podium.guard.apply_policy({"name": "sdk-policy", "input": [{"type": "pii"}]}, **opts)
+    assert again["version"] == 2 and again["scope"] == "project"
+    assert "sdk-policy" in [p["name"] for p in podium.guard.list_policies(**opts)]
+    result = podium.guard.test_policy("sdk-policy", "write to ann@example.org", **opts)
+    assert result["text"] == "write to [EMAIL_1]" and result["blocked"] is False
+    assert podium.guard.scan("ann@example.org", scanners=["pii"], **opts)["findings"][0]["type"] == "EMAIL"
+    podium.guard.delete_policy("sdk-policy", **opts)
+    assert "sdk-policy" not in [p["name"] for p in podium.guard.list_policies(**opts)]

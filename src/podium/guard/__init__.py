@@ -3,7 +3,7 @@ invisible characters, JSON schema, relevance, URLs, an LLM judge), the actions t
 mask, hash), the scan API, and policies the gateway applies to its calls (`policy.py`, `enforce.py`).
 
 SDK (`podium.guard.sdk`, imported on first use): `podium.guard.scan(text, scanners=...)`,
-`podium.guard.policies()`, `podium.guard.get_policy(name)`, `podium.guard.apply_policy(path_or_yaml_or_dict)`,
+`podium.guard.list_policies()`, `podium.guard.get_policy(name)`, `podium.guard.apply_policy(path_or_yaml_or_dict)`,
 `podium.guard.delete_policy(name)`, `podium.guard.test_policy(name, text)`, `podium.guard.findings(...)`.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_SDK = ("scan", "policies", "get_policy", "apply_policy", "delete_policy", "test_policy", "findings")
+_SDK = ("scan", "list_policies", "get_policy", "apply_policy", "delete_policy", "test_policy", "findings")
 
 
 def __getattr__(name: str) -> Any:

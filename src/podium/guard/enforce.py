@@ -382,6 +382,7 @@ class PolicyCall:
         self.vault = actions.Vault()  # input redactions: restored in the answer with `deanonymize`
         self.prompt: str | None = None
         self.runs: list[StageRun] = []
+        self.streams: list[StreamCheck] = []
         self.blocked: str | None = None
 
     @property
@@ -472,13 +473,17 @@ class PolicyCall:
         return out if out is not None else result
 
     def stream(self) -> StreamCheck:
-        return StreamCheck(self)
+        check = StreamCheck(self)
+        self.streams.append(check)
+        return check
 
     def stages(self) -> list[StageRun]:
-        return self.runs
+        """The stages run, with what an unfinished stream (the client left) had decided so far."""
+        partial = [run for run in (c.partial() for c in self.streams) if run is not None]
+        return self.runs + partial
 
     def meta(self) -> dict[str, Any]:
-        decisions = [d for run in self.runs for d in run.decisions]
+        decisions = [d for run in self.stages() for d in run.decisions]
         flagged = any(d["findings"] or d["error"] for d in decisions)
         return {
             "policy": self.policy,
@@ -559,6 +564,12 @@ class StreamCheck:
         self.call._count(run.decisions)
         if reason is not None:
             self.call._block("output", reason)
+
+    def partial(self) -> StageRun | None:
+        """What this stream's checks decided, if it ended before being recorded (the client went away)."""
+        if self.started is None or not self.decisions:
+            return None
+        return StageRun("output", self.started, utcnow(), self.latency_ms, False, list(self.decisions.values()))
 
     def _release(self, upto: int) -> str:
         if upto <= self.sent:

@@ -46,7 +46,7 @@ def scan(
         return dict(c.post("/api/guard/scan", body))
 
 
-def policies(*, url: str | None = None, api_key: str | None = None) -> builtins.list[dict[str, Any]]:
+def list_policies(*, url: str | None = None, api_key: str | None = None) -> builtins.list[dict[str, Any]]:
     """The policies of your project."""
     with _client(url, api_key) as c:
         return builtins.list(c.get("/api/guard/policies"))
