@@ -357,8 +357,13 @@ def test_pending_for_and_no_data(live: LiveServer) -> None:
     waiting = p.rule(name="waits", **{"for": "1h"})
     silent = p.rule(name="silent", no_data="alert", filters={"model": "never-called"})
     kept = p.rule(name="kept", no_data="keep", filters={"model": "never-called"})
+    p.rule(name="off", enabled=False)
     p.traces(ok=1, errors=3)
     result = {r["rule_name"]: r for r in p.ok("POST", "/api/alerts/evaluate")["rules"]}
+    assert "off" not in result
+    off = p.call("POST", "/api/alerts/evaluate", json={"rule": "off"})
+    assert off.status_code == 400 and off.json()["error"]["details"]["field"] == "rule"
+    assert p.ok("GET", "/api/alerts/rules/off")["state"] == "disabled"
     assert result["waits"]["state"] == "pending" and result["waits"]["event"] is None
     assert result["silent"]["state"] == "firing" and result["silent"]["summary"].startswith("error_rate = no data")
     assert result["kept"]["state"] == "ok" and result["kept"]["event"] is None
@@ -564,6 +569,8 @@ def test_validation_names_the_field(live: LiveServer) -> None:
     assert field_of({**base, "channels": [{"email": "a@b.co"}, {"email": "not-an-address"}]}) == "channels[1].email"
     assert field_of({**base, "channels": [{"email": "a@b.co", "webhook": "http://x.example"}]}) == "channels[0]"
     assert field_of({**base, "surprise": 1}) == "surprise"
+    assert field_of({**base, "filters": {"model": "two\nlines"}}) == "filters.model"
+    assert field_of({**base, "name": "Upper Case"}) == "name"
     assert field_of({k: v for k, v in base.items() if k != "metric"}) == "metric"
     assert field_of({"source": "name: [unclosed"}) == "source"
     r = p.call("POST", "/api/alerts/rules", json={**base, "condition": {**cond, "op": "=>"}})

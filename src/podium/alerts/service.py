@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -256,7 +256,7 @@ def create_rule(platform: Platform, actor: Actor, body: dict[str, Any]) -> RuleD
         )
         if s.scalar(taken) is not None:
             raise Conflict(f"alert rule {spec.name!r} exists already", details={"field": "name"})
-        count = len(list(s.scalars(select(AlertRule.id).where(AlertRule.project_id == project))))
+        count = s.scalar(select(func.count()).select_from(AlertRule).where(AlertRule.project_id == project)) or 0
         if count >= MAX_RULES_PER_PROJECT:
             raise InvalidInput(
                 f"a project holds at most {MAX_RULES_PER_PROJECT} alert rules", details={"field": "name"}
@@ -292,10 +292,12 @@ def _row(rule_id: str, project: str | None, spec: RuleSpec, actor: Actor, now: d
 def replace_rule(platform: Platform, actor: Actor, ref: str, body: dict[str, Any]) -> RuleDetail:
     """Replace a rule's spec (its state and history stay; the next evaluation reads the new condition)."""
     spec = _spec_of(body)
+    with platform.db.read_session() as s:
+        rule_id = _find(s, actor, ref).id
+    _check(platform, spec)  # outside the write transaction: it resolves webhook hosts
     with platform.db.session() as s:
-        row = _find(s, actor, ref)
+        row = _find(s, actor, rule_id)
         actor.require_in(row.project_id, "member", "manage alert rules")
-        _check(platform, spec)
         if spec.name != row.name:
             clash = s.scalar(
                 select(AlertRule.id).where(
@@ -524,6 +526,10 @@ def evaluate(platform: Platform, actor: Actor, *, rule: str | None = None) -> Ev
     with platform.db.read_session() as s:
         if rule is not None:
             rows = [_find(s, actor, rule)]
+            if not rows[0].enabled:
+                raise InvalidInput(
+                    f"alert rule {rows[0].name!r} is disabled; enable it first", details={"field": "rule"}
+                )
         else:
             q = _scoped(actor, select(AlertRule).where(AlertRule.enabled.is_(True)), AlertRule.project_id)
             rows = list(s.scalars(q.order_by(AlertRule.name)))
@@ -569,8 +575,8 @@ def run_evaluation(
     results: list[RuleResult] = []
     event_ids: list[str] = []
     for row in rows:
-        spec = RuleSpec.model_validate(row.spec)
         try:
+            spec = RuleSpec.model_validate(row.spec)
             groups = _groups(platform, row, spec, metrics, now)
         except Exception as exc:  # a failing source keeps the states as they are; the next evaluation tries again
             results.append(_failed(row, "", exc))

@@ -108,6 +108,13 @@ class Filters(BaseModel):
     model: str | None = Field(None, min_length=1, max_length=200)
     prompt: str | None = Field(None, min_length=1, max_length=200)
 
+    @field_validator("route", "model", "prompt")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError("a filter is printable text (no control characters)")
+        return value
+
 
 class Threshold(BaseModel):
     """The metric over the last `window` compared with `value` (`error_rate > 0.05 over 5m`)."""
