@@ -26,9 +26,11 @@ reads those after its watermark by the primary key, up to `SETTLE` seconds ago (
 a score commits well within it), and adds them to the minute, hour and day of their creation. A score
 deleted after it was rolled stays counted.
 
-Each roll runs in short transactions; on PostgreSQL an advisory lock lets one process roll at a time (the
-others skip), on SQLite the write lock does; rolling a minute again is idempotent, so two processes that
-both find it changed agree.
+A minute's traces are read and summed in a read transaction; only the replacement of its rows runs in a
+write transaction (short: on SQLite it holds the lock the trace writer waits for). On PostgreSQL an advisory
+lock lets one process write at a time (the others skip); rolling a minute again is idempotent, and a minute
+rolled from traces that changed meanwhile differs from the trace rollup and is rolled again, so two
+processes that both find a minute changed agree.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from podium.tracing.rollup import WIDTHS, seconds
 
 HORIZON = 2 * 86_400  # how far back a roll looks for minutes that changed
 SETTLE = 10  # seconds: scores younger than this, and (in the background) minutes ended less long ago, wait
-MINUTES_PER_TRANSACTION = 30
+MINUTES_PER_TRANSACTION = 10
 SCORES_PER_TRANSACTION = 5_000
 INTERVAL = 15.0  # seconds between background rolls
 _LOCK_KEY = 0x6D6F6E69746F7273  # "monitors": the PostgreSQL advisory lock of a roll
@@ -98,11 +100,15 @@ def roll(db: Database, *, now: datetime | None = None, partial: bool = True) -> 
         slots[slot].append(project)
     ordered = sorted(slots.items())
     for i in range(0, len(ordered), MINUTES_PER_TRANSACTION):
+        chunk = ordered[i : i + MINUTES_PER_TRANSACTION]
+        with db.read_session() as s:  # the traces are read and summed outside the write transaction
+            fresh = [_minute(s, slot, projects) for slot, projects in chunk]
         with db.session() as s:
             if not _lock(s, db.backend):
                 return done
-            for slot, projects in ordered[i : i + MINUTES_PER_TRANSACTION]:
-                done.traces += _roll_minute(s, db.backend, slot, projects)
+            for (slot, projects), minute in zip(chunk, fresh, strict=True):
+                _replace(s, db.backend, slot, projects, minute)
+                done.traces += minute.traces
                 done.minutes += 1
     while True:
         with db.session() as s:
@@ -163,9 +169,18 @@ def _signatures(s: Session, lo: int, hi: int, width: int) -> dict[tuple[int, str
 # --- traces ------------------------------------------------------------------------------------------
 
 
-def _roll_minute(s: Session, backend: str, slot: int, projects: Sequence[str]) -> int:
-    """Roll one minute of these projects again: the new rows minus the rows written before, applied to every
-    width; the minute's signature replaced. Returns the traces read."""
+@dataclass
+class _Minute:
+    """One minute's rows computed from its traces, and what they were computed from."""
+
+    totals: dict[Key, list[int]]
+    bins: dict[tuple[Key, int], int]
+    signatures: dict[str, list[int]]
+    traces: int
+
+
+def _minute(s: Session, slot: int, projects: Sequence[str]) -> _Minute:
+    """The rows of one minute of these projects, from its traces."""
     start = datetime.fromtimestamp(slot, UTC)
     traces = aggregates.monitor_traces(s, start, start + timedelta(minutes=1), projects)
     wanted = set(projects)
@@ -194,11 +209,19 @@ def _roll_minute(s: Session, backend: str, slot: int, projects: Sequence[str]) -
         sig = sigs[project]
         for i, v in enumerate((1, tokens_in, tokens_out, cost, error)):
             sig[i] += int(v)
-    # what was there: subtracted, so the minute holds the new rows only
+    return _Minute(totals, bins, sigs, len(traces))
+
+
+def _replace(s: Session, backend: str, slot: int, projects: Sequence[str], minute: _Minute) -> None:
+    """Make the minute's rows of these projects `minute`'s: the new rows minus the rows there now, applied to
+    every width (so a roll that raced another still leaves one minute's worth); its signature replaced."""
+    wanted = sorted(set(projects))
+    totals = defaultdict(lambda: [0] * len(SUMS), {k: list(v) for k, v in minute.totals.items()})
+    bins = defaultdict(int, minute.bins)
     r = MonitorRollup
     old_totals = s.execute(
         select(r.project_id, r.route, r.model, r.prompt, *(getattr(r, c) for c in SUMS)).where(
-            r.width == 60, r.slot == slot, r.project_id.in_(sorted(wanted))
+            r.width == 60, r.slot == slot, r.project_id.in_(wanted)
         )
     )
     for row_ in old_totals:
@@ -208,14 +231,14 @@ def _roll_minute(s: Session, backend: str, slot: int, projects: Sequence[str]) -
     lt = MonitorLatency
     old_bins = s.execute(
         select(lt.project_id, lt.route, lt.model, lt.prompt, lt.bin, lt.traces).where(
-            lt.width == 60, lt.slot == slot, lt.project_id.in_(sorted(wanted))
+            lt.width == 60, lt.slot == slot, lt.project_id.in_(wanted)
         )
     )
     for row_ in old_bins:
         bins[((row_[0], row_[1], row_[2], row_[3]), int(row_[4]))] -= int(row_[5])
     _apply(s, backend, slot, totals, bins)
     m = MonitorMinute
-    s.execute(delete(m).where(m.slot == slot, m.project_id.in_(sorted(wanted))))
+    s.execute(delete(m).where(m.slot == slot, m.project_id.in_(wanted)))
     s.add_all(
         MonitorMinute(
             slot=slot,
@@ -226,11 +249,10 @@ def _roll_minute(s: Session, backend: str, slot: int, projects: Sequence[str]) -
             cost_micros=v[3],
             errors=v[4],
         )
-        for p, v in sorted(sigs.items())
+        for p, v in sorted(minute.signatures.items())
         if v[0]
     )
     s.flush()
-    return len(traces)
 
 
 def _apply(s: Session, backend: str, slot: int, totals: dict[Key, list[int]], bins: dict[tuple[Key, int], int]) -> None:
