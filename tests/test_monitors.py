@@ -436,3 +436,10 @@ def test_sdk(live: LiveServer, gateway_calls: service.Rolled) -> None:
     assert podium.monitors.value("requests", route="mon-cached", start="1h", **auth) == 4
     assert podium.monitors.value("block_rate", route="no-such-route", start="1h", **auth) is None
     assert podium.monitors.summary(window="1h", **auth)["window_seconds"] == 3600
+
+
+def test_sparkline() -> None:
+    from podium.monitors.cli import sparkline
+
+    assert sparkline([1, 2, None, 8, 3]) == "▁▂ █▃"
+    assert sparkline([5, 5]) == "▅▅" and sparkline([None]) == ""

@@ -18,14 +18,16 @@ _BARS = "▁▂▃▄▅▆▇█"
 
 
 def sparkline(values: list[float | None]) -> str:
-    """Values as block characters, lowest to highest (a gap for no data)."""
+    """Values as block characters, lowest to highest (a gap for no data; a flat series at half height)."""
     known = [v for v in values if v is not None]
     if not known:
         return ""
     lo, hi = min(known), max(known)
     span = hi - lo
     return "".join(
-        " " if v is None else _BARS[0 if span == 0 else min(len(_BARS) - 1, int((v - lo) / span * len(_BARS)))]
+        " "
+        if v is None
+        else _BARS[len(_BARS) // 2 if span == 0 else min(len(_BARS) - 1, int((v - lo) / span * len(_BARS)))]
         for v in values
     )
 
@@ -84,7 +86,8 @@ def monitors_show(
     for p in data["points"]:
         groups.setdefault(p["group"], []).append(p["value"])
     for group, values in groups.items():
-        console.print(f"{group or data['metric']['name']}: {sparkline(values)}")
+        label = group if group is not None else ("(none)" if data["by"] else data["metric"]["name"])
+        console.print(f"{label}: {sparkline(values)}", markup=False)
 
 
 @monitors_app.command("summary")
