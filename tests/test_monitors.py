@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import openai
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -21,6 +22,7 @@ from podium.monitors import service
 from podium.monitors.cli import monitors_app
 from podium.monitors.roller import roll
 from podium.monitors.signals import answer_text, is_refusal
+from podium.tracing.markers import ARTIFACT_KEY
 from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, project_key, serve_for_module
@@ -150,6 +152,10 @@ def test_refusal_openings_and_answers() -> None:
         answer_text('{"choices": [{"message": {"content": "I won\'t write that, it is') == "I won't write that, it is"
     )
     assert answer_text("plain text") == "plain text"
+    # an answer moved to the artifact store: its marker's preview, cut short mid-escape
+    long = orjson.dumps({"choices": [{"message": {"content": "I can't help with that, caf\u00e9 " + "x" * 9000}}]})
+    marker = orjson.dumps({ARTIFACT_KEY: "ab" * 32, "bytes": len(long), "preview": long[:300].decode()}).decode()
+    assert answer_text(marker).startswith("I can't help with that, café x") and is_refusal(answer_text(marker))
 
 
 # --- figures over real traces ---------------------------------------------------------------------------

@@ -3,7 +3,8 @@ cache answered, whether a guardrail blocked it, and whether its answer opens as 
 
 The refusal detector is deliberately cheap (it runs on every rolled trace): a list of refusal openings,
 matched case-insensitively at the start of the answer's text (after a few words at most), on the first
-`MONITOR_OUTPUT_CHARS` characters of the stored output. It catches the stock phrasings of assistant
+`MONITOR_OUTPUT_CHARS` characters of the stored output (of its preview, for an answer moved to the
+artifact store). It catches the stock phrasings of assistant
 models ("I'm sorry, but I can't…", "I cannot help with…", "As an AI…"); a refusal worded otherwise is
 missed, and an answer that apologises and then helps ("I'm sorry for the confusion, here is…") is not
 counted, because the list holds refusal verbs, not apologies.
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 
 from podium.tracing.aggregates import MONITOR_OUTPUT_CHARS
+from podium.tracing.markers import MARKER_PREFIX
 
 CACHE_HITS = frozenset({"hit", "semantic-hit"})
 CACHE_LOOKUPS = CACHE_HITS | {"miss"}
@@ -51,6 +53,8 @@ def answer_text(output: str | None) -> str:
     a message, or plain text (a clipped JSON document is read as text)."""
     if not output:
         return ""
+    if output.startswith(MARKER_PREFIX):  # moved to the artifact store: its preview holds the opening
+        output = _string_at(_PREVIEW, output)
     raw = output.lstrip()
     if raw[:1] not in ("{", "[", '"'):
         return raw
@@ -87,15 +91,26 @@ def _text_of(doc: Any) -> str:
 _CONTENT_FIELD = re.compile(r'"(?:content|text)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)')  # unrolled: fast
 
 
+_PREVIEW = re.compile(r'"preview"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)')
+
+
 def _json_string_field(raw: str) -> str:
     """The first `content` or `text` string of a JSON document cut short (the output read is clipped)."""
-    found = _CONTENT_FIELD.search(raw)
+    return _string_at(_CONTENT_FIELD, raw)
+
+
+def _string_at(pattern: re.Pattern[str], raw: str) -> str:
+    """The JSON string the pattern's group starts, unescaped; cut short, up to its last whole character."""
+    found = pattern.search(raw)
     if found is None:
         return ""
-    try:
-        return str(orjson.loads(f'"{found.group(1)}"'))
-    except orjson.JSONDecodeError:
-        return found.group(1)
+    body = found.group(1)
+    for cut in range(0, 7):  # a clipped escape (`\`, `\u20`) is dropped
+        try:
+            return str(orjson.loads(f'"{body[: len(body) - cut]}"'))
+        except orjson.JSONDecodeError:
+            continue
+    return body
 
 
 def prompt_of(meta: Any) -> str:

@@ -472,7 +472,7 @@ def _exact(s: Session, conds: list[ColumnElement[bool]], size: int, group: Any) 
 
 # --- what the monitors domain rolls up (it may not read these tables itself) ---------------------------
 
-MONITOR_OUTPUT_CHARS = 600  # how much of a trace's output the monitors read (a refusal shows in its opening)
+MONITOR_OUTPUT_CHARS = 800  # how much of a trace's output the monitors read (a refusal shows in its opening)
 
 
 def slot_totals(s: Session, lo: int, hi: int, width: int = 60) -> dict[tuple[int, str], tuple[int, int, int, int, int]]:
