@@ -20,7 +20,7 @@ from podium.core.db import utcnow
 from podium.core.identity import Actor
 from podium.monitors import service
 from podium.monitors.cli import monitors_app
-from podium.monitors.roller import roll
+from podium.monitors.roller import prune, roll
 from podium.monitors.signals import answer_text, is_refusal
 from podium.tracing.markers import ARTIFACT_KEY
 from podium.tracing.writer import TraceWriter
@@ -351,6 +351,20 @@ def test_the_background_roll_waits_for_a_minute_to_end_and_sees_old_hours(live: 
     roll(live.platform.db, now=later, partial=False)
     assert by_group(get_series(live, "requests", key, **params)) == {None: 2}
     assert roll(live.platform.db, now=later, partial=False).minutes == 0
+
+
+def test_old_minute_rows_are_pruned_and_hours_and_days_stay(live: LiveServer) -> None:
+    key = project_key(live, "mon-prune")
+    old = utcnow().replace(minute=30, second=0, microsecond=0) - timedelta(days=40)
+    ingest(live, key, model="m-old", prompt="old@1", latency_ms=10, cost_usd=0.001, at=old)
+    assert live.app.state.runtime.get(TraceWriter).flush(10)
+    roll(live.platform.db, now=old + timedelta(minutes=5))  # as the server did then
+    window = {"from": (old - timedelta(hours=2)).isoformat(), "to": (old + timedelta(hours=2)).isoformat()}
+    assert by_group(get_series(live, "requests", key, prompt="old@1", bucket="minute", **window)) == {None: 1}
+    assert prune(live.platform.db) > 0
+    assert by_group(get_series(live, "requests", key, prompt="old@1", bucket="minute", **window)) == {}
+    assert by_group(get_series(live, "requests", key, prompt="old@1", bucket="hour", **window)) == {None: 1}
+    assert prune(live.platform.db) == 0
 
 
 # --- bad input, roles ---------------------------------------------------------------------------------

@@ -26,6 +26,9 @@ reads those after its watermark by the primary key, up to `SETTLE` seconds ago (
 a score commits well within it), and adds them to the minute, hour and day of their creation. A score
 deleted after it was rolled stays counted.
 
+Minute rows older than `MINUTE_DAYS` are deleted once an hour (hours and days are kept): a read of older
+times in minute buckets, or one whose ends cut hours there, finds nothing in those minutes.
+
 A minute's traces are read and summed in a read transaction; only the replacement of its rows runs in a
 write transaction (short: on SQLite it holds the lock the trace writer waits for). On PostgreSQL an advisory
 lock lets one process write at a time (the others skip); rolling a minute again is idempotent, and a minute
@@ -49,11 +52,12 @@ from sqlalchemy.orm import Session
 
 from podium.core.db import Database, utcnow
 from podium.monitors import signals
-from podium.monitors.store import SUMS, MonitorLatency, MonitorMinute, MonitorRollup, MonitorState
+from podium.monitors.store import SUMS, MonitorLatency, MonitorMinute, MonitorRollup, MonitorScore, MonitorState
 from podium.tracing import aggregates, latency
 from podium.tracing.rollup import WIDTHS, seconds
 
 HORIZON = 2 * 86_400  # how far back a roll looks for minutes that changed
+MINUTE_DAYS = 30  # minute rows older than this are deleted (hour and day rows are kept)
 SETTLE = 10  # seconds: scores younger than this, and (in the background) minutes ended less long ago, wait
 MINUTES_PER_TRANSACTION = 10
 SCORES_PER_TRANSACTION = 5_000
@@ -145,11 +149,28 @@ def _dirty(s: Session, lo: int, hi: int) -> list[tuple[int, str]]:
     return sorted(set(dirty))
 
 
+def prune(db: Database, *, now: datetime | None = None) -> int:
+    """Delete the minute rows older than `MINUTE_DAYS` (their hours and days stay); the rows deleted."""
+    before = seconds(now or utcnow()) - MINUTE_DAYS * 86_400
+    deleted = 0
+    with db.session() as s:
+        for table in (MonitorRollup, MonitorLatency, MonitorScore):
+            gone = s.execute(delete(table).where(table.width == 60, table.slot < before))
+            deleted += gone.rowcount or 0  # type: ignore[attr-defined]
+        gone = s.execute(delete(MonitorMinute).where(MonitorMinute.slot < before))
+        deleted += gone.rowcount or 0  # type: ignore[attr-defined]
+    return deleted
+
+
 async def roll_loop(db: Database, interval: float = INTERVAL) -> None:
-    """Roll the minutes that ended every `interval` seconds, off the event loop; a failed roll is logged and
-    tried again."""
+    """Roll the minutes that ended every `interval` seconds, off the event loop, and prune old minute rows once
+    an hour; a failed roll is logged and tried again."""
+    pruned_at = 0.0
     while True:
         try:
+            if time.monotonic() - pruned_at > 3600:
+                await asyncio.to_thread(prune, db)
+                pruned_at = time.monotonic()
             await asyncio.to_thread(roll, db, partial=False)
         except Exception:
             log.exception("rolling the monitors failed; trying again in %.0f s", interval)
