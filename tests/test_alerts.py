@@ -1,4 +1,5 @@
-"""Alerts through the public API, on real traces sent through `POST /api/traces/ingest`: a rule fires and
+"""Alerts through the public API, on real traces sent through `POST /api/traces/ingest` (and through the gateway,
+to a stand-in upstream, for a rule on a route): a rule fires and
 resolves, notifying a webhook receiver this module starts (an HTTP server in a thread, checked for the
 Slack-compatible JSON) and an SMTP server (aiosmtpd); de-duplication and the cool-down (reminders, a flapping
 rule held back); a change-versus-baseline rule; a webhook that is down (connection refused, then 500s) retried
@@ -371,6 +372,55 @@ def test_pending_for_and_no_data(live: LiveServer) -> None:
     assert state["state"] == "pending" and state["pending_since"] is not None and state["value"] == 0.75
     assert p.ok("GET", f"/api/alerts/rules/{kept['id']}")["states"][0]["evaluated_at"] is not None
     assert [e["kind"] for e in p.events(silent["id"])] == ["firing"]
+
+
+def test_gateway_traffic_fires_a_route_rule_while_its_webhook_is_down(live: LiveServer, receiver: Receiver) -> None:
+    """Calls through the gateway (the `openai` SDK, a stand-in upstream refusing some with a 400) fire a rule on the
+    route's error rate; the rule's webhook is down, and the gateway keeps answering while it is retried."""
+    sqlite_only(live)
+    import openai
+
+    from .fakes import start_fake_openai
+
+    upstream = start_fake_openai()
+    try:
+        p = Project(live)
+        route = f"alerts-gw-{uuid.uuid4().hex[:6]}"
+        dep = {"name": "a", "provider": "openai", "base_url": upstream.url + "/v1", "model": "up-a"}
+        with live.client() as admin:
+            assert admin.post("/api/routes", json={"name": route, "deployments": [dep]}).status_code == 201
+        closed = socket.socket()  # nothing listens: every attempt is refused
+        closed.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"
+        rule = p.rule(filters={"route": route}, channels=[{"webhook": down}])
+        client = openai.OpenAI(base_url=live.url + "/v1", api_key=p.key, max_retries=0)
+
+        def call(text: str) -> str:
+            try:
+                answer = client.chat.completions.create(model=route, messages=[{"role": "user", "content": text}])
+            except openai.APIStatusError as exc:
+                return f"error {exc.status_code}"
+            return answer.choices[0].message.content or ""
+
+        answers = [call(t) for t in ("hello", "fail:400", "fail:400", "hi")]
+        assert answers == ["echo: hello", "error 400", "error 400", "echo: hi"], answers
+        assert live.app.state.runtime.get(TraceWriter).flush(10)
+        fired = p.evaluate(rule["id"])
+        assert fired["rules"][0]["event"] == "firing" and fired["rules"][0]["value"] == 0.5, fired["rules"]
+        assert fired["events"][0]["deliveries"][0]["status"] == "pending"
+        wait_for("a refused attempt", lambda: p.deliveries(rule["id"])[0]["attempts"] >= 1)
+        assert [call(f"still here {i}") for i in range(3)] == [f"echo: still here {i}" for i in range(3)]
+        retrying = p.deliveries(rule["id"])[0]
+        assert retrying["status"] in ("pending", "sending") and "cannot connect" in retrying["last_error"]
+        assert [call(f"ok {i}") for i in range(6)] == [f"echo: ok {i}" for i in range(6)]
+        assert live.app.state.runtime.get(TraceWriter).flush(10)
+        resolved = p.evaluate(rule["id"])  # 2 errors in 13 calls
+        assert resolved["rules"][0]["event"] == "resolved" and resolved["rules"][0]["value"] == 2 / 13
+        closed.close()
+    finally:
+        upstream.stop()
+        with live.client() as admin:
+            admin.delete(f"/api/routes/{route}")
 
 
 # --- one incident per group -----------------------------------------------------------------------------------
