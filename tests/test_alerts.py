@@ -1,12 +1,13 @@
-"""Alerts through the public API, on real traces sent through `POST /api/traces/ingest` (and through the gateway,
-to a stand-in upstream, for a rule on a route): a rule fires and
-resolves, notifying a webhook receiver this module starts (an HTTP server in a thread, checked for the
-Slack-compatible JSON) and an SMTP server (aiosmtpd); de-duplication and the cool-down (reminders, a flapping
-rule held back); a change-versus-baseline rule; a webhook that is down (connection refused, then 500s) retried
-with backoff in the background while the evaluation returns at once; a 4xx that fails at once and a delivery
-that runs out of attempts; validation naming the field; roles and projects; the CLI; the server's own
-evaluator loop. The firing and resolution run on SQLite and PostgreSQL; the rest on SQLite (the logic is the
-same on both)."""
+"""Alerts through the public API, on real traces sent through `POST /api/traces/ingest` and through the gateway
+(the `openai` SDK to a stand-in upstream): a rule fires and resolves, notifying a webhook receiver this module
+starts (an HTTP server in a thread, checked for the Slack-compatible JSON) and an SMTP server (aiosmtpd);
+de-duplication and the cool-down (reminders, a flapping rule held back); `for`, `no_data`, disabled rules; rules
+grouped by model; change against a baseline window; a drift rule on a real drift report; a webhook that is down
+(connection refused, then 500s) retried with backoff in the background while the evaluation returns at once and
+the gateway keeps answering; a 4xx that fails at once, a delivery that runs out of attempts, SMTP refusals;
+validation naming the field; roles and projects; test notifications; the CLI and SDK; the evaluator's lease and
+the server's own loop. The firing and resolution run on SQLite and PostgreSQL; the rest on SQLite (the logic
+is the same on both)."""
 
 from __future__ import annotations
 
