@@ -193,6 +193,11 @@ def _dataset_texts(platform: Platform, actor: Actor, spec: DriftSpec, field: Fie
     return seen, kept, seen > spec.max_samples
 
 
+def _order(item: tuple[str | None, str]) -> tuple[str, str]:
+    """Texts in a fixed order (by text, then trace id), so the same texts give the same folds and report."""
+    return item[1], item[0] or ""
+
+
 def _reference_words(spec: DriftSpec) -> str:
     if spec.reference_dataset is not None:
         cols = [
@@ -265,8 +270,8 @@ def run_report(platform: Platform, actor: Actor, spec: DriftSpec, progress: Prog
         reports.append(
             analyse(
                 f,
-                ref,
-                cur,
+                sorted(ref, key=_order),
+                sorted(cur, key=_order),
                 auc_threshold=spec.auc_threshold,
                 psi_threshold=spec.psi_threshold,
                 seed=spec.seed,
