@@ -154,7 +154,8 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
     controller.stop()
 
 
-SETTINGS = {"alerts_interval": 0, "alerts_retry_initial": 0.2, "alerts_max_attempts": 8, "smtp_security": "none"}
+# retries quick enough for a test, and enough of them that the down webhook's receiver comes up before they run out
+SETTINGS = {"alerts_interval": 0, "alerts_retry_initial": 0.2, "alerts_max_attempts": 10, "smtp_security": "none"}
 
 
 @pytest.fixture(scope="module")
@@ -532,6 +533,7 @@ def test_webhook_down_is_retried_in_the_background(live: LiveServer, receiver: R
         [delivered] = wait_for(
             "the retried delivery",
             lambda: [d for d in p.deliveries(rule["id"]) if d["target"] == down and d["status"] == "delivered"],
+            timeout=120,  # three more attempts, backing off
         )
     finally:
         up.stop()
