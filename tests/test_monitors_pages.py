@@ -81,6 +81,10 @@ def traffic(live: LiveServer) -> Iterator[dict[str, Any]]:
 
 def test_overview_headline_figures_and_charts(live: LiveServer, traffic: dict[str, Any], page: Page) -> None:
     sign_in(page, live.url, live.admin_key)
+    # the landing page shows the last day's headline figures and leads to the charts
+    expect(page.locator("#monitor-figures [data-metric=requests] .big")).to_have_text("8")
+    expect(page.locator("#monitor-figures [data-metric=block_rate] .big")).to_have_text("12.5%")
+    page.click("a[href='/overview']")
     page.goto(live.url + "/overview?range=1h")
     expect(page.locator("h1")).to_have_text("Monitoring overview")
     requests = page.locator("#headline [data-metric=requests]")

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from podium.auth import service as auth
 from podium.core.http import get_platform
 from podium.jobs import service as jobs
+from podium.monitors import service as monitors
 from podium.web.shell import PageSession, page_session, render
 
 router = APIRouter(include_in_schema=False)
@@ -19,8 +20,9 @@ SessionDep = Annotated[PageSession, Depends(page_session)]
 
 @router.get("/")
 def overview(request: Request, session: SessionDep) -> Response:
-    """The overview: who you are, your project, recent jobs."""
+    """The overview: who you are, your project, the monitors' headline figures, recent jobs."""
     platform = get_platform(request)
     projects = auth.list_projects(platform.db, session.actor)
     recent_jobs = jobs.list_jobs(platform.db, session.actor, limit=5).items
-    return render(request, "shell/overview.html", session, projects=projects, jobs=recent_jobs)
+    figures = monitors.summary(platform, session.actor).figures  # the last 24 hours; charts at /overview
+    return render(request, "shell/overview.html", session, projects=projects, jobs=recent_jobs, figures=figures)
