@@ -23,7 +23,7 @@ from podium.guard import registry
 from podium.guard.base import Finding, ScanContext, Scanner, ScannerSettings
 from podium.tracing.writer import TraceWriter
 
-from .conftest import LiveServer, project_key, serve_for_module
+from .conftest import LiveServer, project_key, run_cli, serve_for_module
 from .evalfake import EvalFake, start_eval_fake
 from .fakes import FakeServer, _last_user, _serve
 
@@ -359,6 +359,17 @@ def test_findings_api_lists_recorded_decisions(gw: LiveServer, keys: dict[str, s
     rows = found.json()
     assert rows and rows[0]["trace_id"] == r.headers["x-podium-trace-id"]
     assert rows[0]["scanner"] == "prompt_injection" and rows[0]["stage"] == "input"
+    cli = run_cli(
+        "guard",
+        "findings",
+        "--policy",
+        "project-wide",
+        "-n",
+        "1",
+        env={"PODIUM_URL": gw.url, "PODIUM_API_KEY": keys["plain"]},
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "PROMPT_INJECTION" in cli.stdout and r.headers["x-podium-trace-id"] in cli.stdout
     with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {keys['plain']}"}) as c:
         metrics = c.get("/metrics")
     assert metrics.status_code == 200

@@ -265,3 +265,32 @@ def policies_test(
                 console.print(result["text"], markup=False, highlight=False)
     if result["blocked"]:
         raise typer.Exit(2)
+
+
+@guard_app.command("findings")
+def findings(
+    policy: str | None = typer.Option(None, "--policy", "-p", help="Only this policy's decisions."),
+    scanner: str | None = typer.Option(None, "--scanner", "-s", help="Only this scanner's."),
+    action: str | None = typer.Option(None, "--action", "-a", help="Only these actions (block, redact, allow, …)."),
+    limit: int = typer.Option(50, "--limit", "-n", help="At most this many, newest first."),
+    as_json: bool = JSON,
+) -> None:
+    """Recent decisions the gateway recorded under policies (findings and scanner failures), newest first."""
+    with Client() as c:
+        found = c.get("/api/guard/findings", policy=policy, scanner=scanner, action=action, limit=limit)
+    if as_json:
+        print_json(found)
+        return
+    rows = [
+        {
+            **f,
+            "findings": ", ".join(f"{x['type']} {x['score']} [{x['start']}-{x['end']}]" for x in f["findings"]),
+            "error": f.get("error") or "",
+        }
+        for f in found
+    ]
+    print_table(
+        rows,
+        ["time", "route", "policy", "stage", "scanner", "action", "findings", "error", "trace_id"],
+        title="findings",
+    )
