@@ -358,3 +358,30 @@ def test_cli_runs_lists_and_shows(world: World, backend: str) -> None:
     assert inputs["reference_total"] == inputs["current_total"] == N
     bad = run_cli("drift", "run", "--reference-from", "2h", "--reference-to", "1h", "--current-from", "90m", env=env)
     assert bad.returncode != 0 and "overlaps" in bad.stderr
+
+
+def test_trace_texts_from_each_payload_shape() -> None:
+    """What a report reads of a stored input or output: the last user message of a chat request (text parts of a
+    multimodal one), a completion's prompt, an answer's message or text, plain text, an artifact's preview."""
+    from podium.tracing.texts import stored_to_text
+
+    chat = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "an answer"},
+            {"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "image_url", "image_url": {}}]},
+        ]
+    }
+    assert stored_to_text(json.dumps(chat), "input") == "second"
+    assert stored_to_text(json.dumps({"model": "m", "prompt": "complete this"}), "input") == "complete this"
+    assert stored_to_text(json.dumps({"input": ["one", "two"]}), "input") == "one\ntwo"
+    assert stored_to_text("plain text, as an SDK sends it", "input") == "plain text, as an SDK sends it"
+    assert stored_to_text('{"not json', "input") == '{"not json'
+    answer = {"choices": [{"message": {"role": "assistant", "content": "  the answer "}}]}
+    assert stored_to_text(json.dumps(answer), "output") == "the answer"
+    assert stored_to_text(json.dumps({"choices": [{"text": "completed"}]}), "output") == "completed"
+    assert stored_to_text(json.dumps("a JSON string"), "output") == "a JSON string"
+    marker = json.dumps({"podium_artifact": "ab" * 32, "bytes": 90000, "preview": "the first characters"})
+    assert stored_to_text(marker, "output") == "the first characters"
+    assert stored_to_text(None, "input") == stored_to_text("", "output") == ""
