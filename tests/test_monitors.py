@@ -367,6 +367,18 @@ def test_old_minute_rows_are_pruned_and_hours_and_days_stay(live: LiveServer) ->
     assert prune(live.platform.db) == 0
 
 
+def test_a_score_name_with_a_slash_and_a_space(live: LiveServer) -> None:
+    key = project_key(live, "mon-slash")
+    tid = ingest(live, key, model="m-s", prompt=None, latency_ms=5, cost_usd=0.0)
+    assert live.app.state.runtime.get(TraceWriter).flush(10)
+    score(live, key, tid, "rag/faith fulness", 0.75, "evaluator")
+    roll(live.platform.db, now=utcnow() + timedelta(seconds=30))
+    assert by_group(get_series(live, "score:rag/faith fulness", key)) == {None: 0.75}
+    with live.client(key) as c:
+        r = c.get("/api/monitors/score:rag/faith fulness/value", params={"from": "1h"})
+    assert r.status_code == 200 and r.json()["value"] == 0.75, r.text
+
+
 # --- bad input, roles ---------------------------------------------------------------------------------
 
 

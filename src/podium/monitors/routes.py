@@ -1,5 +1,5 @@
 """`/api/monitors`: the list of monitors, a monitor's series, the overview's summary and rolling at once;
-each handler is one service call."""
+each handler is one service call. A metric is a path (`score:<name>`: score names may hold `/`)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def roll(actor: ActorDep, platform: PlatformDep) -> Rolled:
     return service.roll_now(platform, actor)
 
 
-@router.get("/{metric}/value")
+@router.get("/{metric:path}/value")
 def value(
     metric: str,
     actor: ActorDep,
@@ -60,7 +60,7 @@ def value(
     )
 
 
-@router.get("/{metric}")
+@router.get("/{metric:path}")
 def series(
     metric: str,
     actor: ActorDep,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -169,7 +169,6 @@ class _Query:
     project: str | None  # as given (name or id), for the tracing service
     lo: int = 0
     hi: int = 0
-    names: dict[str, str] = field(default_factory=dict)
 
 
 def list_metrics(actor: Actor) -> list[MetricInfo]:
