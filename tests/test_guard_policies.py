@@ -174,6 +174,14 @@ def test_most_specific_policy_wins_key_over_route_over_project(module_server: Li
     assert name("key_other", "r1") == "one-route"
     assert name("key_other", "r2") == "whole-project"
     assert book.find("prj_elsewhere", key_id, "r1") is None
+    assert name("key_other", "r1") == "one-route"
+    with module_server.client(key) as c:
+        prefix = c.get("/api/whoami").json()["key_prefix"]
+        by_prefix = {"name": "by-prefix", "applies_to": {"key": prefix}}
+        assert c.post("/api/guard/policies", json={"policy": by_prefix}).status_code == 201
+    assert name(key_id, "r1") == "one-key"  # the key's id wins; its prefix names the same key
+    by_prefix_found = book.find(project_id, "key_other", "r1", prefix)
+    assert by_prefix_found is not None and by_prefix_found.name == "by-prefix"
     with module_server.client(key) as c:
         assert c.delete("/api/guard/policies/one-key").status_code == 204
     assert name(key_id, "r1") == "one-route"  # this process's book follows the change at once

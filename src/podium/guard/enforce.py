@@ -136,12 +136,17 @@ class PolicyBook:
         """Reload every `every` seconds until cancelled."""
         await run_every(self.every, self.refresh, "reloading guard policies failed; keeping the previous ones")
 
-    def find(self, project_id: str, key_id: str | None, route: str | None) -> Compiled | None:
-        """The policy a call falls under: its key's, else its route's, else its project's (most specific wins)."""
+    def find(
+        self, project_id: str, key_id: str | None, route: str | None, key_prefix: str | None = None
+    ) -> Compiled | None:
+        """The policy a call falls under: its key's (named by id or prefix), else its route's, else its
+        project's (most specific wins)."""
         book = self._by_place
         if not book:
             return None
         found = book.get((project_id, "key", key_id)) if key_id else None
+        if found is None and key_prefix:
+            found = book.get((project_id, "key", key_prefix))
         if found is None and route:
             found = book.get((project_id, "route", route))
         if found is None:
@@ -157,7 +162,7 @@ class Enforcer:
         self.book = book
 
     def open(self, principal: Principal, route: str, kind: str) -> PolicyCall | None:
-        policy = self.book.find(principal.project_id, principal.key_id, route)
+        policy = self.book.find(principal.project_id, principal.key_id, route, principal.key_prefix)
         if policy is None:
             return None
         return PolicyCall(policy, Runner(self.platform, principal), route, kind)

@@ -8,7 +8,7 @@ on the answer (`output`), each with its settings (thresholds), its action and wh
 
 ```yaml
 name: support
-applies_to: {route: support-bot}     # or {key: key_…}, or leave it out: the whole project
+applies_to: {route: support-bot}     # or {key: key_… or pk-…}, or leave it out: the whole project
 mode: enforce                        # monitor: record decisions, block and change nothing
 deanonymize: true                    # restore redacted values in the answer
 timeout_ms: 1000                     # per scanner (an entry's own `timeout_ms` overrides it)
@@ -63,7 +63,8 @@ class ScannerEntry(BaseModel):
 
 
 class AppliesTo(BaseModel):
-    """Where a policy applies: `route: NAME`, `key: KEY_ID`, or neither (the whole project)."""
+    """Where a policy applies: `route: NAME`, `key: KEY` (its id `key_…` or its prefix `pk-…`), or neither (the
+    whole project). A route or key that does not exist (yet) is accepted: the policy applies once it does."""
 
     model_config = ConfigDict(extra="forbid")
 
