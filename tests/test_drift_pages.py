@@ -8,7 +8,6 @@ the same services the API tests cover."""
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -94,21 +93,19 @@ def test_a_report_run_from_the_form(page: Page, world: PagesWorld, report: dict[
     page.fill("input[name=current_from]", world.t1.isoformat())
     page.fill("input[name=current_to]", world.t2.isoformat())
     page.click("#run-report")
-    page.wait_for_url("**/jobs/job_*")
-    job_id = page.url.rsplit("/", 1)[-1]
-    assert job_id.startswith("job_")
-    with world.live.client(world.key) as c:
-        deadline = time.monotonic() + 300
-        job = c.get(f"/api/jobs/{job_id}").json()
-        while job["status"] not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
-            time.sleep(0.5)
-            job = c.get(f"/api/jobs/{job_id}").json()
-    assert job["status"] == "succeeded", job
-    page.goto(world.live.url + "/drift")
-    expect(page.locator(f"tr.report-row[data-report={job['result']['report_id']}]")).to_have_attribute(
-        "data-drift", "yes"
-    )
+    page.wait_for_url("**/drift?job=job_*")
+    expect(page.locator("#job-card")).to_be_visible()
+    link = page.locator("#job-report")  # the page reloads every 2 s until the job ends
+    expect(link).to_be_visible(timeout=300_000)
+    expect(page.locator("#job-status")).to_have_text("succeeded")
+    report_id = (link.get_attribute("href") or "").rsplit("/", 1)[-1]
+    expect(page.locator(f"tr.report-row[data-report={report_id}]")).to_have_attribute("data-drift", "yes")
     expect(page.locator("tr.report-row")).to_have_count(2)
+    link.click()
+    expect(page.locator("#report-id")).to_have_text(report_id)
+    expect(page.locator("#report-verdict")).to_have_text("drift")
+    response = page.goto(world.live.url + "/drift?job=job_nosuch")
+    assert response is not None and response.status == 404
 
 
 def test_a_viewer_reads_and_another_project_finds_nothing(

@@ -95,13 +95,17 @@ def bar_chart(test: TestResult) -> BarChart | None:
 
 @router.get("/drift")
 def drift_page(request: Request, session: SessionDep) -> Response:
-    """The drift reports the user sees, newest first, and (for members) a form to run one."""
+    """The drift reports the user sees, newest first, (for members) a form to run one, and with `?job=` the state
+    of a report queued from it (the page reloads until it ends, then links the report)."""
     platform = get_platform(request)
+    job_id = (request.query_params.get("job") or "").strip()
     try:
         reports = service.list_reports(platform, session.actor)
+        job = service.get_report_job(platform, session.actor, job_id) if job_id else None
     except PodiumError as exc:
         return error_page(request, session, exc)
-    return render(request, "drift/list.html", session, reports=reports)
+    running = job is not None and job.status in ("queued", "running")
+    return render(request, "drift/list.html", session, reports=reports, job=job, refresh=2 if running else None)
 
 
 @router.post("/drift")
@@ -114,7 +118,7 @@ def run_page(
     current_from: Annotated[str, Form()] = "",
     current_to: Annotated[str, Form()] = "",
 ) -> Response:
-    """Queue a report of the user's project as a job and go to the job's page."""
+    """Queue a report of the user's project as a job and follow it on the list."""
     platform = get_platform(request)
     try:
         check_csrf(session, csrf)
@@ -127,7 +131,7 @@ def run_page(
         job = service.start_report(platform, session.actor, spec)
     except PodiumError as exc:
         return error_page(request, session, exc)
-    return redirect(f"/jobs/{job.id}")
+    return redirect(f"/drift?job={job.id}")
 
 
 @router.get("/drift/reports/{report_id}")

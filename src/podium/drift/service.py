@@ -47,6 +47,7 @@ __all__ = [
     "check_spec",
     "delete_report",
     "get_report",
+    "get_report_job",
     "latest",
     "list_reports",
     "run_report",
@@ -332,6 +333,15 @@ def start_report(platform: Platform, actor: Actor, spec: DriftSpec) -> JobInfo:
         project=project_id,
         internal=True,
     )
+
+
+def get_report_job(platform: Platform, actor: Actor, job_id: str) -> JobInfo:
+    """A `drift.report` job the caller sees (its result names the report once it succeeded)."""
+    actor.require("viewer", "read drift reports")
+    job = jobs.get_job(platform.db, actor, job_id, with_logs=False)
+    if job.kind != "drift.report":
+        raise NotFound(f"drift report job {job_id!r} not found")
+    return job
 
 
 # --- reads ---------------------------------------------------------------------------------------------------
