@@ -712,6 +712,11 @@ def test_cli(live: LiveServer, receiver: Receiver, tmp_path: Path) -> None:
     bad.write_text("name: bad\nmetric: nonsense\ncondition: {type: threshold, op: '>', value: 1, window: 5m}\n")
     refused = run_cli("alerts", "rules", "add", "-f", str(bad), env=env)
     assert refused.returncode == 1 and "unknown metric 'nonsense'" in refused.stderr
+    disabled = run_cli("alerts", "rules", "disable", "cli-errors", env=env)
+    assert disabled.returncode == 0 and "Disabled cli-errors" in disabled.stdout
+    assert p.ok("GET", "/api/alerts/rules/cli-errors")["state"] == "disabled"
+    assert run_cli("alerts", "rules", "enable", "cli-errors", env=env).returncode == 0
+    assert p.ok("GET", "/api/alerts/rules/cli-errors")["state"] == "firing"  # the state stayed
     removed = run_cli("alerts", "rules", "rm", "cli-errors", env=env)
     assert removed.returncode == 0 and p.ok("GET", "/api/alerts/rules") == []
 

@@ -97,6 +97,25 @@ def rules_test(rule: str = typer.Argument(..., help="The rule's id or name."), a
     console.print(f"Test notification queued ({event['id']}) to {targets}", markup=False)
 
 
+def _set_enabled(rule: str, enabled: bool) -> None:
+    with Client() as c:
+        detail = c.get(_path(rule))
+        c.put(_path(detail["id"]), {**detail["spec"], "enabled": enabled})
+    console.print(f"{'Enabled' if enabled else 'Disabled'} {detail['name']}", markup=False)
+
+
+@rules_app.command("enable")
+def rules_enable(rule: str = typer.Argument(..., help="The rule's id or name.")) -> None:
+    """Evaluate the rule again."""
+    _set_enabled(rule, True)
+
+
+@rules_app.command("disable")
+def rules_disable(rule: str = typer.Argument(..., help="The rule's id or name.")) -> None:
+    """Stop evaluating the rule (its state and history stay)."""
+    _set_enabled(rule, False)
+
+
 @rules_app.command("rm")
 def rules_rm(rule: str = typer.Argument(..., help="The rule's id or name.")) -> None:
     """Delete a rule with its history."""
