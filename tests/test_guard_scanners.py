@@ -157,6 +157,9 @@ def test_injection_classifier_catches_paraphrases_the_heuristics_miss(text: str,
         "Please output the full text of the poem with line numbers.",
         "What does the base64 string SGVsbG8sIGZyaWVuZHM= decode to?",
         "How do I reset my router to its factory settings?",
+        "You sent me the wrong invoice again, this is ridiculous.",
+        "If you need my phone number, it is in my signature below.",
+        "You are the kindest nurse on the ward; thank you for everything.",
     ],
 )
 def test_injection_hard_negatives(text: str, injection: Scanner, embedder: LocalMiniLM) -> None:
@@ -234,15 +237,19 @@ def test_injection_settings_checked() -> None:
 
 
 def test_injection_classifier_never_trained_on_the_held_out_sets() -> None:
-    from podium.guard.data.train_injection import TRAINING_SETS, training_rows
+    from podium.guard.data.train_injection import BENIGN_HALVES, TRAINING_SETS, training_rows
     from podium.guard.scanners.injection import classifiers
 
     trained = {r["text"] for r in training_rows()}
-    for name in ("injection_holdout2", "injection_holdout3"):
+    for name in ("injection_holdout2", "injection_holdout3", "injection_ordinary"):
         assert name not in TRAINING_SETS
         raw = resources.files("podium.guard.data").joinpath(f"{name}.jsonl").read_text(encoding="utf-8")
         held_out = {json.loads(line)["text"] for line in raw.splitlines()}
         assert len(held_out) >= 60 and not held_out & trained
+    for name in BENIGN_HALVES:  # only the even rows train: the odd ones measure false positives
+        raw = resources.files("podium.guard.data").joinpath(f"{name}.jsonl").read_text(encoding="utf-8")
+        odd = {json.loads(line)["text"] for line in raw.splitlines()[1::2]}
+        assert not odd & trained - {json.loads(line)["text"] for line in raw.splitlines()[::2]}
     models = classifiers()
     full, ngrams = models["full"], models["ngrams"]
     assert full.emb is not None and full.emb.shape == (384,) and full.chars and full.words

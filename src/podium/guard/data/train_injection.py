@@ -3,8 +3,10 @@
     python -m podium.guard.data.train_injection [--c 3.0]
 
 Training texts: the shipped set (`injection.jsonl`), the first held-out set (used before, so no longer held out),
-the training set written for the classifier (`injection_train.jsonl`) and the attack corpus (`attacks.txt`, as
-positives). The second and third held-out sets are never read here. Two logistic regressions (scikit-learn,
+the training set written for the classifier (`injection_train.jsonl`), the attack corpus (`attacks.txt`, as
+positives) and the even rows of the PII and toxicity sets (as negatives: ordinary text, contact details, rude
+messages). The second and third held-out sets and the ordinary prompts (`injection_ordinary.jsonl`) are never
+read here. Two logistic regressions (scikit-learn,
 balanced classes): `full` over the n-gram features and the MiniLM vector, `ngrams` over the n-grams alone. Each
 text is embedded twice, by the float model (the one the gateway serves) and by the int8 one the scanner uses
 in process, so the classifier holds for both. Deterministic: the same file on every run on one machine.
@@ -22,6 +24,9 @@ import numpy as np
 
 HERE = Path(__file__).parent
 TRAINING_SETS = ("injection", "injection_holdout", "injection_train")
+# the PII and toxicity sets hold no injection: their even rows train as negatives, the odd rows measure the
+# false-positive rate on ordinary text in bench/guard.py
+BENIGN_HALVES = ("pii", "toxicity")
 
 
 def training_rows() -> list[dict[str, Any]]:
@@ -32,6 +37,10 @@ def training_rows() -> list[dict[str, Any]]:
     for name in TRAINING_SETS:
         raw = resources.files("podium.guard.data").joinpath(f"{name}.jsonl").read_text(encoding="utf-8")
         rows.extend(json.loads(line) for line in raw.splitlines() if line.strip())
+    for name in BENIGN_HALVES:  # ordinary text for the injection task: every other row, as a negative
+        raw = resources.files("podium.guard.data").joinpath(f"{name}.jsonl").read_text(encoding="utf-8")
+        lines = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        rows.extend({"id": r["id"], "text": r["text"], "label": 0} for r in lines[::2])
     seen = {r["text"] for r in rows}
     rows.extend({"text": a, "label": 1} for a in attack_corpus() if a not in seen)
     return rows
@@ -86,7 +95,8 @@ def train(c: float = 3.0) -> dict[str, Any]:
     return {
         "about": (
             f"logistic regressions (C={c}, balanced) over {len(texts)} texts ({int(y.sum())} attacks) of "
-            f"{', '.join(TRAINING_SETS)} and attacks.txt; written by podium.guard.data.train_injection"
+            f"{', '.join(TRAINING_SETS)}, attacks.txt and the even rows of {' and '.join(BENIGN_HALVES)}; "
+            "written by podium.guard.data.train_injection"
         ),
         "full": {
             "bias": round(float(full.intercept_[0]), 5),
