@@ -76,8 +76,9 @@ def drones(rng: random.Random) -> tuple[str, str]:
     return question, rng.choice(FRENCH_ANSWERS)
 
 
-def send(live: LiveServer, key: str, pairs: list[tuple[str, str]], start: datetime) -> None:
-    """One trace per (question, answer): a chat request and its OpenAI-shaped answer, a second apart."""
+def send(live: LiveServer, key: str, pairs: list[tuple[str, str | None]], start: datetime) -> None:
+    """One trace per (question, answer): a chat request and its OpenAI-shaped answer (none for None), a second
+    apart."""
     spans = []
     for i, (question, answer) in enumerate(pairs):
         tid = "trc-" + uuid.uuid4().hex[:20]
@@ -91,7 +92,7 @@ def send(live: LiveServer, key: str, pairs: list[tuple[str, str]], start: dateti
                 "prompt_version_id": "prv_support",
                 "start_time": (start + timedelta(seconds=i)).isoformat(),
                 "input": {"model": "support-bot", "messages": [{"role": "user", "content": question}]},
-                "output": {"choices": [{"message": {"role": "assistant", "content": answer}}]},
+                "output": {"choices": [{"message": {"role": "assistant", "content": answer}}]} if answer else None,
             }
         )
     with live.client(key) as c:
@@ -290,6 +291,23 @@ def test_bad_questions_name_the_field(world: World, backend: str) -> None:
     # shape errors: FastAPI's, with the field's location
     for body in ({**world.spec(), "auc_threshold": 0.4}, {**world.spec(), "max_samples": 5}, {"current_from": "x"}):
         assert world.post("/api/drift/reports", body).status_code in (400, 422)
+
+
+def test_a_field_without_enough_texts_is_marked_insufficient_unless_asked_for(world: World, backend: str) -> None:
+    sqlite_only(backend)
+    project = f"drift-inputs-{uuid.uuid4().hex[:6]}"
+    key = project_key(world.live, project)
+    rng = random.Random(5)
+    send(world.live, key, [(billing(rng)[0], None) for _ in range(40)], world.t0)
+    send(world.live, key, [(drones(rng)[0], None) for _ in range(40)], world.t1)
+    r = world.post("/api/drift/reports", world.spec(), key)
+    assert r.status_code == 201, r.text
+    report = r.json()
+    outputs = field_of(report, "output")
+    assert outputs["status"] == "insufficient" and outputs["tests"] == [] and "no output texts" in outputs["detail"]
+    assert field_of(report, "input")["status"] == "ok" and report["drift"] is True
+    asked = world.post("/api/drift/reports", world.spec(fields=["input", "output"]), key)
+    assert asked.status_code == 400 and asked.json()["error"]["details"]["field"] == "reference_from"
 
 
 def test_roles_reads_latest_and_jobs(world: World, backend: str) -> None:

@@ -233,7 +233,8 @@ def run_report(platform: Platform, actor: Actor, spec: DriftSpec, progress: Prog
     embed = _embedder()
     reports: list[FieldReport] = []
     refused: list[InvalidInput] = []
-    for f in fields:
+    samples: list[tuple[FieldReport, Texts, Texts]] = []
+    for f in fields:  # every side is sampled and counted before any analysis, so refusals come early
         said(f"{f}: sampling texts")
         if spec.reference_dataset is not None:
             ref_total, ref, ref_sampled = _dataset_texts(platform, actor, spec, f)
@@ -256,33 +257,33 @@ def run_report(platform: Platform, actor: Actor, spec: DriftSpec, progress: Prog
             current_used=len(cur),
             sampled=ref_sampled or cur_sampled,
         )
+        reports.append(report)
         sides = (("reference", ref_field, len(ref)), ("current", "current_from", len(cur)))
         short = [(side, name, n) for side, name, n in sides if n < MIN_SAMPLES]
-        if short:
-            side, name, n = short[0]
-            why = (
-                f"the {side} side has {'no' if n == 0 else f'only {n}'} {f} text{'s' if n != 1 else ''}; a drift test"
-                f" needs at least {MIN_SAMPLES} per side"
-            )
-            refused.append(InvalidInput(why, details={"field": name, "side": side, "texts": n, "minimum": MIN_SAMPLES}))
-            report.status, report.detail = "insufficient", why
-            reports.append(report)
+        if not short:
+            samples.append((report, sorted(ref, key=_order), sorted(cur, key=_order)))
             continue
-        reports.append(
-            analyse(
-                f,
-                sorted(ref, key=_order),
-                sorted(cur, key=_order),
-                auc_threshold=spec.auc_threshold,
-                psi_threshold=spec.psi_threshold,
-                seed=spec.seed,
-                embed=embed,
-                progress=said,
-                report=report,
-            )
+        side, name, n = short[0]
+        why = (
+            f"the {side} side has {'no' if n == 0 else f'only {n}'} {f} text{'s' if n != 1 else ''}; a drift test"
+            f" needs at least {MIN_SAMPLES} per side"
         )
+        refused.append(InvalidInput(why, details={"field": name, "side": side, "texts": n, "minimum": MIN_SAMPLES}))
+        report.status, report.detail = "insufficient", why
     if refused and (chosen or len(refused) == len(fields)):
         raise refused[0]
+    for report, ref, cur in samples:
+        analyse(
+            report.field,
+            ref,
+            cur,
+            auc_threshold=spec.auc_threshold,
+            psi_threshold=spec.psi_threshold,
+            seed=spec.seed,
+            embed=embed,
+            progress=said,
+            report=report,
+        )
     scores = [t.score for r in reports for t in r.tests if t.name == "embedding" and t.score is not None]
     now = utcnow()
     report_id = new_id("drr")
