@@ -75,6 +75,12 @@ def create(live: LiveServer, key: str, policy: dict[str, Any]) -> Any:
         ({"mode": "audit"}, "mode", "'enforce' or 'monitor'"),
         ({"timeout_ms": 0}, "timeout_ms", "greater than or equal to 1"),
         ({"inputs": []}, "inputs", "unknown field"),
+        (
+            {"output": [{"type": "json_schema", "settings": {"schema": {"type": 12}}}]},
+            "output.0.settings.schema",
+            "schema",
+        ),
+        ({"input": [{"type": "topics", "settings": {"threshold": 0.5}}]}, "input.0.settings", "'ban' or 'allow'"),
     ],
 )
 def test_bad_policies_are_refused_naming_the_field(

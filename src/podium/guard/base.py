@@ -102,7 +102,12 @@ class Scanner:
                 raise ScannerError(
                     f"scanner {cls.name!r}: unknown setting {where!r}; known settings: {known}", where
                 ) from None
-            raise ScannerError(f"scanner {cls.name!r} setting {where!r}: {err['msg']}", where) from None
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if not err["loc"]:  # a rule across settings (a model validator)
+                raise ScannerError(
+                    message if cls.name in message else f"scanner {cls.name!r}: {message}", where
+                ) from None
+            raise ScannerError(f"scanner {cls.name!r} setting {where!r}: {message}", where) from None
 
     @property
     def action(self) -> Action:

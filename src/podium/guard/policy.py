@@ -157,8 +157,10 @@ def check_policy(data: Any) -> PolicySpec:
 
 
 def check_entry(entry: ScannerEntry, stage: Stage, where: str) -> None:
-    """Refuse an unknown scanner, a scanner on a stage it does not run on, and bad settings (by the scanner's
-    settings model; models are not loaded here, so the API process never loads torch)."""
+    """Refuse an unknown scanner, a scanner on a stage it does not run on, and bad settings: by the scanner's
+    settings model, and by building the scanner when it needs no collaborator (a JSON schema that does not
+    compile, Presidio missing for PERSON); scanners that embed or call a model through the gateway are only
+    parsed here (the API process never loads torch), so their constructor's checks run on first use."""
     try:
         cls = registry.scanner_class(entry.type)
     except ScannerError as exc:
@@ -171,8 +173,12 @@ def check_entry(entry: ScannerEntry, stage: Stage, where: str) -> None:
         )
     try:
         cls.parse(scanner_settings(entry))
+        if not getattr(cls, "injects", ()):  # built once here too: what only its constructor checks fails now
+            from podium.guard.service import get_scanner
+
+            get_scanner(entry.type, scanner_settings(entry))
     except ScannerError as exc:
         field = f"{where}.action" if exc.setting == "action" and entry.action is not None else f"{where}.settings"
-        if exc.setting and exc.setting != "action":
+        if exc.setting and exc.setting not in ("action", "settings"):
             field = f"{where}.settings.{exc.setting}"
         raise InvalidInput(f"policy field {field!r}: {exc}", details={"field": field}) from None

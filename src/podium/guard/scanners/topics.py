@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from podium.guard.base import BOTH, Finding, ScanContext, Scanner, ScannerError, ScannerSettings
 from podium.guard.embedding import Embedder, default_embedder
@@ -31,6 +31,17 @@ class TopicsSettings(ScannerSettings):
     ban: list[str] = Field(default_factory=list, max_length=500)
     allow: list[str] = Field(default_factory=list, max_length=500)
     threshold: float = Field(default=0.4, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _topics(self) -> TopicsSettings:
+        """At least one list, and no empty topic (checked with the settings, before any embedding)."""
+        if not self.ban and not self.allow:
+            raise ValueError("scanner 'topics' needs 'ban' or 'allow': a list of topic descriptions")
+        for field in ("ban", "allow"):
+            for i, item in enumerate(getattr(self, field)):
+                if not item.strip():
+                    raise ValueError(f"'{field}.{i}': a topic must not be empty")
+        return self
 
 
 @register
