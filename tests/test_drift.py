@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from podium.core.db import utcnow
+from podium.core.identity import Actor
+from podium.tracing.service import TraceFilters, sample_texts
 from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, project_key, run_cli, serve_for_module
@@ -196,6 +198,11 @@ def test_shifted_traffic_is_drift_with_its_explanation(world: World) -> None:
     assert all(e["text"].startswith("How can I") for e in inputs["reference_like"])
     assert all(e["trace_id"] for e in inputs["current_like"])
     assert report["score"] == max(result_of(report, f, "embedding")["score"] for f in ("input", "output"))
+    # more traces than asked: a random sample of distinct traces, drawn by the database (random() on both)
+    window = TraceFilters(project=world.shifted, start=world.t1, end=world.t2)
+    got = sample_texts(world.live.platform, Actor.system(), window, "input", 25)
+    assert got.sampled and got.total == N and len({i for i, _ in got.texts}) == len(got.texts) == 25
+    assert all("drone" in text for _, text in got.texts)
 
 
 def test_unshifted_traffic_is_not_drift(world: World, backend: str) -> None:

@@ -2,8 +2,9 @@
 of the traces a filter selects, each reduced to its text (a chat request's last user message, an answer's
 assistant message, plain text as it is). Read-only.
 
-A window holding more traces than asked is sampled by the database (`ORDER BY random()`, on SQLite and
-PostgreSQL alike), so the sample is random but not reproducible; fewer are read whole. A payload kept in the
+A window holding more traces than asked is sampled by the database (`ORDER BY random()` over the ids, on SQLite
+and PostgreSQL alike, then the bodies of the ids drawn), so the sample is random but not reproducible; fewer are
+read whole. A payload kept in the
 artifact store counts with its stored preview (its first 1,000 characters), not its whole body.
 """
 
@@ -126,12 +127,19 @@ def sample_texts(
         if prompt_version is not None:
             conds.append(Trace.id.in_(select(Span.trace_id).where(Span.prompt_version_id == prompt_version)))
         total = int(s.execute(select(func.count()).select_from(Trace).where(*conds)).scalar_one())
-        q = select(Trace.id, column.label("body")).where(*conds)
         sampled = total > limit
-        q = q.order_by(func.random()).limit(limit) if sampled else q.order_by(Trace.id)
         texts = []
-        for row in s.execute(q.execution_options(yield_per=200)):
-            text = stored_to_text(row.body, field)
+        if not sampled:
+            q = select(Trace.id, column.label("body")).where(*conds).order_by(Trace.id)
+            rows = [(str(r.id), r.body) for r in s.execute(q.execution_options(yield_per=200))]
+        else:  # draw the ids first (the sort holds ids, not bodies), then read their bodies
+            ids = [str(i) for i in s.scalars(select(Trace.id).where(*conds).order_by(func.random()).limit(limit))]
+            rows = []
+            for at in range(0, len(ids), 500):
+                chunk = select(Trace.id, column.label("body")).where(Trace.id.in_(ids[at : at + 500]))
+                rows += [(str(r.id), r.body) for r in s.execute(chunk)]
+        for trace_id, body in rows:
+            text = stored_to_text(body, field)
             if text:
-                texts.append((str(row.id), text))
+                texts.append((trace_id, text))
     return TextSample(total=total, texts=texts, sampled=sampled)
