@@ -444,6 +444,24 @@ def test_prometheus_exposes_the_monitors(
     assert "# HELP podium_monitor_latency_p95_ms" in text
 
 
+def test_prometheus_label_values_are_bounded(
+    live: LiveServer, gateway_calls: service.Rolled, ingested: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from podium.monitors import prometheus
+
+    monkeypatch.setattr(prometheus, "MAX_GROUPS", 2)
+    monkeypatch.setattr(prometheus, "MAX_SCORE_NAMES", 1)
+    monkeypatch.setattr(prometheus, "_cache", {})
+    with live.client() as c:
+        text = c.get("/metrics").text
+    requests = [line for line in text.splitlines() if line.startswith("podium_monitor_requests{")]
+    assert len(requests) == 2  # the two busiest (project, route, model) groups
+    names = {
+        line.split('name="')[1].split('"')[0] for line in text.splitlines() if line.startswith("podium_monitor_score{")
+    }
+    assert names == {"toxicity"}  # the most given score name
+
+
 def test_cli_ls_and_show(live: LiveServer, gateway_calls: service.Rolled, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PODIUM_URL", live.url)
     monkeypatch.setenv("PODIUM_API_KEY", live.admin_key)
