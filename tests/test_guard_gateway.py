@@ -24,7 +24,7 @@ from podium.guard.base import Finding, ScanContext, Scanner, ScannerSettings
 from podium.tracing.writer import TraceWriter
 
 from .conftest import LiveServer, project_key, run_cli, serve_for_module
-from .evalfake import EvalFake, start_eval_fake
+from .evalfake import EvalFake, Rule, start_eval_fake
 from .fakes import FakeServer, _last_user, _serve
 
 PROJECT = "guardgw"
@@ -143,7 +143,9 @@ def embedder() -> Iterator[EvalFake]:
 def gw(tmp_path_factory: pytest.TempPathFactory, upstream: FakeServer, embedder: EvalFake) -> Iterator[LiveServer]:
     for live in serve_for_module("sqlite", tmp_path_factory.mktemp("guardgw")):
         with live.client() as c:
-            for name, url in (("g-chat", upstream.url), ("g-other", upstream.url), ("minilm-l6-v2", embedder.url)):
+            routes = [("g-chat", upstream.url), ("g-other", upstream.url)]
+            routes += [("minilm-l6-v2", embedder.url), ("guard-judge", embedder.url)]
+            for name, url in routes:
                 deployment = {"name": "a", "provider": "openai", "base_url": url + "/v1", "model": name}
                 r = c.post("/api/routes", json={"name": name, "deployments": [deployment]})
                 assert r.status_code == 201, r.text
@@ -155,7 +157,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: FakeServer, embedder:
 def keys(gw: LiveServer) -> dict[str, str]:
     """Keys of one project: `editor` writes the policies; `plain` has no policy of its own; `strict`, `closed` and
     `open` each have a key policy."""
-    names = ("editor", "plain", "strict", "closed", "open", "watch", "masked", "embeds", "slow")
+    names = ("editor", "plain", "strict", "closed", "open", "watch", "masked", "embeds", "slow", "judged")
     made = {name: project_key(gw, PROJECT) for name in names}
     ids = {}
     for name, raw in made.items():
@@ -194,6 +196,11 @@ def keys(gw: LiveServer) -> dict[str, str]:
             "applies_to": {"key": ids["slow"]},
             "timeout_ms": 50,
             "input": [{"type": "test_slow", "on_error": "closed"}],
+        },
+        {  # a model judges answers (once per answer: a stream is held and judged whole)
+            "name": "judged",
+            "applies_to": {"key": ids["judged"]},
+            "output": [{"type": "llm_judge", "settings": {"model": "guard-judge", "policy": "Never promise refunds."}}],
         },
         {  # monitor mode: decisions recorded, nothing blocked or changed
             "name": "watch-only",
@@ -444,3 +451,25 @@ def test_a_scanner_over_its_timeout_follows_on_error(gw: LiveServer, keys: dict[
     assert r.headers["x-podium-guard-policy"] == "too-slow"
     [d] = trace(gw, keys["slow"], r.headers["x-podium-trace-id"])["metadata"]["guard"]["decisions"]
     assert d["error"] == "timed out after 50 ms" and d["action"] == "block"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_judge_model_checks_each_answer_once(
+    gw: LiveServer, keys: dict[str, str], embedder: EvalFake, stream: bool
+) -> None:
+    embedder.rules[:] = [Rule("will refund you", "VIOLATION: it promises a refund"), Rule("Paris", "OK, fine")]
+    client = sdk(gw, keys["judged"])
+    before = embedder.chat_calls
+    ok = client.chat.completions.create(**chat("g-other", "Is the capital Paris? Say so."), stream=stream)
+    text = (
+        "".join(c.choices[0].delta.content or "" for c in ok if c.choices) if stream else ok.choices[0].message.content
+    )
+    assert text == "You said: Is the capital Paris? Say so."
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        bad = client.chat.completions.create(**chat("g-other", "Tell them we will refund you in full."), stream=stream)
+        for c in bad if stream else []:
+            received += [c.choices[0].delta.content or ""] if c.choices else []
+    assert "blocked by policy 'judged': scanner llm_judge found POLICY_VIOLATION" in str(caught.value.message)
+    assert "".join(received) == ""  # a held stream sends nothing the judge has not passed
+    assert embedder.chat_calls - before == 2  # one judgement per answer, streamed or not

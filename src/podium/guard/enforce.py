@@ -391,8 +391,13 @@ class PolicyCall:
         self.blocked: str | None = None
 
     @property
-    def enforce(self) -> bool:
-        return self.compiled.spec.mode == "enforce"
+    def holds_stream(self) -> bool:
+        """Whether a streamed answer is held whole and checked once at its end: when an output scanner calls a
+        model (`llm_judge`), which must not run for every word, and must not judge an answer already sent."""
+        try:
+            return any("caller" in e.injects() for e in self.compiled.output)
+        except Exception:  # a plugin that no longer loads: its failure is the scan's to report
+            return False
 
     def _record(self, stage: Stage, started: Any, verdict: Verdict) -> StageRun:
         run = StageRun(stage, started, utcnow(), verdict.latency_ms, verdict.reason is not None, verdict.decisions)
@@ -593,6 +598,8 @@ class StreamCheck:
         if not text:
             return ""
         self.text += text
+        if self.call.holds_stream:
+            return ""  # checked whole at the end (a model judges it once)
         if not any(c in text for c in " \n") and len(self.text) - self.sent <= HOLD_MAX:
             return ""  # a word still arriving: nothing more could go out, so nothing is scanned yet
         await self._scan()
