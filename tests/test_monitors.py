@@ -424,6 +424,16 @@ def test_list_and_summary(live: LiveServer, gateway_calls: service.Rolled, inges
         assert {"requests", "error_rate", "latency_p95_ms", "block_rate", "refusal_rate", "feedback_mean"} <= names
         assert "score:<name>" in names
         summary = c.get("/api/monitors/summary", params={"window": "1h"}).json()
+    # the summary's figures are what `value` reads for each window
+    end = utcnow()
+    found = service.summary(live.platform, Actor.system(), window=timedelta(hours=1), end=end)
+    for f in found.figures + found.scores:
+        for got, start, stop in (
+            (f.current, end - timedelta(hours=1), end),
+            (f.previous, end - timedelta(hours=2), end - timedelta(hours=1)),
+        ):
+            expected = service.value(live.platform, Actor.system(), f.metric.name, start=start, end=stop)
+            assert got == (pytest.approx(expected) if expected is not None else None), f.metric.name
     figures = {f["metric"]["name"]: f for f in summary["figures"]}
     assert figures["requests"]["current"] >= 7 and figures["requests"]["previous"] is None
     assert {s["metric"]["name"] for s in summary["scores"]} >= {"score:toxicity", "score:thumbs"}

@@ -20,6 +20,7 @@ scores named like feedback (`feedback`, `thumbs`, `thumbs_up`, `rating`, `user_f
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -555,9 +556,15 @@ def summary(
     end = end or utcnow()
     start, before = end - window, end - 2 * window
 
+    now_figures = _headline(platform, actor, project, start, end)
+    before_figures = _headline(platform, actor, project, before, start)
+
     def figure(metric: str) -> SummaryFigure:
-        current = value(platform, actor, metric, project=project, start=start, end=end)
-        previous = value(platform, actor, metric, project=project, start=before, end=start)
+        if metric in now_figures:
+            current, previous = now_figures[metric], before_figures[metric]
+        else:
+            current = value(platform, actor, metric, project=project, start=start, end=end)
+            previous = value(platform, actor, metric, project=project, start=before, end=start)
         change = (current - previous) / abs(previous) if current is not None and previous else None
         return SummaryFigure(metric=metric_info(metric), current=current, previous=previous, change=change)
 
@@ -570,6 +577,29 @@ def summary(
         figures=[figure(m) for m in SUMMARY_METRICS],
         scores=[figure(SCORE_PREFIX + n) for n in names[:MAX_SUMMARY_SCORES]],
     )
+
+
+def _headline(
+    platform: Platform, actor: Actor, project: str | None, start: datetime, end: datetime
+) -> dict[str, float | None]:
+    """The summary's figures of one window from three reads (each as `value` reads it): the tracing service's
+    aggregate for traffic, errors, tokens, cost and latency; the monitor rollup's cell for the rates; the
+    scores for feedback."""
+    out: dict[str, float | None] = {}
+    with platform.db.read_session() as s:
+        q = _query(s, actor, "block_rate", project, None, None, None, start, end)
+        cell = _read_cells(s, q, None, None).get((0, None))
+        for metric in ("cache_hit_rate", "block_rate", "refusal_rate"):
+            out[metric] = _cell_value(dataclasses.replace(q, metric=METRICS[metric]), cell)[0] if cell else None
+    rows = aggregate(platform, actor, _filters(q, start, end), bucket="day").rows
+    for metric in ("requests", "error_rate", "cost_usd", "total_tokens"):
+        out[metric] = _sum_rows(rows, metric) if rows else None
+    if len(rows) == 1 or not rows:
+        out["latency_p95_ms"] = _sum_rows(rows, "latency_p95_ms") if rows else None
+    else:  # a window across midnight: percentiles do not add up, `value` reads the histograms
+        out["latency_p95_ms"] = value(platform, actor, "latency_p95_ms", project=project, start=start, end=end)
+    out["feedback_mean"] = value(platform, actor, "feedback_mean", project=project, start=start, end=end)
+    return out
 
 
 def score_names(
