@@ -157,7 +157,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: FakeServer, embedder:
 def keys(gw: LiveServer) -> dict[str, str]:
     """Keys of one project: `editor` writes the policies; `plain` has no policy of its own; `strict`, `closed` and
     `open` each have a key policy."""
-    names = ("editor", "plain", "strict", "closed", "open", "watch", "masked", "embeds", "slow", "judged")
+    names = ("editor", "plain", "strict", "closed", "open", "watch", "masked", "embeds", "slow", "judged", "jsonish")
     made = {name: project_key(gw, PROJECT) for name in names}
     ids = {}
     for name, raw in made.items():
@@ -201,6 +201,11 @@ def keys(gw: LiveServer) -> dict[str, str]:
             "name": "judged",
             "applies_to": {"key": ids["judged"]},
             "output": [{"type": "llm_judge", "settings": {"model": "guard-judge", "policy": "Never promise refunds."}}],
+        },
+        {  # answers must be JSON objects with "a": a window of one would not be, so streams are checked whole
+            "name": "json-only",
+            "applies_to": {"key": ids["jsonish"]},
+            "output": [{"type": "json_schema", "settings": {"schema": {"type": "object", "required": ["a"]}}}],
         },
         {  # monitor mode: decisions recorded, nothing blocked or changed
             "name": "watch-only",
@@ -473,3 +478,20 @@ def test_a_judge_model_checks_each_answer_once(
     assert "blocked by policy 'judged': scanner llm_judge found POLICY_VIOLATION" in str(caught.value.message)
     assert "".join(received) == ""  # a held stream sends nothing the judge has not passed
     assert embedder.chat_calls - before == 2  # one judgement per answer, streamed or not
+
+
+def test_a_whole_answer_check_holds_the_stream_until_the_end(gw: LiveServer, keys: dict[str, str]) -> None:
+    client = sdk(gw, keys["jsonish"])
+    fenced = 'Here: ```json\n{"a": 1, "b": [1, 2, 3]}\n```'
+    pieces = [
+        c.choices[0].delta.content
+        for c in client.chat.completions.create(**chat("g-other", fenced), stream=True)
+        if c.choices and c.choices[0].delta.content
+    ]
+    assert "".join(pieces) == "You said: " + fenced and len(pieces) == 1  # checked whole, sent at once
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        for c in client.chat.completions.create(**chat("g-other", "no json here at all"), stream=True):
+            received += [c.choices[0].delta.content or ""] if c.choices else []
+    assert "blocked by policy 'json-only': scanner json_schema found" in str(caught.value.message)
+    assert "".join(received) == ""

@@ -76,12 +76,14 @@ class ScannerSettings(BaseModel):
 class Scanner:
     """Base of every scanner. Subclasses set `name`, `stages`, `description`, a `Settings` model, and implement
     `check` (or `scan` when they must await). `blocking` marks scanners heavy enough (a model forward pass) that
-    an event loop should run them on a thread."""
+    an event loop should run them on a thread; `whole` marks those that judge an answer as a whole, which a
+    gateway policy runs once on a complete streamed answer rather than on each window of it."""
 
     name: ClassVar[str] = "scanner"
     description: ClassVar[str] = ""
     stages: ClassVar[frozenset[Stage]] = BOTH
     blocking: ClassVar[bool] = False
+    whole: ClassVar[bool] = False  # judges a whole answer (JSON validity, relevance, a model's verdict): not a window
     Settings: ClassVar[type[ScannerSettings]] = ScannerSettings
 
     def __init__(self, settings: dict[str, Any] | None = None):

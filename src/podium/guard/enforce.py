@@ -388,16 +388,20 @@ class PolicyCall:
         self.prompt: str | None = None
         self.runs: list[StageRun] = []
         self.streams: list[StreamCheck] = []
+        self._holds: bool | None = None
         self.blocked: str | None = None
 
     @property
     def holds_stream(self) -> bool:
-        """Whether a streamed answer is held whole and checked once at its end: when an output scanner calls a
-        model (`llm_judge`), which must not run for every word, and must not judge an answer already sent."""
-        try:
-            return any("caller" in e.injects() for e in self.compiled.output)
-        except Exception:  # a plugin that no longer loads: its failure is the scan's to report
-            return False
+        """Whether a streamed answer is held whole and checked once at its end: when an output scanner judges a
+        whole answer (`json_schema`, `relevance`, `llm_judge`: a window of it would be invalid JSON, off-topic,
+        or a model call per word), so nothing it has not passed is sent."""
+        if self._holds is None:
+            try:
+                self._holds = any(registry.scanner_class(e.spec.type).whole for e in self.compiled.output)
+            except Exception:  # a plugin that no longer loads: its failure is the scan's to report
+                self._holds = False
+        return self._holds
 
     def _record(self, stage: Stage, started: Any, verdict: Verdict) -> StageRun:
         run = StageRun(stage, started, utcnow(), verdict.latency_ms, verdict.reason is not None, verdict.decisions)

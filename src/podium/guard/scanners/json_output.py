@@ -31,6 +31,7 @@ class JsonSchema(Scanner):
     name = "json_schema"
     description = "output must be JSON valid against a JSON Schema"
     stages = OUTPUT
+    whole = True
     Settings = JsonSchemaSettings
     settings: JsonSchemaSettings
 

@@ -94,6 +94,7 @@ class LlmJudge(Scanner):
     name = "llm_judge"
     description = "a policy in words, judged by any gateway model (VIOLATION or OK)"
     stages = BOTH
+    whole = True
     Settings = JudgeSettings
     settings: JudgeSettings
     injects = ("caller",)

@@ -28,6 +28,7 @@ class Relevance(Scanner):
     name = "relevance"
     description = "output relevance to the prompt (MiniLM cosine similarity under a threshold)"
     stages = OUTPUT
+    whole = True
     blocking = True
     Settings = RelevanceSettings
     settings: RelevanceSettings
