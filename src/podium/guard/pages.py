@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Form, Request
+from pydantic import ValidationError
 from starlette.responses import Response
 
-from podium.core.errors import PodiumError
+from podium.core.errors import InvalidInput, PodiumError
 from podium.core.http import get_platform
 from podium.guard import policies
+from podium.guard.policies import PolicyTest, PolicyTestResult
 from podium.guard.policy import PolicySpec, on_error
-from podium.web.shell import PageSession, error_page, page_session, render
+from podium.web.shell import PageSession, check_csrf, error_page, page_session, render
 
 router = APIRouter(include_in_schema=False)
 SessionDep = Annotated[PageSession, Depends(page_session)]
@@ -44,7 +46,37 @@ def guard_page(request: Request, session: SessionDep) -> Response:
 @router.get("/guard/policies/{name}")
 def policy_page(request: Request, name: str, session: SessionDep) -> Response:
     """One policy: where it applies, its scanners stage by stage, its YAML, its versions and its recent
-    findings."""
+    findings, and a form to try it on a text."""
+    return _policy(request, name, session)
+
+
+@router.post("/guard/policies/{name}/test")
+def policy_test_page(
+    request: Request,
+    name: str,
+    session: SessionDep,
+    csrf: Annotated[str, Form()] = "",
+    text: Annotated[str, Form()] = "",
+    stage: Annotated[str, Form()] = "input",
+) -> Response:
+    """Try the policy on a text from its page (a dry run: nothing is recorded)."""
+    try:
+        check_csrf(session, csrf)
+        trial = policies.test_policy(
+            get_platform(request), session.actor, name, PolicyTest.model_validate({"text": text, "stage": stage})
+        )
+    except PodiumError as exc:
+        return error_page(request, session, exc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        return error_page(request, session, InvalidInput(f"{field}: {err['msg']}", details={"field": field}))
+    return _policy(request, name, session, trial=trial, tried=text)
+
+
+def _policy(
+    request: Request, name: str, session: PageSession, trial: PolicyTestResult | None = None, tried: str = ""
+) -> Response:
     platform = get_platform(request)
     try:
         policy = policies.get_policy(platform, session.actor, name)
@@ -75,4 +107,6 @@ def policy_page(request: Request, name: str, session: SessionDep) -> Response:
         stages=stages,
         versions=versions,
         findings=findings,
+        trial=trial,
+        tried=tried,
     )
