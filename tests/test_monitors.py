@@ -6,6 +6,7 @@ the Prometheus exposition; the `podium monitors` commands."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -351,6 +352,28 @@ def test_the_background_roll_waits_for_a_minute_to_end_and_sees_old_hours(live: 
     roll(live.platform.db, now=later, partial=False)
     assert by_group(get_series(live, "requests", key, **params)) == {None: 2}
     assert roll(live.platform.db, now=later, partial=False).minutes == 0
+
+
+def test_concurrent_rolls_count_each_trace_once(live: LiveServer) -> None:
+    key = project_key(live, "mon-concurrent")
+    base = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=20)
+    for i in range(12):
+        at = base + timedelta(minutes=i % 4, seconds=i)
+        ingest(live, key, model="m-c", prompt="c@1", latency_ms=10 + i, cost_usd=0.001, at=at)
+    assert live.app.state.runtime.get(TraceWriter).flush(10)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda _: roll(live.platform.db), range(4)))
+    assert sum(d.traces for d in done) >= 12
+    window = {"from": (base - timedelta(minutes=1)).isoformat(), "to": (base + timedelta(minutes=5)).isoformat()}
+    params = {"prompt": "c@1", "bucket": "day", **window}
+    assert by_group(get_series(live, "requests", key, **params)) == {None: 12}
+    assert by_group(get_series(live, "cost_usd", key, **params)) == {None: pytest.approx(0.012)}
+    assert [p["value"] for p in get_series(live, "requests", key, **{**params, "bucket": "minute"})["points"]] == [
+        3,
+        3,
+        3,
+        3,
+    ]
 
 
 def test_old_minute_rows_are_pruned_and_hours_and_days_stay(live: LiveServer) -> None:
