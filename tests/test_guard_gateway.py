@@ -157,7 +157,20 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: FakeServer, embedder:
 def keys(gw: LiveServer) -> dict[str, str]:
     """Keys of one project: `editor` writes the policies; `plain` has no policy of its own; `strict`, `closed` and
     `open` each have a key policy."""
-    names = ("editor", "plain", "strict", "closed", "open", "watch", "masked", "embeds", "slow", "judged", "jsonish")
+    names = (
+        "editor",
+        "plain",
+        "strict",
+        "closed",
+        "open",
+        "watch",
+        "masked",
+        "embeds",
+        "slow",
+        "judged",
+        "jsonish",
+        "topical",
+    )
     made = {name: project_key(gw, PROJECT) for name in names}
     ids = {}
     for name, raw in made.items():
@@ -206,6 +219,14 @@ def keys(gw: LiveServer) -> dict[str, str]:
             "name": "json-only",
             "applies_to": {"key": ids["jsonish"]},
             "output": [{"type": "json_schema", "settings": {"schema": {"type": "object", "required": ["a"]}}}],
+        },
+        {  # a model-based scanner on a stream runs every so many characters, a pattern one at every word
+            "name": "topical",
+            "applies_to": {"key": ids["topical"]},
+            "output": [
+                {"type": "topics", "settings": {"ban": ["zzzz qqqq xxxx"], "threshold": 0.99}},
+                {"type": "pii", "settings": {"entities": ["EMAIL"]}, "action": "mask"},
+            ],
         },
         {  # monitor mode: decisions recorded, nothing blocked or changed
             "name": "watch-only",
@@ -495,3 +516,18 @@ def test_a_whole_answer_check_holds_the_stream_until_the_end(gw: LiveServer, key
             received += [c.choices[0].delta.content or ""] if c.choices else []
     assert "blocked by policy 'json-only': scanner json_schema found" in str(caught.value.message)
     assert "".join(received) == ""
+
+
+def test_model_based_scanners_check_a_stream_every_so_many_characters(gw: LiveServer, keys: dict[str, str]) -> None:
+    client = sdk(gw, keys["topical"])
+    words = " ".join(f"word{i}" for i in range(80)) + f" {EMAIL} end"
+    with client.chat.completions.with_streaming_response.create(**chat("g-other", words), stream=True) as raw:
+        trace_id = raw.headers["x-podium-trace-id"]
+        got = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    masked = "*" * (len(EMAIL) - 4) + EMAIL[-4:]
+    assert got == "You said: " + words.replace(EMAIL, masked)
+    decisions = {d["scanner"]: d for d in trace(gw, keys["topical"], trace_id)["metadata"]["guard"]["decisions"]}
+    length = len(got)
+    assert decisions["topics"]["scans"] <= length // 160 + 2 and decisions["topics"]["error"] is None
+    assert decisions["pii"]["scans"] > 60  # about one per word
+    assert decisions["pii"]["findings"][0]["type"] == "EMAIL"

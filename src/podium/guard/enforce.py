@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -44,6 +44,7 @@ FLAGGED = Counter(
     "podium_guard_findings_total", "Findings of guardrail policies' scanners in gateway calls.", ["policy", "scanner"]
 )
 _RANK = {"block": 5, "redact": 4, "mask": 3, "hash": 2, "warn": 1}
+HEAVY_EVERY = 160  # characters of a streamed answer between two runs of its model-based scanners
 HOLD_MAX = 256  # characters of a streamed answer held back at most while a word (or placeholder) arrives
 PLACEHOLDER_MAX = 48  # characters of the longest placeholder `[TYPE_N]` that a stream's end may be cut inside
 
@@ -267,10 +268,18 @@ def _finding(f: Finding, offset: int = 0) -> dict[str, Any]:
 
 
 async def scan_stage(
-    policy: Compiled, runner: Runner, stage: Stage, text: str, context: ScanContext, offset: int = 0
+    policy: Compiled,
+    runner: Runner,
+    stage: Stage,
+    text: str,
+    context: ScanContext,
+    offset: int = 0,
+    entries: Sequence[Entry] | None = None,
 ) -> Verdict:
-    """Run a stage's scanners in order on `text`; in enforce mode the first block stops the rest."""
-    entries = policy.input if stage == "input" else policy.output
+    """Run a stage's scanners (or `entries` of them) in order on `text`; in enforce mode the first block stops
+    the rest."""
+    if entries is None:
+        entries = policy.input if stage == "input" else policy.output
     enforce = policy.spec.mode == "enforce"
     kept: list[Finding] = []
     decisions: list[dict[str, Any]] = []
@@ -389,7 +398,23 @@ class PolicyCall:
         self.runs: list[StageRun] = []
         self.streams: list[StreamCheck] = []
         self._holds: bool | None = None
+        self._split: tuple[list[Entry], list[Entry]] | None = None
         self.blocked: str | None = None
+
+    def stream_entries(self) -> tuple[list[Entry], list[Entry]]:
+        """The output scanners a stream runs at each word (cheap ones) and every `HEAVY_EVERY` characters (those
+        that run a model on a thread or call the gateway)."""
+        if self._split is None:
+            light: list[Entry] = []
+            heavy: list[Entry] = []
+            for e in self.compiled.output:
+                try:
+                    cls = registry.scanner_class(e.spec.type)
+                    (heavy if cls.blocking or e.injects() else light).append(e)
+                except Exception:  # a plugin that no longer loads: its failure is the scan's to report
+                    light.append(e)
+            self._split = (light, heavy)
+        return self._split
 
     @property
     def holds_stream(self) -> bool:
@@ -524,7 +549,8 @@ class StreamCheck:
     call: PolicyCall
     text: str = ""  # the upstream's answer so far
     sent: int = 0  # characters of `text` sent (as their checked, restored form)
-    scanned: int = 0  # characters of `text` scanned
+    scanned: int = 0  # characters of `text` scanned by the cheap scanners
+    heavy_scanned: int = 0  # ... and by the model-based ones
     findings: list[Finding] = field(default_factory=list)  # to apply, offsets in `text`
     seen: set[tuple[str, str, int, int]] = field(default_factory=set)
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)  # by scanner, summed over the pieces
@@ -533,17 +559,32 @@ class StreamCheck:
     started: Any = None
     vault: actions.Vault | None = None
 
-    async def _scan(self) -> None:
+    async def _scan(self, final: bool = False) -> None:
+        """Scan what is new: cheap scanners at every call, model-based ones every `HEAVY_EVERY` characters (and
+        at the end), each on its new text with up to `stream_overlap` characters before it."""
         call = self.call
-        if not call.compiled.output or self.scanned >= len(self.text):
-            self.scanned = len(self.text)
+        if not call.compiled.output:
+            self.scanned = self.heavy_scanned = len(self.text)
             return
+        light, heavy = call.stream_entries()
+        if not heavy:
+            self.heavy_scanned = len(self.text)
+        elif self.heavy_scanned < len(self.text) and (final or len(self.text) - self.heavy_scanned >= HEAVY_EVERY):
+            self.heavy_scanned = await self._run(heavy, self.heavy_scanned)
+        if not light:
+            self.scanned = len(self.text)
+        elif self.scanned < len(self.text):
+            self.scanned = await self._run(light, self.scanned)
+
+    async def _run(self, entries: list[Entry], scanned: int) -> int:
+        """Run `entries` on the text from `scanned` (with the overlap before it); the new scanned length."""
+        call = self.call
         if self.started is None:
             self.started = utcnow()
-        base = max(0, self.scanned - call.compiled.spec.stream_overlap)
+        base = max(0, scanned - call.compiled.spec.stream_overlap)
         window = self.text[base:]
         context = ScanContext("output", prompt=call.prompt)
-        verdict = await scan_stage(call.compiled, call.runner, "output", window, context, offset=base)
+        verdict = await scan_stage(call.compiled, call.runner, "output", window, context, base, entries)
         self.scans += 1
         self.latency_ms += verdict.latency_ms
         for d in verdict.decisions:
@@ -563,9 +604,9 @@ class StreamCheck:
             shifted = replace(f, start=f.start + base, end=f.end + base)
             if shifted.end > self.sent:
                 self.findings.append(shifted)
-        self.scanned = len(self.text)
         if verdict.reason is not None:
             self._record(verdict.reason)
+        return len(self.text)
 
     def _record(self, reason: str | None = None) -> None:
         if not self.call.compiled.output or self.started is None:
@@ -607,18 +648,19 @@ class StreamCheck:
         if not any(c in text for c in " \n") and len(self.text) - self.sent <= HOLD_MAX:
             return ""  # a word still arriving: nothing more could go out, so nothing is scanned yet
         await self._scan()
-        pending = self.text[self.sent :]
+        checked = min(self.scanned, self.heavy_scanned)  # text goes out only once every scanner has seen it
+        pending = self.text[self.sent : checked]
         cut = max(pending.rfind(" "), pending.rfind("\n"))
         upto = self.sent + cut + 1 if cut >= 0 else self.sent
-        if len(self.text) - upto > HOLD_MAX:  # no space for long: send, keeping a possible placeholder back
-            upto = len(self.text)
+        if checked - upto > HOLD_MAX:  # no space for long: send, keeping a possible placeholder back
+            upto = checked
         opening = self.text.rfind("[", upto - PLACEHOLDER_MAX if upto > PLACEHOLDER_MAX else 0, upto)
         if opening >= 0 and "]" not in self.text[opening:upto]:
             upto = opening
         return self._release(upto)
 
     async def close(self) -> str:
-        await self._scan()
+        await self._scan(final=True)
         out = self._release(len(self.text))
         self._record()
         return out
