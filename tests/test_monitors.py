@@ -505,6 +505,11 @@ def test_cli_ls_and_show(live: LiveServer, gateway_calls: service.Rolled, monkey
     shown = runner.invoke(monitors_app, ["show", "requests", "--by", "route", "--from", "1h"])
     assert shown.exit_code == 0, shown.output
     assert "mon-cached" in shown.output and "mon-guarded" in shown.output
+    summary = runner.invoke(monitors_app, ["summary", "--window", "1h"])
+    assert summary.exit_code == 0, summary.output
+    assert "block_rate" in summary.output and "last 1h vs the 1h before" in summary.output
+    rolled = runner.invoke(monitors_app, ["roll"])
+    assert rolled.exit_code == 0 and rolled.output.startswith("Rolled "), rolled.output
     bad = runner.invoke(monitors_app, ["show", "nope"])
     assert bad.exit_code != 0 and "unknown metric" in str(bad.exception)
 
