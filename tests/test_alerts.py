@@ -27,7 +27,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from podium.alerts.delivery import Attempt, record_attempt, send_email
-from podium.alerts.service import take_turn
+from podium.alerts.service import prune, take_turn
 from podium.alerts.store import AlertDelivery
 from podium.core.config import load_settings
 from podium.core.db import utcnow
@@ -754,6 +754,25 @@ def test_one_process_evaluates_each_round(live: LiveServer) -> None:
     assert take_turn(live.platform, "host:1", 0, name=name)  # its own, renewed (until now: expired at once)
     assert take_turn(live.platform, "host:2", 60, name=name)
     assert not take_turn(live.platform, "host:1", 60, name=name)
+
+
+def test_old_history_is_pruned_but_open_incidents_stay(server: LiveServer, receiver: Receiver) -> None:
+    p = Project(server)
+    p.traces(ok=1, errors=3)
+    hook = f"/prune-{uuid.uuid4().hex[:6]}"
+    spec = {"name": "closed", "metric": "error_rate", "channels": [{"webhook": receiver.url(hook)}]}
+    low = {"type": "threshold", "op": ">", "value": 0.3, "window": "10m"}
+    closed = p.ok("POST", "/api/alerts/rules", json={**spec, "condition": low})
+    still = p.rule(name="still-open")
+    p.ok("POST", "/api/alerts/evaluate")
+    p.ok("PUT", f"/api/alerts/rules/{closed['id']}", json={**spec, "condition": {**low, "value": 0.9}})
+    p.evaluate("closed")  # resolved: its incident is over
+    p.settled(closed["id"], 2)
+    assert prune(server.platform, timedelta(days=90)) == 0  # nothing is that old
+    assert prune(server.platform, timedelta(days=1), now=utcnow() + timedelta(days=2)) == 2
+    assert p.events(closed["id"]) == [] and p.deliveries(closed["id"]) == []
+    assert [e["kind"] for e in p.events(still["id"])] == ["firing"]  # its incident is open
+    assert p.ok("GET", f"/api/alerts/rules/{closed['id']}")["state"] == "resolved"
 
 
 def test_the_server_evaluates_by_itself(tmp_path: Path, receiver: Receiver) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from podium.core.domains import Domain, NavEntry
@@ -43,9 +44,13 @@ def setup(runtime: Runtime) -> None:
     if every > 0:
         holder = f"{socket.gethostname()[:60]}:{os.getpid()}:{id(runtime)}"
 
+        keep = timedelta(days=runtime.settings.alerts_retention_days)
+
         def round_() -> None:
             if service.take_turn(runtime.platform, holder, every * 0.9):  # one process of the server per round
                 service.evaluate_all(runtime.platform)
+                if keep:
+                    service.prune(runtime.platform, keep)
 
         async def evaluate() -> None:
             await run_every(every, round_, "evaluating alert rules failed")

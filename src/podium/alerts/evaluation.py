@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -116,6 +116,27 @@ def take_turn(platform: Platform, holder: str, seconds: float, *, name: str = "e
             .execution_options(synchronize_session=False)
         )
         return bool(won.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def prune(platform: Platform, older_than: timedelta, *, now: datetime | None = None, limit: int = 10_000) -> int:
+    """Delete events older than `older_than` with their finished notifications (at most `limit` a call), except
+    those of incidents still open; returns how many events went."""
+    cutoff = (now or utcnow()) - older_than
+    with platform.db.session() as s:
+        open_ = select(AlertState.incident_id).where(AlertState.state.in_(("pending", "firing")))
+        old = select(AlertEvent.id).where(
+            AlertEvent.at < cutoff, AlertEvent.incident_id.not_in(open_.where(AlertState.incident_id.is_not(None)))
+        )
+        ids = list(s.scalars(old.limit(limit)))
+        if not ids:
+            return 0
+        waiting = select(AlertDelivery.event_id).where(
+            AlertDelivery.event_id.in_(ids), AlertDelivery.status.in_(("pending", "sending"))
+        )
+        ids = sorted(set(ids) - set(s.scalars(waiting)))
+        s.execute(delete(AlertDelivery).where(AlertDelivery.event_id.in_(ids)))
+        s.execute(delete(AlertEvent).where(AlertEvent.id.in_(ids)))
+        return len(ids)
 
 
 def run_evaluation(

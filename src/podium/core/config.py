@@ -179,6 +179,9 @@ class Settings(BaseSettings):
         60.0, ge=0, le=86_400, description="Seconds between evaluations of every alert rule; 0: only on request."
     )
     alerts_max_attempts: int = Field(6, ge=1, le=50, description="Attempts per alert notification before it fails.")
+    alerts_retention_days: int = Field(
+        90, ge=0, le=36_500, description="Days alert events and notifications are kept; 0: forever."
+    )
     alerts_retry_initial: float = Field(
         2.0, gt=0, le=3600, description="Seconds before an alert notification's first retry (doubling, jittered)."
     )
