@@ -58,6 +58,9 @@ def world(live: LiveServer, receiver: Receiver) -> Project:
 
 def test_rules_list_and_rule_page(page: Page, live: LiveServer, world: Project, receiver: Receiver) -> None:
     sign_in(page, live.url, world.key)
+    page.goto(live.url + "/")  # the overview a person opens first counts the rules firing
+    expect(page.locator("#alerts-firing .big")).to_have_text("1 / 4")
+    expect(page.locator("#alerts-firing a[href^='/alerts/rules/']")).to_have_text("firing errors-above-a-third")
     page.click("nav.side >> text=Alerts")
     expect(page).to_have_url(live.url + "/alerts")
     rows = page.locator("tr.rule-row")

@@ -58,6 +58,8 @@ def report(world: PagesWorld) -> dict[str, Any]:
 
 def test_the_list_and_a_report_page(page: Page, world: PagesWorld, report: dict[str, Any]) -> None:
     sign_in(page, world.live.url, world.key)
+    page.goto(world.live.url + "/")  # the overview shows the newest report's verdict
+    expect(page.locator("#drift-latest .big a")).to_have_text("drift")
     page.goto(world.live.url + "/drift")
     row = page.locator(f"tr.report-row[data-report={report['id']}]")
     expect(row).to_have_attribute("data-drift", "yes")
