@@ -281,6 +281,10 @@ def test_rule_fires_and_resolves_with_webhook_and_email(
     assert mail["Subject"].startswith(f"[FIRING] {rule['name']} (critical) in {p.name}: error_rate = 0.5")
     assert "Threshold: 0.3" in mail.get_payload()
 
+    with live.client(p.key) as c:  # Prometheus sees the rule firing
+        exposed = c.get("/metrics").text.splitlines()
+    [gauge] = [line for line in exposed if line.startswith("podium_alert_firing{") and f'rule="{rule["name"]}"' in line]
+    assert 'severity="critical"' in gauge and gauge.endswith(" 1.0"), gauge
     # still firing: one incident, nothing recorded or sent again (the cool-down, 1h by default, has not passed)
     again = p.evaluate(rule["id"])
     assert again["rules"][0]["state"] == "firing" and again["rules"][0]["event"] is None and again["events"] == []

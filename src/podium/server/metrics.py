@@ -53,7 +53,7 @@ async def metrics_endpoint(request: Request) -> Response:
                 status_code=exc.status,
             )
     body, content_type = render_metrics()
-    return Response(body + await _monitors(request), media_type=content_type)
+    return Response(body + await _monitors(request) + await _alerts(request), media_type=content_type)
 
 
 async def _monitors(request: Request) -> bytes:
@@ -64,6 +64,17 @@ async def _monitors(request: Request) -> bytes:
         return await asyncio.to_thread(exposition, request.app.state.platform)
     except Exception:
         logging.getLogger("podium.monitors").exception("reading the monitors for /metrics failed")
+        return b""
+
+
+async def _alerts(request: Request) -> bytes:
+    """The alert rules' state gauges (read from the database); nothing if they cannot be read now."""
+    from podium.alerts.prometheus import exposition
+
+    try:
+        return await asyncio.to_thread(exposition, request.app.state.platform)
+    except Exception:
+        logging.getLogger("podium.alerts").exception("reading the alert states for /metrics failed")
         return b""
 
 
