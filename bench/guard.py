@@ -1,13 +1,16 @@
 """Guardrail scanners: accuracy on the shipped labelled sets and latency, each beside a floor.
 
-    .venv/bin/python bench/guard.py [--repeat 200] [--json out.json]
+    .venv/bin/python bench/guard.py [--repeat 200] [--json out.json] [--errors]
 
-Accuracy: precision, recall and F1 per scanner on src/podium/guard/data/{pii,injection,toxicity}.jsonl.
-PII is scored per entity (a prediction counts when its type matches a labelled entity it overlaps); injection
-and toxicity per text. Floors in the same run: bare regexes for PII (no validation), a keyword rule for
-injection, a word list for toxicity; detect-secrets beside the pattern engine for secrets when installed.
+Accuracy: precision, recall and F1 per scanner on src/podium/guard/data/{pii,injection,toxicity}.jsonl and the
+three held-out injection sets (injection_holdout*.jsonl; the injection classifier is trained on the shipped set
+and the first held-out set, so only the second and third measure it out of sample, and only the third was never
+used to choose anything). PII is scored per entity (a prediction counts when its type matches a labelled entity
+it overlaps); injection and toxicity per text. Floors in the same run: bare regexes for PII (no validation), a
+keyword rule for injection, a word list for toxicity; detect-secrets beside the pattern engine for secrets.
 Latency: p50/p95 per scanner over the set's texts, then all input scanners together on a 1 KB prompt
-(ordinary, and one that holds attack words so the embedding path runs).
+(ordinary, one with an attack, and a benign one with attack words), with the injection scanner's variants
+(float or int8 MiniLM, sentence cache, prefilter) and the bare model beside them.
 """
 
 from __future__ import annotations
@@ -27,8 +30,19 @@ from typing import Any
 
 from podium.guard import registry
 from podium.guard.base import ScanContext, Scanner
+from podium.guard.embedding import LocalMiniLM
 
 CTX = ScanContext()
+INJ_FLOAT = "prompt_injection (float MiniLM vectors, as the gateway serves them)"
+INJ_NGRAMS = "prompt_injection (n-gram classifier only: embeddings off)"
+INJ_HEURISTICS = "prompt_injection (heuristics only)"
+INJ_BEFORE = "prompt_injection (before this round: heuristics + corpus similarity, every sentence, floor 0.35)"
+INJ_COLD = "prompt_injection (no sentence cache)"
+# the gate at 0.3 instead of 0.4 passes two sentences of TRIGGER_1KB to the model: the embedding path's cost
+INJ_EMBED = "prompt_injection (no sentence cache, prefilter floor 0.3)"
+INJ_EMBED_FLOAT = "prompt_injection (float MiniLM, no sentence cache, prefilter floor 0.3)"
+INJ_EVERY = "prompt_injection (no prefilter: every sentence embedded)"
+INJ_ACCURACY = ("prompt_injection", INJ_FLOAT, INJ_NGRAMS, INJ_HEURISTICS, INJ_BEFORE)
 
 
 def load(name: str) -> list[dict[str, Any]]:
@@ -128,13 +142,22 @@ def findings(scanner: Scanner) -> Any:
 def latency(fn: Any, texts: list[str], repeat: int) -> dict[str, float]:
     for t in texts[:5]:
         fn(t)
-    times = []
+    times: list[float] = []
+    cpu: list[float] = []
     for i in range(repeat):
         t = texts[i % len(texts)]
-        started = time.perf_counter()
+        started, on_cpu = time.perf_counter(), time.thread_time()
         fn(t)
         times.append((time.perf_counter() - started) * 1000)
-    return {"p50_ms": pct(times, 0.5), "p95_ms": pct(times, 0.95), "mean_ms": statistics.fmean(times)}
+        cpu.append((time.thread_time() - on_cpu) * 1000)
+    return {
+        "p50_ms": pct(times, 0.5),
+        "p95_ms": pct(times, 0.95),
+        "mean_ms": statistics.fmean(times),
+        # this thread's CPU time: what the call costs when the cores are not shared (torch runs one thread here)
+        "p50_cpu_ms": pct(cpu, 0.5),
+        "p95_cpu_ms": pct(cpu, 0.95),
+    }
 
 
 PROMPT_1KB = (
@@ -158,6 +181,14 @@ TRIGGER_1KB = (
 )
 
 
+def load_average() -> str:
+    try:
+        with open("/proc/loadavg") as fh:
+            return " ".join(fh.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def machine() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -172,124 +203,140 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--json")
     ap.add_argument("--errors", action="store_true", help="print the misclassified texts")
+    ap.add_argument("--latency-only", action="store_true", help="skip the accuracy tables")
     args = ap.parse_args()
     report: dict[str, Any] = {"machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds")}
-    print(f"# {report['machine']}\n# {report['date']}\n")
+    print(f"# {report['machine']}\n# {report['date']}, load average {load_average()}\n")
 
     pii_rows, inj_rows, tox_rows = load("pii"), load("injection"), load("toxicity")
     holdout_rows = load("injection_holdout")
     holdout2_rows = load("injection_holdout2")
+    holdout3_rows = load("injection_holdout3")
+    # ordinary text for the injection task (every row label 0): held-out prompts, and the odd rows of the PII and
+    # toxicity sets (their even rows train the classifier as negatives)
+    ordinary_rows = [{**r, "label": 0} for r in load("injection_ordinary") + pii_rows[1::2] + tox_rows[1::2]]
     started = time.perf_counter()
+    float_embedder = LocalMiniLM()
     scanners = {
         "pii": registry.build("pii"),
         "secrets": registry.build("secrets"),
         "prompt_injection": registry.build("prompt_injection"),
-        "prompt_injection (heuristics only)": registry.build("prompt_injection", {"embeddings": False}),
-        # a variant chosen after looking at the held-out set's cosines (so not held out for it): every sentence
-        # embedded, and a lower similarity bar (cosine 0.56 reaches the 0.7 threshold instead of 0.66)
-        "prompt_injection (variant: no prefilter, floor 0.35, full 0.65)": registry.build(
+        # the same classifier fed the float MiniLM vectors the gateway's model worker serves
+        INJ_FLOAT: registry.build("prompt_injection", embedder=float_embedder),
+        INJ_NGRAMS: registry.build("prompt_injection", {"embeddings": False}),
+        INJ_HEURISTICS: registry.build("prompt_injection", {"embeddings": False, "classifier": False}),
+        # the scanner before the classifier, at its best setting: heuristics + every sentence's cosine to the corpus
+        INJ_BEFORE: registry.build(
             "prompt_injection",
-            {"prefilter": False, "similarity_floor": 0.35, "similarity_full": 0.65, "cache_size": 0},
+            {
+                "classifier": False,
+                "similarity": True,
+                "similarity_floor": 0.35,
+                "similarity_full": 0.65,
+                "cache_size": 0,
+            },
+            embedder=float_embedder,
         ),
-        # latency without the sentence cache: every sentence with an attack word is embedded on every call
-        "prompt_injection (no sentence cache)": registry.build("prompt_injection", {"cache_size": 0}),
+        # latency without the sentence cache: every sentence the prefilter passes is embedded on every call
+        INJ_COLD: registry.build("prompt_injection", {"cache_size": 0}),
+        INJ_EMBED: registry.build("prompt_injection", {"cache_size": 0, "prefilter_floor": 0.3}),
+        INJ_EMBED_FLOAT: registry.build(
+            "prompt_injection", {"cache_size": 0, "prefilter_floor": 0.3}, embedder=float_embedder
+        ),
+        INJ_EVERY: registry.build("prompt_injection", {"prefilter": False, "cache_size": 0}),
         "toxicity": registry.build("toxicity"),
         "invisible_text": registry.build("invisible_text"),
         "language": registry.build("language", {"allow": ["en"]}),
         "urls": registry.build("urls", {"allow": ["example.com"]}),
     }
-    scanners["prompt_injection"].warm()  # type: ignore[attr-defined]
+    for name in scanners:
+        if name.startswith("prompt_injection"):
+            scanners[name].warm()  # type: ignore[attr-defined]
     print(f"scanners built (models loaded) in {time.perf_counter() - started:.1f} s\n")
 
-    # PII
-    pii_scan = scanners["pii"]
-    pii = {
-        "pii scanner": score_pii(pii_rows, lambda t: [(f.type, f.start, f.end) for f in pii_scan.check(t, CTX)]),
-        "bare regex (floor)": score_pii(pii_rows, bare_pii),
-    }
-    secret_rows = [r for r in pii_rows if r["label"] == 0 or any(e["type"] == "SECRET" for e in r["entities"])]
-    secret_rows = [{**r, "entities": [e for e in r["entities"] if e["type"] == "SECRET"]} for r in secret_rows]
-    sec = {
-        "secrets (patterns)": score_pii(
-            secret_rows, lambda t: [(f.type, f.start, f.end) for f in scanners["secrets"].check(t, CTX)]
-        )
-    }
-    try:
-        ds = registry.build("secrets", {"engine": "detect_secrets"})
-        sec["secrets (detect-secrets 1.5)"] = score_pii(
-            secret_rows, lambda t: [(f.type, f.start, f.end) for f in ds.check(t, CTX)]
-        )
-        scanners["secrets (detect-secrets)"] = ds
-    except ValueError as exc:
-        print(f"detect-secrets skipped: {exc}")
-    print("## PII (per entity; pattern entities)\n")
-    print(
-        "| detector | entity | precision | recall | F1 | TP | FP | FN |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
-    )
-    for name, table in pii.items():
-        for kind, m in table.items():
-            print(
-                f"| {name} | {kind} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['tp']} | {m['fp']} | {m['fn']} |"
+    pii: dict[str, Any] = {}
+    sec: dict[str, Any] = {}
+    binary: dict[str, Any] = {}
+    if not args.latency_only:
+        # PII
+        pii_scan = scanners["pii"]
+        pii = {
+            "pii scanner": score_pii(pii_rows, lambda t: [(f.type, f.start, f.end) for f in pii_scan.check(t, CTX)]),
+            "bare regex (floor)": score_pii(pii_rows, bare_pii),
+        }
+        secret_rows = [r for r in pii_rows if r["label"] == 0 or any(e["type"] == "SECRET" for e in r["entities"])]
+        secret_rows = [{**r, "entities": [e for e in r["entities"] if e["type"] == "SECRET"]} for r in secret_rows]
+        sec = {
+            "secrets (patterns)": score_pii(
+                secret_rows, lambda t: [(f.type, f.start, f.end) for f in scanners["secrets"].check(t, CTX)]
             )
-    print("\n## Secrets (SECRET rows and the hard negatives)\n")
-    print("| detector | precision | recall | F1 |\n| --- | --- | --- | --- |")
-    for name, table in sec.items():
-        m = table["ALL"]
-        print(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} |")
+        }
+        try:
+            ds = registry.build("secrets", {"engine": "detect_secrets"})
+            sec["secrets (detect-secrets 1.5)"] = score_pii(
+                secret_rows, lambda t: [(f.type, f.start, f.end) for f in ds.check(t, CTX)]
+            )
+            scanners["secrets (detect-secrets)"] = ds
+        except ValueError as exc:
+            print(f"detect-secrets skipped: {exc}")
+        print("## PII (per entity; pattern entities)\n")
+        print(
+            "| detector | entity | precision | recall | F1 | TP | FP | FN |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+        )
+        for name, table in pii.items():
+            for kind, m in table.items():
+                print(
+                    f"| {name} | {kind} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['tp']} | {m['fp']} | {m['fn']} |"
+                )
+        print("\n## Secrets (SECRET rows and the hard negatives)\n")
+        print("| detector | precision | recall | F1 |\n| --- | --- | --- | --- |")
+        for name, table in sec.items():
+            m = table["ALL"]
+            print(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} |")
 
-    # injection and toxicity
-    binary = {
-        "injection": {
-            "prompt_injection": score_binary(inj_rows, findings(scanners["prompt_injection"])),
-            "prompt_injection (heuristics only)": score_binary(
-                inj_rows, findings(scanners["prompt_injection (heuristics only)"])
-            ),
-            "prompt_injection (variant: no prefilter, floor 0.35, full 0.65)": score_binary(
-                inj_rows, findings(scanners["prompt_injection (variant: no prefilter, floor 0.35, full 0.65)"])
-            ),
-            "keyword rule (floor)": score_binary(inj_rows, KEYWORDS.search),
-        },
-        "injection, first held-out set (since used: its attacks joined the corpus, the bar was set on it)": {
-            "prompt_injection": score_binary(holdout_rows, findings(scanners["prompt_injection"])),
-            "prompt_injection (heuristics only)": score_binary(
-                holdout_rows, findings(scanners["prompt_injection (heuristics only)"])
-            ),
-            "prompt_injection (variant: no prefilter, floor 0.35, full 0.65)": score_binary(
-                holdout_rows, findings(scanners["prompt_injection (variant: no prefilter, floor 0.35, full 0.65)"])
-            ),
-            "keyword rule (floor)": score_binary(holdout_rows, KEYWORDS.search),
-        },
-        "injection, second held-out set (never used for tuning)": {
-            "prompt_injection": score_binary(holdout2_rows, findings(scanners["prompt_injection"])),
-            "prompt_injection (heuristics only)": score_binary(
-                holdout2_rows, findings(scanners["prompt_injection (heuristics only)"])
-            ),
-            "prompt_injection (variant: no prefilter, floor 0.35, full 0.65)": score_binary(
-                holdout2_rows, findings(scanners["prompt_injection (variant: no prefilter, floor 0.35, full 0.65)"])
-            ),
-            "keyword rule (floor)": score_binary(holdout2_rows, KEYWORDS.search),
-        },
-        "toxicity": {
-            "toxicity (threshold 0.5)": score_binary(tox_rows, findings(scanners["toxicity"])),
-            "toxicity (threshold 0.3)": score_binary(
-                tox_rows, findings(registry.build("toxicity", {"threshold": 0.3}))
-            ),
-            "toxicity (threshold 0.8)": score_binary(
-                tox_rows, findings(registry.build("toxicity", {"threshold": 0.8}))
-            ),
-            "swear-word list (floor)": score_binary(tox_rows, SWEARS.search),
-        },
-    }
-    for task, table in binary.items():
-        print(f"\n## {task} (per text)\n")
-        print("| detector | precision | recall | F1 | TP | FP | FN |\n| --- | --- | --- | --- | --- | --- | --- |")
-        for name, m in table.items():
-            print(
-                f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['tp']} | {m['fp']} | {m['fn']} |"
-            )
-            if args.errors:
-                for e in m["errors"]:
-                    print(f"    {e}")
+        # injection and toxicity
+        binary = {
+            "injection, shipped set (training data of the classifier: in-sample)": {
+                name: score_binary(inj_rows, findings(scanners[name])) for name in INJ_ACCURACY
+            }
+            | {"keyword rule (floor)": score_binary(inj_rows, KEYWORDS.search)},
+            "injection, first held-out set (training data of the classifier since the last round)": {
+                name: score_binary(holdout_rows, findings(scanners[name])) for name in INJ_ACCURACY
+            }
+            | {"keyword rule (floor)": score_binary(holdout_rows, KEYWORDS.search)},
+            "injection, second held-out set (used to choose C, the threshold and one heuristic fix)": {
+                name: score_binary(holdout2_rows, findings(scanners[name])) for name in INJ_ACCURACY
+            }
+            | {"keyword rule (floor)": score_binary(holdout2_rows, KEYWORDS.search)},
+            "injection, third held-out set (never used to train or choose anything)": {
+                name: score_binary(holdout3_rows, findings(scanners[name])) for name in INJ_ACCURACY
+            }
+            | {"keyword rule (floor)": score_binary(holdout3_rows, KEYWORDS.search)},
+            "injection false positives on ordinary text (80 held-out prompts + odd rows of the PII and toxicity sets)": {
+                name: score_binary(ordinary_rows, findings(scanners[name])) for name in INJ_ACCURACY
+            }
+            | {"keyword rule (floor)": score_binary(ordinary_rows, KEYWORDS.search)},
+            "toxicity": {
+                "toxicity (threshold 0.5)": score_binary(tox_rows, findings(scanners["toxicity"])),
+                "toxicity (threshold 0.3)": score_binary(
+                    tox_rows, findings(registry.build("toxicity", {"threshold": 0.3}))
+                ),
+                "toxicity (threshold 0.8)": score_binary(
+                    tox_rows, findings(registry.build("toxicity", {"threshold": 0.8}))
+                ),
+                "swear-word list (floor)": score_binary(tox_rows, SWEARS.search),
+            },
+        }
+        for task, table in binary.items():
+            print(f"\n## {task} (per text)\n")
+            print("| detector | precision | recall | F1 | TP | FP | FN |\n| --- | --- | --- | --- | --- | --- | --- |")
+            for name, m in table.items():
+                print(
+                    f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['tp']} | {m['fp']} | {m['fn']} |"
+                )
+                if args.errors:
+                    for e in m["errors"]:
+                        print(f"    {e}")
 
     # latency
     all_texts = [r["text"] for r in pii_rows + inj_rows + tox_rows]
@@ -310,52 +357,57 @@ def main() -> None:
         print(f"| {name} | {m['p50_ms']:.3f} | {m['p95_ms']:.3f} |")
 
     inputs = [s for n, s in scanners.items() if s.applies_to("input") and "(" not in n]
-    variant = scanners["prompt_injection (variant: no prefilter, floor 0.35, full 0.65)"]
-    with_variant = [variant if s.name == "prompt_injection" else s for s in inputs]
-    cold = [scanners["prompt_injection (no sentence cache)"] if s.name == "prompt_injection" else s for s in inputs]
-
-    def all_inputs_variant(text: str) -> int:
-        return sum(len(s.check(text, CTX)) for s in with_variant)
-
-    def all_inputs_cold(text: str) -> int:
-        return sum(len(s.check(text, CTX)) for s in cold)
-
     names = [s.name for s in inputs]
 
-    def all_inputs(text: str) -> int:
-        return sum(len(s.check(text, CTX)) for s in inputs)
+    def together_with(injection: Scanner) -> Any:
+        chosen = [injection if s.name == "prompt_injection" else s for s in inputs]
+        return lambda text: sum(len(s.check(text, CTX)) for s in chosen)
 
+    all_inputs = together_with(scanners["prompt_injection"])
+    cold = [scanners[INJ_EMBED] if s.name == "prompt_injection" else s for s in inputs]
     together = {
         "ordinary 1 KB prompt": latency(all_inputs, [PROMPT_1KB], args.repeat),
         "1 KB prompt holding an attack": latency(all_inputs, [ATTACK_1KB], args.repeat),
-        "benign 1 KB prompt with attack words, no sentence cache (embeds 2 sentences)": latency(
-            all_inputs_cold, [TRIGGER_1KB], args.repeat
+        "benign 1 KB prompt with attack words, no sentence cache (the gate embeds none of its sentences)": latency(
+            together_with(scanners[INJ_COLD]), [TRIGGER_1KB], args.repeat
         ),
-        "benign 1 KB prompt with attack words, sentences seen before (cache)": latency(
-            all_inputs, [TRIGGER_1KB], args.repeat
+        "the same, prefilter floor 0.3: two sentences go through the int8 model": latency(
+            together_with(scanners[INJ_EMBED]), [TRIGGER_1KB], args.repeat
         ),
-        "ordinary 1 KB prompt, injection variant (every sentence embedded)": latency(
-            all_inputs_variant, [PROMPT_1KB], args.repeat
+        "the same, through the float model": latency(
+            together_with(scanners[INJ_EMBED_FLOAT]), [TRIGGER_1KB], args.repeat
+        ),
+        "the same, sentences seen before (cache)": latency(all_inputs, [TRIGGER_1KB], args.repeat),
+        "ordinary 1 KB prompt, every sentence embedded (no prefilter, no cache)": latency(
+            together_with(scanners[INJ_EVERY]), [PROMPT_1KB], args.repeat
+        ),
+        "ordinary 1 KB prompt, the scanner before the classifier (every sentence embedded)": latency(
+            together_with(scanners[INJ_BEFORE]), [PROMPT_1KB], args.repeat
         ),
         "ordinary 1 KB prompt, bare regex PII floor": latency(bare_pii, [PROMPT_1KB], args.repeat),
     }
-    from podium.guard.embedding import default_embedder
+    from podium.guard.embedding import fast_embedder
     from podium.guard.scanners.injection import segments
 
-    trigger_sentences = [TRIGGER_1KB[a:b] for a, b in segments(TRIGGER_1KB)]
-    together[f"the bare model: all-MiniLM-L6-v2 encoding those {len(trigger_sentences)} sentences"] = latency(
-        lambda _t: default_embedder().embed(trigger_sentences), [TRIGGER_1KB], args.repeat
-    )
+    sentences = [TRIGGER_1KB[a:b] for a, b in segments(TRIGGER_1KB)]
+    embedded = [t for t in sentences if scanners[INJ_EMBED].embeds(t)]  # type: ignore[attr-defined]
+    for label, model in (("float", float_embedder), ("int8", fast_embedder())):
+        together[f"the bare model ({label}): all-MiniLM-L6-v2 encoding the {len(embedded)} sentences embedded"] = (
+            latency(lambda _t, m=model: m.embed(embedded), [TRIGGER_1KB], args.repeat)
+        )
+        together[f"the bare model ({label}): all {len(sentences)} sentences of the 1 KB prompt"] = latency(
+            lambda _t, m=model: m.embed(sentences), [TRIGGER_1KB], max(20, args.repeat // 10)
+        )
     per_scanner_1kb = {s.name: latency(findings(s), [PROMPT_1KB], args.repeat) for s in inputs}
     per_scanner_attack = {s.name: latency(findings(s), [ATTACK_1KB], args.repeat) for s in inputs}
     per_scanner_trigger = {s.name: latency(findings(s), [TRIGGER_1KB], args.repeat) for s in cold}
     print(f"\n## All input scanners together ({', '.join(names)}), {len(PROMPT_1KB)} chars\n")
-    print("| prompt | p50 ms | p95 ms |\n| --- | --- | --- |")
+    print("| prompt | p50 ms | p95 ms | CPU p50 ms | CPU p95 ms |\n| --- | --- | --- | --- | --- |")
     for name, m in together.items():
-        print(f"| {name} | {m['p50_ms']:.3f} | {m['p95_ms']:.3f} |")
+        print(f"| {name} | {m['p50_ms']:.3f} | {m['p95_ms']:.3f} | {m['p50_cpu_ms']:.3f} | {m['p95_cpu_ms']:.3f} |")
     print(
         "\n| scanner on the 1 KB prompt | ordinary p50 / p95 ms | with an attack p50 / p95 ms "
-        "| with attack words, no cache p50 / p95 ms |\n| --- | --- | --- | --- |"
+        "| with attack words, no cache, floor 0.3 p50 / p95 ms |\n| --- | --- | --- | --- |"
     )
     for n in per_scanner_1kb:
         a, b, c = per_scanner_1kb[n], per_scanner_attack[n], per_scanner_trigger[n]
@@ -363,6 +415,7 @@ def main() -> None:
             f"| {n} | {a['p50_ms']:.3f} / {a['p95_ms']:.3f} | {b['p50_ms']:.3f} / {b['p95_ms']:.3f} "
             f"| {c['p50_ms']:.3f} / {c['p95_ms']:.3f} |"
         )
+    print(f"\n# load average at the end: {load_average()}")
     report.update(
         pii=pii,
         secrets=sec,

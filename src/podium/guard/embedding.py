@@ -69,7 +69,10 @@ class LocalMiniLM:
                 if self.max_tokens:
                     model.max_seq_length = self.max_tokens
                 if self.quantized:
-                    quantize(model)
+                    try:
+                        quantize(model)
+                    except (ImportError, AttributeError, RuntimeError):  # a torch without the eager int8 API
+                        self.quantized = False  # float vectors: the classifier was trained on both
                 self._model = model
             return self._model
 

@@ -286,7 +286,7 @@ class InjectionSettings(ScannerSettings):
     similarity_full: float = Field(default=0.64, gt=0, le=1)  # cosine mapped to score 1 (0.568 reaches 0.7)
     extra_attacks: list[str] = Field(default_factory=list, max_length=10_000)  # more known attacks (similarity)
     prefilter: bool = True  # embed only sentences the n-gram model gives at least `prefilter_floor`
-    prefilter_floor: float = Field(default=0.3, ge=0, le=1)
+    prefilter_floor: float = Field(default=0.4, ge=0, le=1)
     cache_size: int = Field(default=4096, ge=0, le=1_000_000)  # sentences whose scores are remembered
     max_segments: int = Field(default=16, ge=1, le=10_000)  # sentences embedded per text at most (the likeliest)
 
