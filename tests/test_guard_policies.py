@@ -180,6 +180,15 @@ def test_most_specific_policy_wins_key_over_route_over_project(module_server: Li
     assert name("key_other", "r1") == "one-route"
     assert name("key_other", "r2") == "whole-project"
     assert book.find("prj_elsewhere", key_id, "r1") is None
+    with module_server.client(key) as c:
+        for wrong in ("key_nosuchkey", "pk-nosuch"):
+            r = c.post("/api/guard/policies", json={"policy": {"name": "typo", "applies_to": {"key": wrong}}})
+            assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "applies_to.key", r.text
+        elsewhere = project_key(module_server, "guardprec-other")
+        with module_server.client(elsewhere) as other:
+            other_id = other.get("/api/whoami").json()["key_id"]
+        r = c.post("/api/guard/policies", json={"policy": {"name": "typo", "applies_to": {"key": other_id}}})
+        assert r.status_code == 400 and "not a key of this project" in r.json()["error"]["message"]
     assert name("key_other", "r1") == "one-route"
     with module_server.client(key) as c:
         prefix = c.get("/api/whoami").json()["key_prefix"]

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from podium.auth.service import record_audit
+from podium.auth.service import key_ref, record_audit
 from podium.core.db import utcnow
 from podium.core.errors import Conflict, InvalidInput, NotFound
 from podium.core.identity import Actor
@@ -195,6 +195,23 @@ def _find(s: Session, actor: Actor, name: str) -> GuardPolicy:
     return row
 
 
+def _check_key(s: Session, spec: PolicySpec, project: str) -> None:
+    """A key policy must name a key of its project (by id or prefix): a typo would otherwise apply to nothing."""
+    key = spec.applies_to.key
+    if key is None:
+        return
+    try:
+        found = key_ref(s, key)
+    except (NotFound, Conflict):
+        found = None
+    if found is None or found.project_id != project:
+        raise InvalidInput(
+            f"policy field 'applies_to.key': {key!r} is not a key of this project (give its id or prefix, as "
+            "`podium keys ls` shows)",
+            details={"field": "applies_to.key"},
+        )
+
+
 def _keep_version(s: Session, row: GuardPolicy) -> None:
     """Record the row's current version in its history (in the caller's transaction)."""
     s.add(
@@ -272,6 +289,7 @@ def create_policy(platform: Platform, actor: Actor, write: PolicyWrite, *, name:
     now = utcnow()
     try:
         with platform.db.session() as s:
+            _check_key(s, spec, project)
             if s.scalar(select(GuardPolicy.id).where(GuardPolicy.project_id == project, GuardPolicy.name == spec.name)):
                 raise Conflict(
                     f"a guard policy named {spec.name!r} exists; update it instead", details={"field": "name"}
@@ -316,6 +334,7 @@ def update_policy(
             if row is None and not create:
                 _find(s, actor, name)  # NotFound, listing the project's policies
             if row is not None:
+                _check_key(s, spec, project)
                 row.scope = spec.applies_to.scope
                 row.target = spec.applies_to.target
                 row.spec = _stored(spec)
