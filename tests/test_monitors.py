@@ -480,11 +480,12 @@ def test_prometheus_exposes_the_monitors(
 def test_prometheus_label_values_are_bounded(
     live: LiveServer, gateway_calls: service.Rolled, ingested: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from podium.core.exposition import CachedExposition
     from podium.monitors import prometheus
 
     monkeypatch.setattr(prometheus, "MAX_GROUPS", 2)
     monkeypatch.setattr(prometheus, "MAX_SCORE_NAMES", 1)
-    monkeypatch.setattr(prometheus, "_cache", {})
+    monkeypatch.setattr(prometheus, "_exposition", CachedExposition(prometheus.CACHE_SECONDS))  # nothing kept
     with live.client() as c:
         text = c.get("/metrics").text
     requests = [line for line in text.splitlines() if line.startswith("podium_monitor_requests{")]

@@ -5,25 +5,22 @@ can alert on Podium's own rules, or chart how often they fire. Label values are 
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import select
 
 from podium.alerts.store import AlertRule, AlertState
 from podium.auth.service import names_of
+from podium.core.exposition import CachedExposition
 from podium.core.platform import Platform
 
 MAX_RULES = 500
 CACHE_SECONDS = 10.0
 STATES = ("ok", "pending", "firing", "resolved")
-_cache: dict[str, tuple[float, bytes]] = {}
-_lock = threading.Lock()
+_exposition = CachedExposition(CACHE_SECONDS)
 
 
 class AlertCollector(Collector):
@@ -69,14 +66,4 @@ class AlertCollector(Collector):
 
 def exposition(platform: Platform) -> bytes:
     """The alert gauges in Prometheus' text format (kept `CACHE_SECONDS`)."""
-    now = time.monotonic()
-    with _lock:
-        cached = _cache.get(platform.db.url)
-        if cached is not None and now - cached[0] < CACHE_SECONDS:
-            return cached[1]
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(AlertCollector(platform))
-    body = generate_latest(registry)
-    with _lock:
-        _cache[platform.db.url] = (now, body)
-    return body
+    return _exposition.render(platform.db.url, lambda: AlertCollector(platform))

@@ -7,19 +7,17 @@ The answer is kept `CACHE_SECONDS`, so frequent scrapes cost one read."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from podium.auth.service import names_of
 from podium.core.db import utcnow
+from podium.core.exposition import CachedExposition
 from podium.core.platform import Platform
 from podium.monitors.store import SUMS, MonitorLatency, MonitorRollup, MonitorScore
 from podium.tracing import latency
@@ -31,8 +29,7 @@ MAX_GROUPS = 100
 MAX_SCORE_NAMES = 20
 CACHE_SECONDS = 10.0
 LABELS = ["project", "route", "model"]
-_cache: dict[str, tuple[float, bytes]] = {}
-_lock = threading.Lock()
+_exposition = CachedExposition(CACHE_SECONDS)
 
 Group = tuple[str, str, str]  # project id, route, model
 
@@ -149,14 +146,4 @@ class MonitorCollector(Collector):
 
 def exposition(platform: Platform) -> bytes:
     """The monitors in Prometheus' text format (kept `CACHE_SECONDS`)."""
-    now = time.monotonic()
-    with _lock:
-        cached = _cache.get(platform.db.url)
-        if cached is not None and now - cached[0] < CACHE_SECONDS:
-            return cached[1]
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(MonitorCollector(platform))
-    body = generate_latest(registry)
-    with _lock:
-        _cache[platform.db.url] = (now, body)
-    return body
+    return _exposition.render(platform.db.url, lambda: MonitorCollector(platform))
