@@ -9,7 +9,6 @@ templates, which escape everything (texts from traces are never markup).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -20,7 +19,7 @@ from podium.core.errors import PodiumError
 from podium.core.http import get_platform
 from podium.drift import service
 from podium.drift.report import DriftSpec, TestResult
-from podium.web.charts import nice_number
+from podium.web.charts import BarChart, grouped_bars
 from podium.web.shell import PageSession, check_csrf, error_page, page_session, redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -36,61 +35,12 @@ TEST_TITLES = {
 }
 
 
-@dataclass(frozen=True)
-class Bar:
-    """One bar: its box in SVG units, and what it shows."""
-
-    x: float
-    y: float
-    w: float
-    h: float
-    color: str
-    side: str
-    label: str
-    share: float
-
-
-@dataclass
-class BarChart:
-    """Reference and current shares per bin, side by side."""
-
-    key: str
-    title: str
-    width: int = 420
-    height: int = 170
-    left: int = 40
-    right: int = 8
-    top: int = 10
-    bottom: int = 34
-    bars: list[Bar] = field(default_factory=list)
-    x_labels: list[tuple[float, str]] = field(default_factory=list)
-    y_ticks: list[tuple[float, str]] = field(default_factory=list)
-
-
 def bar_chart(test: TestResult) -> BarChart | None:
     """The chart of a descriptor test's two distributions (None for tests without bins)."""
     if not test.bins:
         return None
-    chart = BarChart(key=test.name, title=TEST_TITLES.get(test.name, test.name))
-    plot_w = chart.width - chart.left - chart.right
-    plot_h = chart.height - chart.top - chart.bottom
-    top = nice_number(max([*test.reference_shares, *test.current_shares, 0.01]))
-    group = plot_w / len(test.bins)
-    bar_w = max(group * 0.38, 1.0)
-    for i, label in enumerate(test.bins):
-        x0 = chart.left + i * group + group * 0.1
-        for k, (side, shares, color) in enumerate(
-            (("reference", test.reference_shares, REFERENCE), ("current", test.current_shares, CURRENT))
-        ):
-            share = shares[i] if i < len(shares) else 0.0
-            h = share / top * plot_h
-            top_y = round(chart.top + plot_h - h, 2)
-            chart.bars.append(
-                Bar(round(x0 + k * bar_w, 2), top_y, round(bar_w, 2), round(h, 2), color, side, label, share)
-            )
-        chart.x_labels.append((round(chart.left + (i + 0.5) * group, 1), label))
-    chart.y_ticks = [(round(chart.top + plot_h - plot_h * j / 4, 1), f"{top * j / 4:.0%}") for j in range(5)]
-    return chart
+    sides = [("reference", test.reference_shares, REFERENCE), ("current", test.current_shares, CURRENT)]
+    return grouped_bars(test.name, TEST_TITLES.get(test.name, test.name), test.bins, sides)
 
 
 @router.get("/drift")

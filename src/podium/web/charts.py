@@ -233,3 +233,59 @@ def ci_chart(
     ticks = [(float(x(lo + step * k) or 0), fmt(lo + step * k)) for k in range(count + 1)]
     height = CI_TOP + len(rows) * CI_ROW_HEIGHT + CI_AXIS
     return CiChart(key, title, unit, CI_WIDTH, height, CI_LEFT, CI_RIGHT, laid, ticks)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar of a grouped bar chart: its box in SVG units, and what it shows."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    color: str
+    side: str
+    label: str
+    share: float
+
+
+@dataclass
+class BarChart:
+    """Shares per category, one bar per side (e.g. reference and current) in each category's group."""
+
+    key: str
+    title: str
+    width: int = 420
+    height: int = 170
+    left: int = 40
+    right: int = 8
+    top: int = 10
+    bottom: int = 34
+    bars: list[Bar] = field(default_factory=list)
+    x_labels: list[tuple[float, str]] = field(default_factory=list)
+    y_ticks: list[tuple[float, str]] = field(default_factory=list)
+
+
+def grouped_bars(
+    key: str, title: str, labels: Sequence[str], sides: Sequence[tuple[str, Sequence[float], str]]
+) -> BarChart:
+    """A grouped bar chart of shares (0-1): for each label, a bar per side `(name, shares, color)`; the y axis
+    reads as percentages up to a nice number above the largest share."""
+    chart = BarChart(key=key, title=title)
+    plot_w = chart.width - chart.left - chart.right
+    plot_h = chart.height - chart.top - chart.bottom
+    top = nice_number(max([*(v for _, values, _ in sides for v in values), 0.01]))
+    group = plot_w / max(len(labels), 1)
+    bar_w = max(group * 0.76 / max(len(sides), 1), 1.0)
+    for i, label in enumerate(labels):
+        x0 = chart.left + i * group + group * 0.1
+        for k, (side, shares, color) in enumerate(sides):
+            share = shares[i] if i < len(shares) else 0.0
+            h = share / top * plot_h
+            top_y = round(chart.top + plot_h - h, 2)
+            chart.bars.append(
+                Bar(round(x0 + k * bar_w, 2), top_y, round(bar_w, 2), round(h, 2), color, side, label, share)
+            )
+        chart.x_labels.append((round(chart.left + (i + 0.5) * group, 1), label))
+    chart.y_ticks = [(round(chart.top + plot_h - plot_h * j / 4, 1), f"{top * j / 4:.0%}") for j in range(5)]
+    return chart
