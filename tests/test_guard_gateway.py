@@ -531,3 +531,12 @@ def test_model_based_scanners_check_a_stream_every_so_many_characters(gw: LiveSe
     assert decisions["topics"]["scans"] <= length // 160 + 2 and decisions["topics"]["error"] is None
     assert decisions["pii"]["scans"] > 60  # about one per word
     assert decisions["pii"]["findings"][0]["type"] == "EMAIL"
+
+
+def test_a_trace_keeps_a_bounded_number_of_findings(gw: LiveServer, keys: dict[str, str], upstream: FakeServer) -> None:
+    text = " ".join(f"user{i}@example.com" for i in range(60))
+    answer = sdk(gw, keys["plain"]).chat.completions.with_raw_response.create(**chat("g-chat", text))
+    assert answer.parse().choices[0].message.content == "You said: " + text
+    assert "[EMAIL_60]" in upstream.requests[-1]["messages"][0]["content"]
+    [d] = trace(gw, keys["plain"], answer.headers["x-podium-trace-id"])["metadata"]["guard"]["decisions"]
+    assert len(d["findings"]) == 50 and d["findings_total"] == 60

@@ -44,6 +44,7 @@ FLAGGED = Counter(
     "podium_guard_findings_total", "Findings of guardrail policies' scanners in gateway calls.", ["policy", "scanner"]
 )
 _RANK = {"block": 5, "redact": 4, "mask": 3, "hash": 2, "warn": 1}
+MAX_RECORDED = 50  # findings of one scanner kept on a trace (the count of the rest is kept beside them)
 HEAVY_EVERY = 160  # characters of a streamed answer between two runs of its model-based scanners
 HOLD_MAX = 256  # characters of a streamed answer held back at most while a word (or placeholder) arrives
 PLACEHOLDER_MAX = 48  # characters of the longest placeholder `[TYPE_N]` that a stream's end may be cut inside
@@ -293,7 +294,7 @@ async def scan_stage(
             "stage": stage,
             "scanner": entry.spec.type,
             "action": "pass",
-            "findings": [_finding(f, offset) for f in found],
+            "findings": [_finding(f, offset) for f in found[:MAX_RECORDED]],
             "latency_ms": round(latency, 3),
             "error": error,
         }
@@ -316,6 +317,8 @@ async def scan_stage(
                     f"{worst.type} (score {worst.score:.2f})"
                 )
             kept.extend(f for f in found if f.action != "block")
+        if len(found) > MAX_RECORDED:
+            decision["findings_total"] = len(found)
         if not enforce and decision["action"] != "pass":
             decision["enforced"] = False
         decisions.append(decision)
@@ -592,9 +595,10 @@ class StreamCheck:
             fresh = [f for f in d["findings"] if (d["scanner"], f["type"], f["start"], f["end"]) not in self.seen]
             self.seen.update((d["scanner"], f["type"], f["start"], f["end"]) for f in fresh)
             if total is None:
-                self.decisions[d["scanner"]] = {**d, "findings": fresh, "scans": 1}
+                self.decisions[d["scanner"]] = {**d, "findings": fresh, "findings_total": len(fresh), "scans": 1}
             else:
-                total["findings"] += fresh
+                total["findings"] += fresh[: max(0, MAX_RECORDED - len(total["findings"]))]
+                total["findings_total"] += len(fresh)
                 total["latency_ms"] = round(total["latency_ms"] + d["latency_ms"], 3)
                 total["scans"] += 1
                 if _RANK.get(d["action"], 0) > _RANK.get(total["action"], 0):
