@@ -6,6 +6,11 @@ seen within that interval), so finding a call's policy is three dictionary looku
 its `PolicyCall`, which runs the policy's scanners on the request (blocking ones on a thread, each under its
 timeout), redacts what they ask into a `Vault`, scans the answer (whole, or a stream over a sliding window) and
 puts redacted values back when the policy says `deanonymize`. Every scanner's decision is kept for the trace.
+
+A stream (`StreamCheck`) sends text only once it is checked: pattern scanners run at each completed word,
+model-based ones every `HEAVY_EVERY` characters, each on the new text plus `stream_overlap` characters before
+it; a word or placeholder still arriving is held back. A policy with a scanner that judges whole answers
+(`Scanner.whole`: JSON schema, relevance, an LLM judge) holds the stream and checks it once at its end.
 """
 
 from __future__ import annotations
