@@ -6,6 +6,7 @@ Create Date: 2026-12-01 19:50:00.000000
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -15,7 +16,7 @@ down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_KEY = (
+_KEY: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
     ("width", sa.Integer()),
     ("slot", sa.BigInteger()),
     ("project_id", sa.String(length=40)),
@@ -37,7 +38,7 @@ _SUMS = (
 )
 
 
-def _key(*extra: tuple[str, sa.types.TypeEngine]) -> list[sa.Column]:  # type: ignore[type-arg]
+def _key(*extra: tuple[str, sa.types.TypeEngine[Any]]) -> list[sa.Column[Any]]:
     columns = [*_KEY, *extra]
     kinds = {"width", "slot", "bin"}
     return [
