@@ -1,7 +1,10 @@
 """Write the labelled sets `bench/guard.py` measures the scanners on: `pii.jsonl`, `injection.jsonl` and
-`toxicity.jsonl` beside this file. Every sentence and template here was written for Podium; values (card
-numbers, IBANs, keys) are generated with a fixed seed, valid where the example is a positive and deliberately
-invalid where it is a hard negative. Run `python -m podium.guard.data.generate` to rewrite the files.
+`toxicity.jsonl` beside this file, the held-out injection sets (`injection_holdout*.jsonl`, attacks and
+look-alikes; `injection_ordinary.jsonl`, ordinary prompts) and the injection classifier's extra training set
+(`injection_train.jsonl`, read by `train_injection.py`). Every sentence and template here was written for
+Podium; values (card numbers, IBANs, keys) are generated with a fixed seed, valid where the example is a
+positive and deliberately invalid where it is a hard negative. Run `python -m podium.guard.data.generate` to
+rewrite the files.
 
 Rows: `{"id", "text", "label", "kind", ...}`; PII rows add `entities` (`type`, `start`, `end`) and injection
 and toxicity rows a `category`. `kind` is `positive`, `hard_negative` or `negative`.
@@ -1185,7 +1188,7 @@ def seeded(seed: int) -> random.Random:
 
 
 def main() -> None:
-    """Rewrite the three sets (deterministic: the same files every run)."""
+    """Rewrite every set (deterministic: the same files every run)."""
     write("pii.jsonl", pii_rows(seeded(SEED)))
     write("injection.jsonl", injection_rows(seeded(SEED + 1)))
     write("toxicity.jsonl", toxicity_rows(seeded(SEED + 2)))
