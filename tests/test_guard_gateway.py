@@ -87,7 +87,11 @@ def start_echo() -> FakeServer:
         usage = {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
         n = int(body.get("n") or 1)
         if not body.get("stream"):
-            message = {"role": "assistant", "content": text}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if body.get("tools"):  # a tool call whose arguments repeat the prompt
+                arguments = json.dumps({"note": _last_user(body)})
+                call = {"id": "call_1", "type": "function", "function": {"name": "save", "arguments": arguments}}
+                message = {"role": "assistant", "content": None, "tool_calls": [call]}
             return web.json_response(
                 {
                     "id": "chatcmpl-echo",
@@ -572,3 +576,13 @@ def test_injection_is_caught_by_the_real_minilm_served_by_podium_serve(tmp_path:
             assert all(t["model"] == "minilm-l6-v2" for t in own)  # the scanner's own calls, traced as `guard`
     finally:
         served.stop()
+
+
+def test_placeholders_in_tool_call_arguments_are_restored(
+    gw: LiveServer, keys: dict[str, str], upstream: FakeServer
+) -> None:
+    tool = {"type": "function", "function": {"name": "save", "parameters": {"type": "object"}}}
+    answer = sdk(gw, keys["plain"]).chat.completions.create(**chat("g-chat", f"Note {EMAIL}"), tools=[tool])
+    [call] = answer.choices[0].message.tool_calls or []
+    assert json.loads(call.function.arguments) == {"note": f"Note {EMAIL}"}  # type: ignore[union-attr]
+    assert upstream.requests[-1]["messages"][0]["content"] == "Note [EMAIL_1]"

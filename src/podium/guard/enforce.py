@@ -389,6 +389,17 @@ def _choice_texts(result: dict[str, Any]) -> Iterator[tuple[Path, str]]:
             yield ("choices", i, "text"), c["text"]
 
 
+def _tool_arguments(result: dict[str, Any]) -> Iterator[tuple[Path, str]]:
+    """The arguments (JSON text) of the tool calls in a non-streamed answer."""
+    for i, c in enumerate(result.get("choices") or []):
+        message = c.get("message") if isinstance(c, dict) else None
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        for j, call in enumerate(calls if isinstance(calls, list) else []):
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                yield ("choices", i, "message", "tool_calls", j, "function", "arguments"), function["arguments"]
+
+
 # --- one call ------------------------------------------------------------------------------------------------
 
 
@@ -517,6 +528,13 @@ class PolicyCall:
                 _set(out, path, new)
         if self.compiled.output:
             self._record("output", started, Verdict([], reason, decisions, latency))
+        if self.compiled.spec.deanonymize and self.vault.values:  # a tool call's arguments get the values back
+            for path, args in _tool_arguments(out if out is not None else result):
+                restored = self.vault.restore(args)
+                if restored != args:
+                    if out is None:
+                        out = copy.deepcopy(result)
+                    _set(out, path, restored)
         return out if out is not None else result
 
     def stream(self) -> StreamCheck:
