@@ -19,6 +19,8 @@ import openai
 import pytest
 from aiohttp import web
 
+from podium.core.identity import Authenticator
+from podium.gateway.service import Gateway
 from podium.gateway.table import RouteTable
 from podium.guard import registry
 from podium.guard.base import Finding, ScanContext, Scanner, ScannerSettings
@@ -586,3 +588,30 @@ def test_placeholders_in_tool_call_arguments_are_restored(
     [call] = answer.choices[0].message.tool_calls or []
     assert json.loads(call.function.arguments) == {"note": f"Note {EMAIL}"}  # type: ignore[union-attr]
     assert upstream.requests[-1]["messages"][0]["content"] == "Note [EMAIL_1]"
+
+
+def test_a_policy_checks_the_sources_it_lists(gw: LiveServer, keys: dict[str, str]) -> None:
+    """Served traffic by default; batch inference, evaluations and knowledge-base builds only when listed (an
+    index build must not fail on a document that quotes an attack); a scanner's own calls never."""
+    runtime = gw.app.state.runtime
+    principal = runtime.get(Authenticator).authenticate(keys["plain"])
+    hook = runtime.get(Gateway).guard
+    assert hook is not None
+    opened = {origin: hook.open(principal, "g-other", "chat", origin) for origin in ("gateway", "chain", "kb", "eval")}
+    assert {o: g.policy if g is not None else None for o, g in opened.items()} == {
+        "gateway": "project-wide",
+        "chain": "project-wide",
+        "kb": None,
+        "eval": None,
+    }
+    with gw.client(keys["editor"]) as c:
+        policy = c.get("/api/guard/policies/project-wide").json()["spec"]
+        r = c.put("/api/guard/policies/project-wide", json={"policy": {**policy, "sources": ["gateway", "kb"]}})
+        assert r.status_code == 200, r.text
+        try:
+            assert hook.open(principal, "g-other", "embedding", "kb") is not None
+            assert hook.open(principal, "g-other", "chat", "chain") is None
+            bad = c.put("/api/guard/policies/project-wide", json={"policy": {**policy, "sources": ["guard"]}})
+            assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "sources.0"
+        finally:
+            assert c.put("/api/guard/policies/project-wide", json={"policy": policy}).status_code == 200

@@ -345,7 +345,7 @@ class Dispatcher:
             for hook in route.guards:
                 await hook.check_request(call.body, text)
         if guard is not None:
-            call.guard = guard.open(call.principal, route.name, call.kind)
+            call.guard = guard.open(call.principal, route.name, call.kind, call.origin)
             if call.guard is not None:
                 body = await call.guard.check_input(call.kind, call.body)
                 if body is not call.body:

@@ -72,8 +72,9 @@ class CallGuard(Protocol):
 class GuardHook(Protocol):
     """Finds the policy a call falls under, from memory (no database round trip on the hot path)."""
 
-    def open(self, principal: Principal, route: str, kind: str) -> CallGuard | None:
-        """The call's guard, or None when no policy applies to the caller's key, the route or the project."""
+    def open(self, principal: Principal, route: str, kind: str, origin: str = "gateway") -> CallGuard | None:
+        """The call's guard, or None when no policy applies to the caller's key, the route or the project, or
+        the one that does leaves out calls of this `origin` (the trace's source: gateway, chain, batch, ...)."""
 
 
 def guard_spans(guard: CallGuard, trace_id: str, parent_id: str | None) -> list[dict[str, Any]]:

@@ -168,9 +168,9 @@ class Enforcer:
         self.platform = platform
         self.book = book
 
-    def open(self, principal: Principal, route: str, kind: str) -> PolicyCall | None:
+    def open(self, principal: Principal, route: str, kind: str, origin: str = "gateway") -> PolicyCall | None:
         policy = self.book.find(principal.project_id, principal.key_id, route, principal.key_prefix)
-        if policy is None:
+        if policy is None or origin not in policy.spec.sources:  # the most specific policy decides, alone
             return None
         return PolicyCall(policy, Runner(self.platform, principal), route, kind)
 

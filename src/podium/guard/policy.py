@@ -12,6 +12,8 @@ applies_to: {route: support-bot}     # or {key: key_… or pk-…}, or leave it 
 mode: enforce                        # monitor: record decisions, block and change nothing
 deanonymize: true                    # restore redacted values in the answer
 timeout_ms: 1000                     # per scanner (an entry's own `timeout_ms` overrides it)
+sources: [gateway, chain]            # the calls it checks: /v1 and the playground, chain runs (the default);
+                                     # batch inference, evaluations and knowledge-base builds when listed
 input:
   - type: prompt_injection
     settings: {threshold: 0.8}
@@ -42,6 +44,10 @@ from podium.guard import registry
 from podium.guard.base import Action, ScannerError, Stage
 
 OnError = Literal["open", "closed"]
+# where a call comes from (its trace's source): /v1 and the playground, chain runs, batch inference, evaluations,
+# knowledge-base builds; a scanner's own calls (`guard`) never fall under a policy
+Source = Literal["gateway", "chain", "batch", "eval", "kb"]
+DEFAULT_SOURCES: tuple[Source, ...] = ("gateway", "chain")  # served traffic
 Mode = Literal["enforce", "monitor"]
 MAX_ENTRIES = 20  # scanners per stage
 MAX_SOURCE = 100_000  # characters of a policy's YAML or JSON
@@ -100,6 +106,7 @@ class PolicySpec(BaseModel):
     deanonymize: bool = False
     timeout_ms: int = Field(default=1000, ge=1, le=120_000)
     stream_overlap: int = Field(default=200, ge=0, le=20_000)  # characters scanned again with each new piece
+    sources: list[Source] = Field(default_factory=lambda: list(DEFAULT_SOURCES), min_length=1, max_length=5)
     input: list[ScannerEntry] = Field(default_factory=list, max_length=MAX_ENTRIES)
     output: list[ScannerEntry] = Field(default_factory=list, max_length=MAX_ENTRIES)
 
