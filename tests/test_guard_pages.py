@@ -92,6 +92,7 @@ def test_a_policy_page_shows_its_scanners_source_and_findings(live: LiveServer, 
     page.goto(live.url + "/guard")
     page.click("tr.policy-row >> text=pages-policy")
     expect(page.locator("#policy-name")).to_have_text("pages-policy")
+    expect(page.locator("#policy-summary [data-col=sources]")).to_have_text("gateway, chain")
     inputs = page.locator("table[data-stage=input] tr.scanner-row")
     expect(inputs).to_have_count(2)
     expect(inputs.nth(0)).to_contain_text("prompt_injection")
