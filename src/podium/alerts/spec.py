@@ -45,6 +45,7 @@ from pydantic import (
     model_validator,
 )
 
+from podium.core import yamlload
 from podium.core.durations import parse_duration
 from podium.core.errors import InvalidInput, field_path
 from podium.core.names import check_name
@@ -297,7 +298,7 @@ def parse(data: Any, *, source: str | None = None) -> RuleSpec:
         if len(source.encode()) > MAX_YAML_BYTES:
             raise InvalidInput(f"the rule is larger than {MAX_YAML_BYTES // 1024} KB", details={"field": "source"})
         try:
-            data = yaml.safe_load(source)
+            data = yamlload.load(source)
         except yaml.YAMLError as exc:
             raise InvalidInput(f"the rule is not valid YAML: {exc}", details={"field": "source"}) from None
     if not isinstance(data, dict):

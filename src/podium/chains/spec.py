@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from podium.chains import http_tools
 from podium.chains.http_tools import HttpTool
+from podium.core import yamlload
 from podium.core.errors import InvalidInput, field_path
 from podium.core.jsonschemas import compile_schema
 from podium.gateway.guardrails import guardrail_class
@@ -265,7 +266,7 @@ def parse(text: str | bytes) -> ChainSpec:
     if len(text.encode()) > MAX_YAML_BYTES:
         raise InvalidInput(f"a chain file may be at most {MAX_YAML_BYTES // 1024} KB")
     try:
-        data = yaml.safe_load(text)
+        data = yamlload.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

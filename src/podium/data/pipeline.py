@@ -22,6 +22,7 @@ import pyarrow as pa
 import yaml
 from pydantic import ValidationError
 
+from podium.core import yamlload
 from podium.core.errors import InvalidInput
 from podium.data import steps as _steps  # noqa: F401  (registers every step)
 from podium.data.steps.base import STEPS, Step, StepContext
@@ -56,7 +57,7 @@ def parse(spec: Any) -> PipelineSpec:
         if len(spec) > MAX_SPEC_CHARS:
             raise InvalidInput(f"the pipeline is over {MAX_SPEC_CHARS} characters", details={"field": "pipeline"})
         try:
-            spec = yaml.safe_load(spec)
+            spec = yamlload.load(spec)
         except yaml.YAMLError as exc:
             raise InvalidInput(f"the pipeline is not valid YAML: {exc}", details={"field": "pipeline"}) from None
     if isinstance(spec, list):

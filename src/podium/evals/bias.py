@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from podium.core import yamlload
 from podium.core.errors import InvalidInput
 from podium.evals.compare import default_higher_is_better
 from podium.evals.stats import PairedTest, paired_test
@@ -159,7 +160,7 @@ def read_list(path: Path) -> TermList:
     except UnicodeDecodeError as exc:
         raise _fail(path, "is not UTF-8 text") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yamlload.load(text)
     except yaml.YAMLError as exc:
         raise _fail(path, f"is not valid YAML ({' '.join(str(exc).split())})") from exc
     return parse_list(data, path)

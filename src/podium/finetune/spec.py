@@ -47,6 +47,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from podium.core import yamlload
 from podium.core.errors import InvalidInput, field_path
 
 MAX_YAML_BYTES = 64 * 1024
@@ -230,7 +231,7 @@ def parse_yaml(text: str) -> dict[str, Any]:
     if len(text.encode()) > MAX_YAML_BYTES:
         raise InvalidInput(f"a blueprint may be at most {MAX_YAML_BYTES // 1024} KB", details={"field": "source"})
     try:
-        data = yaml.safe_load(text)
+        data = yamlload.load(text)
     except yaml.YAMLError as exc:
         raise InvalidInput(f"the blueprint is not valid YAML: {exc}", details={"field": "source"}) from None
     if data is None:

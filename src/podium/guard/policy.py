@@ -38,6 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from podium.core import yamlload
 from podium.core.errors import InvalidInput
 from podium.core.names import check_name
 from podium.guard import registry
@@ -135,7 +136,7 @@ def parse_source(source: str) -> Any:
     if len(source) > MAX_SOURCE:
         raise InvalidInput(f"a policy is at most {MAX_SOURCE} characters", details={"field": "source"})
     try:
-        return yaml.safe_load(source)
+        return yamlload.load(source)
     except yaml.YAMLError as exc:
         raise InvalidInput(f"the policy is not valid YAML or JSON: {exc}", details={"field": "source"}) from None
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from podium.core import yamlload
 from podium.core.errors import InvalidInput
 
 SUFFIXES = (".yaml", ".yml", ".md")
@@ -80,7 +81,7 @@ def _origins(root: yaml.Node, lines: list[str], offset: int = 0) -> dict[str, Or
 
 def _load_yaml(text: str, path: Path, offset: int = 0) -> tuple[Any, yaml.Node | None]:
     try:
-        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+        return yamlload.load(text), yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{path}:{mark.line + 1 + offset}:{mark.column + 1}" if mark else str(path)
