@@ -469,3 +469,13 @@ def test_a_score_source_must_be_known(live: LiveServer) -> None:
         assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "source"
         assert "user, evaluator, api" in r.json()["error"]["message"]
         assert c.get("/api/scores", params={"source": "evaluator"}).status_code == 200
+
+
+@pytest.mark.parametrize("param", ["source", "q", "model", "user"])
+def test_a_filter_with_nul_is_refused_naming_it(live: LiveServer, param: str) -> None:
+    """PostgreSQL cannot compare text holding NUL: the filter is refused, not answered with a 500."""
+    with live.client() as c:
+        for path in ("/api/traces/aggregate", "/api/traces"):
+            r = c.get(path, params={param: "gate\x00way"})
+            assert r.status_code == 400, (path, r.text)
+            assert r.json()["error"]["details"]["field"] == param and "NUL" in r.json()["error"]["message"]

@@ -68,6 +68,11 @@ class TraceFilters:
     q: str | None = None
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # PostgreSQL cannot compare text with NUL in it: refused here, not as a 500
+            value = getattr(self, f.name)
+            if isinstance(value, str) and "\x00" in value:
+                name = {"start": "from", "end": "to"}.get(f.name, f.name)
+                raise InvalidInput(f"{name} must not contain NUL characters", details={"field": name})
         if self.status is not None and self.status not in STATUSES:
             raise InvalidInput(
                 f"status {self.status!r} is not one of: {', '.join(STATUSES)}", details={"field": "status"}
@@ -89,8 +94,6 @@ class TraceFilters:
             raise InvalidInput("q is longer than 1000 characters", details={"field": "q"})
 
 
-# query parameter of each filter field (the two times are `from` and `to` over HTTP and in the CLI)
-_PARAM = {f.name: f.name for f in fields(TraceFilters)} | {"start": "from", "end": "to"}
 # query parameter of each filter field (the two times are `from` and `to` over HTTP and in the CLI)
 _PARAM = {f.name: f.name for f in fields(TraceFilters)} | {"start": "from", "end": "to"}
 FILTER_PARAMS: tuple[str, ...] = tuple(_PARAM.values())
